@@ -1,0 +1,14 @@
+// Runs work on a libuv pool thread and settles a Promise on the JS thread. The work function must not touch
+// napi; values it needs are captured as plain pointers while the JS objects are kept alive by references.
+#pragma once
+#include <napi.h>
+
+#include <functional>
+#include <vector>
+
+namespace streamline::binding {
+
+Napi::Promise run_async(Napi::Env env, const std::vector<Napi::Value>& keep_alive, std::function<void()> work,
+                        std::function<Napi::Value(Napi::Env)> done = nullptr);
+
+}  // namespace streamline::binding

@@ -1,0 +1,68 @@
+// Facts about the runtime: CPU features and the chosen kernel level, thread count, CUDA availability.
+#include <dlfcn.h>
+
+#include <string>
+
+#include "register.h"
+#include "streamline/cpu_features.h"
+#include "streamline/cuda_loader.h"
+#include "streamline/threads.h"
+
+using namespace streamline;
+
+namespace {
+
+std::string addon_dir() {
+  Dl_info di;
+  if (dladdr(reinterpret_cast<void*>(&addon_dir), &di) && di.dli_fname) {
+    std::string p = di.dli_fname;
+    auto slash = p.rfind('/');
+    if (slash != std::string::npos) return p.substr(0, slash);
+  }
+  return ".";
+}
+
+Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const CpuFeatures& f = cpu_features();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("avx2", f.avx2_fma);
+  o.Set("avx512f", f.avx512f);
+  o.Set("avx512bf16", f.avx512bf16);
+  o.Set("amx", f.amx_bf16);
+  o.Set("amxPermitted", f.amx_permitted);
+  o.Set("detected", cpu_level_name(f.detected));
+  o.Set("level", cpu_level_name(f.level));
+  o.Set("threads", num_threads());
+#ifdef STREAMLINE_HAVE_BLAS
+  o.Set("blas", "openblas");
+#else
+  o.Set("blas", "none");
+#endif
+  return o;
+}
+
+Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CudaStatus s = cuda_status(addon_dir());
+  Napi::Object o = Napi::Object::New(env);
+#ifdef STREAMLINE_CUDA_COMPILED
+  o.Set("compiled", true);
+#else
+  o.Set("compiled", s.compiled);
+#endif
+  o.Set("loaded", s.loaded);
+  o.Set("deviceCount", s.device_count);
+  o.Set("runtimeVersion", s.runtime_version);
+  o.Set("deviceName", s.device_name);
+  o.Set("available", s.device_count > 0);
+  o.Set("reason", s.reason);
+  return o;
+}
+
+}  // namespace
+
+STREAMLINE_BINDING(info) {
+  exports.Set("cpuInfo", Napi::Function::New(env, CpuInfo, "cpuInfo"));
+  exports.Set("cudaInfo", Napi::Function::New(env, CudaInfo, "cudaInfo"));
+}

@@ -1,0 +1,39 @@
+/**
+ * The commander program. Each command lives in its own file under commands/ and registers itself here;
+ * commands parse and check options, call @streamline/core or @streamline/eval, and present results.
+ */
+import { Command, CommanderError } from 'commander';
+import { isStreamlineError } from '@streamline/core';
+import { registerInfo } from './commands/info.js';
+
+export const VERSION = '0.1.0';
+
+/** Builds the program (exported for tests and for the docs generator). */
+export function buildProgram(): Command {
+  const program = new Command('streamline')
+    .description('Prune redundant layers from large language models, train a replacement, and measure what was lost.')
+    .version(VERSION)
+    .showHelpAfterError()
+    .exitOverride();
+  registerInfo(program);
+  return program;
+}
+
+/** Runs the CLI and returns the exit code. Errors become `error [CODE]: message` on stderr. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // commander already printed its message (help, version or a usage error).
+      return e.exitCode;
+    }
+    if (isStreamlineError(e)) {
+      process.stderr.write(`error [${e.code}]: ${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+}
