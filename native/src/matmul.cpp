@@ -1,0 +1,126 @@
+// Linear layers. f32 weights go straight to OpenBLAS sgemm (or the built-in blocked kernel without BLAS);
+// bf16/f16 weights are widened to f32 in column panels that stay in cache and multiplied panel by panel, so a
+// layer never needs a full f32 copy of its weights. The reference is the plain triple loop.
+#include "streamline/matmul.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "streamline/convert.h"
+#include "streamline/threads.h"
+
+#ifdef STREAMLINE_HAVE_BLAS
+#include <cblas.h>
+#endif
+
+namespace streamline {
+
+namespace {
+
+float weight_at(const void* w, DType t, size_t i) {
+  switch (t) {
+    case DType::F32: return static_cast<const float*>(w)[i];
+    case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(w)[i]);
+    default: return bf16_to_f32(static_cast<const uint16_t*>(w)[i]);
+  }
+}
+
+#ifndef STREAMLINE_HAVE_BLAS
+// Portable fallback: C (+)= A·op(B), blocked over rows and threaded; op(B)=B^T is handled by packing B^T panels.
+void gemm_fallback(float* C, const float* A, const float* B, size_t M, size_t N, size_t K, bool bt, bool acc) {
+  constexpr size_t NB = 256;
+  for (size_t n0 = 0; n0 < N; n0 += NB) {
+    size_t nb = std::min(NB, N - n0);
+    std::vector<float> panel(K * nb);  // panel[k][j] = op(B)[k][n0+j]
+    for (size_t k = 0; k < K; k++)
+      for (size_t j = 0; j < nb; j++) panel[k * nb + j] = bt ? B[(n0 + j) * K + k] : B[k * N + n0 + j];
+    parallel_for(M, 4, [&](size_t mb, size_t me, int) {
+      std::vector<float> row(nb);
+      for (size_t m = mb; m < me; m++) {
+        std::fill(row.begin(), row.end(), 0.f);
+        const float* a = A + m * K;
+        for (size_t k = 0; k < K; k++) {
+          float av = a[k];
+          const float* p = panel.data() + k * nb;
+          for (size_t j = 0; j < nb; j++) row[j] += av * p[j];
+        }
+        float* c = C + m * N + n0;
+        for (size_t j = 0; j < nb; j++) c[j] = acc ? c[j] + row[j] : row[j];
+      }
+    });
+  }
+}
+#endif
+
+}  // namespace
+
+void gemm_f32(float* C, const float* A, const float* B, size_t M, size_t N, size_t K, bool b_transposed, bool accumulate) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    if (!accumulate) std::memset(C, 0, M * N * sizeof(float));
+    return;
+  }
+#ifdef STREAMLINE_HAVE_BLAS
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, b_transposed ? CblasTrans : CblasNoTrans, int(M), int(N), int(K), 1.0f, A,
+              int(K), B, b_transposed ? int(K) : int(N), accumulate ? 1.0f : 0.0f, C, int(N));
+#else
+  gemm_fallback(C, A, B, M, N, K, b_transposed, accumulate);
+#endif
+}
+
+void linear_forward(float* y, const float* x, const void* w, DType wdt, const float* bias, size_t M, size_t N, size_t K,
+                    bool accumulate) {
+  if (M == 0 || N == 0) return;
+  if (wdt == DType::F32) {
+    gemm_f32(y, x, static_cast<const float*>(w), M, N, K, true, accumulate);
+  } else {
+    // Widen a panel of output features at a time: NB rows of W (NB x K f32) stay within L2.
+    size_t NB = std::max<size_t>(16, std::min<size_t>(N, (512 * 1024) / (K * sizeof(float) + 1)));
+    std::vector<float> panel(NB * K);
+#ifndef STREAMLINE_HAVE_BLAS
+    std::vector<float> out(M * NB);
+#endif
+    for (size_t n0 = 0; n0 < N; n0 += NB) {
+      size_t nb = std::min(NB, N - n0);
+      convert_floats(panel.data(), DType::F32, static_cast<const char*>(w) + n0 * K * dtype_size(wdt), wdt, nb * K);
+#ifdef STREAMLINE_HAVE_BLAS
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(nb), int(K), 1.0f, x, int(K), panel.data(),
+                  int(K), accumulate ? 1.0f : 0.0f, y + n0, int(N));
+#else
+      gemm_f32(out.data(), x, panel.data(), M, nb, K, true, false);
+      for (size_t m = 0; m < M; m++)
+        for (size_t j = 0; j < nb; j++) y[m * N + n0 + j] = (accumulate ? y[m * N + n0 + j] : 0.f) + out[m * nb + j];
+#endif
+    }
+  }
+  if (bias)
+    parallel_for(M, 64, [&](size_t b, size_t e, int) {
+      for (size_t m = b; m < e; m++)
+        for (size_t j = 0; j < N; j++) y[m * N + j] += bias[j];
+    });
+}
+
+namespace ref {
+
+void gemm_f32(float* C, const float* A, const float* B, size_t M, size_t N, size_t K, bool bt, bool acc) {
+  for (size_t m = 0; m < M; m++)
+    for (size_t n = 0; n < N; n++) {
+      double s = 0;
+      for (size_t k = 0; k < K; k++) s += double(A[m * K + k]) * double(bt ? B[n * K + k] : B[k * N + n]);
+      C[m * N + n] = acc ? C[m * N + n] + float(s) : float(s);
+    }
+}
+
+void linear_forward(float* y, const float* x, const void* w, DType wdt, const float* bias, size_t M, size_t N, size_t K,
+                    bool accumulate) {
+  for (size_t m = 0; m < M; m++)
+    for (size_t n = 0; n < N; n++) {
+      double s = bias ? bias[n] : 0.0;
+      for (size_t k = 0; k < K; k++) s += double(x[m * K + k]) * double(weight_at(w, wdt, n * K + k));
+      y[m * N + n] = accumulate ? y[m * N + n] + float(s) : float(s);
+    }
+}
+
+}  // namespace ref
+}  // namespace streamline
