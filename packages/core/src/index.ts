@@ -5,3 +5,5 @@
 export { StreamlineError, isStreamlineError } from './errors.js';
 export { runtimeInfo } from './runtime.js';
 export type { RuntimeInfo } from './runtime.js';
+export { learningRate } from './train/schedule.js';
+export type { ScheduleOptions } from './train/schedule.js';

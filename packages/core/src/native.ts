@@ -16,6 +16,19 @@ export interface NativeTensor {
   shape: readonly number[];
 }
 
+/** Activation names the backward kernels take (also 0..3 in this order). */
+export type NativeActivation = 'silu' | 'relu' | 'gelu' | 'gelu_tanh';
+
+/** One AdamW step as torch.optim.AdamW takes it; `step` is 1-based (the step being taken). */
+export interface NativeAdamWOptions {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  step: number;
+}
+
 /** Raw addon exports; binding files add functions here as they register them. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type NativeAddon = Record<string, any> & {
@@ -25,6 +38,29 @@ export type NativeAddon = Record<string, any> & {
   convertFloats(dst: ArrayBufferView, dstDtype: string, src: ArrayBufferView, srcDtype: string): void;
   convertFloatsRef(dst: ArrayBufferView, dstDtype: string, src: ArrayBufferView, srcDtype: string): void;
   convertFloatsAsync(dst: ArrayBufferView, dstDtype: string, src: ArrayBufferView, srcDtype: string): Promise<void>;
+  // ---- backward kernels, loss and optimiser (binding_backward.cpp). Arguments: outputs, inputs, dimensions;
+  // buffers are Float32Array of exactly the implied length; `null` skips an optional output or input.
+  // Gradients accumulate (+=) except linear dx, attention dq/dk/dv, rope (in place) and mse da (overwritten).
+  linearBackward(dx: Float32Array | null, dw: Float32Array | null, db: Float32Array | null, dy: Float32Array, x: Float32Array | null, w: Float32Array | null, M: number, N: number, K: number): void;
+  linearBackwardRef(dx: Float32Array | null, dw: Float32Array | null, db: Float32Array | null, dy: Float32Array, x: Float32Array | null, w: Float32Array | null, M: number, N: number, K: number): void;
+  rmsnormBackward(dx: Float32Array | null, dw: Float32Array | null, dy: Float32Array, x: Float32Array, w: Float32Array | null, M: number, D: number, eps: number): void;
+  rmsnormBackwardRef(dx: Float32Array | null, dw: Float32Array | null, dy: Float32Array, x: Float32Array, w: Float32Array | null, M: number, D: number, eps: number): void;
+  layernormBackward(dx: Float32Array | null, dw: Float32Array | null, db: Float32Array | null, dy: Float32Array, x: Float32Array, w: Float32Array | null, M: number, D: number, eps: number): void;
+  layernormBackwardRef(dx: Float32Array | null, dw: Float32Array | null, db: Float32Array | null, dy: Float32Array, x: Float32Array, w: Float32Array | null, M: number, D: number, eps: number): void;
+  activationBackward(dx: Float32Array, dy: Float32Array, x: Float32Array, kind: NativeActivation): void;
+  activationBackwardRef(dx: Float32Array, dy: Float32Array, x: Float32Array, kind: NativeActivation): void;
+  gatedBackward(dgate: Float32Array | null, dup: Float32Array | null, dy: Float32Array, gate: Float32Array, up: Float32Array, kind: NativeActivation): void;
+  gatedBackwardRef(dgate: Float32Array | null, dup: Float32Array | null, dy: Float32Array, gate: Float32Array, up: Float32Array, kind: NativeActivation): void;
+  ropeBackward(dx: Float32Array, cos: Float32Array, sin: Float32Array, M: number, nheads: number, Dh: number): void;
+  ropeBackwardRef(dx: Float32Array, cos: Float32Array, sin: Float32Array, M: number, nheads: number, Dh: number): void;
+  attentionBackward(dq: Float32Array, dk: Float32Array, dv: Float32Array, dout: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, keyMask: Uint8Array | null, B: number, T: number, H: number, Hk: number, Dh: number, scale: number): void;
+  attentionBackwardRef(dq: Float32Array, dk: Float32Array, dv: Float32Array, dout: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, keyMask: Uint8Array | null, B: number, T: number, H: number, Hk: number, Dh: number, scale: number): void;
+  mseForwardBackward(da: Float32Array | null, a: Float32Array, b: Float32Array): number;
+  mseForwardBackwardRef(da: Float32Array | null, a: Float32Array, b: Float32Array): number;
+  adamwStep(params: Float32Array[], grads: Float32Array[], m: Float32Array[], v: Float32Array[], options: NativeAdamWOptions): void;
+  gradNorm(grads: Float32Array[]): number;
+  clipGradNorm(grads: Float32Array[], maxNorm: number): { norm: number; scale: number };
+  // ---- end of backward block
 };
 
 let cached: NativeAddon | undefined;
