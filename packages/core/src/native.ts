@@ -18,7 +18,7 @@ export interface NativeTensor {
 
 /** Raw addon exports; binding files add functions here as they register them. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type NativeAddon = Record<string, any> & {
+export type NativeAddon = Record<string, any> & NativeScoring & {
   cpuInfo(): { avx2: boolean; avx512f: boolean; avx512bf16: boolean; amx: boolean; amxPermitted: boolean; detected: string; level: string; threads: number; blas: string };
   cudaInfo(): { compiled: boolean; loaded: boolean; deviceCount: number; runtimeVersion: number; deviceName: string; available: boolean; reason: string };
   mapFile(path: string): ArrayBuffer;
@@ -67,4 +67,12 @@ function cpuFlags(): Set<string> {
   } catch {
     return new Set();
   }
+}
+
+/** Fused cosine scoring (native/binding/binding_score.cpp). */
+export interface NativeScoring {
+  /** Adds [sum of cosines, tokens counted, zero-norm tokens] for one pair into out (Float64Array(3)). */
+  cosineAccumulate(out: Float64Array, a: Float32Array, b: Float32Array, mask: Uint8Array | null, M: number, D: number, useRef?: boolean): void;
+  /** The same for pairs (states[pairs[2p]], states[pairs[2p+1]]), off the JS thread; out has 3 values per pair. */
+  cosinePairsAccumulate(out: Float64Array, states: Float32Array[], pairs: Int32Array, mask: Uint8Array | null, M: number, D: number): Promise<void>;
 }
