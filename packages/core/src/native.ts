@@ -18,7 +18,7 @@ export interface NativeTensor {
 
 /** Raw addon exports; binding files add functions here as they register them. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type NativeAddon = Record<string, any> & NativeScoring & {
+export type NativeAddon = Record<string, any> & NativeScoring & NativeLinalg & {
   cpuInfo(): { avx2: boolean; avx512f: boolean; avx512bf16: boolean; amx: boolean; amxPermitted: boolean; detected: string; level: string; threads: number; blas: string };
   cudaInfo(): { compiled: boolean; loaded: boolean; deviceCount: number; runtimeVersion: number; deviceName: string; available: boolean; reason: string };
   mapFile(path: string): ArrayBuffer;
@@ -75,4 +75,16 @@ export interface NativeScoring {
   cosineAccumulate(out: Float64Array, a: Float32Array, b: Float32Array, mask: Uint8Array | null, M: number, D: number, useRef?: boolean): void;
   /** The same for pairs (states[pairs[2p]], states[pairs[2p+1]]), off the JS thread; out has 3 values per pair. */
   cosinePairsAccumulate(out: Float64Array, states: Float32Array[], pairs: Int32Array, mask: Uint8Array | null, M: number, D: number): Promise<void>;
+}
+
+/** Least squares for the `linear` replacement (native/binding/binding_linalg.cpp). */
+export interface NativeLinalg {
+  /** XtX += XᵀX, XtY += XᵀY over unmasked rows, in f64. Async unless useRef (the plain reference, synchronous). */
+  normalEquationsAccumulate(XtX: Float64Array, XtY: Float64Array, X: Float32Array, Y: Float32Array, mask: Uint8Array | null, M: number, D: number, E: number, useRef?: boolean): Promise<void> | void;
+  /** Solves (XtX + ridge·I) T = XtY into T; rejects with E_LINEAR_SOLVE. */
+  solveNormalEquations(T: Float32Array, XtX: Float64Array, XtY: Float64Array, D: number, E: number, ridge: number): Promise<void>;
+  /** Wout[D,F] = Tᵀ · Win. */
+  foldLeft(Wout: Float32Array, T: Float32Array, Win: NativeTensor, D: number, F: number): Promise<void>;
+  /** Eout[V,D] = Ein · T. */
+  foldRight(Eout: Float32Array, Ein: NativeTensor, T: Float32Array, V: number, D: number): Promise<void>;
 }
