@@ -68,15 +68,23 @@ export async function embed(desc: ModelDescription, batch: TokenBatch): Promise<
   return { B: batch.B, T: batch.T, D, data: h, mask: batch.mask, positions: batch.positions, lengths: batch.lengths };
 }
 
+/** Intermediate outputs of a decoder layer, for the `linear` replacement: h_out = attnResidual + mlpOut (pre-norm). */
+export interface LayerCaptures {
+  /** x + attention(x): the residual stream after the attention block [B*T*D]. */
+  attnResidual: Float32Array;
+  /** The MLP block's output before the residual add [B*T*D]. */
+  mlpOut: Float32Array;
+}
+
 /** Runs one layer source on h (returns a new batch; h is not modified). */
-export async function runLayer(desc: ModelDescription, layer: LayerSource, h: HiddenBatch): Promise<HiddenBatch> {
+export async function runLayer(desc: ModelDescription, layer: LayerSource, h: HiddenBatch, captures?: LayerCaptures): Promise<HiddenBatch> {
   const n = native();
   const out = new Float32Array(h.data.length);
   const { invFreq, attentionScaling } = desc.rope ? ropeFrequencies(desc.rope, h.T) : { invFreq: null, attentionScaling: 1 };
   const spec = nativeSpec(desc, h.B, h.T, attentionScaling);
   try {
     if (layer.kind === 'mlp') await n.mlpBlockForward(out, h.data, spec, layer.weights());
-    else await n.decoderLayerForward(out, h.data, spec, layer.weights(), h.positions, h.mask, invFreq, null);
+    else await n.decoderLayerForward(out, h.data, spec, layer.weights(), h.positions, h.mask, invFreq, captures ?? null);
   } catch (e) {
     throw fromNative(e, layer.label);
   }
