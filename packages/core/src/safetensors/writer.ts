@@ -151,6 +151,13 @@ function checkOptions(options: WriteOptions): void {
   if (options.baseName !== undefined && !/^[\w.-]+$/.test(options.baseName)) argError(`baseName must be a plain file name stem, got '${options.baseName}'`);
 }
 
+/** File-system failures become E_IO; anything else (a producer's own error) passes through unchanged. */
+function asIoError(e: unknown, where: string): unknown {
+  const err = e as NodeJS.ErrnoException;
+  if (e instanceof StreamlineError || typeof err?.syscall !== 'string') return e;
+  return new StreamlineError('E_IO', `writing safetensors into ${where}: ${err.message}`, { file: where, cause: e });
+}
+
 function tmpName(dir: string, final: string): string {
   return path.join(dir, `.${final}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
 }
@@ -173,7 +180,11 @@ export async function writeSafetensors(dir: string, entries: Iterable<WriteEntry
   const n = shards.length;
   const names = n === 1 ? [`${base}.safetensors`] : shards.map((_, i) => `${base}-${String(i + 1).padStart(5, '0')}-of-${String(n).padStart(5, '0')}.safetensors`);
   const indexName = base === 'model' ? SAFE_WEIGHTS_INDEX_NAME : `${base}.safetensors.index.json`;
-  await fs.promises.mkdir(dir, { recursive: true });
+  try {
+    await fs.promises.mkdir(dir, { recursive: true });
+  } catch (e) {
+    throw asIoError(e, dir);
+  }
   const conflict = n === 1 ? path.join(dir, indexName) : path.join(dir, `${base}.safetensors`);
   if (fs.existsSync(conflict)) {
     throw new StreamlineError('E_WRITE_CONFLICT', `${conflict} exists and would be loaded instead of (or mixed with) the new ${n === 1 ? 'single file' : 'shards'}; remove it or write elsewhere`, { file: conflict });
@@ -202,9 +213,7 @@ export async function writeSafetensors(dir: string, entries: Iterable<WriteEntry
     if (indexTmp) await fs.promises.rename(indexTmp, path.join(dir, indexName));
   } catch (e) {
     await Promise.all(temps.map((t) => fs.promises.rm(t, { force: true })));
-    if (e instanceof StreamlineError) throw e;
-    const err = e as NodeJS.ErrnoException;
-    throw new StreamlineError('E_IO', `writing safetensors into ${dir}: ${err.message}`, { file: dir, cause: e });
+    throw asIoError(e, dir);
   }
   return { files: names, indexFile: n > 1 ? indexName : null, totalSize: bytesTotal };
 }
@@ -223,7 +232,6 @@ export async function writeSafetensorsFile(file: string, entries: Iterable<Write
     await fs.promises.rename(tmp, file);
   } catch (e) {
     await fs.promises.rm(tmp, { force: true });
-    if (e instanceof StreamlineError) throw e;
-    throw new StreamlineError('E_IO', `writing ${file}: ${(e as Error).message}`, { file, cause: e });
+    throw asIoError(e, file);
   }
 }
