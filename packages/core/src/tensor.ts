@@ -27,6 +27,13 @@ export function shapeNumel(shape: readonly number[], what = 'shape'): number {
   return n;
 }
 
+/**
+ * A dtype, a shape and contiguous row-major bytes. Pass it straight to native functions (it has `data`, `dtype`
+ * and `shape`). Tensors from safetensors files are zero-copy read-only views of the mapping (`readonly`).
+ * @example
+ * const t = Tensor.fromFloat32([1, 2, 3, 4], [2, 2], 'bf16');
+ * t.toFloat32(); // Float32Array [1, 2, 3, 4]
+ */
 export class Tensor {
   /** Element type. */
   readonly dtype: DType;
