@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import { isStreamlineError } from '@streamline/core';
 import { registerInfo } from './commands/info.js';
+import { registerInspect } from './commands/inspect.js';
 
 export const VERSION = '0.1.0';
 
@@ -16,6 +17,7 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   registerInfo(program);
+  registerInspect(program);
   return program;
 }
 
