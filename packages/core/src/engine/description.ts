@@ -12,15 +12,9 @@ export interface WeightView {
   shape: readonly number[];
 }
 
-/** Layer roles (native/include/streamline/model.h); absent roles are simply missing from the record. */
-export type LayerRole =
-  | 'attn_norm.weight' | 'attn_norm.bias' | 'q.weight' | 'q.bias' | 'k.weight' | 'k.bias' | 'v.weight' | 'v.bias'
-  | 'o.weight' | 'o.bias' | 'mlp_norm.weight' | 'mlp_norm.bias' | 'gate.weight' | 'up.weight' | 'up.bias'
-  | 'down.weight' | 'down.bias';
+import type { GlobalRole, LayerRole } from '../arch/types.js';
 
-export type GlobalRole =
-  | 'embed.weight' | 'pos_embed.weight' | 'project_in.weight' | 'project_out.weight' | 'final_norm.weight'
-  | 'final_norm.bias' | 'lm_head.weight';
+export type { GlobalRole, LayerRole };
 
 /** How one decoder layer computes (shared by all layers of a model). */
 export interface LayerSemantics {
