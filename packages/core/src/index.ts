@@ -5,3 +5,6 @@
 export { StreamlineError, isStreamlineError } from './errors.js';
 export { runtimeInfo } from './runtime.js';
 export type { RuntimeInfo } from './runtime.js';
+export { loadTokenizer } from './tokenizer.js';
+export type { LoadedTokenizer, EncodeOptions } from './tokenizer.js';
+export * from './data/index.js';
