@@ -86,7 +86,7 @@ export interface EvalReport extends ModelReport {
 
 async function runModel(
   which: 'model' | 'baseline', model: LogprobModel, tokenizer: EvalTokenizer, docs: Map<string, string[]>,
-  tasks: { name: string; items: McItem[] }[], opts: EvaluateOptions,
+  tasks: { name: string; file: string; items: McItem[] }[], opts: EvaluateOptions,
 ): Promise<{ report: ModelReport; results: Map<string, ItemResult[]> }> {
   const report: ModelReport = { ppl: {}, tasks: {} };
   const results = new Map<string, ItemResult[]>();
@@ -98,7 +98,7 @@ async function runModel(
       : await chunkedPerplexity({ ...common, seqLen: opts.seqLen });
   }
   for (const t of tasks) {
-    const r = await scoreItems({ model, tokenizer, items: t.items, mode: opts.mode, batchSize: opts.batchSize, onProgress: progress(`task:${t.name}`) });
+    const r = await scoreItems({ model, tokenizer, items: t.items, mode: opts.mode, batchSize: opts.batchSize, onProgress: progress(`task:${t.name}`), label: `task ${t.name} (${t.file})` });
     results.set(t.name, r);
     report.tasks[t.name] = taskMetrics(r);
   }
@@ -145,7 +145,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalReport> {
   }
   const docs = new Map<string, string[]>();
   for (const f of opts.ppl ?? []) docs.set(f, await readTextDocuments(f, opts.pplField ?? 'text'));
-  const tasks: { name: string; items: McItem[] }[] = [];
+  const tasks: { name: string; file: string; items: McItem[] }[] = [];
   for (const t of opts.tasks ?? []) tasks.push(await loadTask(t.name, t.path, opts.limit));
 
   const o = { ...opts, mode, pplMode };

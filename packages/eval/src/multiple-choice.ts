@@ -147,6 +147,8 @@ export interface ScoreItemsOptions {
   mode?: McMode;
   batchSize?: number;
   onProgress?: (done: number, total: number) => void;
+  /** Prefix for error messages (e.g. the task name and file). */
+  label?: string;
 }
 
 /**
@@ -157,7 +159,14 @@ export async function scoreItems(opts: ScoreItemsOptions): Promise<ItemResult[]>
   const { model, tokenizer, items, batchSize, onProgress } = opts;
   const mode = opts.mode ?? 'lm-eval';
   const built: ScoredSequence[] = [];
-  for (const item of items) for (const r of item.requests) built.push(buildSequence(tokenizer, r, mode, model.maxLength));
+  items.forEach((item, i) => item.requests.forEach((r, k) => {
+    try {
+      built.push(buildSequence(tokenizer, r, mode, model.maxLength));
+    } catch (e) {
+      if (e instanceof StreamlineError) throw new StreamlineError(e.code, `${opts.label ? `${opts.label}, ` : ''}item ${i + 1}, option ${k}: ${e.message}`, { cause: e });
+      throw e;
+    }
+  }));
   const lps = await model.tokenLogprobs(built.map((b) => b.sequence), { batchSize, onProgress });
   if (lps.length !== built.length) {
     throw new StreamlineError('E_INTERNAL', `the model returned ${lps.length} results for ${built.length} sequences`);
