@@ -29,3 +29,7 @@ export { openModelDir } from './model-dir.js';
 export type { ModelDir } from './model-dir.js';
 export { inspect, modelProblems, assertModelValid } from './inspect.js';
 export type { ModelReport, FileReport, DTypeHistogram, MissingTensor, WrongShapeTensor } from './inspect.js';
+
+export { loadTokenizer } from './tokenizer.js';
+export type { LoadedTokenizer, EncodeOptions } from './tokenizer.js';
+export * from './data/index.js';

@@ -12,7 +12,7 @@ import { native } from '../native.js';
 import type { LayerRole, LayerSemantics } from '../engine/description.js';
 import { learningRate } from './schedule.js';
 import type { PairCache } from './pair-cache.js';
-import { permutation } from '../data/random.js';
+import { shuffledIndices } from '../data/prng.js';
 
 export interface TrainOptions {
   kind: 'mlp' | 'layer';
@@ -142,7 +142,7 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
       if (o.signal?.aborted) { interrupted = true; break; }
       const step = st.step + 1;
       const epoch = Math.floor(st.step / stepsPerEpoch);
-      const order = permutation(N, seed * 1000003 + epoch);
+      const order = shuffledIndices(N, BigInt(seed) * 1000003n + BigInt(epoch));
       const first = (st.step % stepsPerEpoch) * perStep;
       const blocks = order.slice(first, Math.min(N, first + perStep));
       for (const g of grads) g.fill(0);
