@@ -33,3 +33,20 @@ export type { ModelReport, FileReport, DTypeHistogram, MissingTensor, WrongShape
 export { loadTokenizer } from './tokenizer.js';
 export type { LoadedTokenizer, EncodeOptions } from './tokenizer.js';
 export * from './data/index.js';
+
+export { loadModel, modelFromDescription, forwardDescription } from './model.js';
+export type { LoadedModel, ForwardOptions, ForwardResult } from './model.js';
+export { describeModel } from './engine/describe.js';
+export type { ModelDescription, LayerSource, LayerSemantics, WeightView } from './engine/description.js';
+export { makeTokenBatch } from './engine/batch.js';
+export type { TokenBatch, HiddenBatch } from './engine/batch.js';
+export { embed, runLayer, runLayers, head, tokenLogprobs } from './engine/forward.js';
+export type { RunLayersOptions, HeadOptions, LogprobOptions, LayerCaptures } from './engine/forward.js';
+export { ropeFrequencies } from './engine/rope.js';
+export type { RopeParams } from './engine/rope.js';
+export { scoreLayers } from './scoring/score.js';
+export type { ScoreMetric, ScoreOptions, ScoreResult, WindowScore } from './scoring/score.js';
+export { nForSparsity, paramBudget, removedParams, replacementParams } from './scoring/sparsity.js';
+export type { ParamBudget, ReplacementKind } from './scoring/sparsity.js';
+export { runScore, calibrationBlocks, resolveN } from './scoring/run.js';
+export type { RunScoreOptions, RunScoreResult, CalibrationOptions, WindowChoice } from './scoring/run.js';

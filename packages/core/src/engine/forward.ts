@@ -139,43 +139,44 @@ export async function head(desc: ModelDescription, h: HiddenBatch, opts: HeadOpt
 export interface LogprobOptions {
   /** Sequences per forward batch (results do not depend on it). Default 8. */
   batchSize?: number;
+  /** Sequences done of total, after each batch. */
   onProgress?: (done: number, total: number) => void;
   signal?: AbortSignal;
 }
 
 /**
- * Per-token log-probabilities: result[i][t] = log p(seq[t+1] | seq[0..t]) for t in 0..len-2.
- * Sequences are batched by similar length; every sequence's result is independent of the batch it ran in.
+ * Per-token log-probabilities: result[i][t] = log p(seq[t+1] | seq[0..t]) for t in 0..len-2. The forward pass
+ * runs on seq[0..len-2] (the last token is only a target), so a sequence may be maxPositionEmbeddings + 1 long.
+ * Sequences are batched longest first; every result is independent of the batch it ran in.
  */
 export async function tokenLogprobs(desc: ModelDescription, sequences: readonly Int32Array[], opts: LogprobOptions = {}):
   Promise<Float32Array[]> {
   const batchSize = opts.batchSize ?? 8;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new StreamlineError('E_OPTION', `batchSize must be a positive integer, got ${batchSize}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new StreamlineError('E_INVALID_OPTION', `batchSize must be a positive integer, got ${batchSize}`);
   for (const [i, s] of sequences.entries())
-    if (s.length > desc.maxPositionEmbeddings)
-      throw new StreamlineError('E_SEQ_LEN', `sequence ${i} has ${s.length} tokens, more than the model's ${desc.maxPositionEmbeddings}`);
-  const order = sequences.map((s, i) => i).sort((a, b) => sequences[b]!.length - sequences[a]!.length || a - b);
+    if (s.length - 1 > desc.maxPositionEmbeddings)
+      throw new StreamlineError('E_SEQ_LEN', `sequence ${i} has ${s.length} tokens; the model takes at most ${desc.maxPositionEmbeddings} positions (+1 target)`);
   const results: Float32Array[] = new Array(sequences.length);
+  const scored = sequences.map((s, i) => i).filter((i) => sequences[i]!.length >= 2);
+  for (const i of sequences.keys()) if (sequences[i]!.length < 2) results[i] = new Float32Array(0);
+  const order = scored.sort((a, b) => sequences[b]!.length - sequences[a]!.length || a - b);
   const L = desc.layers.length;
-  const totalSteps = Math.ceil(order.length / batchSize) * (L + 1);
-  let step = 0;
   for (let i = 0; i < order.length; i += batchSize) {
     const idx = order.slice(i, i + batchSize);
-    const batch = makeTokenBatch(idx.map((j) => sequences[j]!));
+    const batch = makeTokenBatch(idx.map((j) => sequences[j]!.subarray(0, sequences[j]!.length - 1)));
     const targets = new Int32Array(batch.B * batch.T).fill(-1);
-    for (let b = 0; b < batch.B; b++)
-      for (let t = 0; t + 1 < batch.lengths[b]!; t++) targets[b * batch.T + t] = batch.ids[b * batch.T + t + 1]!;
-    let h = await embed(desc, batch);
-    h = await runLayers(desc, h, 0, L, {
-      signal: opts.signal,
-      onProgress: () => opts.onProgress?.(++step, totalSteps),
+    idx.forEach((j, b) => {
+      const s = sequences[j]!;
+      for (let t = 0; t + 1 < s.length; t++) targets[b * batch.T + t] = s[t + 1]!;
     });
+    let h = await embed(desc, batch);
+    h = await runLayers(desc, h, 0, L, { signal: opts.signal });
     const { logprobs } = await head(desc, h, { targets });
-    opts.onProgress?.(++step, totalSteps);
     idx.forEach((j, b) => {
       const len = batch.lengths[b]!;
-      results[j] = logprobs!.slice(b * batch.T, b * batch.T + Math.max(0, len - 1));
+      results[j] = logprobs!.slice(b * batch.T, b * batch.T + len);
     });
+    opts.onProgress?.(Math.min(order.length, i + batchSize), order.length);
   }
   return results;
 }

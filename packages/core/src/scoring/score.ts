@@ -72,12 +72,12 @@ function requestedPairs(L: number, n: number | undefined, full: boolean): Array<
 export async function scoreLayers(desc: ModelDescription, opts: ScoreOptions): Promise<ScoreResult> {
   const L = desc.layers.length;
   const metric = opts.metric ?? 'cosine';
-  if (!['cosine', 'angular', 'bi'].includes(metric)) throw new StreamlineError('E_OPTION', `--metric must be cosine, angular or bi, got '${metric}'`);
+  if (!['cosine', 'angular', 'bi'].includes(metric)) throw new StreamlineError('E_INVALID_OPTION', `--metric must be cosine, angular or bi, got '${metric}'`);
   const n = opts.n;
   if (n !== undefined && (!Number.isInteger(n) || n < 1 || n > L))
-    throw new StreamlineError('E_OPTION', `n must be an integer in [1, ${L}], got ${n}`);
+    throw new StreamlineError('E_INVALID_OPTION', `n must be an integer in [1, ${L}], got ${n}`);
   const batchSize = opts.batchSize ?? 1;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new StreamlineError('E_OPTION', `batch size must be a positive integer, got ${batchSize}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new StreamlineError('E_INVALID_OPTION', `batch size must be a positive integer, got ${batchSize}`);
   if (opts.blocks.length === 0) throw new StreamlineError('E_DATA_TOO_SMALL', 'scoring needs at least one calibration block');
 
   const pairs = requestedPairs(L, n, opts.matrix ?? true);

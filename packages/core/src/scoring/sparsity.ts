@@ -3,7 +3,10 @@
  * n·(params per layer) − params(R); we pick the n whose net removal comes closest to F × total parameters
  * (ties: the smaller n). Parameters counted as stored: every tensor's element count.
  */
+import type { LayerRole } from '../arch/types.js';
 import { StreamlineError } from '../errors.js';
+import type { ModelDir } from '../model-dir.js';
+import type { ModelReport } from '../inspect.js';
 
 export type ReplacementKind = 'none' | 'linear' | 'mlp' | 'layer';
 
@@ -36,7 +39,7 @@ export function removedParams(b: ParamBudget, kind: ReplacementKind, start: numb
  * @throws StreamlineError E_OPTION when sparsity is not in (0, 1) or no window length removes anything.
  */
 export function nForSparsity(b: ParamBudget, kind: ReplacementKind, sparsity: number): number {
-  if (!(sparsity > 0 && sparsity < 1)) throw new StreamlineError('E_OPTION', `--sparsity must be in (0, 1), got ${sparsity}`);
+  if (!(sparsity > 0 && sparsity < 1)) throw new StreamlineError('E_INVALID_OPTION', `--sparsity must be in (0, 1), got ${sparsity}`);
   const L = b.perLayer.length;
   const meanLayer = b.perLayer.reduce((a, x) => a + x, 0) / L;
   const meanMlp = b.mlpPerLayer.reduce((a, x) => a + x, 0) / L;
@@ -49,6 +52,21 @@ export function nForSparsity(b: ParamBudget, kind: ReplacementKind, sparsity: nu
     const diff = Math.abs(net - target);
     if (diff < bestDiff) { best = n; bestDiff = diff; }
   }
-  if (best < 0) throw new StreamlineError('E_OPTION', `no window length removes parameters with the '${kind}' replacement`);
+  if (best < 0) throw new StreamlineError('E_INVALID_OPTION', `no window length removes parameters with the '${kind}' replacement`);
   return best;
+}
+
+const MLP_ROLES: LayerRole[] = ['mlp_norm.weight', 'mlp_norm.bias', 'gate.weight', 'gate.bias', 'up.weight', 'up.bias', 'down.weight', 'down.bias'];
+
+/** Parameter budget of a model from its inspect() report and checkpoint. */
+export function paramBudget(report: ModelReport, md: ModelDir): ParamBudget {
+  const mlpPerLayer = report.parameters.perLayer.map((_, i) => {
+    let n = 0;
+    for (const role of MLP_ROLES) {
+      const name = md.layerTensorName(role, i);
+      if (name && md.checkpoint.has(name)) n += md.checkpoint.info(name).shape.reduce((a, b) => a * b, 1);
+    }
+    return n;
+  });
+  return { total: report.parameters.total, perLayer: report.parameters.perLayer, mlpPerLayer };
 }

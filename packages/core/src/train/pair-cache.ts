@@ -43,7 +43,7 @@ export class PairCache {
   private readonly keep: boolean;
 
   constructor(o: PairCacheOptions) {
-    if (!(o.blocks >= 0 && o.rows > 0 && o.hidden > 0)) throw new StreamlineError('E_OPTION', 'pair cache: invalid dimensions');
+    if (!(o.blocks >= 0 && o.rows > 0 && o.hidden > 0)) throw new StreamlineError('E_INVALID_OPTION', 'pair cache: invalid dimensions');
     this.blocks = o.blocks;
     this.rows = o.rows;
     this.hidden = o.hidden;

@@ -97,8 +97,8 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
   const lr = o.lr ?? 2e-4, minLr = o.minLr ?? 5e-5, wd = o.weightDecay ?? 1e-3, clip = o.clip ?? 5;
   const micro = o.microBatch ?? 1, accum = o.gradAccum ?? 1, epochs = o.epochs ?? 1, seed = o.seed ?? 0;
   for (const [k, v] of Object.entries({ microBatch: micro, gradAccum: accum, epochs }))
-    if (!Number.isInteger(v) || v < 1) throw new StreamlineError('E_OPTION', `${k} must be a positive integer, got ${v}`);
-  if (!(lr > 0) || !(minLr >= 0) || minLr > lr) throw new StreamlineError('E_OPTION', `learning rates must satisfy 0 <= min-lr <= lr, got ${minLr} and ${lr}`);
+    if (!Number.isInteger(v) || v < 1) throw new StreamlineError('E_INVALID_OPTION', `${k} must be a positive integer, got ${v}`);
+  if (!(lr > 0) || !(minLr >= 0) || minLr > lr) throw new StreamlineError('E_INVALID_OPTION', `learning rates must satisfy 0 <= min-lr <= lr, got ${minLr} and ${lr}`);
   const N = o.train.size;
   if (N === 0) throw new StreamlineError('E_DATA_TOO_SMALL', 'no training pairs');
   const perStep = micro * accum;
@@ -158,7 +158,7 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
       const norm = n.gradNorm(grads);
       if (!Number.isFinite(norm)) throw new StreamlineError('E_NUMERIC', `gradient norm is ${norm} at step ${step}: training diverged`);
       if (norm > clip) { const s = clip / (norm + 1e-6); for (const g of grads) for (let i = 0; i < g.length; i++) g[i]! *= s; }
-      const rate = learningRate(step, total, lr, minLr, warmup);
+      const rate = learningRate(step - 1, { lr, minLr, warmupSteps: warmup, totalSteps: total });
       n.adamwStep(st.params, grads, st.m, st.v, { lr: rate, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: wd, step });
       st.step = step;
       st.tokens += blocks.length * T;
