@@ -25,7 +25,8 @@ void rope_tables(float* cos, float* sin, const int32_t* positions, const float* 
 
 namespace {
 
-STREAMLINE_AVX2 void rope_row_avx2(float* x, const float* c, const float* s, size_t half) {
+// avx2 without fma: GCC would otherwise contract the separate multiplies and adds into FMAs.
+__attribute__((target("avx2"))) void rope_row_avx2(float* x, const float* c, const float* s, size_t half) {
   size_t i = 0;
   for (; i + 8 <= half; i += 8) {
     __m256 x1 = _mm256_loadu_ps(x + i), x2 = _mm256_loadu_ps(x + half + i);
