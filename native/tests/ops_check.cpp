@@ -226,6 +226,33 @@ int main(int argc, char** argv) {
     size_t T = argc > 2 ? size_t(std::atoi(argv[2])) : 2048;
     return bench(T, argc > 3 ? std::atoi(argv[3]) : 3);
   }
+  if (argc > 1 && !std::strcmp(argv[1], "linear")) {  // [2048, 2048] x [8192, 2048]^T, f32 vs bf16 weights
+    size_t M = argc > 2 ? size_t(std::atoi(argv[2])) : 2048, N = 8192, K = 2048;
+    auto x = randn(M * K), wf = randn(N * K, 0.02f);
+    std::vector<uint16_t> wb(N * K);
+    for (size_t i = 0; i < wb.size(); i++) wb[i] = f32_to_bf16(wf[i]);
+    std::vector<float> y(M * N);
+    for (int r = 0; r < 3; r++)
+      for (DType dt : {DType::F32, DType::BF16}) {
+        auto t0 = std::chrono::steady_clock::now();
+        linear_forward(y.data(), x.data(), dt == DType::F32 ? (const void*)wf.data() : (const void*)wb.data(), dt, nullptr, M, N, K);
+        double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        std::printf("linear %s M=%zu: %.3f s, %.1f GFLOP/s\n", dtype_name(dt), M, t, 2.0 * M * N * K / t / 1e9);
+      }
+    return 0;
+  }
+  if (argc > 1 && !std::strcmp(argv[1], "attn")) {  // attention alone at Llama-3.2-1B head shapes
+    size_t T = argc > 2 ? size_t(std::atoi(argv[2])) : 2048;
+    auto q = randn(T * 2048), k = randn(T * 512), v = randn(T * 512);
+    std::vector<float> o(T * 2048);
+    for (int r = 0; r < 3; r++) {
+      auto t0 = std::chrono::steady_clock::now();
+      attention_forward(o.data(), nullptr, q.data(), k.data(), v.data(), nullptr, 1, T, 32, 8, 64, 0.125f);
+      double ta = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::printf("attention T=%zu: %.3f s, %.1f GFLOP/s\n", T, ta, 4.0 * 32 * 64 * double(T) * double(T + 1) / 2 / ta / 1e9);
+    }
+    return 0;
+  }
   check_norms();
   check_attention();
   check_elementwise();
