@@ -121,8 +121,8 @@ test('learningRate: warmup, cosine decay to minLr, pure and validated', () => {
   assert.is(learningRate(0, { lr: 1, minLr: 0, warmupSteps: 0, totalSteps: 1 }), 1);
   assert.is(learningRate(1, { lr: 1, minLr: 0, warmupSteps: 0, totalSteps: 2 }), 0);
   for (const bad of [{ ...o, warmupSteps: 200 }, { ...o, minLr: 1 }, { ...o, totalSteps: 0 }, { ...o, lr: -1 }])
-    assert.throws(() => learningRate(0, bad), (e: any) => e.code === 'E_OPTION');
-  assert.throws(() => learningRate(1.5, o), (e: any) => e.code === 'E_OPTION');
+    assert.throws(() => learningRate(0, bad), (e: any) => e.code === 'E_INVALID_OPTION');
+  assert.throws(() => learningRate(1.5, o), (e: any) => e.code === 'E_INVALID_OPTION');
 });
 
 test.run();

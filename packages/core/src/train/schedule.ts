@@ -23,7 +23,7 @@ export interface ScheduleOptions {
  *   `minLr + (lr − minLr) · (1 + cos(π·p)) / 2`: the peak at step W, `minLr` at step `totalSteps − 1` and after.
  *
  * @example learningRate(0, { lr: 2e-4, minLr: 5e-5, warmupSteps: 10, totalSteps: 100 }) // 2e-5
- * @throws StreamlineError E_OPTION when an option is out of range or `step` is not a non-negative integer.
+ * @throws StreamlineError E_INVALID_OPTION when an option is out of range or `step` is not a non-negative integer.
  */
 export function learningRate(step: number, o: ScheduleOptions): number {
   validate(step, o);
@@ -34,7 +34,7 @@ export function learningRate(step: number, o: ScheduleOptions): number {
 }
 
 function validate(step: number, o: ScheduleOptions): void {
-  const bad = (what: string) => new StreamlineError('E_OPTION', `learning-rate schedule: ${what}`);
+  const bad = (what: string) => new StreamlineError('E_INVALID_OPTION', `learning-rate schedule: ${what}`);
   if (!Number.isInteger(step) || step < 0) throw bad(`step must be a non-negative integer, got ${step}`);
   if (!Number.isInteger(o.totalSteps) || o.totalSteps < 1) throw bad(`totalSteps must be an integer >= 1, got ${o.totalSteps}`);
   if (!Number.isInteger(o.warmupSteps) || o.warmupSteps < 0 || o.warmupSteps > o.totalSteps)
