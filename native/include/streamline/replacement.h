@@ -17,9 +17,9 @@ namespace streamline {
 
 enum class ReplacementKind : int { MLP = 0, Layer = 1 };
 
-enum Role : int {
-  kAttnNormW, kAttnNormB, kQW, kQB, kKW, kKB, kVW, kVB, kOW, kOB,
-  kMlpNormW, kMlpNormB, kGateW, kUpW, kUpB, kDownW, kDownB, kRoleCount
+enum ReplacementRole : int {
+  kRoleAttnNormW, kRoleAttnNormB, kRoleQW, kRoleQB, kRoleKW, kRoleKB, kRoleVW, kRoleVB, kRoleOW, kRoleOB,
+  kRoleMlpNormW, kRoleMlpNormB, kRoleGateW, kRoleUpW, kRoleUpB, kRoleDownW, kRoleDownB, kRoleCount
 };
 // "attn_norm.weight", "q.bias", …: the role names of LayerRole in packages/core/src/engine/description.ts.
 const char* role_name(int role);

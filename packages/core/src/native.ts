@@ -16,6 +16,16 @@ export interface NativeTensor {
   shape: readonly number[];
 }
 
+/**
+ * Spec of a trained replacement: the engine's layer spec (heads, kvHeads, headDim needed only for `layer`;
+ * preNorm must be true) plus `gradScale` (default 1), which multiplies the gradients but not the loss.
+ */
+export type NativeReplacementSpec = NativeMlpSpec & Partial<Pick<NativeLayerSpec, 'heads' | 'kvHeads' | 'headDim' | 'useRope' | 'attnScale' | 'ropeAttentionScaling'>> & {
+  gradScale?: number;
+};
+/** f32 parameters (or gradients) of a replacement by role, flat row-major ([out, in] for linear weights). */
+export type NativeReplacementParams = Partial<Record<NativeLayerRole, Float32Array>>;
+
 /** One AdamW step as torch.optim.AdamW takes it; `step` is 1-based (the step being taken). */
 export interface NativeAdamWOptions {
   lr: number;
@@ -57,6 +67,11 @@ export type NativeAddon = Record<string, any> & NativeScoring & NativeLinalg & {
   adamwStep(params: Float32Array[], grads: Float32Array[], m: Float32Array[], v: Float32Array[], options: NativeAdamWOptions): void;
   gradNorm(grads: Float32Array[]): number;
   clipGradNorm(grads: Float32Array[], maxNorm: number): { norm: number; scale: number };
+  // Replacement training (binding_replacement.cpp), off the JS thread. params/grads by role (f32 master
+  // tensors, flat); grads accumulate and may omit frozen roles; the loss is the MSE over real tokens.
+  // Buffers must not be touched from JS until the promise settles.
+  replacementStep(kind: 'mlp' | 'layer', spec: NativeReplacementSpec, params: NativeReplacementParams, grads: NativeReplacementParams, x: Float32Array, target: Float32Array, positions: Int32Array | null, keyMask: Uint8Array | null, ropeInvFreq: Float32Array | null): Promise<number>;
+  replacementForward(kind: 'mlp' | 'layer', spec: NativeReplacementSpec, params: NativeReplacementParams, out: Float32Array, x: Float32Array, positions: Int32Array | null, keyMask: Uint8Array | null, ropeInvFreq: Float32Array | null): Promise<void>;
   // ---- end of backward block
 
   // ---- forward kernels (binding_ops.cpp): synchronous, fast path and `...Ref` plain reference.
