@@ -1,10 +1,12 @@
 // Replacement training step and forward (issue 5), off the JS thread:
 //   replacementStep(kind, spec, params, grads, x, target, positions, keyMask, ropeInvFreq) -> Promise<loss>
 //   replacementForward(kind, spec, params, out, x, positions, keyMask, ropeInvFreq) -> Promise<void>
+//   replacementLoss(kind, spec, params, x, target, positions, keyMask, ropeInvFreq) -> Promise<loss>
+// replacementStep takes an optional 10th argument gradScale (multiplies spec.gradScale).
 // kind: 'mlp' | 'layer'. spec: {batch, seqLen, hidden, heads, kvHeads, headDim, intermediate, norm: 'rms'|'layer',
 // normEps, activation, gatedMlp, preNorm (must be true), useRope, attnScale, ropeAttentionScaling, gradScale?}
-// (the engine's layer spec plus gradScale). params/grads: {role: Float32Array} with the role names of
-// replacement.h; grads accumulate (+=) and may omit roles (frozen). The buffers must not be touched from JS
+// (the engine's layer spec plus gradScale). params/grads: {role: Float32Array | {data: Float32Array, dtype: 'f32',
+// shape}} with the role names of replacement.h; grads accumulate (+=) and may omit roles (frozen). The buffers must not be touched from JS
 // until the promise settles.
 #include <cmath>
 #include <memory>
@@ -162,7 +164,25 @@ void roles_arg(Napi::Env env, const Napi::Value& v, ReplacementKind kind, const 
     if (params && !(*params)[r]) throw_error(env, "E_NATIVE_ARG", name + " has no parameter of that role");
     size_t rows, cols;
     role_shape(s, r, &rows, &cols);
-    auto a = typed<Napi::Float32Array>(env, o.Get(key), napi_float32_array, rows * cols, name, "Float32Array");
+    Napi::Value t = o.Get(key);
+    if (!t.IsTypedArray() && t.IsObject() && t.As<Napi::Object>().Has("data")) {
+      // A tensor {data, dtype: 'f32', shape}: the shape must hold rows·cols elements.
+      Napi::Object to = t.As<Napi::Object>();
+      Napi::Value dt = to.Get("dtype");
+      if (!dt.IsString() || dt.As<Napi::String>().Utf8Value() != "f32")
+        throw_error(env, "E_DTYPE", name + " must be f32 (master weights)");
+      Napi::Value shape = to.Get("shape");
+      if (shape.IsArray()) {
+        size_t numel = 1;
+        Napi::Array sa = shape.As<Napi::Array>();
+        for (uint32_t d = 0; d < sa.Length(); d++) numel *= size_t(int_arg(env, sa.Get(d), "shape"));
+        if (numel != rows * cols)
+          throw_error(env, "E_SHAPE", name + " has shape of " + std::to_string(numel) + " elements, expected [" +
+                                          std::to_string(rows) + (cols > 1 ? ", " + std::to_string(cols) : "") + "]");
+      }
+      t = to.Get("data");
+    }
+    auto a = typed<Napi::Float32Array>(env, t, napi_float32_array, rows * cols, name, "Float32Array");
     (*out)[r] = a.Data();
   }
   if (!params)
@@ -202,6 +222,11 @@ Napi::Value ReplacementStep(const Napi::CallbackInfo& info) {
   size_t M = c.spec.B * c.spec.T;
   const float* target =
       typed<Napi::Float32Array>(env, info[5], napi_float32_array, M * c.spec.D, std::string(fn) + ": target", "Float32Array").Data();
+  if (!absent(info[9])) {
+    double gs = number_arg(env, info[9], "gradScale");
+    if (!std::isfinite(gs)) throw_error(env, "E_NATIVE_ARG", std::string(fn) + ": gradScale must be finite");
+    c.spec.grad_scale *= float(gs);
+  }
   auto loss = std::make_shared<double>(0.0);
   return run_async(
       env, keep,
@@ -223,9 +248,42 @@ Napi::Value ReplacementForward(const Napi::CallbackInfo& info) {
   });
 }
 
+// replacementLoss(kind, spec, params, x, target, positions, keyMask, ropeInvFreq) -> Promise<loss>: forward
+// and loss only (validation).
+Napi::Value ReplacementLoss(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* fn = "replacementLoss";
+  std::vector<Napi::Value> keep;
+  // Same layout as replacementForward with `target` in place of `out`, x at index 3 there and 4 here: shift.
+  Call c;
+  c.kind = kind_arg(env, info[0], fn);
+  c.spec = spec_arg(env, info[1], c.kind, fn);
+  roles_arg(env, info[2], c.kind, c.spec, &c.params, fn, "params", nullptr);
+  size_t M = c.spec.B * c.spec.T, D = c.spec.D;
+  c.x = typed<Napi::Float32Array>(env, info[3], napi_float32_array, M * D, std::string(fn) + ": x", "Float32Array").Data();
+  const float* target =
+      typed<Napi::Float32Array>(env, info[4], napi_float32_array, M * D, std::string(fn) + ": target", "Float32Array").Data();
+  if (c.kind == ReplacementKind::Layer && c.spec.use_rope) {
+    c.positions = typed<Napi::Int32Array>(env, info[5], napi_int32_array, M, std::string(fn) + ": positions", "Int32Array").Data();
+    c.inv_freq = typed<Napi::Float32Array>(env, info[7], napi_float32_array, c.spec.Dh / 2,
+                                           std::string(fn) + ": ropeInvFreq", "Float32Array").Data();
+  }
+  if (!absent(info[6]))
+    c.mask = typed<Napi::Uint8Array>(env, info[6], napi_uint8_array, M, std::string(fn) + ": keyMask", "Uint8Array").Data();
+  for (size_t i = 0; i < info.Length(); i++) keep.push_back(info[i]);
+  auto loss = std::make_shared<double>(0.0);
+  return run_async(
+      env, keep,
+      [c, target, loss] {
+        *loss = replacement_loss(c.kind, c.spec, c.params, c.x, target, c.positions, c.mask, c.inv_freq);
+      },
+      [loss](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, *loss); });
+}
+
 }  // namespace
 
 STREAMLINE_BINDING(replacement) {
+  exports.Set("replacementLoss", Napi::Function::New(env, ReplacementLoss, "replacementLoss"));
   exports.Set("replacementStep", Napi::Function::New(env, ReplacementStep, "replacementStep"));
   exports.Set("replacementForward", Napi::Function::New(env, ReplacementForward, "replacementForward"));
 }

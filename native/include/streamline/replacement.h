@@ -54,4 +54,8 @@ double replacement_step(ReplacementKind kind, const ReplacementSpec& s, const Re
                         const ReplacementGrads& g, const float* x, const float* target, const int32_t* positions,
                         const uint8_t* key_mask, const float* inv_freq, float* y = nullptr);
 
+// Forward and loss only (validation): no gradients, no saved activations beyond one forward.
+double replacement_loss(ReplacementKind kind, const ReplacementSpec& s, const ReplacementParams& p, const float* x,
+                        const float* target, const int32_t* positions, const uint8_t* key_mask, const float* inv_freq);
+
 }  // namespace streamline

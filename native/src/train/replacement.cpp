@@ -142,6 +142,33 @@ void forward_saved(ReplacementKind kind, const ReplacementSpec& s, const Replace
   }
 }
 
+// MSE over real tokens (all rows when key_mask is nullptr): per-row sums in f64, added in row order, so the
+// result does not depend on the thread count. dy (optional) receives grad_scale · 2(y − t)/(real·D) on real rows
+// (padding rows are left as they are). Returns −1 when there is no real token.
+double masked_mse(const ReplacementSpec& s, const float* y, const float* target, const uint8_t* key_mask, float* dy) {
+  const size_t M = s.B * s.T, D = s.D;
+  size_t real = 0;
+  for (size_t m = 0; m < M; m++) real += (!key_mask || key_mask[m]) ? 1 : 0;
+  if (real == 0) return -1.0;
+  std::vector<double> rows(M, 0.0);
+  const double scale = 2.0 / double(real * D) * double(s.grad_scale);
+  parallel_for(M, 8, [&](size_t b, size_t e, int) {
+    for (size_t m = b; m < e; m++) {
+      if (key_mask && !key_mask[m]) continue;
+      double acc = 0;
+      for (size_t i = 0; i < D; i++) {
+        double d = double(y[m * D + i]) - double(target[m * D + i]);
+        acc += d * d;
+        if (dy) dy[m * D + i] = float(scale * d);
+      }
+      rows[m] = acc;
+    }
+  });
+  double loss = 0;
+  for (double r : rows) loss += r;
+  return loss / double(real * D);
+}
+
 }  // namespace
 
 const char* role_name(int role) { return role >= 0 && role < kRoleCount ? kRoleNames[role] : "?"; }
@@ -180,28 +207,9 @@ double replacement_step(ReplacementKind kind, const ReplacementSpec& s, const Re
   float* y = y_out ? y_out : ybuf.data();
   forward_saved(kind, s, p, y, x, positions, key_mask, inv_freq, A);
 
-  // Loss over real tokens: per-row sums in f64, added in row order (thread-count independent).
-  size_t real = 0;
-  for (size_t m = 0; m < M; m++) real += (!key_mask || key_mask[m]) ? 1 : 0;
-  if (real == 0) return 0.0;
-  std::vector<double> rows(M, 0.0);
   std::vector<float> dy(M * D, 0.f);
-  const double scale = 2.0 / double(real * D) * double(s.grad_scale);
-  parallel_for(M, 8, [&](size_t b, size_t e, int) {
-    for (size_t m = b; m < e; m++) {
-      if (key_mask && !key_mask[m]) continue;
-      double acc = 0;
-      for (size_t i = 0; i < D; i++) {
-        double d = double(y[m * D + i]) - double(target[m * D + i]);
-        acc += d * d;
-        dy[m * D + i] = float(scale * d);
-      }
-      rows[m] = acc;
-    }
-  });
-  double loss = 0;
-  for (double r : rows) loss += r;
-  loss /= double(real * D);
+  double loss = masked_mse(s, y, target, key_mask, dy.data());
+  if (loss < 0) return 0.0;  // no real token
 
   if (kind == ReplacementKind::MLP) {
     mlp_backward(s, p, g, dy.data(), x, A, M, nullptr);
@@ -211,6 +219,16 @@ double replacement_step(ReplacementKind kind, const ReplacementSpec& s, const Re
     attn_backward(s, p, g, dh.data(), x, A, M, key_mask);
   }
   return loss;
+}
+
+double replacement_loss(ReplacementKind kind, const ReplacementSpec& s, const ReplacementParams& p, const float* x,
+                        const float* target, const int32_t* positions, const uint8_t* key_mask, const float* inv_freq) {
+  const size_t M = s.B * s.T;
+  if (M == 0 || s.D == 0) return 0.0;
+  std::vector<float> y(M * s.D);
+  replacement_forward(kind, s, p, y.data(), x, positions, key_mask, inv_freq);
+  double loss = masked_mse(s, y.data(), target, key_mask, nullptr);
+  return loss < 0 ? 0.0 : loss;
 }
 
 }  // namespace streamline

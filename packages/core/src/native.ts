@@ -23,8 +23,11 @@ export interface NativeTensor {
 export type NativeReplacementSpec = NativeMlpSpec & Partial<Pick<NativeLayerSpec, 'heads' | 'kvHeads' | 'headDim' | 'useRope' | 'attnScale' | 'ropeAttentionScaling'>> & {
   gradScale?: number;
 };
-/** f32 parameters (or gradients) of a replacement by role, flat row-major ([out, in] for linear weights). */
-export type NativeReplacementParams = Partial<Record<NativeLayerRole, Float32Array>>;
+/**
+ * f32 parameters (or gradients) of a replacement by role, row-major ([out, in] for linear weights): a flat
+ * Float32Array, or a tensor whose data is one (dtype 'f32', shape holding the expected element count).
+ */
+export type NativeReplacementParams = Partial<Record<NativeLayerRole, Float32Array | { data: Float32Array; dtype: string; shape: readonly number[] }>>;
 
 /** One AdamW step as torch.optim.AdamW takes it; `step` is 1-based (the step being taken). */
 export interface NativeAdamWOptions {
@@ -70,7 +73,10 @@ export type NativeAddon = Record<string, any> & NativeScoring & NativeLinalg & {
   // Replacement training (binding_replacement.cpp), off the JS thread. params/grads by role (f32 master
   // tensors, flat); grads accumulate and may omit frozen roles; the loss is the MSE over real tokens.
   // Buffers must not be touched from JS until the promise settles.
-  replacementStep(kind: 'mlp' | 'layer', spec: NativeReplacementSpec, params: NativeReplacementParams, grads: NativeReplacementParams, x: Float32Array, target: Float32Array, positions: Int32Array | null, keyMask: Uint8Array | null, ropeInvFreq: Float32Array | null): Promise<number>;
+  /** gradScale (optional) multiplies spec.gradScale: the share of the optimiser step's loss this micro-batch carries. */
+  replacementStep(kind: 'mlp' | 'layer', spec: NativeReplacementSpec, params: NativeReplacementParams, grads: NativeReplacementParams, x: Float32Array, target: Float32Array, positions: Int32Array | null, keyMask: Uint8Array | null, ropeInvFreq: Float32Array | null, gradScale?: number): Promise<number>;
+  /** Forward and loss only (validation). */
+  replacementLoss(kind: 'mlp' | 'layer', spec: NativeReplacementSpec, params: NativeReplacementParams, x: Float32Array, target: Float32Array, positions: Int32Array | null, keyMask: Uint8Array | null, ropeInvFreq: Float32Array | null): Promise<number>;
   replacementForward(kind: 'mlp' | 'layer', spec: NativeReplacementSpec, params: NativeReplacementParams, out: Float32Array, x: Float32Array, positions: Int32Array | null, keyMask: Uint8Array | null, ropeInvFreq: Float32Array | null): Promise<void>;
   // ---- end of backward block
 

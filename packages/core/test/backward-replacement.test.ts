@@ -211,6 +211,29 @@ test('gradients accumulate across calls and scale with gradScale', async () => {
   assert.equal(Array.from(partial['o.weight']!.slice(0, 4)).map((v) => Math.abs(v) > 0), [true, true, true, true]);
 });
 
+test('tensor-object params, the gradScale argument and replacementLoss (the trainer\'s calling convention)', async () => {
+  const c = cases[2]!, d = setup(c, 11), s = c.spec;
+  const D = s.hidden, F = s.intermediate, Q = s.heads * s.headDim, KV = s.kvHeads * s.headDim;
+  const dims: Record<string, number[]> = { 'q.weight': [Q, D], 'k.weight': [KV, D], 'v.weight': [KV, D], 'o.weight': [D, Q], 'gate.weight': [F, D], 'up.weight': [F, D], 'down.weight': [D, F] };
+  const asTensors = (p: Params) => Object.fromEntries(Object.entries(p).map(([k, v]) => [k, { data: v, dtype: 'f32', shape: dims[k] ?? [v.length] }]));
+  const ga = zeros(d.params), gb = zeros(d.params);
+  const la = await n.replacementStep(c.kind, s, d.params, ga, d.x, d.target, d.positions, d.mask, d.invFreq);
+  const lb = await n.replacementStep(c.kind, { ...s, gradScale: 2 }, asTensors(d.params), asTensors(gb), d.x, d.target, d.positions, d.mask, d.invFreq, 0.25);
+  assert.is(lb, la);
+  for (const role of Object.keys(ga))
+    for (let i = 0; i < ga[role]!.length; i++) assert.ok(Math.abs(gb[role]![i]! - 0.5 * ga[role]![i]!) <= 1e-7 * (1 + Math.abs(ga[role]![i]!)), role);
+  const lv = await n.replacementLoss(c.kind, s, asTensors(d.params), d.x, d.target, d.positions, d.mask, d.invFreq);
+  assert.is(lv, la, 'validation loss is the step\'s loss');
+  const bad = asTensors(d.params);
+  bad['q.weight']!.dtype = 'bf16';
+  assert.throws(() => n.replacementLoss(c.kind, s, bad, d.x, d.target, d.positions, d.mask, d.invFreq), code('E_DTYPE'));
+  const badShape = asTensors(d.params);
+  badShape['q.weight']!.shape = [Q, D + 1];
+  assert.throws(() => n.replacementLoss(c.kind, s, badShape, d.x, d.target, d.positions, d.mask, d.invFreq), code('E_SHAPE'));
+  const allPad = new Uint8Array(s.batch * s.seqLen);
+  assert.is(await n.replacementLoss(c.kind, s, d.params, d.x, d.target, d.positions, allPad, d.invFreq), 0, 'no real token: loss 0');
+});
+
 test('worst relative errors', () => {
   const lines = [...worst].map(([k, v]) => `${k.padEnd(24)} ${v.toExponential(2)}`);
   console.log(`  replacement gradient check, worst relative error (limit 1e-3):\n    ${lines.join('\n    ')}`);
