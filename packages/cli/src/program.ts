@@ -7,6 +7,7 @@ import { isStreamlineError, loadModel, StreamlineError } from '@streamline/core'
 import { registerEval } from './commands/eval.js';
 import { registerInfo } from './commands/info.js';
 import { registerInspect } from './commands/inspect.js';
+import { registerPrune } from './commands/prune.js';
 import { registerScore } from './commands/score.js';
 
 export const VERSION = '0.1.0';
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   registerInfo(program);
   registerInspect(program);
   registerScore(program);
+  registerPrune(program);
   registerEval(program, {
     loadModel: async (dir) => {
       const m = await loadModel(dir);

@@ -50,3 +50,16 @@ export { nForSparsity, paramBudget, removedParams, replacementParams } from './s
 export type { ParamBudget, ReplacementKind } from './scoring/sparsity.js';
 export { runScore, calibrationBlocks, resolveN } from './scoring/run.js';
 export type { RunScoreOptions, RunScoreResult, CalibrationOptions, WindowChoice } from './scoring/run.js';
+export { prune, TOOL_VERSION } from './prune/run.js';
+export type { PruneOptions, PrunePlan, PruneResult, TrainingOptions } from './prune/run.js';
+export { exportPruned } from './prune/export.js';
+export type { ExportOptions, ExportResult, ExportReplacement, ExportSource } from './prune/export.js';
+export { prunedDescription, f32View } from './prune/pruned-model.js';
+export type { InMemoryReplacement } from './prune/pruned-model.js';
+export { fitLinear } from './prune/linear.js';
+export { pruneConfig, keptLayers } from './prune/config-edit.js';
+export { PairCache } from './train/pair-cache.js';
+export type { CacheDtype, PairCacheOptions } from './train/pair-cache.js';
+export { trainReplacement } from './train/trainer.js';
+export type { TrainOptions, TrainResult, StepRecord } from './train/trainer.js';
+export { learningRate } from './train/schedule.js';

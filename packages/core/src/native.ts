@@ -157,7 +157,8 @@ export type NativeLayerWeights = Partial<Record<NativeLayerRole, NativeTensor | 
 export interface NativeHeadSpec {
   hidden: number;
   vocab: number;
-  norm: 'rms' | 'layer';
+  /** 'none': no final norm (OPT post-norm models). */
+  norm: 'rms' | 'layer' | 'none';
   normEps: number;
   /** OPT word_embed_proj_dim when the model has project_out. */
   projDim?: number;

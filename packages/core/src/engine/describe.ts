@@ -48,6 +48,7 @@ export function describeModel(md: ModelDir): ModelDescription {
     },
     rope,
     learnedPositionOffset: t.positions === 'learned' ? t.positionOffset : null,
+    finalNorm: t.finalNorm,
     projDim: t.projectInOut ? t.embedDim : null,
     maxPositionEmbeddings: c.maxPositionEmbeddings,
     layers,

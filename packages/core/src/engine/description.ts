@@ -52,6 +52,8 @@ export interface ModelDescription {
   rope: RopeParams | null;
   /** OPT: learned positions indexed by position + offset. */
   learnedPositionOffset: number | null;
+  /** A final norm is applied before the LM head (false for OPT post-norm models). */
+  finalNorm: boolean;
   /** OPT: word_embed_proj_dim when it differs from hidden. */
   projDim: number | null;
   maxPositionEmbeddings: number;

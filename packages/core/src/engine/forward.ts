@@ -127,7 +127,7 @@ export async function head(desc: ModelDescription, h: HiddenBatch, opts: HeadOpt
   const logits = opts.logits ? new Float32Array(M * desc.vocab) : null;
   const logprobs = opts.targets ? new Float32Array(M) : null;
   const s = desc.semantics;
-  const spec = { hidden: s.hidden, vocab: desc.vocab, norm: g['final_norm.weight'] ? s.norm : 'none', normEps: s.normEps, projDim: desc.projDim ?? undefined };
+  const spec = { hidden: s.hidden, vocab: desc.vocab, norm: desc.finalNorm ? s.norm : ('none' as const), normEps: s.normEps, ...(desc.projDim ? { projDim: desc.projDim } : {}) };
   try {
     await n.headForward(h.data, M, spec, weights, opts.targets ?? null, logits, logprobs);
   } catch (e) {

@@ -182,8 +182,10 @@ export async function exportPruned(o: ExportOptions): Promise<ExportResult> {
     const copied: string[] = [];
     for (const f of fs.readdirSync(source.dir)) {
       const p = path.join(source.dir, f);
-      if (f === 'config.json' || f === 'streamline.json' || WEIGHT_FILE.test(f) || !fs.statSync(p).isFile()) continue;
+      // The source's model card describes the source model, not this one.
+      if (f === 'config.json' || f === 'streamline.json' || f === 'README.md' || WEIGHT_FILE.test(f) || !fs.statSync(p).isFile()) continue;
       fs.copyFileSync(p, path.join(tmp, f));
+      fs.chmodSync(path.join(tmp, f), 0o644);
       copied.push(f);
     }
     const manifest = { ...o.manifest, output: { files: [...written.files, ...(written.indexFile ? [written.indexFile] : []), 'config.json', ...copied], numLayers: kept.length, parameters, bytes, layerMap: kept } };

@@ -56,7 +56,7 @@ export async function fitLinear(desc: ModelDescription, start: number, end: numb
     if (start === 0) {
       // M part = token embeddings alone; Y = h[0] − M (positions for OPT, zero otherwise).
       X = new Float32Array(M * D);
-      n.embeddingForward(X, batch.ids, g['embed.weight']);
+      n.embeddingForward(X, batch.ids, g['embed.weight']!);
       Y = new Float32Array(M * D);
       for (let i = 0; i < Y.length; i++) Y[i] = h.data[i]! - X[i]!;
     } else {
