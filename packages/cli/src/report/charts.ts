@@ -355,7 +355,7 @@ export async function blockInfluenceSvg(bi: number[], opts: BlockInfluenceOption
     },
     width: opts.width ?? clamp(L * 26, 320, 640), height: opts.height ?? 200,
     data: { values: rows },
-    mark: { type: 'bar' },
+    layer: [{ name: 'bars', mark: { type: 'bar' } }],
     encoding: {
       x: { field: 'layer', type: 'ordinal', title: 'layer k', sort: null, scale: { domain: Array.from({ length: L }, (_, k) => k) },
         axis: { labelAngle: 0, labelOverlap: true } },

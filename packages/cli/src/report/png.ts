@@ -35,6 +35,8 @@ export interface PngOptions {
   scale?: number;
   /** Background colour (default: the SVG's own, or transparent). */
   background?: string;
+  /** Use the system's fonts (default true; false renders no text, as on a machine without fonts). */
+  systemFonts?: boolean;
 }
 
 /** True when PNG output works here (the resvg binary loads). */
@@ -64,7 +66,7 @@ export async function svgToPng(svg: string, opts: PngOptions = {}): Promise<Uint
     const family = platformSans();
     const r = new Resvg(svg, {
       fitTo: { mode: 'zoom', value: scale },
-      font: { loadSystemFonts: true, defaultFontFamily: family, sansSerifFamily: family },
+      font: { loadSystemFonts: opts.systemFonts ?? true, defaultFontFamily: family, sansSerifFamily: family },
       logLevel: 'off',
       ...(opts.background ? { background: opts.background } : {}),
     });
