@@ -19,11 +19,12 @@ const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFin
 
 /** Axis tick values 0..last, thinned to at most `max` labels, always including the last. */
 function ticks(last: number, max = 18): number[] {
-  const step = Math.max(1, Math.ceil((last + 1) / max));
+  const need = Math.max(1, Math.ceil((last + 1) / max));
+  const step = [1, 2, 4, 5, 8, 10, 16, 20, 25, 32, 50, 64, 100].find((s) => s >= need) ?? need;
   const out: number[] = [];
   for (let k = 0; k <= last; k += step) out.push(k);
   if (out[out.length - 1] !== last) {
-    if (last - out[out.length - 1]! < step / 2) out.pop();
+    if (out.length > 1 && last - out[out.length - 1]! < step * 0.75) out.pop();
     out.push(last);
   }
   return out;
@@ -79,15 +80,16 @@ export async function heatmapSvg(opts: HeatmapOptions): Promise<string> {
 
   const cell = opts.size ? opts.size / n : clamp(Math.round(440 / n), 6, 28);
   const side = Math.round(cell * n);
-  const values = ticks(L);
+  // Labels like "h[10]" need about 36 px side by side and 18 px stacked.
+  const xValues = ticks(L, Math.max(2, Math.floor(side / 36))), yValues = ticks(L, Math.max(2, Math.floor(side / 18)));
   const xScale = { domain: [-0.5, L + 0.5], nice: false, zero: false };
   const yScale = { ...xScale, reverse: true };
-  const axis = (title: string, overlap: boolean) => ({
+  const axis = (title: string, values: number[], overlap: boolean) => ({
     title, values, grid: false, labelExpr: "'h[' + datum.value + ']'", labelAngle: 0, domain: false, ticks: true,
     labelOverlap: overlap,
   });
   // Every layer repeats the axes: Vega-Lite merges layer axes and drops explicit tick values that disagree.
-  const xAxis = axis('boundary h[j]', true), yAxis = axis('boundary h[i]', cell < 14);
+  const xAxis = axis('boundary h[j]', xValues, true), yAxis = axis('boundary h[i]', yValues, true);
 
   const layers: any[] = [
     {

@@ -66,12 +66,14 @@ export async function renderVegaLite(spec: TopLevelSpec, config: Config): Promis
 }
 
 /**
- * Vega's SVG carries each mark item's description as an aria-label; a `<title>` child makes browsers show it on
- * hover too (no script needed). The label is already escaped for an attribute, which is also valid element text.
+ * Vega's SVG carries each mark item's description as an aria-label; a `<title>` child instead makes browsers show
+ * it on hover too (no script needed) and still names the element for screen readers, in half the bytes (a heat
+ * map of an 80-layer model has 6,561 cells). The label is already escaped for an attribute, which is also valid
+ * element text.
  */
 export function withTooltips(svg: string): string {
   return svg.replace(
-    /<(path|text)( aria-label="([^"]*)" role="graphics-symbol"[^>]*?)\/>/g,
-    (_m, tag: string, attrs: string, label: string) => `<${tag}${attrs}><title>${label}</title></${tag}>`,
+    /<(path|text) aria-label="([^"]*)" role="graphics-symbol" aria-roledescription="[^"]*"([^>]*?)\/>/g,
+    (_m, tag: string, label: string, attrs: string) => `<${tag}${attrs}><title>${label}</title></${tag}>`,
   );
 }

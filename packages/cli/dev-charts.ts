@@ -1,0 +1,11 @@
+import { writeFileSync } from 'node:fs';
+import { heatmapSvg, windowScoresSvg, blockInfluenceSvg, svgToPng } from './src/report/index.ts';
+import { sampleReportData } from './test/report-sample.ts';
+const d = sampleReportData(Number(process.argv[2] ?? 16));
+const s = d.score!;
+let t = performance.now();
+const heat = await heatmapSvg({ matrix: s.matrix as number[][], best: s.best });
+console.log('heat ms', (performance.now() - t).toFixed(0), heat.length);
+const win = await windowScoresSvg({ windows: s.windows, best: s.best, metric: 'cosine' });
+const bi = await blockInfluenceSvg(s.blockInfluence!, { best: s.best });
+for (const [k, svg] of Object.entries({ heat, win, bi })) writeFileSync(`/tmp/big-${k}.png`, await svgToPng(svg, { scale: 1 }));
