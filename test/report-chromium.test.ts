@@ -28,7 +28,8 @@ if (!existsSync(CHROMIUM)) {
     try {
       const file = path.join(tmp, 'report.html');
       const data = sampleReportData(16);
-      data.title = 'kjv-llama <prune> & "test"';
+      const tricky = 'runs/<demo> & "x"';
+      data.manifest = { ...data.manifest, output: tricky };
       await writeFile(file, await renderReport(data));
 
       const context = await chromium.launchPersistentContext(path.join(tmp, 'profile'), {
@@ -50,8 +51,10 @@ if (!existsSync(CHROMIUM)) {
         page.on('request', (r) => { if (!r.url().startsWith('file:')) requests.push(r.url()); });
         await page.goto(pathToFileURL(file).href, { waitUntil: 'load' });
 
-        assert.is(await page.title(), 'kjv-llama <prune> & "test"', 'title is escaped and shown verbatim');
-        assert.is(await page.locator('h1').textContent(), 'kjv-llama <prune> & "test"');
+        assert.is(await page.title(), data.title);
+        assert.is(await page.locator('h1').textContent(), data.title);
+        const shown = await page.locator('#manifest table.kv td').allTextContents();
+        assert.ok(shown.includes(tricky), 'user text is escaped and shown verbatim');
         const svgs = async (sel: string) => page.locator(`${sel} svg`).count();
         assert.is(await svgs('#scores'), 3, 'heat map, window scores and block influence');
         assert.is(await svgs('#training'), 1, 'training curves');

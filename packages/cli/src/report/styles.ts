@@ -55,7 +55,7 @@ h3 { font-size: 15px; margin: 0 0 12px; font-weight: 600; }
 .hero-grid { grid-template-columns: minmax(0, 640px) minmax(340px, 1fr); }
 @media (max-width: 1100px) { .hero-grid { grid-template-columns: 1fr; } }
 .chart { overflow-x: auto; }
-.chart svg { display: block; max-width: 100%; height: auto; margin: 0 auto; }
+.chart svg { display: block; max-width: 100%; height: auto; margin: 0 0 0 -8px; }
 .chart-missing { color: var(--muted); font-style: italic; padding: 24px; text-align: center; border: 1px dashed var(--border); border-radius: 8px; }
 .caption { color: var(--muted); font-size: 13px; margin: 10px 0 0; }
 
