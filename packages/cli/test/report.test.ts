@@ -4,6 +4,10 @@ import * as assert from 'uvu/assert';
 import {
   blockInfluenceSvg, escapeHtml, formatNumber, heatmapSvg, renderReport, svgToPng, trainingCurvesSvg, windowScoresSvg,
 } from '../src/report/index.js';
+import { writeChart } from '../src/report/index.js';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { sampleReportData } from './report-sample.js';
 
 const sample = sampleReportData(16);
@@ -121,6 +125,20 @@ test('svgToPng: bad options, then a PNG, with and without fonts', async () => {
   assert.is(width, Number(svg.match(/width="(\d+)"/)![1]));
   const noFonts = await svgToPng(svg, { scale: 1, systemFonts: false });
   assert.ok(noFonts.length > 100 && noFonts.length < png.length, 'renders without text instead of failing');
+});
+
+test('writeChart: the extension picks SVG or PNG; anything else is E_PLOT_FORMAT', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'streamline-plot-'));
+  try {
+    const svg = await blockInfluenceSvg([0.3, 0.1, 0.2]);
+    await rejects(writeChart(path.join(dir, 'plot.jpg'), svg), 'E_PLOT_FORMAT', /plot\.jpg must end in \.svg or \.png/);
+    assert.is(await writeChart(path.join(dir, 'plot.svg'), svg), 'svg');
+    assert.is(readFileSync(path.join(dir, 'plot.svg'), 'utf8'), svg);
+    assert.is(await writeChart(path.join(dir, 'out', 'plot.PNG'), svg), 'png');
+    assert.equal([...readFileSync(path.join(dir, 'out', 'plot.PNG')).subarray(1, 4)], [0x50, 0x4e, 0x47]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('escapeHtml and formatNumber', () => {

@@ -6,6 +6,7 @@ export { heatmapSvg, windowScoresSvg, trainingCurvesSvg, blockInfluenceSvg } fro
 export type { HeatmapOptions, WindowScoresOptions, TrainingCurvesOptions, BlockInfluenceOptions } from './charts.js';
 export { svgToPng, pngAvailable } from './png.js';
 export type { PngOptions } from './png.js';
+export { writeChart } from './output.js';
 export { renderReport } from './report.js';
 export type { RenderReportOptions } from './report.js';
 export { escapeHtml, formatNumber, formatRange } from './format.js';
