@@ -10,7 +10,9 @@ import { registerInspect } from './commands/inspect.js';
 import { registerPrune } from './commands/prune.js';
 import { registerScore } from './commands/score.js';
 
-export const VERSION = '0.1.0';
+import { VERSION } from './version.js';
+
+export { VERSION };
 
 /** Builds the program (exported for tests and for the docs generator). */
 export function buildProgram(): Command {

@@ -3,11 +3,11 @@
  * model) with relative accuracy, stability and agreement. Options are checked here; the maths is @streamline/eval;
  * loading a model is injected (`deps.loadModel`) so the command can be wired to the engine by the program.
  */
-import { renameSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
-import { StreamlineError } from '@streamline/core';
+import { writeFileAtomic } from '../ui/files.js';
+import { bad, intOption } from '../ui/options.js';
+import { fmt, table } from '../ui/table.js';
 import { evaluate, type EvalProgress, type EvalReport, type EvalTokenizer, type LogprobModel } from '@streamline/eval';
 
 /** What the command needs from the outside. */
@@ -36,19 +36,6 @@ export interface EvalCommandOptions {
   stabilityCompat?: 'official';
 }
 
-function bad(message: string): never {
-  throw new StreamlineError('E_INVALID_OPTION', message);
-}
-
-function intOption(flag: string, min: number) {
-  return (v: string): number => {
-    if (!/^\d+$/.test(v.trim())) bad(`${flag} expects an integer ≥ ${min}, got "${v}"`);
-    const n = Number(v);
-    if (!Number.isSafeInteger(n) || n < min) bad(`${flag} expects an integer ≥ ${min}, got "${v}"`);
-    return n;
-  };
-}
-
 /** Parses `--task NAME=FILE` (repeatable). */
 export function parseTaskSpec(v: string, previous: { name: string; path: string }[] = []): { name: string; path: string }[] {
   const i = v.indexOf('=');
@@ -59,13 +46,7 @@ export function parseTaskSpec(v: string, previous: { name: string; path: string 
   return [...previous, { name, path: v.slice(i + 1) }];
 }
 
-const fmt = (x: number | null | undefined, digits = 4) => (x === null || x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits));
 const withErr = (v: number | null, se: number | null) => (v === null ? '-' : se === null ? fmt(v) : `${fmt(v)} ± ${fmt(se)}`);
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  return rows.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ').trimEnd()).join('\n') + '\n';
-}
 
 /**
  * The text report: perplexity lines, then a table per task (acc, acc_norm with stderr; with a baseline, the
@@ -110,13 +91,6 @@ export function formatReport(report: EvalReport, opts: { stabilityCompat?: 'offi
     }
   }
   return out;
-}
-
-/** Writes `text` to `file` through a temporary name, so that a failed run never leaves half a file. */
-function writeAtomic(file: string, text: string): void {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
-  writeFileSync(tmp, text);
-  renameSync(tmp, file);
 }
 
 /** Registers `streamline eval` on `program`. */
@@ -169,7 +143,7 @@ export function registerEval(program: Command, deps: EvalDeps): Command {
       }
       const { samples, ...rest } = report;
       write(formatReport(rest, { stabilityCompat: o.stabilityCompat }));
-      if (o.json) writeAtomic(o.json, JSON.stringify({ model: modelDir, baselineModel: o.baseline ?? null, ...rest }, null, 2) + '\n');
-      if (o.logSamples) writeAtomic(o.logSamples, (samples ?? []).map((s) => JSON.stringify(s)).join('\n') + '\n');
+      if (o.json) await writeFileAtomic(o.json, JSON.stringify({ model: modelDir, baselineModel: o.baseline ?? null, ...rest }, null, 2) + '\n');
+      if (o.logSamples) await writeFileAtomic(o.logSamples, (samples ?? []).map((s) => JSON.stringify(s)).join('\n') + '\n');
     });
 }
