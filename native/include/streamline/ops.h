@@ -34,7 +34,7 @@ void rope_forward(float* x, const float* cos, const float* sin, size_t M, size_t
 // Causal grouped-query attention. q[B,T,H,Dh], k/v[B,T,Hk,Dh], out[B,T,H,Dh]. key_mask[B,T] (1 = real token,
 // 0 = padding; nullptr = all real). Query i attends to keys j <= i with key_mask[j] = 1; softmax in f32 with
 // scores scaled by `scale`. A query with no visible key (padding) gets zeros. lse[B,H,T] (optional) receives the
-// log-sum-exp of the scaled scores, for the backward pass.
+// log-sum-exp of the scaled scores, for the backward pass (-inf for a query with no visible key).
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const uint8_t* key_mask,
                        size_t B, size_t T, size_t H, size_t Hk, size_t Dh, float scale);
 

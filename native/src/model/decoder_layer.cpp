@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "streamline/convert.h"
@@ -69,6 +70,15 @@ std::vector<float> to_f32(const WeightView& w) {
 }
 const float* ptr(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
 
+// Scratch that is fully written before it is read: no zero fill (std::vector would memset ~10 buffers of
+// [M, max(D, F)] per layer call).
+struct Scratch {
+  std::unique_ptr<float[]> p;
+  explicit Scratch(size_t n) : p(n ? new float[n] : nullptr) {}
+  float* data() { return p.get(); }
+  void release() { p.reset(); }
+};
+
 void norm(float* y, const float* x, NormKind kind, const std::vector<float>& w, const std::vector<float>& b, size_t M,
           size_t D, float eps) {
   if (kind == NormKind::Rms) rmsnorm_forward(y, x, ptr(w), DType::F32, M, D, eps);
@@ -90,7 +100,7 @@ void mlp(float* m, const float* h, const LayerSpec& s, const LayerWeights& w, si
   const size_t D = s.hidden, F = s.intermediate;
   std::vector<float> up_b = to_f32(w.up_b), down_b = to_f32(w.down_b), none;
   const size_t chunk = std::max<size_t>(1, std::min(M, (size_t(16) << 20) / std::max<size_t>(F, 1)));
-  std::vector<float> g(s.gated_mlp ? chunk * F : 0), u(chunk * F);
+  Scratch g(s.gated_mlp ? chunk * F : 0), u(chunk * F);
   for (size_t m0 = 0; m0 < M; m0 += chunk) {
     size_t mc = std::min(chunk, M - m0);
     const float* hc = h + m0 * D;
@@ -160,10 +170,10 @@ void mlp_block_forward(float* out, const float* x, const LayerSpec& s, const Lay
   const size_t M = s.batch * s.seq_len, D = s.hidden;
   if (M == 0) return;
   std::vector<float> nw = to_f32(w.mlp_norm_w), nb = to_f32(w.mlp_norm_b);
-  std::vector<float> mbuf(mlp_out ? 0 : M * D);
+  Scratch mbuf(mlp_out ? 0 : M * D);
   float* m = mlp_out ? mlp_out : mbuf.data();
   if (s.pre_norm) {
-    std::vector<float> h(M * D);
+    Scratch h(M * D);
     norm(h.data(), x, s.norm, nw, nb, M, D, s.norm_eps);
     mlp(m, h.data(), s, w, M);
     add_into(out, x, m, M * D);
@@ -187,8 +197,8 @@ void decoder_layer_forward(float* out, const float* x, const LayerSpec& s, const
   // ---- attention half
   std::vector<float> n1w = to_f32(w.attn_norm_w), n1b = to_f32(w.attn_norm_b);
   std::vector<float> qb = to_f32(w.q_b), kb = to_f32(w.k_b), vb = to_f32(w.v_b), ob = to_f32(w.o_b);
-  std::vector<float> a(M * std::max(D, QD));  // n1(x), later the o-projection output
-  std::vector<float> q(M * QD), k(M * KD), v(M * KD), att(M * QD);
+  Scratch a(M * std::max(D, QD));  // n1(x), later the o-projection output
+  Scratch q(M * QD), k(M * KD), v(M * KD), att(M * QD);
   const float* ain = x;
   if (s.pre_norm) {
     norm(a.data(), x, s.norm, n1w, n1b, M, D, s.norm_eps);
@@ -199,19 +209,19 @@ void decoder_layer_forward(float* out, const float* x, const LayerSpec& s, const
   linear(v.data(), ain, w.v_w, vb, M, KD, D);
   if (s.use_rope) {
     const size_t half = Dh / 2;
-    std::vector<float> cs(M * half), sn(M * half);
+    Scratch cs(M * half), sn(M * half);
     rope_tables(cs.data(), sn.data(), positions, rope_inv_freq, M, half, s.rope_attention_scaling);
     rope_forward(q.data(), cs.data(), sn.data(), M, H, Dh);
     rope_forward(k.data(), cs.data(), sn.data(), M, Hk, Dh);
   }
   attention_forward(att.data(), nullptr, q.data(), k.data(), v.data(), key_mask, B, T, H, Hk, Dh, scale);
-  { std::vector<float>().swap(q); std::vector<float>().swap(k); std::vector<float>().swap(v); }
+  q.release(); k.release(); v.release();
   linear(a.data(), att.data(), w.o_w, ob, M, D, QD);
-  std::vector<float>().swap(att);
+  att.release();
   add_into(out, x, a.data(), M * D);  // out may alias x: elementwise, read before write
   if (captures && captures->attn_residual) std::memcpy(captures->attn_residual, out, M * D * sizeof(float));
   if (!s.pre_norm) norm(out, out, s.norm, n1w, n1b, M, D, s.norm_eps);
-  std::vector<float>().swap(a);
+  a.release();
 
   // ---- MLP half, in place on out
   mlp_block_forward(out, out, s, w, captures ? captures->mlp_out : nullptr);

@@ -192,6 +192,24 @@ for (const arch of ['llama', 'qwen2', 'opt-pre', 'opt-post'] as Arch[]) {
   }
 }
 
+test('decoder layer: NaN in one token reaches only that token and later ones of its own sequence; zero rows', async () => {
+  const l = makeLayer('llama', 5);
+  const { x, mask, pos, inv, M } = inputs(l.spec, 3);
+  const D = l.spec.hidden, T = l.spec.seqLen, wt = tensors(l, 'bf16');
+  const clean = new Float32Array(M * D), dirty = new Float32Array(M * D);
+  await n.decoderLayerForward(clean, x, l.spec, wt, pos, mask, inv, null);
+  const xd = x.slice();
+  xd[4 * D + 3] = NaN;  // batch 0, token 4
+  await n.decoderLayerForward(dirty, xd, l.spec, wt, pos, mask, inv, null);
+  for (let m = 0; m < M; m++) {
+    const row = Array.from(dirty.subarray(m * D, (m + 1) * D));
+    if (m >= 4 && m < T) assert.ok(row.every(Number.isNaN), `row ${m} should be NaN`);
+    else assert.equal(row, Array.from(clean.subarray(m * D, (m + 1) * D)), `row ${m} unchanged`);
+  }
+  await n.decoderLayerForward(new Float32Array(0), new Float32Array(0), { ...l.spec, batch: 0 }, wt, new Int32Array(0), null, inv, null);
+  await n.headForward(new Float32Array(0), 0, { hidden: D, vocab: 5, norm: 'rms', normEps: 1e-6 }, { 'lm_head.weight': f32Tensor(new Float32Array(5 * D), [5, D]) }, new Int32Array(0), new Float32Array(0), new Float32Array(0));
+});
+
 test('mlpBlockForward is the MLP half: pre-norm x + MLP(n2(x)), post-norm n2(x + MLP(x))', async () => {
   for (const arch of ['llama', 'opt-post'] as Arch[]) {
     const l = makeLayer(arch, 3);
