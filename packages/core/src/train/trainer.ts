@@ -155,9 +155,8 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
         loss += l * (idx.length / blocks.length);
         parts++;
       }
-      const norm = n.gradNorm(grads);
+      const { norm } = n.clipGradNorm(grads, clip);
       if (!Number.isFinite(norm)) throw new StreamlineError('E_NUMERIC', `gradient norm is ${norm} at step ${step}: training diverged`);
-      if (norm > clip) { const s = clip / (norm + 1e-6); for (const g of grads) for (let i = 0; i < g.length; i++) g[i]! *= s; }
       const rate = learningRate(step - 1, { lr, minLr, warmupSteps: warmup, totalSteps: total });
       n.adamwStep(st.params, grads, st.m, st.v, { lr: rate, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: wd, step });
       st.step = step;
