@@ -148,7 +148,9 @@ Napi::Value HeadForward(const Napi::CallbackInfo& info) {
   s.hidden = size_field(env, so, "hidden");
   s.vocab = size_field(env, so, "vocab");
   s.proj_dim = is_nullish(so.Get("projDim")) ? 0 : size_field(env, so, "projDim");
-  s.norm = norm_arg(env, so.Get("norm"), "spec.norm");
+  Napi::Value nv = so.Get("norm");
+  if (nv.IsString() && nv.As<Napi::String>().Utf8Value() == "none") s.final_norm = false;
+  else s.norm = norm_arg(env, nv, "spec.norm");
   s.norm_eps = number_field(env, so, "normEps", 1e-5f);
   if (!info[3].IsObject()) throw_error(env, "E_NATIVE_ARG", "weights: expected an object {role: tensor}");
   Napi::Object wo = info[3].As<Napi::Object>();

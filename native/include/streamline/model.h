@@ -48,7 +48,7 @@ struct LayerWeights {
   WeightView v_w, v_b;                  // v.weight [Hk*Dh, D], v.bias [Hk*Dh]
   WeightView o_w, o_b;                  // o.weight [D, H*Dh], o.bias [D]
   WeightView mlp_norm_w, mlp_norm_b;    // mlp_norm.weight, mlp_norm.bias     [D]
-  WeightView gate_w;                    // gate.weight [F, D] (gated MLP only)
+  WeightView gate_w, gate_b;            // gate.weight [F, D], gate.bias [F] (gated MLP only; Llama mlp_bias)
   WeightView up_w, up_b;                // up.weight [F, D], up.bias [F]
   WeightView down_w, down_b;            // down.weight [D, F], down.bias [D]
 };
@@ -85,6 +85,7 @@ struct HeadSpec {
   size_t proj_dim = 0;  // 0: no project_out; else word_embed_proj_dim
   NormKind norm = NormKind::Rms;
   float norm_eps = 1e-5f;
+  bool final_norm = true;  // false: no final norm (OPT post-norm models)
 };
 struct HeadWeights {
   WeightView norm_w, norm_b;  // final_norm.weight [D], final_norm.bias [D] (bias optional)

@@ -35,7 +35,8 @@ const struct { const char* name; WeightView LayerWeights::*member; } kRoles[] = 
     {"v.weight", &LayerWeights::v_w},                 {"v.bias", &LayerWeights::v_b},
     {"o.weight", &LayerWeights::o_w},                 {"o.bias", &LayerWeights::o_b},
     {"mlp_norm.weight", &LayerWeights::mlp_norm_w},   {"mlp_norm.bias", &LayerWeights::mlp_norm_b},
-    {"gate.weight", &LayerWeights::gate_w},           {"up.weight", &LayerWeights::up_w},
+    {"gate.weight", &LayerWeights::gate_w},           {"gate.bias", &LayerWeights::gate_b},
+    {"up.weight", &LayerWeights::up_w},
     {"up.bias", &LayerWeights::up_b},                 {"down.weight", &LayerWeights::down_w},
     {"down.bias", &LayerWeights::down_b},
 };
@@ -98,7 +99,7 @@ void add_into(float* out, const float* a, const float* b, size_t n) {
 // m[M, D] = MLP(h[M, D]) in row chunks.
 void mlp(float* m, const float* h, const LayerSpec& s, const LayerWeights& w, size_t M) {
   const size_t D = s.hidden, F = s.intermediate;
-  std::vector<float> up_b = to_f32(w.up_b), down_b = to_f32(w.down_b), none;
+  std::vector<float> up_b = to_f32(w.up_b), down_b = to_f32(w.down_b), gate_b = to_f32(w.gate_b);
   const size_t chunk = std::max<size_t>(1, std::min(M, (size_t(16) << 20) / std::max<size_t>(F, 1)));
   Scratch g(s.gated_mlp ? chunk * F : 0), u(chunk * F);
   for (size_t m0 = 0; m0 < M; m0 += chunk) {
@@ -106,7 +107,7 @@ void mlp(float* m, const float* h, const LayerSpec& s, const LayerWeights& w, si
     const float* hc = h + m0 * D;
     linear(u.data(), hc, w.up_w, up_b, mc, F, D);
     if (s.gated_mlp) {
-      linear(g.data(), hc, w.gate_w, none, mc, F, D);
+      linear(g.data(), hc, w.gate_w, gate_b, mc, F, D);
       gated_forward(u.data(), g.data(), u.data(), mc * F, s.act);
     } else {
       activation_forward(u.data(), u.data(), mc * F, s.act);
@@ -139,8 +140,13 @@ void validate_layer(const LayerSpec& s, const LayerWeights& w, bool mlp_only) {
   check(w.mlp_norm_w, "mlp_norm.weight", {D}, false);
   check(w.mlp_norm_b, "mlp_norm.bias", {D}, false);
   if (s.norm == NormKind::Rms) check_absent(w.mlp_norm_b, "mlp_norm.bias", "with an RMS norm");
-  if (s.gated_mlp) check(w.gate_w, "gate.weight", {F, D}, true);
-  else check_absent(w.gate_w, "gate.weight", "without a gated MLP");
+  if (s.gated_mlp) {
+    check(w.gate_w, "gate.weight", {F, D}, true);
+    check(w.gate_b, "gate.bias", {F}, false);
+  } else {
+    check_absent(w.gate_w, "gate.weight", "without a gated MLP");
+    check_absent(w.gate_b, "gate.bias", "without a gated MLP");
+  }
   check(w.up_w, "up.weight", {F, D}, true);
   check(w.up_b, "up.bias", {F}, false);
   check(w.down_w, "down.weight", {D, F}, true);

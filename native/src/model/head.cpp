@@ -43,6 +43,7 @@ std::vector<float> to_f32(const WeightView& w) {
 void validate_head(const HeadSpec& s, const HeadWeights& w) {
   if (s.hidden == 0 || s.vocab == 0) throw Error("E_SHAPE", "head spec: hidden and vocab must be positive");
   const int64_t D = int64_t(s.hidden), V = int64_t(s.vocab), P = int64_t(s.proj_dim);
+  if (!s.final_norm && (w.norm_w || w.norm_b)) throw Error("E_SHAPE", "final_norm: weights given but spec.norm is 'none'");
   check(w.norm_w, "final_norm.weight", {D}, false);
   check(w.norm_b, "final_norm.bias", {D}, false);
   if (s.norm == NormKind::Rms && w.norm_b) throw Error("E_SHAPE", "final_norm.bias: not used with an RMS norm");
@@ -66,7 +67,8 @@ void head_forward(const float* x, size_t M, const HeadSpec& s, const HeadWeights
   std::vector<float> h(chunk * D), p(P ? chunk * Dp : 0), scratch(logits ? 0 : chunk * V);
   for (size_t m0 = 0; m0 < M; m0 += chunk) {
     const size_t mc = std::min(chunk, M - m0);
-    if (s.norm == NormKind::Rms) rmsnorm_forward(h.data(), x + m0 * D, nw.empty() ? nullptr : nw.data(), DType::F32, mc, D, s.norm_eps);
+    if (!s.final_norm) std::copy(x + m0 * D, x + (m0 + mc) * D, h.data());
+    else if (s.norm == NormKind::Rms) rmsnorm_forward(h.data(), x + m0 * D, nw.empty() ? nullptr : nw.data(), DType::F32, mc, D, s.norm_eps);
     else layernorm_forward(h.data(), x + m0 * D, nw.empty() ? nullptr : nw.data(), nb.empty() ? nullptr : nb.data(), DType::F32, mc, D, s.norm_eps);
     const float* hin = h.data();
     if (P) {
