@@ -11,8 +11,8 @@ import { makeTinyModel } from '../packages/core/test/_helpers.js';
 import { repoRoot } from './_shared.js';
 
 const base = {
-  architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 512, intermediate_size: 1536,
-  num_attention_heads: 8, num_key_value_heads: 8, vocab_size: 512, max_position_embeddings: 512, rms_norm_eps: 1e-5,
+  architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 768, intermediate_size: 3072,
+  num_attention_heads: 12, num_key_value_heads: 12, vocab_size: 512, max_position_embeddings: 512, rms_norm_eps: 1e-5,
   tie_word_embeddings: false, torch_dtype: 'bfloat16',
 };
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'streamline-memory-'));
@@ -31,12 +31,14 @@ test('peak memory does not grow with the number of layers (forward and scoring)'
   const small = path.join(tmp, 'l6'), large = path.join(tmp, 'l12');
   await makeTinyModel(small, { ...base, num_hidden_layers: 6 });
   await makeTinyModel(large, { ...base, num_hidden_layers: 12 });
-  const layerBytes = 2 * (4 * 512 * 512 + 3 * 512 * 1536);  // bf16 weights of one layer: 6.8 MB
+  const layerBytes = 2 * (4 * 768 * 768 + 3 * 768 * 3072);  // bf16 weights of one layer: 18.9 MB
   for (const mode of ['forward', 'score']) {
-    const a = probe(mode, small), b = probe(mode, large);
+    // The smallest of three runs each: a single peak sample can catch a transient scratch buffer.
+    const runs = (d: string) => Math.min(probe(mode, d), probe(mode, d), probe(mode, d));
+    const a = runs(small), b = runs(large);
     const growth = (b - a) / a;
     console.log(`  ${mode}: peak RssAnon ${(a / 2 ** 20).toFixed(1)} MiB (6 layers) vs ${(b / 2 ** 20).toFixed(1)} MiB (12 layers), ${(100 * growth).toFixed(1)} %`);
-    // Holding the 6 extra layers' weights (even as bf16) would add ≥ 41 MB; allow 5 % for allocator noise.
+    // Holding the 6 extra layers' weights (even as bf16) would add 113 MB; allow 5 % for allocator noise.
     assert.ok(b <= a * 1.05, `${mode}: peak grew ${(100 * growth).toFixed(1)} % (${((b - a) / 2 ** 20).toFixed(1)} MiB; one layer is ${(layerBytes / 2 ** 20).toFixed(1)} MiB)`);
   }
   fs.rmSync(tmp, { recursive: true, force: true });
