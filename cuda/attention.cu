@@ -1,0 +1,347 @@
+// Flash-style causal GQA attention.
+//
+// scalar kernel (f32 and bf16 inputs; validation and odd head sizes): a block takes 32 queries of one (b, h);
+// each warp owns 4 queries, each lane owns head dims lane, lane+32, ...; K/V tiles of 16 keys live in shared memory
+// and every key updates the running (max, sum, acc) of the query exactly (one exp per key).
+//
+// wmma kernel (bf16, Dh = 64 or 128): a block of 4 warps takes 64 queries of one (b, h); per 64-key tile,
+// S = Q K^T with bf16 tensor-core fragments (f32 accumulate) into shared memory, each warp runs the online softmax
+// over its 16 rows, writes P in bf16, rescales its rows of the f32 O tile and adds P V with tensor cores.
+// Invalid keys (beyond T, padding, or in the future of every query of the tile) are zeroed in K/V and get
+// probability exactly 0, so NaN in a padding row can never leak into a real query.
+#include <mma.h>
+
+#include "attention.cuh"
+
+namespace streamline {
+namespace cuda {
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------------------------
+// Scalar kernel.
+constexpr int kSQ = 32;   // queries per block
+constexpr int kSK = 16;   // keys per shared tile
+constexpr int kSWarps = 8;
+constexpr int kMaxDhLane = 8;  // Dh <= 256
+
+template <typename T>
+__global__ void attn_scalar_kernel(T* out, size_t out_stride, float* lse, const T* q, size_t q_stride, const T* k,
+                                   const T* v, size_t kv_stride, const uint8_t* mask, int T_, int H, int Hk, int Dh,
+                                   float scale) {
+  extern __shared__ float sm[];
+  float* Ks = sm;                 // [kSK][Dh]
+  float* Vs = sm + kSK * Dh;      // [kSK][Dh]
+  __shared__ int valid[kSK];
+  const int b = blockIdx.z, h = blockIdx.y, kvh = h / (H / Hk);
+  const int q0 = blockIdx.x * kSQ;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  constexpr int kQPerWarp = kSQ / kSWarps;
+
+  float qr[kQPerWarp][kMaxDhLane], acc[kQPerWarp][kMaxDhLane], mrow[kQPerWarp], lrow[kQPerWarp];
+#pragma unroll
+  for (int r = 0; r < kQPerWarp; r++) {
+    const int i = q0 + warp * kQPerWarp + r;
+    mrow[r] = -INFINITY;
+    lrow[r] = 0.f;
+#pragma unroll
+    for (int u = 0; u < kMaxDhLane; u++) {
+      const int d = lane + 32 * u;
+      qr[r][u] = (i < T_ && d < Dh) ? to_f32(q[(size_t(b) * T_ + i) * q_stride + size_t(h) * Dh + d]) : 0.f;
+      acc[r][u] = 0.f;
+    }
+  }
+  const int last_q = min(q0 + kSQ, T_) - 1;
+  for (int k0 = 0; k0 <= last_q; k0 += kSK) {
+    __syncthreads();
+    for (int e = threadIdx.x; e < kSK * Dh; e += blockDim.x) {
+      const int j = k0 + e / Dh, d = e % Dh;
+      float kv = 0.f, vv = 0.f;
+      if (j < T_) {
+        const size_t row = (size_t(b) * T_ + j) * kv_stride + size_t(kvh) * Dh + d;
+        kv = to_f32(k[row]);
+        vv = to_f32(v[row]);
+      }
+      Ks[e] = kv;
+      Vs[e] = vv;
+    }
+    if (threadIdx.x < kSK) {
+      const int j = k0 + threadIdx.x;
+      valid[threadIdx.x] = j < T_ && (!mask || mask[size_t(b) * T_ + j]);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < kQPerWarp; r++) {
+      const int i = q0 + warp * kQPerWarp + r;
+      if (i >= T_) continue;
+      for (int jj = 0; jj < kSK; jj++) {
+        const int j = k0 + jj;
+        if (j > i || !valid[jj]) continue;
+        float dot = 0.f;
+#pragma unroll
+        for (int u = 0; u < kMaxDhLane; u++) {
+          const int d = lane + 32 * u;
+          if (d < Dh) dot += qr[r][u] * Ks[jj * Dh + d];
+        }
+        dot = warp_sum(dot);
+        const float s = dot * scale;
+        const float mn = nan_max(mrow[r], s);
+        const float corr = mrow[r] == -INFINITY ? 0.f : expf(mrow[r] - mn);
+        const float p = expf(s - mn);
+        lrow[r] = lrow[r] * corr + p;
+#pragma unroll
+        for (int u = 0; u < kMaxDhLane; u++) {
+          const int d = lane + 32 * u;
+          if (d < Dh) acc[r][u] = acc[r][u] * corr + p * Vs[jj * Dh + d];
+        }
+        mrow[r] = mn;
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kQPerWarp; r++) {
+    const int i = q0 + warp * kQPerWarp + r;
+    if (i >= T_) continue;
+    const float inv = lrow[r] > 0.f ? 1.f / lrow[r] : 0.f;
+    const bool nan_row = lrow[r] != lrow[r];
+#pragma unroll
+    for (int u = 0; u < kMaxDhLane; u++) {
+      const int d = lane + 32 * u;
+      if (d < Dh)
+        out[(size_t(b) * T_ + i) * out_stride + size_t(h) * Dh + d] =
+            from_f32<T>(nan_row ? lrow[r] : acc[r][u] * inv);
+    }
+    if (lse && lane == 0)
+      lse[(size_t(b) * H + h) * T_ + i] = lrow[r] > 0.f || nan_row ? mrow[r] + logf(lrow[r]) : -INFINITY;
+  }
+}
+
+template <typename T>
+void launch_scalar(T* out, size_t out_stride, float* lse, const T* q, size_t q_stride, const T* k, const T* v,
+                   size_t kv_stride, const uint8_t* mask, size_t B, size_t T_, size_t H, size_t Hk, size_t Dh,
+                   float scale, cudaStream_t s) {
+  if (Dh > 32 * kMaxDhLane) throw CudaError("attention: head_dim " + std::to_string(Dh) + " exceeds 256");
+  if (Hk == 0 || H % Hk != 0) throw CudaError("attention: heads must be a multiple of kv_heads");
+  dim3 grid(unsigned((T_ + kSQ - 1) / kSQ), unsigned(H), unsigned(B));
+  size_t smem = 2 * kSK * Dh * sizeof(float);
+  attn_scalar_kernel<T><<<grid, kSWarps * 32, smem, s>>>(out, out_stride, lse, q, q_stride, k, v, kv_stride, mask,
+                                                         int(T_), int(H), int(Hk), int(Dh), scale);
+  SL_LAUNCH_CHECK();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Tensor-core kernel (bf16 wmma 16x16x16, f32 accumulate).
+namespace wmma = nvcuda::wmma;
+constexpr int kBr = 64, kBc = 64, kWWarps = 4;
+
+template <int D>
+struct WmmaSmem {
+  static constexpr int ldq = D + 8;    // bf16 rows (pad: 16 bytes)
+  static constexpr int lds = kBc + 4;  // f32 scores
+  static constexpr int ldp = kBc + 8;  // bf16 probabilities
+  static constexpr int ldo = D + 4;    // f32 output accumulator
+  static constexpr size_t q_off = 0;
+  static constexpr size_t k_off = q_off + size_t(kBr) * ldq * 2;
+  static constexpr size_t v_off = k_off + size_t(kBc) * ldq * 2;
+  static constexpr size_t s_off = v_off + size_t(kBc) * ldq * 2;
+  static constexpr size_t p_off = s_off + size_t(kBr) * lds * 4;
+  static constexpr size_t o_off = p_off + size_t(kBr) * ldp * 2;
+  static constexpr size_t st_off = o_off + size_t(kBr) * ldo * 4;  // m[kBr], l[kBr], alpha[kBr]
+  static constexpr size_t valid_off = st_off + 3 * kBr * 4;        // int valid[kBc]
+  static constexpr size_t bytes = valid_off + kBc * 4;
+};
+
+template <int D>
+__global__ void __launch_bounds__(kWWarps * 32)
+attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t q_stride, const bf16* k,
+                 const bf16* v, size_t kv_stride, const uint8_t* mask, int T_, int H, int Hk, float scale) {
+  using L = WmmaSmem<D>;
+  extern __shared__ __align__(128) unsigned char smem[];
+  bf16* Qs = reinterpret_cast<bf16*>(smem + L::q_off);
+  bf16* Ks = reinterpret_cast<bf16*>(smem + L::k_off);
+  bf16* Vs = reinterpret_cast<bf16*>(smem + L::v_off);
+  float* Ss = reinterpret_cast<float*>(smem + L::s_off);
+  bf16* Ps = reinterpret_cast<bf16*>(smem + L::p_off);
+  float* Os = reinterpret_cast<float*>(smem + L::o_off);
+  float* mst = reinterpret_cast<float*>(smem + L::st_off);
+  float* lst = mst + kBr;
+  float* ast = lst + kBr;
+  int* valid = reinterpret_cast<int*>(smem + L::valid_off);
+
+  const int nq = (T_ + kBr - 1) / kBr;
+  const int qt = nq - 1 - int(blockIdx.x);  // longest (latest) query tiles first
+  const int b = blockIdx.z, h = blockIdx.y, kvh = h / (H / Hk);
+  const int q0 = qt * kBr;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  constexpr int kVec = 8;  // bf16 per 16-byte vector
+  constexpr int kRowVecs = D / kVec;
+
+  // Q tile (rows past T are zero), O = 0, stats.
+  for (int e = tid; e < kBr * kRowVecs; e += blockDim.x) {
+    const int r = e / kRowVecs, c = (e % kRowVecs) * kVec, i = q0 + r;
+    uint4 val = make_uint4(0, 0, 0, 0);
+    if (i < T_) val = *reinterpret_cast<const uint4*>(q + (size_t(b) * T_ + i) * q_stride + size_t(h) * D + c);
+    *reinterpret_cast<uint4*>(Qs + r * L::ldq + c) = val;
+  }
+  for (int e = tid; e < kBr * D; e += blockDim.x) Os[(e / D) * L::ldo + e % D] = 0.f;
+  for (int r = tid; r < kBr; r += blockDim.x) { mst[r] = -INFINITY; lst[r] = 0.f; }
+
+  const int last_q = min(q0 + kBr, T_) - 1;
+  for (int k0 = 0; k0 <= last_q; k0 += kBc) {
+    __syncthreads();  // previous tile fully consumed (and Q/O/stat init visible on the first pass)
+    if (tid < kBc) {
+      const int j = k0 + tid;
+      valid[tid] = j < T_ && (!mask || mask[size_t(b) * T_ + j]);
+    }
+    __syncthreads();
+    for (int e = tid; e < kBc * kRowVecs; e += blockDim.x) {
+      const int r = e / kRowVecs, c = (e % kRowVecs) * kVec, j = k0 + r;
+      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+      if (valid[r]) {
+        const size_t row = (size_t(b) * T_ + j) * kv_stride + size_t(kvh) * D + c;
+        kv = *reinterpret_cast<const uint4*>(k + row);
+        vv = *reinterpret_cast<const uint4*>(v + row);
+      }
+      *reinterpret_cast<uint4*>(Ks + r * L::ldq + c) = kv;
+      *reinterpret_cast<uint4*>(Vs + r * L::ldq + c) = vv;
+    }
+    __syncthreads();
+
+    // S[16 rows of this warp][64] = Q K^T.
+    const int r0 = warp * 16;
+#pragma unroll
+    for (int ct = 0; ct < kBc / 16; ct++) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> sf;
+      wmma::fill_fragment(sf, 0.f);
+#pragma unroll
+      for (int kk = 0; kk < D; kk += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> af;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> bfr;
+        wmma::load_matrix_sync(af, Qs + r0 * L::ldq + kk, L::ldq);
+        wmma::load_matrix_sync(bfr, Ks + (ct * 16) * L::ldq + kk, L::ldq);
+        wmma::mma_sync(sf, af, bfr, sf);
+      }
+      wmma::store_matrix_sync(Ss + r0 * L::lds + ct * 16, sf, L::lds, wmma::mem_row_major);
+    }
+    __syncwarp();
+
+    // Online softmax over this warp's 16 rows; each lane handles columns lane and lane + 32.
+    for (int rr = 0; rr < 16; rr++) {
+      const int r = r0 + rr, i = q0 + r;
+      float s[2];
+      float mx = -INFINITY;
+#pragma unroll
+      for (int u = 0; u < 2; u++) {
+        const int c = lane + 32 * u, j = k0 + c;
+        const bool ok = i < T_ && j <= i && valid[c];
+        s[u] = ok ? Ss[r * L::lds + c] * scale : -INFINITY;
+        mx = nan_max(mx, s[u]);
+      }
+      mx = warp_max(mx);
+      const float m_old = mst[r];
+      const float m_new = nan_max(m_old, mx);
+      float psum = 0.f;
+#pragma unroll
+      for (int u = 0; u < 2; u++) {
+        const float p = s[u] == -INFINITY ? 0.f : expf(s[u] - m_new);
+        psum += p;
+        Ps[r * L::ldp + lane + 32 * u] = __float2bfloat16_rn(p);
+      }
+      psum = warp_sum(psum);
+      if (lane == 0) {
+        const float alpha = m_old == -INFINITY ? 0.f : expf(m_old - m_new);
+        ast[r] = alpha;
+        lst[r] = lst[r] * alpha + psum;
+        mst[r] = m_new;
+      }
+    }
+    __syncwarp();
+    // Rescale this warp's O rows, then O += P V.
+    for (int e = lane; e < 16 * D; e += 32) {
+      const int r = r0 + e / D, c = e % D;
+      Os[r * L::ldo + c] *= ast[r];
+    }
+    __syncwarp();
+#pragma unroll
+    for (int dt = 0; dt < D / 16; dt++) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> of;
+      wmma::load_matrix_sync(of, Os + r0 * L::ldo + dt * 16, L::ldo, wmma::mem_row_major);
+#pragma unroll
+      for (int kk = 0; kk < kBc; kk += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pf;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> vf;
+        wmma::load_matrix_sync(pf, Ps + r0 * L::ldp + kk, L::ldp);
+        wmma::load_matrix_sync(vf, Vs + kk * L::ldq + dt * 16, L::ldq);
+        wmma::mma_sync(of, pf, vf, of);
+      }
+      wmma::store_matrix_sync(Os + r0 * L::ldo + dt * 16, of, L::ldo, wmma::mem_row_major);
+    }
+  }
+  __syncthreads();
+  // Normalise and write bf16 output; lse.
+  for (int e = tid; e < kBr * D; e += blockDim.x) {
+    const int r = e / D, c = e % D, i = q0 + r;
+    if (i >= T_) continue;
+    const float l = lst[r];
+    const float o = l != l ? l : (l > 0.f ? Os[r * L::ldo + c] / l : 0.f);
+    out[(size_t(b) * T_ + i) * out_stride + size_t(h) * D + c] = __float2bfloat16_rn(o);
+  }
+  if (lse)
+    for (int r = tid; r < kBr; r += blockDim.x) {
+      const int i = q0 + r;
+      if (i >= T_) continue;
+      const float l = lst[r];
+      lse[(size_t(b) * H + h) * T_ + i] = (l > 0.f || l != l) ? mst[r] + logf(l) : -INFINITY;
+    }
+}
+
+template <int D>
+void launch_wmma(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t q_stride, const bf16* k, const bf16* v,
+                 size_t kv_stride, const uint8_t* mask, size_t B, size_t T_, size_t H, size_t Hk, float scale,
+                 cudaStream_t s) {
+  const size_t smem = WmmaSmem<D>::bytes;
+  static bool raised = false;
+  if (!raised) {
+    SL_CUDA_CHECK(cudaFuncSetAttribute(attn_wmma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    raised = true;
+  }
+  dim3 grid(unsigned((T_ + kBr - 1) / kBr), unsigned(H), unsigned(B));
+  attn_wmma_kernel<D><<<grid, kWWarps * 32, smem, s>>>(out, out_stride, lse, q, q_stride, k, v, kv_stride, mask,
+                                                       int(T_), int(H), int(Hk), scale);
+  SL_LAUNCH_CHECK();
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+}  // namespace
+
+const char* attention_bf16_path(size_t Dh, size_t q_stride, size_t kv_stride, size_t out_stride, const void* q,
+                                const void* k, const void* v, const void* out) {
+  const bool shape = Dh == 64 || Dh == 128;
+  const bool align = q_stride % 8 == 0 && kv_stride % 8 == 0 && out_stride % 8 == 0 && aligned16(q) &&
+                     aligned16(k) && aligned16(v) && aligned16(out);
+  return shape && align ? "wmma" : "scalar";
+}
+
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const uint8_t* key_mask,
+                       size_t B, size_t T, size_t H, size_t Hk, size_t Dh, float scale, cudaStream_t s) {
+  if (B * T * H == 0) return;
+  launch_scalar<float>(out, H * Dh, lse, q, H * Dh, k, v, Hk * Dh, key_mask, B, T, H, Hk, Dh, scale, s);
+}
+
+void attention_forward_bf16(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t q_stride, const bf16* k,
+                            const bf16* v, size_t kv_stride, const uint8_t* key_mask, size_t B, size_t T, size_t H,
+                            size_t Hk, size_t Dh, float scale, cudaStream_t s) {
+  if (B * T * H == 0) return;
+  if (Hk == 0 || H % Hk != 0) throw CudaError("attention: heads must be a multiple of kv_heads");
+  const char* path = attention_bf16_path(Dh, q_stride, kv_stride, out_stride, q, k, v, out);
+  if (path[0] == 'w') {
+    if (Dh == 64) launch_wmma<64>(out, out_stride, lse, q, q_stride, k, v, kv_stride, key_mask, B, T, H, Hk, scale, s);
+    else launch_wmma<128>(out, out_stride, lse, q, q_stride, k, v, kv_stride, key_mask, B, T, H, Hk, scale, s);
+    return;
+  }
+  launch_scalar<bf16>(out, out_stride, lse, q, q_stride, k, v, kv_stride, key_mask, B, T, H, Hk, Dh, scale, s);
+}
+
+}  // namespace cuda
+}  // namespace streamline

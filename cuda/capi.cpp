@@ -1,0 +1,130 @@
+// The flat C API of streamline_cuda.so, for the addon (through cuda_symbol()) and any other host program.
+// Every function returns 0 on success and -1 on failure; streamline_cuda_last_error() then says why (per thread).
+// Pointers named host_* are host memory; nothing here exposes device pointers.
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include "cublaslt_loader.h"
+#include "decoder_layer.cuh"
+
+#define SL_EXPORT extern "C" __attribute__((visibility("default")))
+
+using namespace streamline;
+using namespace streamline::cuda;
+
+namespace {
+thread_local std::string g_error;
+
+template <typename F> int guarded(F&& f) {
+  try {
+    f();
+    return 0;
+  } catch (const std::exception& e) {
+    g_error = e.what();
+  } catch (...) {
+    g_error = "unknown error";
+  }
+  return -1;
+}
+}  // namespace
+
+// Mirrors streamline::cuda::LayerSpec; plain C layout. Enum values: norm 0 = RMSNorm, 1 = LayerNorm;
+// activation = streamline::Activation (0 SiLU, 1 ReLU, 2 GELU erf, 3 GELU tanh).
+struct streamline_cuda_layer_spec {
+  int64_t batch, seq_len, hidden, heads, kv_heads, head_dim, intermediate, rot_dim;
+  int32_t norm, activation, gated, pre_norm, use_rope, mlp_only, use_cublaslt;
+  float norm_eps, attn_scale;
+};
+// One layer weight in host memory; data = NULL when the role is absent. dtype = streamline::DType (0 f32, 1 f16, 2 bf16).
+struct streamline_cuda_weight {
+  const void* data;
+  int32_t dtype;
+  int64_t numel;
+};
+// Accumulated cosine of one pair of boundary states (same fields as streamline::CosineSum).
+struct streamline_cuda_cosine {
+  double sum;
+  uint64_t count, zeros;
+};
+
+SL_EXPORT const char* streamline_cuda_last_error(void) { return g_error.c_str(); }
+
+// 1 when a GEMM library is usable; otherwise 0 and *reason (may be NULL) receives why.
+SL_EXPORT int streamline_cuda_cublaslt_available(char* reason, int reason_len) {
+  if (lt::api()) return 1;
+  if (reason && reason_len > 0) std::snprintf(reason, size_t(reason_len), "%s", lt::reason().c_str());
+  return 0;
+}
+
+SL_EXPORT int streamline_cuda_create(const streamline_cuda_layer_spec* in, Context** out) {
+  return guarded([&] {
+    *out = nullptr;
+    LayerSpec s;
+    s.batch = size_t(in->batch);
+    s.seq_len = size_t(in->seq_len);
+    s.hidden = size_t(in->hidden);
+    s.heads = size_t(in->heads);
+    s.kv_heads = size_t(in->kv_heads);
+    s.head_dim = size_t(in->head_dim);
+    s.intermediate = size_t(in->intermediate);
+    s.rot_dim = size_t(in->rot_dim);
+    s.norm = in->norm == 1 ? NormKind::Layer : NormKind::RMS;
+    s.act = Activation(in->activation);
+    s.gated = in->gated != 0;
+    s.pre_norm = in->pre_norm != 0;
+    s.use_rope = in->use_rope != 0;
+    s.mlp_only = in->mlp_only != 0;
+    s.norm_eps = in->norm_eps;
+    s.attn_scale = in->attn_scale;
+    if (in->use_cublaslt && !lt::api()) throw CudaError(lt::reason());
+    *out = new Context(s, in->use_cublaslt != 0);
+  });
+}
+
+SL_EXPORT void streamline_cuda_destroy(Context* c) { delete c; }
+
+SL_EXPORT int streamline_cuda_set_inputs(Context* c, const int32_t* host_positions, const uint8_t* host_mask,
+                                         const float* host_inv_freq, float attention_scaling) {
+  return guarded([&] { c->set_inputs(host_positions, host_mask, host_inv_freq, attention_scaling); });
+}
+
+SL_EXPORT int streamline_cuda_upload_hidden(Context* c, const float* host_h) {
+  return guarded([&] { c->upload_hidden(host_h); });
+}
+
+SL_EXPORT int streamline_cuda_download_hidden(Context* c, float* host_h) {
+  return guarded([&] { c->download_hidden(host_h); });
+}
+
+// roles[kRoleCount] in LayerRole order (see decoder_layer.cuh).
+SL_EXPORT int streamline_cuda_upload_layer(Context* c, int slot, const streamline_cuda_weight* roles) {
+  return guarded([&] {
+    HostTensor t[kRoleCount];
+    for (int i = 0; i < kRoleCount; i++) t[i] = HostTensor{roles[i].data, DType(roles[i].dtype), size_t(roles[i].numel)};
+    c->upload_layer(slot, t);
+  });
+}
+
+SL_EXPORT int streamline_cuda_run_layer(Context* c, int slot) { return guarded([&] { c->run_layer(slot); }); }
+
+SL_EXPORT int streamline_cuda_save_state(Context* c, int index) { return guarded([&] { c->save_state(index); }); }
+
+SL_EXPORT int streamline_cuda_cosine_states(Context* c, int i, int j, streamline_cuda_cosine* out) {
+  return guarded([&] {
+    CosineAccum a = c->cosine(i, j);
+    out->sum = a.sum;
+    out->count = a.count;
+    out->zeros = a.zeros;
+  });
+}
+
+SL_EXPORT int streamline_cuda_synchronize(Context* c) { return guarded([&] { c->synchronize(); }); }
+
+// Bytes of device memory held by the backend now and at most since the last reset.
+SL_EXPORT int streamline_cuda_memory(uint64_t* current, uint64_t* peak, int reset_peak) {
+  *current = device_bytes_current();
+  *peak = device_bytes_peak();
+  if (reset_peak) device_bytes_reset_peak();
+  return 0;
+}
