@@ -1,0 +1,338 @@
+// Decoder-layer checks (GPU Context vs the CPU layer) on synthetic weights for each layer style, weight streaming
+// over several layers, and model-level checks: a Llama checkpoint directory (--model, e.g. kjv-llama) run through
+// embedding + all layers on both sides with the (L+1) x (L+1) boundary cosine matrix compared, and golden fixtures
+// under test/fixtures/models/ when present.
+#include <dirent.h>
+
+#include "cpu_ref.h"
+#include "cublaslt_loader.h"
+#include "decoder_layer.cuh"
+#include "harness.h"
+#include "safetensors.h"
+
+namespace harness {
+
+namespace sc = streamline::cuda;
+using streamline::Activation;
+using streamline::DType;
+
+namespace {
+
+struct Style {
+  const char* name;
+  bool rms, gated, pre_norm, use_rope, mlp_only, qkv_bias, o_bias, mlp_bias, norm_bias;
+  Activation act;
+};
+
+// Host weights kept alive for the upload (any dtype) plus their f32 values for the reference.
+struct HostLayer {
+  std::vector<std::vector<uint8_t>> bytes;
+  sc::HostTensor roles[sc::kRoleCount];
+  ref::LayerWeightsRef w;
+};
+
+std::vector<float> add_role(HostLayer& L, int role, size_t n, DType dt, Rng& r, float scale, float offset = 0.f) {
+  std::vector<float> f = randn(n, r, scale);
+  for (auto& x : f) x += offset;
+  // Matrices are bf16-representable so the GPU (bf16 weights) and the reference see the same numbers.
+  f = round_bf16(f);
+  std::vector<uint8_t> b;
+  if (dt == DType::F32) { b.resize(n * 4); std::memcpy(b.data(), f.data(), n * 4); }
+  else if (dt == DType::BF16) { auto h = to_bf16(f); b.resize(n * 2); std::memcpy(b.data(), h.data(), n * 2); }
+  else { auto h = to_f16(f); for (size_t i = 0; i < n; i++) f[i] = streamline::f16_to_f32(h[i]); b.resize(n * 2); std::memcpy(b.data(), h.data(), n * 2); }
+  L.bytes.push_back(std::move(b));
+  L.roles[role] = sc::HostTensor{L.bytes.back().data(), dt, n};
+  return f;
+}
+
+HostLayer make_layer(const ref::LayerSpecRef& s, const Style& st, DType dt, Rng& r) {
+  HostLayer L;
+  L.bytes.reserve(32);
+  const size_t D = s.D, Hd = s.H * s.Dh, Kd = s.Hk * s.Dh, F = s.F;
+  const float ws = 1.f / std::sqrt(float(D)), wf = 1.f / std::sqrt(float(F));
+  if (!st.mlp_only) {
+    L.w.n1w = add_role(L, sc::kAttnNormW, D, dt, r, 0.1f, 1.f);
+    if (st.norm_bias) L.w.n1b = add_role(L, sc::kAttnNormB, D, dt, r, 0.1f);
+    L.w.qw = add_role(L, sc::kQW, Hd * D, dt, r, ws);
+    L.w.kw = add_role(L, sc::kKW, Kd * D, dt, r, ws);
+    L.w.vw = add_role(L, sc::kVW, Kd * D, dt, r, ws);
+    L.w.ow = add_role(L, sc::kOW, D * Hd, dt, r, 1.f / std::sqrt(float(Hd)));
+    if (st.qkv_bias) {
+      L.w.qb = add_role(L, sc::kQB, Hd, dt, r, 0.1f);
+      L.w.kb = add_role(L, sc::kKB, Kd, dt, r, 0.1f);
+      L.w.vb = add_role(L, sc::kVB, Kd, dt, r, 0.1f);
+    }
+    if (st.o_bias) L.w.ob = add_role(L, sc::kOB, D, dt, r, 0.1f);
+  }
+  L.w.n2w = add_role(L, sc::kMlpNormW, D, dt, r, 0.1f, 1.f);
+  if (st.norm_bias) L.w.n2b = add_role(L, sc::kMlpNormB, D, dt, r, 0.1f);
+  if (st.gated) L.w.gw = add_role(L, sc::kGateW, F * D, dt, r, ws);
+  L.w.uw = add_role(L, sc::kUpW, F * D, dt, r, ws);
+  L.w.dw = add_role(L, sc::kDownW, D * F, dt, r, wf);
+  if (st.mlp_bias) {
+    L.w.ub = add_role(L, sc::kUpB, F, dt, r, 0.1f);
+    L.w.db = add_role(L, sc::kDownB, D, dt, r, 0.1f);
+  }
+  return L;
+}
+
+sc::LayerSpec gpu_spec(const ref::LayerSpecRef& s) {
+  sc::LayerSpec g;
+  g.batch = s.B; g.seq_len = s.T; g.hidden = s.D; g.heads = s.H; g.kv_heads = s.Hk; g.head_dim = s.Dh;
+  g.intermediate = s.F; g.norm = s.rms ? sc::NormKind::RMS : sc::NormKind::Layer; g.norm_eps = s.eps; g.act = s.act;
+  g.gated = s.gated; g.pre_norm = s.pre_norm; g.use_rope = s.use_rope; g.rot_dim = s.rot; g.attn_scale = s.scale;
+  g.mlp_only = s.mlp_only;
+  return g;
+}
+
+struct Inputs {
+  std::vector<int32_t> pos;
+  std::vector<uint8_t> mask;
+  std::vector<float> inv, cos, sin;
+};
+Inputs make_inputs(const ref::LayerSpecRef& s, double theta) {
+  Inputs in;
+  const size_t M = s.B * s.T, half = s.rot / 2;
+  in.pos.resize(M);
+  in.mask.assign(M, 1);
+  for (size_t b = 0; b < s.B; b++) {
+    const size_t len = b == 0 ? s.T : (s.T * 2) / 3 + 1;  // second row right-padded
+    for (size_t t = 0; t < s.T; t++) {
+      in.pos[b * s.T + t] = int32_t(t);
+      in.mask[b * s.T + t] = t < len;
+    }
+  }
+  in.inv.resize(half);
+  for (size_t i = 0; i < half; i++) in.inv[i] = float(1.0 / std::pow(theta, 2.0 * double(i) / double(s.rot)));
+  in.cos.resize(M * half);
+  in.sin.resize(M * half);
+  ref::rope_tables(in.cos.data(), in.sin.data(), in.pos.data(), in.inv.data(), M, half, 1.f);
+  return in;
+}
+
+// Compares only real tokens (padding rows are not part of the contract beyond being finite).
+Compare compare_real(const std::vector<float>& out, const std::vector<float>& ref, const std::vector<uint8_t>& mask, size_t D) {
+  std::vector<float> a, b;
+  for (size_t m = 0; m < mask.size(); m++)
+    if (mask[m]) {
+      a.insert(a.end(), out.begin() + m * D, out.begin() + (m + 1) * D);
+      b.insert(b.end(), ref.begin() + m * D, ref.begin() + (m + 1) * D);
+    }
+  return compare(a.data(), b.data(), a.size());
+}
+
+void check_styles(bool quick) {
+  const Style styles[] = {
+      {"llama (rms, swiglu, rope)", true, true, true, true, false, false, false, false, false, Activation::SiLU},
+      {"qwen2 (qkv bias)", true, true, true, true, false, true, false, false, false, Activation::SiLU},
+      {"opt pre-norm (layernorm, relu, biases)", false, false, true, false, false, true, true, true, true, Activation::ReLU},
+      {"opt post-norm", false, false, false, false, false, true, true, true, true, Activation::ReLU},
+      {"gelu_tanh gated, partial rotary", true, true, true, true, false, false, false, false, false, Activation::GELUTanh},
+      {"mlp replacement block", true, true, true, false, true, false, false, false, false, Activation::SiLU},
+  };
+  struct Shape { size_t B, T, D, H, Hk, Dh, F; };
+  const Shape shapes[] = {{2, 37, 256, 8, 4, 32, 704}, {2, 70, 512, 4, 2, 128, 1376}, {1, 129, 256, 4, 1, 64, 512}};
+  int si = 0;
+  for (const Style& st : styles) {
+    for (const Shape& sh : shapes) {
+      for (int use_lt = 0; use_lt < 2; use_lt++) {
+        if (use_lt && !streamline::cuda::lt::api()) continue;
+        Rng r(1000 + si++);
+        ref::LayerSpecRef s{sh.B, sh.T, sh.D, sh.H, sh.Hk, sh.Dh, sh.F, sh.Dh, st.rms, st.gated, st.pre_norm,
+                            st.use_rope, st.mlp_only, st.act, 1e-5f, 1.f / std::sqrt(float(sh.Dh))};
+        if (std::string(st.name).find("partial") != std::string::npos) s.rot = sh.Dh / 2;
+        const DType dt = si % 3 == 0 ? DType::F32 : si % 3 == 1 ? DType::BF16 : DType::F16;
+        HostLayer L = make_layer(s, st, dt, r);
+        Inputs in = make_inputs(s, 10000.0);
+        std::vector<float> h0 = randn(s.B * s.T * s.D, r);
+        std::vector<float> ref_emu = h0, ref_f32 = h0;
+        ref::decoder_layer(ref_emu, s, L.w, in.cos.data(), in.sin.data(), in.mask.data(), true);
+        ref::decoder_layer(ref_f32, s, L.w, in.cos.data(), in.sin.data(), in.mask.data(), false);
+        sc::Context ctx(gpu_spec(s), use_lt != 0, size_t(1) << 20);  // 1 MB staging: many chunks
+        ctx.set_inputs(in.pos.data(), in.mask.data(), st.use_rope ? in.inv.data() : nullptr, 1.f);
+        ctx.upload_hidden(h0.data());
+        ctx.upload_layer(si % 2, L.roles);
+        ctx.run_layer(si % 2);
+        std::vector<float> out(h0.size());
+        ctx.download_hidden(out.data());
+        const std::string nm = fmt("%s B=%zu T=%zu D=%zu H=%zu/%zu Dh=%zu w=%s %s", st.name, s.B, s.T, s.D, s.H, s.Hk, s.Dh,
+                                   streamline::dtype_name(dt), use_lt ? "cublaslt" : "fallback");
+        check("layer", nm + " vs bf16-emulating ref", compare_real(out, ref_emu, in.mask, s.D), kTolLayerEmu);
+        check("layer", nm + " vs f32 ref", compare_real(out, ref_f32, in.mask, s.D), kTolLayerF32);
+        size_t nonfinite = 0;
+        for (float v : out) nonfinite += !std::isfinite(v);
+        record("layer", nm + " all outputs finite (padding too)", nonfinite == 0, double(nonfinite), 0);
+        if (quick) break;
+      }
+    }
+  }
+}
+
+// Four layers through the two slots with uploads overlapping compute: same result as the reference chain.
+void check_streaming() {
+  Rng r(77);
+  const Style st{"llama", true, true, true, true, false, false, false, false, false, Activation::SiLU};
+  ref::LayerSpecRef s{2, 64, 256, 4, 2, 64, 512, 64, true, true, true, true, false, Activation::SiLU, 1e-5f, 0.125f};
+  std::vector<HostLayer> layers;
+  for (int k = 0; k < 4; k++) layers.push_back(make_layer(s, st, DType::BF16, r));
+  Inputs in = make_inputs(s, 500000.0);
+  std::vector<float> h = randn(s.B * s.T * s.D, r), ref_h = h;
+  for (auto& L : layers) ref::decoder_layer(ref_h, s, L.w, in.cos.data(), in.sin.data(), in.mask.data(), true);
+  sc::Context ctx(gpu_spec(s), true, size_t(256) << 10);
+  ctx.set_inputs(in.pos.data(), in.mask.data(), in.inv.data(), 1.f);
+  ctx.upload_hidden(h.data());
+  ctx.upload_layer(0, layers[0].roles);
+  for (int k = 0; k < 4; k++) {
+    ctx.run_layer(k % 2);
+    if (k + 1 < 4) ctx.upload_layer((k + 1) % 2, layers[k + 1].roles);  // overlaps layer k
+  }
+  std::vector<float> out(h.size());
+  ctx.download_hidden(out.data());
+  check("layer", "4 streamed layers (2 slots, overlapping uploads)", compare_real(out, ref_h, in.mask, s.D), kTolLayerEmu * 2);
+  // Bad input is a clear error, not a crash.
+  HostLayer bad = make_layer(s, st, DType::BF16, r);
+  bad.roles[sc::kQW].numel -= 1;
+  std::string msg;
+  try { ctx.upload_layer(0, bad.roles); } catch (const std::exception& e) { msg = e.what(); }
+  record("layer", "wrong q.weight size is rejected with a message", msg.find("q.weight") != std::string::npos, 0, 0, msg);
+}
+
+}  // namespace
+
+void run_layer_checks(bool quick) {
+  std::printf("layer checks%s\n", quick ? " (quick)" : "");
+  check_styles(quick);
+  check_streaming();
+  std::fflush(stdout);
+}
+
+// ---- model level ---------------------------------------------------------------------------------------------
+namespace {
+
+std::vector<float> tensor_f32(const StTensor& t) {
+  DType dt;
+  if (!t.has_dtype(&dt)) throw std::runtime_error("unsupported dtype " + t.dtype);
+  std::vector<float> f(t.numel());
+  for (size_t i = 0; i < f.size(); i++) f[i] = ref::wget(t.data, dt, i);
+  return f;
+}
+
+void check_llama_dir(const std::string& dir) {
+  Json cfg = parse_json(read_text_file(dir + "/config.json"));
+  const Json* mt = cfg.get("model_type");
+  const std::string model_type = mt && mt->kind == Json::String ? mt->str : "?";
+  if (model_type != "llama" && model_type != "mistral" && model_type != "qwen2") {
+    record("model", dir + ": model_type " + model_type, true, 0, 0, "skipped: only llama/mistral/qwen2 are wired here");
+    return;
+  }
+  SafeTensors st(dir + "/model.safetensors");
+  const size_t D = size_t(cfg.number_or("hidden_size", 0)), L = size_t(cfg.number_or("num_hidden_layers", 0));
+  const size_t H = size_t(cfg.number_or("num_attention_heads", 0));
+  const size_t Hk = size_t(cfg.number_or("num_key_value_heads", double(H)));
+  const size_t Dh = size_t(cfg.number_or("head_dim", double(D / H))), F = size_t(cfg.number_or("intermediate_size", 0));
+  const size_t V = size_t(cfg.number_or("vocab_size", 0));
+  const double theta = cfg.number_or("rope_theta", 10000.0);
+  const float eps = float(cfg.number_or("rms_norm_eps", 1e-6));
+  const size_t B = 2, T = std::min<size_t>(128, size_t(cfg.number_or("max_position_embeddings", 128)));
+  ref::LayerSpecRef s{B, T, D, H, Hk, Dh, F, Dh, true, true, true, true, false, Activation::SiLU, eps, 1.f / std::sqrt(float(Dh))};
+  Inputs in = make_inputs(s, theta);
+  Rng r(2026);
+  std::vector<int32_t> ids(B * T);
+  for (auto& id : ids) id = int32_t(r.next() % V);
+  const StTensor* emb = st.find("model.embed_tokens.weight");
+  if (!emb) throw std::runtime_error(dir + ": no model.embed_tokens.weight");
+  DType edt;
+  emb->has_dtype(&edt);
+  std::vector<float> h(B * T * D);
+  ref::embedding_forward(h.data(), ids.data(), emb->data, edt, B * T, V, D);
+
+  auto get = [&](size_t k, const char* suffix) -> const StTensor* {
+    return st.find("model.layers." + std::to_string(k) + "." + suffix);
+  };
+  const char* names[sc::kRoleCount] = {"input_layernorm.weight", nullptr, "self_attn.q_proj.weight", "self_attn.q_proj.bias",
+                                       "self_attn.k_proj.weight", "self_attn.k_proj.bias", "self_attn.v_proj.weight",
+                                       "self_attn.v_proj.bias", "self_attn.o_proj.weight", nullptr,
+                                       "post_attention_layernorm.weight", nullptr, "mlp.gate_proj.weight",
+                                       "mlp.up_proj.weight", nullptr, "mlp.down_proj.weight", nullptr};
+  sc::Context ctx(gpu_spec(s), true);
+  ctx.set_inputs(in.pos.data(), in.mask.data(), in.inv.data(), 1.f);
+  ctx.upload_hidden(h.data());
+  ctx.save_state(0);
+  std::vector<std::vector<float>> cpu_states{h};
+  for (size_t k = 0; k < L; k++) {
+    sc::HostTensor roles[sc::kRoleCount];
+    ref::LayerWeightsRef w;
+    std::vector<float>* dst[sc::kRoleCount] = {&w.n1w, &w.n1b, &w.qw, &w.qb, &w.kw, &w.kb, &w.vw, &w.vb, &w.ow, &w.ob,
+                                               &w.n2w, &w.n2b, &w.gw, &w.uw, &w.ub, &w.dw, &w.db};
+    for (int role = 0; role < sc::kRoleCount; role++) {
+      if (!names[role]) continue;
+      const StTensor* t = get(k, names[role]);
+      if (!t) continue;
+      DType dt;
+      t->has_dtype(&dt);
+      roles[role] = sc::HostTensor{t->data, dt, t->numel()};  // straight from the memory-mapped file
+      *dst[role] = tensor_f32(*t);
+    }
+    ctx.upload_layer(int(k % 2), roles);
+    ctx.run_layer(int(k % 2));
+    ctx.save_state(int(k + 1));
+    ref::decoder_layer(h, s, w, in.cos.data(), in.sin.data(), in.mask.data(), false);
+    cpu_states.push_back(h);
+  }
+  std::vector<float> gpu_last(h.size());
+  ctx.download_hidden(gpu_last.data());
+  check("model", dir + ": h[L] GPU vs CPU f32 (real tokens)", compare_real(gpu_last, h, in.mask, D), 5e-2);
+  double worst = 0;
+  for (size_t i = 0; i <= L; i++)
+    for (size_t j = i + 1; j <= L; j++) {
+      sc::CosineAccum g = ctx.cosine(int(i), int(j));
+      ref::Cos c;
+      ref::cosine_accumulate(&c, cpu_states[i].data(), cpu_states[j].data(), in.mask.data(), B * T, D);
+      const double gs = g.count ? g.sum / double(g.count) : 0, cs = c.count ? c.sum / double(c.count) : 0;
+      worst = std::max(worst, std::isnan(gs) ? INFINITY : std::fabs(gs - cs));
+    }
+  record("model", fmt("%s: (L+1)x(L+1) scoring matrix, max |GPU - CPU| (L=%zu)", dir.c_str(), L), worst <= kTolScoring, worst,
+         kTolScoring);
+}
+
+}  // namespace
+
+void run_model_checks(const std::string& model_dir, const std::string& repo_root) {
+  std::printf("model checks\n");
+  if (!model_dir.empty()) {
+    try {
+      check_llama_dir(model_dir);
+    } catch (const std::exception& e) {
+      record("model", model_dir, false, NAN, 0, e.what());
+    }
+  } else {
+    record("model", "model directory", true, 0, 0, "skipped: no --model DIR given");
+  }
+  // Golden fixtures from the forward-pass work: test/fixtures/models/<name>/golden.safetensors.
+  const std::string fx = repo_root + "/test/fixtures/models";
+  DIR* d = opendir(fx.c_str());
+  if (!d) {
+    record("model", "golden fixtures", true, 0, 0, "skipped: " + fx + " not present");
+    return;
+  }
+  int n = 0;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    const std::string dir = fx + "/" + e->d_name;
+    FILE* f = std::fopen((dir + "/config.json").c_str(), "r");
+    if (!f) continue;
+    std::fclose(f);
+    n++;
+    try {
+      // The fixture directories are model directories (config.json + model.safetensors); the golden tensors are
+      // checked by the TypeScript tests. Here the GPU must agree with the CPU on the same model.
+      check_llama_dir(dir);
+    } catch (const std::exception& ex) {
+      record("model", dir, false, NAN, 0, ex.what());
+    }
+  }
+  closedir(d);
+  if (n == 0) record("model", "golden fixtures", true, 0, 0, "skipped: no fixture directories with config.json");
+}
+
+}  // namespace harness
