@@ -111,6 +111,8 @@ void run_model_checks(const std::string& model_dir, const std::string& repo_root
 void run_benchmarks(bool quick);
 // CPU-only self test of the references and the safetensors reader (no GPU needed).
 int run_cpu_selftest();
+// CPU half of the model check on a checkpoint directory; returns the number of failures.
+int cpu_model_selftest(const std::string& model_dir);
 
 std::string fmt(const char* f, ...);
 

@@ -4,6 +4,8 @@
 // under test/fixtures/models/ when present.
 #include <dirent.h>
 
+#include <memory>
+
 #include "cpu_ref.h"
 #include "cublaslt_loader.h"
 #include "decoder_layer.cuh"
@@ -217,7 +219,9 @@ std::vector<float> tensor_f32(const StTensor& t) {
   return f;
 }
 
-void check_llama_dir(const std::string& dir) {
+// gpu = false: the CPU half only (used by --cpu-selftest to check config parsing, weight mapping and the reference
+// forward on a real checkpoint without a GPU).
+void check_llama_dir(const std::string& dir, bool gpu = true) {
   Json cfg = parse_json(read_text_file(dir + "/config.json"));
   const Json* mt = cfg.get("model_type");
   const std::string model_type = mt && mt->kind == Json::String ? mt->str : "?";
@@ -254,10 +258,13 @@ void check_llama_dir(const std::string& dir) {
                                        "self_attn.v_proj.bias", "self_attn.o_proj.weight", nullptr,
                                        "post_attention_layernorm.weight", nullptr, "mlp.gate_proj.weight",
                                        "mlp.up_proj.weight", nullptr, "mlp.down_proj.weight", nullptr};
-  sc::Context ctx(gpu_spec(s), true);
-  ctx.set_inputs(in.pos.data(), in.mask.data(), in.inv.data(), 1.f);
-  ctx.upload_hidden(h.data());
-  ctx.save_state(0);
+  std::unique_ptr<sc::Context> ctxp;
+  if (gpu) {
+    ctxp.reset(new sc::Context(gpu_spec(s), true));
+    ctxp->set_inputs(in.pos.data(), in.mask.data(), in.inv.data(), 1.f);
+    ctxp->upload_hidden(h.data());
+    ctxp->save_state(0);
+  }
   std::vector<std::vector<float>> cpu_states{h};
   for (size_t k = 0; k < L; k++) {
     sc::HostTensor roles[sc::kRoleCount];
@@ -273,12 +280,32 @@ void check_llama_dir(const std::string& dir) {
       roles[role] = sc::HostTensor{t->data, dt, t->numel()};  // straight from the memory-mapped file
       *dst[role] = tensor_f32(*t);
     }
-    ctx.upload_layer(int(k % 2), roles);
-    ctx.run_layer(int(k % 2));
-    ctx.save_state(int(k + 1));
+    if (gpu) {
+      ctxp->upload_layer(int(k % 2), roles);
+      ctxp->run_layer(int(k % 2));
+      ctxp->save_state(int(k + 1));
+    }
     ref::decoder_layer(h, s, w, in.cos.data(), in.sin.data(), in.mask.data(), false);
     cpu_states.push_back(h);
   }
+  if (!gpu) {
+    // Plausibility of the CPU side: finite states; adjacent boundaries more similar than distant ones on average.
+    size_t bad = 0;
+    for (const auto& st_ : cpu_states) for (float v : st_) bad += !std::isfinite(v);
+    double adj = 0, far = 0;
+    for (size_t i = 0; i < L; i++) {
+      ref::Cos c;
+      ref::cosine_accumulate(&c, cpu_states[i].data(), cpu_states[i + 1].data(), in.mask.data(), B * T, D);
+      adj += c.sum / double(c.count) / double(L);
+    }
+    ref::Cos c;
+    ref::cosine_accumulate(&c, cpu_states[0].data(), cpu_states[L].data(), in.mask.data(), B * T, D);
+    far = c.sum / double(c.count);
+    record("model", fmt("%s: CPU forward of %zu layers finite, mean adjacent cos %.3f > cos(h[0], h[L]) %.3f", dir.c_str(), L, adj, far),
+           bad == 0 && adj > far && adj <= 1.0, double(bad), 0);
+    return;
+  }
+  sc::Context& ctx = *ctxp;
   std::vector<float> gpu_last(h.size());
   ctx.download_hidden(gpu_last.data());
   check("model", dir + ": h[L] GPU vs CPU f32 (real tokens)", compare_real(gpu_last, h, in.mask, D), 5e-2);
@@ -296,6 +323,21 @@ void check_llama_dir(const std::string& dir) {
 }
 
 }  // namespace
+
+int cpu_model_selftest(const std::string& model_dir) {
+  const size_t before = results().size();
+  try {
+    check_llama_dir(model_dir, false);
+  } catch (const std::exception& e) {
+    record("model", model_dir, false, NAN, 0, e.what());
+  }
+  int failed = 0;
+  for (size_t i = before; i < results().size(); i++) {
+    std::printf("%s cpu-selftest: %s %s\n", results()[i].ok ? "ok  " : "FAIL", results()[i].name.c_str(), results()[i].note.c_str());
+    failed += !results()[i].ok;
+  }
+  return failed;
+}
 
 void run_model_checks(const std::string& model_dir, const std::string& repo_root) {
   std::printf("model checks\n");

@@ -69,7 +69,8 @@ int main(int argc, char** argv) {
   }
   if (selftest) {
     int rc = run_cpu_selftest();
-    if (rc != 0) return rc;
+    if (!model_dir.empty()) rc += cpu_model_selftest(model_dir);
+    if (rc != 0) return 1;
   }
   int n = 0;
   cudaError_t e = cudaGetDeviceCount(&n);
