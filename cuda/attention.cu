@@ -134,21 +134,25 @@ void launch_scalar(T* out, size_t out_stride, float* lse, const T* q, size_t q_s
 namespace wmma = nvcuda::wmma;
 constexpr int kBr = 64, kBc = 64, kWWarps = 4;
 
+// Shared memory: K and V tiles (bf16), the f32 score tile (each warp's 16 rows; the warp's bf16 probabilities are
+// written over its own consumed score rows), the f32 output accumulator and the row statistics. Q lives in registers
+// as tensor-core fragments. D = 128: 85 KB, so two blocks share a multiprocessor.
 template <int D>
 struct WmmaSmem {
-  static constexpr int ldq = D + 8;    // bf16 rows (pad: 16 bytes)
+  static constexpr int ldq = D + 8;    // bf16 K/V rows (pad: 16 bytes)
   static constexpr int lds = kBc + 4;  // f32 scores
-  static constexpr int ldp = kBc + 8;  // bf16 probabilities
+  static constexpr int ldp = kBc + 8;  // bf16 probabilities (inside the warp's score rows)
   static constexpr int ldo = D + 4;    // f32 output accumulator
-  static constexpr size_t q_off = 0;
-  static constexpr size_t k_off = q_off + size_t(kBr) * ldq * 2;
+  static constexpr size_t k_off = 0;
   static constexpr size_t v_off = k_off + size_t(kBc) * ldq * 2;
   static constexpr size_t s_off = v_off + size_t(kBc) * ldq * 2;
-  static constexpr size_t p_off = s_off + size_t(kBr) * lds * 4;
-  static constexpr size_t o_off = p_off + size_t(kBr) * ldp * 2;
+  static constexpr size_t o_off = s_off + size_t(kBr) * lds * 4;
   static constexpr size_t st_off = o_off + size_t(kBr) * ldo * 4;  // m[kBr], l[kBr], alpha[kBr]
   static constexpr size_t valid_off = st_off + 3 * kBr * 4;        // int valid[kBc]
   static constexpr size_t bytes = valid_off + kBc * 4;
+  // Row rr of a warp's probabilities ends before score row rr + 1 starts, so writing it never clobbers unread scores.
+  static_assert(15 * ldp * 2 + kBc * 2 <= 16 * lds * 4, "P rows must fit in the warp's score rows");
+  static_assert(kBr == kBc, "the Q tile is staged in the K buffer");
 };
 
 template <int D>
@@ -157,11 +161,9 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
                  const bf16* v, size_t kv_stride, const uint8_t* mask, int T_, int H, int Hk, float scale) {
   using L = WmmaSmem<D>;
   extern __shared__ __align__(128) unsigned char smem[];
-  bf16* Qs = reinterpret_cast<bf16*>(smem + L::q_off);
   bf16* Ks = reinterpret_cast<bf16*>(smem + L::k_off);
   bf16* Vs = reinterpret_cast<bf16*>(smem + L::v_off);
   float* Ss = reinterpret_cast<float*>(smem + L::s_off);
-  bf16* Ps = reinterpret_cast<bf16*>(smem + L::p_off);
   float* Os = reinterpret_cast<float*>(smem + L::o_off);
   float* mst = reinterpret_cast<float*>(smem + L::st_off);
   float* lst = mst + kBr;
@@ -173,18 +175,24 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
   const int b = blockIdx.z, h = blockIdx.y, kvh = h / (H / Hk);
   const int q0 = qt * kBr;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int r0 = warp * 16;
   constexpr int kVec = 8;  // bf16 per 16-byte vector
   constexpr int kRowVecs = D / kVec;
+  bf16* Ps = reinterpret_cast<bf16*>(Ss + r0 * L::lds);  // this warp's probabilities, row stride ldp
 
-  // Q tile (rows past T are zero), O = 0, stats.
+  // Q tile staged through the K buffer (rows past T are zero), then kept as fragments; O = 0; stats.
   for (int e = tid; e < kBr * kRowVecs; e += blockDim.x) {
     const int r = e / kRowVecs, c = (e % kRowVecs) * kVec, i = q0 + r;
     uint4 val = make_uint4(0, 0, 0, 0);
     if (i < T_) val = *reinterpret_cast<const uint4*>(q + (size_t(b) * T_ + i) * q_stride + size_t(h) * D + c);
-    *reinterpret_cast<uint4*>(Qs + r * L::ldq + c) = val;
+    *reinterpret_cast<uint4*>(Ks + r * L::ldq + c) = val;
   }
   for (int e = tid; e < kBr * D; e += blockDim.x) Os[(e / D) * L::ldo + e % D] = 0.f;
   for (int r = tid; r < kBr; r += blockDim.x) { mst[r] = -INFINITY; lst[r] = 0.f; }
+  __syncthreads();
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> qf[D / 16];
+#pragma unroll
+  for (int kk = 0; kk < D / 16; kk++) wmma::load_matrix_sync(qf[kk], Ks + r0 * L::ldq + kk * 16, L::ldq);
 
   const int last_q = min(q0 + kBr, T_) - 1;
   for (int k0 = 0; k0 <= last_q; k0 += kBc) {
@@ -208,18 +216,15 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
     __syncthreads();
 
     // S[16 rows of this warp][64] = Q K^T.
-    const int r0 = warp * 16;
 #pragma unroll
     for (int ct = 0; ct < kBc / 16; ct++) {
       wmma::fragment<wmma::accumulator, 16, 16, 16, float> sf;
       wmma::fill_fragment(sf, 0.f);
 #pragma unroll
-      for (int kk = 0; kk < D; kk += 16) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> af;
+      for (int kk = 0; kk < D / 16; kk++) {
         wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> bfr;
-        wmma::load_matrix_sync(af, Qs + r0 * L::ldq + kk, L::ldq);
-        wmma::load_matrix_sync(bfr, Ks + (ct * 16) * L::ldq + kk, L::ldq);
-        wmma::mma_sync(sf, af, bfr, sf);
+        wmma::load_matrix_sync(bfr, Ks + (ct * 16) * L::ldq + kk * 16, L::ldq);
+        wmma::mma_sync(sf, qf[kk], bfr, sf);
       }
       wmma::store_matrix_sync(Ss + r0 * L::lds + ct * 16, sf, L::lds, wmma::mem_row_major);
     }
@@ -238,6 +243,7 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
         mx = nan_max(mx, s[u]);
       }
       mx = warp_max(mx);
+      __syncwarp();  // every lane has read score row rr before probability row rr (same bytes) is written
       const float m_old = mst[r];
       const float m_new = nan_max(m_old, mx);
       float psum = 0.f;
@@ -245,7 +251,7 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
       for (int u = 0; u < 2; u++) {
         const float p = s[u] == -INFINITY ? 0.f : expf(s[u] - m_new);
         psum += p;
-        Ps[r * L::ldp + lane + 32 * u] = __float2bfloat16_rn(p);
+        Ps[rr * L::ldp + lane + 32 * u] = __float2bfloat16_rn(p);
       }
       psum = warp_sum(psum);
       if (lane == 0) {
@@ -270,7 +276,7 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
       for (int kk = 0; kk < kBc; kk += 16) {
         wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pf;
         wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> vf;
-        wmma::load_matrix_sync(pf, Ps + r0 * L::ldp + kk, L::ldp);
+        wmma::load_matrix_sync(pf, Ps + kk, L::ldp);
         wmma::load_matrix_sync(vf, Vs + kk * L::ldq + dt * 16, L::ldq);
         wmma::mma_sync(of, pf, vf, of);
       }

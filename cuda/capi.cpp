@@ -2,6 +2,7 @@
 // Every function returns 0 on success and -1 on failure; streamline_cuda_last_error() then says why (per thread).
 // Pointers named host_* are host memory; nothing here exposes device pointers.
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <string>
 

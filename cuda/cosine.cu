@@ -91,13 +91,20 @@ __global__ void cosine_rows_kernel(Part* parts, const T* a, const T* b, const ui
   }
 }
 
+// One warp adds the partials in a fixed order (lane-strided, then a fixed shuffle tree): deterministic.
 __global__ void cosine_finish_kernel(CosineAccum* acc, const Part* parts, int n) {
-  if (threadIdx.x != 0) return;
-  Part p{0, 0, 0};
-  for (int i = 0; i < n; i++) { p.sum += parts[i].sum; p.count += parts[i].count; p.zeros += parts[i].zeros; }
-  acc->sum += p.sum;
-  acc->count += p.count;
-  acc->zeros += p.zeros;
+  const int lane = threadIdx.x;
+  double sum = 0;
+  unsigned long long count = 0, zeros = 0;
+  for (int i = lane; i < n; i += 32) { sum += parts[i].sum; count += parts[i].count; zeros += parts[i].zeros; }
+  sum = warp_sum(sum);
+  count = warp_sum(count);
+  zeros = warp_sum(zeros);
+  if (lane == 0) {
+    acc->sum += sum;
+    acc->count += count;
+    acc->zeros += zeros;
+  }
 }
 
 template <typename T>

@@ -31,10 +31,9 @@ __global__ void cast_bf16_kernel(bf16* y, const float* x, size_t n) {
 }
 
 // h[m, d] += t[m, d] + bias[d]
-__global__ void add_bias_residual_kernel(float* h, const float* t, const float* bias, size_t M, size_t D) {
-  const size_t n = M * D;
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
-    h[i] += t[i] + bias[i % D];
+__global__ void add_bias_residual_kernel(float* h, const float* t, const float* bias, size_t M, unsigned D) {
+  for (size_t m = blockIdx.x; m < M; m += gridDim.x)
+    for (unsigned d = threadIdx.x; d < D; d += blockDim.x) h[m * D + d] += t[m * D + d] + bias[d];
 }
 
 void check(bool ok, const std::string& msg) {
@@ -296,7 +295,7 @@ void Context::run_layer(int slot) {
       norm_rows(s.norm, h_, nullptr, nullptr, h_, tmp_, sl.has_down_b ? sl.down_b : nullptr, n2w, n2b, DType::F32, M,
                 D, s.norm_eps, st);
     } else {
-      add_bias_residual_kernel<<<grid_for(M * D, 256), 256, 0, st>>>(h_, tmp_, sl.down_b, M, D);
+      add_bias_residual_kernel<<<int(M < 65535 ? M : 65535), 256, 0, st>>>(h_, tmp_, sl.down_b, M, unsigned(D));
       SL_LAUNCH_CHECK();
     }
   } else {

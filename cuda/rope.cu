@@ -27,28 +27,30 @@ __global__ void rope_f32_kernel(float* x, const float* c, const float* s, size_t
   }
 }
 
-// One block per row; threads walk the row's (H + 2 Hk) * Dh elements in pairs.
+// One block per row; threads walk the row's (H + 2 Hk) * Dh elements in pairs (32-bit indices within the row).
 __global__ void qkv_bias_rope_kernel(bf16* qkv, size_t stride, const float* bias, const float* c, const float* s,
-                                     size_t M, size_t H, size_t Hk, size_t Dh, size_t rot) {
-  const size_t half = rot / 2, width = (H + 2 * Hk) * Dh, qk = (H + Hk) * Dh;
+                                     size_t M, unsigned H, unsigned Hk, unsigned Dh, unsigned rot) {
+  const unsigned half = rot / 2, width = (H + 2 * Hk) * Dh, qk = (H + Hk) * Dh;
   for (size_t m = blockIdx.x; m < M; m += gridDim.x) {
     bf16* row = qkv + m * stride;
     // Rotated pairs of q and k heads.
     if (c) {
-      const size_t npairs = (H + Hk) * half;
-      for (size_t i = threadIdx.x; i < npairs; i += blockDim.x) {
-        size_t h = i / half, j = i % half, o = h * Dh;
+      const float* cr = c + m * half;
+      const float* sr = s + m * half;
+      const unsigned npairs = (H + Hk) * half;
+      for (unsigned i = threadIdx.x; i < npairs; i += blockDim.x) {
+        const unsigned h = i / half, j = i - h * half, o = h * Dh;
         float x1 = __bfloat162float(row[o + j]), x2 = __bfloat162float(row[o + j + half]);
         if (bias) { x1 += bias[o + j]; x2 += bias[o + j + half]; }
-        float cc = c[m * half + j], ss = s[m * half + j];
+        const float cc = cr[j], ss = sr[j];
         row[o + j] = __float2bfloat16_rn(x1 * cc - x2 * ss);
         row[o + j + half] = __float2bfloat16_rn(x2 * cc + x1 * ss);
       }
     }
     // Everything not rotated (v, the unrotated tail of partial-rotary heads, or all of it without RoPE): bias only.
     if (bias) {
-      for (size_t i = threadIdx.x; i < width; i += blockDim.x) {
-        bool rotated = c && i < qk && (i % Dh) < rot;
+      for (unsigned i = threadIdx.x; i < width; i += blockDim.x) {
+        const bool rotated = c && i < qk && (i % Dh) < rot;
         if (!rotated) row[i] = __float2bfloat16_rn(__bfloat162float(row[i]) + bias[i]);
       }
     }
@@ -74,7 +76,8 @@ void qkv_bias_rope_bf16(bf16* qkv, size_t stride, const float* bias, const float
                         size_t H, size_t Hk, size_t Dh, size_t rot_dim, cudaStream_t s) {
   if (M == 0 || (!bias && !cos)) return;
   int grid = int(M < 65535 ? M : 65535);
-  qkv_bias_rope_kernel<<<grid, 256, 0, s>>>(qkv, stride, bias, cos, sin, M, H, Hk, Dh, rot_dim);
+  qkv_bias_rope_kernel<<<grid, 256, 0, s>>>(qkv, stride, bias, cos, sin, M, unsigned(H), unsigned(Hk), unsigned(Dh),
+                                            unsigned(rot_dim));
   SL_LAUNCH_CHECK();
 }
 
