@@ -254,6 +254,7 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
         Ps[rr * L::ldp + lane + 32 * u] = __float2bfloat16_rn(p);
       }
       psum = warp_sum(psum);
+      __syncwarp();  // all lanes have read mst[r] before lane 0 updates it
       if (lane == 0) {
         const float alpha = m_old == -INFINITY ? 0.f : expf(m_old - m_new);
         ast[r] = alpha;

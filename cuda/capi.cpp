@@ -120,6 +120,37 @@ SL_EXPORT int streamline_cuda_cosine_states(Context* c, int i, int j, streamline
   });
 }
 
+// Cosine accumulation of two host tensors a, b [M, D] (f32; mask [M] or NULL) on the GPU: uploads, one fused pass,
+// result added to *out. For states that were not produced on the GPU.
+SL_EXPORT int streamline_cuda_cosine_host(const float* host_a, const float* host_b, const uint8_t* host_mask, int64_t M,
+                                          int64_t D, streamline_cuda_cosine* out) {
+  return guarded([&] {
+    const size_t bytes = size_t(M) * size_t(D) * 4;
+    struct Buf {
+      void* p = nullptr;
+      size_t n = 0;
+      ~Buf() { device_free(p, n); }
+    } a, b, m, acc;
+    a.p = device_alloc(bytes); a.n = bytes;
+    b.p = device_alloc(bytes); b.n = bytes;
+    acc.p = device_alloc(sizeof(CosineAccum)); acc.n = sizeof(CosineAccum);
+    SL_CUDA_CHECK(cudaMemcpy(a.p, host_a, bytes, cudaMemcpyHostToDevice));
+    SL_CUDA_CHECK(cudaMemcpy(b.p, host_b, bytes, cudaMemcpyHostToDevice));
+    if (host_mask) {
+      m.p = device_alloc(size_t(M)); m.n = size_t(M);
+      SL_CUDA_CHECK(cudaMemcpy(m.p, host_mask, size_t(M), cudaMemcpyHostToDevice));
+    }
+    CosineAccum h{out->sum, out->count, out->zeros};
+    SL_CUDA_CHECK(cudaMemcpy(acc.p, &h, sizeof h, cudaMemcpyHostToDevice));
+    cosine_accumulate(static_cast<CosineAccum*>(acc.p), static_cast<const float*>(a.p), static_cast<const float*>(b.p),
+                      static_cast<const uint8_t*>(m.p), size_t(M), size_t(D), nullptr);
+    SL_CUDA_CHECK(cudaMemcpy(&h, acc.p, sizeof h, cudaMemcpyDeviceToHost));
+    out->sum = h.sum;
+    out->count = h.count;
+    out->zeros = h.zeros;
+  });
+}
+
 SL_EXPORT int streamline_cuda_synchronize(Context* c) { return guarded([&] { c->synchronize(); }); }
 
 // Bytes of device memory held by the backend now and at most since the last reset.

@@ -7,7 +7,8 @@
 # Environment: CUDA_ARCH (default 90a: sm_90a code for H100/H200), STREAMLINE_CUBLASLT (path of libcublasLt.so.*;
 # found automatically in the CUDA toolkit or PyTorch's nvidia wheels), STREAMLINE_MODEL_DIR (a Llama checkpoint for
 # the model-level scoring check; default: shared/models/kjv-llama or ../shared/models/kjv-llama when present),
-# QUICK=1 (smaller sizes). Exit status: 0 when every check passed.
+# QUICK=1 (smaller sizes), SANITIZE=1 (also run the op checks under compute-sanitizer memcheck and racecheck).
+# Exit status: 0 when every check passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -79,6 +80,18 @@ QFLAG=""
 log "streamline_cuda_check ${MODEL:+(model $MODEL)}"
 "$CHECK" --cpu-selftest $QFLAG --json "$OUTDIR/cuda_check.json" --repo "$ROOT" ${MODEL:+--model "$MODEL"} 2>&1 | tee "$OUTDIR/cuda_check.log"
 STATUS=${PIPESTATUS[0]}
+
+if [ "${SANITIZE:-0}" = 1 ] && command -v compute-sanitizer >/dev/null 2>&1; then
+  # Memory and race checks of the op sweeps (slow: quick sizes, no benchmarks).
+  for tool in memcheck racecheck; do
+    log "compute-sanitizer --tool $tool (ops, quick)"
+    compute-sanitizer --tool "$tool" --error-exitcode 3 "$CHECK" --quick --only ops --no-bench --json "$OUTDIR/sanitize_$tool.json" \
+      > "$OUTDIR/sanitize_$tool.log" 2>&1
+    rc=$?
+    tail -5 "$OUTDIR/sanitize_$tool.log"
+    [ $rc -ne 0 ] && STATUS=$rc
+  done
+fi
 
 log "PyTorch baselines"
 if python3 -c "import torch; assert torch.cuda.is_available()" >/dev/null 2>&1; then

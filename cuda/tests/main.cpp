@@ -2,7 +2,8 @@
 // model-level checks when a model directory is given, and benchmarks timed with CUDA events.
 // Without a usable GPU it prints "SKIP: no usable GPU: <reason>" and exits 0 (CI and CPU machines).
 //
-// Usage: streamline_cuda_check [--quick] [--no-bench] [--bench-only] [--model DIR] [--json FILE] [--cpu-selftest]
+// Usage: streamline_cuda_check [--quick] [--no-bench] [--bench-only] [--model DIR] [--json FILE] [--repo DIR]
+//                              [--only ops|layer|model|bench] [--cpu-selftest]
 #include <cstdlib>
 #include <string>
 
@@ -52,6 +53,7 @@ void write_json(const std::string& path, const std::string& device, int passed, 
 
 int main(int argc, char** argv) {
   bool quick = false, bench = true, checks = true, selftest = false;
+  std::string only;  // ops | layer | model | bench
   std::string model_dir, json_path = "streamline_cuda_check.json", repo_root = ".";
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
@@ -62,8 +64,9 @@ int main(int argc, char** argv) {
     else if (a == "--model" && i + 1 < argc) model_dir = argv[++i];
     else if (a == "--json" && i + 1 < argc) json_path = argv[++i];
     else if (a == "--repo" && i + 1 < argc) repo_root = argv[++i];
+    else if (a == "--only" && i + 1 < argc) only = argv[++i];
     else {
-      std::printf("usage: %s [--quick] [--no-bench] [--bench-only] [--model DIR] [--json FILE] [--repo DIR] [--cpu-selftest]\n", argv[0]);
+      std::printf("usage: %s [--quick] [--no-bench] [--bench-only] [--model DIR] [--json FILE] [--repo DIR] [--only ops|layer|model|bench] [--cpu-selftest]\n", argv[0]);
       return 2;
     }
   }
@@ -84,16 +87,24 @@ int main(int argc, char** argv) {
                            double(prop.totalGlobalMem) / (1 << 30));
   std::printf("device: %s\ncuBLASLt: %s\n", device.c_str(),
               streamline::cuda::lt::api() ? streamline::cuda::lt::api()->path.c_str() : streamline::cuda::lt::reason().c_str());
-  try {
-    if (checks) {
-      run_op_checks(quick);
-      run_layer_checks(quick);
-      run_model_checks(model_dir, repo_root);
+  // Each group runs on its own: an exception (a CUDA or cuBLASLt error) fails that group and the next one still runs.
+  // A sticky device error (e.g. an illegal address) will fail the rest too; the first FAIL line is the one to read.
+  auto group = [&](const char* name, auto&& fn) {
+    if (!only.empty() && only != name) return;
+    try {
+      fn();
+    } catch (const std::exception& ex) {
+      record(name, "uncaught exception", false, NAN, 0, ex.what());
     }
-    if (bench) run_benchmarks(quick);
-  } catch (const std::exception& ex) {
-    record("harness", "uncaught exception", false, NAN, 0, ex.what());
+    cudaError_t le = cudaDeviceSynchronize();
+    if (le != cudaSuccess) record(name, "device state after the group", false, NAN, 0, cudaGetErrorString(le));
+  };
+  if (checks) {
+    group("ops", [&] { run_op_checks(quick); });
+    group("layer", [&] { run_layer_checks(quick); });
+    group("model", [&] { run_model_checks(model_dir, repo_root); });
   }
+  if (bench) group("bench", [&] { run_benchmarks(quick); });
   int passed = 0, failed = 0;
   for (const auto& r : results()) (r.ok ? passed : failed)++;
   std::printf("\n%-10s %-58s %10s %10s  %s\n", "group", "check", "error", "tolerance", "result");
