@@ -4,7 +4,7 @@
 // each warp owns 4 queries, each lane owns head dims lane, lane+32, ...; K/V tiles of 16 keys live in shared memory
 // and every key updates the running (max, sum, acc) of the query exactly (one exp per key).
 //
-// wmma kernel (bf16, Dh = 64 or 128): a block of 4 warps takes 64 queries of one (b, h); per 64-key tile,
+// wmma kernel (bf16, Dh = 32, 64, 80, 96, 128 or 256): a block of 4 warps takes 64 queries of one (b, h); per 64-key tile,
 // S = Q K^T with bf16 tensor-core fragments (f32 accumulate) into shared memory, each warp runs the online softmax
 // over its 16 rows, writes P in bf16, rescales its rows of the f32 O tile and adds P V with tensor cores.
 // Invalid keys (beyond T, padding, or in the future of every query of the tile) are zeroed in K/V and get
@@ -136,7 +136,8 @@ constexpr int kBr = 64, kBc = 64, kWWarps = 4;
 
 // Shared memory: K and V tiles (bf16), the f32 score tile (each warp's 16 rows; the warp's bf16 probabilities are
 // written over its own consumed score rows), the f32 output accumulator and the row statistics. Q lives in registers
-// as tensor-core fragments. D = 128: 85 KB, so two blocks share a multiprocessor.
+// as tensor-core fragments. D = 128: 85 KB, so two blocks share a multiprocessor. Any D that is a multiple of 16 keeps
+// every fragment pointer 32-byte aligned (row pitches 2(D+8) and 4(D+4) bytes, times 16 rows).
 template <int D>
 struct WmmaSmem {
   static constexpr int ldq = D + 8;    // bf16 K/V rows (pad: 16 bytes)
@@ -324,7 +325,7 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 const char* attention_bf16_path(size_t Dh, size_t q_stride, size_t kv_stride, size_t out_stride, const void* q,
                                 const void* k, const void* v, const void* out) {
-  const bool shape = Dh == 64 || Dh == 128;
+  const bool shape = Dh == 32 || Dh == 64 || Dh == 80 || Dh == 96 || Dh == 128 || Dh == 256;
   const bool align = q_stride % 8 == 0 && kv_stride % 8 == 0 && out_stride % 8 == 0 && aligned16(q) &&
                      aligned16(k) && aligned16(v) && aligned16(out);
   return shape && align ? "wmma" : "scalar";
@@ -343,9 +344,18 @@ void attention_forward_bf16(bf16* out, size_t out_stride, float* lse, const bf16
   if (Hk == 0 || H % Hk != 0) throw CudaError("attention: heads must be a multiple of kv_heads");
   const char* path = attention_bf16_path(Dh, q_stride, kv_stride, out_stride, q, k, v, out);
   if (path[0] == 'w') {
-    if (Dh == 64) launch_wmma<64>(out, out_stride, lse, q, q_stride, k, v, kv_stride, key_mask, B, T, H, Hk, scale, s);
-    else launch_wmma<128>(out, out_stride, lse, q, q_stride, k, v, kv_stride, key_mask, B, T, H, Hk, scale, s);
-    return;
+#define SL_WMMA_CASE(d) \
+  case d: launch_wmma<d>(out, out_stride, lse, q, q_stride, k, v, kv_stride, key_mask, B, T, H, Hk, scale, s); return;
+    switch (Dh) {
+      SL_WMMA_CASE(32)
+      SL_WMMA_CASE(64)
+      SL_WMMA_CASE(80)
+      SL_WMMA_CASE(96)
+      SL_WMMA_CASE(128)
+      SL_WMMA_CASE(256)
+      default: break;
+    }
+#undef SL_WMMA_CASE
   }
   launch_scalar<bf16>(out, out_stride, lse, q, q_stride, k, v, kv_stride, key_mask, B, T, H, Hk, Dh, scale, s);
 }

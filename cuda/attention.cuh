@@ -16,7 +16,7 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
                        size_t B, size_t T, size_t H, size_t Hk, size_t Dh, float scale, cudaStream_t s);
 
 // bf16 tensors addressed by rows: token (b, t) of q starts at q + (b*T + t) * q_stride, head h at + h*Dh; k and v
-// share kv_stride; out rows have out_stride. Tensor cores (bf16 mma, f32 accumulate) when Dh is 64 or 128 and the
+// share kv_stride; out rows have out_stride. Tensor cores (bf16 mma, f32 accumulate) when Dh is 32, 64, 80, 96, 128 or 256 and the
 // strides keep 16-byte alignment; otherwise a scalar kernel with the same semantics.
 void attention_forward_bf16(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t q_stride, const bf16* k,
                             const bf16* v, size_t kv_stride, const uint8_t* key_mask, size_t B, size_t T, size_t H,
