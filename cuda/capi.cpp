@@ -1,6 +1,4 @@
-// The flat C API of streamline_cuda.so, for the addon (through cuda_symbol()) and any other host program.
-// Every function returns 0 on success and -1 on failure; streamline_cuda_last_error() then says why (per thread).
-// Pointers named host_* are host memory; nothing here exposes device pointers.
+// The flat C API of streamline_cuda.so (declared in streamline_cuda.h), over streamline::cuda::Context.
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -8,6 +6,7 @@
 
 #include "cublaslt_loader.h"
 #include "decoder_layer.cuh"
+#include "streamline_cuda.h"
 
 #define SL_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -30,24 +29,10 @@ template <typename F> int guarded(F&& f) {
 }
 }  // namespace
 
-// Mirrors streamline::cuda::LayerSpec; plain C layout. Enum values: norm 0 = RMSNorm, 1 = LayerNorm;
-// activation = streamline::Activation (0 SiLU, 1 ReLU, 2 GELU erf, 3 GELU tanh).
-struct streamline_cuda_layer_spec {
-  int64_t batch, seq_len, hidden, heads, kv_heads, head_dim, intermediate, rot_dim;
-  int32_t norm, activation, gated, pre_norm, use_rope, mlp_only, use_cublaslt;
-  float norm_eps, attn_scale;
+struct streamline_cuda_ctx : Context {
+  using Context::Context;
 };
-// One layer weight in host memory; data = NULL when the role is absent. dtype = streamline::DType (0 f32, 1 f16, 2 bf16).
-struct streamline_cuda_weight {
-  const void* data;
-  int32_t dtype;
-  int64_t numel;
-};
-// Accumulated cosine of one pair of boundary states (same fields as streamline::CosineSum).
-struct streamline_cuda_cosine {
-  double sum;
-  uint64_t count, zeros;
-};
+static_assert(int(STREAMLINE_CUDA_ROLES) == int(kRoleCount), "role order of streamline_cuda.h and decoder_layer.cuh");
 
 SL_EXPORT const char* streamline_cuda_last_error(void) { return g_error.c_str(); }
 
@@ -58,7 +43,7 @@ SL_EXPORT int streamline_cuda_cublaslt_available(char* reason, int reason_len) {
   return 0;
 }
 
-SL_EXPORT int streamline_cuda_create(const streamline_cuda_layer_spec* in, Context** out) {
+SL_EXPORT int streamline_cuda_create(const streamline_cuda_layer_spec* in, streamline_cuda_ctx** out) {
   return guarded([&] {
     *out = nullptr;
     LayerSpec s;
@@ -79,27 +64,27 @@ SL_EXPORT int streamline_cuda_create(const streamline_cuda_layer_spec* in, Conte
     s.norm_eps = in->norm_eps;
     s.attn_scale = in->attn_scale;
     if (in->use_cublaslt && !lt::api()) throw CudaError(lt::reason());
-    *out = new Context(s, in->use_cublaslt != 0);
+    *out = new streamline_cuda_ctx(s, in->use_cublaslt != 0);
   });
 }
 
-SL_EXPORT void streamline_cuda_destroy(Context* c) { delete c; }
+SL_EXPORT void streamline_cuda_destroy(streamline_cuda_ctx* c) { delete c; }
 
-SL_EXPORT int streamline_cuda_set_inputs(Context* c, const int32_t* host_positions, const uint8_t* host_mask,
+SL_EXPORT int streamline_cuda_set_inputs(streamline_cuda_ctx* c, const int32_t* host_positions, const uint8_t* host_mask,
                                          const float* host_inv_freq, float attention_scaling) {
   return guarded([&] { c->set_inputs(host_positions, host_mask, host_inv_freq, attention_scaling); });
 }
 
-SL_EXPORT int streamline_cuda_upload_hidden(Context* c, const float* host_h) {
+SL_EXPORT int streamline_cuda_upload_hidden(streamline_cuda_ctx* c, const float* host_h) {
   return guarded([&] { c->upload_hidden(host_h); });
 }
 
-SL_EXPORT int streamline_cuda_download_hidden(Context* c, float* host_h) {
+SL_EXPORT int streamline_cuda_download_hidden(streamline_cuda_ctx* c, float* host_h) {
   return guarded([&] { c->download_hidden(host_h); });
 }
 
 // roles[kRoleCount] in LayerRole order (see decoder_layer.cuh).
-SL_EXPORT int streamline_cuda_upload_layer(Context* c, int slot, const streamline_cuda_weight* roles) {
+SL_EXPORT int streamline_cuda_upload_layer(streamline_cuda_ctx* c, int slot, const streamline_cuda_weight* roles) {
   return guarded([&] {
     HostTensor t[kRoleCount];
     for (int i = 0; i < kRoleCount; i++) t[i] = HostTensor{roles[i].data, DType(roles[i].dtype), size_t(roles[i].numel)};
@@ -107,11 +92,11 @@ SL_EXPORT int streamline_cuda_upload_layer(Context* c, int slot, const streamlin
   });
 }
 
-SL_EXPORT int streamline_cuda_run_layer(Context* c, int slot) { return guarded([&] { c->run_layer(slot); }); }
+SL_EXPORT int streamline_cuda_run_layer(streamline_cuda_ctx* c, int slot) { return guarded([&] { c->run_layer(slot); }); }
 
-SL_EXPORT int streamline_cuda_save_state(Context* c, int index) { return guarded([&] { c->save_state(index); }); }
+SL_EXPORT int streamline_cuda_save_state(streamline_cuda_ctx* c, int index) { return guarded([&] { c->save_state(index); }); }
 
-SL_EXPORT int streamline_cuda_cosine_states(Context* c, int i, int j, streamline_cuda_cosine* out) {
+SL_EXPORT int streamline_cuda_cosine_states(streamline_cuda_ctx* c, int i, int j, streamline_cuda_cosine* out) {
   return guarded([&] {
     CosineAccum a = c->cosine(i, j);
     out->sum = a.sum;
@@ -151,7 +136,7 @@ SL_EXPORT int streamline_cuda_cosine_host(const float* host_a, const float* host
   });
 }
 
-SL_EXPORT int streamline_cuda_synchronize(Context* c) { return guarded([&] { c->synchronize(); }); }
+SL_EXPORT int streamline_cuda_synchronize(streamline_cuda_ctx* c) { return guarded([&] { c->synchronize(); }); }
 
 // Bytes of device memory held by the backend now and at most since the last reset.
 SL_EXPORT int streamline_cuda_memory(uint64_t* current, uint64_t* peak, int reset_peak) {

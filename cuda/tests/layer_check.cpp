@@ -3,6 +3,8 @@
 // embedding + all layers on both sides with the (L+1) x (L+1) boundary cosine matrix compared, and golden fixtures
 // under test/fixtures/models/ when present.
 #include <dirent.h>
+#include <dlfcn.h>
+#include <unistd.h>
 
 #include <memory>
 
@@ -11,6 +13,7 @@
 #include "decoder_layer.cuh"
 #include "harness.h"
 #include "safetensors.h"
+#include "streamline_cuda.h"
 
 namespace harness {
 
@@ -199,12 +202,81 @@ void check_streaming() {
   record("layer", "wrong q.weight size is rejected with a message", msg.find("q.weight") != std::string::npos, 0, 0, msg);
 }
 
+// The C API as the addon will use it: streamline_cuda.so opened with dlopen (its own static runtime), host pointers
+// only. Same layer as the in-process Context; errors come back as -1 plus a message.
+void check_capi() {
+  char exe[4096];
+  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  std::string dir = n > 0 ? std::string(exe, size_t(n)) : std::string(".");
+  dir = dir.substr(0, dir.rfind('/'));
+  const std::string so = dir + "/streamline_cuda.so";
+  void* h = dlopen(so.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    record("capi", "dlopen " + so, false, 0, 0, dlerror());
+    return;
+  }
+#define SYM(name) auto name = reinterpret_cast<decltype(&::name)>(dlsym(h, #name))
+  SYM(streamline_cuda_create); SYM(streamline_cuda_destroy); SYM(streamline_cuda_set_inputs);
+  SYM(streamline_cuda_upload_hidden); SYM(streamline_cuda_download_hidden); SYM(streamline_cuda_upload_layer);
+  SYM(streamline_cuda_run_layer); SYM(streamline_cuda_save_state); SYM(streamline_cuda_cosine_states);
+  SYM(streamline_cuda_last_error); SYM(streamline_cuda_memory); SYM(streamline_cuda_cosine_host);
+#undef SYM
+  if (!streamline_cuda_create || !streamline_cuda_cosine_host || !streamline_cuda_memory || !streamline_cuda_last_error) {
+    record("capi", "symbols", false, 0, 0, "missing exports in " + so);
+    return;
+  }
+  Rng r(404);
+  const Style st{"llama", true, true, true, true, false, false, false, false, false, Activation::SiLU};
+  ref::LayerSpecRef s{2, 50, 256, 4, 2, 64, 512, 64, true, true, true, true, false, Activation::SiLU, 1e-5f, 0.125f};
+  HostLayer L = make_layer(s, st, DType::BF16, r);
+  Inputs in = make_inputs(s, 10000.0);
+  std::vector<float> h0 = randn(s.B * s.T * s.D, r), ref_h = h0;
+  ref::decoder_layer(ref_h, s, L.w, in.cos.data(), in.sin.data(), in.mask.data(), true);
+  streamline_cuda_layer_spec spec{};
+  spec.batch = int64_t(s.B); spec.seq_len = int64_t(s.T); spec.hidden = int64_t(s.D); spec.heads = int64_t(s.H);
+  spec.kv_heads = int64_t(s.Hk); spec.head_dim = int64_t(s.Dh); spec.intermediate = int64_t(s.F); spec.rot_dim = 0;
+  spec.norm = 0; spec.activation = 0; spec.gated = 1; spec.pre_norm = 1; spec.use_rope = 1; spec.mlp_only = 0;
+  spec.use_cublaslt = streamline::cuda::lt::api() ? 1 : 0; spec.norm_eps = 1e-5f; spec.attn_scale = 0.f;
+  streamline_cuda_weight roles[STREAMLINE_CUDA_ROLES] = {};
+  for (int i = 0; i < STREAMLINE_CUDA_ROLES; i++)
+    roles[i] = streamline_cuda_weight{L.roles[i].data, int32_t(L.roles[i].dtype), int64_t(L.roles[i].numel)};
+  streamline_cuda_ctx* ctx = nullptr;
+  bool ok = streamline_cuda_create(&spec, &ctx) == 0 &&
+            streamline_cuda_set_inputs(ctx, in.pos.data(), in.mask.data(), in.inv.data(), 1.f) == 0 &&
+            streamline_cuda_upload_hidden(ctx, h0.data()) == 0 && streamline_cuda_save_state(ctx, 0) == 0 &&
+            streamline_cuda_upload_layer(ctx, 1, roles) == 0 && streamline_cuda_run_layer(ctx, 1) == 0 &&
+            streamline_cuda_save_state(ctx, 1) == 0;
+  std::vector<float> out(h0.size());
+  ok = ok && streamline_cuda_download_hidden(ctx, out.data()) == 0;
+  record("capi", "create / set_inputs / upload / run / download through dlopen", ok, 0, 0, ok ? "" : streamline_cuda_last_error());
+  if (ok) check("capi", "layer through the C API vs bf16-emulating ref", compare_real(out, ref_h, in.mask, s.D), kTolLayerEmu);
+  streamline_cuda_cosine c{0, 0, 0};
+  const bool cok = ctx && streamline_cuda_cosine_states(ctx, 0, 1, &c) == 0;
+  ref::Cos rc;
+  ref::cosine_accumulate(&rc, h0.data(), out.data(), in.mask.data(), s.B * s.T, s.D);
+  const double cerr = cok ? std::fabs(c.sum / double(c.count) - rc.sum / double(rc.count)) : INFINITY;
+  record("capi", "cosine_states(h0, h1) vs CPU cosine of the downloaded states", cok && c.count == rc.count && cerr < 1e-9, cerr, 1e-9);
+  streamline_cuda_cosine ch{0, 0, 0};
+  const bool hok = streamline_cuda_cosine_host(h0.data(), out.data(), in.mask.data(), int64_t(s.B * s.T), int64_t(s.D), &ch) == 0;
+  record("capi", "cosine_host equals cosine_states", hok && ch.count == c.count && std::fabs(ch.sum - c.sum) < 1e-9, std::fabs(ch.sum - c.sum), 1e-9);
+  const int bad = ctx ? streamline_cuda_run_layer(ctx, 5) : 0;
+  const std::string msg = streamline_cuda_last_error();
+  record("capi", "bad slot returns -1 with a message", bad == -1 && msg.find("slot") != std::string::npos, 0, 0, msg);
+  uint64_t cur = 0, peak = 0;
+  streamline_cuda_memory(&cur, &peak, 0);
+  record("capi", fmt("memory report (current %.1f MiB, peak %.1f MiB)", double(cur) / (1 << 20), double(peak) / (1 << 20)),
+         peak >= cur && cur > 0, 0, 0);
+  if (ctx) streamline_cuda_destroy(ctx);
+  dlclose(h);
+}
+
 }  // namespace
 
 void run_layer_checks(bool quick) {
   std::printf("layer checks%s\n", quick ? " (quick)" : "");
   check_styles(quick);
   check_streaming();
+  check_capi();
   std::fflush(stdout);
 }
 
