@@ -280,15 +280,18 @@ void Context::run_layer(int slot) {
       // h = n1(h + o (+ o.bias)); the MLP reads h (post-norm) as bf16
       norm_rows(s.norm, h_, nrm_, nullptr, h_, tmp_, ob, n1w, n1b, DType::F32, M, D, s.norm_eps, st);
     }
-  } else {
+  } else if (s.pre_norm) {
     norm_rows(s.norm, nullptr, nrm_, nullptr, h_, nullptr, nullptr, n2w, n2b, DType::F32, M, D, s.norm_eps, st);
+  } else {
+    cast_bf16_kernel<<<grid_for(M * D, 256), 256, 0, st>>>(nrm_, h_, M * D);  // post-norm MLP block reads x itself
+    SL_LAUNCH_CHECK();
   }
 
   // MLP.
   gemm_.run(gu_, DType::BF16, nrm_, sl.gu_w, M, Ngu_, D, 0.f, st);
   if (s.gated) gated_rows_bf16(act_, gu_, nullptr, sl.has_up_b ? sl.up_b : nullptr, M, F, s.act, st);
   else activation_rows_bf16(gu_, sl.has_up_b ? sl.up_b : nullptr, M, F, s.act, st);
-  const bool post = !s.mlp_only && !s.pre_norm;
+  const bool post = !s.pre_norm;
   if (sl.has_down_b || post) {
     gemm_.run(tmp_, DType::F32, act_, sl.down_w, M, D, F, 0.f, st);
     if (post) {

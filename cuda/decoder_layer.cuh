@@ -3,7 +3,7 @@
 //   pre-norm:  r = x + o(attn(rope(q(n1(x))), rope(k(n1(x))), v(n1(x))));  out = r + down(act(gate(n2(r))) * up(n2(r)))
 //              (non-gated: out = r + down(act(up(n2(r))))); biases added where present.
 //   post-norm: r = n1(x + o(attn(...x...)));  out = n2(r + down(act(up(r))))
-//   mlp block: out = x + down(act(gate(n2(x))) * up(n2(x)))
+//   mlp block: out = x + mlp(n2(x)) (pre-norm), out = n2(x + mlp(x)) (post-norm), mlp as in the layer
 //
 // Precision: the residual stream stays f32; GEMM inputs (normed rows, attention output, MLP activations) are bf16
 // with f32 accumulation, weights are stored bf16 on the device (f32/f16 checkpoints are converted on upload).

@@ -216,7 +216,7 @@ void decoder_layer(std::vector<float>& h, const LayerSpecRef& s, const LayerWeig
     for (size_t i = 0; i < M * D; i++) h[i] += t[i];
     if (!s.pre_norm) { std::vector<float> n; norm(n, h, s, w.n1w, w.n1b, M); h = n; }
   }
-  if (s.mlp_only || s.pre_norm) norm(x, h, s, w.n2w, w.n2b, M);
+  if (s.pre_norm) norm(x, h, s, w.n2w, w.n2b, M);
   else x = h;
   round_inplace(x, emu);
   std::vector<float> u, g, y(M * F);
@@ -231,7 +231,7 @@ void decoder_layer(std::vector<float>& h, const LayerSpecRef& s, const LayerWeig
   round_inplace(y, emu);
   linear(t, y, w.dw, w.db, M, D, F);
   for (size_t i = 0; i < M * D; i++) h[i] += t[i];
-  if (!s.mlp_only && !s.pre_norm) { std::vector<float> n; norm(n, h, s, w.n2w, w.n2b, M); h = n; }
+  if (!s.pre_norm) { std::vector<float> n; norm(n, h, s, w.n2w, w.n2b, M); h = n; }
 }
 
 }  // namespace ref

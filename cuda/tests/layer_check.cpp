@@ -134,6 +134,7 @@ void check_styles(bool quick) {
       {"opt post-norm", false, false, false, false, false, true, true, true, true, Activation::ReLU},
       {"gelu_tanh gated, partial rotary", true, true, true, true, false, false, false, false, false, Activation::GELUTanh},
       {"mlp replacement block", true, true, true, false, true, false, false, false, false, Activation::SiLU},
+      {"mlp replacement block, opt post-norm", false, false, false, false, true, false, false, true, true, Activation::ReLU},
   };
   struct Shape { size_t B, T, D, H, Hk, Dh, F; };
   const Shape shapes[] = {{2, 37, 256, 8, 4, 32, 704}, {2, 70, 512, 4, 2, 128, 1376}, {1, 129, 256, 4, 1, 64, 512}};
