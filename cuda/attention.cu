@@ -11,6 +11,9 @@
 // probability exactly 0, so NaN in a padding row can never leak into a real query.
 #include <mma.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "attention.cuh"
 
 namespace streamline {
@@ -138,7 +141,7 @@ constexpr int kBr = 64, kBc = 64, kWWarps = 4;
 // written over its own consumed score rows), the f32 output accumulator and the row statistics. Q lives in registers
 // as tensor-core fragments. D = 128: 85 KB, so two blocks share a multiprocessor. Any D that is a multiple of 16 keeps
 // every fragment pointer 32-byte aligned (row pitches 2(D+8) and 4(D+4) bytes, times 16 rows).
-template <int D>
+template <int D, bool RegO>
 struct WmmaSmem {
   static constexpr int ldq = D + 8;    // bf16 K/V rows (pad: 16 bytes)
   static constexpr int lds = kBc + 4;  // f32 scores
@@ -148,7 +151,7 @@ struct WmmaSmem {
   static constexpr size_t v_off = k_off + size_t(kBc) * ldq * 2;
   static constexpr size_t s_off = v_off + size_t(kBc) * ldq * 2;
   static constexpr size_t o_off = s_off + size_t(kBr) * lds * 4;
-  static constexpr size_t st_off = o_off + size_t(kBr) * ldo * 4;  // m[kBr], l[kBr], alpha[kBr]
+  static constexpr size_t st_off = o_off + (RegO ? 0 : size_t(kBr) * ldo * 4);  // m[kBr], l[kBr], alpha[kBr]
   static constexpr size_t valid_off = st_off + 3 * kBr * 4;        // int valid[kBc]
   static constexpr size_t bytes = valid_off + kBc * 4;
   // Row rr of a warp's probabilities ends before score row rr + 1 starts, so writing it never clobbers unread scores.
@@ -156,11 +159,16 @@ struct WmmaSmem {
   static_assert(kBr == kBc, "the Q tile is staged in the K buffer");
 };
 
-template <int D>
+// RegO = false (version 1): the f32 output tile lives in shared memory, reloaded into fragments for every P V.
+// RegO = true (version 2): the output stays in accumulator fragments across tiles; the rows they hold are found
+// once by loading a matrix whose entries are their own row numbers (the fragment layout is opaque but fixed), so
+// rows can be rescaled in registers. No O tile in shared memory: 52 KB at D = 128, four blocks per multiprocessor.
+template <int D, bool RegO>
 __global__ void __launch_bounds__(kWWarps * 32)
 attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t q_stride, const bf16* k,
                  const bf16* v, size_t kv_stride, const uint8_t* mask, int T_, int H, int Hk, float scale) {
-  using L = WmmaSmem<D>;
+  using L = WmmaSmem<D, RegO>;
+  using AccFrag = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* Ks = reinterpret_cast<bf16*>(smem + L::k_off);
   bf16* Vs = reinterpret_cast<bf16*>(smem + L::v_off);
@@ -188,12 +196,27 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
     if (i < T_) val = *reinterpret_cast<const uint4*>(q + (size_t(b) * T_ + i) * q_stride + size_t(h) * D + c);
     *reinterpret_cast<uint4*>(Ks + r * L::ldq + c) = val;
   }
-  for (int e = tid; e < kBr * D; e += blockDim.x) Os[(e / D) * L::ldo + e % D] = 0.f;
+  if (!RegO)
+    for (int e = tid; e < kBr * D; e += blockDim.x) Os[(e / D) * L::ldo + e % D] = 0.f;
   for (int r = tid; r < kBr; r += blockDim.x) { mst[r] = -INFINITY; lst[r] = 0.f; }
   __syncthreads();
   wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> qf[D / 16];
 #pragma unroll
   for (int kk = 0; kk < D / 16; kk++) wmma::load_matrix_sync(qf[kk], Ks + r0 * L::ldq + kk * 16, L::ldq);
+  AccFrag of[RegO ? D / 16 : 1];
+  float rowmap[AccFrag::num_elements];
+  if (RegO) {
+#pragma unroll
+    for (int dt = 0; dt < (RegO ? D / 16 : 1); dt++) wmma::fill_fragment(of[dt], 0.f);
+    // Row of each accumulator element: load a 16 x 16 matrix whose entries are their row numbers.
+    for (int e = lane; e < 256; e += 32) Ss[(r0 + e / 16) * L::lds + e % 16] = float(e / 16);
+    __syncwarp();
+    AccFrag rf;
+    wmma::load_matrix_sync(rf, Ss + r0 * L::lds, L::lds, wmma::mem_row_major);
+#pragma unroll
+    for (int i = 0; i < AccFrag::num_elements; i++) rowmap[i] = rf.x[i];
+    __syncwarp();
+  }
 
   const int last_q = min(q0 + kBr, T_) - 1;
   for (int k0 = 0; k0 <= last_q; k0 += kBc) {
@@ -264,6 +287,25 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
       }
     }
     __syncwarp();
+    if (RegO) {
+      // Rescale the accumulator rows in registers, then O += P V.
+      float alpha[AccFrag::num_elements];
+#pragma unroll
+      for (int i = 0; i < AccFrag::num_elements; i++) alpha[i] = ast[r0 + int(rowmap[i])];
+#pragma unroll
+      for (int dt = 0; dt < (RegO ? D / 16 : 1); dt++) {
+#pragma unroll
+        for (int i = 0; i < AccFrag::num_elements; i++) of[dt].x[i] *= alpha[i];
+#pragma unroll
+        for (int kk = 0; kk < kBc; kk += 16) {
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pf;
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> vf;
+          wmma::load_matrix_sync(pf, Ps + kk, L::ldp);
+          wmma::load_matrix_sync(vf, Vs + kk * L::ldq + dt * 16, L::ldq);
+          wmma::mma_sync(of[dt], pf, vf, of[dt]);
+        }
+      }
+    } else {
     // Rescale this warp's O rows, then O += P V.
     for (int e = lane; e < 16 * D; e += 32) {
       const int r = r0 + e / D, c = e % D;
@@ -272,22 +314,39 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
     __syncwarp();
 #pragma unroll
     for (int dt = 0; dt < D / 16; dt++) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> of;
-      wmma::load_matrix_sync(of, Os + r0 * L::ldo + dt * 16, L::ldo, wmma::mem_row_major);
+      AccFrag acc;
+      wmma::load_matrix_sync(acc, Os + r0 * L::ldo + dt * 16, L::ldo, wmma::mem_row_major);
 #pragma unroll
       for (int kk = 0; kk < kBc; kk += 16) {
         wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pf;
         wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> vf;
         wmma::load_matrix_sync(pf, Ps + kk, L::ldp);
         wmma::load_matrix_sync(vf, Vs + kk * L::ldq + dt * 16, L::ldq);
-        wmma::mma_sync(of, pf, vf, of);
+        wmma::mma_sync(acc, pf, vf, acc);
       }
-      wmma::store_matrix_sync(Os + r0 * L::ldo + dt * 16, of, L::ldo, wmma::mem_row_major);
+      wmma::store_matrix_sync(Os + r0 * L::ldo + dt * 16, acc, L::ldo, wmma::mem_row_major);
+    }
     }
   }
   __syncthreads();
+  if (RegO) {
+    // Each warp writes its rows: fragment -> its own score rows (free now) -> normalised bf16 in global memory.
+#pragma unroll
+    for (int dt = 0; dt < (RegO ? D / 16 : 1); dt++) {
+      wmma::store_matrix_sync(Ss + r0 * L::lds, of[dt], L::lds, wmma::mem_row_major);
+      __syncwarp();
+      for (int e = lane; e < 256; e += 32) {
+        const int rr = e / 16, c = e % 16, r = r0 + rr, i = q0 + r;
+        if (i >= T_) continue;
+        const float l = lst[r];
+        const float o = l != l ? l : (l > 0.f ? Ss[r * L::lds + c] / l : 0.f);
+        out[(size_t(b) * T_ + i) * out_stride + size_t(h) * D + dt * 16 + c] = __float2bfloat16_rn(o);
+      }
+      __syncwarp();
+    }
+  }
   // Normalise and write bf16 output; lse.
-  for (int e = tid; e < kBr * D; e += blockDim.x) {
+  for (int e = tid; e < (RegO ? 0 : kBr * D); e += blockDim.x) {
     const int r = e / D, c = e % D, i = q0 + r;
     if (i >= T_) continue;
     const float l = lst[r];
@@ -303,32 +362,53 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
     }
 }
 
+template <int D, bool RegO>
+void launch_wmma_variant(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t q_stride, const bf16* k,
+                         const bf16* v, size_t kv_stride, const uint8_t* mask, size_t B, size_t T_, size_t H, size_t Hk,
+                         float scale, cudaStream_t s) {
+  const size_t smem = WmmaSmem<D, RegO>::bytes;
+  static bool raised = false;
+  if (!raised) {
+    SL_CUDA_CHECK(cudaFuncSetAttribute(attn_wmma_kernel<D, RegO>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    raised = true;
+  }
+  dim3 grid(unsigned((T_ + kBr - 1) / kBr), unsigned(H), unsigned(B));
+  attn_wmma_kernel<D, RegO><<<grid, kWWarps * 32, smem, s>>>(out, out_stride, lse, q, q_stride, k, v, kv_stride, mask,
+                                                             int(T_), int(H), int(Hk), scale);
+  SL_LAUNCH_CHECK();
+}
+
+// 0 = unset (read STREAMLINE_ATTN once: "smem" selects version 1), 1 = registers, 2 = shared memory.
+int g_variant = 0;
+bool use_reg_o() {
+  if (g_variant == 0) {
+    const char* e = std::getenv("STREAMLINE_ATTN");
+    g_variant = e && std::string(e) == "smem" ? 2 : 1;
+  }
+  return g_variant == 1;
+}
+
 template <int D>
 void launch_wmma(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t q_stride, const bf16* k, const bf16* v,
                  size_t kv_stride, const uint8_t* mask, size_t B, size_t T_, size_t H, size_t Hk, float scale,
                  cudaStream_t s) {
-  const size_t smem = WmmaSmem<D>::bytes;
-  static bool raised = false;
-  if (!raised) {
-    SL_CUDA_CHECK(cudaFuncSetAttribute(attn_wmma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    raised = true;
-  }
-  dim3 grid(unsigned((T_ + kBr - 1) / kBr), unsigned(H), unsigned(B));
-  attn_wmma_kernel<D><<<grid, kWWarps * 32, smem, s>>>(out, out_stride, lse, q, q_stride, k, v, kv_stride, mask,
-                                                       int(T_), int(H), int(Hk), scale);
-  SL_LAUNCH_CHECK();
+  // D = 256 keeps its output in shared memory: 16 accumulator fragments per warp would spill registers.
+  if (D <= 128 && use_reg_o()) launch_wmma_variant<D, (D <= 128)>(out, out_stride, lse, q, q_stride, k, v, kv_stride, mask, B, T_, H, Hk, scale, s);
+  else launch_wmma_variant<D, false>(out, out_stride, lse, q, q_stride, k, v, kv_stride, mask, B, T_, H, Hk, scale, s);
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
 
+void set_attention_variant(bool registers) { g_variant = registers ? 1 : 2; }
+
 const char* attention_bf16_path(size_t Dh, size_t q_stride, size_t kv_stride, size_t out_stride, const void* q,
                                 const void* k, const void* v, const void* out) {
   const bool shape = Dh == 32 || Dh == 64 || Dh == 80 || Dh == 96 || Dh == 128 || Dh == 256;
   const bool align = q_stride % 8 == 0 && kv_stride % 8 == 0 && out_stride % 8 == 0 && aligned16(q) &&
                      aligned16(k) && aligned16(v) && aligned16(out);
-  return shape && align ? "wmma" : "scalar";
+  return shape && align ? (Dh <= 128 && use_reg_o() ? "wmma-reg" : "wmma-smem") : "scalar";
 }
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const uint8_t* key_mask,

@@ -22,9 +22,13 @@ void attention_forward_bf16(bf16* out, size_t out_stride, float* lse, const bf16
                             const bf16* v, size_t kv_stride, const uint8_t* key_mask, size_t B, size_t T, size_t H,
                             size_t Hk, size_t Dh, float scale, cudaStream_t s);
 
-// Which path attention_forward_bf16 takes for these arguments ("wmma" or "scalar"), for the harness.
+// Which path attention_forward_bf16 takes for these arguments ("wmma-reg", "wmma-smem" or "scalar"), for the harness.
 const char* attention_bf16_path(size_t Dh, size_t q_stride, size_t kv_stride, size_t out_stride, const void* q,
                                 const void* k, const void* v, const void* out);
+
+// Tensor-core variant: output accumulator in registers (default) or in shared memory (version 1; also selected by
+// STREAMLINE_ATTN=smem). Process-wide; for the harness and benchmarks.
+void set_attention_variant(bool registers);
 
 }  // namespace cuda
 }  // namespace streamline

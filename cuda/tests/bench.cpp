@@ -151,11 +151,16 @@ void bench_layer(bool quick) {
     device_random(qkv.p, qkv.bytes, 7);
     const sc::bf16* q = qkv.as<sc::bf16>();
     const size_t W_ = Hd + 2 * Kd;
-    const double am = time_ms([&] {
-      sc::attention_forward_bf16(ao.as<sc::bf16>(), Hd, nullptr, q, W_, q + Hd, q + Hd + Kd, W_, nullptr, s.batch, s.seq_len,
-                                 s.heads, s.kv_heads, s.head_dim, 1.f / std::sqrt(128.f), nullptr);
-    }, 1, 3, nullptr);
-    bench_record("  attention (flash, bf16 wmma)", attn_flops / (am * 1e-3) / 1e12, "TFLOP/s", fmt("%.3f ms of the layer", am));
+    for (int variant = 0; variant < 2; variant++) {
+      sc::set_attention_variant(variant == 0);
+      const double am = time_ms([&] {
+        sc::attention_forward_bf16(ao.as<sc::bf16>(), Hd, nullptr, q, W_, q + Hd, q + Hd + Kd, W_, nullptr, s.batch,
+                                   s.seq_len, s.heads, s.kv_heads, s.head_dim, 1.f / std::sqrt(128.f), nullptr);
+      }, 1, 3, nullptr);
+      bench_record(variant == 0 ? "  attention (flash, bf16 wmma, O in registers)" : "  attention v1 (O in shared memory)",
+                   attn_flops / (am * 1e-3) / 1e12, "TFLOP/s", fmt("%.3f ms", am));
+    }
+    sc::set_attention_variant(true);
     sc::Gemm g(true);
     DevBuf xin(M * F * 2), yo(M * 2 * F * 2);
     device_random(xin.p, xin.bytes, 8);

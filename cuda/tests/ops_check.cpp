@@ -209,14 +209,19 @@ void check_attention(bool quick) {
         ref::attention_forward(ref.data(), Hd, lse.data(), packed.data(), W_, packed.data() + Hd, packed.data() + Hd + Kd,
                                W_, mp, c.B, c.T, c.H, c.Hk, c.Dh, scale);
         DevBuf dp = dev(to_bf16(packed)), dm = dev(mask), dout(M * Hd * 2), dl(lse.size() * 4);
-        dout.poison(); dl.poison();
         const sc::bf16* pq = dp.as<sc::bf16>();
-        const char* path = sc::attention_bf16_path(c.Dh, W_, W_, Hd, pq, pq + Hd, pq + Hd + Kd, dout.p);
-        sc::attention_forward_bf16(dout.as<sc::bf16>(), Hd, dl.as<float>(), pq, W_, pq + Hd, pq + Hd + Kd, W_,
-                                   mk ? dm.as<uint8_t>() : nullptr, c.B, c.T, c.H, c.Hk, c.Dh, scale, S);
-        std::vector<float> o = from_bf16(host<uint16_t>(dout, M * Hd));
-        check("attention", fmt("bf16 %s ", path) + base, compare(o.data(), ref.data(), M * Hd), kTolBf16);
-        check("attention", fmt("bf16 %s lse ", path) + base, compare(host<float>(dl, lse.size()).data(), lse.data(), lse.size()), kTolBf16Out);
+        for (int variant = 0; variant < 2; variant++) {  // tensor-core output in registers, then in shared memory
+          sc::set_attention_variant(variant == 0);
+          const char* path = sc::attention_bf16_path(c.Dh, W_, W_, Hd, pq, pq + Hd, pq + Hd + Kd, dout.p);
+          if (variant == 1 && std::string(path) == "scalar") break;
+          dout.poison(); dl.poison();
+          sc::attention_forward_bf16(dout.as<sc::bf16>(), Hd, dl.as<float>(), pq, W_, pq + Hd, pq + Hd + Kd, W_,
+                                     mk ? dm.as<uint8_t>() : nullptr, c.B, c.T, c.H, c.Hk, c.Dh, scale, S);
+          std::vector<float> o = from_bf16(host<uint16_t>(dout, M * Hd));
+          check("attention", fmt("bf16 %s ", path) + base, compare(o.data(), ref.data(), M * Hd), kTolBf16);
+          check("attention", fmt("bf16 %s lse ", path) + base, compare(host<float>(dl, lse.size()).data(), lse.data(), lse.size()), kTolBf16Out);
+        }
+        sc::set_attention_variant(true);
       }
     }
   }
