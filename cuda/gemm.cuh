@@ -40,6 +40,7 @@ class Gemm {
     void* c = nullptr;
     uint64_t algo[8] = {};
     size_t workspace = 0;
+    bool fallback = false;  // cuBLASLt offered no algorithm for this shape
   };
   const Plan& plan(DType ydt, size_t M, size_t N, size_t K);
   void* handle_ = nullptr;

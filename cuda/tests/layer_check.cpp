@@ -144,6 +144,7 @@ void check_styles(bool quick) {
       for (int use_lt = 0; use_lt < 2; use_lt++) {
         if (use_lt && !streamline::cuda::lt::api()) continue;
         Rng r(1000 + si++);
+        try {
         ref::LayerSpecRef s{sh.B, sh.T, sh.D, sh.H, sh.Hk, sh.Dh, sh.F, sh.Dh, st.rms, st.gated, st.pre_norm,
                             st.use_rope, st.mlp_only, st.act, 1e-5f, 1.f / std::sqrt(float(sh.Dh))};
         if (std::string(st.name).find("partial") != std::string::npos) s.rot = sh.Dh / 2;
@@ -168,6 +169,9 @@ void check_styles(bool quick) {
         size_t nonfinite = 0;
         for (float v : out) nonfinite += !std::isfinite(v);
         record("layer", nm + " all outputs finite (padding too)", nonfinite == 0, double(nonfinite), 0);
+        } catch (const std::exception& e) {
+          record("layer", fmt("%s D=%zu Dh=%zu %s", st.name, sh.D, sh.Dh, use_lt ? "cublaslt" : "fallback"), false, NAN, 0, e.what());
+        }
         if (quick) break;
       }
     }
@@ -276,8 +280,13 @@ void check_capi() {
 void run_layer_checks(bool quick) {
   std::printf("layer checks%s\n", quick ? " (quick)" : "");
   check_styles(quick);
-  check_streaming();
-  check_capi();
+  for (auto fn : {check_streaming, check_capi}) {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      record("layer", "uncaught exception", false, NAN, 0, e.what());
+    }
+  }
   std::fflush(stdout);
 }
 

@@ -437,14 +437,22 @@ void check_gemm(bool quick) {
 
 void run_op_checks(bool quick) {
   std::printf("op checks%s\n", quick ? " (quick)" : "");
-  check_embedding();
-  check_norms(quick);
-  check_rope();
-  check_activations();
-  check_logsoftmax(quick);
-  check_cosine();
-  check_gemm(quick);
-  check_attention(quick);
+  // Each op family on its own: an exception fails that family only (a sticky device error will fail the rest).
+  auto guard = [](const char* name, auto&& fn) {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      record(name, "uncaught exception", false, NAN, 0, e.what());
+    }
+  };
+  guard("embedding", [] { check_embedding(); });
+  guard("norm", [&] { check_norms(quick); });
+  guard("rope", [] { check_rope(); });
+  guard("activation", [] { check_activations(); });
+  guard("logsoftmax", [&] { check_logsoftmax(quick); });
+  guard("cosine", [] { check_cosine(); });
+  guard("gemm", [&] { check_gemm(quick); });
+  guard("attention", [&] { check_attention(quick); });
   std::fflush(stdout);
 }
 
