@@ -10,10 +10,12 @@ if ! command -v pnpm >/dev/null 2>&1 || [ "$(pnpm --version 2>/dev/null)" != "$P
   npm i -g "pnpm@$PNPM_VERSION" >/dev/null
 fi
 
-if [ ! -f /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.a ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  echo "setup: installing OpenBLAS (libopenblas-pthread-dev)"
+# Build-time only: OpenBLAS (f32 GEMM, linked statically) and Eigen (headers, least-squares solve).
+if { [ ! -f /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.a ] || [ ! -d /usr/include/eigen3 ]; } \
+   && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "setup: installing libopenblas-pthread-dev and libeigen3-dev"
   apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libopenblas-pthread-dev >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libopenblas-pthread-dev libeigen3-dev >/dev/null
 fi
 
 echo "setup: installing dependencies"

@@ -75,8 +75,11 @@ void linear_forward(float* y, const float* x, const void* w, DType wdt, const fl
   if (wdt == DType::F32) {
     gemm_f32(y, x, static_cast<const float*>(w), M, N, K, true, accumulate);
   } else {
-    // Widen a panel of output features at a time: NB rows of W (NB x K f32) stay within L2.
-    size_t NB = std::max<size_t>(16, std::min<size_t>(N, (512 * 1024) / (K * sizeof(float) + 1)));
+    // Widen a panel of output features at a time. With few rows the panel stays within L2 (the product is
+    // bandwidth-bound); with many rows it is large (up to 16 MiB), because every sgemm call repacks all of x
+    // and small panels would repack it N/NB times.
+    size_t budget = M >= 64 ? (size_t(16) << 20) : (512 * 1024);
+    size_t NB = std::max<size_t>(16, std::min<size_t>(N, budget / (K * sizeof(float) + 1)));
     std::vector<float> panel(NB * K);
 #ifndef STREAMLINE_HAVE_BLAS
     std::vector<float> out(M * NB);

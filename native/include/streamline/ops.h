@@ -34,7 +34,7 @@ void rope_forward(float* x, const float* cos, const float* sin, size_t M, size_t
 // Causal grouped-query attention. q[B,T,H,Dh], k/v[B,T,Hk,Dh], out[B,T,H,Dh]. key_mask[B,T] (1 = real token,
 // 0 = padding; nullptr = all real). Query i attends to keys j <= i with key_mask[j] = 1; softmax in f32 with
 // scores scaled by `scale`. A query with no visible key (padding) gets zeros. lse[B,H,T] (optional) receives the
-// log-sum-exp of the scaled scores, for the backward pass.
+// log-sum-exp of the scaled scores, for the backward pass (-inf for a query with no visible key).
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const uint8_t* key_mask,
                        size_t B, size_t T, size_t H, size_t Hk, size_t Dh, float scale);
 
@@ -65,6 +65,24 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         size_t H, size_t Hk, size_t Dh, float scale);
 // loss = mean((a - b)^2) over n elements (f64 accumulation); da = 2 (a - b) / n when da is not nullptr.
 double mse_forward_backward(float* da, const float* a, const float* b, size_t n);
+
+// Plain references of the backward kernels (f64 accumulation, no threads); same semantics as above. As the
+// section header says, everything accumulates (dx of the norms, activation_backward, gated_backward included)
+// except linear_backward's dx, attention_backward's dq/dk/dv, rope_backward (in place) and mse's da.
+namespace ref {
+void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w, size_t M,
+                     size_t N, size_t K);
+void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, size_t M, size_t D, float eps);
+void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w, size_t M,
+                        size_t D, float eps);
+void activation_backward(float* dx, const float* dy, const float* x, size_t n, Activation act);
+void gated_backward(float* dgate, float* dup, const float* dy, const float* gate, const float* up, size_t n, Activation act);
+void rope_backward(float* dx, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh);
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const float* out, const float* lse, const uint8_t* key_mask, size_t B, size_t T,
+                        size_t H, size_t Hk, size_t Dh, float scale);
+double mse_forward_backward(float* da, const float* a, const float* b, size_t n);
+}  // namespace ref
 
 namespace ref {
 void rmsnorm_forward(float* y, const float* x, const void* w, DType wdt, size_t M, size_t D, float eps);

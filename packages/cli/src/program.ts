@@ -3,10 +3,16 @@
  * commands parse and check options, call @streamline/core or @streamline/eval, and present results.
  */
 import { Command, CommanderError } from 'commander';
-import { isStreamlineError } from '@streamline/core';
+import { isStreamlineError, loadModel, StreamlineError } from '@streamline/core';
+import { registerEval } from './commands/eval.js';
 import { registerInfo } from './commands/info.js';
+import { registerInspect } from './commands/inspect.js';
+import { registerPrune } from './commands/prune.js';
+import { registerScore } from './commands/score.js';
 
-export const VERSION = '0.1.0';
+import { VERSION } from './version.js';
+
+export { VERSION };
 
 /** Builds the program (exported for tests and for the docs generator). */
 export function buildProgram(): Command {
@@ -16,6 +22,16 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
   registerInfo(program);
+  registerInspect(program);
+  registerScore(program);
+  registerPrune(program);
+  registerEval(program, {
+    loadModel: async (dir) => {
+      const m = await loadModel(dir);
+      if (!m.tokenizer) throw new StreamlineError('E_TOKENIZER_MISSING', `${dir} has no tokenizer.json`, { file: dir });
+      return { maxLength: m.maxLength, tokenLogprobs: m.tokenLogprobs, tokenizer: m.tokenizer };
+    },
+  });
   return program;
 }
 

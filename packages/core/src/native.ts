@@ -16,16 +16,156 @@ export interface NativeTensor {
   shape: readonly number[];
 }
 
+/**
+ * Spec of a trained replacement: the engine's layer spec (heads, kvHeads, headDim needed only for `layer`;
+ * preNorm must be true) plus `gradScale` (default 1), which multiplies the gradients but not the loss.
+ */
+export type NativeReplacementSpec = NativeMlpSpec & Partial<Pick<NativeLayerSpec, 'heads' | 'kvHeads' | 'headDim' | 'useRope' | 'attnScale' | 'ropeAttentionScaling'>> & {
+  gradScale?: number;
+};
+/**
+ * f32 parameters (or gradients) of a replacement by role, row-major ([out, in] for linear weights): a flat
+ * Float32Array, or a tensor whose data is one (dtype 'f32', shape holding the expected element count).
+ */
+export type NativeReplacementParams = Partial<Record<NativeLayerRole, Float32Array | { data: Float32Array; dtype: string; shape: readonly number[] }>>;
+
+/** One AdamW step as torch.optim.AdamW takes it; `step` is 1-based (the step being taken). */
+export interface NativeAdamWOptions {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  step: number;
+}
+
 /** Raw addon exports; binding files add functions here as they register them. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type NativeAddon = Record<string, any> & {
+export type NativeAddon = Record<string, any> & NativeScoring & NativeLinalg & {
   cpuInfo(): { avx2: boolean; avx512f: boolean; avx512bf16: boolean; amx: boolean; amxPermitted: boolean; detected: string; level: string; threads: number; blas: string };
   cudaInfo(): { compiled: boolean; loaded: boolean; deviceCount: number; runtimeVersion: number; deviceName: string; available: boolean; reason: string };
   mapFile(path: string): ArrayBuffer;
   convertFloats(dst: ArrayBufferView, dstDtype: string, src: ArrayBufferView, srcDtype: string): void;
   convertFloatsRef(dst: ArrayBufferView, dstDtype: string, src: ArrayBufferView, srcDtype: string): void;
   convertFloatsAsync(dst: ArrayBufferView, dstDtype: string, src: ArrayBufferView, srcDtype: string): Promise<void>;
+  // ---- backward kernels, loss and optimiser (binding_backward.cpp). Arguments: outputs, inputs, dimensions;
+  // buffers are Float32Array of exactly the implied length; `null` skips an optional output or input.
+  // Gradients accumulate (+=) except linear dx, attention dq/dk/dv, rope (in place) and mse da (overwritten).
+  linearBackward(dx: Float32Array | null, dw: Float32Array | null, db: Float32Array | null, dy: Float32Array, x: Float32Array | null, w: Float32Array | null, M: number, N: number, K: number): void;
+  linearBackwardRef(dx: Float32Array | null, dw: Float32Array | null, db: Float32Array | null, dy: Float32Array, x: Float32Array | null, w: Float32Array | null, M: number, N: number, K: number): void;
+  rmsnormBackward(dx: Float32Array | null, dw: Float32Array | null, dy: Float32Array, x: Float32Array, w: Float32Array | null, M: number, D: number, eps: number): void;
+  rmsnormBackwardRef(dx: Float32Array | null, dw: Float32Array | null, dy: Float32Array, x: Float32Array, w: Float32Array | null, M: number, D: number, eps: number): void;
+  layernormBackward(dx: Float32Array | null, dw: Float32Array | null, db: Float32Array | null, dy: Float32Array, x: Float32Array, w: Float32Array | null, M: number, D: number, eps: number): void;
+  layernormBackwardRef(dx: Float32Array | null, dw: Float32Array | null, db: Float32Array | null, dy: Float32Array, x: Float32Array, w: Float32Array | null, M: number, D: number, eps: number): void;
+  activationBackward(dx: Float32Array, dy: Float32Array, x: Float32Array, kind: NativeActivation): void;
+  activationBackwardRef(dx: Float32Array, dy: Float32Array, x: Float32Array, kind: NativeActivation): void;
+  gatedBackward(dgate: Float32Array | null, dup: Float32Array | null, dy: Float32Array, gate: Float32Array, up: Float32Array, kind: NativeActivation): void;
+  gatedBackwardRef(dgate: Float32Array | null, dup: Float32Array | null, dy: Float32Array, gate: Float32Array, up: Float32Array, kind: NativeActivation): void;
+  ropeBackward(dx: Float32Array, cos: Float32Array, sin: Float32Array, M: number, nheads: number, Dh: number): void;
+  ropeBackwardRef(dx: Float32Array, cos: Float32Array, sin: Float32Array, M: number, nheads: number, Dh: number): void;
+  attentionBackward(dq: Float32Array, dk: Float32Array, dv: Float32Array, dout: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, keyMask: Uint8Array | null, B: number, T: number, H: number, Hk: number, Dh: number, scale: number): void;
+  attentionBackwardRef(dq: Float32Array, dk: Float32Array, dv: Float32Array, dout: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, keyMask: Uint8Array | null, B: number, T: number, H: number, Hk: number, Dh: number, scale: number): void;
+  mseForwardBackward(da: Float32Array | null, a: Float32Array, b: Float32Array): number;
+  mseForwardBackwardRef(da: Float32Array | null, a: Float32Array, b: Float32Array): number;
+  adamwStep(params: Float32Array[], grads: Float32Array[], m: Float32Array[], v: Float32Array[], options: NativeAdamWOptions): void;
+  gradNorm(grads: Float32Array[]): number;
+  clipGradNorm(grads: Float32Array[], maxNorm: number): { norm: number; scale: number };
+  // Replacement training (binding_replacement.cpp), off the JS thread. params/grads by role (f32 master
+  // tensors, flat); grads accumulate and may omit frozen roles; the loss is the MSE over real tokens.
+  // Buffers must not be touched from JS until the promise settles.
+  /** gradScale (optional) multiplies spec.gradScale: the share of the optimiser step's loss this micro-batch carries. */
+  replacementStep(kind: 'mlp' | 'layer', spec: NativeReplacementSpec, params: NativeReplacementParams, grads: NativeReplacementParams, x: Float32Array, target: Float32Array, positions: Int32Array | null, keyMask: Uint8Array | null, ropeInvFreq: Float32Array | null, gradScale?: number): Promise<number>;
+  /** Forward and loss only (validation). */
+  replacementLoss(kind: 'mlp' | 'layer', spec: NativeReplacementSpec, params: NativeReplacementParams, x: Float32Array, target: Float32Array, positions: Int32Array | null, keyMask: Uint8Array | null, ropeInvFreq: Float32Array | null): Promise<number>;
+  replacementForward(kind: 'mlp' | 'layer', spec: NativeReplacementSpec, params: NativeReplacementParams, out: Float32Array, x: Float32Array, positions: Int32Array | null, keyMask: Uint8Array | null, ropeInvFreq: Float32Array | null): Promise<void>;
+  // ---- end of backward block
+
+  // ---- forward kernels (binding_ops.cpp): synchronous, fast path and `...Ref` plain reference.
+  // Lengths are checked against the dimensions (E_SHAPE); activations are f32, weights any float dtype.
+  rmsnormForward(y: Float32Array, x: Float32Array, w: NativeTensor | null, M: number, D: number, eps: number): void;
+  rmsnormForwardRef(y: Float32Array, x: Float32Array, w: NativeTensor | null, M: number, D: number, eps: number): void;
+  layernormForward(y: Float32Array, x: Float32Array, w: NativeTensor | null, b: NativeTensor | null, M: number, D: number, eps: number): void;
+  layernormForwardRef(y: Float32Array, x: Float32Array, w: NativeTensor | null, b: NativeTensor | null, M: number, D: number, eps: number): void;
+  /** out[M, D] = table[ids]; throws E_TOKEN_RANGE naming the first id outside [0, V). */
+  embeddingForward(out: Float32Array, ids: Int32Array, table: NativeTensor): void;
+  /** cos/sin [M, half] for positions[M] and invFreq[half], times attentionScaling (default 1). */
+  ropeTables(cos: Float32Array, sin: Float32Array, positions: Int32Array, invFreq: Float32Array, attentionScaling?: number): void;
+  /** In place on x[M, nheads, Dh], rotate-half layout. */
+  ropeForward(x: Float32Array, cos: Float32Array, sin: Float32Array, M: number, nheads: number, Dh: number): void;
+  ropeForwardRef(x: Float32Array, cos: Float32Array, sin: Float32Array, M: number, nheads: number, Dh: number): void;
+  /** Causal GQA: q[B,T,H,Dh], k/v[B,T,Hk,Dh], out[B,T,H,Dh], lse[B,H,T], keyMask[B,T] (1 = real). */
+  attentionForward(out: Float32Array, lse: Float32Array | null, q: Float32Array, k: Float32Array, v: Float32Array, keyMask: Uint8Array | null, B: number, T: number, H: number, Hk: number, Dh: number, scale: number): void;
+  attentionForwardRef(out: Float32Array, lse: Float32Array | null, q: Float32Array, k: Float32Array, v: Float32Array, keyMask: Uint8Array | null, B: number, T: number, H: number, Hk: number, Dh: number, scale: number): void;
+  activationForward(y: Float32Array, x: Float32Array, kind: NativeActivation): void;
+  activationForwardRef(y: Float32Array, x: Float32Array, kind: NativeActivation): void;
+  /** y = act(gate) * up. */
+  gatedForward(y: Float32Array, gate: Float32Array, up: Float32Array, kind: NativeActivation): void;
+  gatedForwardRef(y: Float32Array, gate: Float32Array, up: Float32Array, kind: NativeActivation): void;
+  logSoftmaxForward(y: Float32Array, x: Float32Array, M: number, V: number): void;
+  logSoftmaxForwardRef(y: Float32Array, x: Float32Array, M: number, V: number): void;
+  /** lp[m] = log_softmax(logits[m])[targets[m]], 0 where targets[m] < 0; E_TOKEN_RANGE for targets >= V. */
+  tokenLogprobs(lp: Float32Array, logits: Float32Array, targets: Int32Array, M: number, V: number): void;
+  /** y[M, N] = x[M, K] · w[N, K]^T + bias[N]. */
+  linearForward(y: Float32Array, x: Float32Array, w: NativeTensor, bias: Float32Array | null, M: number, N: number, K: number): void;
+  linearForwardRef(y: Float32Array, x: Float32Array, w: NativeTensor, bias: Float32Array | null, M: number, N: number, K: number): void;
+
+  // ---- layers (binding_model.cpp): asynchronous; every size and weight shape is checked before work starts.
+  /** One decoder layer on x[batch*seqLen, hidden]; out may be x. positions/ropeInvFreq are required with useRope. */
+  decoderLayerForward(out: Float32Array, x: Float32Array, spec: NativeLayerSpec, weights: NativeLayerWeights, positions: Int32Array | null, keyMask: Uint8Array | null, ropeInvFreq: Float32Array | null, captures: { attnResidual?: Float32Array; mlpOut?: Float32Array } | null): Promise<void>;
+  /** Pre-norm: out = x + MLP(n2(x)); post-norm: out = n2(x + MLP(x)). mlpOut receives MLP(...) when given. */
+  mlpBlockForward(out: Float32Array, x: Float32Array, spec: NativeMlpSpec, weights: NativeLayerWeights, mlpOut?: Float32Array | null): Promise<void>;
+  /** Final norm, optional project_out, lm_head; logits [M, V] and/or log-probs of targets [M]. */
+  headForward(x: Float32Array, M: number, spec: NativeHeadSpec, weights: NativeHeadWeights, targets: Int32Array | null, logitsOut: Float32Array | null, logprobsOut: Float32Array | null): Promise<void>;
 };
+
+export type NativeActivation = 'silu' | 'relu' | 'gelu' | 'gelu_tanh';
+
+/** The MLP half of a layer spec (mlpBlockForward). */
+export interface NativeMlpSpec {
+  batch: number;
+  seqLen: number;
+  hidden: number;
+  intermediate: number;
+  norm: 'rms' | 'layer';
+  normEps: number;
+  activation: NativeActivation;
+  /** down(act(gate(x)) * up(x)) when true (default); down(act(up(x))) when false. */
+  gatedMlp?: boolean;
+  /** false: OPT do_layer_norm_before = false (norm after each residual add). Default true. */
+  preNorm?: boolean;
+}
+
+/** A full decoder layer spec (decoderLayerForward). */
+export interface NativeLayerSpec extends NativeMlpSpec {
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  /** Default true. */
+  useRope?: boolean;
+  /** Score scale; 0 or absent means 1/sqrt(headDim). */
+  attnScale?: number;
+  /** Multiplies cos and sin (llama3/yarn attention scaling). Default 1. */
+  ropeAttentionScaling?: number;
+}
+
+export type NativeLayerRole =
+  | 'attn_norm.weight' | 'attn_norm.bias' | 'q.weight' | 'q.bias' | 'k.weight' | 'k.bias' | 'v.weight' | 'v.bias'
+  | 'o.weight' | 'o.bias' | 'mlp_norm.weight' | 'mlp_norm.bias' | 'gate.weight' | 'gate.bias' | 'up.weight' | 'up.bias'
+  | 'down.weight' | 'down.bias';
+export type NativeLayerWeights = Partial<Record<NativeLayerRole, NativeTensor | null>>;
+
+export interface NativeHeadSpec {
+  hidden: number;
+  vocab: number;
+  /** 'none': no final norm (OPT post-norm models). */
+  norm: 'rms' | 'layer' | 'none';
+  normEps: number;
+  /** OPT word_embed_proj_dim when the model has project_out. */
+  projDim?: number;
+}
+export type NativeHeadWeights = Partial<
+  Record<'final_norm.weight' | 'final_norm.bias' | 'project_out.weight' | 'lm_head.weight', NativeTensor | null>
+>;
 
 let cached: NativeAddon | undefined;
 
@@ -67,4 +207,24 @@ function cpuFlags(): Set<string> {
   } catch {
     return new Set();
   }
+}
+
+/** Fused cosine scoring (native/binding/binding_score.cpp). */
+export interface NativeScoring {
+  /** Adds [sum of cosines, tokens counted, zero-norm tokens] for one pair into out (Float64Array(3)). */
+  cosineAccumulate(out: Float64Array, a: Float32Array, b: Float32Array, mask: Uint8Array | null, M: number, D: number, useRef?: boolean): void;
+  /** The same for pairs (states[pairs[2p]], states[pairs[2p+1]]), off the JS thread; out has 3 values per pair. */
+  cosinePairsAccumulate(out: Float64Array, states: Float32Array[], pairs: Int32Array, mask: Uint8Array | null, M: number, D: number): Promise<void>;
+}
+
+/** Least squares for the `linear` replacement (native/binding/binding_linalg.cpp). */
+export interface NativeLinalg {
+  /** XtX += XᵀX, XtY += XᵀY over unmasked rows, in f64. Async unless useRef (the plain reference, synchronous). */
+  normalEquationsAccumulate(XtX: Float64Array, XtY: Float64Array, X: Float32Array, Y: Float32Array, mask: Uint8Array | null, M: number, D: number, E: number, useRef?: boolean): Promise<void> | void;
+  /** Solves (XtX + ridge·I) T = XtY into T; rejects with E_LINEAR_SOLVE. */
+  solveNormalEquations(T: Float32Array, XtX: Float64Array, XtY: Float64Array, D: number, E: number, ridge: number): Promise<void>;
+  /** Wout[D,F] = Tᵀ · Win. */
+  foldLeft(Wout: Float32Array, T: Float32Array, Win: NativeTensor, D: number, F: number): Promise<void>;
+  /** Eout[V,D] = Ein · T. */
+  foldRight(Eout: Float32Array, Ein: NativeTensor, T: Float32Array, V: number, D: number): Promise<void>;
 }

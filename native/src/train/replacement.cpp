@@ -1,0 +1,234 @@
+// Forward + backward of the `mlp` and `layer` replacements (see replacement.h), built from the kernels of ops.h
+// with f32 master weights. Saved activations: the normed inputs, q/k (after RoPE), v, the attention output and
+// its log-sum-exp, the residual after attention, and the MLP's gate/up/hidden values; nothing is recomputed
+// except the attention probabilities (blockwise, inside attention_backward).
+#include "streamline/replacement.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "streamline/matmul.h"
+#include "streamline/threads.h"
+
+namespace streamline {
+
+namespace {
+
+const char* const kRoleNames[kRoleCount] = {
+    "attn_norm.weight", "attn_norm.bias", "q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias",
+    "o.weight", "o.bias", "mlp_norm.weight", "mlp_norm.bias", "gate.weight", "up.weight", "up.bias",
+    "down.weight", "down.bias"};
+
+struct Saved {
+  // attention block (layer only)
+  std::vector<float> a, q, k, v, attn, lse, h1, cos, sin;
+  // MLP block
+  std::vector<float> n2, gate, up, mid;
+};
+
+void norm_forward(const ReplacementSpec& s, float* y, const float* x, const float* w, const float* b, size_t M) {
+  if (s.layer_norm) layernorm_forward(y, x, w, b, DType::F32, M, s.D, s.norm_eps);
+  else rmsnorm_forward(y, x, w, DType::F32, M, s.D, s.norm_eps);
+}
+
+void norm_backward(const ReplacementSpec& s, float* dw, float* db, const float* dy, const float* x, const float* w,
+                   size_t M) {
+  if (s.layer_norm) layernorm_backward(nullptr, dw, db, dy, x, w, M, s.D, s.norm_eps);
+  else rmsnorm_backward(nullptr, dw, dy, x, w, M, s.D, s.norm_eps);
+}
+
+// y = x + MLP(norm(x)); y may not alias x.
+void mlp_forward(const ReplacementSpec& s, const ReplacementParams& p, float* y, const float* x, Saved& A, size_t M) {
+  const size_t D = s.D, F = s.F;
+  A.n2.resize(M * D);
+  norm_forward(s, A.n2.data(), x, p[kRoleMlpNormW], p[kRoleMlpNormB], M);
+  A.up.resize(M * F);
+  A.mid.resize(M * F);
+  linear_forward(A.up.data(), A.n2.data(), p[kRoleUpW], DType::F32, p[kRoleUpB], M, F, D);
+  if (s.gated) {
+    A.gate.resize(M * F);
+    linear_forward(A.gate.data(), A.n2.data(), p[kRoleGateW], DType::F32, nullptr, M, F, D);
+    gated_forward(A.mid.data(), A.gate.data(), A.up.data(), M * F, s.act);
+  } else {
+    activation_forward(A.mid.data(), A.up.data(), M * F, s.act);
+  }
+  std::memcpy(y, x, M * D * sizeof(float));
+  linear_forward(y, A.mid.data(), p[kRoleDownW], DType::F32, p[kRoleDownB], M, D, F, /*accumulate=*/true);
+}
+
+// Gradients of the MLP block's parameters for upstream dy (the gradient with respect to x is not needed:
+// a replacement's input is data; a layer's MLP input gradient is computed by the caller's path when needed).
+// dx_norm (optional, [M, D]) receives += the gradient that flows into x through the norm.
+void mlp_backward(const ReplacementSpec& s, const ReplacementParams& p, const ReplacementGrads& g, const float* dy,
+                  const float* x, const Saved& A, size_t M, float* dx_norm) {
+  const size_t D = s.D, F = s.F;
+  std::vector<float> dmid(M * F), dup(M * F, 0.f), dn(M * D);
+  linear_backward(dmid.data(), g[kRoleDownW], g[kRoleDownB], dy, A.mid.data(), p[kRoleDownW], M, D, F);
+  if (s.gated) {
+    std::vector<float> dgate(M * F, 0.f);
+    gated_backward(dgate.data(), dup.data(), dmid.data(), A.gate.data(), A.up.data(), M * F, s.act);
+    linear_backward(dn.data(), g[kRoleGateW], nullptr, dgate.data(), A.n2.data(), p[kRoleGateW], M, F, D);
+    linear_backward(nullptr, g[kRoleUpW], g[kRoleUpB], dup.data(), A.n2.data(), p[kRoleUpW], M, F, D);
+    gemm_f32(dn.data(), dup.data(), p[kRoleUpW], M, D, F, false, /*accumulate=*/true);
+  } else {
+    activation_backward(dup.data(), dmid.data(), A.up.data(), M * F, s.act);
+    linear_backward(dn.data(), g[kRoleUpW], g[kRoleUpB], dup.data(), A.n2.data(), p[kRoleUpW], M, F, D);
+  }
+  if (dx_norm) {
+    if (s.layer_norm) layernorm_backward(dx_norm, g[kRoleMlpNormW], g[kRoleMlpNormB], dn.data(), x, p[kRoleMlpNormW], M, D, s.norm_eps);
+    else rmsnorm_backward(dx_norm, g[kRoleMlpNormW], dn.data(), x, p[kRoleMlpNormW], M, D, s.norm_eps);
+  } else {
+    norm_backward(s, g[kRoleMlpNormW], g[kRoleMlpNormB], dn.data(), x, p[kRoleMlpNormW], M);
+  }
+}
+
+// h1 = x + o(attn(rope(q(a)), rope(k(a)), v(a))), a = norm(x).
+void attn_forward(const ReplacementSpec& s, const ReplacementParams& p, float* h1, const float* x, Saved& A, size_t M,
+                  const int32_t* positions, const uint8_t* key_mask, const float* inv_freq) {
+  const size_t D = s.D, Q = s.H * s.Dh, KV = s.Hk * s.Dh;
+  A.a.resize(M * D);
+  norm_forward(s, A.a.data(), x, p[kRoleAttnNormW], p[kRoleAttnNormB], M);
+  A.q.resize(M * Q);
+  A.k.resize(M * KV);
+  A.v.resize(M * KV);
+  linear_forward(A.q.data(), A.a.data(), p[kRoleQW], DType::F32, p[kRoleQB], M, Q, D);
+  linear_forward(A.k.data(), A.a.data(), p[kRoleKW], DType::F32, p[kRoleKB], M, KV, D);
+  linear_forward(A.v.data(), A.a.data(), p[kRoleVW], DType::F32, p[kRoleVB], M, KV, D);
+  if (s.use_rope) {
+    const size_t half = s.Dh / 2;
+    A.cos.resize(M * half);
+    A.sin.resize(M * half);
+    rope_tables(A.cos.data(), A.sin.data(), positions, inv_freq, M, half, s.rope_attention_scaling);
+    rope_forward(A.q.data(), A.cos.data(), A.sin.data(), M, s.H, s.Dh);
+    rope_forward(A.k.data(), A.cos.data(), A.sin.data(), M, s.Hk, s.Dh);
+  }
+  A.attn.resize(M * Q);
+  A.lse.resize(s.B * s.H * s.T);
+  attention_forward(A.attn.data(), A.lse.data(), A.q.data(), A.k.data(), A.v.data(), key_mask, s.B, s.T, s.H, s.Hk,
+                    s.Dh, s.attn_scale);
+  std::memcpy(h1, x, M * D * sizeof(float));
+  linear_forward(h1, A.attn.data(), p[kRoleOW], DType::F32, p[kRoleOB], M, D, Q, /*accumulate=*/true);
+}
+
+void attn_backward(const ReplacementSpec& s, const ReplacementParams& p, const ReplacementGrads& g, const float* dh,
+                   const float* x, const Saved& A, size_t M, const uint8_t* key_mask) {
+  const size_t D = s.D, Q = s.H * s.Dh, KV = s.Hk * s.Dh;
+  std::vector<float> dattn(M * Q), dq(M * Q), dk(M * KV), dv(M * KV), da(M * D);
+  linear_backward(dattn.data(), g[kRoleOW], g[kRoleOB], dh, A.attn.data(), p[kRoleOW], M, D, Q);
+  attention_backward(dq.data(), dk.data(), dv.data(), dattn.data(), A.q.data(), A.k.data(), A.v.data(), A.attn.data(),
+                     A.lse.data(), key_mask, s.B, s.T, s.H, s.Hk, s.Dh, s.attn_scale);
+  if (s.use_rope) {
+    rope_backward(dq.data(), A.cos.data(), A.sin.data(), M, s.H, s.Dh);
+    rope_backward(dk.data(), A.cos.data(), A.sin.data(), M, s.Hk, s.Dh);
+  }
+  linear_backward(da.data(), g[kRoleQW], g[kRoleQB], dq.data(), A.a.data(), p[kRoleQW], M, Q, D);
+  linear_backward(nullptr, g[kRoleKW], g[kRoleKB], dk.data(), A.a.data(), p[kRoleKW], M, KV, D);
+  gemm_f32(da.data(), dk.data(), p[kRoleKW], M, D, KV, false, true);
+  linear_backward(nullptr, g[kRoleVW], g[kRoleVB], dv.data(), A.a.data(), p[kRoleVW], M, KV, D);
+  gemm_f32(da.data(), dv.data(), p[kRoleVW], M, D, KV, false, true);
+  norm_backward(s, g[kRoleAttnNormW], g[kRoleAttnNormB], da.data(), x, p[kRoleAttnNormW], M);
+}
+
+void forward_saved(ReplacementKind kind, const ReplacementSpec& s, const ReplacementParams& p, float* y, const float* x,
+                   const int32_t* positions, const uint8_t* key_mask, const float* inv_freq, Saved& A) {
+  const size_t M = s.B * s.T;
+  if (kind == ReplacementKind::MLP) {
+    mlp_forward(s, p, y, x, A, M);
+  } else {
+    A.h1.resize(M * s.D);
+    attn_forward(s, p, A.h1.data(), x, A, M, positions, key_mask, inv_freq);
+    mlp_forward(s, p, y, A.h1.data(), A, M);
+  }
+}
+
+// MSE over real tokens (all rows when key_mask is nullptr): per-row sums in f64, added in row order, so the
+// result does not depend on the thread count. dy (optional) receives grad_scale · 2(y − t)/(real·D) on real rows
+// (padding rows are left as they are). Returns −1 when there is no real token.
+double masked_mse(const ReplacementSpec& s, const float* y, const float* target, const uint8_t* key_mask, float* dy) {
+  const size_t M = s.B * s.T, D = s.D;
+  size_t real = 0;
+  for (size_t m = 0; m < M; m++) real += (!key_mask || key_mask[m]) ? 1 : 0;
+  if (real == 0) return -1.0;
+  std::vector<double> rows(M, 0.0);
+  const double scale = 2.0 / double(real * D) * double(s.grad_scale);
+  parallel_for(M, 8, [&](size_t b, size_t e, int) {
+    for (size_t m = b; m < e; m++) {
+      if (key_mask && !key_mask[m]) continue;
+      double acc = 0;
+      for (size_t i = 0; i < D; i++) {
+        double d = double(y[m * D + i]) - double(target[m * D + i]);
+        acc += d * d;
+        if (dy) dy[m * D + i] = float(scale * d);
+      }
+      rows[m] = acc;
+    }
+  });
+  double loss = 0;
+  for (double r : rows) loss += r;
+  return loss / double(real * D);
+}
+
+}  // namespace
+
+const char* role_name(int role) { return role >= 0 && role < kRoleCount ? kRoleNames[role] : "?"; }
+
+void role_shape(const ReplacementSpec& s, int role, size_t* rows, size_t* cols) {
+  const size_t Q = s.H * s.Dh, KV = s.Hk * s.Dh;
+  size_t r = s.D, c = 1;
+  switch (role) {
+    case kRoleQW: r = Q, c = s.D; break;
+    case kRoleQB: r = Q; break;
+    case kRoleKW: case kRoleVW: r = KV, c = s.D; break;
+    case kRoleKB: case kRoleVB: r = KV; break;
+    case kRoleOW: r = s.D, c = Q; break;
+    case kRoleGateW: case kRoleUpW: r = s.F, c = s.D; break;
+    case kRoleUpB: r = s.F; break;
+    case kRoleDownW: r = s.D, c = s.F; break;
+    default: break;  // norms, o.bias, down.bias: [D]
+  }
+  *rows = r;
+  *cols = c;
+}
+
+void replacement_forward(ReplacementKind kind, const ReplacementSpec& s, const ReplacementParams& p, float* y,
+                         const float* x, const int32_t* positions, const uint8_t* key_mask, const float* inv_freq) {
+  Saved A;
+  forward_saved(kind, s, p, y, x, positions, key_mask, inv_freq, A);
+}
+
+double replacement_step(ReplacementKind kind, const ReplacementSpec& s, const ReplacementParams& p,
+                        const ReplacementGrads& g, const float* x, const float* target, const int32_t* positions,
+                        const uint8_t* key_mask, const float* inv_freq, float* y_out) {
+  const size_t M = s.B * s.T, D = s.D;
+  if (M == 0 || D == 0) return 0.0;
+  Saved A;
+  std::vector<float> ybuf(y_out ? 0 : M * D);
+  float* y = y_out ? y_out : ybuf.data();
+  forward_saved(kind, s, p, y, x, positions, key_mask, inv_freq, A);
+
+  std::vector<float> dy(M * D, 0.f);
+  double loss = masked_mse(s, y, target, key_mask, dy.data());
+  if (loss < 0) return 0.0;  // no real token
+
+  if (kind == ReplacementKind::MLP) {
+    mlp_backward(s, p, g, dy.data(), x, A, M, nullptr);
+  } else {
+    std::vector<float> dh(dy);  // residual: dL/dh1 = dy + (MLP path through the norm)
+    mlp_backward(s, p, g, dy.data(), A.h1.data(), A, M, dh.data());
+    attn_backward(s, p, g, dh.data(), x, A, M, key_mask);
+  }
+  return loss;
+}
+
+double replacement_loss(ReplacementKind kind, const ReplacementSpec& s, const ReplacementParams& p, const float* x,
+                        const float* target, const int32_t* positions, const uint8_t* key_mask, const float* inv_freq) {
+  const size_t M = s.B * s.T;
+  if (M == 0 || s.D == 0) return 0.0;
+  std::vector<float> y(M * s.D);
+  replacement_forward(kind, s, p, y.data(), x, positions, key_mask, inv_freq);
+  double loss = masked_mse(s, y.data(), target, key_mask, nullptr);
+  return loss < 0 ? 0.0 : loss;
+}
+
+}  // namespace streamline

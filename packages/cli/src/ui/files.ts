@@ -1,0 +1,35 @@
+/**
+ * Output files of the CLI (reports, plots, JSON): written atomically, so a reader or an interrupted run never
+ * sees a half-written file.
+ */
+import { mkdir, open, rename, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { StreamlineError } from '@streamline/core';
+
+/**
+ * Writes `content` to `file` through a temporary file in the same directory (same file system) that is flushed
+ * and then renamed over the target. Creates missing parent directories. The temporary file is removed on failure.
+ * @throws StreamlineError E_WRITE naming the file when the directory cannot be created or the file written.
+ * @example await writeFileAtomic('runs/demo/report.html', html);
+ */
+export async function writeFileAtomic(file: string, content: string | Uint8Array): Promise<void> {
+  const target = path.resolve(file);
+  const dir = path.dirname(target);
+  const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  try {
+    await mkdir(dir, { recursive: true });
+    const handle = await open(tmp, 'wx', 0o644);
+    try {
+      await handle.writeFile(content);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(tmp, target);
+  } catch (e) {
+    await unlink(tmp).catch(() => {});
+    const reason = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    throw new StreamlineError('E_WRITE', `could not write ${file}: ${reason}`, { file, cause: e });
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * Option parsing shared by the commands: one message shape for bad values ("--flag expects …, got …"), thrown as
+ * StreamlineError E_INVALID_OPTION so main() prints `error [E_INVALID_OPTION]: …` and exits non-zero.
+ */
+import { StreamlineError } from '@streamline/core';
+
+export function bad(message: string): never {
+  throw new StreamlineError('E_INVALID_OPTION', message);
+}
+
+/** Parser for an integer option ≥ min. */
+export function intOption(flag: string, min: number) {
+  return (v: string): number => {
+    if (!/^\d+$/.test(v.trim())) bad(`${flag} expects an integer ≥ ${min}, got "${v}"`);
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n < min) bad(`${flag} expects an integer ≥ ${min}, got "${v}"`);
+    return n;
+  };
+}
+
+/** Parser for a number in the open interval (lo, hi). */
+export function fractionOption(flag: string, lo = 0, hi = 1) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n) || n <= lo || n >= hi) bad(`${flag} expects a number in (${lo}, ${hi}), got "${v}"`);
+    return n;
+  };
+}
+
+/** Parser for a positive number. */
+export function positiveOption(flag: string, allowZero = false) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n) || n < 0 || (!allowZero && n === 0)) bad(`${flag} expects a ${allowZero ? 'non-negative' : 'positive'} number, got "${v}"`);
+    return n;
+  };
+}
+
+/** Parser for START:END (0-based, half-open). */
+export function rangeOption(flag: string) {
+  return (v: string): { start: number; end: number } => {
+    const m = /^\s*(\d+)\s*:\s*(\d+)\s*$/.exec(v);
+    if (!m) bad(`${flag} expects START:END (0-based, half-open, e.g. 20:28), got "${v}"`);
+    const start = Number(m[1]), end = Number(m[2]);
+    if (end <= start) bad(`${flag} expects START < END, got "${v}"`);
+    return { start, end };
+  };
+}
+
+/** Parser for a byte size: 512M, 8G, 1.5GiB, or a plain number of bytes. */
+export function bytesOption(flag: string) {
+  return (v: string): number => {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$/i.exec(v);
+    if (!m) bad(`${flag} expects a size such as 512M or 8G, got "${v}"`);
+    const mult = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't']!;
+    return Math.floor(Number(m[1]) * mult);
+  };
+}

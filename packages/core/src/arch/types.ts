@@ -1,0 +1,107 @@
+/**
+ * What an architecture adapter is: tensor names by role, the structural traits the forward pass needs, and the
+ * config defaults of one model family. Role names are shared with the native decoder layer.
+ */
+import type { Activation, ModelConfig, ModelType } from '../config.js';
+import type { RawConfig } from '../config-fields.js';
+
+/** Per-layer tensor roles. OPT maps self_attn_layer_norm → attn_norm, final_layer_norm → mlp_norm, fc1 → up, fc2 → down. */
+export const LAYER_ROLES = [
+  'attn_norm.weight', 'attn_norm.bias',
+  'q.weight', 'q.bias', 'k.weight', 'k.bias', 'v.weight', 'v.bias', 'o.weight', 'o.bias',
+  'mlp_norm.weight', 'mlp_norm.bias',
+  'gate.weight', 'gate.bias', 'up.weight', 'up.bias', 'down.weight', 'down.bias',
+] as const;
+export type LayerRole = (typeof LAYER_ROLES)[number];
+
+/** Model-wide tensor roles. `lm_head.weight` is absent when embeddings are tied (the embedding is the head). */
+export const GLOBAL_ROLES = [
+  'embed.weight', 'pos_embed.weight', 'project_in.weight', 'project_out.weight',
+  'final_norm.weight', 'final_norm.bias', 'lm_head.weight',
+] as const;
+export type GlobalRole = (typeof GLOBAL_ROLES)[number];
+
+export type TensorRole = LayerRole | GlobalRole;
+
+/** Structural facts the forward pass needs, derived from the config. */
+export interface ArchTraits {
+  norm: 'rms' | 'layer';
+  normEps: number;
+  /** Norms carry a bias (LayerNorm with elementwise affine). */
+  normBias: boolean;
+  /** Norms carry a weight (false only for OPT with layer_norm_elementwise_affine = false). */
+  normWeight: boolean;
+  activation: Activation;
+  /** act(gate(x)) * up(x) (SwiGLU) rather than act(up(x)). */
+  gatedMlp: boolean;
+  /** Norm before each sub-block (true) or after the residual add (OPT do_layer_norm_before = false). */
+  preNorm: boolean;
+  positions: 'rope' | 'learned';
+  /** Offset added to position ids before the learned-position lookup (2 for OPT). */
+  positionOffset: number;
+  /** A final norm after the last layer. */
+  finalNorm: boolean;
+  qkvBias: boolean;
+  oBias: boolean;
+  mlpBias: boolean;
+  /** lm_head shares the embedding matrix. */
+  tiedEmbeddings: boolean;
+  /** Width of the token embedding and of the lm_head input (OPT word_embed_proj_dim; else hidden size). */
+  embedDim: number;
+  /** project_in / project_out exist (OPT when embedDim != hidden). */
+  projectInOut: boolean;
+}
+
+/** A tensor the architecture expects. */
+export interface ExpectedTensor {
+  name: string;
+  role: TensorRole;
+  /** Layer index for per-layer roles, null for global ones. */
+  layer: number | null;
+  shape: number[];
+  /** False for tensors that may be present or absent (lm_head when tied). */
+  required: boolean;
+}
+
+/** How names are spelled in a particular checkpoint. */
+export interface NamingOptions {
+  /** The checkpoint lacks the `model.` prefix (e.g. some OPT checkpoints saved from OPTModel: `decoder.layers...`). */
+  stripModelPrefix?: boolean;
+}
+
+/** Shape of each role present for a config (absent roles are omitted). */
+export type RoleShapes<R extends string> = Partial<Record<R, number[]>>;
+
+/** The data one family file provides. */
+export interface ArchSpec {
+  modelType: ModelType;
+  /** The transformers causal-LM class (`LlamaForCausalLM`). */
+  causalLMClass: string;
+  /** Name templates with `{i}` for the layer index, spelled with the `model.` prefix. */
+  layerNames: Readonly<Partial<Record<LayerRole, string>>>;
+  globalNames: Readonly<Partial<Record<GlobalRole, string>>>;
+  /** Checkpoint tensors that transformers ignores on load (e.g. rotary inv_freq buffers). */
+  ignoredTensors: readonly RegExp[];
+  parseConfig(raw: RawConfig): ModelConfig;
+  traits(config: ModelConfig): ArchTraits;
+  /** Shapes of the per-layer tensors (same for every layer). */
+  layerShapes(config: ModelConfig): RoleShapes<LayerRole>;
+  /** Shapes of the global tensors that exist for this config (lm_head included even when tied). */
+  globalShapes(config: ModelConfig): RoleShapes<GlobalRole>;
+}
+
+/** An architecture adapter: the family's data plus the functions derived from it. */
+export interface ArchAdapter extends ArchSpec {
+  /** Full tensor name of a per-layer role, or undefined when the family has no such role. */
+  layerTensorName(role: LayerRole, layer: number, naming?: NamingOptions): string | undefined;
+  /** Full tensor name of a global role, or undefined when the family has no such role. */
+  globalTensorName(role: GlobalRole, naming?: NamingOptions): string | undefined;
+  /** Every tensor the config implies, with its shape; lm_head is optional when embeddings are tied. */
+  expectedTensors(config: ModelConfig, naming?: NamingOptions): ExpectedTensor[];
+  /** Parameters (elements) of one decoder layer. */
+  layerParamCount(config: ModelConfig): number;
+  /** Works out how a checkpoint spells names (with or without `model.`) from the names it holds. */
+  detectNaming(names: Iterable<string>): NamingOptions;
+  /** True when transformers would silently ignore this checkpoint tensor. */
+  isIgnoredTensor(name: string): boolean;
+}

@@ -1,0 +1,62 @@
+/**
+ * What the execution engine needs to know about a model, independent of where it came from: dimensions,
+ * layer semantics and where each layer's weights are. Built from a model directory by `describeModel`
+ * (model-dir.ts); pruned models in memory are descriptions whose layers point at other sources.
+ */
+import type { RopeParams } from './rope.js';
+
+/** A weight the native code can read in place: bytes, dtype name and shape. */
+export interface WeightView {
+  data: Uint8Array;
+  dtype: string;
+  shape: readonly number[];
+}
+
+import type { GlobalRole, LayerRole } from '../arch/types.js';
+
+export type { GlobalRole, LayerRole };
+
+/** How one decoder layer computes (shared by all layers of a model). */
+export interface LayerSemantics {
+  hidden: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  intermediate: number;
+  norm: 'rms' | 'layer';
+  normEps: number;
+  activation: 'silu' | 'relu' | 'gelu' | 'gelu_tanh';
+  gatedMlp: boolean;
+  /** false: OPT's post-norm layers (do_layer_norm_before = false). */
+  preNorm: boolean;
+  attnScale: number;
+}
+
+/**
+ * One entry of the layer sequence the engine runs: a decoder layer (original, or a trained replacement in the
+ * same format), or an `mlp` replacement block computing x + MLP(norm(x)).
+ */
+export interface LayerSource {
+  kind: 'decoder' | 'mlp';
+  /** Weights by role, loaded lazily so only the running layer's pages are touched. */
+  weights: () => Partial<Record<LayerRole, WeightView>>;
+  /** Where the layer came from, for reports (e.g. "layer 12", "replacement of [4, 8)"). */
+  label: string;
+}
+
+export interface ModelDescription {
+  modelType: string;
+  vocab: number;
+  semantics: LayerSemantics;
+  /** RoPE parameters; null for learned positions (OPT). */
+  rope: RopeParams | null;
+  /** OPT: learned positions indexed by position + offset. */
+  learnedPositionOffset: number | null;
+  /** A final norm is applied before the LM head (false for OPT post-norm models). */
+  finalNorm: boolean;
+  /** OPT: word_embed_proj_dim when it differs from hidden. */
+  projDim: number | null;
+  maxPositionEmbeddings: number;
+  layers: LayerSource[];
+  global: () => Partial<Record<GlobalRole, WeightView>>;
+}

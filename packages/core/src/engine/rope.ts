@@ -1,0 +1,51 @@
+/**
+ * Rotary position embedding frequencies, with Hugging Face's scaling variants (modeling_rope_utils.py):
+ * `default`, `linear`, `dynamic` (NTK-aware, depends on the sequence length) and `llama3`.
+ * Computed in f64 and rounded once to f32; HF computes them in f32 (difference ≤ 1 ulp per frequency).
+ */
+
+/** The RoPE fields of a model config, already defaulted. */
+export interface RopeParams {
+  theta: number;
+  /** Rotated dimensions per head (head_dim × partial_rotary_factor). */
+  dim: number;
+  maxPositionEmbeddings: number;
+  scaling: null | {
+    type: 'default' | 'linear' | 'dynamic' | 'llama3';
+    factor: number;
+    lowFreqFactor?: number;
+    highFreqFactor?: number;
+    originalMaxPositionEmbeddings?: number;
+  };
+}
+
+/** Inverse frequencies (dim/2 values) and the attention scaling factor for a batch whose longest row is seqLen. */
+export function ropeFrequencies(p: RopeParams, seqLen: number): { invFreq: Float32Array; attentionScaling: number } {
+  const half = p.dim / 2;
+  const s = p.scaling;
+  let base = p.theta;
+  if (s?.type === 'dynamic') {
+    // HF grows the base only when the sequence is longer than the original context; we recompute per call,
+    // so results never depend on what ran before (HF caches the largest length seen).
+    const original = s.originalMaxPositionEmbeddings ?? p.maxPositionEmbeddings;
+    if (seqLen > original) base = base * ((s.factor * seqLen) / original - (s.factor - 1)) ** (p.dim / (p.dim - 2));
+  }
+  const inv = new Float64Array(half);
+  for (let i = 0; i < half; i++) inv[i] = 1 / base ** ((2 * i) / p.dim);
+  if (s?.type === 'linear') for (let i = 0; i < half; i++) inv[i] = inv[i]! / s.factor;
+  if (s?.type === 'llama3') {
+    const factor = s.factor, low = s.lowFreqFactor ?? 1, high = s.highFreqFactor ?? 4;
+    const old = s.originalMaxPositionEmbeddings ?? 8192;
+    const lowWavelen = old / low, highWavelen = old / high;
+    for (let i = 0; i < half; i++) {
+      const f = inv[i]!, wavelen = (2 * Math.PI) / f;
+      let v = wavelen > lowWavelen ? f / factor : f;
+      if (!(wavelen < highWavelen) && !(wavelen > lowWavelen)) {
+        const smooth = (old / wavelen - low) / (high - low);
+        v = ((1 - smooth) * v) / factor + smooth * v;
+      }
+      inv[i] = v;
+    }
+  }
+  return { invFreq: Float32Array.from(inv), attentionScaling: 1 };
+}

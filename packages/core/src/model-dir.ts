@@ -1,0 +1,78 @@
+/**
+ * A Hugging Face model directory: config.json (parsed with the family's defaults), the architecture adapter, the
+ * safetensors checkpoint (memory-mapped) and the tokenizer file.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { getAdapter } from './arch/index.js';
+import type { ArchAdapter, GlobalRole, LayerRole, NamingOptions } from './arch/types.js';
+import { loadModelConfig, type ModelConfig } from './config.js';
+import { StreamlineError } from './errors.js';
+import { openCheckpoint, type Checkpoint, type OpenCheckpointOptions } from './safetensors/checkpoint.js';
+import type { Tensor } from './tensor.js';
+
+/** An opened model directory. Nothing is read beyond config.json and the safetensors headers. */
+export interface ModelDir {
+  dir: string;
+  config: ModelConfig;
+  adapter: ArchAdapter;
+  checkpoint: Checkpoint;
+  /** How this checkpoint spells tensor names (some lack the `model.` prefix). */
+  naming: NamingOptions;
+  /** Path of tokenizer.json when present. */
+  tokenizerFile?: string;
+  /** Every file in the directory (names relative to it, sorted). */
+  files: string[];
+  /** Full tensor name of a per-layer role in this checkpoint, or undefined when the family has no such role. */
+  layerTensorName(role: LayerRole, layer: number): string | undefined;
+  globalTensorName(role: GlobalRole): string | undefined;
+  /**
+   * The tensor for a role (zero-copy, read-only), or undefined when the role does not exist for this model
+   * (e.g. `q.bias` in Llama, `lm_head.weight` when tied: use `embed.weight`).
+   * @throws StreamlineError E_MODEL_TENSORS when the architecture expects it but the checkpoint lacks it.
+   */
+  layerTensor(role: LayerRole, layer: number): Tensor | undefined;
+  globalTensor(role: GlobalRole): Tensor | undefined;
+}
+
+/**
+ * Opens a model directory: reads config.json, picks the adapter, memory-maps the weights.
+ * @throws StreamlineError E_MODEL_DIR (not a directory), E_CONFIG_* (config.json), E_CHECKPOINT_MISSING,
+ *   E_SAFETENSORS_* (weights). Missing or mis-shaped tensors are not checked here: use inspect().
+ * @example
+ * const m = openModelDir('../shared/models/kjv-llama');
+ * const wq = m.layerTensor('q.weight', 0); // bf16[256, 256]
+ */
+export function openModelDir(dir: string, options: OpenCheckpointOptions = {}): ModelDir {
+  let st: fs.Stats | undefined;
+  try { st = fs.statSync(dir); } catch { st = undefined; }
+  if (!st?.isDirectory()) throw new StreamlineError('E_MODEL_DIR', `${dir} is not a model directory`, { file: dir });
+  const config = loadModelConfig(path.join(dir, 'config.json'));
+  const adapter = getAdapter(config.modelType);
+  const checkpoint = openCheckpoint(dir, options);
+  const naming = adapter.detectNaming(checkpoint.names());
+  const files = fs.readdirSync(dir).sort();
+  const tokenizer = path.join(dir, 'tokenizer.json');
+  const shapes = { layer: adapter.layerShapes(config), global: adapter.globalShapes(config) };
+  const get = (name: string | undefined, exists: boolean, what: string): Tensor | undefined => {
+    if (!name || !exists) return undefined;
+    if (!checkpoint.has(name)) throw new StreamlineError('E_MODEL_TENSORS', `${dir}: ${what} (${name}) is missing from the checkpoint`, { file: dir });
+    return checkpoint.tensor(name);
+  };
+  return {
+    dir, config, adapter, checkpoint, naming, files,
+    ...(fs.existsSync(tokenizer) ? { tokenizerFile: tokenizer } : {}),
+    layerTensorName: (role, layer) => adapter.layerTensorName(role, layer, naming),
+    globalTensorName: (role) => adapter.globalTensorName(role, naming),
+    layerTensor(role, layer) {
+      if (!Number.isSafeInteger(layer) || layer < 0 || layer >= config.numLayers) {
+        throw new StreamlineError('E_MODEL_LAYER', `layer ${layer} is outside [0, ${config.numLayers})`);
+      }
+      return get(adapter.layerTensorName(role, layer, naming), shapes.layer[role] !== undefined, `layer ${layer} ${role}`);
+    },
+    globalTensor(role) {
+      if (role === 'lm_head.weight' && config.tieWordEmbeddings) return undefined;
+      return get(adapter.globalTensorName(role, naming), shapes.global[role] !== undefined, role);
+    },
+  };
+}

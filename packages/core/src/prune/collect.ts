@@ -1,0 +1,21 @@
+/**
+ * Training pairs for a replacement of the window [start, end): each block runs layers [0, start) to give
+ * x = h[start], then [start, end) to give y = h[end]; pairs go into a PairCache (memory or disk).
+ */
+import { makeTokenBatch } from '../engine/batch.js';
+import type { ModelDescription } from '../engine/description.js';
+import { embed, runLayers } from '../engine/forward.js';
+import type { PairCache } from '../train/pair-cache.js';
+
+export async function collectPairs(desc: ModelDescription, start: number, end: number, blocks: readonly Int32Array[],
+                                   cache: PairCache, opts: { onProgress?: (done: number, total: number) => void; signal?: AbortSignal } = {}): Promise<void> {
+  for (let b = 0; b < blocks.length; b++) {
+    const batch = makeTokenBatch([blocks[b]!]);
+    let h = await embed(desc, batch);
+    h = await runLayers(desc, h, 0, start, { signal: opts.signal });
+    const x = h.data;
+    h = await runLayers(desc, h, start, end, { signal: opts.signal });
+    cache.add(x, h.data);
+    opts.onProgress?.(b + 1, blocks.length);
+  }
+}

@@ -1,0 +1,43 @@
+/**
+ * config.json of a pruned model: the new `num_hidden_layers`, and every per-layer field kept consistent with
+ * the layers that remain. Works on the raw JSON so fields we do not model survive untouched.
+ */
+
+/**
+ * Which source layer each layer of the pruned model comes from: the window [start, end) is replaced by the
+ * replacement (which sits where layer `start` was and takes its per-layer settings) or removed.
+ */
+export function keptLayers(L: number, start: number, end: number, hasReplacementLayer: boolean): number[] {
+  const kept: number[] = [];
+  for (let i = 0; i < L; i++) {
+    if (i < start || i >= end) kept.push(i);
+    else if (i === start && hasReplacementLayer) kept.push(i);
+  }
+  return kept;
+}
+
+/**
+ * Rewrites a raw config for the kept layers. Per-layer lists (any array whose length equals the old layer count,
+ * e.g. `layer_types`, per-layer sliding windows) keep the entries of the kept layers; `max_window_layers`
+ * (Qwen2: layers below it use full attention when sliding windows are on) becomes the number of kept layers
+ * whose source index was below it. Returns the new object (the input is not modified) and the fields changed.
+ */
+export function pruneConfig(raw: Record<string, unknown>, kept: number[]): { config: Record<string, unknown>; changed: string[] } {
+  const L = Number(raw.num_hidden_layers);
+  const config: Record<string, unknown> = structuredClone(raw);
+  const changed: string[] = ['num_hidden_layers'];
+  config.num_hidden_layers = kept.length;
+  for (const [key, value] of Object.entries(raw)) {
+    if (key === 'num_hidden_layers') continue;
+    if (Array.isArray(value) && value.length === L && L > 0) {
+      config[key] = kept.map((i) => value[i]);
+      changed.push(key);
+    }
+  }
+  if (typeof raw.max_window_layers === 'number') {
+    const m = raw.max_window_layers;
+    config.max_window_layers = kept.filter((i) => i < m).length;
+    changed.push('max_window_layers');
+  }
+  return { config, changed };
+}

@@ -1,0 +1,334 @@
+/**
+ * `prune` end to end: score → choose the window (or take the given range) → build and train the replacement →
+ * splice → export → before/after summary (parameters, layers, held-out perplexity on calibration blocks that
+ * training never saw). The CLI's `prune` and `demo` call this; it never prints.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { StreamlineError } from '../errors.js';
+import { native } from '../native.js';
+import type { LayerRole, WeightView } from '../engine/description.js';
+import { ropeFrequencies } from '../engine/rope.js';
+import { tokenLogprobs } from '../engine/forward.js';
+import type { LoadedModel } from '../model.js';
+import { calibrationBlocks, runScore, type CalibrationOptions, type RunScoreResult } from '../scoring/run.js';
+import type { ScoreMetric } from '../scoring/score.js';
+import { paramBudget, removedParams, replacementParams, type ReplacementKind } from '../scoring/sparsity.js';
+import { PairCache, type CacheDtype } from '../train/pair-cache.js';
+import { trainReplacement, type StepRecord, type TrainResult } from '../train/trainer.js';
+import { collectPairs } from './collect.js';
+import { exportPruned, type ExportReplacement, type ExportResult } from './export.js';
+import { fitLinear } from './linear.js';
+import { hashData, hashDirectory } from './manifest.js';
+import { f32View, prunedDescription, type InMemoryReplacement } from './pruned-model.js';
+
+export const TOOL_VERSION = '0.1.0';
+
+export interface TrainingOptions {
+  lr?: number;
+  minLr?: number;
+  warmup?: number;
+  weightDecay?: number;
+  clip?: number;
+  microBatch?: number;
+  gradAccum?: number;
+  epochs?: number;
+  evalEvery?: number;
+  /** Fraction of training blocks held out for validation (and the before/after perplexity). Default 0.1. */
+  validationFraction?: number;
+  /** Bytes of training pairs kept in memory before spilling to disk. Default: a quarter of free memory. */
+  cacheBudget?: number;
+  cacheDtype?: CacheDtype;
+  /** Folder of the on-disk cache. Default: the output's parent folder. */
+  cacheDir?: string;
+  keepCache?: boolean;
+  logFile?: string;
+  checkpointFile?: string;
+  resume?: boolean;
+}
+
+export interface PruneOptions extends Omit<CalibrationOptions, 'onProgress'>, TrainingOptions {
+  outDir: string;
+  replacement?: ReplacementKind;
+  n?: number;
+  sparsity?: number;
+  /** Explicit window [start, end): skips scoring. */
+  range?: { start: number; end: number };
+  metric?: ScoreMetric;
+  /** Training data (default: the calibration source) and how many blocks of it. */
+  trainData?: string;
+  trainSamples?: number;
+  /** Ridge term of the linear replacement (relative). */
+  ridge?: number;
+  force?: boolean;
+  dryRun?: boolean;
+  signal?: AbortSignal;
+  onStage?: (stage: string, detail?: string) => void;
+  onStageProgress?: (stage: string, done: number, total: number) => void;
+  onTrainStep?: (s: StepRecord, total: number) => void;
+}
+
+export interface PrunePlan {
+  window: { start: number; end: number };
+  n: number;
+  replacement: ReplacementKind;
+  layersBefore: number;
+  layersAfter: number;
+  parametersBefore: number;
+  parametersRemoved: number;
+  parametersAdded: number;
+  parametersAfter: number;
+  sparsity: number;
+  /** Rough estimates: output size, and forward-pass work in TFLOP (time depends on the machine). */
+  estimatedBytes: number;
+  estimatedTflop: number;
+}
+
+export interface PruneResult {
+  plan: PrunePlan;
+  score: RunScoreResult | null;
+  training: (Omit<TrainResult, 'weights'> & { trainBlocks: number; validationBlocks: number; cache: 'memory' | 'disk' }) | null;
+  linear: { tokens: number } | null;
+  heldOut: { blocks: number; tokens: number; pplBefore: number; pplAfter: number } | null;
+  /** Relative hidden-state error ‖R(h[s]) − h[s+n]‖ / ‖h[s+n]‖ on the held-out blocks. */
+  relativeError: number | null;
+  exported: ExportResult | null;
+  timings: Record<string, number>;
+}
+
+function defaultCacheBudget(): number {
+  return Math.floor(os.freemem() / 4);
+}
+
+async function perplexity(desc: Parameters<typeof tokenLogprobs>[0], blocks: Int32Array[]): Promise<{ ppl: number; tokens: number }> {
+  const lps = await tokenLogprobs(desc, blocks, { batchSize: 4 });
+  let nll = 0, n = 0;
+  for (const lp of lps) for (const v of lp) { nll -= v; n++; }
+  return { ppl: Math.exp(nll / n), tokens: n };
+}
+
+/**
+ * Prunes a model and writes the result (unless dryRun).
+ * @throws StreamlineError E_INVALID_OPTION, E_RANGE, E_REPLACEMENT, E_OUTPUT_*, E_DISK_SPACE, data and model errors.
+ */
+export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneResult> {
+  const t0 = Date.now();
+  const timings: Record<string, number> = {};
+  const lap = (k: string, since: number) => { timings[k] = (Date.now() - since) / 1000; return Date.now(); };
+  const kind = o.replacement ?? 'layer';
+  if (!['none', 'linear', 'mlp', 'layer'].includes(kind)) throw new StreamlineError('E_INVALID_OPTION', `--replacement must be none, linear, mlp or layer, got '${kind}'`);
+  const desc = model.description;
+  const L = model.layers;
+  const given = [o.range !== undefined, o.n !== undefined, o.sparsity !== undefined].filter(Boolean).length;
+  if (given > 1) throw new StreamlineError('E_INVALID_OPTION', 'give only one of --n, --sparsity and --range');
+  if ((kind === 'mlp' || kind === 'layer') && !desc.semantics.preNorm)
+    throw new StreamlineError('E_REPLACEMENT', `the '${kind}' replacement needs pre-norm decoder layers; this model normalises after the residual add (OPT do_layer_norm_before=false). Use --replacement none or linear`);
+  if (o.range) {
+    if (!(Number.isInteger(o.range.start) && Number.isInteger(o.range.end) && 0 <= o.range.start && o.range.start < o.range.end && o.range.end <= L))
+      throw new StreamlineError('E_RANGE', `--range ${o.range.start}:${o.range.end} is not a window inside [0, ${L})`);
+    if (o.range.end - o.range.start >= L) throw new StreamlineError('E_RANGE', '--range would remove every layer');
+  }
+
+  // 1. Score and choose.
+  let score: RunScoreResult | null = null;
+  let start: number, end: number;
+  let t = Date.now();
+  if (o.range) {
+    ({ start, end } = o.range);
+  } else {
+    o.onStage?.('score');
+    score = await runScore(model, {
+      ...calibrationOf(o), replacement: kind, metric: o.metric ?? 'cosine', ...(o.signal ? { signal: o.signal } : {}),
+      onScoreProgress: (d, tot) => o.onStageProgress?.('score', d, tot),
+      ...(o.n !== undefined ? { n: o.n } : {}), ...(o.sparsity !== undefined ? { sparsity: o.sparsity } : {}),
+    });
+    if (!score.best) throw new StreamlineError('E_RANGE', 'no window was scored');
+    ({ start, end } = score.best);
+    t = lap('score', t);
+  }
+  const n = end - start;
+  const budget = paramBudget(model.report, model.modelDir);
+  const added = replacementParams(budget, kind, start);
+  const removed = removedParams(budget, kind, start, n);
+  const before = budget.total;
+  const bytesPerParam = model.report.tensors > 0 ? model.modelDir.checkpoint.names().reduce((a, k) => a + model.modelDir.checkpoint.info(k).nbytes, 0) / before : 2;
+  const trainSamples = o.trainSamples ?? o.samples ?? 50;
+  const seqLen = o.seqLen ?? Math.min(2048, model.maxLength);
+  const plan: PrunePlan = {
+    window: { start, end }, n, replacement: kind,
+    layersBefore: L, layersAfter: L - n + (kind === 'mlp' || kind === 'layer' ? 1 : 0),
+    parametersBefore: before, parametersRemoved: removed + added, parametersAdded: added, parametersAfter: before - removed,
+    sparsity: removed / before,
+    estimatedBytes: Math.round((before - removed) * bytesPerParam),
+    // forward to h[end] for every training block, plus (for training) ~3x the replacement's own forward per epoch
+    estimatedTflop: (2 * (before - budget.perLayer.slice(end).reduce((a, b) => a + b, 0)) * trainSamples * seqLen +
+                     (kind === 'mlp' || kind === 'layer' ? 6 * added * trainSamples * seqLen * (o.epochs ?? 1) : 0)) / 1e12,
+  };
+  if (o.dryRun) return { plan, score, training: null, linear: null, heldOut: null, relativeError: null, exported: null, timings };
+
+  // 2. Training data: blocks drawn from the training source; the last ~10% are held out.
+  o.onStage?.('data');
+  const trainCal = await calibrationBlocks(model, { ...calibrationOf(o), calib: o.trainData ?? o.calib, samples: trainSamples, seqLen, seed: (o.seed ?? 0) + 1 });
+  const valCount = trainCal.blocks.length >= 2 ? Math.max(1, Math.round(trainCal.blocks.length * (o.validationFraction ?? 0.1))) : 0;
+  const trainBlocks = trainCal.blocks.slice(0, trainCal.blocks.length - valCount);
+  const valBlocks = trainCal.blocks.slice(trainCal.blocks.length - valCount);
+  if (trainBlocks.length === 0) throw new StreamlineError('E_DATA_TOO_SMALL', 'no training blocks left after holding out validation blocks; raise --train-samples');
+  t = lap('data', t);
+
+  // 3. Replacement.
+  let inMemory: InMemoryReplacement = { kind: 'none' };
+  let exportRep: ExportReplacement = { kind: 'none' };
+  let training: PruneResult['training'] = null;
+  let linear: PruneResult['linear'] = null;
+  const srcLayer = desc.layers[start]!.weights();
+  const roundTo = (values: Float32Array, view: WeightView): Float32Array => {
+    if (view.dtype === 'f32') return values;
+    const tmp = new Uint16Array(values.length);
+    native().convertFloats(tmp, view.dtype, values, 'f32');
+    const back = new Float32Array(values.length);
+    native().convertFloats(back, 'f32', tmp, view.dtype);
+    return back;
+  };
+  if (kind === 'linear') {
+    o.onStage?.('linear', `least squares over ${trainBlocks.length} blocks`);
+    const fit = await fitLinear(desc, start, end, { blocks: trainBlocks, ...(o.ridge !== undefined ? { ridge: o.ridge } : {}), onProgress: (d, tot) => o.onStageProgress?.('linear', d, tot), ...(o.signal ? { signal: o.signal } : {}) });
+    linear = { tokens: fit.tokens };
+    // Round to the stored dtype so the model in memory is exactly what is exported.
+    const tensors: Record<string, Float32Array> = {};
+    const layerOverrides: Partial<Record<LayerRole, WeightView>> = {};
+    let globalOverrides: Record<string, WeightView> | undefined;
+    for (const [role, f] of Object.entries(fit.folded)) {
+      const srcView = start === 0 ? desc.global()['embed.weight']! : desc.layers[start - 1]!.weights()[role as LayerRole]!;
+      const v = roundTo(f.values, srcView);
+      const name = start === 0 ? model.modelDir.globalTensorName('embed.weight')! : model.modelDir.layerTensorName(role as LayerRole, start - 1)!;
+      tensors[name] = v;
+      if (start === 0) (globalOverrides ??= {})[role] = f32View(v, f.shape);
+      else layerOverrides[role as LayerRole] = f32View(v, f.shape);
+    }
+    inMemory = start === 0 ? { kind: 'linear', globalOverrides: globalOverrides! } : { kind: 'linear', layerOverrides };
+    exportRep = { kind: 'linear', tensors };
+    t = lap('replacement', t);
+  } else if (kind === 'mlp' || kind === 'layer') {
+    const roles = (Object.keys(srcLayer) as LayerRole[]).filter((r) => kind === 'layer' || r.startsWith('mlp_norm') || r.startsWith('gate') || r.startsWith('up') || r.startsWith('down'));
+    const init: Partial<Record<LayerRole, Float32Array>> = {};
+    const shapes: Partial<Record<LayerRole, number[]>> = {};
+    for (const r of roles) {
+      const v = srcLayer[r]!;
+      const f = new Float32Array(v.shape.reduce((a, b) => a * b, 1));
+      native().convertFloats(f, 'f32', v.data, v.dtype);
+      init[r] = f;
+      shapes[r] = [...v.shape];
+    }
+    const D = desc.semantics.hidden;
+    const cacheDir = o.cacheDir ?? path.join(path.dirname(path.resolve(o.outDir)), `.${path.basename(o.outDir)}.streamline-cache`);
+    const cacheBudget = o.cacheBudget ?? defaultCacheBudget();
+    const cacheDtype = o.cacheDtype ?? 'bf16';
+    const trainCache = new PairCache({ blocks: trainBlocks.length, rows: seqLen, hidden: D, dtype: cacheDtype, budgetBytes: cacheBudget, dir: cacheDir, keep: o.keepCache ?? false });
+    const valCache = new PairCache({ blocks: valBlocks.length, rows: seqLen, hidden: D, dtype: cacheDtype, budgetBytes: Math.max(0, cacheBudget - trainCache.totalBytes), dir: cacheDir, keep: o.keepCache ?? false });
+    try {
+      o.onStage?.('pairs', `${trainBlocks.length + valBlocks.length} blocks through layers [0, ${end}) (${trainCache.location})`);
+      await collectPairs(desc, start, end, trainBlocks, trainCache, { onProgress: (d, tot) => o.onStageProgress?.('pairs', d, tot + valBlocks.length), ...(o.signal ? { signal: o.signal } : {}) });
+      await collectPairs(desc, start, end, valBlocks, valCache, { onProgress: (d, tot) => o.onStageProgress?.('pairs', trainBlocks.length + d, trainBlocks.length + tot), ...(o.signal ? { signal: o.signal } : {}) });
+      t = lap('pairs', t);
+      o.onStage?.('train', `${kind} replacement of [${start}, ${end})`);
+      const rope = desc.rope ? ropeFrequencies(desc.rope, seqLen) : null;
+      const r = await trainReplacement({
+        kind, semantics: desc.semantics, ropeInvFreq: rope?.invFreq ?? null, ropeAttentionScaling: rope?.attentionScaling ?? 1,
+        init, shapes, train: trainCache, validation: valCache,
+        ...pick(o, ['lr', 'minLr', 'warmup', 'weightDecay', 'clip', 'microBatch', 'gradAccum', 'epochs', 'evalEvery', 'logFile', 'checkpointFile', 'resume', 'signal']),
+        seed: o.seed ?? 0,
+        ...(o.onTrainStep ? { onStep: o.onTrainStep } : {}),
+      });
+      if (r.interrupted) throw new StreamlineError('E_INTERRUPTED', o.checkpointFile ? `training interrupted at step ${r.steps}; state saved to ${o.checkpointFile} (rerun with --resume)` : `training interrupted at step ${r.steps}`);
+      const { weights, ...rest } = r;
+      training = { ...rest, trainBlocks: trainBlocks.length, validationBlocks: valBlocks.length, cache: trainCache.location };
+      const rounded: Partial<Record<LayerRole, Float32Array>> = {};
+      const views: Partial<Record<LayerRole, WeightView>> = {};
+      for (const role of roles) {
+        rounded[role] = roundTo(weights[role]!, srcLayer[role]!);
+        views[role] = f32View(rounded[role]!, shapes[role]!);
+      }
+      inMemory = { kind, weights: views };
+      exportRep = { kind, weights: rounded };
+      t = lap('train', t);
+    } finally {
+      trainCache.close();
+      valCache.close();
+    }
+  }
+
+  // 4. The pruned model in memory; before/after on held-out blocks.
+  const pruned = prunedDescription(desc, start, end, inMemory);
+  let heldOut: PruneResult['heldOut'] = null;
+  let relativeError: number | null = null;
+  if (valBlocks.length > 0) {
+    o.onStage?.('evaluate', `held-out perplexity on ${valBlocks.length} blocks`);
+    const b = await perplexity(desc, valBlocks);
+    const a = await perplexity(pruned, valBlocks);
+    heldOut = { blocks: valBlocks.length, tokens: a.tokens, pplBefore: b.ppl, pplAfter: a.ppl };
+    relativeError = await replacementError(desc, pruned, start, end, kind, valBlocks);
+    t = lap('evaluate', t);
+  }
+
+  // 5. Export.
+  o.onStage?.('export', o.outDir);
+  const manifest = {
+    tool: { name: 'streamline', version: TOOL_VERSION },
+    createdAt: new Date().toISOString(),
+    source: { dir: model.dir, modelType: model.config.modelType, layers: L, files: hashDirectory(model.dir) },
+    calibration: { path: o.calib, sha256: hashData(o.calib), field: o.field ?? 'text', samples: o.samples ?? 50, seqLen, seed: o.seed ?? 0 },
+    training_data: { path: o.trainData ?? o.calib, sha256: o.trainData ? hashData(o.trainData) : undefined, samples: trainSamples, trainBlocks: trainBlocks.length, validationBlocks: valBlocks.length },
+    metric: score?.metric ?? null,
+    scores: score ? { n: score.n, windows: score.windows, best: score.best, blockInfluence: score.blockInfluence } : null,
+    range: { start, end },
+    replacement: kind,
+    plan,
+    training: training ? { ...training, history: undefined, options: pick(o, ['lr', 'minLr', 'warmup', 'weightDecay', 'clip', 'microBatch', 'gradAccum', 'epochs']) } : null,
+    heldOut, relativeError,
+    timings: { ...timings, totalBeforeExport: (Date.now() - t0) / 1000 },
+  };
+  const exported = await exportPruned({
+    source: {
+      dir: model.dir, rawConfig: model.config.raw as Record<string, unknown>, checkpoint: model.modelDir.checkpoint, numLayers: L,
+      layerTensorName: (role, i) => model.modelDir.layerTensorName(role, i) ?? `missing.${role}.${i}`,
+      embedTensorName: model.modelDir.globalTensorName('embed.weight')!, tiedEmbeddings: model.config.tieWordEmbeddings,
+    },
+    start, end, replacement: exportRep, outDir: o.outDir, force: o.force ?? false, manifest,
+    onProgress: (p) => o.onStageProgress?.('export', p.done, p.total),
+  });
+  lap('export', t);
+  timings.total = (Date.now() - t0) / 1000;
+  return { plan, score, training, linear, heldOut, relativeError, exported, timings };
+}
+
+function calibrationOf(o: PruneOptions): CalibrationOptions {
+  return { calib: o.calib, ...pick(o, ['field', 'samples', 'seqLen', 'seed']) };
+}
+
+function pick<T extends object, K extends keyof T>(o: T, keys: K[]): Partial<Pick<T, K>> {
+  const r: Partial<Pick<T, K>> = {};
+  for (const k of keys) if (o[k] !== undefined) r[k] = o[k];
+  return r;
+}
+
+/**
+ * ‖R(h[s]) − h[e]‖ / ‖h[e]‖ over the held-out blocks, where R(h[s]) is the pruned model's state after the
+ * replacement (for `linear`: after the folded layer s−1 applied to h[s−1]; for `none`: h[s] itself).
+ */
+async function replacementError(desc: import('../engine/description.js').ModelDescription, pruned: import('../engine/description.js').ModelDescription,
+                                start: number, end: number, kind: ReplacementKind, blocks: Int32Array[]): Promise<number> {
+  const { embed, runLayers } = await import('../engine/forward.js');
+  const { makeTokenBatch } = await import('../engine/batch.js');
+  let num = 0, den = 0;
+  const hasLayer = kind === 'mlp' || kind === 'layer';
+  for (const block of blocks) {
+    const batch = makeTokenBatch([block]);
+    const h0 = await embed(desc, batch);
+    const target = await runLayers(desc, h0, 0, end);
+    // In the pruned model, layer index `start` (+1 with a replacement layer) is where h[end] should be.
+    const p0 = await embed(pruned, batch);
+    const got = await runLayers(pruned, p0, 0, start + (hasLayer ? 1 : 0));
+    for (let i = 0; i < target.data.length; i++) { const d = got.data[i]! - target.data[i]!; num += d * d; den += target.data[i]! * target.data[i]!; }
+  }
+  return Math.sqrt(num / den);
+}

@@ -1,0 +1,120 @@
+/**
+ * Training pairs (h[s], h[s+n]) for a replacement, one calibration block at a time. Pairs are stored in the
+ * cache dtype (bf16 by default) whether they live in memory or on disk, so where they live never changes the
+ * result. When the pairs would exceed the budget they go to a file from the start (the total is known up front),
+ * and are read back one block at a time: peak memory is the budget plus one batch.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { StreamlineError } from '../errors.js';
+import { native } from '../native.js';
+
+export type CacheDtype = 'bf16' | 'f32';
+
+export interface PairCacheOptions {
+  /** Blocks that will be added. */
+  blocks: number;
+  /** Rows (tokens) per block. */
+  rows: number;
+  /** Hidden size. */
+  hidden: number;
+  dtype?: CacheDtype;
+  /** Bytes the cache may hold in memory; above it the pairs go to disk. */
+  budgetBytes: number;
+  /** Folder for the on-disk cache (created if needed). */
+  dir: string;
+  /** Keep the cache file after close(). */
+  keep?: boolean;
+}
+
+export class PairCache {
+  readonly blocks: number;
+  readonly rows: number;
+  readonly hidden: number;
+  readonly dtype: CacheDtype;
+  /** 'memory' or 'disk'. */
+  readonly location: 'memory' | 'disk';
+  /** Path of the cache file when on disk. */
+  readonly file: string | null;
+  private readonly elemBytes: number;
+  private readonly mem: Uint8Array[] = [];
+  private fd: number | null = null;
+  private added = 0;
+  private readonly keep: boolean;
+
+  constructor(o: PairCacheOptions) {
+    if (!(o.blocks >= 0 && o.rows > 0 && o.hidden > 0)) throw new StreamlineError('E_INVALID_OPTION', 'pair cache: invalid dimensions');
+    this.blocks = o.blocks;
+    this.rows = o.rows;
+    this.hidden = o.hidden;
+    this.dtype = o.dtype ?? 'bf16';
+    this.elemBytes = this.dtype === 'bf16' ? 2 : 4;
+    this.keep = o.keep ?? false;
+    const total = this.totalBytes;
+    this.location = total > o.budgetBytes ? 'disk' : 'memory';
+    if (this.location === 'disk') {
+      fs.mkdirSync(o.dir, { recursive: true });
+      this.file = path.join(o.dir, `pairs-${process.pid}-${Date.now().toString(36)}.bin`);
+      this.fd = fs.openSync(this.file, 'w+');
+    } else {
+      this.file = null;
+    }
+  }
+
+  /** Bytes of one block's pair (x and y). */
+  get blockBytes(): number { return 2 * this.rows * this.hidden * this.elemBytes; }
+  get totalBytes(): number { return this.blocks * this.blockBytes; }
+  get size(): number { return this.added; }
+
+  /** Appends one block: x = h[s], y = h[s+n], each [rows, hidden] f32. */
+  add(x: Float32Array, y: Float32Array): void {
+    const n = this.rows * this.hidden;
+    if (x.length !== n || y.length !== n) throw new StreamlineError('E_SHAPE', `pair cache: expected ${n} values per state`);
+    if (this.added >= this.blocks) throw new StreamlineError('E_STATE', 'pair cache is full');
+    const buf = new Uint8Array(this.blockBytes);
+    const half = buf.length / 2;
+    if (this.dtype === 'f32') {
+      buf.set(new Uint8Array(x.buffer, x.byteOffset, x.byteLength), 0);
+      buf.set(new Uint8Array(y.buffer, y.byteOffset, y.byteLength), half);
+    } else {
+      native().convertFloats(new Uint16Array(buf.buffer, 0, n), 'bf16', x, 'f32');
+      native().convertFloats(new Uint16Array(buf.buffer, half, n), 'bf16', y, 'f32');
+    }
+    if (this.fd !== null) fs.writeSync(this.fd, buf, 0, buf.length, this.added * this.blockBytes);
+    else this.mem.push(buf);
+    this.added++;
+  }
+
+  /** Block i as f32 states (a fresh copy). */
+  read(i: number): { x: Float32Array; y: Float32Array } {
+    if (!(i >= 0 && i < this.added)) throw new StreamlineError('E_RANGE', `pair cache: block ${i} not in [0, ${this.added})`);
+    let buf: Uint8Array;
+    if (this.fd !== null) {
+      buf = new Uint8Array(this.blockBytes);
+      const got = fs.readSync(this.fd, buf, 0, buf.length, i * this.blockBytes);
+      if (got !== buf.length) throw new StreamlineError('E_IO', `pair cache ${this.file}: short read of block ${i}`);
+    } else {
+      buf = this.mem[i]!;
+    }
+    const n = this.rows * this.hidden, half = buf.length / 2;
+    const x = new Float32Array(n), y = new Float32Array(n);
+    if (this.dtype === 'f32') {
+      x.set(new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + half)));
+      y.set(new Float32Array(buf.buffer.slice(buf.byteOffset + half, buf.byteOffset + buf.length)));
+    } else {
+      native().convertFloats(x, 'f32', new Uint16Array(buf.buffer, buf.byteOffset, n), 'bf16');
+      native().convertFloats(y, 'f32', new Uint16Array(buf.buffer, buf.byteOffset + half, n), 'bf16');
+    }
+    return { x, y };
+  }
+
+  /** Releases memory and removes the file unless `keep`. */
+  close(): void {
+    this.mem.length = 0;
+    if (this.fd !== null) {
+      fs.closeSync(this.fd);
+      this.fd = null;
+      if (!this.keep && this.file) fs.rmSync(this.file, { force: true });
+    }
+  }
+}

@@ -1,0 +1,218 @@
+/**
+ * Replacement training: the `mlp` or `layer` replacement R is trained so that R(h[s]) ≈ h[s+n] (MSE), from
+ * pairs in a PairCache. AdamW with f32 master weights, warmup + cosine decay to minLr over the real number of
+ * optimiser steps, gradient clipping by global norm, micro-batches with gradient accumulation, validation on
+ * held-out pairs every few steps, the best weights kept. Deterministic for a seed: the order of blocks comes
+ * from the seed and the epoch only, so a run resumed from a checkpoint ends with bitwise the same weights.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { StreamlineError } from '../errors.js';
+import { native } from '../native.js';
+import type { LayerRole, LayerSemantics } from '../engine/description.js';
+import { learningRate } from './schedule.js';
+import type { PairCache } from './pair-cache.js';
+import { shuffledIndices } from '../data/prng.js';
+
+export interface TrainOptions {
+  kind: 'mlp' | 'layer';
+  semantics: LayerSemantics;
+  /** RoPE inverse frequencies for the block length (null: learned positions, no rotation). */
+  ropeInvFreq: Float32Array | null;
+  ropeAttentionScaling: number;
+  /** Initial weights by role (f32 copies; they are trained in place). */
+  init: Partial<Record<LayerRole, Float32Array>>;
+  shapes: Partial<Record<LayerRole, number[]>>;
+  train: PairCache;
+  validation: PairCache | null;
+  lr?: number;
+  minLr?: number;
+  /** Warmup steps; default 5% of the steps (at least 1 when there are 20 or more steps). */
+  warmup?: number;
+  weightDecay?: number;
+  clip?: number;
+  /** Blocks per micro-batch. */
+  microBatch?: number;
+  /** Micro-batches per optimiser step. */
+  gradAccum?: number;
+  epochs?: number;
+  seed?: number;
+  /** Validate every this many optimiser steps (and at the end). Default: about 10 times per run. */
+  evalEvery?: number;
+  /** JSONL log of step, loss, validation loss and learning rate. */
+  logFile?: string;
+  /** Where an interrupted run saves its state, and where `resume` reads it from. */
+  checkpointFile?: string;
+  resume?: boolean;
+  signal?: AbortSignal;
+  onStep?: (s: StepRecord, total: number) => void;
+}
+
+export interface StepRecord {
+  step: number;
+  loss: number;
+  valLoss?: number;
+  lr: number;
+  tokens: number;
+  seconds: number;
+}
+
+export interface TrainResult {
+  /** Best weights (by validation loss; the last ones without validation). */
+  weights: Partial<Record<LayerRole, Float32Array>>;
+  history: StepRecord[];
+  steps: number;
+  bestStep: number;
+  bestValLoss: number | null;
+  tokens: number;
+  seconds: number;
+  /** True when the run stopped early on the abort signal after saving a checkpoint. */
+  interrupted: boolean;
+}
+
+interface State {
+  step: number;
+  params: Float32Array[];
+  m: Float32Array[];
+  v: Float32Array[];
+  best: Float32Array[] | null;
+  bestValLoss: number | null;
+  bestStep: number;
+  history: StepRecord[];
+  tokens: number;
+}
+
+function nativeSpec(s: LayerSemantics, B: number, T: number, useRope: boolean, ropeAttentionScaling: number) {
+  return {
+    batch: B, seqLen: T, hidden: s.hidden, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
+    intermediate: s.intermediate, norm: s.norm, normEps: s.normEps, activation: s.activation, gatedMlp: s.gatedMlp,
+    preNorm: s.preNorm, useRope, attnScale: s.attnScale, ropeAttentionScaling,
+  };
+}
+
+export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
+  const n = native();
+  const roles = (Object.keys(o.init) as LayerRole[]).sort();
+  if (roles.length === 0) throw new StreamlineError('E_TRAIN', 'the replacement has no parameters');
+  const lr = o.lr ?? 2e-4, minLr = o.minLr ?? 5e-5, wd = o.weightDecay ?? 1e-3, clip = o.clip ?? 5;
+  const micro = o.microBatch ?? 1, accum = o.gradAccum ?? 1, epochs = o.epochs ?? 1, seed = o.seed ?? 0;
+  for (const [k, v] of Object.entries({ microBatch: micro, gradAccum: accum, epochs }))
+    if (!Number.isInteger(v) || v < 1) throw new StreamlineError('E_INVALID_OPTION', `${k} must be a positive integer, got ${v}`);
+  if (!(lr > 0) || !(minLr >= 0) || minLr > lr) throw new StreamlineError('E_INVALID_OPTION', `learning rates must satisfy 0 <= min-lr <= lr, got ${minLr} and ${lr}`);
+  const N = o.train.size;
+  if (N === 0) throw new StreamlineError('E_DATA_TOO_SMALL', 'no training pairs');
+  const perStep = micro * accum;
+  const stepsPerEpoch = Math.ceil(N / perStep);
+  const total = stepsPerEpoch * epochs;
+  const warmup = o.warmup ?? (total >= 20 ? Math.max(1, Math.round(total * 0.05)) : 0);
+  const evalEvery = o.evalEvery ?? Math.max(1, Math.round(total / 10));
+  const T = o.train.rows, D = o.train.hidden;
+  const positions = (B: number) => { const p = new Int32Array(B * T); for (let i = 0; i < p.length; i++) p[i] = i % T; return p; };
+
+  let st: State;
+  if (o.resume && o.checkpointFile && fs.existsSync(o.checkpointFile)) {
+    st = loadCheckpoint(o.checkpointFile, roles);
+  } else {
+    st = { step: 0, params: roles.map((r) => Float32Array.from(o.init[r]!)), m: roles.map((r) => new Float32Array(o.init[r]!.length)),
+           v: roles.map((r) => new Float32Array(o.init[r]!.length)), best: null, bestValLoss: null, bestStep: 0, history: [], tokens: 0 };
+  }
+  const grads = roles.map((r) => new Float32Array(o.init[r]!.length));
+  const byRole = (arrs: Float32Array[]) => Object.fromEntries(roles.map((r, i) => [r, { data: arrs[i]!, dtype: 'f32', shape: o.shapes[r] ?? [arrs[i]!.length] }]));
+  const log = o.logFile ? fs.openSync(o.logFile, st.step > 0 ? 'a' : 'w') : null;
+  const t0 = Date.now();
+
+  const loadBatch = (cache: PairCache, idx: number[]) => {
+    const x = new Float32Array(idx.length * T * D), y = new Float32Array(idx.length * T * D);
+    idx.forEach((j, b) => { const p = cache.read(j); x.set(p.x, b * T * D); y.set(p.y, b * T * D); });
+    return { x, y };
+  };
+  const validate = async (params: Float32Array[]): Promise<number> => {
+    const val = o.validation!;
+    let sum = 0;
+    for (let j = 0; j < val.size; j++) {
+      const { x, y } = loadBatch(val, [j]);
+      sum += await n.replacementLoss(o.kind, nativeSpec(o.semantics, 1, T, o.ropeInvFreq !== null, o.ropeAttentionScaling), byRole(params), x, y, positions(1), null, o.ropeInvFreq);
+    }
+    return sum / val.size;
+  };
+
+  let interrupted = false;
+  try {
+    while (st.step < total) {
+      if (o.signal?.aborted) { interrupted = true; break; }
+      const step = st.step + 1;
+      const epoch = Math.floor(st.step / stepsPerEpoch);
+      const order = shuffledIndices(N, BigInt(seed) * 1000003n + BigInt(epoch));
+      const first = (st.step % stepsPerEpoch) * perStep;
+      const blocks = order.slice(first, Math.min(N, first + perStep));
+      for (const g of grads) g.fill(0);
+      let loss = 0, parts = 0;
+      for (let a = 0; a < blocks.length; a += micro) {
+        const idx = blocks.slice(a, a + micro);
+        const { x, y } = loadBatch(o.train, idx);
+        const l = await n.replacementStep(o.kind, nativeSpec(o.semantics, idx.length, T, o.ropeInvFreq !== null, o.ropeAttentionScaling),
+          byRole(st.params), byRole(grads), x, y, positions(idx.length), null, o.ropeInvFreq, idx.length / blocks.length);
+        loss += l * (idx.length / blocks.length);
+        parts++;
+      }
+      const { norm } = n.clipGradNorm(grads, clip);
+      if (!Number.isFinite(norm)) throw new StreamlineError('E_NUMERIC', `gradient norm is ${norm} at step ${step}: training diverged`);
+      const rate = learningRate(step - 1, { lr, minLr, warmupSteps: warmup, totalSteps: total });
+      n.adamwStep(st.params, grads, st.m, st.v, { lr: rate, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: wd, step });
+      st.step = step;
+      st.tokens += blocks.length * T;
+      const rec: StepRecord = { step, loss, lr: rate, tokens: st.tokens, seconds: (Date.now() - t0) / 1000 };
+      if (o.validation && o.validation.size > 0 && (step % evalEvery === 0 || step === total)) {
+        rec.valLoss = await validate(st.params);
+        if (st.bestValLoss === null || rec.valLoss < st.bestValLoss) {
+          st.bestValLoss = rec.valLoss; st.bestStep = step; st.best = st.params.map((p) => Float32Array.from(p));
+        }
+      }
+      st.history.push(rec);
+      if (log !== null) fs.writeSync(log, JSON.stringify(rec) + '\n');
+      o.onStep?.(rec, total);
+      void parts;
+    }
+    if (interrupted && o.checkpointFile) saveCheckpoint(o.checkpointFile, roles, st);
+    if (!interrupted && o.checkpointFile) fs.rmSync(o.checkpointFile, { force: true });
+  } finally {
+    if (log !== null) fs.closeSync(log);
+  }
+  const final = st.best ?? st.params;
+  return {
+    weights: Object.fromEntries(roles.map((r, i) => [r, final[i]!])),
+    history: st.history, steps: st.step, bestStep: st.best ? st.bestStep : st.step, bestValLoss: st.bestValLoss,
+    tokens: st.tokens, seconds: (Date.now() - t0) / 1000, interrupted,
+  };
+}
+
+// Checkpoint: a JSON header line then raw f32 arrays (params, m, v, best) in role order. Written to a temporary
+// name and renamed, so a checkpoint is either complete or absent.
+function saveCheckpoint(file: string, roles: LayerRole[], st: State): void {
+  const arrays = [...st.params, ...st.m, ...st.v, ...(st.best ?? [])];
+  const header = JSON.stringify({ format: 'streamline-train-checkpoint', version: 1, roles, lengths: st.params.map((p) => p.length), hasBest: st.best !== null,
+    step: st.step, bestValLoss: st.bestValLoss, bestStep: st.bestStep, history: st.history, tokens: st.tokens }) + '\n';
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  const fd = fs.openSync(tmp, 'w');
+  fs.writeSync(fd, header);
+  for (const a of arrays) fs.writeSync(fd, new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+  fs.fsyncSync(fd);
+  fs.closeSync(fd);
+  fs.renameSync(tmp, file);
+}
+
+function loadCheckpoint(file: string, roles: LayerRole[]): State {
+  const buf = fs.readFileSync(file);
+  const nl = buf.indexOf(10);
+  const h = JSON.parse(buf.subarray(0, nl).toString('utf8'));
+  if (h.format !== 'streamline-train-checkpoint' || JSON.stringify(h.roles) !== JSON.stringify(roles))
+    throw new StreamlineError('E_CHECKPOINT', `${file} is not a checkpoint of this replacement (roles differ)`, { file });
+  let off = nl + 1;
+  const take = (len: number) => { const a = new Float32Array(buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + off + len * 4)); off += len * 4; return a; };
+  const lengths: number[] = h.lengths;
+  const params = lengths.map(take), m = lengths.map(take), v = lengths.map(take);
+  const best = h.hasBest ? lengths.map(take) : null;
+  if (off !== buf.length) throw new StreamlineError('E_CHECKPOINT', `${file} is truncated or has trailing bytes`, { file });
+  return { step: h.step, params, m, v, best, bestValLoss: h.bestValLoss, bestStep: h.bestStep, history: h.history, tokens: h.tokens };
+}

@@ -1,0 +1,73 @@
+// Test helpers (not a test file): crafted safetensors bytes, a seeded PRNG, temporary directories and tiny
+// random model directories written by the project's own writer.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { getAdapter, parseModelConfig, Tensor, writeSafetensors, type WriteOptions } from '../src/index.js';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const sharedDir = path.resolve(repoRoot, '../shared');
+export const kjvLlama = path.join(sharedDir, 'models', 'kjv-llama');
+
+/** Safetensors bytes from a header (object or raw string) and data; `headerLength` overrides the length field. */
+export function craft(header: object | string, data: Uint8Array | number = 0, opts: { headerLength?: bigint; pad?: boolean } = {}): Uint8Array {
+  let text = typeof header === 'string' ? header : JSON.stringify(header);
+  if (opts.pad !== false) while ((8 + Buffer.byteLength(text)) % 8) text += ' ';
+  const h = Buffer.from(text, 'utf8');
+  const d = typeof data === 'number' ? new Uint8Array(data).map((_, i) => (i * 7 + 3) & 255) : data;
+  const out = new Uint8Array(8 + h.length + d.length);
+  new DataView(out.buffer).setBigUint64(0, opts.headerLength ?? BigInt(h.length), true);
+  out.set(h, 8);
+  out.set(d, 8 + h.length);
+  return out;
+}
+
+/** mulberry32: small, seeded, good enough for fuzzing and random weights. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function tmpDir(tag: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `streamline-${tag}-`));
+}
+
+export const TINY_LLAMA = {
+  architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 16, intermediate_size: 24, num_hidden_layers: 3,
+  num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 40, max_position_embeddings: 64, rms_norm_eps: 1e-5,
+  tie_word_embeddings: false, torch_dtype: 'bfloat16',
+};
+
+export const TINY_OPT = {
+  architectures: ['OPTForCausalLM'], model_type: 'opt', hidden_size: 16, ffn_dim: 32, num_hidden_layers: 2,
+  num_attention_heads: 4, vocab_size: 40, max_position_embeddings: 30, word_embed_proj_dim: 8, do_layer_norm_before: true,
+};
+
+/**
+ * Writes a random model directory with every tensor the config implies (via the adapter), through the writer.
+ * `drop` removes tensors, `reshape` gives some another shape, `extra` adds tensors, `rename` maps names.
+ */
+export async function makeTinyModel(dir: string, config: Record<string, unknown>, opts: {
+  drop?: string[]; reshape?: Record<string, number[]>; extra?: Record<string, number[]>; write?: WriteOptions;
+  dtype?: 'f32' | 'bf16'; rename?: (name: string) => string;
+} = {}): Promise<void> {
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
+  const c = parseModelConfig(config);
+  const expected = getAdapter(c.modelType).expectedTensors(c).filter((e) => e.required);
+  const rnd = prng(7);
+  const shapes: [string, number[]][] = expected.filter((e) => !opts.drop?.includes(e.name)).map((e) => [e.name, opts.reshape?.[e.name] ?? e.shape]);
+  for (const [n, s] of Object.entries(opts.extra ?? {})) shapes.push([n, s]);
+  const entries = shapes.map(([name, shape]) => ({
+    name: opts.rename ? opts.rename(name) : name, dtype: opts.dtype ?? 'bf16' as const, shape,
+    load: () => Tensor.fromFloat32(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rnd() - 0.5), shape, opts.dtype ?? 'bf16'),
+  }));
+  await writeSafetensors(dir, entries, opts.write);
+}

@@ -1,0 +1,77 @@
+// Architecture adapters: tensor names by role, expected tensors and shapes, parameter counts, prefix detection.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { GLOBAL_ROLES, LAYER_ROLES, getAdapter, isStreamlineError, llama, mistral, opt, parseModelConfig, qwen2, SUPPORTED_MODEL_TYPES } from '../src/index.js';
+import { TINY_LLAMA, TINY_OPT } from './_helpers.js';
+
+test('bad input: unknown model type', () => {
+  assert.throws(() => getAdapter('gpt_neox'), (e: unknown) => isStreamlineError(e, 'E_CONFIG_UNSUPPORTED') && e.message.includes('llama, mistral, qwen2, opt'));
+  assert.equal([...SUPPORTED_MODEL_TYPES], ['llama', 'mistral', 'qwen2', 'opt']);
+});
+
+test('every adapter names only known roles; role tables are complete for the families', () => {
+  for (const a of [llama, mistral, qwen2, opt]) {
+    for (const r of Object.keys(a.layerNames)) assert.ok((LAYER_ROLES as readonly string[]).includes(r), `${a.modelType} ${r}`);
+    for (const r of Object.keys(a.globalNames)) assert.ok((GLOBAL_ROLES as readonly string[]).includes(r), `${a.modelType} ${r}`);
+  }
+  assert.is(llama.layerTensorName('q.weight', 3), 'model.layers.3.self_attn.q_proj.weight');
+  assert.is(llama.layerTensorName('mlp_norm.weight', 0), 'model.layers.0.post_attention_layernorm.weight');
+  assert.is(llama.layerTensorName('attn_norm.bias', 0), undefined);
+  assert.is(llama.globalTensorName('final_norm.weight'), 'model.norm.weight');
+  assert.is(qwen2.layerTensorName('k.bias', 1), 'model.layers.1.self_attn.k_proj.bias');
+  assert.is(opt.layerTensorName('up.weight', 2), 'model.decoder.layers.2.fc1.weight');
+  assert.is(opt.layerTensorName('mlp_norm.bias', 2), 'model.decoder.layers.2.final_layer_norm.bias');
+  assert.is(opt.layerTensorName('o.weight', 0), 'model.decoder.layers.0.self_attn.out_proj.weight');
+  assert.is(opt.globalTensorName('pos_embed.weight'), 'model.decoder.embed_positions.weight');
+  assert.is(opt.globalTensorName('final_norm.weight', { stripModelPrefix: true }), 'decoder.final_layer_norm.weight');
+  assert.is(opt.globalTensorName('lm_head.weight', { stripModelPrefix: true }), 'lm_head.weight');
+});
+
+test('llama expected tensors: GQA shapes, lm_head required when untied, parameter count per layer', () => {
+  const c = parseModelConfig(TINY_LLAMA);
+  const ex = llama.expectedTensors(c);
+  const by = new Map(ex.map((e) => [e.name, e]));
+  assert.equal(by.get('model.layers.0.self_attn.k_proj.weight')!.shape, [8, 16]);
+  assert.equal(by.get('model.layers.2.mlp.down_proj.weight')!.shape, [16, 24]);
+  assert.ok(by.get('lm_head.weight')!.required);
+  assert.is(ex.filter((e) => e.layer === 1).length, 9);
+  assert.is(llama.layerParamCount(c), 16 + 16 * 16 + 8 * 16 * 2 + 16 * 16 + 16 + 3 * 24 * 16);
+  const tied = parseModelConfig({ ...TINY_LLAMA, tie_word_embeddings: true });
+  assert.not.ok(llama.expectedTensors(tied).find((e) => e.role === 'lm_head.weight')!.required);
+});
+
+test('qwen2 has q/k/v biases but no o bias; mistral none; llama mlp_bias adds gate/up/down biases', () => {
+  const q = parseModelConfig({ ...TINY_LLAMA, model_type: 'qwen2' });
+  const roles = new Set(qwen2.expectedTensors(q).filter((e) => e.layer === 0).map((e) => e.role));
+  assert.ok(roles.has('q.bias') && roles.has('k.bias') && roles.has('v.bias') && !roles.has('o.bias'));
+  const m = parseModelConfig({ ...TINY_LLAMA, model_type: 'mistral' });
+  assert.not.ok(mistral.expectedTensors(m).some((e) => e.role.endsWith('.bias')));
+  const b = parseModelConfig({ ...TINY_LLAMA, mlp_bias: true });
+  assert.equal(llama.expectedTensors(b).filter((e) => e.layer === 0 && e.role.endsWith('.bias')).map((e) => e.role), ['gate.bias', 'up.bias', 'down.bias']);
+});
+
+test('opt expected tensors: positions with offset 2, project_in/out when word_embed_proj_dim differs, post-norm without final norm', () => {
+  const c = parseModelConfig(TINY_OPT);
+  const by = new Map(opt.expectedTensors(c).map((e) => [e.role + (e.layer ?? ''), e]));
+  assert.equal(by.get('pos_embed.weight')!.shape, [32, 16]);
+  assert.equal(by.get('embed.weight')!.shape, [40, 8]);
+  assert.equal(by.get('project_in.weight')!.shape, [16, 8]);
+  assert.equal(by.get('project_out.weight')!.shape, [8, 16]);
+  assert.equal(by.get('final_norm.bias')!.shape, [16]);
+  assert.not.ok(by.get('lm_head.weight')!.required, 'OPT ties embeddings by default');
+  assert.equal(by.get('up.bias0')!.shape, [32]);
+  const post = parseModelConfig({ ...TINY_OPT, do_layer_norm_before: false, word_embed_proj_dim: 16, enable_bias: false });
+  const roles = new Set(opt.expectedTensors(post).map((e) => e.role));
+  assert.ok(!roles.has('final_norm.weight') && !roles.has('project_in.weight') && !roles.has('q.bias') && roles.has('mlp_norm.weight'));
+  assert.is(opt.layerParamCount(c), 4 * (16 * 16 + 16) + 2 * 32 * 16 + 32 + 16 + 4 * 16);
+});
+
+test('naming detection: checkpoints without the model. prefix (decoder.layers...)', () => {
+  assert.equal(opt.detectNaming(['decoder.layers.0.fc1.weight', 'decoder.embed_tokens.weight']), { stripModelPrefix: true });
+  assert.equal(opt.detectNaming(['model.decoder.layers.0.fc1.weight', 'lm_head.weight']), {});
+  assert.equal(llama.detectNaming(['layers.0.self_attn.q_proj.weight', 'embed_tokens.weight']), { stripModelPrefix: true });
+  assert.equal(opt.layerTensorName('q.weight', 1, { stripModelPrefix: true }), 'decoder.layers.1.self_attn.q_proj.weight');
+  assert.ok(llama.isIgnoredTensor('model.layers.0.self_attn.rotary_emb.inv_freq'));
+});
+
+test.run();

@@ -1,0 +1,115 @@
+// config.json parsing: bad input first, then each family's Hugging Face defaults and RoPE scaling variants.
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { getAdapter, isStreamlineError, loadModelConfig, parseModelConfig } from '../src/index.js';
+import { kjvLlama, tmpDir } from './_helpers.js';
+
+const base = { hidden_size: 64, intermediate_size: 128, num_hidden_layers: 4, num_attention_heads: 8, vocab_size: 100 };
+const llama = (extra: object = {}) => parseModelConfig({ model_type: 'llama', ...base, ...extra });
+const fails = (fn: () => unknown, code: string, mention: string) =>
+  assert.throws(fn, (e: unknown) => isStreamlineError(e, code) && e.message.includes(mention), `${code} mentioning ${mention}`);
+
+test('bad input: not an object, unknown or missing model_type, missing and invalid fields', () => {
+  fails(() => parseModelConfig([]), 'E_CONFIG_FIELD', 'JSON object');
+  fails(() => parseModelConfig({ ...base }), 'E_CONFIG_FIELD', 'model_type');
+  fails(() => parseModelConfig({ model_type: 'gpt2', ...base }), 'E_CONFIG_UNSUPPORTED', 'llama, mistral, qwen2, opt');
+  for (const key of Object.keys(base)) {
+    const c: Record<string, unknown> = { model_type: 'llama', ...base };
+    delete c[key];
+    fails(() => parseModelConfig(c), 'E_CONFIG_FIELD', `'${key}'`);
+  }
+  fails(() => llama({ hidden_size: '64' }), 'E_CONFIG_FIELD', "'hidden_size'");
+  fails(() => llama({ num_hidden_layers: 0 }), 'E_CONFIG_FIELD', "'num_hidden_layers'");
+  fails(() => llama({ num_key_value_heads: 3 }), 'E_CONFIG_FIELD', "'num_key_value_heads'");
+  fails(() => llama({ hidden_size: 60 }), 'E_CONFIG_FIELD', "'head_dim'");
+  fails(() => llama({ rms_norm_eps: -1 }), 'E_CONFIG_FIELD', "'rms_norm_eps'");
+  fails(() => llama({ tie_word_embeddings: 'yes' }), 'E_CONFIG_FIELD', "'tie_word_embeddings'");
+  fails(() => llama({ hidden_act: 'tanh' }), 'E_CONFIG_UNSUPPORTED', 'hidden_act');
+  fails(() => llama({ rope_scaling: { rope_type: 'yarn', factor: 4 } }), 'E_CONFIG_UNSUPPORTED', 'yarn');
+  fails(() => llama({ rope_scaling: { factor: 4 } }), 'E_CONFIG_FIELD', 'rope_scaling.rope_type');
+  fails(() => llama({ rope_scaling: { rope_type: 'linear' } }), 'E_CONFIG_FIELD', 'rope_scaling.factor');
+  fails(() => llama({ rope_scaling: { rope_type: 'llama3', factor: 8, high_freq_factor: 4, original_max_position_embeddings: 8192 } }), 'E_CONFIG_FIELD', 'rope_scaling.low_freq_factor');
+  fails(() => llama({ rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 4, high_freq_factor: 1, original_max_position_embeddings: 8192 } }), 'E_CONFIG_FIELD', 'high_freq_factor');
+  fails(() => llama({ rope_scaling: [1] }), 'E_CONFIG_FIELD', 'rope_scaling');
+  fails(() => parseModelConfig({ model_type: 'qwen2', ...base, num_attention_heads: 12, hidden_size: 96 }), 'E_CONFIG_FIELD', 'num_key_value_heads');
+  fails(() => parseModelConfig({ model_type: 'opt', ...base, ffn_dim: 10, num_attention_heads: 7 }), 'E_CONFIG_FIELD', 'num_attention_heads');
+  fails(() => parseModelConfig({ model_type: 'opt', ...base }), 'E_CONFIG_FIELD', "'ffn_dim'");
+});
+
+test('loadModelConfig: missing file and invalid JSON', () => {
+  const dir = tmpDir('cfg');
+  fails(() => loadModelConfig(dir), 'E_CONFIG_MISSING', 'config.json');
+  fs.writeFileSync(path.join(dir, 'config.json'), '{"model_type": ');
+  fails(() => loadModelConfig(dir), 'E_CONFIG_JSON', 'config.json');
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('llama defaults (configuration_llama.py)', () => {
+  const c = llama();
+  assert.is(c.headDim, 8);
+  assert.is(c.numKvHeads, 8);
+  assert.is(c.maxPositionEmbeddings, 2048);
+  assert.is(c.normEps, 1e-6);
+  assert.is(c.tieWordEmbeddings, false);
+  assert.equal([c.attentionBias, c.attentionOutBias, c.mlpBias], [false, false, false]);
+  assert.equal(c.rope, { theta: 10000, scaling: { type: 'default' } });
+  assert.is(c.activation, 'silu');
+  assert.is(c.slidingWindow, null);
+  assert.equal(c.architectures, ['LlamaForCausalLM']);
+  assert.equal([c.bosTokenId, c.eosTokenId, c.padTokenId], [1, 2, null]);
+  const d = llama({ head_dim: 16, num_key_value_heads: null, attention_bias: true, mlp_bias: true, hidden_act: 'gelu_pytorch_tanh' });
+  assert.equal([d.headDim, d.numKvHeads, d.attentionBias, d.attentionOutBias, d.mlpBias, d.activation], [16, 8, true, true, true, 'gelu_tanh']);
+});
+
+test('rope scaling: llama3 (Llama 3.1), legacy "type" key, linear, dynamic, rope_parameters', () => {
+  const l3 = llama({ rope_theta: 500000, rope_scaling: { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192, rope_type: 'llama3' } });
+  assert.equal(l3.rope, { theta: 500000, scaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 } });
+  assert.equal(llama({ rope_scaling: { type: 'linear', factor: 2.0 } }).rope!.scaling, { type: 'linear', factor: 2 });
+  assert.equal(llama({ rope_scaling: { type: 'dynamic', factor: 2.0 } }).rope!.scaling, { type: 'dynamic', factor: 2 });
+  assert.equal(llama({ rope_scaling: { rope_type: 'default' } }).rope!.scaling, { type: 'default' });
+  assert.equal(llama({ rope_scaling: null }).rope!.scaling, { type: 'default' });
+  assert.equal(llama({ rope_parameters: { rope_type: 'linear', factor: 4.0, rope_theta: 1e6 } }).rope, { theta: 1e6, scaling: { type: 'linear', factor: 4 } });
+});
+
+test('mistral defaults (configuration_mistral.py): 8 KV heads when absent, 4096 sliding window, no biases', () => {
+  const c = parseModelConfig({ model_type: 'mistral', ...base });
+  assert.equal([c.numKvHeads, c.slidingWindow, c.maxPositionEmbeddings, c.normEps, c.tieWordEmbeddings], [8, 4096, 131072, 1e-6, false]);
+  assert.equal([c.attentionBias, c.attentionOutBias, c.mlpBias], [false, false, false]);
+  assert.ok(c.layerTypes.every((t) => t === 'sliding_attention'));
+  const d = parseModelConfig({ model_type: 'mistral', ...base, num_key_value_heads: null, sliding_window: null, attention_bias: true });
+  assert.equal([d.numKvHeads, d.slidingWindow, d.attentionBias], [8, null, false]);
+  assert.is(parseModelConfig({ model_type: 'mistral', ...base, num_key_value_heads: 2 }).numKvHeads, 2);
+});
+
+test('qwen2 defaults (configuration_qwen2.py): q/k/v biases always, 32 KV heads when absent, window only when enabled', () => {
+  const c = parseModelConfig({ model_type: 'qwen2', ...base, num_attention_heads: 32, hidden_size: 256 });
+  assert.equal([c.numKvHeads, c.attentionBias, c.attentionOutBias, c.mlpBias, c.slidingWindow, c.maxPositionEmbeddings], [32, true, false, false, null, 32768]);
+  assert.ok(c.layerTypes.every((t) => t === 'full_attention'));
+  const w = parseModelConfig({ model_type: 'qwen2', ...base, num_key_value_heads: 2, use_sliding_window: true, sliding_window: 128, max_window_layers: 2 });
+  assert.is(w.slidingWindow, 128);
+  assert.equal(w.layerTypes, ['full_attention', 'full_attention', 'sliding_attention', 'sliding_attention']);
+  const t = parseModelConfig({ model_type: 'qwen2', ...base, num_key_value_heads: 2, tie_word_embeddings: true, attention_bias: false });
+  assert.equal([t.tieWordEmbeddings, t.attentionBias], [true, true]);
+});
+
+test('opt defaults (configuration_opt.py): tied, relu, biases, pre-norm, LayerNorm eps 1e-5; opt-350m style', () => {
+  const c = parseModelConfig({ model_type: 'opt', hidden_size: 64, ffn_dim: 256, num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 100 });
+  assert.equal([c.tieWordEmbeddings, c.activation, c.attentionBias, c.mlpBias, c.normEps, c.maxPositionEmbeddings, c.rope], [true, 'relu', true, true, 1e-5, 2048, null]);
+  assert.equal(c.opt, { doLayerNormBefore: true, wordEmbedProjDim: 64, enableBias: true, layerNormElementwiseAffine: true, removeFinalLayerNorm: false });
+  const t = getAdapter('opt').traits(c);
+  assert.equal([t.norm, t.gatedMlp, t.preNorm, t.positions, t.positionOffset, t.finalNorm, t.projectInOut], ['layer', false, true, 'learned', 2, true, false]);
+  const m350 = parseModelConfig({ model_type: 'opt', hidden_size: 1024, ffn_dim: 4096, num_hidden_layers: 24, num_attention_heads: 16, vocab_size: 50272, word_embed_proj_dim: 512, do_layer_norm_before: false, enable_bias: false });
+  const t2 = getAdapter('opt').traits(m350);
+  assert.equal([t2.preNorm, t2.finalNorm, t2.projectInOut, t2.embedDim, t2.qkvBias, t2.mlpBias], [false, false, true, 512, false, false]);
+});
+
+test('the demo model config (../shared/models/kjv-llama)', () => {
+  if (!fs.existsSync(kjvLlama)) { console.log('skip: ../shared not found'); return; }
+  const c = loadModelConfig(kjvLlama);
+  assert.equal([c.modelType, c.numLayers, c.hiddenSize, c.numHeads, c.numKvHeads, c.headDim, c.intermediateSize, c.vocabSize], ['llama', 16, 256, 8, 4, 32, 704, 2048]);
+  assert.equal([c.normEps, c.tieWordEmbeddings, c.torchDtype, c.rope!.theta], [1e-5, false, 'bfloat16', 10000]);
+});
+
+test.run();
