@@ -14,8 +14,8 @@ namespace {
 const char* kRoleNames[kRoleCount] = {"attn_norm.weight", "attn_norm.bias", "q.weight",   "q.bias",
                                       "k.weight",         "k.bias",         "v.weight",   "v.bias",
                                       "o.weight",         "o.bias",         "mlp_norm.weight", "mlp_norm.bias",
-                                      "gate.weight",      "up.weight",      "up.bias",    "down.weight",
-                                      "down.bias"};
+                                      "gate.weight",      "gate.bias",      "up.weight",  "up.bias",
+                                      "down.weight",      "down.bias"};
 
 __global__ void convert_kernel(void* dst, int dst_dt, const void* src, int src_dt, size_t n) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
@@ -93,6 +93,7 @@ Context::Context(const LayerSpec& spec, bool use_cublaslt, size_t staging_bytes)
       sl.gu_w = static_cast<bf16*>(alloc(Ngu_ * D * 2));
       sl.down_w = static_cast<bf16*>(alloc(D * s.intermediate * 2));
       sl.up_b = static_cast<float*>(alloc(s.intermediate * 4));
+      sl.gate_b = static_cast<float*>(alloc(s.intermediate * 4));
       sl.down_b = static_cast<float*>(alloc(D * 4));
       sl.n2_w = static_cast<float*>(alloc(D * 4));
       sl.n2_b = static_cast<float*>(alloc(D * 4));
@@ -235,6 +236,9 @@ void Context::upload_layer(int slot, const HostTensor* r) {
     upload_tensor(sl.gu_w, DType::BF16, r[kUpW], F * D, "up.weight");
   }
   upload_tensor(sl.down_w, DType::BF16, r[kDownW], D * F, "down.weight");
+  sl.has_gate_b = s.gated && r[kGateB].data != nullptr;
+  check(s.gated || r[kGateB].data == nullptr, "layer weight gate.bias: not used without a gated MLP");
+  if (sl.has_gate_b) upload_tensor(sl.gate_b, DType::F32, r[kGateB], F, "gate.bias");
   sl.has_up_b = r[kUpB].data != nullptr;
   if (sl.has_up_b) upload_tensor(sl.up_b, DType::F32, r[kUpB], F, "up.bias");
   sl.has_down_b = r[kDownB].data != nullptr;
@@ -289,7 +293,8 @@ void Context::run_layer(int slot) {
 
   // MLP.
   gemm_.run(gu_, DType::BF16, nrm_, sl.gu_w, M, Ngu_, D, 0.f, st);
-  if (s.gated) gated_rows_bf16(act_, gu_, nullptr, sl.has_up_b ? sl.up_b : nullptr, M, F, s.act, st);
+  if (s.gated)
+    gated_rows_bf16(act_, gu_, sl.has_gate_b ? sl.gate_b : nullptr, sl.has_up_b ? sl.up_b : nullptr, M, F, s.act, st);
   else activation_rows_bf16(gu_, sl.has_up_b ? sl.up_b : nullptr, M, F, s.act, st);
   const bool post = !s.pre_norm;
   if (sl.has_down_b || post) {

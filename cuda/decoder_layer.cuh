@@ -40,10 +40,10 @@ struct LayerSpec {
   bool mlp_only = false;   // the `mlp` replacement block
 };
 
-// Layer roles in the order of LayerRole (packages/core/src/engine/description.ts).
+// Layer roles in the order of the CPU kernels' role table (native/src/model/decoder_layer.cpp, LayerWeights).
 enum Role : int {
-  kAttnNormW, kAttnNormB, kQW, kQB, kKW, kKB, kVW, kVB, kOW, kOB, kMlpNormW, kMlpNormB, kGateW, kUpW, kUpB, kDownW,
-  kDownB, kRoleCount
+  kAttnNormW, kAttnNormB, kQW, kQB, kKW, kKB, kVW, kVB, kOW, kOB, kMlpNormW, kMlpNormB, kGateW, kGateB, kUpW, kUpB,
+  kDownW, kDownB, kRoleCount
 };
 const char* role_name(int role);
 
@@ -87,9 +87,9 @@ class Context {
  private:
   struct Slot {
     bf16 *qkv_w = nullptr, *o_w = nullptr, *gu_w = nullptr, *down_w = nullptr;
-    float *qkv_b = nullptr, *o_b = nullptr, *up_b = nullptr, *down_b = nullptr;
+    float *qkv_b = nullptr, *o_b = nullptr, *gate_b = nullptr, *up_b = nullptr, *down_b = nullptr;
     float *n1_w = nullptr, *n1_b = nullptr, *n2_w = nullptr, *n2_b = nullptr;
-    bool has_qkv_b = false, has_o_b = false, has_up_b = false, has_down_b = false;
+    bool has_qkv_b = false, has_o_b = false, has_gate_b = false, has_up_b = false, has_down_b = false;
     bool has_n1_w = false, has_n1_b = false, has_n2_w = false, has_n2_b = false;
     cudaEvent_t uploaded = nullptr, consumed = nullptr;
     bool ever_run = false;

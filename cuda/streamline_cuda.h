@@ -32,12 +32,13 @@ typedef struct streamline_cuda_weight {
   int64_t numel;
 } streamline_cuda_weight;
 
-/* Layer roles, the order of the roles array (LayerRole in packages/core/src/engine/description.ts). */
+/* Layer roles, the order of the roles array (the role table of native/src/model/decoder_layer.cpp). */
 enum {
   STREAMLINE_CUDA_ATTN_NORM_W, STREAMLINE_CUDA_ATTN_NORM_B, STREAMLINE_CUDA_Q_W, STREAMLINE_CUDA_Q_B,
   STREAMLINE_CUDA_K_W, STREAMLINE_CUDA_K_B, STREAMLINE_CUDA_V_W, STREAMLINE_CUDA_V_B, STREAMLINE_CUDA_O_W,
   STREAMLINE_CUDA_O_B, STREAMLINE_CUDA_MLP_NORM_W, STREAMLINE_CUDA_MLP_NORM_B, STREAMLINE_CUDA_GATE_W,
-  STREAMLINE_CUDA_UP_W, STREAMLINE_CUDA_UP_B, STREAMLINE_CUDA_DOWN_W, STREAMLINE_CUDA_DOWN_B, STREAMLINE_CUDA_ROLES
+  STREAMLINE_CUDA_GATE_B, STREAMLINE_CUDA_UP_W, STREAMLINE_CUDA_UP_B, STREAMLINE_CUDA_DOWN_W, STREAMLINE_CUDA_DOWN_B,
+  STREAMLINE_CUDA_ROLES
 };
 
 /* Accumulated cosine of one pair of boundary states (the fields of streamline::CosineSum). */

@@ -92,7 +92,9 @@ void bench_layer(bool quick) {
     return;
   }
   // Host weights (pageable, as from a memory-mapped checkpoint), random bf16.
-  const size_t sizes[sc::kRoleCount] = {D, 0, Hd * D, 0, Kd * D, 0, Kd * D, 0, D * Hd, 0, D, 0, F * D, F * D, 0, D * F, 0};
+  size_t sizes[sc::kRoleCount] = {};
+  sizes[sc::kAttnNormW] = D; sizes[sc::kQW] = Hd * D; sizes[sc::kKW] = Kd * D; sizes[sc::kVW] = Kd * D;
+  sizes[sc::kOW] = D * Hd; sizes[sc::kMlpNormW] = D; sizes[sc::kGateW] = F * D; sizes[sc::kUpW] = F * D; sizes[sc::kDownW] = D * F;
   std::vector<std::vector<uint16_t>> host(sc::kRoleCount);
   sc::HostTensor roles[sc::kRoleCount];
   size_t weight_bytes = 0;

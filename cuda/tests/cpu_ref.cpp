@@ -1,10 +1,13 @@
-// Plain-loop CPU references for the CUDA harness (see cpu_ref.h for why these are local for now).
+// CPU references for the CUDA harness: the shared streamline::ref kernels where the contract matches, local loops
+// for what the contract does not cover (strided attention rows, partial rotary, the bf16-emulating layer).
 #include "cpu_ref.h"
 
 #include <cmath>
 #include <limits>
 
+#include "streamline/cosine.h"
 #include "streamline/matmul.h"
+#include "streamline/model.h"
 
 namespace harness {
 namespace ref {
@@ -18,54 +21,24 @@ float wget(const void* w, DType wdt, size_t i) {
 }
 
 bool embedding_forward(float* out, const int32_t* ids, const void* table, DType wdt, size_t M, size_t V, size_t D) {
-  bool ok = true;
-  for (size_t m = 0; m < M; m++) {
-    if (ids[m] < 0 || size_t(ids[m]) >= V) { ok = false; continue; }
-    for (size_t d = 0; d < D; d++) out[m * D + d] = wget(table, wdt, size_t(ids[m]) * D + d);
-  }
-  return ok;
+  return streamline::embedding_forward(out, ids, table, wdt, M, V, D);
 }
 
 void rmsnorm_forward(float* y, const float* x, const void* w, DType wdt, size_t M, size_t D, float eps) {
-  for (size_t m = 0; m < M; m++) {
-    double ss = 0;
-    for (size_t d = 0; d < D; d++) ss += double(x[m * D + d]) * x[m * D + d];
-    const float inv = 1.f / std::sqrt(float(ss / double(D)) + eps);
-    for (size_t d = 0; d < D; d++) {
-      const float n = x[m * D + d] * inv;
-      y[m * D + d] = w ? wget(w, wdt, d) * n : n;
-    }
-  }
+  streamline::ref::rmsnorm_forward(y, x, w, wdt, M, D, eps);
 }
 
 void layernorm_forward(float* y, const float* x, const void* w, const void* b, DType wdt, size_t M, size_t D, float eps) {
-  for (size_t m = 0; m < M; m++) {
-    double s = 0;
-    for (size_t d = 0; d < D; d++) s += x[m * D + d];
-    const float mean = float(s / double(D));
-    double v = 0;
-    for (size_t d = 0; d < D; d++) v += double(x[m * D + d] - mean) * (x[m * D + d] - mean);
-    const float inv = 1.f / std::sqrt(float(v / double(D)) + eps);
-    for (size_t d = 0; d < D; d++) {
-      float o = (x[m * D + d] - mean) * inv;
-      if (w) o *= wget(w, wdt, d);
-      if (b) o += wget(b, wdt, d);
-      y[m * D + d] = o;
-    }
-  }
+  streamline::ref::layernorm_forward(y, x, w, b, wdt, M, D, eps);
 }
 
 void rope_tables(float* c, float* s, const int32_t* pos, const float* inv, size_t M, size_t half, float scaling) {
-  for (size_t m = 0; m < M; m++)
-    for (size_t j = 0; j < half; j++) {
-      const float a = float(pos[m]) * inv[j];
-      c[m * half + j] = std::cos(a) * scaling;
-      s[m * half + j] = std::sin(a) * scaling;
-    }
+  streamline::rope_tables(c, s, pos, inv, M, half, scaling);
 }
 
 void rope_forward(float* x, const float* c, const float* s, size_t M, size_t nheads, size_t Dh, size_t rot) {
-  const size_t half = rot / 2;
+  if (rot == Dh) return streamline::ref::rope_forward(x, c, s, M, nheads, Dh);
+  const size_t half = rot / 2;  // partial rotary: the first rot dims of each head (local; not in the CPU contract)
   for (size_t m = 0; m < M; m++)
     for (size_t h = 0; h < nheads; h++) {
       float* p = x + (m * nheads + h) * Dh;
@@ -79,6 +52,9 @@ void rope_forward(float* x, const float* c, const float* s, size_t M, size_t nhe
 
 void attention_forward(float* out, size_t os, float* lse, const float* q, size_t qs, const float* k, const float* v,
                        size_t kvs, const uint8_t* mask, size_t B, size_t T, size_t H, size_t Hk, size_t Dh, float scale) {
+  if (os == H * Dh && qs == H * Dh && kvs == Hk * Dh)
+    return streamline::ref::attention_forward(out, lse, q, k, v, mask, B, T, H, Hk, Dh, scale);
+  // Strided rows (q, k, v inside packed QKV rows): the same loops as the shared reference.
   std::vector<float> sc(T);
   std::vector<double> acc(Dh);
   for (size_t b = 0; b < B; b++)
@@ -120,29 +96,12 @@ void attention_forward(float* out, size_t os, float* lse, const float* q, size_t
 }
 
 float act(float x, Activation a) {
-  switch (a) {
-    case Activation::SiLU: return x / (1.f + std::exp(-x));
-    case Activation::ReLU: return x > 0.f ? x : (std::isnan(x) ? x : 0.f);
-    case Activation::GELU: return 0.5f * x * (1.f + std::erf(x * 0.70710678118654752f));
-    default: {
-      const float k = 0.7978845608028654f;
-      return 0.5f * x * (1.f + std::tanh(k * (x + 0.044715f * x * x * x)));
-    }
-  }
+  float y;
+  streamline::ref::activation_forward(&y, &x, 1, a);
+  return y;
 }
 
-void log_softmax_forward(float* y, const float* x, size_t M, size_t V) {
-  for (size_t m = 0; m < M; m++) {
-    const float* r = x + m * V;
-    float mx = -std::numeric_limits<float>::infinity();
-    bool nan = false;
-    for (size_t i = 0; i < V; i++) { if (r[i] > mx) mx = r[i]; nan |= std::isnan(r[i]); }
-    double s = 0;
-    for (size_t i = 0; i < V; i++) s += std::exp(double(r[i]) - mx);
-    const float ls = nan ? NAN : float(std::log(s));
-    for (size_t i = 0; i < V; i++) y[m * V + i] = (r[i] - mx) - ls;
-  }
-}
+void log_softmax_forward(float* y, const float* x, size_t M, size_t V) { streamline::ref::log_softmax_forward(y, x, M, V); }
 
 void token_logprobs(float* lp, const float* logits, const int32_t* target, size_t M, size_t V) {
   std::vector<float> row(V);
@@ -154,17 +113,11 @@ void token_logprobs(float* lp, const float* logits, const int32_t* target, size_
 }
 
 void cosine_accumulate(Cos* acc, const float* a, const float* b, const uint8_t* mask, size_t M, size_t D) {
-  for (size_t m = 0; m < M; m++) {
-    if (mask && !mask[m]) continue;
-    double ab = 0, aa = 0, bb = 0;
-    for (size_t d = 0; d < D; d++) {
-      const double x = a[m * D + d], y = b[m * D + d];
-      ab += x * y; aa += x * x; bb += y * y;
-    }
-    acc->count++;
-    if (aa == 0 || bb == 0) { acc->zeros++; continue; }
-    acc->sum += ab / (std::sqrt(aa) * std::sqrt(bb));
-  }
+  streamline::CosineSum c;
+  streamline::ref::cosine_accumulate(&c, a, b, mask, M, D);
+  acc->sum += c.sum;
+  acc->count += c.count;
+  acc->zeros += c.zeros;
 }
 
 namespace {
@@ -222,16 +175,47 @@ void decoder_layer(std::vector<float>& h, const LayerSpecRef& s, const LayerWeig
   std::vector<float> u, g, y(M * F);
   linear(u, x, w.uw, {}, M, F, D);
   round_inplace(u, emu);
-  if (s.gated) { linear(g, x, w.gw, {}, M, F, D); round_inplace(g, emu); }
+  if (s.gated) { linear(g, x, w.gw, {}, M, F, D); round_inplace(g, emu); }  // gate.bias added below, in f32 like the GPU
   for (size_t m = 0; m < M; m++)
     for (size_t f = 0; f < F; f++) {
       float uu = u[m * F + f] + (w.ub.empty() ? 0.f : w.ub[f]);
-      y[m * F + f] = s.gated ? act(g[m * F + f], s.act) * uu : act(uu, s.act);
+      const float gg = s.gated ? g[m * F + f] + (w.gb.empty() ? 0.f : w.gb[f]) : 0.f;
+      y[m * F + f] = s.gated ? act(gg, s.act) * uu : act(uu, s.act);
     }
   round_inplace(y, emu);
   linear(t, y, w.dw, w.db, M, D, F);
   for (size_t i = 0; i < M * D; i++) h[i] += t[i];
   if (!s.pre_norm) { std::vector<float> n; norm(n, h, s, w.n2w, w.n2b, M); h = n; }
+}
+
+void contract_layer(std::vector<float>& h, const LayerSpecRef& s, const LayerWeightsRef& w, const int32_t* positions,
+                    const uint8_t* mask, const float* inv_freq) {
+  streamline::LayerSpec ls;
+  ls.batch = s.B; ls.seq_len = s.T; ls.hidden = s.D; ls.heads = s.H; ls.kv_heads = s.Hk; ls.head_dim = s.Dh;
+  ls.intermediate = s.F; ls.norm = s.rms ? streamline::NormKind::Rms : streamline::NormKind::Layer; ls.norm_eps = s.eps;
+  ls.act = s.act; ls.gated_mlp = s.gated; ls.pre_norm = s.pre_norm; ls.use_rope = s.use_rope; ls.attn_scale = s.scale;
+  streamline::LayerWeights lw;
+  auto view = [](const std::vector<float>& v, std::vector<int64_t> shape) {
+    streamline::WeightView wv;
+    if (!v.empty()) { wv.data = v.data(); wv.dtype = DType::F32; wv.shape = std::move(shape); }
+    return wv;
+  };
+  const int64_t D = int64_t(s.D), F = int64_t(s.F), Q = int64_t(s.H * s.Dh), K = int64_t(s.Hk * s.Dh);
+  if (!s.mlp_only) {
+    lw.attn_norm_w = view(w.n1w, {D}); lw.attn_norm_b = view(w.n1b, {D});
+    lw.q_w = view(w.qw, {Q, D}); lw.q_b = view(w.qb, {Q}); lw.k_w = view(w.kw, {K, D}); lw.k_b = view(w.kb, {K});
+    lw.v_w = view(w.vw, {K, D}); lw.v_b = view(w.vb, {K}); lw.o_w = view(w.ow, {D, Q}); lw.o_b = view(w.ob, {D});
+  }
+  lw.mlp_norm_w = view(w.n2w, {D}); lw.mlp_norm_b = view(w.n2b, {D});
+  lw.gate_w = view(w.gw, {F, D}); lw.gate_b = view(w.gb, {F}); lw.up_w = view(w.uw, {F, D}); lw.up_b = view(w.ub, {F});
+  lw.down_w = view(w.dw, {D, F}); lw.down_b = view(w.db, {D});
+  if (s.mlp_only) {
+    streamline::validate_layer(ls, lw, true);
+    streamline::mlp_block_forward(h.data(), h.data(), ls, lw);
+  } else {
+    streamline::validate_layer(ls, lw);
+    streamline::decoder_layer_forward(h.data(), h.data(), ls, lw, positions, mask, inv_freq, nullptr);
+  }
 }
 
 }  // namespace ref

@@ -1,9 +1,10 @@
 // CPU references for the CUDA harness.
 //
-// TEMPORARY LOCAL COPIES: the shared references (streamline::ref:: in native/, declared in ops.h) are being written
-// in another branch. Until they are merged these plain loops follow the ops.h contract; once they are, each
-// function here should forward to its streamline::ref:: counterpart (same argument order) and this file shrinks
-// to the decoder-layer composition. Linear layers already use the shared streamline::ref::linear_forward.
+// Where ops.h has the operation, these forward to the shared references (streamline::ref::..., and the CPU
+// embedding/rope_tables/cosine kernels). Local loops remain only for what the contract does not cover: attention on
+// strided (packed QKV) rows, partial rotary, token_logprobs through the reference log-softmax, and the decoder layer
+// that rounds to bf16 where the GPU does. The local layer agrees with streamline::decoder_layer_forward to 1e-7
+// (checked in --cpu-selftest), and the layer checks also compare the GPU with decoder_layer_forward directly.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -45,10 +46,14 @@ struct LayerSpecRef {
   float eps, scale;
 };
 struct LayerWeightsRef {  // f32 host copies, empty vector = absent role
-  std::vector<float> n1w, n1b, qw, qb, kw, kb, vw, vb, ow, ob, n2w, n2b, gw, uw, ub, dw, db;
+  std::vector<float> n1w, n1b, qw, qb, kw, kb, vw, vb, ow, ob, n2w, n2b, gw, gb, uw, ub, dw, db;
 };
 void decoder_layer(std::vector<float>& h, const LayerSpecRef& s, const LayerWeightsRef& w, const float* cos,
                    const float* sin, const uint8_t* mask, bool emulate_bf16);
+// The same layer through the project's CPU kernels (streamline::decoder_layer_forward / mlp_block_forward), in
+// place on h. Full rotary only (rot == Dh); inv_freq[Dh/2], positions[M]. Throws streamline::Error on bad shapes.
+void contract_layer(std::vector<float>& h, const LayerSpecRef& s, const LayerWeightsRef& w, const int32_t* positions,
+                    const uint8_t* mask, const float* inv_freq);
 
 }  // namespace ref
 }  // namespace harness

@@ -25,7 +25,7 @@ constexpr double kTolBf16 = 1.5e-2;     // bf16 operands/probabilities with f32 
 constexpr double kTolLayerEmu = 1e-2;   // GPU layer vs the CPU layer rounding at the same points to bf16
 constexpr double kTolLayerF32 = 3e-2;   // GPU layer vs the pure f32 CPU layer
 constexpr double kTolCosine = 1e-9;     // f64 cosine sums (relative)
-constexpr double kTolScoring = 1e-3;    // model scoring matrix, absolute (issue 8)
+constexpr double kTolScoring = 1e-3;    // scoring matrix, absolute (issue 8); bf16 emulation of the fixtures: <= 5.3e-4
 
 struct Rng {
   uint64_t s;
@@ -112,7 +112,7 @@ void run_benchmarks(bool quick);
 // CPU-only self test of the references and the safetensors reader (no GPU needed).
 int run_cpu_selftest();
 // CPU half of the model check on a checkpoint directory; returns the number of failures.
-int cpu_model_selftest(const std::string& model_dir);
+int cpu_model_selftest(const std::string& model_dir, const std::string& repo_root);
 
 std::string fmt(const char* f, ...);
 

@@ -72,7 +72,7 @@ int main(int argc, char** argv) {
   }
   if (selftest) {
     int rc = run_cpu_selftest();
-    if (!model_dir.empty()) rc += cpu_model_selftest(model_dir);
+    rc += cpu_model_selftest(model_dir, repo_root);
     if (rc != 0) return 1;
   }
   int n = 0;

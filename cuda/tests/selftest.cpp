@@ -110,6 +110,52 @@ int run_cpu_selftest() {
     expect(cmp.nan_mismatch == 0 && cmp.rel_l2 < kTolLayerF32 && cmp.rel_l2 > 0,
            fmt("layer ref: bf16 emulation within %.0e of f32 (%.2e)", kTolLayerF32, cmp.rel_l2));
   }
+  // The harness's local layer (f32, no bf16 emulation) against the project's CPU decoder_layer_forward.
+  {
+    struct St { const char* name; bool rms, gated, pre, rope, mlp_only, qkvb, ob, mlpb, nb; streamline::Activation act; };
+    const St styles[] = {{"llama", true, true, true, true, false, false, false, false, false, streamline::Activation::SiLU},
+                         {"qwen2", true, true, true, true, false, true, false, false, false, streamline::Activation::SiLU},
+                         {"llama mlp_bias", true, true, true, true, false, true, true, true, false, streamline::Activation::SiLU},
+                         {"opt pre-norm", false, false, true, false, false, true, true, true, true, streamline::Activation::ReLU},
+                         {"opt post-norm", false, false, false, false, false, true, true, true, true, streamline::Activation::ReLU},
+                         {"gelu_tanh", true, true, true, true, false, false, false, false, false, streamline::Activation::GELUTanh},
+                         {"mlp block", true, true, true, false, true, false, false, false, false, streamline::Activation::SiLU},
+                         {"mlp block post-norm", false, false, false, false, true, false, false, true, true, streamline::Activation::ReLU}};
+    for (const St& st : styles) {
+      const size_t B = 2, T = 11, D = 64, H = 4, Hk = 2, Dh = 16, F = 96, M = B * T;
+      ref::LayerSpecRef s{B, T, D, H, Hk, Dh, F, Dh, st.rms, st.gated, st.pre, st.rope, st.mlp_only, st.act, 1e-5f, 0.25f};
+      ref::LayerWeightsRef w;
+      auto mk = [&](size_t n, float sc, float off = 0.f) { auto v = randn(n, r, sc); for (auto& t : v) t += off; return v; };
+      if (!st.mlp_only) {
+        w.n1w = mk(D, 0.1f, 1.f); if (st.nb) w.n1b = mk(D, 0.1f);
+        w.qw = mk(H * Dh * D, 0.125f); w.kw = mk(Hk * Dh * D, 0.125f); w.vw = mk(Hk * Dh * D, 0.125f); w.ow = mk(D * H * Dh, 0.125f);
+        if (st.qkvb) { w.qb = mk(H * Dh, 0.1f); w.kb = mk(Hk * Dh, 0.1f); w.vb = mk(Hk * Dh, 0.1f); }
+        if (st.ob) w.ob = mk(D, 0.1f);
+      }
+      w.n2w = mk(D, 0.1f, 1.f); if (st.nb) w.n2b = mk(D, 0.1f);
+      if (st.gated) w.gw = mk(F * D, 0.125f);
+      w.uw = mk(F * D, 0.125f); w.dw = mk(D * F, 0.1f);
+      if (st.mlpb) { if (st.gated) w.gb = mk(F, 0.1f); w.ub = mk(F, 0.1f); w.db = mk(D, 0.1f); }
+      std::vector<int32_t> pos(M);
+      for (size_t m = 0; m < M; m++) pos[m] = int32_t(m % T);
+      std::vector<float> inv(Dh / 2), c(M * Dh / 2), sn(M * Dh / 2);
+      for (size_t i = 0; i < Dh / 2; i++) inv[i] = float(std::pow(10000.0, -double(2 * i) / double(Dh)));
+      ref::rope_tables(c.data(), sn.data(), pos.data(), inv.data(), M, Dh / 2, 1.f);
+      std::vector<uint8_t> mask(M, 1);
+      mask[M - 1] = mask[M - 2] = 0;
+      std::vector<float> h = randn(M * D, r), a = h, b = h;
+      std::string err;
+      try {
+        ref::decoder_layer(a, s, w, c.data(), sn.data(), mask.data(), false);
+        ref::contract_layer(b, s, w, pos.data(), mask.data(), inv.data());
+      } catch (const std::exception& e) {
+        err = e.what();
+      }
+      Compare cmp = compare(a.data(), b.data(), a.size());
+      expect(err.empty() && cmp.nan_mismatch == 0 && cmp.rel_l2 < 1e-5,
+             fmt("layer ref %s == CPU decoder_layer_forward (%.1e)%s", st.name, cmp.rel_l2, err.empty() ? "" : (" " + err).c_str()));
+    }
+  }
   // safetensors reader.
   {
     char tmpl[] = "/tmp/streamline-st-XXXXXX";

@@ -48,17 +48,19 @@ test('streamline_cuda_check exits 0; without a GPU it prints SKIP with the reaso
   assert.match(r.stdout, /^SKIP: no usable GPU: \S/m);
 });
 
-test('streamline_cuda_check --cpu-selftest: references and safetensors reader (and kjv-llama when present)', () => {
+test('streamline_cuda_check --cpu-selftest: references, safetensors reader, fixtures in GPU precision (and kjv-llama)', () => {
   if (!existsSync(harness)) {
     console.log('skip: streamline_cuda_check not built (no nvcc)');
     return;
   }
-  const args = ['--cpu-selftest'];
+  const args = ['--cpu-selftest', '--repo', repoRoot];
   if (existsSync(path.join(kjv, 'model.safetensors'))) args.push('--model', kjv);
   else console.log('skip: ../shared not found (model part of the self-test)');
   const r = spawnSync(harness, args, { encoding: 'utf8', timeout: 20_000 });
   assert.is(r.status, 0, r.stdout + r.stderr);
   assert.match(r.stdout, /cpu-selftest: \d+ passed, 0 failed/);
+  if (existsSync(path.join(repoRoot, 'test/fixtures/models/llama-gqa/golden.safetensors')))
+    assert.match(r.stdout, /ok {3}cpu-selftest: llama-gqa: 3 CPU bf16-emulating layers/);
   assert.not.match(r.stdout, /^FAIL/m);
 });
 
