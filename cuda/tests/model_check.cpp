@@ -77,7 +77,8 @@ void check_llama_dir(const std::string& dir, bool gpu = true) {
     ctxp->upload_hidden(h.data());
     ctxp->save_state(0);
   }
-  std::vector<std::vector<float>> cpu_states{h};
+  std::vector<std::vector<float>> cpu_states{h}, emu_states{h};
+  std::vector<float> h_emu = h;
   for (size_t k = 0; k < L; k++) {
     sc::HostTensor roles[sc::kRoleCount];
     ref::LayerWeightsRef w;
@@ -98,6 +99,11 @@ void check_llama_dir(const std::string& dir, bool gpu = true) {
       ctxp->save_state(int(k + 1));
     }
     ref::decoder_layer(h, s, w, in.cos.data(), in.sin.data(), in.mask.data(), false);
+    if (!gpu) {  // the same chain in GPU precision (bf16 GEMM inputs and weights), to predict the GPU's agreement
+      for (auto* m : {&w.qw, &w.kw, &w.vw, &w.ow, &w.gw, &w.uw, &w.dw}) *m = round_bf16(*m);
+      ref::decoder_layer(h_emu, s, w, in.cos.data(), in.sin.data(), in.mask.data(), true);
+      emu_states.push_back(h_emu);
+    }
     cpu_states.push_back(h);
   }
   if (!gpu) {
@@ -115,6 +121,16 @@ void check_llama_dir(const std::string& dir, bool gpu = true) {
     far = c.sum / double(c.count);
     record("model", fmt("%s: CPU forward of %zu layers finite, mean adjacent cos %.3f > cos(h[0], h[L]) %.3f", dir.c_str(), L, adj, far),
            bad == 0 && adj > far && adj <= 1.0, double(bad), 0);
+    double we = 0;
+    for (size_t i = 0; i <= L; i++)
+      for (size_t j = i + 1; j <= L; j++) {
+        ref::Cos a, e;
+        ref::cosine_accumulate(&a, cpu_states[i].data(), cpu_states[j].data(), in.mask.data(), B * T, D);
+        ref::cosine_accumulate(&e, emu_states[i].data(), emu_states[j].data(), in.mask.data(), B * T, D);
+        we = std::max(we, std::fabs(a.sum / double(a.count) - e.sum / double(e.count)));
+      }
+    record("model", fmt("%s: scoring matrix in GPU precision (CPU bf16 emulation) vs f32, max |diff|", dir.c_str()),
+           we <= kTolScoring, we, kTolScoring);
     return;
   }
   sc::Context& ctx = *ctxp;
