@@ -92,6 +92,21 @@ SL_EXPORT int streamline_cuda_upload_layer(streamline_cuda_ctx* c, int slot, con
   });
 }
 
+SL_EXPORT int streamline_cuda_upload_head(streamline_cuda_ctx* c, const streamline_cuda_weight* norm_w,
+                                          const streamline_cuda_weight* norm_b, const streamline_cuda_weight* project_out,
+                                          int64_t proj_dim, const streamline_cuda_weight* lm_head, int64_t vocab) {
+  return guarded([&] {
+    auto t = [](const streamline_cuda_weight* w) {
+      return w && w->data ? HostTensor{w->data, DType(w->dtype), size_t(w->numel)} : HostTensor{};
+    };
+    c->upload_head(t(norm_w), t(norm_b), t(project_out), size_t(proj_dim), t(lm_head), size_t(vocab));
+  });
+}
+
+SL_EXPORT int streamline_cuda_head_logprobs(streamline_cuda_ctx* c, const int32_t* host_targets, float* host_logprobs) {
+  return guarded([&] { c->head_logprobs(host_targets, host_logprobs); });
+}
+
 SL_EXPORT int streamline_cuda_run_layer(streamline_cuda_ctx* c, int slot) { return guarded([&] { c->run_layer(slot); }); }
 
 SL_EXPORT int streamline_cuda_save_state(streamline_cuda_ctx* c, int index) { return guarded([&] { c->save_state(index); }); }

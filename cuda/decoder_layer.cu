@@ -5,6 +5,7 @@
 #include "activation.cuh"
 #include "attention.cuh"
 #include "decoder_layer.cuh"
+#include "logsoftmax.cuh"
 #include "rope.cuh"
 
 namespace streamline {
@@ -122,6 +123,8 @@ void Context::release() {
   for (float* st : states_)
     if (st) device_free(st, M_ * spec_.hidden * 4);
   states_.clear();
+  for (auto& a : head_allocs_) device_free(a.first, a.second);
+  head_allocs_.clear();
   for (int i = 0; i < 2; i++) {
     if (pinned_[i]) cudaFreeHost(pinned_[i]);
     pinned_[i] = nullptr;
@@ -311,6 +314,90 @@ void Context::run_layer(int slot) {
   }
   SL_CUDA_CHECK(cudaEventRecord(sl.consumed, st));
   sl.ever_run = true;
+}
+
+void Context::upload_head(const HostTensor& norm_w, const HostTensor& norm_b, const HostTensor& project_out,
+                          size_t proj_dim, const HostTensor& lm_head, size_t vocab) {
+  const size_t D = spec_.hidden, K = proj_dim ? proj_dim : D;
+  check(vocab > 0 && lm_head.data, "head: lm_head.weight is required");
+  check(!proj_dim || project_out.data, "head: project_out.weight is required with a projection dimension");
+  SL_CUDA_CHECK(cudaStreamSynchronize(compute_));
+  for (auto& a : head_allocs_) device_free(a.first, a.second);
+  head_allocs_.clear();
+  lm_head_ = proj_ = nullptr;
+  head_nw_ = head_nb_ = nullptr;
+  auto halloc = [&](size_t bytes) {
+    void* p = device_alloc(bytes);
+    head_allocs_.emplace_back(p, bytes);
+    return p;
+  };
+  lm_head_ = static_cast<bf16*>(halloc(vocab * K * 2));
+  upload_tensor(lm_head_, DType::BF16, lm_head, vocab * K, "lm_head.weight");
+  if (proj_dim) {
+    proj_ = static_cast<bf16*>(halloc(proj_dim * D * 2));
+    upload_tensor(proj_, DType::BF16, project_out, proj_dim * D, "project_out.weight");
+  }
+  if (norm_w.data) {
+    head_nw_ = static_cast<float*>(halloc(D * 4));
+    upload_tensor(head_nw_, DType::F32, norm_w, D, "final_norm.weight");
+  }
+  if (norm_b.data) {
+    head_nb_ = static_cast<float*>(halloc(D * 4));
+    upload_tensor(head_nb_, DType::F32, norm_b, D, "final_norm.bias");
+  }
+  vocab_ = vocab;
+  proj_dim_ = proj_dim;
+  SL_CUDA_CHECK(cudaStreamSynchronize(copy_));
+}
+
+void Context::head_logprobs(const int32_t* targets, float* logprobs) {
+  check(lm_head_ != nullptr, "head_logprobs: upload_head first");
+  const size_t M = M_, D = spec_.hidden, V = vocab_, K = proj_dim_ ? proj_dim_ : D;
+  cudaStream_t st = compute_;
+  // Final norm (or none: OPT post-norm) into nrm_ as bf16; project_out into the qkv buffer's space when present.
+  if (head_nw_ || head_nb_)
+    norm_rows(spec_.norm, nullptr, nrm_, nullptr, h_, nullptr, nullptr, head_nw_, head_nb_, DType::F32, M, D,
+              spec_.norm_eps, st);
+  else {
+    cast_bf16_kernel<<<grid_for(M * D, 256), 256, 0, st>>>(nrm_, h_, M * D);
+    SL_LAUNCH_CHECK();
+  }
+  const bf16* x = nrm_;
+  void* proj_buf = nullptr;
+  if (proj_) {
+    proj_buf = device_alloc(M * K * 2);
+    gemm_.run(proj_buf, DType::BF16, nrm_, proj_, M, K, D, 0.f, st);
+    x = static_cast<const bf16*>(proj_buf);
+  }
+  // Logits in row chunks of at most 256 MiB.
+  const size_t chunk = std::max<size_t>(1, std::min(M, (size_t(256) << 20) / (V * 4)));
+  float* logits = nullptr;
+  int32_t* tg = nullptr;
+  float* lp = nullptr;
+  try {
+    logits = static_cast<float*>(device_alloc(chunk * V * 4));
+    tg = static_cast<int32_t*>(device_alloc(M * 4));
+    lp = static_cast<float*>(device_alloc(M * 4));
+    SL_CUDA_CHECK(cudaMemcpyAsync(tg, targets, M * 4, cudaMemcpyHostToDevice, st));
+    for (size_t m0 = 0; m0 < M; m0 += chunk) {
+      const size_t mc = std::min(chunk, M - m0);
+      gemm_.run(logits, DType::F32, x + m0 * K, lm_head_, mc, V, K, 0.f, st);
+      token_logprobs(lp + m0, logits, tg + m0, mc, V, st);
+    }
+    SL_CUDA_CHECK(cudaMemcpyAsync(logprobs, lp, M * 4, cudaMemcpyDeviceToHost, st));
+    SL_CUDA_CHECK(cudaStreamSynchronize(st));
+  } catch (...) {
+    cudaStreamSynchronize(st);
+    device_free(logits, chunk * V * 4);
+    device_free(tg, M * 4);
+    device_free(lp, M * 4);
+    device_free(proj_buf, M * K * 2);
+    throw;
+  }
+  device_free(logits, chunk * V * 4);
+  device_free(tg, M * 4);
+  device_free(lp, M * 4);
+  device_free(proj_buf, M * K * 2);
 }
 
 void Context::save_state(int index) {

@@ -77,6 +77,13 @@ class Context {
   // h = layer(h) with the weights of `slot` (asynchronous on the compute stream).
   void run_layer(int slot);
 
+  // Model head for evaluation: final norm (optional; kind and eps of the layers), OPT project_out [P, D] (optional)
+  // and the LM head [V, D or P], uploaded once (bf16 on the device). head_logprobs: lp[m] = log_softmax(logits)[m,
+  // targets[m]] (0 where targets[m] < 0) for the current hidden state, logits computed in row chunks (host arrays).
+  void upload_head(const HostTensor& norm_w, const HostTensor& norm_b, const HostTensor& project_out, size_t proj_dim,
+                   const HostTensor& lm_head, size_t vocab);
+  void head_logprobs(const int32_t* targets, float* logprobs);
+
   // Boundary states for scoring: keep a copy of h under `index`; accumulate cos(states[i], states[j]) over real tokens.
   void save_state(int index);
   CosineAccum cosine(int i, int j);
@@ -116,6 +123,11 @@ class Context {
   void* raw_[2] = {nullptr, nullptr};
   cudaEvent_t staging_free_[2] = {nullptr, nullptr};
   int next_staging_ = 0;
+  // head
+  bf16 *lm_head_ = nullptr, *proj_ = nullptr;
+  float *head_nw_ = nullptr, *head_nb_ = nullptr;
+  size_t vocab_ = 0, proj_dim_ = 0;
+  std::vector<std::pair<void*, size_t>> head_allocs_;
   // scoring
   std::vector<float*> states_;
   CosineAccum* acc_ = nullptr;

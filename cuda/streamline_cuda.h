@@ -59,6 +59,13 @@ int streamline_cuda_upload_hidden(streamline_cuda_ctx* ctx, const float* host_h)
 int streamline_cuda_download_hidden(streamline_cuda_ctx* ctx, float* host_h);
 int streamline_cuda_upload_layer(streamline_cuda_ctx* ctx, int slot, const streamline_cuda_weight* roles);
 int streamline_cuda_run_layer(streamline_cuda_ctx* ctx, int slot);
+/* Evaluation head: final norm (weight/bias NULL or data NULL = none; the layers' norm kind and eps), OPT project_out
+ * [proj_dim, D] (proj_dim 0 = none), LM head [vocab, D or proj_dim]; uploaded once. head_logprobs: host_logprobs[m] =
+ * log_softmax(logits[m])[host_targets[m]] for the current hidden state (0 where the target is < 0). */
+int streamline_cuda_upload_head(streamline_cuda_ctx* ctx, const streamline_cuda_weight* norm_w,
+                                const streamline_cuda_weight* norm_b, const streamline_cuda_weight* project_out,
+                                int64_t proj_dim, const streamline_cuda_weight* lm_head, int64_t vocab);
+int streamline_cuda_head_logprobs(streamline_cuda_ctx* ctx, const int32_t* host_targets, float* host_logprobs);
 int streamline_cuda_save_state(streamline_cuda_ctx* ctx, int index);
 int streamline_cuda_cosine_states(streamline_cuda_ctx* ctx, int i, int j, streamline_cuda_cosine* out);
 int streamline_cuda_cosine_host(const float* host_a, const float* host_b, const uint8_t* host_mask, int64_t M, int64_t D,

@@ -13,6 +13,7 @@
 #include "harness.h"
 #include "layer_util.h"
 #include "safetensors.h"
+#include "streamline/model.h"
 
 namespace harness {
 
@@ -148,6 +149,31 @@ void check_llama_dir(const std::string& dir, bool gpu = true) {
     }
   record("model", fmt("%s: (L+1)x(L+1) scoring matrix, max |GPU - CPU| (L=%zu)", dir.c_str(), L), worst <= kTolScoring, worst,
          kTolScoring);
+  // Evaluation head: the GPU on the CPU's h[L] against streamline::head_forward (final norm + LM head + log-probs).
+  const StTensor* nw = st.find("model.norm.weight");
+  const StTensor* lm = st.find("lm_head.weight");
+  if (!lm) lm = emb;
+  if (nw && lm) {
+    DType ndt, ldt;
+    nw->has_dtype(&ndt);
+    lm->has_dtype(&ldt);
+    std::vector<int32_t> tg(B * T, -1);
+    for (size_t b = 0; b < B; b++)
+      for (size_t t = 0; t + 1 < T; t++)
+        if (in.mask[b * T + t + 1]) tg[b * T + t] = ids[b * T + t + 1];
+    streamline::HeadSpec hs;
+    hs.hidden = D; hs.vocab = V; hs.norm = streamline::NormKind::Rms; hs.norm_eps = eps;
+    streamline::HeadWeights hw;
+    hw.norm_w = streamline::WeightView{nw->data, ndt, nw->shape};
+    hw.lm_head = streamline::WeightView{lm->data, ldt, lm->shape};
+    std::vector<float> want(B * T), got(B * T);
+    streamline::head_forward(h.data(), B * T, hs, hw, tg.data(), nullptr, want.data());
+    ctx.upload_hidden(h.data());
+    ctx.upload_head(sc::HostTensor{nw->data, ndt, nw->numel()}, sc::HostTensor{}, sc::HostTensor{}, 0,
+                    sc::HostTensor{lm->data, ldt, lm->numel()}, V);
+    ctx.head_logprobs(tg.data(), got.data());
+    check("model", dir + ": GPU head log-probs vs CPU head_forward", compare(got.data(), want.data(), B * T), kTolBf16);
+  }
 }
 
 // Inverse RoPE frequencies as packages/core/src/engine/rope.ts computes them (f64, rounded once): default,
@@ -189,6 +215,47 @@ std::vector<float> rope_inv_freq(const Json& cfg, size_t dim, size_t seq_len) {
   std::vector<float> out(half);
   for (size_t i = 0; i < half; i++) out[i] = float(inv[i]);
   return out;
+}
+
+// The evaluation head on the GPU from golden h[L]: next-token log-probabilities against log_softmax of the golden
+// logits (final norm or none, OPT project_out, tied embeddings).
+void check_fixture_head(const std::string& name, const Json& cfg, const SafeTensors& model, const SafeTensors& golden,
+                        sc::Context& ctx, const std::vector<float>& hL, const std::vector<uint8_t>& mask, size_t B,
+                        size_t T, size_t D, bool opt) {
+  const StTensor* lg = golden.find("logits");
+  const StTensor* ids = golden.find("input_ids");
+  if (!lg || lg->shape.size() != 3) return;
+  const size_t V = size_t(lg->shape[2]), M = B * T;
+  const std::string p = opt ? "model.decoder." : "model.";
+  auto host = [](const StTensor* t) {
+    sc::HostTensor h;
+    DType dt;
+    if (t && t->has_dtype(&dt)) h = sc::HostTensor{t->data, dt, t->numel()};
+    return h;
+  };
+  const StTensor* nw = model.find(p + (opt ? "final_layer_norm.weight" : "norm.weight"));
+  const StTensor* nb = opt ? model.find(p + "final_layer_norm.bias") : nullptr;
+  const StTensor* po = opt ? model.find(p + "project_out.weight") : nullptr;
+  const StTensor* lm = model.find("lm_head.weight");
+  if (!lm) lm = model.find(p + "embed_tokens.weight");  // tied
+  const size_t P = po ? size_t(po->shape[0]) : 0;
+  ctx.upload_hidden(hL.data());
+  ctx.upload_head(host(nw), host(nb), host(po), P, host(lm), V);
+  std::vector<int32_t> tg(M, -1);
+  const int32_t* id = static_cast<const int32_t*>(ids->data);
+  for (size_t b = 0; b < B; b++)
+    for (size_t t = 0; t + 1 < T; t++)
+      if (mask[b * T + t + 1]) tg[b * T + t] = id[b * T + t + 1];
+  std::vector<float> lp(M), want(M, 0.f), logits = tensor_f32(*lg), row(V);
+  ctx.head_logprobs(tg.data(), lp.data());
+  for (size_t m = 0; m < M; m++)
+    if (tg[m] >= 0) {
+      ref::log_softmax_forward(row.data(), logits.data() + m * V, 1, V);
+      want[m] = row[size_t(tg[m])];
+    }
+  check("fixture", fmt("%s: GPU head next-token log-probs vs golden logits", name.c_str()), compare(lp.data(), want.data(), M),
+        kTolBf16);
+  (void)cfg;
 }
 
 // GPU layers against the f64 PyTorch goldens of one fixture: each layer k from golden h.k compared with golden h.k+1
@@ -309,6 +376,7 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
   }
   record("fixture", fmt("%s: %zu %s layers vs f64 goldens (real tokens, worst layer)", name.c_str(), L, who),
          worst <= kTolLayerF32, worst, kTolLayerF32);
+  if (gpu) check_fixture_head(name, cfg, model, golden, *ctxp, golden_h(L), mask, B, T, D, opt);
   // Chained from h.0, with the scoring matrix.
   std::vector<std::vector<float>> gold;
   for (size_t k = 0; k <= L; k++) gold.push_back(golden_h(k));
