@@ -55,7 +55,7 @@ Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
   o.Set("deviceCount", s.device_count);
   o.Set("runtimeVersion", s.runtime_version);
   o.Set("deviceName", s.device_name);
-  o.Set("available", s.device_count > 0);
+  o.Set("available", s.device_count > 0 && s.reason.empty());  // a GPU without cuBLASLt comes with a reason
   o.Set("reason", s.reason);
   return o;
 }
