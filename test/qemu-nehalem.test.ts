@@ -3,13 +3,14 @@
  * prebuild) loads, picks the scalar kernels and OpenBLAS's Nehalem core, and a forward pass of the llama-gqa
  * fixture gives the same hidden states and logits as the native run within 1e-5 relative to the largest
  * magnitude. Natively, forcing each lower kernel level with STREAMLINE_CPU (scalar, avx2) gives the same too.
+ * Uses the prebuild (packages/core/prebuilds/linux-x64) when it is at least as new as build/Release.
  * Runs the built JS (packages/core/dist; tsx under qemu is slow) in one qemu process. Skips with a message when
  * qemu-x86_64 or the build is missing.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,13 +21,18 @@ const qemu = ['/usr/bin/qemu-x86_64', '/usr/local/bin/qemu-x86_64'].find((p) => 
   ?? (spawnSync('sh', ['-c', 'command -v qemu-x86_64'], { encoding: 'utf8' }).stdout.trim() || null);
 const dist = path.join(repoRoot, 'packages', 'core', 'dist', 'index.js');
 const TOL = 1e-5;
+// The shipped (stripped) prebuild when it is at least as new as build/Release, else what node-gyp-build finds.
+const prebuild = path.join(repoRoot, 'packages', 'core', 'prebuilds', 'linux-x64', '@streamline+core.node');
+const built = path.join(repoRoot, 'packages', 'core', 'build', 'Release', 'streamline.node');
+const addon = process.env.STREAMLINE_NATIVE_PATH
+  ?? (existsSync(prebuild) && (!existsSync(built) || statSync(prebuild).mtimeMs >= statSync(built).mtimeMs) ? prebuild : undefined);
 
-interface Run { level: string; detected: string; blas: string; blasCore: string; mask: number[]; logits: number[]; hidden1: number[] }
+interface Run { addon: string; level: string; detected: string; blas: string; blasCore: string; mask: number[]; logits: number[]; hidden1: number[] }
 
 function run(label: string, cmd: string[], env: Record<string, string>, tmp: string): Run {
   const out = path.join(tmp, `${label}.json`);
   // No NODE_OPTIONS: the test runner's @streamline/source condition does not apply to the built JS.
-  const childEnv = { ...process.env, ...env, NODE_OPTIONS: '' };
+  const childEnv = { ...process.env, ...env, NODE_OPTIONS: '', ...(addon ? { STREAMLINE_NATIVE_PATH: addon } : {}) };
   const r = spawnSync(cmd[0]!, [...cmd.slice(1), script, out], { env: childEnv, encoding: 'utf8', timeout: 300_000 });
   if (r.status !== 0) assert.unreachable(`${label}: ${cmd.join(' ')} exited ${r.status ?? r.signal}\n${r.stdout}${r.stderr}`);
   return JSON.parse(readFileSync(out, 'utf8')) as Run;
@@ -60,7 +66,7 @@ if (!qemu) {
         ['STREAMLINE_CPU=avx2', run('avx2', [node], { STREAMLINE_CPU: 'avx2' }, tmp)],
         ['qemu -cpu Nehalem', run('nehalem', [qemu, '-cpu', 'Nehalem', node], {}, tmp)],
       ];
-      const lines = [`native: level ${ref.level}, openblas ${ref.blasCore || ref.blas}`];
+      const lines = [`addon ${path.relative(repoRoot, ref.addon)}`, `native: level ${ref.level}, openblas ${ref.blasCore || ref.blas}`];
       for (const [name, r] of runs) {
         assert.equal(r.mask, ref.mask, `${name}: mask`);
         const dl = relDiff(`${name} logits`, r.logits, ref.logits);

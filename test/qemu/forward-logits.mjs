@@ -16,7 +16,13 @@ const seqs = [
 ];
 const r = await core.forwardDescription(model.description, seqs, { logits: true, boundaries: [1] });
 const info = core.runtimeInfo();
+const coreDir = path.join(repoRoot, 'packages', 'core');
+const { createRequire } = await import('node:module');
+const addon = process.env.STREAMLINE_NATIVE_PATH
+  ? path.resolve(process.env.STREAMLINE_NATIVE_PATH)
+  : createRequire(path.join(coreDir, 'package.json'))('node-gyp-build').resolve(coreDir);
 writeFileSync(process.argv[2], JSON.stringify({
+  addon,
   level: info.cpu.level,
   detected: info.cpu.detected,
   blas: info.cpu.blas,
