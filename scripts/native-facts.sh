@@ -18,6 +18,11 @@ for f in "$dir"/*.node "$dir"/*.so; do
   echo "exports (T)   $(nm -D --defined-only "$f" | awk '$2 == "T" {print $3}' | tr '\n' ' ')"
   echo "exports (W/V/u, weak std:: template instances) $(nm -D --defined-only "$f" | awk '$2 != "T"' | wc -l)"
 done
+# No translation unit may be compiled for more than the baseline.
+if [ -f packages/core/build/build.ninja ]; then
+  n=$(grep -cE -- '-march|-mavx|-mfma|-mf16c|-mamx' packages/core/build/build.ninja || true)
+  echo "== compile flags: $n ISA flags (-march/-mavx/-mfma/-mf16c/-mamx) in packages/core/build/build.ninja"
+fi
 # VEX-encoded instructions need symbols: use an unstripped build.
 bin=packages/core/build/Release/streamline.node
 blas=/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.a
