@@ -10,6 +10,10 @@
 
 using namespace streamline;
 
+#ifdef STREAMLINE_HAVE_BLAS
+extern "C" char* openblas_get_corename(void);
+#endif
+
 namespace {
 
 std::string addon_dir() {
@@ -36,8 +40,10 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   o.Set("threads", num_threads());
 #ifdef STREAMLINE_HAVE_BLAS
   o.Set("blas", "openblas");
+  o.Set("blasCore", openblas_get_corename());
 #else
   o.Set("blas", "none");
+  o.Set("blasCore", "");
 #endif
   return o;
 }
