@@ -128,7 +128,7 @@ export function registerPrune(program: Command): Command {
         process.stdout.write(pruneSummary(r));
       }
       await writeOutputs({ json: o.json, report: o.report }, {
-        json: () => JSON.stringify({ model: modelDir, out: o.out, ...r, score: r.score ? { ...r.score, blocks: undefined } : null }, null, 2) + '\n',
+        json: () => JSON.stringify({ model: modelDir, out: o.out, ...r, pruned: undefined, score: r.score ? { ...r.score, blocks: undefined } : null }, null, 2) + '\n',
         title: `streamline prune — ${modelDir}`, command: process.argv.slice(1).join(' '), createdAt: started.toISOString(),
         manifest: { model: modelDir, out: o.out, replacement: o.replacement, window: r.plan.window },
         ...(r.score ? { score: { model: modelDir, layers: r.score.layers, samples: r.score.samples, seqLen: r.score.seqLen, tokens: r.score.tokens, metric: r.score.metric, matrix: r.score.matrix, n: r.score.n, windows: r.score.windows, best: r.score.best, blockInfluence: r.score.blockInfluence } } : {}),
