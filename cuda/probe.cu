@@ -1,9 +1,11 @@
-// Device discovery for the CUDA backend. Any error from the runtime means "no usable GPU": without a driver
+// Device discovery for the CUDA backend (and whether cuBLASLt can be loaded). Any error from the runtime means "no usable GPU": without a driver
 // the static runtime reports error 35 (driver insufficient), not 100 (no device).
 #include <cuda_runtime.h>
 
 #include <cstdio>
 #include <cstring>
+
+#include "cublaslt_loader.h"
 
 extern "C" __attribute__((visibility("default"))) int streamline_cuda_probe(int* device_count, int* runtime_version,
                                                                             char* name, int name_len, char* reason,
@@ -24,5 +26,7 @@ extern "C" __attribute__((visibility("default"))) int streamline_cuda_probe(int*
   cudaDeviceProp prop;
   if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) std::snprintf(name, name_len, "%s", prop.name);
   reason[0] = 0;
+  // The GPU path needs a GEMM library: without cuBLASLt the device is listed but not usable.
+  if (!streamline::cuda::lt::api()) std::snprintf(reason, reason_len, "%s", streamline::cuda::lt::reason().c_str());
   return n;
 }

@@ -18,6 +18,13 @@ if { [ ! -f /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.a ] || [ ! -d
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libopenblas-pthread-dev libeigen3-dev >/dev/null
 fi
 
+# Optional: qemu-user runs test/qemu-nehalem.test.ts (the addon on a CPU without AVX); the test skips without it.
+if ! command -v qemu-x86_64 >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "setup: installing qemu-user (optional)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user; } >/dev/null 2>&1 \
+    || echo "setup: qemu-user not installed; test/qemu-nehalem.test.ts will skip"
+fi
+
 echo "setup: installing dependencies"
 pnpm install --frozen-lockfile --reporter=append-only 2>&1 | tail -n 3
 echo "setup: building the native addon"

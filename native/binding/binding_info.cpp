@@ -10,6 +10,10 @@
 
 using namespace streamline;
 
+#ifdef STREAMLINE_HAVE_BLAS
+extern "C" char* openblas_get_corename(void);
+#endif
+
 namespace {
 
 std::string addon_dir() {
@@ -36,8 +40,10 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   o.Set("threads", num_threads());
 #ifdef STREAMLINE_HAVE_BLAS
   o.Set("blas", "openblas");
+  o.Set("blasCore", openblas_get_corename());
 #else
   o.Set("blas", "none");
+  o.Set("blasCore", "");
 #endif
   return o;
 }
@@ -55,7 +61,7 @@ Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
   o.Set("deviceCount", s.device_count);
   o.Set("runtimeVersion", s.runtime_version);
   o.Set("deviceName", s.device_name);
-  o.Set("available", s.device_count > 0);
+  o.Set("available", s.device_count > 0 && s.reason.empty());  // a GPU without cuBLASLt comes with a reason
   o.Set("reason", s.reason);
   return o;
 }

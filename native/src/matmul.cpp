@@ -69,34 +69,61 @@ void gemm_f32(float* C, const float* A, const float* B, size_t M, size_t N, size
 #endif
 }
 
+namespace {
+
+#ifdef STREAMLINE_HAVE_BLAS
+// OpenBLAS rounds a row's dot products differently depending on M (kernel edges, small-matrix paths) and on the
+// column panel, so a sequence would score differently in different batches. Every row therefore goes through an
+// sgemm call of exactly kRowBlock rows and fixed column panels: a row's result depends only on its own values.
+constexpr size_t kRowBlock = 64;
+
+void sgemm_row_invariant(float* C, size_t ldc, const float* A, const float* Bt, size_t M, size_t N, size_t K, bool acc) {
+  const size_t full = M / kRowBlock * kRowBlock;
+  for (size_t m0 = 0; m0 < full; m0 += kRowBlock)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(kRowBlock), int(N), int(K), 1.0f, A + m0 * K, int(K), Bt,
+                int(K), acc ? 1.0f : 0.0f, C + m0 * ldc, int(ldc));
+  if (full == M) return;
+  const size_t rest = M - full;
+  std::vector<float> a(kRowBlock * K, 0.f), c(kRowBlock * N, 0.f);
+  std::copy(A + full * K, A + M * K, a.begin());
+  if (acc)
+    for (size_t r = 0; r < rest; r++) std::copy(C + (full + r) * ldc, C + (full + r) * ldc + N, c.begin() + r * N);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(kRowBlock), int(N), int(K), 1.0f, a.data(), int(K), Bt, int(K),
+              acc ? 1.0f : 0.0f, c.data(), int(N));
+  for (size_t r = 0; r < rest; r++) std::copy(c.begin() + r * N, c.begin() + (r + 1) * N, C + (full + r) * ldc);
+}
+#endif
+
+}  // namespace
+
 void linear_forward(float* y, const float* x, const void* w, DType wdt, const float* bias, size_t M, size_t N, size_t K,
                     bool accumulate) {
   if (M == 0 || N == 0) return;
+#ifdef STREAMLINE_HAVE_BLAS
   if (wdt == DType::F32) {
-    gemm_f32(y, x, static_cast<const float*>(w), M, N, K, true, accumulate);
+    sgemm_row_invariant(y, N, x, static_cast<const float*>(w), M, N, K, accumulate);
   } else {
-    // Widen a panel of output features at a time. With few rows the panel stays within L2 (the product is
-    // bandwidth-bound); with many rows it is large (up to 16 MiB), because every sgemm call repacks all of x
-    // and small panels would repack it N/NB times.
-    size_t budget = M >= 64 ? (size_t(16) << 20) : (512 * 1024);
-    size_t NB = std::max<size_t>(16, std::min<size_t>(N, budget / (K * sizeof(float) + 1)));
-    std::vector<float> panel(NB * K);
-#ifndef STREAMLINE_HAVE_BLAS
-    std::vector<float> out(M * NB);
-#endif
+    // Widen a fixed panel of output features at a time (at most 16 MiB of f32), independent of M, so results
+    // never depend on the batch.
+    const size_t NB = std::max<size_t>(16, std::min<size_t>(N, (size_t(16) << 20) / (K * sizeof(float) + 1)));
+    std::vector<float> panel(std::min(NB, N) * K);
     for (size_t n0 = 0; n0 < N; n0 += NB) {
       size_t nb = std::min(NB, N - n0);
       convert_floats(panel.data(), DType::F32, static_cast<const char*>(w) + n0 * K * dtype_size(wdt), wdt, nb * K);
-#ifdef STREAMLINE_HAVE_BLAS
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(nb), int(K), 1.0f, x, int(K), panel.data(),
-                  int(K), accumulate ? 1.0f : 0.0f, y + n0, int(N));
-#else
-      gemm_f32(out.data(), x, panel.data(), M, nb, K, true, false);
-      for (size_t m = 0; m < M; m++)
-        for (size_t j = 0; j < nb; j++) y[m * N + n0 + j] = (accumulate ? y[m * N + n0 + j] : 0.f) + out[m * nb + j];
-#endif
+      sgemm_row_invariant(y + n0, N, x, panel.data(), M, nb, K, accumulate);
     }
   }
+#else
+  // Without BLAS: the portable kernel computes each row on its own, so it is row-invariant as it stands.
+  std::vector<float> wf;
+  const float* wp = static_cast<const float*>(w);
+  if (wdt != DType::F32) {
+    wf.resize(N * K);
+    convert_floats(wf.data(), DType::F32, w, wdt, N * K);
+    wp = wf.data();
+  }
+  gemm_f32(y, x, wp, M, N, K, true, accumulate);
+#endif
   if (bias)
     parallel_for(M, 64, [&](size_t b, size_t e, int) {
       for (size_t m = b; m < e; m++)

@@ -87,6 +87,6 @@ for (let i = 0; i < out.length; i += 4099)
 const best = Math.min(...runs);
 console.log(JSON.stringify({
   bench: 'forward-layer', impl: 'streamline', tokens: T, batch: B, threads: n.cpuInfo().threads, level: n.cpuInfo().level,
-  seconds: Number(best.toFixed(4)), tokens_per_s: Number((M / best).toFixed(1)), gflops: Number((flop / best / 1e9).toFixed(1)),
+  seconds: Number(best.toFixed(4)), tokens_per_s: Number((M / best).toFixed(1)), tokensPerSec: Number((M / best).toFixed(1)), gflops: Number((flop / best / 1e9).toFixed(1)),
   gflop_per_run: Number((flop / 1e9).toFixed(1)), runs: runs.map((s) => Number(s.toFixed(4))),
 }));

@@ -31,7 +31,7 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-SLOW_S = 20.0
+SLOW_S = 60.0
 
 
 def best_of(fn, repeats, label):

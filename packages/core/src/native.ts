@@ -42,7 +42,7 @@ export interface NativeAdamWOptions {
 /** Raw addon exports; binding files add functions here as they register them. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type NativeAddon = Record<string, any> & NativeScoring & NativeLinalg & {
-  cpuInfo(): { avx2: boolean; avx512f: boolean; avx512bf16: boolean; amx: boolean; amxPermitted: boolean; detected: string; level: string; threads: number; blas: string };
+  cpuInfo(): { avx2: boolean; avx512f: boolean; avx512bf16: boolean; amx: boolean; amxPermitted: boolean; detected: string; level: string; threads: number; blas: string; blasCore: string };
   cudaInfo(): { compiled: boolean; loaded: boolean; deviceCount: number; runtimeVersion: number; deviceName: string; available: boolean; reason: string };
   mapFile(path: string): ArrayBuffer;
   convertFloats(dst: ArrayBufferView, dstDtype: string, src: ArrayBufferView, srcDtype: string): void;
@@ -170,17 +170,13 @@ export type NativeHeadWeights = Partial<
 let cached: NativeAddon | undefined;
 
 /**
- * The addon, loaded once. STREAMLINE_NATIVE_PATH points at a specific `.node` file (tests, custom builds).
- * OpenBLAS 0.3.21 misdetects recent CPUs as Prescott and runs 5x slower; when the user has not chosen a core
- * type we pick one from what the CPU supports, before the library initialises.
+ * The addon, loaded once: node-gyp-build picks build/Release (a source build) before prebuilds/<platform>-<arch>
+ * (the published binary). STREAMLINE_NATIVE_PATH points at a specific `.node` file (tests, custom builds).
+ * OpenBLAS's core type (OPENBLAS_CORETYPE) is chosen inside the addon from CPUID when unset, before OpenBLAS
+ * initialises (native/src/cpu_features.cpp).
  */
 export function native(): NativeAddon {
   if (cached) return cached;
-  if (process.env.OPENBLAS_CORETYPE === undefined) {
-    const flags = cpuFlags();
-    if (flags.has('avx512f') && flags.has('avx512bw')) process.env.OPENBLAS_CORETYPE = 'SkylakeX';
-    else if (flags.has('avx2')) process.env.OPENBLAS_CORETYPE = 'Haswell';
-  }
   const explicit = process.env.STREAMLINE_NATIVE_PATH;
   try {
     cached = (explicit ? require(path.resolve(explicit)) : require('node-gyp-build')(packageRoot)) as NativeAddon;
@@ -188,25 +184,15 @@ export function native(): NativeAddon {
     const err = new Error(
       `could not load the Streamline native addon: ${(e as Error).message}\n` +
         'Possible solutions:\n' +
-        '- run `pnpm install` (it builds the addon) or `pnpm run build:native` in the repository;\n' +
-        '- install a package version that ships a prebuilt binary for ' + `${process.platform}-${process.arch};\n` +
+        '- in the repository: run `bash scripts/setup.sh` or `pnpm run build:native`;\n' +
+        '- install a package version that ships a prebuilt binary for ' + `${process.platform}-${process.arch}, ` +
+        'or build one from source (see the @streamline/core README);\n' +
         '- set STREAMLINE_NATIVE_PATH to a built streamline.node.',
     );
     (err as Error & { code: string }).code = 'E_NATIVE_LOAD';
     throw err;
   }
   return cached;
-}
-
-function cpuFlags(): Set<string> {
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const text: string = require('node:fs').readFileSync('/proc/cpuinfo', 'utf8');
-    const line = text.split('\n').find((l) => l.startsWith('flags'));
-    return new Set(line ? line.split(':')[1]!.trim().split(/\s+/) : []);
-  } catch {
-    return new Set();
-  }
 }
 
 /** Fused cosine scoring (native/binding/binding_score.cpp). */

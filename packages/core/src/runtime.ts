@@ -2,8 +2,11 @@ import { native } from './native.js';
 
 /** What the native runtime found on this machine. */
 export interface RuntimeInfo {
-  /** CPU kernel level in use (`scalar`, `avx2`, `avx512`, `avx512bf16`, `amx`) and the detected maximum. */
-  cpu: { level: string; detected: string; threads: number; blas: string; avx2: boolean; avx512f: boolean; avx512bf16: boolean; amx: boolean };
+  /**
+   * CPU kernel level in use (`scalar`, `avx2`, `avx512`, `avx512bf16`, `amx`) and the detected maximum;
+   * blasCore is OpenBLAS's kernel family (e.g. `Haswell`, `SkylakeX`), empty without OpenBLAS.
+   */
+  cpu: { level: string; detected: string; threads: number; blas: string; blasCore: string; avx2: boolean; avx512f: boolean; avx512bf16: boolean; amx: boolean };
   /** CUDA backend: whether it was compiled, whether a GPU can be used, and why not when it cannot. */
   cuda: { compiled: boolean; available: boolean; deviceCount: number; deviceName: string; runtimeVersion: number; reason: string };
 }
@@ -18,7 +21,7 @@ export function runtimeInfo(): RuntimeInfo {
   const c = n.cpuInfo();
   const g = n.cudaInfo();
   return {
-    cpu: { level: c.level, detected: c.detected, threads: c.threads, blas: c.blas, avx2: c.avx2, avx512f: c.avx512f, avx512bf16: c.avx512bf16, amx: c.amx },
+    cpu: { level: c.level, detected: c.detected, threads: c.threads, blas: c.blas, blasCore: c.blasCore ?? '', avx2: c.avx2, avx512f: c.avx512f, avx512bf16: c.avx512bf16, amx: c.amx },
     cuda: { compiled: g.compiled, available: g.available, deviceCount: g.deviceCount, deviceName: g.deviceName, runtimeVersion: g.runtimeVersion, reason: g.reason },
   };
 }

@@ -15,7 +15,7 @@ export function registerInfo(program: Command): void {
       }
       const c = info.cpu, g = info.cuda;
       process.stdout.write(
-        `cpu   level ${c.level} (detected ${c.detected}), ${c.threads} threads, blas ${c.blas}\n` +
+        `cpu   level ${c.level} (detected ${c.detected}), ${c.threads} threads, blas ${c.blas}${c.blasCore ? ` (${c.blasCore})` : ''}\n` +
           `cuda  ${g.available ? `${g.deviceCount} device(s): ${g.deviceName}` : `not available: ${g.reason || 'not compiled'}`}\n`,
       );
     });

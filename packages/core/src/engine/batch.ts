@@ -20,12 +20,20 @@ export interface TokenBatch {
   lengths: number[];
 }
 
-/** Packs sequences into one right-padded batch. */
+/**
+ * Rows per native GEMM call (native/src/matmul.cpp kRowBlock). Rows are padded to a multiple of it so every
+ * sequence starts at a call boundary: a token then goes through exactly the same arithmetic whatever batch it is
+ * in, and results are bitwise independent of batch size.
+ */
+export const ROW_ALIGN = 64;
+
+/** Packs sequences into one right-padded batch (padded length: the longest row rounded up to ROW_ALIGN). */
 export function makeTokenBatch(sequences: readonly Int32Array[], padId = 0): TokenBatch {
   if (sequences.length === 0) throw new StreamlineError('E_BATCH', 'a batch needs at least one sequence');
   const B = sequences.length;
-  const T = Math.max(...sequences.map((s) => s.length));
-  if (T === 0) throw new StreamlineError('E_BATCH', 'every sequence in the batch is empty');
+  const longest = Math.max(...sequences.map((s) => s.length));
+  if (longest === 0) throw new StreamlineError('E_BATCH', 'every sequence in the batch is empty');
+  const T = Math.ceil(longest / ROW_ALIGN) * ROW_ALIGN;
   const ids = new Int32Array(B * T).fill(padId);
   const mask = new Uint8Array(B * T);
   const positions = new Int32Array(B * T);

@@ -80,7 +80,10 @@ export interface LayerCaptures {
 export async function runLayer(desc: ModelDescription, layer: LayerSource, h: HiddenBatch, captures?: LayerCaptures): Promise<HiddenBatch> {
   const n = native();
   const out = new Float32Array(h.data.length);
-  const { invFreq, attentionScaling } = desc.rope ? ropeFrequencies(desc.rope, h.T) : { invFreq: null, attentionScaling: 1 };
+  // Dynamic RoPE depends on the sequence length: HF uses the padded length of its batch, which with right padding
+  // is the longest real row (our rows are padded further, for batch invariance of the GEMMs).
+  const longest = Math.max(...h.lengths);
+  const { invFreq, attentionScaling } = desc.rope ? ropeFrequencies(desc.rope, longest) : { invFreq: null, attentionScaling: 1 };
   const spec = nativeSpec(desc, h.B, h.T, attentionScaling);
   try {
     if (layer.kind === 'mlp') await n.mlpBlockForward(out, h.data, spec, layer.weights());

@@ -13,9 +13,11 @@ export async function collectPairs(desc: ModelDescription, start: number, end: n
     const batch = makeTokenBatch([blocks[b]!]);
     let h = await embed(desc, batch);
     h = await runLayers(desc, h, 0, start, { signal: opts.signal });
-    const x = h.data;
+    // Rows beyond the block are alignment padding (batch.ts ROW_ALIGN).
+    const rows = batch.lengths[0]! * desc.semantics.hidden;
+    const x = h.data.subarray(0, rows);
     h = await runLayers(desc, h, start, end, { signal: opts.signal });
-    cache.add(x, h.data);
+    cache.add(x, h.data.subarray(0, rows));
     opts.onProgress?.(b + 1, blocks.length);
   }
 }

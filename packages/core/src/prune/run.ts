@@ -328,7 +328,8 @@ async function replacementError(desc: import('../engine/description.js').ModelDe
     // In the pruned model, layer index `start` (+1 with a replacement layer) is where h[end] should be.
     const p0 = await embed(pruned, batch);
     const got = await runLayers(pruned, p0, 0, start + (hasLayer ? 1 : 0));
-    for (let i = 0; i < target.data.length; i++) { const d = got.data[i]! - target.data[i]!; num += d * d; den += target.data[i]! * target.data[i]!; }
+    const real = batch.lengths[0]! * desc.semantics.hidden;  // skip alignment padding
+    for (let i = 0; i < real; i++) { const d = got.data[i]! - target.data[i]!; num += d * d; den += target.data[i]! * target.data[i]!; }
   }
   return Math.sqrt(num / den);
 }

@@ -1,0 +1,162 @@
+// The flat C API of streamline_cuda.so (declared in streamline_cuda.h), over streamline::cuda::Context.
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "cublaslt_loader.h"
+#include "decoder_layer.cuh"
+#include "streamline_cuda.h"
+
+#define SL_EXPORT extern "C" __attribute__((visibility("default")))
+
+using namespace streamline;
+using namespace streamline::cuda;
+
+namespace {
+thread_local std::string g_error;
+
+template <typename F> int guarded(F&& f) {
+  try {
+    f();
+    return 0;
+  } catch (const std::exception& e) {
+    g_error = e.what();
+  } catch (...) {
+    g_error = "unknown error";
+  }
+  return -1;
+}
+}  // namespace
+
+struct streamline_cuda_ctx : Context {
+  using Context::Context;
+};
+static_assert(int(STREAMLINE_CUDA_ROLES) == int(kRoleCount), "role order of streamline_cuda.h and decoder_layer.cuh");
+
+SL_EXPORT const char* streamline_cuda_last_error(void) { return g_error.c_str(); }
+
+// 1 when a GEMM library is usable; otherwise 0 and *reason (may be NULL) receives why.
+SL_EXPORT int streamline_cuda_cublaslt_available(char* reason, int reason_len) {
+  if (lt::api()) return 1;
+  if (reason && reason_len > 0) std::snprintf(reason, size_t(reason_len), "%s", lt::reason().c_str());
+  return 0;
+}
+
+SL_EXPORT int streamline_cuda_create(const streamline_cuda_layer_spec* in, streamline_cuda_ctx** out) {
+  return guarded([&] {
+    *out = nullptr;
+    LayerSpec s;
+    s.batch = size_t(in->batch);
+    s.seq_len = size_t(in->seq_len);
+    s.hidden = size_t(in->hidden);
+    s.heads = size_t(in->heads);
+    s.kv_heads = size_t(in->kv_heads);
+    s.head_dim = size_t(in->head_dim);
+    s.intermediate = size_t(in->intermediate);
+    s.rot_dim = size_t(in->rot_dim);
+    s.norm = in->norm == 1 ? NormKind::Layer : NormKind::RMS;
+    s.act = Activation(in->activation);
+    s.gated = in->gated != 0;
+    s.pre_norm = in->pre_norm != 0;
+    s.use_rope = in->use_rope != 0;
+    s.mlp_only = in->mlp_only != 0;
+    s.norm_eps = in->norm_eps;
+    s.attn_scale = in->attn_scale;
+    if (in->use_cublaslt && !lt::api()) throw CudaError(lt::reason());
+    *out = new streamline_cuda_ctx(s, in->use_cublaslt != 0);
+  });
+}
+
+SL_EXPORT void streamline_cuda_destroy(streamline_cuda_ctx* c) { delete c; }
+
+SL_EXPORT int streamline_cuda_set_inputs(streamline_cuda_ctx* c, const int32_t* host_positions, const uint8_t* host_mask,
+                                         const float* host_inv_freq, float attention_scaling) {
+  return guarded([&] { c->set_inputs(host_positions, host_mask, host_inv_freq, attention_scaling); });
+}
+
+SL_EXPORT int streamline_cuda_upload_hidden(streamline_cuda_ctx* c, const float* host_h) {
+  return guarded([&] { c->upload_hidden(host_h); });
+}
+
+SL_EXPORT int streamline_cuda_download_hidden(streamline_cuda_ctx* c, float* host_h) {
+  return guarded([&] { c->download_hidden(host_h); });
+}
+
+// roles[kRoleCount] in LayerRole order (see decoder_layer.cuh).
+SL_EXPORT int streamline_cuda_upload_layer(streamline_cuda_ctx* c, int slot, const streamline_cuda_weight* roles) {
+  return guarded([&] {
+    HostTensor t[kRoleCount];
+    for (int i = 0; i < kRoleCount; i++) t[i] = HostTensor{roles[i].data, DType(roles[i].dtype), size_t(roles[i].numel)};
+    c->upload_layer(slot, t);
+  });
+}
+
+SL_EXPORT int streamline_cuda_upload_head(streamline_cuda_ctx* c, const streamline_cuda_weight* norm_w,
+                                          const streamline_cuda_weight* norm_b, const streamline_cuda_weight* project_out,
+                                          int64_t proj_dim, const streamline_cuda_weight* lm_head, int64_t vocab) {
+  return guarded([&] {
+    auto t = [](const streamline_cuda_weight* w) {
+      return w && w->data ? HostTensor{w->data, DType(w->dtype), size_t(w->numel)} : HostTensor{};
+    };
+    c->upload_head(t(norm_w), t(norm_b), t(project_out), size_t(proj_dim), t(lm_head), size_t(vocab));
+  });
+}
+
+SL_EXPORT int streamline_cuda_head_logprobs(streamline_cuda_ctx* c, const int32_t* host_targets, float* host_logprobs) {
+  return guarded([&] { c->head_logprobs(host_targets, host_logprobs); });
+}
+
+SL_EXPORT int streamline_cuda_run_layer(streamline_cuda_ctx* c, int slot) { return guarded([&] { c->run_layer(slot); }); }
+
+SL_EXPORT int streamline_cuda_save_state(streamline_cuda_ctx* c, int index) { return guarded([&] { c->save_state(index); }); }
+
+SL_EXPORT int streamline_cuda_cosine_states(streamline_cuda_ctx* c, int i, int j, streamline_cuda_cosine* out) {
+  return guarded([&] {
+    CosineAccum a = c->cosine(i, j);
+    out->sum = a.sum;
+    out->count = a.count;
+    out->zeros = a.zeros;
+  });
+}
+
+// Cosine accumulation of two host tensors a, b [M, D] (f32; mask [M] or NULL) on the GPU: uploads, one fused pass,
+// result added to *out. For states that were not produced on the GPU.
+SL_EXPORT int streamline_cuda_cosine_host(const float* host_a, const float* host_b, const uint8_t* host_mask, int64_t M,
+                                          int64_t D, streamline_cuda_cosine* out) {
+  return guarded([&] {
+    const size_t bytes = size_t(M) * size_t(D) * 4;
+    struct Buf {
+      void* p = nullptr;
+      size_t n = 0;
+      ~Buf() { device_free(p, n); }
+    } a, b, m, acc;
+    a.p = device_alloc(bytes); a.n = bytes;
+    b.p = device_alloc(bytes); b.n = bytes;
+    acc.p = device_alloc(sizeof(CosineAccum)); acc.n = sizeof(CosineAccum);
+    SL_CUDA_CHECK(cudaMemcpy(a.p, host_a, bytes, cudaMemcpyHostToDevice));
+    SL_CUDA_CHECK(cudaMemcpy(b.p, host_b, bytes, cudaMemcpyHostToDevice));
+    if (host_mask) {
+      m.p = device_alloc(size_t(M)); m.n = size_t(M);
+      SL_CUDA_CHECK(cudaMemcpy(m.p, host_mask, size_t(M), cudaMemcpyHostToDevice));
+    }
+    CosineAccum h{out->sum, out->count, out->zeros};
+    SL_CUDA_CHECK(cudaMemcpy(acc.p, &h, sizeof h, cudaMemcpyHostToDevice));
+    cosine_accumulate(static_cast<CosineAccum*>(acc.p), static_cast<const float*>(a.p), static_cast<const float*>(b.p),
+                      static_cast<const uint8_t*>(m.p), size_t(M), size_t(D), nullptr);
+    SL_CUDA_CHECK(cudaMemcpy(&h, acc.p, sizeof h, cudaMemcpyDeviceToHost));
+    out->sum = h.sum;
+    out->count = h.count;
+    out->zeros = h.zeros;
+  });
+}
+
+SL_EXPORT int streamline_cuda_synchronize(streamline_cuda_ctx* c) { return guarded([&] { c->synchronize(); }); }
+
+// Bytes of device memory held by the backend now and at most since the last reset.
+SL_EXPORT int streamline_cuda_memory(uint64_t* current, uint64_t* peak, int reset_peak) {
+  *current = device_bytes_current();
+  *peak = device_bytes_peak();
+  if (reset_peak) device_bytes_reset_peak();
+  return 0;
+}

@@ -1,0 +1,81 @@
+// Row normalisation kernels. Statistics in f32 exactly as the CPU reference orders them: RMSNorm
+// y = w * (x * rsqrt(mean(x^2) + eps)); LayerNorm with the biased variance of the staged row.
+#include "norm.cuh"
+
+namespace streamline {
+namespace cuda {
+
+namespace {
+constexpr int kThreads = 256;
+
+__global__ void norm_kernel(int kind, float* y_f32, bf16* y_bf16, float* r_out, const float* x, const float* delta,
+                            const float* delta_bias, const void* w, const void* b, int wdt, size_t M, size_t D,
+                            float eps) {
+  extern __shared__ float row[];
+  __shared__ float scratch[32];
+  for (size_t m = blockIdx.x; m < M; m += gridDim.x) {
+    const float* xr = x + m * D;
+    float s1 = 0.f;
+    for (size_t d = threadIdx.x; d < D; d += blockDim.x) {
+      float v = xr[d];
+      if (delta) {
+        v += delta[m * D + d];
+        if (delta_bias) v += delta_bias[d];
+        if (r_out) r_out[m * D + d] = v;
+      }
+      row[d] = v;
+      s1 += kind == 0 ? v * v : v;
+    }
+    s1 = block_sum(s1, scratch);
+    float mean = 0.f, inv;
+    if (kind == 0) {
+      inv = rsqrtf(s1 / float(D) + eps);
+    } else {
+      mean = s1 / float(D);
+      float s2 = 0.f;
+      for (size_t d = threadIdx.x; d < D; d += blockDim.x) {
+        float c = row[d] - mean;
+        s2 += c * c;
+      }
+      s2 = block_sum(s2, scratch);
+      inv = rsqrtf(s2 / float(D) + eps);
+    }
+    for (size_t d = threadIdx.x; d < D; d += blockDim.x) {
+      float n = (row[d] - mean) * inv;
+      float o = w ? wload(w, wdt, d) * n : n;
+      if (kind == 1 && b) o += wload(b, wdt, d);
+      if (y_f32) y_f32[m * D + d] = o;
+      if (y_bf16) y_bf16[m * D + d] = __float2bfloat16_rn(o);
+    }
+    __syncthreads();  // row[] is reused by the next row
+  }
+}
+}  // namespace
+
+void norm_rows(NormKind kind, float* y_f32, bf16* y_bf16, float* r_out, const float* x, const float* delta,
+               const float* delta_bias, const void* w, const void* b, DType wdt, size_t M, size_t D, float eps,
+               cudaStream_t s) {
+  if (M == 0 || D == 0) return;
+  size_t smem = D * sizeof(float);
+  static size_t raised = 48 * 1024;
+  if (smem > raised) {
+    SL_CUDA_CHECK(cudaFuncSetAttribute(norm_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    raised = smem;
+  }
+  int grid = int(M < 65535 ? M : 65535);
+  norm_kernel<<<grid, kThreads, smem, s>>>(int(kind), y_f32, y_bf16, r_out, x, delta, delta_bias, w, b, int(wdt), M,
+                                            D, eps);
+  SL_LAUNCH_CHECK();
+}
+
+void rmsnorm_forward(float* y, const float* x, const void* w, DType wdt, size_t M, size_t D, float eps, cudaStream_t s) {
+  norm_rows(NormKind::RMS, y, nullptr, nullptr, x, nullptr, nullptr, w, nullptr, wdt, M, D, eps, s);
+}
+
+void layernorm_forward(float* y, const float* x, const void* w, const void* b, DType wdt, size_t M, size_t D,
+                       float eps, cudaStream_t s) {
+  norm_rows(NormKind::Layer, y, nullptr, nullptr, x, nullptr, nullptr, w, b, wdt, M, D, eps, s);
+}
+
+}  // namespace cuda
+}  // namespace streamline

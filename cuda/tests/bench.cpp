@@ -1,0 +1,204 @@
+// Benchmarks with CUDA events (median of repeats after warm-up, random data, never zeros):
+// - ceilings: device-to-device copy bandwidth (bytes read + written) and a large bf16 GEMM through cuBLASLt;
+// - the fused cosine kernel (f32 and bf16 boundary states, 8 x 2048 tokens x 4096) against the copy ceiling;
+// - one Llama-3.1-8B-shaped decoder layer (hidden 4096, intermediate 14336, 32 heads, 8 KV heads, head 128,
+//   8 x 2048 tokens, bf16 weights): tokens/s, TFLOP/s, fraction of the measured GEMM rate, a per-stage breakdown,
+//   weight upload rate from pageable host memory, and peak GPU memory.
+#include "attention.cuh"
+#include "cosine.cuh"
+#include "cublaslt_loader.h"
+#include "decoder_layer.cuh"
+#include "harness.h"
+
+namespace harness {
+
+namespace sc = streamline::cuda;
+
+namespace {
+
+__attribute__((noinline)) void fill_random_bf16(uint16_t* p, size_t n, uint64_t seed, float scale) {
+  Rng r(seed);
+  for (size_t i = 0; i < n; i++) p[i] = streamline::f32_to_bf16(r.sym(scale));
+}
+
+// Random device data without a host round trip: a host pattern replicated on the device.
+void device_random(void* d, size_t bytes, uint64_t seed) {
+  const size_t chunk = std::min<size_t>(bytes, size_t(64) << 20);
+  std::vector<uint16_t> h(chunk / 2);
+  fill_random_bf16(h.data(), h.size(), seed, 1.f);
+  for (size_t off = 0; off < bytes; off += chunk)
+    H_CHECK(cudaMemcpy(static_cast<char*>(d) + off, h.data(), std::min(chunk, bytes - off), cudaMemcpyHostToDevice));
+}
+
+double g_copy_tbs = 0, g_gemm_tflops = 0;
+
+void bench_ceilings(bool quick) {
+  const size_t bytes = size_t(quick ? 1 : 4) << 30;
+  DevBuf a(bytes), b(bytes);
+  device_random(a.p, bytes, 1);
+  const double ms = time_ms([&] { H_CHECK(cudaMemcpyAsync(b.p, a.p, bytes, cudaMemcpyDeviceToDevice, nullptr)); }, 3, 10, nullptr);
+  g_copy_tbs = 2.0 * double(bytes) / (ms * 1e-3) / 1e12;
+  bench_record("d2d copy bandwidth (read+write)", g_copy_tbs, "TB/s", fmt("%.1f GiB in %.3f ms", double(bytes) / (1 << 30), ms));
+  if (!sc::lt::api()) {
+    bench_record("bf16 GEMM rate", 0, "TFLOP/s", "cuBLASLt unavailable: " + sc::lt::reason());
+    return;
+  }
+  const size_t n = quick ? 4096 : 8192;
+  DevBuf x(n * n * 2), w(n * n * 2), y(n * n * 2);
+  device_random(x.p, x.bytes, 2);
+  device_random(w.p, w.bytes, 3);
+  sc::Gemm g(true);
+  const double gm = time_ms([&] { g.run(y.p, streamline::DType::BF16, x.as<sc::bf16>(), w.as<sc::bf16>(), n, n, n, 0.f, nullptr); }, 3, 10, nullptr);
+  g_gemm_tflops = 2.0 * double(n) * n * n / (gm * 1e-3) / 1e12;
+  bench_record(fmt("bf16 GEMM %zux%zux%zu (cuBLASLt)", n, n, n), g_gemm_tflops, "TFLOP/s", fmt("%.3f ms", gm));
+}
+
+void bench_cosine() {
+  const size_t M = 8 * 2048, D = 4096;
+  for (int bf = 0; bf < 2; bf++) {
+    const size_t es = bf ? 2 : 4, bytes = M * D * es;
+    // Several pairs so repeated runs do not hit L2 (60 MB) with the same data.
+    const int pairs = 4;
+    std::vector<DevBuf> a, b;
+    for (int i = 0; i < pairs; i++) {
+      a.emplace_back(bytes);
+      b.emplace_back(bytes);
+      device_random(a.back().p, bytes, 10 + i);
+      device_random(b.back().p, bytes, 20 + i);
+    }
+    DevBuf acc(sizeof(sc::CosineAccum));
+    H_CHECK(cudaMemset(acc.p, 0, sizeof(sc::CosineAccum)));
+    int k = 0;
+    const double ms = time_ms([&] {
+      const int i = k++ % pairs;
+      if (bf) sc::cosine_accumulate_bf16(acc.as<sc::CosineAccum>(), a[i].as<sc::bf16>(), b[i].as<sc::bf16>(), nullptr, M, D, nullptr);
+      else sc::cosine_accumulate(acc.as<sc::CosineAccum>(), a[i].as<float>(), b[i].as<float>(), nullptr, M, D, nullptr);
+    }, 4, 20, nullptr);
+    const double tbs = 2.0 * double(bytes) / (ms * 1e-3) / 1e12;
+    bench_record(fmt("fused cosine %s [%zu x %zu] pair", bf ? "bf16" : "f32", M, D), tbs, "TB/s",
+                 fmt("%.3f ms; %.0f%% of copy", ms, g_copy_tbs > 0 ? 100.0 * tbs / g_copy_tbs : 0.0));
+  }
+}
+
+void bench_layer(bool quick) {
+  sc::LayerSpec s;
+  s.batch = quick ? 2 : 8; s.seq_len = 2048; s.hidden = 4096; s.heads = 32; s.kv_heads = 8; s.head_dim = 128;
+  s.intermediate = 14336; s.norm = sc::NormKind::RMS; s.norm_eps = 1e-5f; s.act = streamline::Activation::SiLU;
+  s.gated = true; s.pre_norm = true; s.use_rope = true; s.rot_dim = 128;
+  const size_t D = s.hidden, F = s.intermediate, Hd = s.heads * s.head_dim, Kd = s.kv_heads * s.head_dim, M = s.batch * s.seq_len;
+  const bool lt_ok = sc::lt::api() != nullptr;
+  if (!lt_ok) {
+    bench_record("llama-3.1-8B layer", 0, "tok/s", "skipped: cuBLASLt unavailable (" + sc::lt::reason() + ")");
+    return;
+  }
+  // Host weights (pageable, as from a memory-mapped checkpoint), random bf16.
+  size_t sizes[sc::kRoleCount] = {};
+  sizes[sc::kAttnNormW] = D; sizes[sc::kQW] = Hd * D; sizes[sc::kKW] = Kd * D; sizes[sc::kVW] = Kd * D;
+  sizes[sc::kOW] = D * Hd; sizes[sc::kMlpNormW] = D; sizes[sc::kGateW] = F * D; sizes[sc::kUpW] = F * D; sizes[sc::kDownW] = D * F;
+  std::vector<std::vector<uint16_t>> host(sc::kRoleCount);
+  sc::HostTensor roles[sc::kRoleCount];
+  size_t weight_bytes = 0;
+  for (int r = 0; r < sc::kRoleCount; r++) {
+    if (!sizes[r]) continue;
+    host[r].resize(sizes[r]);
+    const bool norm = r == sc::kAttnNormW || r == sc::kMlpNormW;
+    fill_random_bf16(host[r].data(), sizes[r], 100 + r, norm ? 1.f : 0.02f);
+    if (norm) for (auto& v : host[r]) v = streamline::f32_to_bf16(1.f + 0.1f * streamline::bf16_to_f32(v));
+    roles[r] = sc::HostTensor{host[r].data(), streamline::DType::BF16, sizes[r]};
+    weight_bytes += sizes[r] * 2;
+  }
+  sc::device_bytes_reset_peak();
+  const size_t base = sc::device_bytes_current();
+  sc::Context ctx(s, true);
+  std::vector<int32_t> pos(M);
+  for (size_t m = 0; m < M; m++) pos[m] = int32_t(m % s.seq_len);
+  std::vector<float> inv(64);
+  for (int i = 0; i < 64; i++) inv[i] = float(1.0 / std::pow(500000.0, 2.0 * i / 128.0));
+  ctx.set_inputs(pos.data(), nullptr, inv.data(), 1.f);
+  Rng r(5);
+  std::vector<float> h = randn(M * D, r);
+  ctx.upload_hidden(h.data());
+  // Upload rate (pageable host -> pinned -> device), first upload includes page faults of the host buffers.
+  ctx.upload_layer(0, roles);
+  ctx.synchronize();
+  cudaEvent_t e0, e1;
+  H_CHECK(cudaEventCreate(&e0));
+  H_CHECK(cudaEventCreate(&e1));
+  auto wall = [] { timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return double(t.tv_sec) + 1e-9 * double(t.tv_nsec); };
+  double t0 = wall();
+  ctx.upload_layer(1, roles);
+  ctx.synchronize();
+  const double up_s = wall() - t0;
+  bench_record("layer weight upload (pageable host -> GPU)", double(weight_bytes) / up_s / 1e9, "GB/s",
+               fmt("%.1f MB in %.1f ms", double(weight_bytes) / 1e6, up_s * 1e3));
+  // Forward of one layer: median over repeats (the hidden state evolves; values stay finite with these scales).
+  auto reset = [&] { ctx.upload_hidden(h.data()); };
+  reset();
+  const double ms = time_ms([&] { ctx.run_layer(0); }, 2, quick ? 3 : 7, ctx.compute_stream());
+  const double gemm_flops = 2.0 * double(M) * (double(D) * (Hd + 2 * Kd) + double(Hd) * D + double(D) * 2 * F + double(F) * D);
+  const double attn_flops = 4.0 * double(s.batch) * s.heads * s.head_dim * (double(s.seq_len) * (s.seq_len + 1) / 2);
+  const double tflops = (gemm_flops + attn_flops) / (ms * 1e-3) / 1e12;
+  bench_record(fmt("llama-3.1-8B layer fwd %zux%zu tokens", s.batch, s.seq_len), double(M) / (ms * 1e-3), "tok/s", fmt("%.3f ms", ms));
+  bench_record("llama-3.1-8B layer fwd rate", tflops, "TFLOP/s",
+               fmt("%.0f%% of measured GEMM rate; %.2f TFLOP per layer", g_gemm_tflops > 0 ? 100.0 * tflops / g_gemm_tflops : 0.0,
+                   (gemm_flops + attn_flops) / 1e12));
+  std::vector<float> out(M * D);
+  ctx.download_hidden(out.data());
+  size_t bad = 0;
+  for (float v : out) bad += !std::isfinite(v);
+  record("bench", "8B layer output finite", bad == 0, double(bad), 0);
+  // Stage breakdown: attention alone on the layer's buffers shape.
+  {
+    DevBuf qkv(M * (Hd + 2 * Kd) * 2), ao(M * Hd * 2);
+    device_random(qkv.p, qkv.bytes, 7);
+    const sc::bf16* q = qkv.as<sc::bf16>();
+    const size_t W_ = Hd + 2 * Kd;
+    for (int variant = 0; variant < 2; variant++) {
+      sc::set_attention_variant(variant == 0);
+      const double am = time_ms([&] {
+        sc::attention_forward_bf16(ao.as<sc::bf16>(), Hd, nullptr, q, W_, q + Hd, q + Hd + Kd, W_, nullptr, s.batch,
+                                   s.seq_len, s.heads, s.kv_heads, s.head_dim, 1.f / std::sqrt(128.f), nullptr);
+      }, 1, 3, nullptr);
+      bench_record(variant == 0 ? "  attention (flash, bf16 wmma, O in registers)" : "  attention v1 (O in shared memory)",
+                   attn_flops / (am * 1e-3) / 1e12, "TFLOP/s", fmt("%.3f ms", am));
+    }
+    sc::set_attention_variant(true);
+    sc::Gemm g(true);
+    DevBuf xin(M * F * 2), yo(M * 2 * F * 2);
+    device_random(xin.p, xin.bytes, 8);
+    DevBuf wgu(2 * F * D * 2);
+    device_random(wgu.p, wgu.bytes, 9);
+    const double gm = time_ms([&] { g.run(yo.p, streamline::DType::BF16, xin.as<sc::bf16>(), wgu.as<sc::bf16>(), M, 2 * F, D, 0.f, nullptr); }, 1, 3, nullptr);
+    bench_record("  gate+up GEMM", 2.0 * M * 2 * F * D / (gm * 1e-3) / 1e12, "TFLOP/s", fmt("%.3f ms of the layer", gm));
+  }
+  // Streaming: 4 layers alternating slots with the next upload overlapping compute, vs compute only.
+  {
+    reset();
+    ctx.synchronize();
+    t0 = wall();
+    ctx.upload_layer(0, roles);
+    for (int k = 0; k < 4; k++) {
+      ctx.run_layer(k % 2);
+      if (k + 1 < 4) ctx.upload_layer((k + 1) % 2, roles);
+    }
+    ctx.synchronize();
+    const double stream_s = wall() - t0;
+    bench_record("4 layers streamed (upload overlaps compute)", stream_s * 1e3, "ms",
+                 fmt("compute alone %.1f ms, uploads alone %.1f ms", 4 * ms, 4 * up_s * 1e3));
+  }
+  bench_record("peak GPU memory (backend allocations)", double(sc::device_bytes_peak() - base) / (1 << 30), "GiB",
+               fmt("layer weights %.2f GiB per slot", double(weight_bytes) / (1 << 30)));
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+}
+
+}  // namespace
+
+void run_benchmarks(bool quick) {
+  std::printf("benchmarks%s\n", quick ? " (quick)" : "");
+  bench_ceilings(quick);
+  bench_cosine();
+  bench_layer(quick);
+}
+
+}  // namespace harness

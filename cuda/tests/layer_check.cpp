@@ -1,0 +1,297 @@
+// Decoder-layer checks: the GPU Context against the CPU layers (bf16-emulating reference, pure f32 reference and the
+// project's decoder_layer_forward) on synthetic weights for every layer style, weight streaming over several layers,
+// and the C API through dlopen. Model-level checks are in model_check.cpp.
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <memory>
+
+#include "cpu_ref.h"
+#include "cublaslt_loader.h"
+#include "decoder_layer.cuh"
+#include "harness.h"
+#include "layer_util.h"
+#include "safetensors.h"
+#include "streamline_cuda.h"
+
+namespace harness {
+
+namespace sc = streamline::cuda;
+
+sc::LayerSpec gpu_spec(const ref::LayerSpecRef& s) {
+  sc::LayerSpec g;
+  g.batch = s.B; g.seq_len = s.T; g.hidden = s.D; g.heads = s.H; g.kv_heads = s.Hk; g.head_dim = s.Dh;
+  g.intermediate = s.F; g.norm = s.rms ? sc::NormKind::RMS : sc::NormKind::Layer; g.norm_eps = s.eps; g.act = s.act;
+  g.gated = s.gated; g.pre_norm = s.pre_norm; g.use_rope = s.use_rope; g.rot_dim = s.rot; g.attn_scale = s.scale;
+  g.mlp_only = s.mlp_only;
+  return g;
+}
+
+Inputs make_inputs(const ref::LayerSpecRef& s, double theta) {
+  Inputs in;
+  const size_t M = s.B * s.T, half = s.rot / 2;
+  in.pos.resize(M);
+  in.mask.assign(M, 1);
+  for (size_t b = 0; b < s.B; b++) {
+    const size_t len = b == 0 ? s.T : (s.T * 2) / 3 + 1;  // second row right-padded
+    for (size_t t = 0; t < s.T; t++) {
+      in.pos[b * s.T + t] = int32_t(t);
+      in.mask[b * s.T + t] = t < len;
+    }
+  }
+  in.inv.resize(half);
+  for (size_t i = 0; i < half; i++) in.inv[i] = float(1.0 / std::pow(theta, 2.0 * double(i) / double(s.rot)));
+  in.cos.resize(M * half);
+  in.sin.resize(M * half);
+  ref::rope_tables(in.cos.data(), in.sin.data(), in.pos.data(), in.inv.data(), M, half, 1.f);
+  return in;
+}
+
+// Compares only real tokens (padding rows are not part of the contract beyond being finite).
+Compare compare_real(const std::vector<float>& out, const std::vector<float>& ref, const std::vector<uint8_t>& mask, size_t D) {
+  std::vector<float> a, b;
+  for (size_t m = 0; m < mask.size(); m++)
+    if (mask[m]) {
+      a.insert(a.end(), out.begin() + m * D, out.begin() + (m + 1) * D);
+      b.insert(b.end(), ref.begin() + m * D, ref.begin() + (m + 1) * D);
+    }
+  return compare(a.data(), b.data(), a.size());
+}
+
+
+using streamline::Activation;
+using streamline::DType;
+
+namespace {
+
+struct Style {
+  const char* name;
+  bool rms, gated, pre_norm, use_rope, mlp_only, qkv_bias, o_bias, mlp_bias, norm_bias;
+  Activation act;
+};
+
+// Host weights kept alive for the upload (any dtype) plus their f32 values for the reference.
+struct HostLayer {
+  std::vector<std::vector<uint8_t>> bytes;
+  sc::HostTensor roles[sc::kRoleCount];
+  ref::LayerWeightsRef w;
+};
+
+std::vector<float> add_role(HostLayer& L, int role, size_t n, DType dt, Rng& r, float scale, float offset = 0.f) {
+  std::vector<float> f = randn(n, r, scale);
+  for (auto& x : f) x += offset;
+  // Matrices are bf16-representable so the GPU (bf16 weights) and the reference see the same numbers.
+  f = round_bf16(f);
+  std::vector<uint8_t> b;
+  if (dt == DType::F32) { b.resize(n * 4); std::memcpy(b.data(), f.data(), n * 4); }
+  else if (dt == DType::BF16) { auto h = to_bf16(f); b.resize(n * 2); std::memcpy(b.data(), h.data(), n * 2); }
+  else { auto h = to_f16(f); for (size_t i = 0; i < n; i++) f[i] = streamline::f16_to_f32(h[i]); b.resize(n * 2); std::memcpy(b.data(), h.data(), n * 2); }
+  L.bytes.push_back(std::move(b));
+  L.roles[role] = sc::HostTensor{L.bytes.back().data(), dt, n};
+  return f;
+}
+
+HostLayer make_layer(const ref::LayerSpecRef& s, const Style& st, DType dt, Rng& r) {
+  HostLayer L;
+  L.bytes.reserve(32);
+  const size_t D = s.D, Hd = s.H * s.Dh, Kd = s.Hk * s.Dh, F = s.F;
+  const float ws = 1.f / std::sqrt(float(D)), wf = 1.f / std::sqrt(float(F));
+  if (!st.mlp_only) {
+    L.w.n1w = add_role(L, sc::kAttnNormW, D, dt, r, 0.1f, 1.f);
+    if (st.norm_bias) L.w.n1b = add_role(L, sc::kAttnNormB, D, dt, r, 0.1f);
+    L.w.qw = add_role(L, sc::kQW, Hd * D, dt, r, ws);
+    L.w.kw = add_role(L, sc::kKW, Kd * D, dt, r, ws);
+    L.w.vw = add_role(L, sc::kVW, Kd * D, dt, r, ws);
+    L.w.ow = add_role(L, sc::kOW, D * Hd, dt, r, 1.f / std::sqrt(float(Hd)));
+    if (st.qkv_bias) {
+      L.w.qb = add_role(L, sc::kQB, Hd, dt, r, 0.1f);
+      L.w.kb = add_role(L, sc::kKB, Kd, dt, r, 0.1f);
+      L.w.vb = add_role(L, sc::kVB, Kd, dt, r, 0.1f);
+    }
+    if (st.o_bias) L.w.ob = add_role(L, sc::kOB, D, dt, r, 0.1f);
+  }
+  L.w.n2w = add_role(L, sc::kMlpNormW, D, dt, r, 0.1f, 1.f);
+  if (st.norm_bias) L.w.n2b = add_role(L, sc::kMlpNormB, D, dt, r, 0.1f);
+  if (st.gated) L.w.gw = add_role(L, sc::kGateW, F * D, dt, r, ws);
+  L.w.uw = add_role(L, sc::kUpW, F * D, dt, r, ws);
+  L.w.dw = add_role(L, sc::kDownW, D * F, dt, r, wf);
+  if (st.mlp_bias) {
+    if (st.gated) L.w.gb = add_role(L, sc::kGateB, F, dt, r, 0.1f);
+    L.w.ub = add_role(L, sc::kUpB, F, dt, r, 0.1f);
+    L.w.db = add_role(L, sc::kDownB, D, dt, r, 0.1f);
+  }
+  return L;
+}
+
+void check_styles(bool quick) {
+  const Style styles[] = {
+      {"llama (rms, swiglu, rope)", true, true, true, true, false, false, false, false, false, Activation::SiLU},
+      {"qwen2 (qkv bias)", true, true, true, true, false, true, false, false, false, Activation::SiLU},
+      {"opt pre-norm (layernorm, relu, biases)", false, false, true, false, false, true, true, true, true, Activation::ReLU},
+      {"opt post-norm", false, false, false, false, false, true, true, true, true, Activation::ReLU},
+      {"gelu_tanh gated, partial rotary", true, true, true, true, false, false, false, false, false, Activation::GELUTanh},
+      {"llama mlp_bias + attention_bias", true, true, true, true, false, true, true, true, false, Activation::SiLU},
+      {"mlp replacement block", true, true, true, false, true, false, false, false, false, Activation::SiLU},
+      {"mlp replacement block, opt post-norm", false, false, false, false, true, false, false, true, true, Activation::ReLU},
+  };
+  struct Shape { size_t B, T, D, H, Hk, Dh, F; };
+  const Shape shapes[] = {{2, 37, 256, 8, 4, 32, 704}, {2, 70, 512, 4, 2, 128, 1376}, {1, 129, 256, 4, 1, 64, 512}};
+  int si = 0;
+  for (const Style& st : styles) {
+    for (const Shape& sh : shapes) {
+      for (int use_lt = 0; use_lt < 2; use_lt++) {
+        if (use_lt && !streamline::cuda::lt::api()) continue;
+        Rng r(1000 + si++);
+        try {
+        ref::LayerSpecRef s{sh.B, sh.T, sh.D, sh.H, sh.Hk, sh.Dh, sh.F, sh.Dh, st.rms, st.gated, st.pre_norm,
+                            st.use_rope, st.mlp_only, st.act, 1e-5f, 1.f / std::sqrt(float(sh.Dh))};
+        if (std::string(st.name).find("partial") != std::string::npos) s.rot = sh.Dh / 2;
+        const DType dt = si % 3 == 0 ? DType::F32 : si % 3 == 1 ? DType::BF16 : DType::F16;
+        HostLayer L = make_layer(s, st, dt, r);
+        Inputs in = make_inputs(s, 10000.0);
+        std::vector<float> h0 = randn(s.B * s.T * s.D, r);
+        std::vector<float> ref_emu = h0, ref_f32 = h0;
+        ref::decoder_layer(ref_emu, s, L.w, in.cos.data(), in.sin.data(), in.mask.data(), true);
+        ref::decoder_layer(ref_f32, s, L.w, in.cos.data(), in.sin.data(), in.mask.data(), false);
+        sc::Context ctx(gpu_spec(s), use_lt != 0, size_t(1) << 20);  // 1 MB staging: many chunks
+        ctx.set_inputs(in.pos.data(), in.mask.data(), st.use_rope ? in.inv.data() : nullptr, 1.f);
+        ctx.upload_hidden(h0.data());
+        ctx.upload_layer(si % 2, L.roles);
+        ctx.run_layer(si % 2);
+        std::vector<float> out(h0.size());
+        ctx.download_hidden(out.data());
+        const std::string nm = fmt("%s B=%zu T=%zu D=%zu H=%zu/%zu Dh=%zu w=%s %s", st.name, s.B, s.T, s.D, s.H, s.Hk, s.Dh,
+                                   streamline::dtype_name(dt), use_lt ? "cublaslt" : "fallback");
+        check("layer", nm + " vs bf16-emulating ref", compare_real(out, ref_emu, in.mask, s.D), kTolLayerEmu);
+        check("layer", nm + " vs f32 ref", compare_real(out, ref_f32, in.mask, s.D), kTolLayerF32);
+        if (s.rot == s.Dh) {
+          std::vector<float> ref_cpu = h0;
+          ref::contract_layer(ref_cpu, s, L.w, in.pos.data(), in.mask.data(), st.use_rope ? in.inv.data() : nullptr);
+          check("layer", nm + " vs CPU decoder_layer_forward", compare_real(out, ref_cpu, in.mask, s.D), kTolLayerF32);
+        }
+        size_t nonfinite = 0;
+        for (float v : out) nonfinite += !std::isfinite(v);
+        record("layer", nm + " all outputs finite (padding too)", nonfinite == 0, double(nonfinite), 0);
+        } catch (const std::exception& e) {
+          record("layer", fmt("%s D=%zu Dh=%zu %s", st.name, sh.D, sh.Dh, use_lt ? "cublaslt" : "fallback"), false, NAN, 0, e.what());
+        }
+        if (quick) break;
+      }
+    }
+  }
+}
+
+// Four layers through the two slots with uploads overlapping compute: same result as the reference chain.
+void check_streaming() {
+  Rng r(77);
+  const Style st{"llama", true, true, true, true, false, false, false, false, false, Activation::SiLU};
+  ref::LayerSpecRef s{2, 64, 256, 4, 2, 64, 512, 64, true, true, true, true, false, Activation::SiLU, 1e-5f, 0.125f};
+  std::vector<HostLayer> layers;
+  for (int k = 0; k < 4; k++) layers.push_back(make_layer(s, st, DType::BF16, r));
+  Inputs in = make_inputs(s, 500000.0);
+  std::vector<float> h = randn(s.B * s.T * s.D, r), ref_h = h;
+  for (auto& L : layers) ref::decoder_layer(ref_h, s, L.w, in.cos.data(), in.sin.data(), in.mask.data(), true);
+  sc::Context ctx(gpu_spec(s), true, size_t(256) << 10);
+  ctx.set_inputs(in.pos.data(), in.mask.data(), in.inv.data(), 1.f);
+  ctx.upload_hidden(h.data());
+  ctx.upload_layer(0, layers[0].roles);
+  for (int k = 0; k < 4; k++) {
+    ctx.run_layer(k % 2);
+    if (k + 1 < 4) ctx.upload_layer((k + 1) % 2, layers[k + 1].roles);  // overlaps layer k
+  }
+  std::vector<float> out(h.size());
+  ctx.download_hidden(out.data());
+  check("layer", "4 streamed layers (2 slots, overlapping uploads)", compare_real(out, ref_h, in.mask, s.D), kTolLayerEmu * 2);
+  // Bad input is a clear error, not a crash.
+  HostLayer bad = make_layer(s, st, DType::BF16, r);
+  bad.roles[sc::kQW].numel -= 1;
+  std::string msg;
+  try { ctx.upload_layer(0, bad.roles); } catch (const std::exception& e) { msg = e.what(); }
+  record("layer", "wrong q.weight size is rejected with a message", msg.find("q.weight") != std::string::npos, 0, 0, msg);
+}
+
+// The C API as the addon will use it: streamline_cuda.so opened with dlopen (its own static runtime), host pointers
+// only. Same layer as the in-process Context; errors come back as -1 plus a message.
+void check_capi() {
+  char exe[4096];
+  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  std::string dir = n > 0 ? std::string(exe, size_t(n)) : std::string(".");
+  dir = dir.substr(0, dir.rfind('/'));
+  const std::string so = dir + "/streamline_cuda.so";
+  void* h = dlopen(so.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    record("capi", "dlopen " + so, false, 0, 0, dlerror());
+    return;
+  }
+#define SYM(name) auto name = reinterpret_cast<decltype(&::name)>(dlsym(h, #name))
+  SYM(streamline_cuda_create); SYM(streamline_cuda_destroy); SYM(streamline_cuda_set_inputs);
+  SYM(streamline_cuda_upload_hidden); SYM(streamline_cuda_download_hidden); SYM(streamline_cuda_upload_layer);
+  SYM(streamline_cuda_run_layer); SYM(streamline_cuda_save_state); SYM(streamline_cuda_cosine_states);
+  SYM(streamline_cuda_last_error); SYM(streamline_cuda_memory); SYM(streamline_cuda_cosine_host);
+#undef SYM
+  if (!streamline_cuda_create || !streamline_cuda_cosine_host || !streamline_cuda_memory || !streamline_cuda_last_error) {
+    record("capi", "symbols", false, 0, 0, "missing exports in " + so);
+    return;
+  }
+  Rng r(404);
+  const Style st{"llama", true, true, true, true, false, false, false, false, false, Activation::SiLU};
+  ref::LayerSpecRef s{2, 50, 256, 4, 2, 64, 512, 64, true, true, true, true, false, Activation::SiLU, 1e-5f, 0.125f};
+  HostLayer L = make_layer(s, st, DType::BF16, r);
+  Inputs in = make_inputs(s, 10000.0);
+  std::vector<float> h0 = randn(s.B * s.T * s.D, r), ref_h = h0;
+  ref::decoder_layer(ref_h, s, L.w, in.cos.data(), in.sin.data(), in.mask.data(), true);
+  streamline_cuda_layer_spec spec{};
+  spec.batch = int64_t(s.B); spec.seq_len = int64_t(s.T); spec.hidden = int64_t(s.D); spec.heads = int64_t(s.H);
+  spec.kv_heads = int64_t(s.Hk); spec.head_dim = int64_t(s.Dh); spec.intermediate = int64_t(s.F); spec.rot_dim = 0;
+  spec.norm = 0; spec.activation = 0; spec.gated = 1; spec.pre_norm = 1; spec.use_rope = 1; spec.mlp_only = 0;
+  spec.use_cublaslt = streamline::cuda::lt::api() ? 1 : 0; spec.norm_eps = 1e-5f; spec.attn_scale = 0.f;
+  streamline_cuda_weight roles[STREAMLINE_CUDA_ROLES] = {};
+  for (int i = 0; i < STREAMLINE_CUDA_ROLES; i++)
+    roles[i] = streamline_cuda_weight{L.roles[i].data, int32_t(L.roles[i].dtype), int64_t(L.roles[i].numel)};
+  streamline_cuda_ctx* ctx = nullptr;
+  bool ok = streamline_cuda_create(&spec, &ctx) == 0 &&
+            streamline_cuda_set_inputs(ctx, in.pos.data(), in.mask.data(), in.inv.data(), 1.f) == 0 &&
+            streamline_cuda_upload_hidden(ctx, h0.data()) == 0 && streamline_cuda_save_state(ctx, 0) == 0 &&
+            streamline_cuda_upload_layer(ctx, 1, roles) == 0 && streamline_cuda_run_layer(ctx, 1) == 0 &&
+            streamline_cuda_save_state(ctx, 1) == 0;
+  std::vector<float> out(h0.size());
+  ok = ok && streamline_cuda_download_hidden(ctx, out.data()) == 0;
+  record("capi", "create / set_inputs / upload / run / download through dlopen", ok, 0, 0, ok ? "" : streamline_cuda_last_error());
+  if (ok) check("capi", "layer through the C API vs bf16-emulating ref", compare_real(out, ref_h, in.mask, s.D), kTolLayerEmu);
+  streamline_cuda_cosine c{0, 0, 0};
+  const bool cok = ctx && streamline_cuda_cosine_states(ctx, 0, 1, &c) == 0;
+  ref::Cos rc;
+  ref::cosine_accumulate(&rc, h0.data(), out.data(), in.mask.data(), s.B * s.T, s.D);
+  const double cerr = cok ? std::fabs(c.sum / double(c.count) - rc.sum / double(rc.count)) : INFINITY;
+  record("capi", "cosine_states(h0, h1) vs CPU cosine of the downloaded states", cok && c.count == rc.count && cerr < 1e-9, cerr, 1e-9);
+  streamline_cuda_cosine ch{0, 0, 0};
+  const bool hok = streamline_cuda_cosine_host(h0.data(), out.data(), in.mask.data(), int64_t(s.B * s.T), int64_t(s.D), &ch) == 0;
+  record("capi", "cosine_host equals cosine_states", hok && ch.count == c.count && std::fabs(ch.sum - c.sum) < 1e-9, std::fabs(ch.sum - c.sum), 1e-9);
+  const int bad = ctx ? streamline_cuda_run_layer(ctx, 5) : 0;
+  const std::string msg = streamline_cuda_last_error();
+  record("capi", "bad slot returns -1 with a message", bad == -1 && msg.find("slot") != std::string::npos, 0, 0, msg);
+  uint64_t cur = 0, peak = 0;
+  streamline_cuda_memory(&cur, &peak, 0);
+  record("capi", fmt("memory report (current %.1f MiB, peak %.1f MiB)", double(cur) / (1 << 20), double(peak) / (1 << 20)),
+         peak >= cur && cur > 0, 0, 0);
+  if (ctx) streamline_cuda_destroy(ctx);
+  dlclose(h);
+}
+
+}  // namespace
+
+void run_layer_checks(bool quick) {
+  std::printf("layer checks%s\n", quick ? " (quick)" : "");
+  check_styles(quick);
+  for (auto fn : {check_streaming, check_capi}) {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      record("layer", "uncaught exception", false, NAN, 0, e.what());
+    }
+  }
+  std::fflush(stdout);
+}
+
+}  // namespace harness

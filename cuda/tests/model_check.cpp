@@ -1,0 +1,485 @@
+// Model-level checks: a Llama checkpoint directory (--model, e.g. kjv-llama) through embedding + every layer on the
+// GPU and on the CPU with the (L+1) x (L+1) boundary cosine matrix compared, and the golden fixtures of
+// test/fixtures/models/ (f64 PyTorch boundary states) layer by layer and as a scoring matrix. Both also run on the CPU
+// alone (--cpu-selftest) with a layer that rounds to bf16 where the GPU does.
+#include <dirent.h>
+
+#include <algorithm>
+#include <memory>
+
+#include "cpu_ref.h"
+#include "cublaslt_loader.h"
+#include "decoder_layer.cuh"
+#include "harness.h"
+#include "layer_util.h"
+#include "safetensors.h"
+#include "streamline/model.h"
+
+namespace harness {
+
+namespace sc = streamline::cuda;
+using streamline::Activation;
+using streamline::DType;
+
+namespace {
+
+std::vector<float> tensor_f32(const StTensor& t) {
+  DType dt;
+  if (!t.has_dtype(&dt)) throw std::runtime_error("unsupported dtype " + t.dtype);
+  std::vector<float> f(t.numel());
+  for (size_t i = 0; i < f.size(); i++) f[i] = ref::wget(t.data, dt, i);
+  return f;
+}
+
+// gpu = false: the CPU half only (used by --cpu-selftest to check config parsing, weight mapping and the reference
+// forward on a real checkpoint without a GPU).
+void check_llama_dir(const std::string& dir, bool gpu = true) {
+  Json cfg = parse_json(read_text_file(dir + "/config.json"));
+  const Json* mt = cfg.get("model_type");
+  const std::string model_type = mt && mt->kind == Json::String ? mt->str : "?";
+  if (model_type != "llama" && model_type != "mistral" && model_type != "qwen2") {
+    record("model", dir + ": model_type " + model_type, true, 0, 0, "skipped: only llama/mistral/qwen2 are wired here");
+    return;
+  }
+  SafeTensors st(dir + "/model.safetensors");
+  const size_t D = size_t(cfg.number_or("hidden_size", 0)), L = size_t(cfg.number_or("num_hidden_layers", 0));
+  const size_t H = size_t(cfg.number_or("num_attention_heads", 0));
+  const size_t Hk = size_t(cfg.number_or("num_key_value_heads", double(H)));
+  const size_t Dh = size_t(cfg.number_or("head_dim", double(D / H))), F = size_t(cfg.number_or("intermediate_size", 0));
+  const size_t V = size_t(cfg.number_or("vocab_size", 0));
+  const double theta = cfg.number_or("rope_theta", 10000.0);
+  const float eps = float(cfg.number_or("rms_norm_eps", 1e-6));
+  const size_t B = 2, T = std::min<size_t>(128, size_t(cfg.number_or("max_position_embeddings", 128)));
+  ref::LayerSpecRef s{B, T, D, H, Hk, Dh, F, Dh, true, true, true, true, false, Activation::SiLU, eps, 1.f / std::sqrt(float(Dh))};
+  Inputs in = make_inputs(s, theta);
+  Rng r(2026);
+  std::vector<int32_t> ids(B * T);
+  for (auto& id : ids) id = int32_t(r.next() % V);
+  const StTensor* emb = st.find("model.embed_tokens.weight");
+  if (!emb) throw std::runtime_error(dir + ": no model.embed_tokens.weight");
+  DType edt;
+  emb->has_dtype(&edt);
+  std::vector<float> h(B * T * D);
+  ref::embedding_forward(h.data(), ids.data(), emb->data, edt, B * T, V, D);
+
+  auto get = [&](size_t k, const char* suffix) -> const StTensor* {
+    return st.find("model.layers." + std::to_string(k) + "." + suffix);
+  };
+  const char* names[sc::kRoleCount] = {"input_layernorm.weight", nullptr, "self_attn.q_proj.weight", "self_attn.q_proj.bias",
+                                       "self_attn.k_proj.weight", "self_attn.k_proj.bias", "self_attn.v_proj.weight",
+                                       "self_attn.v_proj.bias", "self_attn.o_proj.weight", "self_attn.o_proj.bias",
+                                       "post_attention_layernorm.weight", nullptr, "mlp.gate_proj.weight",
+                                       "mlp.gate_proj.bias", "mlp.up_proj.weight", "mlp.up_proj.bias",
+                                       "mlp.down_proj.weight", "mlp.down_proj.bias"};
+  std::unique_ptr<sc::Context> ctxp;
+  if (gpu) {
+    ctxp.reset(new sc::Context(gpu_spec(s), true));
+    ctxp->set_inputs(in.pos.data(), in.mask.data(), in.inv.data(), 1.f);
+    ctxp->upload_hidden(h.data());
+    ctxp->save_state(0);
+  }
+  std::vector<std::vector<float>> cpu_states{h}, emu_states{h};
+  std::vector<float> h_emu = h;
+  for (size_t k = 0; k < L; k++) {
+    sc::HostTensor roles[sc::kRoleCount];
+    ref::LayerWeightsRef w;
+    std::vector<float>* dst[sc::kRoleCount] = {&w.n1w, &w.n1b, &w.qw, &w.qb, &w.kw, &w.kb, &w.vw, &w.vb, &w.ow, &w.ob,
+                                               &w.n2w, &w.n2b, &w.gw, &w.gb, &w.uw, &w.ub, &w.dw, &w.db};
+    for (int role = 0; role < sc::kRoleCount; role++) {
+      if (!names[role]) continue;
+      const StTensor* t = get(k, names[role]);
+      if (!t) continue;
+      DType dt;
+      t->has_dtype(&dt);
+      roles[role] = sc::HostTensor{t->data, dt, t->numel()};  // straight from the memory-mapped file
+      *dst[role] = tensor_f32(*t);
+    }
+    if (gpu) {
+      ctxp->upload_layer(int(k % 2), roles);
+      ctxp->run_layer(int(k % 2));
+      ctxp->save_state(int(k + 1));
+    }
+    ref::decoder_layer(h, s, w, in.cos.data(), in.sin.data(), in.mask.data(), false);
+    if (!gpu) {  // the same chain in GPU precision (bf16 GEMM inputs and weights), to predict the GPU's agreement
+      for (auto* m : {&w.qw, &w.kw, &w.vw, &w.ow, &w.gw, &w.uw, &w.dw}) *m = round_bf16(*m);
+      ref::decoder_layer(h_emu, s, w, in.cos.data(), in.sin.data(), in.mask.data(), true);
+      emu_states.push_back(h_emu);
+    }
+    cpu_states.push_back(h);
+  }
+  if (!gpu) {
+    // Plausibility of the CPU side: finite states; adjacent boundaries more similar than distant ones on average.
+    size_t bad = 0;
+    for (const auto& st_ : cpu_states) for (float v : st_) bad += !std::isfinite(v);
+    double adj = 0, far = 0;
+    for (size_t i = 0; i < L; i++) {
+      ref::Cos c;
+      ref::cosine_accumulate(&c, cpu_states[i].data(), cpu_states[i + 1].data(), in.mask.data(), B * T, D);
+      adj += c.sum / double(c.count) / double(L);
+    }
+    ref::Cos c;
+    ref::cosine_accumulate(&c, cpu_states[0].data(), cpu_states[L].data(), in.mask.data(), B * T, D);
+    far = c.sum / double(c.count);
+    record("model", fmt("%s: CPU forward of %zu layers finite, mean adjacent cos %.3f > cos(h[0], h[L]) %.3f", dir.c_str(), L, adj, far),
+           bad == 0 && adj > far && adj <= 1.0, double(bad), 0);
+    double we = 0;
+    for (size_t i = 0; i <= L; i++)
+      for (size_t j = i + 1; j <= L; j++) {
+        ref::Cos a, e;
+        ref::cosine_accumulate(&a, cpu_states[i].data(), cpu_states[j].data(), in.mask.data(), B * T, D);
+        ref::cosine_accumulate(&e, emu_states[i].data(), emu_states[j].data(), in.mask.data(), B * T, D);
+        we = std::max(we, std::fabs(a.sum / double(a.count) - e.sum / double(e.count)));
+      }
+    record("model", fmt("%s: scoring matrix in GPU precision (CPU bf16 emulation) vs f32, max |diff|", dir.c_str()),
+           we <= kTolScoring, we, kTolScoring);
+    return;
+  }
+  sc::Context& ctx = *ctxp;
+  std::vector<float> gpu_last(h.size());
+  ctx.download_hidden(gpu_last.data());
+  check("model", dir + ": h[L] GPU vs CPU f32 (real tokens)", compare_real(gpu_last, h, in.mask, D), 5e-2);
+  double worst = 0;
+  for (size_t i = 0; i <= L; i++)
+    for (size_t j = i + 1; j <= L; j++) {
+      sc::CosineAccum g = ctx.cosine(int(i), int(j));
+      ref::Cos c;
+      ref::cosine_accumulate(&c, cpu_states[i].data(), cpu_states[j].data(), in.mask.data(), B * T, D);
+      const double gs = g.count ? g.sum / double(g.count) : 0, cs = c.count ? c.sum / double(c.count) : 0;
+      worst = std::max(worst, std::isnan(gs) ? INFINITY : std::fabs(gs - cs));
+    }
+  record("model", fmt("%s: (L+1)x(L+1) scoring matrix, max |GPU - CPU| (L=%zu)", dir.c_str(), L), worst <= kTolScoring, worst,
+         kTolScoring);
+  // Evaluation head: the GPU on the CPU's h[L] against streamline::head_forward (final norm + LM head + log-probs).
+  const StTensor* nw = st.find("model.norm.weight");
+  const StTensor* lm = st.find("lm_head.weight");
+  if (!lm) lm = emb;
+  if (nw && lm) {
+    DType ndt, ldt;
+    nw->has_dtype(&ndt);
+    lm->has_dtype(&ldt);
+    std::vector<int32_t> tg(B * T, -1);
+    for (size_t b = 0; b < B; b++)
+      for (size_t t = 0; t + 1 < T; t++)
+        if (in.mask[b * T + t + 1]) tg[b * T + t] = ids[b * T + t + 1];
+    streamline::HeadSpec hs;
+    hs.hidden = D; hs.vocab = V; hs.norm = streamline::NormKind::Rms; hs.norm_eps = eps;
+    streamline::HeadWeights hw;
+    hw.norm_w = streamline::WeightView{nw->data, ndt, nw->shape};
+    hw.lm_head = streamline::WeightView{lm->data, ldt, lm->shape};
+    std::vector<float> want(B * T), got(B * T);
+    streamline::head_forward(h.data(), B * T, hs, hw, tg.data(), nullptr, want.data());
+    ctx.upload_hidden(h.data());
+    ctx.upload_head(sc::HostTensor{nw->data, ndt, nw->numel()}, sc::HostTensor{}, sc::HostTensor{}, 0,
+                    sc::HostTensor{lm->data, ldt, lm->numel()}, V);
+    ctx.head_logprobs(tg.data(), got.data());
+    check("model", dir + ": GPU head log-probs vs CPU head_forward", compare(got.data(), want.data(), B * T), kTolBf16);
+  }
+}
+
+// Inverse RoPE frequencies as packages/core/src/engine/rope.ts computes them (f64, rounded once): default,
+// linear, dynamic (NTK, from the padded length as HF does) and llama3.
+std::vector<float> rope_inv_freq(const Json& cfg, size_t dim, size_t seq_len) {
+  const size_t half = dim / 2;
+  double base = cfg.number_or("rope_theta", 10000.0);
+  const double max_pos = cfg.number_or("max_position_embeddings", 2048);
+  std::string type = "default";
+  double factor = 1, low = 1, high = 4, original = max_pos;
+  const Json* rs = cfg.get("rope_scaling");
+  if (rs && rs->kind == Json::Object) {
+    const Json* t = rs->get("rope_type");
+    if (!t) t = rs->get("type");
+    if (t && t->kind == Json::String) type = t->str;
+    factor = rs->number_or("factor", 1);
+    low = rs->number_or("low_freq_factor", 1);
+    high = rs->number_or("high_freq_factor", 4);
+    original = rs->number_or("original_max_position_embeddings", type == "llama3" ? 8192 : max_pos);
+  }
+  if (type == "dynamic" && double(seq_len) > original)
+    base = base * std::pow(factor * double(seq_len) / original - (factor - 1), double(dim) / double(dim - 2));
+  std::vector<double> inv(half);
+  for (size_t i = 0; i < half; i++) inv[i] = 1.0 / std::pow(base, double(2 * i) / double(dim));
+  if (type == "linear")
+    for (auto& v : inv) v /= factor;
+  if (type == "llama3") {
+    const double lw = original / low, hw = original / high;
+    for (auto& f : inv) {
+      const double wl = 2 * M_PI / f;
+      double v = wl > lw ? f / factor : f;
+      if (!(wl < hw) && !(wl > lw)) {
+        const double smooth = (original / wl - low) / (high - low);
+        v = (1 - smooth) * v / factor + smooth * v;
+      }
+      f = v;
+    }
+  }
+  std::vector<float> out(half);
+  for (size_t i = 0; i < half; i++) out[i] = float(inv[i]);
+  return out;
+}
+
+// The evaluation head on the GPU from golden h[L]: next-token log-probabilities against log_softmax of the golden
+// logits (final norm or none, OPT project_out, tied embeddings).
+void check_fixture_head(const std::string& name, const Json& cfg, const SafeTensors& model, const SafeTensors& golden,
+                        sc::Context& ctx, const std::vector<float>& hL, const std::vector<uint8_t>& mask, size_t B,
+                        size_t T, size_t D, bool opt) {
+  const StTensor* lg = golden.find("logits");
+  const StTensor* ids = golden.find("input_ids");
+  if (!lg || lg->shape.size() != 3) return;
+  const size_t V = size_t(lg->shape[2]), M = B * T;
+  const std::string p = opt ? "model.decoder." : "model.";
+  auto host = [](const StTensor* t) {
+    sc::HostTensor h;
+    DType dt;
+    if (t && t->has_dtype(&dt)) h = sc::HostTensor{t->data, dt, t->numel()};
+    return h;
+  };
+  const StTensor* nw = model.find(p + (opt ? "final_layer_norm.weight" : "norm.weight"));
+  const StTensor* nb = opt ? model.find(p + "final_layer_norm.bias") : nullptr;
+  const StTensor* po = opt ? model.find(p + "project_out.weight") : nullptr;
+  const StTensor* lm = model.find("lm_head.weight");
+  if (!lm) lm = model.find(p + "embed_tokens.weight");  // tied
+  const size_t P = po ? size_t(po->shape[0]) : 0;
+  ctx.upload_hidden(hL.data());
+  ctx.upload_head(host(nw), host(nb), host(po), P, host(lm), V);
+  std::vector<int32_t> tg(M, -1);
+  const int32_t* id = static_cast<const int32_t*>(ids->data);
+  for (size_t b = 0; b < B; b++)
+    for (size_t t = 0; t + 1 < T; t++)
+      if (mask[b * T + t + 1]) tg[b * T + t] = id[b * T + t + 1];
+  std::vector<float> lp(M), want(M, 0.f), logits = tensor_f32(*lg), row(V);
+  ctx.head_logprobs(tg.data(), lp.data());
+  for (size_t m = 0; m < M; m++)
+    if (tg[m] >= 0) {
+      ref::log_softmax_forward(row.data(), logits.data() + m * V, 1, V);
+      want[m] = row[size_t(tg[m])];
+    }
+  check("fixture", fmt("%s: GPU head next-token log-probs vs golden logits", name.c_str()), compare(lp.data(), want.data(), M),
+        kTolBf16);
+  (void)cfg;
+}
+
+// GPU layers against the f64 PyTorch goldens of one fixture: each layer k from golden h.k compared with golden h.k+1
+// on real tokens (no compounding), then the chained boundary states' (L+1) x (L+1) cosine matrix against the one
+// computed from the goldens. gpu = false runs the same with the CPU layer that rounds to bf16 where the GPU does
+// (weights included): it checks the weight mapping and RoPE variants without a GPU and predicts the GPU's errors.
+void check_fixture_dir(const std::string& dir, bool gpu = true) {
+  const std::string name = dir.substr(dir.rfind('/') + 1);
+  Json cfg = parse_json(read_text_file(dir + "/config.json"));
+  SafeTensors model(dir + "/model.safetensors"), golden(dir + "/golden.safetensors");
+  const Json* mt = cfg.get("model_type");
+  const std::string type = mt && mt->kind == Json::String ? mt->str : "?";
+  const bool opt = type == "opt";
+  if (!opt && type != "llama" && type != "mistral" && type != "qwen2") {
+    record("fixture", name + ": model_type " + type, true, 0, 0, "skipped: not wired in the harness");
+    return;
+  }
+  const StTensor* ids = golden.find("input_ids");
+  const StTensor* am = golden.find("attention_mask");
+  if (!ids || !am || ids->shape.size() != 2) throw std::runtime_error(name + ": golden lacks input_ids/attention_mask");
+  const size_t B = size_t(ids->shape[0]), T = size_t(ids->shape[1]), M = B * T;
+  const size_t D = size_t(cfg.number_or("hidden_size", 0)), H = size_t(cfg.number_or("num_attention_heads", 0));
+  const size_t Hk = opt ? H : size_t(cfg.number_or("num_key_value_heads", double(H)));
+  const size_t Dh = opt ? D / H : size_t(cfg.number_or("head_dim", double(D / H)));
+  const size_t F = size_t(cfg.number_or(opt ? "ffn_dim" : "intermediate_size", 0));
+  const size_t L = size_t(cfg.number_or("num_hidden_layers", 0));
+  bool pre_norm = true;
+  Activation act = Activation::SiLU;
+  if (opt) {
+    const Json* dl = cfg.get("do_layer_norm_before");
+    pre_norm = !dl || dl->kind != Json::Bool || dl->b;
+    const Json* af = cfg.get("activation_function");
+    const std::string a = af && af->kind == Json::String ? af->str : "relu";
+    act = a == "relu" ? Activation::ReLU : a == "gelu" ? Activation::GELU : a == "gelu_new" ? Activation::GELUTanh : Activation::SiLU;
+  }
+  const float eps = opt ? 1e-5f : float(cfg.number_or("rms_norm_eps", 1e-6));
+  ref::LayerSpecRef s{B, T, D, H, Hk, Dh, F, Dh, !opt, !opt, pre_norm, !opt, false, act, eps, 1.f / std::sqrt(float(Dh))};
+  std::vector<uint8_t> mask(M);
+  for (size_t i = 0; i < M; i++) mask[i] = static_cast<const uint8_t*>(am->data)[i];
+  std::vector<int32_t> pos(M);
+  for (size_t b = 0; b < B; b++)
+    for (size_t t = 0; t < T; t++) pos[b * T + t] = int32_t(t);
+  std::vector<float> inv = opt ? std::vector<float>() : rope_inv_freq(cfg, Dh, T);
+
+  const std::string pre = opt ? "model.decoder.layers." : "model.layers.";
+  const char* llama_names[sc::kRoleCount] = {"input_layernorm.weight", nullptr, "self_attn.q_proj.weight",
+      "self_attn.q_proj.bias", "self_attn.k_proj.weight", "self_attn.k_proj.bias", "self_attn.v_proj.weight",
+      "self_attn.v_proj.bias", "self_attn.o_proj.weight", "self_attn.o_proj.bias", "post_attention_layernorm.weight",
+      nullptr, "mlp.gate_proj.weight", "mlp.gate_proj.bias", "mlp.up_proj.weight", "mlp.up_proj.bias",
+      "mlp.down_proj.weight", "mlp.down_proj.bias"};
+  const char* opt_names[sc::kRoleCount] = {"self_attn_layer_norm.weight", "self_attn_layer_norm.bias",
+      "self_attn.q_proj.weight", "self_attn.q_proj.bias", "self_attn.k_proj.weight", "self_attn.k_proj.bias",
+      "self_attn.v_proj.weight", "self_attn.v_proj.bias", "self_attn.out_proj.weight", "self_attn.out_proj.bias",
+      "final_layer_norm.weight", "final_layer_norm.bias", nullptr, nullptr, "fc1.weight", "fc1.bias", "fc2.weight",
+      "fc2.bias"};
+  const char* const* names = opt ? opt_names : llama_names;
+  auto golden_h = [&](size_t k) {
+    const StTensor* t = golden.find("h." + std::to_string(k));
+    if (!t || t->numel() != M * D) throw std::runtime_error(name + ": golden h." + std::to_string(k) + " missing or mis-shaped");
+    return tensor_f32(*t);
+  };
+  auto roles_of = [&](size_t k, sc::HostTensor* roles) {
+    for (int role = 0; role < sc::kRoleCount; role++) {
+      roles[role] = sc::HostTensor{};
+      if (!names[role]) continue;
+      const StTensor* t = model.find(pre + std::to_string(k) + "." + names[role]);
+      if (!t) continue;
+      DType dt;
+      if (!t->has_dtype(&dt)) throw std::runtime_error(name + ": unsupported dtype " + t->dtype);
+      roles[role] = sc::HostTensor{t->data, dt, t->numel()};
+    }
+  };
+  // CPU emulation: f32 copies of the weights, matrices rounded to bf16 as the GPU stores them.
+  std::vector<float> cosv, sinv;
+  if (!opt) {
+    cosv.resize(M * Dh / 2);
+    sinv.resize(M * Dh / 2);
+    ref::rope_tables(cosv.data(), sinv.data(), pos.data(), inv.data(), M, Dh / 2, 1.f);
+  }
+  auto cpu_weights = [&](const sc::HostTensor* roles) {
+    ref::LayerWeightsRef w;
+    std::vector<float>* dst[sc::kRoleCount] = {&w.n1w, &w.n1b, &w.qw, &w.qb, &w.kw, &w.kb, &w.vw, &w.vb, &w.ow, &w.ob,
+                                               &w.n2w, &w.n2b, &w.gw, &w.gb, &w.uw, &w.ub, &w.dw, &w.db};
+    for (int role = 0; role < sc::kRoleCount; role++) {
+      if (!roles[role].data) continue;
+      dst[role]->resize(roles[role].numel);
+      for (size_t i = 0; i < roles[role].numel; i++) (*dst[role])[i] = ref::wget(roles[role].data, roles[role].dtype, i);
+      const bool matrix = role == sc::kQW || role == sc::kKW || role == sc::kVW || role == sc::kOW || role == sc::kGateW ||
+                          role == sc::kUpW || role == sc::kDownW;
+      if (matrix) *dst[role] = round_bf16(*dst[role]);
+    }
+    return w;
+  };
+  std::unique_ptr<sc::Context> ctxp;
+  if (gpu) {
+    ctxp.reset(new sc::Context(gpu_spec(s), true));
+    ctxp->set_inputs(pos.data(), mask.data(), opt ? nullptr : inv.data(), 1.f);
+  }
+  auto run = [&](size_t k, std::vector<float>& h) {
+    sc::HostTensor roles[sc::kRoleCount];
+    roles_of(k, roles);
+    if (gpu) {
+      ctxp->upload_layer(int(k % 2), roles);
+      ctxp->run_layer(int(k % 2));
+    } else {
+      ref::decoder_layer(h, s, cpu_weights(roles), opt ? nullptr : cosv.data(), opt ? nullptr : sinv.data(), mask.data(), true);
+    }
+  };
+  const char* who = gpu ? "GPU" : "CPU bf16-emulating";
+  double worst = 0;
+  for (size_t k = 0; k < L; k++) {
+    std::vector<float> h = golden_h(k), want = golden_h(k + 1);
+    if (gpu) ctxp->upload_hidden(h.data());
+    run(k, h);
+    if (gpu) ctxp->download_hidden(h.data());
+    Compare c = compare_real(h, want, mask, D);
+    worst = std::max(worst, c.nan_mismatch ? INFINITY : c.rel_l2);
+  }
+  record("fixture", fmt("%s: %zu %s layers vs f64 goldens (real tokens, worst layer)", name.c_str(), L, who),
+         worst <= kTolLayerF32, worst, kTolLayerF32);
+  if (gpu) check_fixture_head(name, cfg, model, golden, *ctxp, golden_h(L), mask, B, T, D, opt);
+  // Chained from h.0, with the scoring matrix.
+  std::vector<std::vector<float>> gold;
+  for (size_t k = 0; k <= L; k++) gold.push_back(golden_h(k));
+  std::vector<std::vector<float>> cpu_states{gold[0]};
+  std::vector<float> h = gold[0];
+  if (gpu) {
+    ctxp->upload_hidden(h.data());
+    ctxp->save_state(0);
+  }
+  for (size_t k = 0; k < L; k++) {
+    run(k, h);
+    if (gpu) ctxp->save_state(int(k + 1));
+    else cpu_states.push_back(h);
+  }
+  double wc = 0;
+  for (size_t i = 0; i <= L; i++)
+    for (size_t j = i + 1; j <= L; j++) {
+      sc::CosineAccum g{};
+      if (gpu) {
+        g = ctxp->cosine(int(i), int(j));
+      } else {
+        ref::Cos e;
+        ref::cosine_accumulate(&e, cpu_states[i].data(), cpu_states[j].data(), mask.data(), M, D);
+        g = sc::CosineAccum{e.sum, e.count, e.zeros};
+      }
+      ref::Cos c;
+      ref::cosine_accumulate(&c, gold[i].data(), gold[j].data(), mask.data(), M, D);
+      const double gs = g.count ? g.sum / double(g.count) : 0, cs = c.count ? c.sum / double(c.count) : 0;
+      wc = std::max(wc, std::isnan(gs) ? INFINITY : std::fabs(gs - cs));
+    }
+  record("fixture", fmt("%s: scoring matrix from chained %s states vs goldens, max |diff|", name.c_str(), who),
+         wc <= kTolScoring, wc, kTolScoring);
+}
+
+}  // namespace
+
+int cpu_model_selftest(const std::string& model_dir, const std::string& repo_root) {
+  const size_t before = results().size();
+  if (!model_dir.empty()) {
+    try {
+      check_llama_dir(model_dir, false);
+    } catch (const std::exception& e) {
+      record("model", model_dir, false, NAN, 0, e.what());
+    }
+  }
+  const std::string fx = repo_root + "/test/fixtures/models";
+  if (DIR* d = opendir(fx.c_str())) {
+    std::vector<std::string> dirs;
+    while (dirent* e = readdir(d))
+      if (e->d_name[0] != '.') dirs.push_back(fx + "/" + e->d_name);
+    closedir(d);
+    std::sort(dirs.begin(), dirs.end());
+    for (const auto& dir : dirs) {
+      try {
+        check_fixture_dir(dir, false);
+      } catch (const std::exception& e) {
+        record("fixture", dir, false, NAN, 0, e.what());
+      }
+    }
+  }
+  int failed = 0;
+  for (size_t i = before; i < results().size(); i++) {
+    std::printf("%s cpu-selftest: %s (err %.2e, tol %.1e) %s\n", results()[i].ok ? "ok  " : "FAIL", results()[i].name.c_str(),
+                results()[i].err, results()[i].tol, results()[i].note.c_str());
+    failed += !results()[i].ok;
+  }
+  return failed;
+}
+
+void run_model_checks(const std::string& model_dir, const std::string& repo_root) {
+  std::printf("model checks\n");
+  if (!model_dir.empty()) {
+    try {
+      check_llama_dir(model_dir);
+    } catch (const std::exception& e) {
+      record("model", model_dir, false, NAN, 0, e.what());
+    }
+  } else {
+    record("model", "model directory", true, 0, 0, "skipped: no --model DIR given");
+  }
+  // Golden fixtures from the forward-pass work: test/fixtures/models/<name>/{config.json, model.safetensors,
+  // golden.safetensors} with the f64 PyTorch boundary states h.0 .. h.L (test/fixtures/README.md).
+  const std::string fx = repo_root + "/test/fixtures/models";
+  DIR* d = opendir(fx.c_str());
+  if (!d) {
+    record("fixture", "golden fixtures", true, 0, 0, "skipped: " + fx + " not present");
+    return;
+  }
+  std::vector<std::string> dirs;
+  while (dirent* e = readdir(d))
+    if (e->d_name[0] != '.') dirs.push_back(fx + "/" + e->d_name);
+  closedir(d);
+  std::sort(dirs.begin(), dirs.end());
+  for (const auto& dir : dirs) {
+    FILE* f = std::fopen((dir + "/golden.safetensors").c_str(), "rb");
+    if (!f) continue;
+    std::fclose(f);
+    try {
+      check_fixture_dir(dir);
+    } catch (const std::exception& ex) {
+      record("fixture", dir, false, NAN, 0, ex.what());
+    }
+  }
+}
+
+}  // namespace harness

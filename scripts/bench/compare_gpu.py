@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Side-by-side table of streamline_cuda_check's and torch_gpu_layer.py's JSON figures (scripts/gpu-check.sh).
+Usage: compare_gpu.py CUDA_JSON TORCH_JSON [--markdown]"""
+import datetime
+import json
+import sys
+
+
+def find(rows, prefix):
+    for r in rows:
+        if r["name"].startswith(prefix):
+            return r
+    return None
+
+
+def main():
+    cuda = json.load(open(sys.argv[1]))
+    torch = json.load(open(sys.argv[2])) if len(sys.argv) > 2 else {"bench": []}
+    md = "--markdown" in sys.argv
+    ours, theirs = cuda.get("bench", []), torch.get("bench", [])
+    pairs = [
+        ("d2d copy (read+write)", "d2d copy", "d2d copy"),
+        ("bf16 GEMM rate", "bf16 GEMM", "bf16 GEMM"),
+        ("8B layer fwd tokens/s", "llama-3.1-8B layer fwd 8x", "llama-3.1-8B layer fwd 8x"),
+        ("8B layer fwd TFLOP/s", "llama-3.1-8B layer fwd rate", "llama-3.1-8B layer fwd rate"),
+        ("attention TFLOP/s", "  attention", "  attention"),
+        ("cosine f32 vs T x T trace", "fused cosine f32", "cosine f32 T x T trace"),
+        ("cosine f32 vs row-wise torch", "fused cosine f32", "cosine f32 F.cosine_similarity"),
+        ("cosine bf16 vs row-wise torch", "fused cosine bf16", "cosine bf16 F.cosine_similarity"),
+        ("peak GPU memory", "peak GPU memory", "peak GPU memory"),
+    ]
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    head = f"GPU check {when}: {cuda.get('device', '?')}; torch {torch.get('torch', '?')}; cuBLASLt {cuda.get('cublaslt', '?')}"
+    head += f"; checks {cuda.get('passed', 0)} passed, {cuda.get('failed', 0)} failed"
+    print(head if not md else f"### {head}\n")
+    line = "| {:<32} | {:>12} | {:>12} | {:<8} | {:>7} |" if md else "{:<32} {:>12} {:>12} {:<8} {:>7}"
+    print(line.format("figure", "streamline", "pytorch", "unit", "ratio"))
+    if md:
+        print("|---|---:|---:|---|---:|")
+    for label, a, b in pairs:
+        ra, rb = find(ours, a), find(theirs, b)
+        va = ra["value"] if ra else float("nan")
+        vb = rb["value"] if rb else float("nan")
+        unit = (ra or rb or {"unit": ""})["unit"]
+        ratio = va / vb if ra and rb and vb else float("nan")
+        print(line.format(label, f"{va:.3f}", f"{vb:.3f}", unit, f"{ratio:.2f}x"))
+    gemm = find(ours, "bf16 GEMM")
+    copy = find(ours, "d2d copy")
+    layer = find(ours, "llama-3.1-8B layer fwd rate")
+    cos = find(ours, "fused cosine f32")
+    if gemm and layer and gemm["value"]:
+        print(f"\nlayer at {100 * layer['value'] / gemm['value']:.0f}% of the measured GEMM rate (aim >= 60%)")
+    if copy and cos and copy["value"]:
+        print(f"fused cosine at {100 * cos['value'] / copy['value']:.0f}% of copy bandwidth (aim >= 80%)")
+    lt, lp = find(ours, "llama-3.1-8B layer fwd 8x"), find(theirs, "llama-3.1-8B layer fwd 8x")
+    if lt and lp and lp["value"]:
+        print(f"layer speed-up over PyTorch eager: {lt['value'] / lp['value']:.2f}x (aim >= 1.5x)")
+
+
+if __name__ == "__main__":
+    main()
