@@ -13,7 +13,7 @@ import { comparisonData, comparisonText, demoJson } from '../demo/format.js';
 import { trainingRun } from '../ui/report-data.js';
 import { demoPaths } from '../demo/paths.js';
 import { note, progress, type Progress } from '../ui/progress.js';
-import { writeOutputs } from '../ui/outputs.js';
+import { commandLine, writeOutputs } from '../ui/outputs.js';
 import { fmt } from '../ui/table.js';
 import { formatScore } from './score.js';
 
@@ -52,7 +52,7 @@ export function registerDemo(program: Command): Command {
         `  2. prune ${settings.sparsity * 100}% of the parameters with ${kinds.join(', ')} (training on ${settings.trainSamples} blocks), export each checkpoint\n` +
         `  3. evaluate each against the original: test perplexity${settings.testChapters ? ` (${settings.testChapters} chapters)` : ''}, kjv-verse-endings accuracy` +
         `${settings.taskLimit ? ` (${settings.taskLimit} items)` : ''}, stability\n` +
-        `  takes about ${minutes(estimateSeconds(settings, kinds))} on 2 CPU cores (this machine has ${os.availableParallelism()})${o.quick ? '' : '; --quick takes under a minute'}\n` +
+        `  takes about ${minutes(estimateSeconds(settings, kinds))} on 2 idle CPU cores (this machine has ${os.availableParallelism()}; longer when it is busy)${o.quick ? '' : '; --quick takes under a minute'}\n` +
         `  output: ${out}`);
 
       const controller = new AbortController();
@@ -101,7 +101,7 @@ export function registerDemo(program: Command): Command {
       await writeOutputs({ json: o.json, report: o.report }, {
         json: () => JSON.stringify(demoJson(result), null, 2) + '\n',
         title: `streamline demo — kjv-llama, ${s.sparsity * 100}% sparsity${o.quick ? ' (quick)' : ''}`,
-        command: process.argv.slice(1).join(' '), createdAt: started.toISOString(),
+        command: commandLine(), createdAt: started.toISOString(),
         score: {
           model: 'kjv-llama (bundled)', layers: result.score.layers, samples: result.score.samples, seqLen: result.score.seqLen, tokens: result.score.tokens,
           metric: result.score.metric, matrix: result.score.matrix, n: result.score.n, windows: result.score.windows, best: result.score.best,

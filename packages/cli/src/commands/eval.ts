@@ -7,7 +7,7 @@ import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import path from 'node:path';
 import { writeFileAtomic } from '../ui/files.js';
-import { writeOutputs } from '../ui/outputs.js';
+import { commandLine, writeOutputs } from '../ui/outputs.js';
 import type { ComparisonData } from '../report/types.js';
 import { bad, intOption } from '../ui/options.js';
 import { fmt, table } from '../ui/table.js';
@@ -178,7 +178,7 @@ export function registerEval(program: Command, deps: EvalDeps): Command {
       await writeOutputs({ json: o.json, report: o.report }, {
         json: () => JSON.stringify({ model: modelDir, baselineModel: o.baseline ?? null, ...rest }, null, 2) + '\n',
         title: `streamline eval — ${modelDir}${o.baseline ? ` against ${o.baseline}` : ''}`,
-        command: process.argv.slice(1).join(' '), createdAt: started.toISOString(),
+        command: commandLine(), createdAt: started.toISOString(),
         comparison: evalComparison(rest, modelDir, o.baseline, o.stabilityCompat),
         manifest: {
           model: modelDir, baseline: o.baseline ?? null, ppl: o.ppl.join(', ') || null, pplMode: o.pplMode,

@@ -9,7 +9,7 @@ import { loadModel, prune, type PruneOptions, type PruneResult } from '@streamli
 import { bytesOption, fractionOption, intOption, positiveOption, rangeOption } from '../ui/options.js';
 import { note, progress, type Progress } from '../ui/progress.js';
 import { fmt, human, table } from '../ui/table.js';
-import { writeOutputs } from '../ui/outputs.js';
+import { commandLine, writeOutputs } from '../ui/outputs.js';
 import { trainingRun } from '../ui/report-data.js';
 import type { ComparisonData } from '../report/types.js';
 
@@ -149,7 +149,7 @@ export function registerPrune(program: Command): Command {
       }
       await writeOutputs({ json: o.json, report: o.report }, {
         json: () => JSON.stringify({ model: modelDir, out: o.out, ...r, score: r.score ? { ...r.score, blocks: undefined } : null }, null, 2) + '\n',
-        title: `streamline prune — ${modelDir}`, command: process.argv.slice(1).join(' '), createdAt: started.toISOString(),
+        title: `streamline prune — ${modelDir}`, command: commandLine(), createdAt: started.toISOString(),
         manifest: {
           model: modelDir, out: o.out, replacement: o.replacement, window: `[${r.plan.window.start}, ${r.plan.window.end})`, calib: o.calib,
           samples: o.samples, seqLen: o.seqLen ?? null, seed: o.seed, trainSamples: o.trainSamples ?? null, lr: o.lr, minLr: o.minLr, epochs: o.epochs,

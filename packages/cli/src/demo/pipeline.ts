@@ -60,10 +60,13 @@ export const DEMO_PRESETS: Record<'default' | 'quick', DemoSettings> = {
   },
 };
 
-/** Rough wall time on a 2-core machine, in seconds (measured; see the README's figures). */
+/**
+ * Rough wall time on an idle 2-core machine, in seconds. Measured on the project's machine while it was shared
+ * (default 370 s, quick 69 s at a load of 3–5) and scaled to an idle one; a busy machine takes longer.
+ */
 export function estimateSeconds(s: DemoSettings, kinds: readonly ReplacementKind[]): number {
-  const base = s.preset === 'quick' ? 10 : 40;
-  const per = s.preset === 'quick' ? { none: 6, linear: 7, mlp: 9, layer: 11 } : { none: 25, linear: 28, mlp: 38, layer: 48 };
+  const base = s.preset === 'quick' ? 12 : 50;
+  const per = s.preset === 'quick' ? { none: 6, linear: 6, mlp: 8, layer: 8 } : { none: 38, linear: 43, mlp: 57, layer: 58 };
   return base + kinds.reduce((a, k) => a + per[k], 0);
 }
 
@@ -130,12 +133,12 @@ export interface DemoOptions extends DemoHooks {
 }
 
 /** Every k-th line of a JSONL file, k chosen to keep about `count` lines (all lines when count is null or larger). */
-async function sliceJsonl(src: string, count: number | null, dest: string): Promise<number> {
+async function sliceJsonl(src: string, count: number | null, dest: string): Promise<{ kept: number; stride: number }> {
   const lines = (await readFile(src, 'utf8')).split('\n').filter((l) => l.trim() !== '');
   const stride = count === null || count >= lines.length ? 1 : Math.ceil(lines.length / count);
   const kept = lines.filter((_, i) => i % stride === 0);
   await writeFileAtomic(dest, kept.join('\n') + '\n');
-  return kept.length;
+  return { kept: kept.length, stride };
 }
 
 const stripBlocks = (s: RunScoreResult): Omit<RunScoreResult, 'blocks'> => { const { blocks: _b, ...rest } = s; return rest; };
@@ -163,15 +166,16 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const model: LoadedModel = { ...loaded, tokenizer };
   const calib = path.join(out, 'data', 'train.jsonl');
   const test = path.join(out, 'data', 'test.jsonl');
-  const calibChapters = await sliceJsonl(o.paths.train, s.calibChapters, calib);
-  const testChapters = await sliceJsonl(o.paths.test, s.testChapters, test);
+  const calibSlice = await sliceJsonl(o.paths.train, s.calibChapters, calib);
+  const calibChapters = calibSlice.kept;
+  const testChapters = (await sliceJsonl(o.paths.test, s.testChapters, test)).kept;
   const setup = (Date.now() - t0) / 1000;
 
   // Score once, up front: the full boundary matrix and the ranked windows for the first kind's n.
   const nByKind: Record<string, number> = {};
   for (const k of o.kinds) nByKind[k] = resolveN(model, { sparsity: s.sparsity, replacement: k });
   let t = Date.now();
-  o.onStage?.('score', `${s.scoreSamples} blocks of ${s.seqLen} tokens from ${calibChapters} train chapters`);
+  o.onStage?.('score', `${s.scoreSamples} blocks of ${s.seqLen} tokens from ${calibChapters} train chapters (${calibSlice.stride === 1 ? 'all' : `every ${calibSlice.stride}th`})`);
   const score = stripBlocks(await runScore(model, {
     calib, samples: s.scoreSamples, seqLen: s.seqLen, seed: s.seed, sparsity: s.sparsity, replacement: o.kinds[0]!,
     onScoreProgress: (d, tot) => o.onProgress?.('score', d, tot), ...(o.signal ? { signal: o.signal } : {}),
@@ -197,8 +201,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     const pruneSeconds = (Date.now() - t) / 1000;
 
     t = Date.now();
-    const evalStage = `${kind}: evaluate`;
-    o.onStage?.(evalStage, `${r.exported!.outDir} against the original: perplexity of ${testChapters} test chapters, kjv-verse-endings${s.taskLimit ? ` (first ${s.taskLimit} items)` : ''}`);
+    const evalStage = `${kind}: eval`;
+    o.onStage?.(evalStage, `${r.exported!.outDir} against the original: test perplexity (${testChapters} chapters), kjv-verse-endings${s.taskLimit ? ` (first ${s.taskLimit} items)` : ''}`);
     const pruned = await loadModel(r.exported!.outDir);
     let totals = new Map<string, [number, number]>();
     const report = await evaluate({
