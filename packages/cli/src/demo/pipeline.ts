@@ -56,7 +56,7 @@ export const DEMO_PRESETS: Record<'default' | 'quick', DemoSettings> = {
   },
   quick: {
     preset: 'quick', calibChapters: 40, scoreSamples: 8, trainSamples: 32, seqLen: 256, sparsity: 0.25,
-    lr: 3e-3, minLr: 1e-4, epochs: 6, microBatch: 2, testChapters: 6, taskLimit: 40, batchSize: 8, seed: 0,
+    lr: 3e-3, minLr: 1e-4, epochs: 6, microBatch: 2, testChapters: 5, taskLimit: 32, batchSize: 8, seed: 0,
   },
 };
 
