@@ -148,7 +148,7 @@ export function registerPrune(program: Command): Command {
         process.stdout.write(pruneSummary(r));
       }
       await writeOutputs({ json: o.json, report: o.report }, {
-        json: () => JSON.stringify({ model: modelDir, out: o.out, ...r, score: r.score ? { ...r.score, blocks: undefined } : null }, null, 2) + '\n',
+        json: () => JSON.stringify({ model: modelDir, out: o.out, ...r, pruned: undefined, score: r.score ? { ...r.score, blocks: undefined } : null }, null, 2) + '\n',
         title: `streamline prune — ${modelDir}`, command: commandLine(), createdAt: started.toISOString(),
         manifest: {
           model: modelDir, out: o.out, replacement: o.replacement, window: `[${r.plan.window.start}, ${r.plan.window.end})`, calib: o.calib,

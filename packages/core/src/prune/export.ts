@@ -69,7 +69,8 @@ function isInside(parent: string, child: string): boolean {
   return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
 }
 
-function checkOutput(source: string, out: string, force: boolean): void {
+/** Checks an output directory before any work: not inside the source, empty unless force. */
+export function checkOutput(source: string, out: string, force: boolean): void {
   const src = fs.realpathSync(source);
   const parent = fs.realpathSync(path.dirname(path.resolve(out)));
   const target = path.join(parent, path.basename(out));

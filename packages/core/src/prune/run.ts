@@ -3,6 +3,7 @@
  * splice → export → before/after summary (parameters, layers, held-out perplexity on calibration blocks that
  * training never saw). The CLI's `prune` and `demo` call this; it never prints.
  */
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { StreamlineError } from '../errors.js';
@@ -17,7 +18,7 @@ import { paramBudget, removedParams, replacementParams, type ReplacementKind } f
 import { PairCache, type CacheDtype } from '../train/pair-cache.js';
 import { trainReplacement, type StepRecord, type TrainResult } from '../train/trainer.js';
 import { collectPairs } from './collect.js';
-import { exportPruned, type ExportReplacement, type ExportResult } from './export.js';
+import { checkOutput, exportPruned, type ExportReplacement, type ExportResult } from './export.js';
 import { fitLinear } from './linear.js';
 import { hashData, hashDirectory } from './manifest.js';
 import { f32View, prunedDescription, type InMemoryReplacement } from './pruned-model.js';
@@ -93,6 +94,8 @@ export interface PruneResult {
   /** Relative hidden-state error ‖R(h[s]) − h[s+n]‖ / ‖h[s+n]‖ on the held-out blocks. */
   relativeError: number | null;
   exported: ExportResult | null;
+  /** The pruned model in memory (what was evaluated and exported); null for a dry run. */
+  pruned: import('../engine/description.js').ModelDescription | null;
   timings: Record<string, number>;
 }
 
@@ -127,6 +130,12 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     if (!(Number.isInteger(o.range.start) && Number.isInteger(o.range.end) && 0 <= o.range.start && o.range.start < o.range.end && o.range.end <= L))
       throw new StreamlineError('E_RANGE', `--range ${o.range.start}:${o.range.end} is not a window inside [0, ${L})`);
     if (o.range.end - o.range.start >= L) throw new StreamlineError('E_RANGE', '--range would remove every layer');
+  }
+
+  if (!o.dryRun) {
+    const parent = path.dirname(path.resolve(o.outDir));
+    if (!fs.existsSync(parent)) throw new StreamlineError('E_OUTPUT', `cannot write ${o.outDir}: folder ${parent} does not exist`);
+    checkOutput(model.dir, o.outDir, o.force ?? false);  // fail before hours of work, not after
   }
 
   // 1. Score and choose.
@@ -164,7 +173,7 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     estimatedTflop: (2 * (before - budget.perLayer.slice(end).reduce((a, b) => a + b, 0)) * trainSamples * seqLen +
                      (kind === 'mlp' || kind === 'layer' ? 6 * added * trainSamples * seqLen * (o.epochs ?? 1) : 0)) / 1e12,
   };
-  if (o.dryRun) return { plan, score, training: null, linear: null, heldOut: null, relativeError: null, exported: null, timings };
+  if (o.dryRun) return { plan, score, training: null, linear: null, heldOut: null, relativeError: null, exported: null, pruned: null, timings };
 
   // 2. Training data: blocks drawn from the training source; the last ~10% are held out.
   o.onStage?.('data');
@@ -298,7 +307,7 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
   });
   lap('export', t);
   timings.total = (Date.now() - t0) / 1000;
-  return { plan, score, training, linear, heldOut, relativeError, exported, timings };
+  return { plan, score, training, linear, heldOut, relativeError, exported, pruned, timings };
 }
 
 function calibrationOf(o: PruneOptions): CalibrationOptions {

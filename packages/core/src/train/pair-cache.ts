@@ -65,6 +65,8 @@ export class PairCache {
   get blockBytes(): number { return 2 * this.rows * this.hidden * this.elemBytes; }
   get totalBytes(): number { return this.blocks * this.blockBytes; }
   get size(): number { return this.added; }
+  /** Bytes of pairs held in memory (0 when the cache is on disk). */
+  get memoryBytes(): number { return this.mem.reduce((a, b) => a + b.byteLength, 0); }
 
   /** Appends one block: x = h[s], y = h[s+n], each [rows, hidden] f32. */
   add(x: Float32Array, y: Float32Array): void {
