@@ -4,7 +4,8 @@
  * driven by playwright-core; no browser download) and checks that every section has its charts, that the page
  * logged no console error and requested nothing over the network, and takes a full-page screenshot.
  * Skips when /usr/bin/chromium is missing (scripts/setup-chromium.sh installs it).
- * STREAMLINE_UPDATE_SCREENSHOT=1 writes the screenshot to docs/report-screenshot.png.
+ * STREAMLINE_UPDATE_SCREENSHOT=1 writes the sample's screenshot to docs/report-screenshot.png; the committed one is of
+ * a real `streamline demo` report, taken with scripts/screenshot-report.mjs (same browser flags).
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';

@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { isStreamlineError, loadModel, StreamlineError } from '@streamline/core';
+import { registerDemo } from './commands/demo.js';
 import { registerEval } from './commands/eval.js';
 import { registerInfo } from './commands/info.js';
 import { registerInspect } from './commands/inspect.js';
@@ -32,6 +33,7 @@ export function buildProgram(): Command {
       return { maxLength: m.maxLength, tokenLogprobs: m.tokenLogprobs, tokenizer: m.tokenizer };
     },
   });
+  registerDemo(program);
   return program;
 }
 

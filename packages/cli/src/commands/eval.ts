@@ -5,7 +5,10 @@
  */
 import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
+import path from 'node:path';
 import { writeFileAtomic } from '../ui/files.js';
+import { commandLine, writeOutputs } from '../ui/outputs.js';
+import type { ComparisonData } from '../report/types.js';
 import { bad, intOption } from '../ui/options.js';
 import { fmt, table } from '../ui/table.js';
 import { evaluate, type EvalProgress, type EvalReport, type EvalTokenizer, type LogprobModel } from '@streamline/eval';
@@ -32,6 +35,7 @@ export interface EvalCommandOptions {
   batchSize: number;
   limit?: number;
   json?: string;
+  report?: string;
   logSamples?: string;
   stabilityCompat?: 'official';
 }
@@ -93,6 +97,32 @@ export function formatReport(report: EvalReport, opts: { stabilityCompat?: 'offi
   return out;
 }
 
+/**
+ * The report's comparison table: one row per model (the baseline first), columns for each perplexity file and each
+ * task's acc and acc_norm, and with a baseline each task's stability and agreement.
+ */
+export function evalComparison(report: Omit<EvalReport, 'samples'>, model: string, baseline?: string, compat?: 'official'): ComparisonData {
+  const files = Object.keys(report.ppl);
+  const tasks = Object.keys(report.tasks);
+  const pplCol = (f: string) => `PPL ${path.basename(f)}`;
+  const columns = ['model', ...files.map(pplCol), ...tasks.flatMap((t) => [`${t} acc`, `${t} acc_norm`])];
+  if (report.baseline) columns.push(...tasks.flatMap((t) => [`${t} stability`, `${t} agreement`]));
+  const row = (label: string, r: { ppl: EvalReport['ppl']; tasks: EvalReport['tasks'] }, isBaseline: boolean) => {
+    const out: Record<string, string | number | null> = { model: label };
+    for (const f of files) out[pplCol(f)] = r.ppl[f]?.ppl ?? null;
+    for (const t of tasks) { out[`${t} acc`] = r.tasks[t]?.acc ?? null; out[`${t} acc_norm`] = r.tasks[t]?.acc_norm ?? null; }
+    if (report.baseline) {
+      const stab = compat === 'official' ? report.stabilityCompat?.values : report.stability;
+      for (const t of tasks) { out[`${t} stability`] = isBaseline ? null : stab?.[t] ?? null; out[`${t} agreement`] = isBaseline ? null : report.agreement?.[t] ?? null; }
+    }
+    return out;
+  };
+  const rows = [...(report.baseline ? [row(`baseline: ${baseline ?? ''}`, report.baseline, true)] : []), row(`model: ${model}`, report, false)];
+  const notes = [`perplexity: ${report.pplMode}; multiple choice: ${report.mode} scoring.`];
+  if (report.baseline) notes.push(compat === 'official' ? 'stability: the official LLM-Streamline script\'s computation (labelled compatibility mode).' : 'stability: softmax(σ)-weighted agreement on correctness with the baseline (paper definition); agreement: identical predictions.');
+  return { title: report.baseline ? 'Model against baseline' : 'Results', columns, rows, notes };
+}
+
 /** Registers `streamline eval` on `program`. */
 export function registerEval(program: Command, deps: EvalDeps): Command {
   return program
@@ -109,9 +139,11 @@ export function registerEval(program: Command, deps: EvalDeps): Command {
     .option('--batch-size <B>', 'sequences per forward batch (results do not depend on it)', intOption('--batch-size', 1), 8)
     .option('--limit <N>', 'first N items of each task', intOption('--limit', 1))
     .option('--json <file>', 'write the full report as JSON')
+    .option('--report <file>', 'write a self-contained HTML report (the comparison table and the run manifest)')
     .option('--log-samples <file>', 'write per-choice log-likelihoods of every sample as JSONL')
     .addOption(new Option('--stability-compat <kind>', 'show the official LLM-Streamline script\'s stability instead of the paper definition').choices(['official']))
     .action(async (modelDir: string, o: EvalCommandOptions) => {
+      const started = new Date();
       if (o.ppl.length === 0 && o.task.length === 0) bad('nothing to evaluate: give --ppl FILE and/or --task NAME=FILE');
       if (o.stabilityCompat && !o.baseline) bad('--stability-compat needs --baseline (stability compares a pruned model with its original)');
       const write = deps.write ?? ((s: string) => void process.stdout.write(s));
@@ -143,7 +175,17 @@ export function registerEval(program: Command, deps: EvalDeps): Command {
       }
       const { samples, ...rest } = report;
       write(formatReport(rest, { stabilityCompat: o.stabilityCompat }));
-      if (o.json) await writeFileAtomic(o.json, JSON.stringify({ model: modelDir, baselineModel: o.baseline ?? null, ...rest }, null, 2) + '\n');
+      await writeOutputs({ json: o.json, report: o.report }, {
+        json: () => JSON.stringify({ model: modelDir, baselineModel: o.baseline ?? null, ...rest }, null, 2) + '\n',
+        title: `streamline eval — ${modelDir}${o.baseline ? ` against ${o.baseline}` : ''}`,
+        command: commandLine(), createdAt: started.toISOString(),
+        comparison: evalComparison(rest, modelDir, o.baseline, o.stabilityCompat),
+        manifest: {
+          model: modelDir, baseline: o.baseline ?? null, ppl: o.ppl.join(', ') || null, pplMode: o.pplMode,
+          tasks: o.task.map((t) => `${t.name}=${t.path}`).join(', ') || null, mode: o.mode, seqLen: o.seqLen ?? null,
+          limit: o.limit ?? null, batchSize: o.batchSize,
+        },
+      });
       if (o.logSamples) await writeFileAtomic(o.logSamples, (samples ?? []).map((s) => JSON.stringify(s)).join('\n') + '\n');
     });
 }

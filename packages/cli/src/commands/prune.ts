@@ -9,7 +9,9 @@ import { loadModel, prune, type PruneOptions, type PruneResult } from '@streamli
 import { bytesOption, fractionOption, intOption, positiveOption, rangeOption } from '../ui/options.js';
 import { note, progress, type Progress } from '../ui/progress.js';
 import { fmt, human, table } from '../ui/table.js';
-import { writeOutputs } from '../ui/outputs.js';
+import { commandLine, writeOutputs } from '../ui/outputs.js';
+import { trainingRun } from '../ui/report-data.js';
+import type { ComparisonData } from '../report/types.js';
 
 interface PruneCommandOptions {
   out: string;
@@ -38,6 +40,24 @@ export function pruneSummary(r: PruneResult): string {
   if (r.training) out += `training: ${r.training.steps} steps, ${r.training.tokens} tokens, best validation loss ${fmt(r.training.bestValLoss, 6)} at step ${r.training.bestStep}, ${r.training.seconds.toFixed(1)} s (pairs in ${r.training.cache})\n`;
   if (r.exported) out += `wrote ${r.exported.outDir} (${r.exported.files.length} files, ${(r.exported.bytes / 2 ** 20).toFixed(1)} MiB)\n`;
   return out;
+}
+
+/** Before/after for the report: layers, parameters, held-out perplexity (calibration blocks training never saw). */
+export function pruneComparison(r: PruneResult): ComparisonData {
+  const p = r.plan;
+  const h = r.heldOut!;
+  return {
+    title: 'Before and after',
+    columns: ['model', 'layers', 'parameters', 'held-out PPL', 'rel. error'],
+    rows: [
+      { model: 'original', layers: p.layersBefore, parameters: human(p.parametersBefore), 'held-out PPL': h.pplBefore, 'rel. error': null },
+      { model: `${p.replacement}, [${p.window.start}, ${p.window.end}) removed`, layers: p.layersAfter, parameters: human(p.parametersAfter), 'held-out PPL': h.pplAfter, 'rel. error': r.relativeError },
+    ],
+    notes: [
+      `held-out PPL: ${h.blocks} calibration blocks (${h.tokens} predicted tokens) held out from training.`,
+      `rel. error: ‖R(h[${p.window.start}]) − h[${p.window.end}]‖ / ‖h[${p.window.end}]‖ on the same blocks.`,
+    ],
+  };
 }
 
 export function registerPrune(program: Command): Command {
@@ -129,8 +149,14 @@ export function registerPrune(program: Command): Command {
       }
       await writeOutputs({ json: o.json, report: o.report }, {
         json: () => JSON.stringify({ model: modelDir, out: o.out, ...r, pruned: undefined, score: r.score ? { ...r.score, blocks: undefined } : null }, null, 2) + '\n',
-        title: `streamline prune — ${modelDir}`, command: process.argv.slice(1).join(' '), createdAt: started.toISOString(),
-        manifest: { model: modelDir, out: o.out, replacement: o.replacement, window: r.plan.window },
+        title: `streamline prune — ${modelDir}`, command: commandLine(), createdAt: started.toISOString(),
+        manifest: {
+          model: modelDir, out: o.out, replacement: o.replacement, window: `[${r.plan.window.start}, ${r.plan.window.end})`, calib: o.calib,
+          samples: o.samples, seqLen: o.seqLen ?? null, seed: o.seed, trainSamples: o.trainSamples ?? null, lr: o.lr, minLr: o.minLr, epochs: o.epochs,
+          timings: r.timings,
+        },
+        ...(r.training ? { training: { runs: [trainingRun(`${r.plan.replacement} [${r.plan.window.start}, ${r.plan.window.end})`, r)!] } } : {}),
+        ...(r.heldOut ? { comparison: pruneComparison(r) } : {}),
         ...(r.score ? { score: { model: modelDir, layers: r.score.layers, samples: r.score.samples, seqLen: r.score.seqLen, tokens: r.score.tokens, metric: r.score.metric, matrix: r.score.matrix, n: r.score.n, windows: r.score.windows, best: r.score.best, blockInfluence: r.score.blockInfluence } } : {}),
       });
     });

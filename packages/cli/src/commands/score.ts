@@ -7,7 +7,7 @@ import { loadModel, runScore, type RunScoreResult } from '@streamline/core';
 import { fractionOption, intOption } from '../ui/options.js';
 import { note, progress } from '../ui/progress.js';
 import { fmt, table } from '../ui/table.js';
-import { writeOutputs } from '../ui/outputs.js';
+import { commandLine, writeOutputs } from '../ui/outputs.js';
 
 export interface ScoreCommandOptions {
   calib: string;
@@ -96,7 +96,7 @@ export function registerScore(program: Command): Command {
         json: () => JSON.stringify(scoreJson(modelDir, r), null, 2) + '\n',
         score: { model: modelDir, layers: r.layers, samples: r.samples, seqLen: r.seqLen, tokens: r.tokens, metric: r.metric, matrix: r.matrix, n: r.n, windows: r.windows, best: r.best, blockInfluence: r.blockInfluence },
         title: `streamline score — ${modelDir}`,
-        command: process.argv.slice(1).join(' '),
+        command: commandLine(),
         createdAt: started.toISOString(),
         manifest: { model: modelDir, calib: o.calib, samples: o.samples, seqLen: r.seqLen, seed: o.seed, metric: o.metric, n: r.n },
       });

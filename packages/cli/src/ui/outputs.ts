@@ -33,3 +33,8 @@ export async function writeOutputs(files: { json?: string | undefined; plot?: st
     await writeFileAtomic(files.report, await renderReport(data));
   }
 }
+
+/** The command line as the user typed it (`streamline <args>`), for reports; arguments with spaces are quoted. */
+export function commandLine(argv: readonly string[] = process.argv): string {
+  return ['streamline', ...argv.slice(2).map((a) => (/[\s"'$`\\]/.test(a) ? `'${a.replace(/'/g, `'\\''`)}'` : a))].join(' ');
+}
