@@ -4,7 +4,10 @@
 // against that forward and the engine's own forward (decoderLayerForward + headForward).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import os from 'node:os';
 import { native } from '../src/native.js';
+import { PairCache } from '../src/train/pair-cache.js';
+import { nextTokenTargets, trainReplacement } from '../src/train/trainer.js';
 import { dot, f64, numericGrad, randn, relErr, rmsnormF64, layernormF64, linearF64, rng, type F64 } from './backward-helpers.js';
 import { forwardF64, shapes, type Kind, type Params, type Spec } from './replacement-f64.js';
 
@@ -181,6 +184,46 @@ for (const kind of ['mlp', 'layer'] as const) {
     assert.ok(Math.abs(nll / cnt - loss) <= 1e-5 * loss, `engine NLL ${nll / cnt} vs ${loss}`);
   });
 }
+
+test('trainer, loss lm: x-only cache, next-token targets, the student learns the teacher\'s tokens', async () => {
+  assert.equal(Array.from(nextTokenTargets([Int32Array.from([5, 6, 7]), Int32Array.from([1, 2, 3])], 3)), [6, 7, -1, 2, 3, -1]);
+  const r = rng(60), s = { ...base, batch: 1, seqLen: 8 }, T = s.seqLen, D = s.hidden;
+  const teacher = randomLayer(r, 'mlp', s, false);
+  const student = Object.fromEntries(Object.entries(teacher).map(([k, v]) => [k, Float32Array.from(v, (x) => x + 0.15 * r.normal())]));
+  const frozen = asTensors(randomLayer(r, 'layer', s, false), s, 'f32').tensors as any;
+  const h = headSetup(s, r, false);
+  h.LM.forEach((_, i) => { h.weights['lm_head.weight']!.data[i]! *= 4; });  // confident teacher
+  const { invFreq } = inputs(s, r);
+  const pos = Int32Array.from({ length: T }, (_, i) => i);
+  const cache = (blocks: number) => new PairCache({ blocks, rows: T, hidden: D, dtype: 'f32', budgetBytes: 1 << 30, dir: os.tmpdir(), targets: false });
+  const train = cache(12), val = cache(4), tokens: Int32Array[][] = [[], []];
+  assert.is(train.blockBytes, T * D * 4, 'x only');
+  for (const [ci, c] of [train, val].entries())
+    for (let b = 0; b < c.blocks; b++) {
+      const x = randn(r, T * D), y = new Float32Array(T * D), logits = new Float32Array(T * V);
+      await n.replacementForward('mlp', s, teacher, y, x, pos, null, invFreq);
+      await n.decoderLayerForward(y, y, s, frozen, pos, null, invFreq, null);
+      await n.headForward(y, T, { hidden: D, vocab: V, norm: 'rms', normEps: s.normEps }, h.weights as any, null, logits, null);
+      const ids = new Int32Array(T);
+      for (let t = 0; t + 1 < T; t++) { let best = 0; for (let v = 1; v < V; v++) if (logits[t * V + v]! > logits[t * V + best]!) best = v; ids[t + 1] = best; }
+      c.add(x, new Float32Array(0));
+      tokens[ci]!.push(ids);
+    }
+  const shapesOf = Object.fromEntries(Object.keys(student).map((k) => [k, dims(s)[k] ?? [student[k]!.length]]));
+  const semantics = { hidden: D, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim, intermediate: s.intermediate, norm: 'rms' as const, normEps: s.normEps, activation: 'silu' as const, gatedMlp: true, preNorm: true, attnScale: 0.5 };
+  const lm = { layers: [frozen], head: h.weights as any, trainTokens: tokens[0]!, validationTokens: tokens[1]! };
+  const opts = { kind: 'mlp' as const, semantics, ropeInvFreq: invFreq, ropeAttentionScaling: 1, init: student, shapes: shapesOf, train, validation: val, lr: 1e-2, minLr: 1e-3, epochs: 10, seed: 1, evalEvery: 4 };
+  let err: any = null;
+  await trainReplacement({ ...opts, loss: 'lm' }).catch((e) => { err = e; });
+  assert.is(err?.code, 'E_INVALID_OPTION', 'loss lm without the frozen tail');
+  let before = 0;
+  for (let j = 0; j < val.size; j++)
+    before += await n.lmLossEval('mlp', { ...s, attnScale: 0.5 }, student, val.read(j).x, [frozen], h.weights as any, nextTokenTargets([tokens[1]![j]!], T), pos, null, invFreq) / val.size;
+  const res = await trainReplacement({ ...opts, loss: 'lm', lm });
+  assert.ok(res.history.every((x) => Number.isFinite(x.loss)));
+  assert.ok(res.bestValLoss! < 0.6 * before, `validation NLL ${before} -> ${res.bestValLoss}`);
+  train.close(); val.close();
+});
 
 test('worst relative errors', () => {
   const lines = [...worst].map(([k, v]) => `${k.padEnd(34)} ${v.toExponential(2)}`);
