@@ -29,6 +29,8 @@ export interface PairCacheOptions {
   targets?: boolean;
 }
 
+let cacheCounter = 0;
+
 export class PairCache {
   readonly blocks: number;
   readonly rows: number;
@@ -59,7 +61,8 @@ export class PairCache {
     this.location = total > o.budgetBytes ? 'disk' : 'memory';
     if (this.location === 'disk') {
       fs.mkdirSync(o.dir, { recursive: true });
-      this.file = path.join(o.dir, `pairs-${process.pid}-${Date.now().toString(36)}.bin`);
+      // A per-process counter: two caches made in the same millisecond (train and validation) must not share a file.
+      this.file = path.join(o.dir, `pairs-${process.pid}-${Date.now().toString(36)}-${cacheCounter++}.bin`);
       this.fd = fs.openSync(this.file, 'w+');
     } else {
       this.file = null;
