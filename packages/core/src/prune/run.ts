@@ -94,7 +94,8 @@ export interface PrunePlan {
 export interface PruneResult {
   plan: PrunePlan;
   score: RunScoreResult | null;
-  training: (Omit<TrainResult, 'weights'> & { trainBlocks: number; validationBlocks: number; cache: 'memory' | 'disk' }) | null;
+  /** `loss`: the objective; with `lm` the validation losses are mean next-token NLL (nats). */
+  training: (Omit<TrainResult, 'weights'> & { loss: 'mse' | 'lm'; trainBlocks: number; validationBlocks: number; cache: 'memory' | 'disk' }) | null;
   linear: { tokens: number } | null;
   heldOut: { blocks: number; tokens: number; pplBefore: number; pplAfter: number } | null;
   /** Relative hidden-state error ‖R(h[s]) − h[s+n]‖ / ‖h[s+n]‖ on the held-out blocks. */
@@ -273,7 +274,7 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
       });
       if (r.interrupted) throw new StreamlineError('E_INTERRUPTED', o.checkpointFile ? `training interrupted at step ${r.steps}; state saved to ${o.checkpointFile} (rerun with --resume)` : `training interrupted at step ${r.steps}`);
       const { weights, ...rest } = r;
-      training = { ...rest, trainBlocks: trainBlocks.length, validationBlocks: valBlocks.length, cache: trainCache.location };
+      training = { ...rest, loss: lossKind, trainBlocks: trainBlocks.length, validationBlocks: valBlocks.length, cache: trainCache.location };
       const rounded: Partial<Record<LayerRole, Float32Array>> = {};
       const views: Partial<Record<LayerRole, WeightView>> = {};
       for (const role of roles) {
