@@ -11,8 +11,9 @@ import { loadModel, prune, readTextDocuments, tokenLogprobs } from '../packages/
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const shared = [path.resolve(root, '../shared'), process.env.STREAMLINE_SHARED].find((p) => p && fs.existsSync(path.join(p, 'models'))) ?? path.resolve(root, '../shared');
+const args = process.argv.slice(2).map((a) => a || undefined);
 const [modelDir = path.join(shared, 'models/kjv-llama'), dataDir = path.join(shared, 'data/kjv'),
-  nArg = '4', samplesArg = '200', lrArg = '1e-3'] = process.argv.slice(2);
+  nArg = '4', samplesArg = '200', lrArg = '1e-3'] = args;
 const seqLen = 256;
 
 async function chunkedPpl(desc, ids) {
