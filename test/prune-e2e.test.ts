@@ -60,6 +60,20 @@ if (!skipWithoutShared('prune-e2e.test.ts')) {
     assert.equal(fs.readdirSync(path.join(tmp, 'cache')), [], 'the cache file is removed afterwards');
   });
 
+  test('--loss lm: trains the layer replacement on the next-token loss (validation = NLL), x-only cache; refused for linear', async () => {
+    const model = await loadModel(kjvModel);
+    const r = await prune(model, { ...base('lm'), replacement: 'layer', loss: 'lm', range: { start: 9, end: 13 }, n: undefined });
+    assert.ok(r.training!.history.every((h) => Number.isFinite(h.loss)));
+    // The validation loss is a mean next-token NLL on held-out blocks: log of their perplexity after pruning.
+    assert.ok(Math.abs(r.training!.bestValLoss! - Math.log(r.heldOut!.pplAfter)) < 0.05 * Math.log(r.heldOut!.pplAfter),
+      `best validation NLL ${r.training!.bestValLoss} vs log held-out ppl ${Math.log(r.heldOut!.pplAfter)}`);
+    const manifest = JSON.parse(fs.readFileSync(path.join(r.exported!.outDir, 'streamline.json'), 'utf8'));
+    assert.is(manifest.training.options.loss, 'lm');
+    let code = '';
+    try { await prune(model, { ...base('lm-linear'), replacement: 'linear', loss: 'lm' }); } catch (e: any) { code = e.code; }
+    assert.is(code, 'E_INVALID_OPTION');
+  });
+
   test('refuses a non-empty output without force, and an output inside the source', async () => {
     const model = await loadModel(kjvModel);
     const out = path.join(tmp, 'busy');

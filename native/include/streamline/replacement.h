@@ -10,6 +10,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 
 #include "streamline/ops.h"
 
@@ -53,6 +54,17 @@ void replacement_forward(ReplacementKind kind, const ReplacementSpec& s, const R
 double replacement_step(ReplacementKind kind, const ReplacementSpec& s, const ReplacementParams& p,
                         const ReplacementGrads& g, const float* x, const float* target, const int32_t* positions,
                         const uint8_t* key_mask, const float* inv_freq, float* y = nullptr);
+
+// A loss on the output y[M, D]: fills dy (zeroed, [M, D]) with the gradient to propagate (already scaled) and
+// returns the loss, or a negative number when there is nothing to learn from (then no gradient is taken).
+using OutputLoss = std::function<double(const float* y, float* dy)>;
+
+// replacement_step with any loss on the output. dx (optional, [M, D]) receives dloss/dx (overwritten); grads
+// entries may all be nullptr (a frozen layer: input gradient only).
+double replacement_step_with(ReplacementKind kind, const ReplacementSpec& s, const ReplacementParams& p,
+                             const ReplacementGrads& g, const float* x, const int32_t* positions,
+                             const uint8_t* key_mask, const float* inv_freq, const OutputLoss& loss, float* dx,
+                             float* y = nullptr);
 
 // Forward and loss only (validation): no gradients, no saved activations beyond one forward.
 double replacement_loss(ReplacementKind kind, const ReplacementSpec& s, const ReplacementParams& p, const float* x,

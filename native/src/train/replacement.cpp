@@ -1,7 +1,8 @@
 // Forward + backward of the `mlp` and `layer` replacements (see replacement.h), built from the kernels of ops.h
 // with f32 master weights. Saved activations: the normed inputs, q/k (after RoPE), v, the attention output and
 // its log-sum-exp, the residual after attention, and the MLP's gate/up/hidden values; nothing is recomputed
-// except the attention probabilities (blockwise, inside attention_backward).
+// except the attention probabilities (blockwise, inside attention_backward). The same code gives the input
+// gradient of a frozen layer (lm_loss.cpp: null gradient buffers, dx requested).
 #include "streamline/replacement.h"
 
 #include <algorithm>
@@ -30,12 +31,6 @@ struct Saved {
 void norm_forward(const ReplacementSpec& s, float* y, const float* x, const float* w, const float* b, size_t M) {
   if (s.layer_norm) layernorm_forward(y, x, w, b, DType::F32, M, s.D, s.norm_eps);
   else rmsnorm_forward(y, x, w, DType::F32, M, s.D, s.norm_eps);
-}
-
-void norm_backward(const ReplacementSpec& s, float* dw, float* db, const float* dy, const float* x, const float* w,
-                   size_t M) {
-  if (s.layer_norm) layernorm_backward(nullptr, dw, db, dy, x, w, M, s.D, s.norm_eps);
-  else rmsnorm_backward(nullptr, dw, dy, x, w, M, s.D, s.norm_eps);
 }
 
 // y = x + MLP(norm(x)); y may not alias x.
@@ -75,12 +70,8 @@ void mlp_backward(const ReplacementSpec& s, const ReplacementParams& p, const Re
     activation_backward(dup.data(), dmid.data(), A.up.data(), M * F, s.act);
     linear_backward(dn.data(), g[kRoleUpW], g[kRoleUpB], dup.data(), A.n2.data(), p[kRoleUpW], M, F, D);
   }
-  if (dx_norm) {
-    if (s.layer_norm) layernorm_backward(dx_norm, g[kRoleMlpNormW], g[kRoleMlpNormB], dn.data(), x, p[kRoleMlpNormW], M, D, s.norm_eps);
-    else rmsnorm_backward(dx_norm, g[kRoleMlpNormW], dn.data(), x, p[kRoleMlpNormW], M, D, s.norm_eps);
-  } else {
-    norm_backward(s, g[kRoleMlpNormW], g[kRoleMlpNormB], dn.data(), x, p[kRoleMlpNormW], M);
-  }
+  if (s.layer_norm) layernorm_backward(dx_norm, g[kRoleMlpNormW], g[kRoleMlpNormB], dn.data(), x, p[kRoleMlpNormW], M, D, s.norm_eps);
+  else rmsnorm_backward(dx_norm, g[kRoleMlpNormW], dn.data(), x, p[kRoleMlpNormW], M, D, s.norm_eps);
 }
 
 // h1 = x + o(attn(rope(q(a)), rope(k(a)), v(a))), a = norm(x).
@@ -111,8 +102,9 @@ void attn_forward(const ReplacementSpec& s, const ReplacementParams& p, float* h
   linear_forward(h1, A.attn.data(), p[kRoleOW], DType::F32, p[kRoleOB], M, D, Q, /*accumulate=*/true);
 }
 
+// dx_norm (optional, [M, D]) receives += the gradient that flows into x through the attention norm.
 void attn_backward(const ReplacementSpec& s, const ReplacementParams& p, const ReplacementGrads& g, const float* dh,
-                   const float* x, const Saved& A, size_t M, const uint8_t* key_mask) {
+                   const float* x, const Saved& A, size_t M, const uint8_t* key_mask, float* dx_norm) {
   const size_t D = s.D, Q = s.H * s.Dh, KV = s.Hk * s.Dh;
   std::vector<float> dattn(M * Q), dq(M * Q), dk(M * KV), dv(M * KV), da(M * D);
   linear_backward(dattn.data(), g[kRoleOW], g[kRoleOB], dh, A.attn.data(), p[kRoleOW], M, D, Q);
@@ -127,7 +119,8 @@ void attn_backward(const ReplacementSpec& s, const ReplacementParams& p, const R
   gemm_f32(da.data(), dk.data(), p[kRoleKW], M, D, KV, false, true);
   linear_backward(nullptr, g[kRoleVW], g[kRoleVB], dv.data(), A.a.data(), p[kRoleVW], M, KV, D);
   gemm_f32(da.data(), dv.data(), p[kRoleVW], M, D, KV, false, true);
-  norm_backward(s, g[kRoleAttnNormW], g[kRoleAttnNormB], da.data(), x, p[kRoleAttnNormW], M);
+  if (s.layer_norm) layernorm_backward(dx_norm, g[kRoleAttnNormW], g[kRoleAttnNormB], da.data(), x, p[kRoleAttnNormW], M, D, s.norm_eps);
+  else rmsnorm_backward(dx_norm, g[kRoleAttnNormW], da.data(), x, p[kRoleAttnNormW], M, D, s.norm_eps);
 }
 
 void forward_saved(ReplacementKind kind, const ReplacementSpec& s, const ReplacementParams& p, float* y, const float* x,
@@ -197,9 +190,10 @@ void replacement_forward(ReplacementKind kind, const ReplacementSpec& s, const R
   forward_saved(kind, s, p, y, x, positions, key_mask, inv_freq, A);
 }
 
-double replacement_step(ReplacementKind kind, const ReplacementSpec& s, const ReplacementParams& p,
-                        const ReplacementGrads& g, const float* x, const float* target, const int32_t* positions,
-                        const uint8_t* key_mask, const float* inv_freq, float* y_out) {
+double replacement_step_with(ReplacementKind kind, const ReplacementSpec& s, const ReplacementParams& p,
+                             const ReplacementGrads& g, const float* x, const int32_t* positions,
+                             const uint8_t* key_mask, const float* inv_freq, const OutputLoss& loss_fn, float* dx,
+                             float* y_out) {
   const size_t M = s.B * s.T, D = s.D;
   if (M == 0 || D == 0) return 0.0;
   Saved A;
@@ -208,17 +202,30 @@ double replacement_step(ReplacementKind kind, const ReplacementSpec& s, const Re
   forward_saved(kind, s, p, y, x, positions, key_mask, inv_freq, A);
 
   std::vector<float> dy(M * D, 0.f);
-  double loss = masked_mse(s, y, target, key_mask, dy.data());
-  if (loss < 0) return 0.0;  // no real token
+  double loss = loss_fn(y, dy.data());
+  if (loss < 0) {  // nothing to learn from (no real token)
+    if (dx) std::fill(dx, dx + M * D, 0.f);
+    return 0.0;
+  }
 
   if (kind == ReplacementKind::MLP) {
-    mlp_backward(s, p, g, dy.data(), x, A, M, nullptr);
+    if (dx) std::memcpy(dx, dy.data(), M * D * sizeof(float));  // residual
+    mlp_backward(s, p, g, dy.data(), x, A, M, dx);
   } else {
     std::vector<float> dh(dy);  // residual: dL/dh1 = dy + (MLP path through the norm)
     mlp_backward(s, p, g, dy.data(), A.h1.data(), A, M, dh.data());
-    attn_backward(s, p, g, dh.data(), x, A, M, key_mask);
+    if (dx) std::memcpy(dx, dh.data(), M * D * sizeof(float));
+    attn_backward(s, p, g, dh.data(), x, A, M, key_mask, dx);
   }
   return loss;
+}
+
+double replacement_step(ReplacementKind kind, const ReplacementSpec& s, const ReplacementParams& p,
+                        const ReplacementGrads& g, const float* x, const float* target, const int32_t* positions,
+                        const uint8_t* key_mask, const float* inv_freq, float* y_out) {
+  return replacement_step_with(
+      kind, s, p, g, x, positions, key_mask, inv_freq,
+      [&](const float* y, float* dy) { return masked_mse(s, y, target, key_mask, dy); }, nullptr, y_out);
 }
 
 double replacement_loss(ReplacementKind kind, const ReplacementSpec& s, const ReplacementParams& p, const float* x,

@@ -61,5 +61,6 @@ export { pruneConfig, keptLayers } from './prune/config-edit.js';
 export { PairCache } from './train/pair-cache.js';
 export type { CacheDtype, PairCacheOptions } from './train/pair-cache.js';
 export { trainReplacement } from './train/trainer.js';
-export type { TrainOptions, TrainResult, StepRecord } from './train/trainer.js';
+export type { TrainOptions, TrainResult, StepRecord, LmTail } from './train/trainer.js';
+export { nextTokenTargets } from './train/trainer.js';
 export { learningRate } from './train/schedule.js';

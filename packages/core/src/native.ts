@@ -78,6 +78,16 @@ export type NativeAddon = Record<string, any> & NativeScoring & NativeLinalg & {
   /** Forward and loss only (validation). */
   replacementLoss(kind: 'mlp' | 'layer', spec: NativeReplacementSpec, params: NativeReplacementParams, x: Float32Array, target: Float32Array, positions: Int32Array | null, keyMask: Uint8Array | null, ropeInvFreq: Float32Array | null): Promise<number>;
   replacementForward(kind: 'mlp' | 'layer', spec: NativeReplacementSpec, params: NativeReplacementParams, out: Float32Array, x: Float32Array, positions: Int32Array | null, keyMask: Uint8Array | null, ropeInvFreq: Float32Array | null): Promise<void>;
+  // The `lm` objective (binding_lmloss.cpp, issue 9): replacement → frozen layers (the model's layers after the
+  // window, same spec, any float dtype, read in place) → final norm + lm_head → mean next-token NLL over rows
+  // with targets >= 0. Only the replacement gets gradients (accumulated into grads as replacementStep does).
+  lmLossStep(kind: 'mlp' | 'layer', spec: NativeReplacementSpec, params: NativeReplacementParams, grads: NativeReplacementParams, x: Float32Array, layers: NativeLayerWeights[], headWeights: NativeHeadWeights, targets: Int32Array, positions: Int32Array | null, keyMask: Uint8Array | null, ropeInvFreq: Float32Array | null, gradScale?: number): Promise<number>;
+  /** Loss only (validation). */
+  lmLossEval(kind: 'mlp' | 'layer', spec: NativeReplacementSpec, params: NativeReplacementParams, x: Float32Array, layers: NativeLayerWeights[], headWeights: NativeHeadWeights, targets: Int32Array, positions: Int32Array | null, keyMask: Uint8Array | null, ropeInvFreq: Float32Array | null): Promise<number>;
+  /** dx = dL/dx of one frozen pre-norm decoder layer for dy = dL/dout (forward recomputed; no weight gradients). */
+  frozenLayerBackward(dx: Float32Array, dy: Float32Array, x: Float32Array, spec: NativeReplacementSpec, weights: NativeLayerWeights, positions: Int32Array | null, keyMask: Uint8Array | null, ropeInvFreq: Float32Array | null): Promise<void>;
+  /** Mean next-token NLL of the head on x[M, hidden] and (dh not null) dh = gradScale · dloss/dx; -1 when no target. */
+  headLossBackward(dh: Float32Array | null, x: Float32Array, M: number, spec: { hidden: number; norm: 'rms' | 'layer'; normEps: number }, headWeights: NativeHeadWeights, targets: Int32Array, gradScale?: number): Promise<number>;
   // ---- end of backward block
 
   // ---- forward kernels (binding_ops.cpp): synchronous, fast path and `...Ref` plain reference.

@@ -6,80 +6,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { native } from '../src/native.js';
-import {
-  actF64, attentionF64, f64, layernormF64, linearF64, numericGrad, randn, relErr, rmsnormF64, rng, ropeF64,
-  type ActName, type F64,
-} from './backward-helpers.js';
+import { f64, numericGrad, randn, relErr, rng, type F64 } from './backward-helpers.js';
+import { forwardF64, shapes, type Kind, type Params, type Spec } from './replacement-f64.js';
 
 const n = native();
 const code = (c: string) => (e: any) => e.code === c;
-
-interface Spec {
-  batch: number; seqLen: number; hidden: number; heads: number; kvHeads: number; headDim: number;
-  intermediate: number; norm: 'rms' | 'layer'; normEps: number; activation: ActName; gatedMlp: boolean;
-  preNorm: boolean; useRope: boolean; attnScale: number; ropeAttentionScaling: number; gradScale?: number;
-}
-type Kind = 'mlp' | 'layer';
-type Params = Record<string, Float32Array>;
-
-function shapes(kind: Kind, s: Spec, biases: boolean): Record<string, number> {
-  const D = s.hidden, F = s.intermediate, Q = s.heads * s.headDim, KV = s.kvHeads * s.headDim;
-  const r: Record<string, number> = { 'mlp_norm.weight': D, 'up.weight': F * D, 'down.weight': D * F };
-  if (s.gatedMlp) r['gate.weight'] = F * D;
-  if (s.norm === 'layer') r['mlp_norm.bias'] = D;
-  if (biases) Object.assign(r, { 'up.bias': F, 'down.bias': D });
-  if (kind === 'layer') {
-    Object.assign(r, { 'attn_norm.weight': D, 'q.weight': Q * D, 'k.weight': KV * D, 'v.weight': KV * D, 'o.weight': D * Q });
-    if (s.norm === 'layer') r['attn_norm.bias'] = D;
-    if (biases) Object.assign(r, { 'q.bias': Q, 'k.bias': KV, 'v.bias': KV, 'o.bias': D });
-  }
-  return r;
-}
-
-// ---- f64 reference forward ----------------------------------------------------------------------------------
-function norm(s: Spec, x: F64, w: F64 | undefined, b: F64 | undefined, M: number): F64 {
-  return s.norm === 'layer' ? layernormF64(x, w ?? null, b ?? null, M, s.hidden, s.normEps) : rmsnormF64(x, w ?? null, M, s.hidden, s.normEps);
-}
-
-function mlpF64(s: Spec, P: Record<string, F64>, x: F64, M: number): F64 {
-  const D = s.hidden, F = s.intermediate;
-  const nx = norm(s, x, P['mlp_norm.weight'], P['mlp_norm.bias'], M);
-  const up = linearF64(nx, P['up.weight']!, P['up.bias'] ?? null, M, F, D);
-  let mid: F64;
-  if (s.gatedMlp) {
-    const gate = linearF64(nx, P['gate.weight']!, null, M, F, D);
-    mid = gate.map((g, i) => actF64(g, s.activation) * up[i]!);
-  } else {
-    mid = up.map((u) => actF64(u, s.activation));
-  }
-  const down = linearF64(mid, P['down.weight']!, P['down.bias'] ?? null, M, D, F);
-  return x.map((v, i) => v + down[i]!);
-}
-
-function forwardF64(kind: Kind, s: Spec, P: Record<string, F64>, x: F64, pos: Int32Array, mask: Uint8Array | null,
-  invFreq: Float32Array): F64 {
-  const M = s.batch * s.seqLen, D = s.hidden;
-  if (kind === 'mlp') return mlpF64(s, P, x, M);
-  const { heads: H, kvHeads: Hk, headDim: Dh } = s, Q = H * Dh, KV = Hk * Dh;
-  const a = norm(s, x, P['attn_norm.weight'], P['attn_norm.bias'], M);
-  let q = linearF64(a, P['q.weight']!, P['q.bias'] ?? null, M, Q, D);
-  let k = linearF64(a, P['k.weight']!, P['k.bias'] ?? null, M, KV, D);
-  const v = linearF64(a, P['v.weight']!, P['v.bias'] ?? null, M, KV, D);
-  if (s.useRope) {
-    const half = Dh / 2, cos = new Float64Array(M * half), sin = new Float64Array(M * half);
-    for (let m = 0; m < M; m++)
-      for (let i = 0; i < half; i++) {
-        const ang = Math.fround(pos[m]! * invFreq[i]!); // rope_tables: f32 angle
-        cos[m * half + i] = Math.cos(ang) * s.ropeAttentionScaling;
-        sin[m * half + i] = Math.sin(ang) * s.ropeAttentionScaling;
-      }
-    q = ropeF64(q, cos, sin, M, H, Dh);
-    k = ropeF64(k, cos, sin, M, Hk, Dh);
-  }
-  const { out } = attentionF64(q, k, v, mask, s.batch, s.seqLen, H, Hk, Dh, s.attnScale);
-  const o = linearF64(out, P['o.weight']!, P['o.bias'] ?? null, M, D, Q);
-  return mlpF64(s, P, x.map((xv, i) => xv + o[i]!), M);
-}
 
 function lossF64(s: Spec, y: F64, target: Float32Array, mask: Uint8Array | null): number {
   const D = s.hidden;

@@ -19,7 +19,7 @@ interface PruneCommandOptions {
   replacement: 'none' | 'linear' | 'mlp' | 'layer';
   calib: string; field: string; samples: number; seqLen?: number; seed: number;
   metric: 'cosine' | 'angular' | 'bi';
-  trainData?: string; trainSamples?: number;
+  trainData?: string; trainSamples?: number; loss: 'mse' | 'lm';
   lr: number; minLr: number; warmup?: number; weightDecay: number; clip: number;
   microBatch: number; gradAccum: number; epochs: number; evalEvery?: number; validationFraction: number;
   cacheBudget?: number; cacheDtype: 'bf16' | 'f32'; cacheDir?: string; keepCache?: boolean;
@@ -37,7 +37,7 @@ export function pruneSummary(r: PruneResult): string {
     `${human(p.parametersRemoved)} parameters removed, ${human(p.parametersAdded)} added (net sparsity ${(100 * p.sparsity).toFixed(1)}%)\n`;
   out += table(rows);
   if (r.relativeError !== null) out += `relative hidden-state error on held-out blocks ‖R(h[${p.window.start}]) − h[${p.window.end}]‖ / ‖h[${p.window.end}]‖: ${fmt(r.relativeError, 4)}\n`;
-  if (r.training) out += `training: ${r.training.steps} steps, ${r.training.tokens} tokens, best validation loss ${fmt(r.training.bestValLoss, 6)} at step ${r.training.bestStep}, ${r.training.seconds.toFixed(1)} s (pairs in ${r.training.cache})\n`;
+  if (r.training) out += `training: ${r.training.steps} steps, ${r.training.tokens} tokens, best validation loss ${fmt(r.training.bestValLoss, 6)}${r.training.loss === 'lm' ? ' (next-token NLL, loss lm)' : ''} at step ${r.training.bestStep}, ${r.training.seconds.toFixed(1)} s (pairs in ${r.training.cache})\n`;
   if (r.exported) out += `wrote ${r.exported.outDir} (${r.exported.files.length} files, ${(r.exported.bytes / 2 ** 20).toFixed(1)} MiB)\n`;
   return out;
 }
@@ -79,6 +79,7 @@ export function registerPrune(program: Command): Command {
     .addOption(new Option('--metric <metric>', 'window score').choices(['cosine', 'angular', 'bi']).default('cosine'))
     .option('--train-data <path>', 'training text for the replacement (default: the calibration source)')
     .option('--train-samples <N>', 'training blocks (default: --samples); about 10% are held out for validation', intOption('--train-samples', 2))
+    .addOption(new Option('--loss <loss>', 'training objective of an mlp/layer replacement: mse on the hidden state h[end], or lm, the next-token loss through the frozen layers after the window and the LM head (slower)').choices(['mse', 'lm']).default('mse'))
     .option('--lr <x>', 'peak learning rate (AdamW)', positiveOption('--lr'), 2e-4)
     .option('--min-lr <x>', 'final learning rate of the cosine decay', positiveOption('--min-lr', true), 5e-5)
     .option('--warmup <steps>', 'warmup steps (default: 5% of the steps)', intOption('--warmup', 0))
@@ -113,7 +114,7 @@ export function registerPrune(program: Command): Command {
       let stage = '';
       const opts: PruneOptions = {
         outDir: o.out, replacement: o.replacement, calib: o.calib, field: o.field, samples: o.samples, seed: o.seed, metric: o.metric,
-        lr: o.lr, minLr: o.minLr, weightDecay: o.weightDecay, clip: o.clip, microBatch: o.microBatch, gradAccum: o.gradAccum, epochs: o.epochs,
+        loss: o.loss, lr: o.lr, minLr: o.minLr, weightDecay: o.weightDecay, clip: o.clip, microBatch: o.microBatch, gradAccum: o.gradAccum, epochs: o.epochs,
         validationFraction: o.validationFraction, cacheDtype: o.cacheDtype, checkpointFile, signal: controller.signal,
         ...(o.n !== undefined ? { n: o.n } : {}), ...(o.sparsity !== undefined ? { sparsity: o.sparsity } : {}), ...(o.range ? { range: o.range } : {}),
         ...(o.seqLen !== undefined ? { seqLen: o.seqLen } : {}), ...(o.trainData ? { trainData: o.trainData } : {}),

@@ -1,6 +1,7 @@
 /**
  * Training pairs for a replacement of the window [start, end): each block runs layers [0, start) to give
- * x = h[start], then [start, end) to give y = h[end]; pairs go into a PairCache (memory or disk).
+ * x = h[start], then [start, end) to give y = h[end]; pairs go into a PairCache (memory or disk). A cache without
+ * targets (the `lm` loss) gets x only and the window is not run.
  */
 import { makeTokenBatch } from '../engine/batch.js';
 import type { ModelDescription } from '../engine/description.js';
@@ -16,8 +17,12 @@ export async function collectPairs(desc: ModelDescription, start: number, end: n
     // Rows beyond the block are alignment padding (batch.ts ROW_ALIGN).
     const rows = batch.lengths[0]! * desc.semantics.hidden;
     const x = h.data.subarray(0, rows);
-    h = await runLayers(desc, h, start, end, { signal: opts.signal });
-    cache.add(x, h.data.subarray(0, rows));
+    if (!cache.hasTargets) {
+      cache.add(x, x.subarray(0, 0));
+    } else {
+      h = await runLayers(desc, h, start, end, { signal: opts.signal });
+      cache.add(x, h.data.subarray(0, rows));
+    }
     opts.onProgress?.(b + 1, blocks.length);
   }
 }

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { StreamlineError } from '../errors.js';
-import { native } from '../native.js';
+import { native, type NativeHeadWeights, type NativeLayerWeights } from '../native.js';
 import type { LayerRole, WeightView } from '../engine/description.js';
 import { ropeFrequencies } from '../engine/rope.js';
 import { tokenLogprobs } from '../engine/forward.js';
@@ -16,7 +16,7 @@ import { calibrationBlocks, runScore, type CalibrationOptions, type RunScoreResu
 import type { ScoreMetric } from '../scoring/score.js';
 import { paramBudget, removedParams, replacementParams, type ReplacementKind } from '../scoring/sparsity.js';
 import { PairCache, type CacheDtype } from '../train/pair-cache.js';
-import { trainReplacement, type StepRecord, type TrainResult } from '../train/trainer.js';
+import { trainReplacement, type LmTail, type StepRecord, type TrainResult } from '../train/trainer.js';
 import { collectPairs } from './collect.js';
 import { checkOutput, exportPruned, type ExportReplacement, type ExportResult } from './export.js';
 import { fitLinear } from './linear.js';
@@ -26,6 +26,12 @@ import { f32View, prunedDescription, type InMemoryReplacement } from './pruned-m
 export const TOOL_VERSION = '0.1.0';
 
 export interface TrainingOptions {
+  /**
+   * Training objective of the `mlp` / `layer` replacement: `mse` (default) fits R(h[s]) to h[s+n]; `lm` minimises
+   * the next-token loss of the frozen layers [end, L) and the head run on R(h[s]) (slower: every step runs and
+   * back-propagates through the rest of the model; validation loss is then the mean next-token NLL).
+   */
+  loss?: 'mse' | 'lm';
   lr?: number;
   minLr?: number;
   warmup?: number;
@@ -88,7 +94,8 @@ export interface PrunePlan {
 export interface PruneResult {
   plan: PrunePlan;
   score: RunScoreResult | null;
-  training: (Omit<TrainResult, 'weights'> & { trainBlocks: number; validationBlocks: number; cache: 'memory' | 'disk' }) | null;
+  /** `loss`: the objective; with `lm` the validation losses are mean next-token NLL (nats). */
+  training: (Omit<TrainResult, 'weights'> & { loss: 'mse' | 'lm'; trainBlocks: number; validationBlocks: number; cache: 'memory' | 'disk' }) | null;
   linear: { tokens: number } | null;
   heldOut: { blocks: number; tokens: number; pplBefore: number; pplAfter: number } | null;
   /** Relative hidden-state error ‖R(h[s]) − h[s+n]‖ / ‖h[s+n]‖ on the held-out blocks. */
@@ -123,6 +130,12 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
   const desc = model.description;
   const L = model.layers;
   const given = [o.range !== undefined, o.n !== undefined, o.sparsity !== undefined].filter(Boolean).length;
+  const lossKind = o.loss ?? 'mse';
+  if (lossKind !== 'mse' && lossKind !== 'lm') throw new StreamlineError('E_INVALID_OPTION', `--loss must be mse or lm, got '${String(lossKind)}'`);
+  if (lossKind === 'lm' && kind !== 'mlp' && kind !== 'layer')
+    throw new StreamlineError('E_INVALID_OPTION', `--loss lm trains a replacement by gradient steps; it needs --replacement mlp or layer, not ${kind}`);
+  if (lossKind === 'lm' && desc.projDim)
+    throw new StreamlineError('E_UNSUPPORTED', '--loss lm does not support models with project_out (OPT word_embed_proj_dim != hidden_size); use --loss mse');
   if (given > 1) throw new StreamlineError('E_INVALID_OPTION', 'give only one of --n, --sparsity and --range');
   if ((kind === 'mlp' || kind === 'layer') && !desc.semantics.preNorm)
     throw new StreamlineError('E_REPLACEMENT', `the '${kind}' replacement needs pre-norm decoder layers; this model normalises after the residual add (OPT do_layer_norm_before=false). Use --replacement none or linear`);
@@ -232,25 +245,36 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     const cacheDir = o.cacheDir ?? path.join(path.dirname(path.resolve(o.outDir)), `.${path.basename(o.outDir)}.streamline-cache`);
     const cacheBudget = o.cacheBudget ?? defaultCacheBudget();
     const cacheDtype = o.cacheDtype ?? 'bf16';
-    const trainCache = new PairCache({ blocks: trainBlocks.length, rows: seqLen, hidden: D, dtype: cacheDtype, budgetBytes: cacheBudget, dir: cacheDir, keep: o.keepCache ?? false });
-    const valCache = new PairCache({ blocks: valBlocks.length, rows: seqLen, hidden: D, dtype: cacheDtype, budgetBytes: Math.max(0, cacheBudget - trainCache.totalBytes), dir: cacheDir, keep: o.keepCache ?? false });
+    const targets = lossKind === 'mse';  // the lm loss needs h[s] and the token ids only
+    const trainCache = new PairCache({ blocks: trainBlocks.length, rows: seqLen, hidden: D, dtype: cacheDtype, budgetBytes: cacheBudget, dir: cacheDir, keep: o.keepCache ?? false, targets });
+    const valCache = new PairCache({ blocks: valBlocks.length, rows: seqLen, hidden: D, dtype: cacheDtype, budgetBytes: Math.max(0, cacheBudget - trainCache.totalBytes), dir: cacheDir, keep: o.keepCache ?? false, targets });
     try {
       o.onStage?.('pairs', `${trainBlocks.length + valBlocks.length} blocks through layers [0, ${end}) (${trainCache.location})`);
       await collectPairs(desc, start, end, trainBlocks, trainCache, { onProgress: (d, tot) => o.onStageProgress?.('pairs', d, tot + valBlocks.length), ...(o.signal ? { signal: o.signal } : {}) });
       await collectPairs(desc, start, end, valBlocks, valCache, { onProgress: (d, tot) => o.onStageProgress?.('pairs', trainBlocks.length + d, trainBlocks.length + tot), ...(o.signal ? { signal: o.signal } : {}) });
       t = lap('pairs', t);
-      o.onStage?.('train', `${kind} replacement of [${start}, ${end})`);
+      o.onStage?.('train', `${kind} replacement of [${start}, ${end}), loss ${lossKind}`);
       const rope = desc.rope ? ropeFrequencies(desc.rope, seqLen) : null;
+      let lm: LmTail | undefined;
+      if (lossKind === 'lm') {
+        const g = desc.global();
+        const lmHead = g['lm_head.weight'] ?? g['embed.weight'];
+        if (!lmHead) throw new StreamlineError('E_MODEL_TENSORS', 'the model has no LM head');
+        const head: Record<string, WeightView> = { 'lm_head.weight': lmHead };
+        if (desc.finalNorm) for (const r of ['final_norm.weight', 'final_norm.bias'] as const) if (g[r]) head[r] = g[r]!;
+        lm = { layers: desc.layers.slice(end).map((l) => l.weights()) as NativeLayerWeights[], head: head as NativeHeadWeights,
+               trainTokens: trainBlocks, validationTokens: valBlocks };
+      }
       const r = await trainReplacement({
         kind, semantics: desc.semantics, ropeInvFreq: rope?.invFreq ?? null, ropeAttentionScaling: rope?.attentionScaling ?? 1,
-        init, shapes, train: trainCache, validation: valCache,
+        init, shapes, train: trainCache, validation: valCache, loss: lossKind, ...(lm ? { lm } : {}),
         ...pick(o, ['lr', 'minLr', 'warmup', 'weightDecay', 'clip', 'microBatch', 'gradAccum', 'epochs', 'evalEvery', 'logFile', 'checkpointFile', 'resume', 'signal']),
         seed: o.seed ?? 0,
         ...(o.onTrainStep ? { onStep: o.onTrainStep } : {}),
       });
       if (r.interrupted) throw new StreamlineError('E_INTERRUPTED', o.checkpointFile ? `training interrupted at step ${r.steps}; state saved to ${o.checkpointFile} (rerun with --resume)` : `training interrupted at step ${r.steps}`);
       const { weights, ...rest } = r;
-      training = { ...rest, trainBlocks: trainBlocks.length, validationBlocks: valBlocks.length, cache: trainCache.location };
+      training = { ...rest, loss: lossKind, trainBlocks: trainBlocks.length, validationBlocks: valBlocks.length, cache: trainCache.location };
       const rounded: Partial<Record<LayerRole, Float32Array>> = {};
       const views: Partial<Record<LayerRole, WeightView>> = {};
       for (const role of roles) {
@@ -292,7 +316,7 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     range: { start, end },
     replacement: kind,
     plan,
-    training: training ? { ...training, history: undefined, options: pick(o, ['lr', 'minLr', 'warmup', 'weightDecay', 'clip', 'microBatch', 'gradAccum', 'epochs']) } : null,
+    training: training ? { ...training, history: undefined, options: pick(o, ['loss', 'lr', 'minLr', 'warmup', 'weightDecay', 'clip', 'microBatch', 'gradAccum', 'epochs']) } : null,
     heldOut, relativeError,
     timings: { ...timings, totalBeforeExport: (Date.now() - t0) / 1000 },
   };

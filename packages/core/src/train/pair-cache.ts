@@ -25,7 +25,11 @@ export interface PairCacheOptions {
   dir: string;
   /** Keep the cache file after close(). */
   keep?: boolean;
+  /** false: store x = h[s] only (the `lm` loss needs no target state); add() then takes no y. Default true. */
+  targets?: boolean;
 }
+
+let cacheCounter = 0;
 
 export class PairCache {
   readonly blocks: number;
@@ -41,6 +45,8 @@ export class PairCache {
   private fd: number | null = null;
   private added = 0;
   private readonly keep: boolean;
+  /** Whether blocks carry y = h[s+n] (false: x only, read() returns an empty y). */
+  readonly hasTargets: boolean;
 
   constructor(o: PairCacheOptions) {
     if (!(o.blocks >= 0 && o.rows > 0 && o.hidden > 0)) throw new StreamlineError('E_INVALID_OPTION', 'pair cache: invalid dimensions');
@@ -50,11 +56,13 @@ export class PairCache {
     this.dtype = o.dtype ?? 'bf16';
     this.elemBytes = this.dtype === 'bf16' ? 2 : 4;
     this.keep = o.keep ?? false;
+    this.hasTargets = o.targets ?? true;
     const total = this.totalBytes;
     this.location = total > o.budgetBytes ? 'disk' : 'memory';
     if (this.location === 'disk') {
       fs.mkdirSync(o.dir, { recursive: true });
-      this.file = path.join(o.dir, `pairs-${process.pid}-${Date.now().toString(36)}.bin`);
+      // A per-process counter: two caches made in the same millisecond (train and validation) must not share a file.
+      this.file = path.join(o.dir, `pairs-${process.pid}-${Date.now().toString(36)}-${cacheCounter++}.bin`);
       this.fd = fs.openSync(this.file, 'w+');
     } else {
       this.file = null;
@@ -62,25 +70,26 @@ export class PairCache {
   }
 
   /** Bytes of one block's pair (x and y). */
-  get blockBytes(): number { return 2 * this.rows * this.hidden * this.elemBytes; }
+  get blockBytes(): number { return (this.hasTargets ? 2 : 1) * this.rows * this.hidden * this.elemBytes; }
   get totalBytes(): number { return this.blocks * this.blockBytes; }
   get size(): number { return this.added; }
   /** Bytes of pairs held in memory (0 when the cache is on disk). */
   get memoryBytes(): number { return this.mem.reduce((a, b) => a + b.byteLength, 0); }
 
-  /** Appends one block: x = h[s], y = h[s+n], each [rows, hidden] f32. */
+  /** Appends one block: x = h[s], y = h[s+n], each [rows, hidden] f32 (y ignored without targets). */
   add(x: Float32Array, y: Float32Array): void {
     const n = this.rows * this.hidden;
-    if (x.length !== n || y.length !== n) throw new StreamlineError('E_SHAPE', `pair cache: expected ${n} values per state`);
+    if (!this.hasTargets) y = x.subarray(0, 0);
+    if (x.length !== n || (this.hasTargets && y.length !== n)) throw new StreamlineError('E_SHAPE', `pair cache: expected ${n} values per state`);
     if (this.added >= this.blocks) throw new StreamlineError('E_STATE', 'pair cache is full');
     const buf = new Uint8Array(this.blockBytes);
-    const half = buf.length / 2;
+    const half = n * this.elemBytes;
     if (this.dtype === 'f32') {
       buf.set(new Uint8Array(x.buffer, x.byteOffset, x.byteLength), 0);
-      buf.set(new Uint8Array(y.buffer, y.byteOffset, y.byteLength), half);
+      if (this.hasTargets) buf.set(new Uint8Array(y.buffer, y.byteOffset, y.byteLength), half);
     } else {
       native().convertFloats(new Uint16Array(buf.buffer, 0, n), 'bf16', x, 'f32');
-      native().convertFloats(new Uint16Array(buf.buffer, half, n), 'bf16', y, 'f32');
+      if (this.hasTargets) native().convertFloats(new Uint16Array(buf.buffer, half, n), 'bf16', y, 'f32');
     }
     if (this.fd !== null) fs.writeSync(this.fd, buf, 0, buf.length, this.added * this.blockBytes);
     else this.mem.push(buf);
@@ -98,14 +107,14 @@ export class PairCache {
     } else {
       buf = this.mem[i]!;
     }
-    const n = this.rows * this.hidden, half = buf.length / 2;
-    const x = new Float32Array(n), y = new Float32Array(n);
+    const n = this.rows * this.hidden, half = n * this.elemBytes;
+    const x = new Float32Array(n), y = new Float32Array(this.hasTargets ? n : 0);
     if (this.dtype === 'f32') {
       x.set(new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + half)));
-      y.set(new Float32Array(buf.buffer.slice(buf.byteOffset + half, buf.byteOffset + buf.length)));
+      if (this.hasTargets) y.set(new Float32Array(buf.buffer.slice(buf.byteOffset + half, buf.byteOffset + 2 * half)));
     } else {
       native().convertFloats(x, 'f32', new Uint16Array(buf.buffer, buf.byteOffset, n), 'bf16');
-      native().convertFloats(y, 'f32', new Uint16Array(buf.buffer, buf.byteOffset + half, n), 'bf16');
+      if (this.hasTargets) native().convertFloats(y, 'f32', new Uint16Array(buf.buffer, buf.byteOffset + half, n), 'bf16');
     }
     return { x, y };
   }

@@ -1,6 +1,9 @@
 /**
- * Replacement training: the `mlp` or `layer` replacement R is trained so that R(h[s]) ≈ h[s+n] (MSE), from
- * pairs in a PairCache. AdamW with f32 master weights, warmup + cosine decay to minLr over the real number of
+ * Replacement training: the `mlp` or `layer` replacement R is trained so that R(h[s]) ≈ h[s+n] (loss `mse`, from
+ * pairs in a PairCache), or (loss `lm`, issue 9) so that the frozen rest of the model after the window, run on
+ * R(h[s]), predicts the block's next tokens: the mean next-token NLL flows back through the frozen layers and the
+ * LM head to R (native lmLossStep; only R gets gradients). For `lm` the cache holds h[s] only and the token ids
+ * of each block come alongside. AdamW with f32 master weights, warmup + cosine decay to minLr over the real number of
  * optimiser steps, gradient clipping by global norm, micro-batches with gradient accumulation, validation on
  * held-out pairs every few steps, the best weights kept. Deterministic for a seed: the order of blocks comes
  * from the seed and the epoch only, so a run resumed from a checkpoint ends with bitwise the same weights.
@@ -8,7 +11,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { StreamlineError } from '../errors.js';
-import { native } from '../native.js';
+import { native, type NativeHeadWeights, type NativeLayerWeights } from '../native.js';
 import type { LayerRole, LayerSemantics } from '../engine/description.js';
 import { learningRate } from './schedule.js';
 import type { PairCache } from './pair-cache.js';
@@ -25,6 +28,10 @@ export interface TrainOptions {
   shapes: Partial<Record<LayerRole, number[]>>;
   train: PairCache;
   validation: PairCache | null;
+  /** Objective: `mse` on h[s+n] (default) or `lm`, the next-token loss through the frozen rest (needs `lm`). */
+  loss?: 'mse' | 'lm';
+  /** For loss `lm`: the frozen layers after the window, the head, and each cached block's token ids. */
+  lm?: LmTail;
   lr?: number;
   minLr?: number;
   /** Warmup steps; default 5% of the steps (at least 1 when there are 20 or more steps). */
@@ -70,6 +77,24 @@ export interface TrainResult {
   interrupted: boolean;
 }
 
+/** The frozen rest of the model for the `lm` loss. */
+export interface LmTail {
+  /** Weights of the model's layers [end, L), in order (read in place). */
+  layers: NativeLayerWeights[];
+  /** final_norm.weight (and .bias) when the model has a final norm, and lm_head.weight (or the tied embedding). */
+  head: NativeHeadWeights;
+  /** Token ids of block i of `train` / `validation` (seqLen each, in cache order). */
+  trainTokens: readonly Int32Array[];
+  validationTokens: readonly Int32Array[];
+}
+
+/** Next-token targets of blocks packed one after another: row t of a block predicts token t+1 (the last: -1). */
+export function nextTokenTargets(blocks: readonly Int32Array[], T: number): Int32Array {
+  const out = new Int32Array(blocks.length * T).fill(-1);
+  blocks.forEach((ids, b) => { for (let t = 0; t + 1 < Math.min(T, ids.length); t++) out[b * T + t] = ids[t + 1]!; });
+  return out;
+}
+
 interface State {
   step: number;
   params: Float32Array[];
@@ -99,6 +124,14 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
   for (const [k, v] of Object.entries({ microBatch: micro, gradAccum: accum, epochs }))
     if (!Number.isInteger(v) || v < 1) throw new StreamlineError('E_INVALID_OPTION', `${k} must be a positive integer, got ${v}`);
   if (!(lr > 0) || !(minLr >= 0) || minLr > lr) throw new StreamlineError('E_INVALID_OPTION', `learning rates must satisfy 0 <= min-lr <= lr, got ${minLr} and ${lr}`);
+  const lossKind = o.loss ?? 'mse';
+  if (lossKind !== 'mse' && lossKind !== 'lm') throw new StreamlineError('E_INVALID_OPTION', `loss must be 'mse' or 'lm', got '${String(lossKind)}'`);
+  const lm = lossKind === 'lm' ? o.lm : undefined;
+  if (lossKind === 'lm') {
+    if (!lm) throw new StreamlineError('E_INVALID_OPTION', "loss 'lm' needs the frozen layers, head and token ids (option lm)");
+    if (lm.trainTokens.length !== o.train.size || lm.validationTokens.length !== (o.validation?.size ?? 0))
+      throw new StreamlineError('E_SHAPE', `loss 'lm': ${lm.trainTokens.length} + ${lm.validationTokens.length} token blocks for ${o.train.size} + ${o.validation?.size ?? 0} cached blocks`);
+  }
   const N = o.train.size;
   if (N === 0) throw new StreamlineError('E_DATA_TOO_SMALL', 'no training pairs');
   const perStep = micro * accum;
@@ -122,16 +155,19 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
   const t0 = Date.now();
 
   const loadBatch = (cache: PairCache, idx: number[]) => {
-    const x = new Float32Array(idx.length * T * D), y = new Float32Array(idx.length * T * D);
-    idx.forEach((j, b) => { const p = cache.read(j); x.set(p.x, b * T * D); y.set(p.y, b * T * D); });
+    const x = new Float32Array(idx.length * T * D), y = new Float32Array(cache.hasTargets ? idx.length * T * D : 0);
+    idx.forEach((j, b) => { const p = cache.read(j); x.set(p.x, b * T * D); if (cache.hasTargets) y.set(p.y, b * T * D); });
     return { x, y };
   };
+  const spec = (B: number) => nativeSpec(o.semantics, B, T, o.ropeInvFreq !== null, o.ropeAttentionScaling);
   const validate = async (params: Float32Array[]): Promise<number> => {
     const val = o.validation!;
     let sum = 0;
     for (let j = 0; j < val.size; j++) {
       const { x, y } = loadBatch(val, [j]);
-      sum += await n.replacementLoss(o.kind, nativeSpec(o.semantics, 1, T, o.ropeInvFreq !== null, o.ropeAttentionScaling), byRole(params), x, y, positions(1), null, o.ropeInvFreq);
+      sum += lm
+        ? await n.lmLossEval(o.kind, spec(1), byRole(params), x, lm.layers, lm.head, nextTokenTargets([lm.validationTokens[j]!], T), positions(1), null, o.ropeInvFreq)
+        : await n.replacementLoss(o.kind, spec(1), byRole(params), x, y, positions(1), null, o.ropeInvFreq);
     }
     return sum / val.size;
   };
@@ -150,8 +186,11 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
       for (let a = 0; a < blocks.length; a += micro) {
         const idx = blocks.slice(a, a + micro);
         const { x, y } = loadBatch(o.train, idx);
-        const l = await n.replacementStep(o.kind, nativeSpec(o.semantics, idx.length, T, o.ropeInvFreq !== null, o.ropeAttentionScaling),
-          byRole(st.params), byRole(grads), x, y, positions(idx.length), null, o.ropeInvFreq, idx.length / blocks.length);
+        const l = lm
+          ? await n.lmLossStep(o.kind, spec(idx.length), byRole(st.params), byRole(grads), x, lm.layers, lm.head,
+            nextTokenTargets(idx.map((j) => lm.trainTokens[j]!), T), positions(idx.length), null, o.ropeInvFreq, idx.length / blocks.length)
+          : await n.replacementStep(o.kind, spec(idx.length), byRole(st.params), byRole(grads), x, y, positions(idx.length), null,
+            o.ropeInvFreq, idx.length / blocks.length);
         loss += l * (idx.length / blocks.length);
         parts++;
       }
