@@ -38,8 +38,10 @@ test('peak memory does not grow with the number of layers (forward and scoring)'
     const a = runs(small), b = runs(large);
     const growth = (b - a) / a;
     console.log(`  ${mode}: peak RssAnon ${(a / 2 ** 20).toFixed(1)} MiB (6 layers) vs ${(b / 2 ** 20).toFixed(1)} MiB (12 layers), ${(100 * growth).toFixed(1)} %`);
-    // Holding the 6 extra layers' weights (even as bf16) would add 113 MB; allow 5 % for allocator noise.
-    assert.ok(b <= a * 1.05, `${mode}: peak grew ${(100 * growth).toFixed(1)} % (${((b - a) / 2 ** 20).toFixed(1)} MiB; one layer is ${(layerBytes / 2 ** 20).toFixed(1)} MiB)`);
+    // Holding the 6 extra layers' weights (even as bf16) would add 113 MB. Allocator and V8 noise is a few MiB on a
+    // ~45 MiB peak (measured up to 2.5 MiB), so the bound is 5 % of the peak or a quarter of one layer's weights.
+    const allowed = Math.max(0.05 * a, 0.25 * layerBytes);
+    assert.ok(b - a <= allowed, `${mode}: peak grew ${(100 * growth).toFixed(1)} % (${((b - a) / 2 ** 20).toFixed(1)} MiB; one layer is ${(layerBytes / 2 ** 20).toFixed(1)} MiB)`);
   }
   fs.rmSync(tmp, { recursive: true, force: true });
 });
