@@ -53,6 +53,10 @@ struct LayerWeights {
   WeightView down_w, down_b;            // down.weight [D, F], down.bias [D]
 };
 
+// Checks a weight view: float dtype and exactly the shape `want`; absent is an error only when required.
+// Throws Error E_SHAPE / E_DTYPE naming the role. Shared by the layer and head validators.
+void check_weight(const WeightView& w, const char* role, const std::vector<int64_t>& want, bool required);
+
 // Role name -> member, for bindings and error messages. Returns nullptr for an unknown role.
 WeightView* layer_weight_role(LayerWeights& w, const std::string& role);
 const std::vector<std::string>& layer_weight_roles();

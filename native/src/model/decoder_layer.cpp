@@ -41,22 +41,6 @@ const struct { const char* name; WeightView LayerWeights::*member; } kRoles[] = 
     {"down.bias", &LayerWeights::down_b},
 };
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); i++) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + "]";
-}
-
-void check(const WeightView& w, const char* role, std::vector<int64_t> want, bool required) {
-  if (!w) {
-    if (required) throw Error("E_SHAPE", std::string(role) + ": required weight is missing");
-    return;
-  }
-  if (w.dtype != DType::F32 && w.dtype != DType::BF16 && w.dtype != DType::F16)
-    throw Error("E_DTYPE", std::string(role) + ": expected f32, bf16 or f16, got " + dtype_name(w.dtype));
-  if (w.shape != want)
-    throw Error("E_SHAPE", std::string(role) + ": expected shape " + shape_str(want) + ", got " + shape_str(w.shape));
-}
 
 void check_absent(const WeightView& w, const char* role, const char* why) {
   if (w) throw Error("E_SHAPE", std::string(role) + ": not used " + why);
@@ -137,20 +121,20 @@ void validate_layer(const LayerSpec& s, const LayerWeights& w, bool mlp_only) {
   const int64_t D = int64_t(s.hidden), F = int64_t(s.intermediate);
   if (s.hidden == 0 || s.intermediate == 0) throw Error("E_SHAPE", "spec: hidden and intermediate must be positive");
   if (s.norm_eps < 0 || !std::isfinite(s.norm_eps)) throw Error("E_SHAPE", "spec: normEps must be a finite number >= 0");
-  check(w.mlp_norm_w, "mlp_norm.weight", {D}, false);
-  check(w.mlp_norm_b, "mlp_norm.bias", {D}, false);
+  check_weight(w.mlp_norm_w, "mlp_norm.weight", {D}, false);
+  check_weight(w.mlp_norm_b, "mlp_norm.bias", {D}, false);
   if (s.norm == NormKind::Rms) check_absent(w.mlp_norm_b, "mlp_norm.bias", "with an RMS norm");
   if (s.gated_mlp) {
-    check(w.gate_w, "gate.weight", {F, D}, true);
-    check(w.gate_b, "gate.bias", {F}, false);
+    check_weight(w.gate_w, "gate.weight", {F, D}, true);
+    check_weight(w.gate_b, "gate.bias", {F}, false);
   } else {
     check_absent(w.gate_w, "gate.weight", "without a gated MLP");
     check_absent(w.gate_b, "gate.bias", "without a gated MLP");
   }
-  check(w.up_w, "up.weight", {F, D}, true);
-  check(w.up_b, "up.bias", {F}, false);
-  check(w.down_w, "down.weight", {D, F}, true);
-  check(w.down_b, "down.bias", {D}, false);
+  check_weight(w.up_w, "up.weight", {F, D}, true);
+  check_weight(w.up_b, "up.bias", {F}, false);
+  check_weight(w.down_w, "down.weight", {D, F}, true);
+  check_weight(w.down_b, "down.bias", {D}, false);
   if (mlp_only) return;
   const int64_t H = int64_t(s.heads), Hk = int64_t(s.kv_heads), Dh = int64_t(s.head_dim);
   if (H <= 0 || Hk <= 0 || Dh <= 0) throw Error("E_SHAPE", "spec: heads, kvHeads and headDim must be positive");
@@ -159,17 +143,17 @@ void validate_layer(const LayerSpec& s, const LayerWeights& w, bool mlp_only) {
   if (s.use_rope && Dh % 2 != 0) throw Error("E_SHAPE", "spec: headDim must be even with RoPE");
   if (!std::isfinite(s.attn_scale) || !std::isfinite(s.rope_attention_scaling))
     throw Error("E_SHAPE", "spec: attnScale and ropeAttentionScaling must be finite");
-  check(w.attn_norm_w, "attn_norm.weight", {D}, false);
-  check(w.attn_norm_b, "attn_norm.bias", {D}, false);
+  check_weight(w.attn_norm_w, "attn_norm.weight", {D}, false);
+  check_weight(w.attn_norm_b, "attn_norm.bias", {D}, false);
   if (s.norm == NormKind::Rms) check_absent(w.attn_norm_b, "attn_norm.bias", "with an RMS norm");
-  check(w.q_w, "q.weight", {H * Dh, D}, true);
-  check(w.q_b, "q.bias", {H * Dh}, false);
-  check(w.k_w, "k.weight", {Hk * Dh, D}, true);
-  check(w.k_b, "k.bias", {Hk * Dh}, false);
-  check(w.v_w, "v.weight", {Hk * Dh, D}, true);
-  check(w.v_b, "v.bias", {Hk * Dh}, false);
-  check(w.o_w, "o.weight", {D, H * Dh}, true);
-  check(w.o_b, "o.bias", {D}, false);
+  check_weight(w.q_w, "q.weight", {H * Dh, D}, true);
+  check_weight(w.q_b, "q.bias", {H * Dh}, false);
+  check_weight(w.k_w, "k.weight", {Hk * Dh, D}, true);
+  check_weight(w.k_b, "k.bias", {Hk * Dh}, false);
+  check_weight(w.v_w, "v.weight", {Hk * Dh, D}, true);
+  check_weight(w.v_b, "v.bias", {Hk * Dh}, false);
+  check_weight(w.o_w, "o.weight", {D, H * Dh}, true);
+  check_weight(w.o_b, "o.bias", {D}, false);
 }
 
 void mlp_block_forward(float* out, const float* x, const LayerSpec& s, const LayerWeights& w, float* mlp_out) {

@@ -13,22 +13,6 @@ namespace streamline {
 
 namespace {
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); i++) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + "]";
-}
-
-void check(const WeightView& w, const char* role, std::vector<int64_t> want, bool required) {
-  if (!w) {
-    if (required) throw Error("E_SHAPE", std::string(role) + ": required weight is missing");
-    return;
-  }
-  if (!is_float_dtype(w.dtype))
-    throw Error("E_DTYPE", std::string(role) + ": expected f32, bf16 or f16, got " + dtype_name(w.dtype));
-  if (w.shape != want)
-    throw Error("E_SHAPE", std::string(role) + ": expected shape " + shape_str(want) + ", got " + shape_str(w.shape));
-}
 
 std::vector<float> to_f32(const WeightView& w) {
   std::vector<float> out;
@@ -44,12 +28,12 @@ void validate_head(const HeadSpec& s, const HeadWeights& w) {
   if (s.hidden == 0 || s.vocab == 0) throw Error("E_SHAPE", "head spec: hidden and vocab must be positive");
   const int64_t D = int64_t(s.hidden), V = int64_t(s.vocab), P = int64_t(s.proj_dim);
   if (!s.final_norm && (w.norm_w || w.norm_b)) throw Error("E_SHAPE", "final_norm: weights given but spec.norm is 'none'");
-  check(w.norm_w, "final_norm.weight", {D}, false);
-  check(w.norm_b, "final_norm.bias", {D}, false);
+  check_weight(w.norm_w, "final_norm.weight", {D}, false);
+  check_weight(w.norm_b, "final_norm.bias", {D}, false);
   if (s.norm == NormKind::Rms && w.norm_b) throw Error("E_SHAPE", "final_norm.bias: not used with an RMS norm");
-  if (P) check(w.project_out, "project_out.weight", {P, D}, true);
+  if (P) check_weight(w.project_out, "project_out.weight", {P, D}, true);
   else if (w.project_out) throw Error("E_SHAPE", "project_out.weight: given but spec.projDim is not set");
-  check(w.lm_head, "lm_head.weight", {V, P ? P : D}, true);
+  check_weight(w.lm_head, "lm_head.weight", {V, P ? P : D}, true);
 }
 
 void head_forward(const float* x, size_t M, const HeadSpec& s, const HeadWeights& w, const int32_t* targets,
