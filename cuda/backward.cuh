@@ -1,0 +1,49 @@
+// Backward kernels and the optimiser on the GPU (issue 9): the CPU contract of streamline::*_backward (ops.h) and
+// streamline::adamw_step / clip_grad_norm (train.h) plus a stream, device pointers throughout, f32 tensors.
+// Accumulation rules are the CPU's: everything accumulates into d* buffers except linear dx (overwritten),
+// attention dq/dk/dv (overwritten), rope_backward (in place) and mse's da (overwritten).
+//
+// The bf16 forms at the end are what the GPU training step uses on its packed bf16 activations; each has the f32
+// form above it as its reference in the harness.
+#pragma once
+#include "common.cuh"
+#include "streamline/ops.h"
+#include "streamline/train.h"
+
+namespace streamline {
+namespace cuda {
+
+// ---- f32 contract (ops.h) ---------------------------------------------------------------------------------
+// dw/db: sums over rows in a fixed order (per-column block reduction, then a fixed-order sum of the partials), so
+// results do not depend on the launch configuration.
+void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, size_t M, size_t D,
+                      float eps, cudaStream_t s);
+void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w, size_t M,
+                        size_t D, float eps, cudaStream_t s);
+void activation_backward(float* dx, const float* dy, const float* x, size_t n, Activation act, cudaStream_t s);
+void gated_backward(float* dgate, float* dup, const float* dy, const float* gate, const float* up, size_t n,
+                    Activation act, cudaStream_t s);
+void rope_backward(float* dx, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh, cudaStream_t s);
+// Flash-style: recomputes P tile by tile from q, k and lse (no T x T matrix in global memory). dq, dk, dv
+// overwritten; out and lse from attention_forward. dk/dv of a KV head sum over its H/Hk query heads.
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const float* out, const float* lse, const uint8_t* key_mask, size_t B,
+                        size_t T, size_t H, size_t Hk, size_t Dh, float scale, cudaStream_t s);
+// da[n] = 2 (a - b) / n (overwritten, when da != nullptr); *loss_dev (f64, device) = mean((a - b)^2), summed in f64
+// in a fixed order. row_mask[n / D rows] (optional, 1 = counted): masked rows get da = 0 and do not count in n.
+void mse_forward_backward(float* da, double* loss_dev, const float* a, const float* b, size_t rows, size_t D,
+                          const uint8_t* row_mask, cudaStream_t s);
+
+// ---- optimiser (train.h) ------------------------------------------------------------------------------------
+// One AdamW update of one tensor with torch.optim.AdamW's f32 arithmetic (scalars formed in f64 on the host,
+// rounded to f32), exactly as streamline::adamw_step does it per element: bitwise equal to the CPU.
+void adamw_update(float* param, const float* grad, float* m, float* v, size_t n, const AdamWOptions& opt,
+                  cudaStream_t s);
+// sumsq_dev (f64, device, one value) += sum(g^2) over fixed blocks in a fixed order (deterministic).
+void grad_sumsq(double* sumsq_dev, const float* g, size_t n, cudaStream_t s);
+// clip_grad_norm_ on the device without a host round trip: scale = max_norm / (sqrt(*sumsq_dev) + 1e-6); when
+// scale < 1, g *= float(scale). Call once per gradient tensor after all grad_sumsq calls.
+void clip_by_global_norm(float* g, size_t n, const double* sumsq_dev, double max_norm, cudaStream_t s);
+
+}  // namespace cuda
+}  // namespace streamline
