@@ -5,10 +5,12 @@
  * ShortGPT's Block Influence 1 − cos(h[k], h[k+1]). Boundary states are dropped as soon as no requested pair
  * needs them, so memory is bounded by the states the pairs need for one batch.
  */
+import { gpuMemory, resolveDevice, type Device, type DeviceOptions } from '../device.js';
 import { StreamlineError } from '../errors.js';
 import { native } from '../native.js';
 import { makeTokenBatch, type HiddenBatch } from '../engine/batch.js';
 import type { ModelDescription } from '../engine/description.js';
+import { CudaEngine } from '../engine/cuda.js';
 import { embed, runLayers } from '../engine/forward.js';
 
 export type ScoreMetric = 'cosine' | 'angular' | 'bi';
@@ -22,7 +24,7 @@ export interface WindowScore {
   score: number;
 }
 
-export interface ScoreOptions {
+export interface ScoreOptions extends DeviceOptions {
   /** Calibration blocks (token ids, usually all of one length). */
   blocks: readonly Int32Array[];
   /** Window length to rank; required unless only the matrix is wanted. */
@@ -30,7 +32,7 @@ export interface ScoreOptions {
   metric?: ScoreMetric;
   /** Compute the full (L+1)×(L+1) matrix (all pairs); otherwise only the pairs the windows and BI need. Default true. */
   matrix?: boolean;
-  /** Blocks per forward batch (results do not depend on it). Default 1. */
+  /** Blocks per forward batch (results do not depend on it on the CPU; on CUDA within GEMM rounding). Default 1. */
   batchSize?: number;
   onProgress?: (done: number, total: number) => void;
   signal?: AbortSignal;
@@ -50,6 +52,10 @@ export interface ScoreResult {
   n: number | null;
   windows: WindowScore[];
   best: WindowScore | null;
+  /** Where the forward passes ran. */
+  device: Device;
+  /** Peak device memory of the CUDA backend during scoring (bytes); null on the CPU. */
+  gpuPeakBytes: number | null;
 }
 
 /** Which pairs (i < j) the request needs. */
@@ -64,8 +70,10 @@ function requestedPairs(L: number, n: number | undefined, full: boolean): Array<
 }
 
 /**
- * Scores layer windows over calibration blocks.
- * @throws StreamlineError E_OPTION for an invalid n, metric or batch size; E_DATA_TOO_SMALL without blocks.
+ * Scores layer windows over calibration blocks. On CUDA (`device`, see resolveDevice) the boundary states stay on
+ * the GPU and each requested pair's cosine sum comes back per batch; the result has the same shape.
+ * @throws StreamlineError E_INVALID_OPTION for an invalid n, metric, batch size or device; E_DATA_TOO_SMALL without
+ * blocks; E_CUDA when the GPU fails.
  * @example
  * const r = await scoreLayers(model, { blocks, n: 4 }); console.log(r.best); // { start: 9, end: 13, score: 0.93 }
  */
@@ -91,8 +99,10 @@ export async function scoreLayers(desc: ModelDescription, opts: ScoreOptions): P
   const D = desc.semantics.hidden;
   let tokens = 0;
   const batches = Math.ceil(opts.blocks.length / batchSize);
+  const device = resolveDevice(opts.device, opts.onLog).device;
   let done = 0;
-  for (let bi = 0; bi < opts.blocks.length; bi += batchSize) {
+  const gpuPeakBytes = device === 'cuda' ? await scoreOnGpu() : null;
+  for (let bi = 0; device === 'cpu' && bi < opts.blocks.length; bi += batchSize) {
     const batch = makeTokenBatch(opts.blocks.slice(bi, bi + batchSize));
     tokens += batch.lengths.reduce((a, b) => a + b, 0);
     const held = new Map<number, HiddenBatch>();
@@ -128,6 +138,34 @@ export async function scoreLayers(desc: ModelDescription, opts: ScoreOptions): P
     done++;
   }
 
+  // Every boundary a pair needs is kept on the GPU for the batch (save_state); the cosines are taken after the
+  // last layer, so no host round trip interrupts the layer stream.
+  async function scoreOnGpu(): Promise<number> {
+    gpuMemory(true);
+    const gpu = new CudaEngine(desc);
+    try {
+      for (let bi = 0; bi < opts.blocks.length; bi += batchSize) {
+        const batch = makeTokenBatch(opts.blocks.slice(bi, bi + batchSize));
+        tokens += batch.lengths.reduce((a, b) => a + b, 0);
+        await gpu.load(await embed(desc, batch));
+        if (lastUse[0]! > 0) gpu.saveState(0);
+        await gpu.run(0, L, {
+          signal: opts.signal,
+          onBoundary: (k) => { if (lastUse[k]! > k || byJ.has(k)) gpu.saveState(k); },
+          onProgress: (d) => opts.onProgress?.(done * L + d, batches * L),
+        });
+        for (const [p, [i, j]] of pairs.entries()) {
+          const r = await gpu.cosine(i, j);
+          for (let c = 0; c < 3; c++) acc[3 * p + c]! += r[c]!;
+        }
+        done++;
+      }
+    } finally {
+      gpu.close();
+    }
+    return gpuMemory()?.peak ?? 0;
+  }
+
   const matrix: number[][] = Array.from({ length: L + 1 }, (_, i) => Array.from({ length: L + 1 }, (_, j) => (i === j ? 1 : NaN)));
   let zeroNormTokens = 0;
   pairs.forEach(([i, j], p) => {
@@ -154,5 +192,5 @@ export async function scoreLayers(desc: ModelDescription, opts: ScoreOptions): P
     }
   }
 
-  return { layers: L, samples: opts.blocks.length, tokens, metric, matrix, blockInfluence, zeroNormTokens, n: n ?? null, windows, best };
+  return { layers: L, samples: opts.blocks.length, tokens, metric, matrix, blockInfluence, zeroNormTokens, n: n ?? null, windows, best, device, gpuPeakBytes };
 }
