@@ -349,7 +349,9 @@ Napi::Value OpenContext(const Napi::CallbackInfo& info) {
     streamline_cuda_ctx* c = nullptr;
     check_rc(*a, a->create(&cs, &c), "create");
     self->ctx_ = c;
-  }, [obj](Napi::Env) -> Napi::Value { return obj; });
+  }, [ref = std::make_shared<Napi::ObjectReference>(Napi::Persistent(obj))](Napi::Env) -> Napi::Value {
+    return ref->Value();  // `obj` itself is a handle of this call's scope, gone when the work completes
+  });
 }
 
 // cudaMemory(resetPeak?) -> {current, peak}: bytes the backend holds on the device now and at most since the last

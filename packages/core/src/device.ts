@@ -52,10 +52,10 @@ export function cudaMissingPiece(c: RuntimeInfo['cuda']): string | null {
   if (c.available) return null;
   const r = c.reason;
   if (!c.compiled) return `not compiled: this build of the addon has no CUDA backend (${r || 'streamline_cuda.so not found'})`;
-  if (/not available|lacks/.test(r)) return `the CUDA backend library could not be loaded (${r})`;
+  if (/not available|lacks/.test(r)) return `the CUDA backend library could not be loaded: ${r.replace(/^CUDA backend library not available \((.*)\)$/s, '$1')}`;
   if (/cublas/i.test(r)) return `no cuBLASLt: the GPU needs libcublasLt from the CUDA toolkit (${r})`;
   // cudaGetDeviceCount: 35 insufficient driver, 34 stub library (no driver installed), 100 no device.
-  if (/error 3[45]\b|driver/i.test(r)) return `no NVIDIA driver (${r})`;
+  if (/error 3[45]\b|driver/i.test(r)) return `no usable NVIDIA driver (${r})`;
   if (/error 100\b|no CUDA device/i.test(r) || c.deviceCount === 0) return `no GPU (${r || 'no CUDA device found'})`;
   return r || 'the CUDA backend reports no usable device';
 }
