@@ -5,7 +5,6 @@
 // validators as the CPU bindings; calls that copy or compute run on a libuv thread and return Promises.
 // A context is not thread-safe, so a call made while another is in flight is refused (E_CUDA_BUSY).
 // Failures of the C API become JS errors with code E_CUDA and streamline_cuda_last_error()'s text.
-#include <atomic>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -105,6 +104,60 @@ const char* const kCudaRoleNames[STREAMLINE_CUDA_ROLES] = {
     "o.weight", "o.bias", "mlp_norm.weight", "mlp_norm.bias", "gate.weight", "gate.bias", "up.weight", "up.bias",
     "down.weight", "down.bias"};
 
+// Shape of a role for a spec (rows-major [out, in] for linear weights), for weights given as bare Float32Arrays.
+std::vector<int64_t> role_shape(const LayerSpec& s, int role) {
+  const int64_t D = int64_t(s.hidden), F = int64_t(s.intermediate), Q = int64_t(s.heads * s.head_dim),
+                KV = int64_t(s.kv_heads * s.head_dim);
+  switch (role) {
+    case STREAMLINE_CUDA_Q_W: return {Q, D};
+    case STREAMLINE_CUDA_Q_B: return {Q};
+    case STREAMLINE_CUDA_K_W: case STREAMLINE_CUDA_V_W: return {KV, D};
+    case STREAMLINE_CUDA_K_B: case STREAMLINE_CUDA_V_B: return {KV};
+    case STREAMLINE_CUDA_O_W: return {D, Q};
+    case STREAMLINE_CUDA_GATE_W: case STREAMLINE_CUDA_UP_W: return {F, D};
+    case STREAMLINE_CUDA_GATE_B: case STREAMLINE_CUDA_UP_B: return {F};
+    case STREAMLINE_CUDA_DOWN_W: return {D, F};
+    default: return {D};  // norms, o.bias, down.bias
+  }
+}
+
+// {role: tensor | Float32Array | null}: tensors as the CPU bindings take them ({data, dtype, shape}, e.g. the
+// memory-mapped views), or bare f32 arrays whose shape is the spec's for that role (checked by validate_layer).
+LayerWeights cuda_layer_weights(Napi::Env env, const LayerSpec& spec, Napi::Value v, std::vector<Napi::Value>* keep) {
+  if (!v.IsObject()) throw_error(env, "E_NATIVE_ARG", "weights: expected an object {role: tensor}");
+  Napi::Object o = v.As<Napi::Object>();
+  Napi::Object tensors = Napi::Object::New(env);
+  std::vector<std::pair<int, Napi::TypedArray>> bare;
+  Napi::Array names = o.GetPropertyNames();
+  for (uint32_t i = 0; i < names.Length(); i++) {
+    std::string role = names.Get(i).As<Napi::String>().Utf8Value();
+    Napi::Value t = o.Get(role);
+    int r = 0;
+    while (r < STREAMLINE_CUDA_ROLES && role != kCudaRoleNames[r]) r++;
+    if (r < STREAMLINE_CUDA_ROLES && t.IsTypedArray()) {
+      auto ta = t.As<Napi::TypedArray>();
+      if (ta.TypedArrayType() != napi_float32_array)
+        throw_error(env, "E_NATIVE_ARG", role + ": a bare typed array must be a Float32Array (give {data, dtype, shape} for bf16/f16)");
+      bare.emplace_back(r, ta);
+    } else {
+      tensors.Set(role, t);  // unknown roles fail in layer_weights, naming the known ones
+    }
+  }
+  LayerWeights w = layer_weights(env, tensors, keep);
+  for (auto& [r, ta] : bare) {
+    WeightView& slot = *layer_weight_role(w, kCudaRoleNames[r]);
+    static const float kEmpty = 0.0f;
+    slot.data = ta.ElementLength() ? static_cast<const void*>(static_cast<char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset()) : &kEmpty;
+    slot.dtype = DType::F32;
+    slot.shape = role_shape(spec, r);
+    if (slot.numel() != ta.ElementLength())
+      throw_error(env, "E_SHAPE", std::string(kCudaRoleNames[r]) + ": expected " + std::to_string(slot.numel()) +
+                                      " elements for this spec, got " + std::to_string(ta.ElementLength()));
+    keep->push_back(ta);
+  }
+  return w;
+}
+
 class CudaContext : public Napi::ObjectWrap<CudaContext> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -147,18 +200,16 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
  private:
   streamline_cuda_ctx* ready(Napi::Env env) {
     if (!ctx_) throw_error(env, "E_CUDA", "CUDA context is not open (or was destroyed)");
-    if (busy_.load()) throw_error(env, "E_CUDA_BUSY", "CUDA context: another call is still in flight; await it first");
+    if (busy_) throw_error(env, "E_CUDA_BUSY", "CUDA context: another call is still in flight; await it first");
     return ctx_;
   }
-  // Marks the context busy and runs work off the JS thread; `this` and keep stay alive until it settles.
+  // Marks the context busy until the promise settles (so a caller that does not await is refused, whatever the
+  // timing) and runs work off the JS thread; `this` and keep stay alive until then.
   Napi::Promise async(const Napi::CallbackInfo& info, std::vector<Napi::Value> keep, std::function<void()> work,
                       std::function<Napi::Value(Napi::Env)> done = nullptr) {
     keep.push_back(info.This());
     busy_ = true;
-    return run_async(info.Env(), keep, [this, work] {
-      struct Clear { std::atomic<bool>& b; ~Clear() { b = false; } } clear{busy_};
-      work();
-    }, std::move(done));
+    return run_async(info.Env(), keep, std::move(work), std::move(done), [this] { busy_ = false; });
   }
 
   // setInputs(positions Int32Array[M] | null, keyMask Uint8Array[M] | null, invFreq Float32Array[rot/2] | null,
@@ -195,7 +246,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     return async(info, {info[0]}, [=] { check_rc(*a, a->download_hidden(c, h), "download_hidden"); });
   }
 
-  // uploadLayer(slot 0|1, weights {role: tensor}) -> Promise; settles once the host memory has been staged (it may
+  // uploadLayer(slot 0|1, weights {role: tensor | Float32Array}) -> Promise; settles once the host memory has been staged (it may
   // then change), while the device copy may still be running and overlaps with the other slot's layer.
   Napi::Value UploadLayer(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -203,7 +254,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     int slot = int(int_arg(env, info[0], "slot"));
     if (slot != 0 && slot != 1) throw_error(env, "E_NATIVE_ARG", "slot: must be 0 or 1");
     std::vector<Napi::Value> keep;
-    LayerWeights w = layer_weights(env, info[1], &keep);
+    LayerWeights w = cuda_layer_weights(env, spec_, info[1], &keep);
     rethrow(env, [&] { validate_layer(spec_, w, mlp_only_); });
     auto roles = std::make_shared<std::vector<streamline_cuda_weight>>(STREAMLINE_CUDA_ROLES);
     for (int r = 0; r < STREAMLINE_CUDA_ROLES; r++) (*roles)[r] = cuda_weight(*layer_weight_role(w, kCudaRoleNames[r]));
@@ -299,7 +350,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
   // destroy(): frees the device memory now (idempotent).
   Napi::Value Destroy(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (busy_.load()) throw_error(env, "E_CUDA_BUSY", "CUDA context: cannot destroy while a call is in flight");
+    if (busy_) throw_error(env, "E_CUDA_BUSY", "CUDA context: cannot destroy while a call is in flight");
     if (ctx_) api_->destroy(ctx_);
     ctx_ = nullptr;
     return env.Undefined();
@@ -311,7 +362,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
   bool mlp_only_ = false;
   size_t rot_dim_ = 0, M_ = 0, n_ = 0, vocab_ = 0;
   streamline_cuda_ctx* ctx_ = nullptr;
-  std::atomic<bool> busy_{false};
+  bool busy_ = false;  // JS thread only: set by a call, cleared when its promise settles
 };
 
 Napi::FunctionReference* g_ctor = nullptr;
@@ -345,13 +396,12 @@ Napi::Value OpenContext(const Napi::CallbackInfo& info) {
   const Api* a = self->api_;
   self->busy_ = true;
   return run_async(env, {obj}, [=] {
-    struct Clear { std::atomic<bool>& b; ~Clear() { b = false; } } clear{self->busy_};
     streamline_cuda_ctx* c = nullptr;
     check_rc(*a, a->create(&cs, &c), "create");
     self->ctx_ = c;
   }, [ref = std::make_shared<Napi::ObjectReference>(Napi::Persistent(obj))](Napi::Env) -> Napi::Value {
     return ref->Value();  // `obj` itself is a handle of this call's scope, gone when the work completes
-  });
+  }, [self] { self->busy_ = false; });
 }
 
 // cudaMemory(resetPeak?) -> {current, peak}: bytes the backend holds on the device now and at most since the last

@@ -233,8 +233,11 @@ export interface NativeCudaContext {
   setInputs(positions: Int32Array | null, keyMask: Uint8Array | null, invFreq: Float32Array | null, attentionScaling: number): void;
   uploadHidden(h: Float32Array): Promise<void>;
   downloadHidden(out: Float32Array): Promise<void>;
-  /** Settles once the host memory is staged; the device copy overlaps with the other slot's layer. */
-  uploadLayer(slot: 0 | 1, weights: NativeLayerWeights): Promise<void>;
+  /**
+   * Weights as tensors (e.g. the memory-mapped views) or bare f32 arrays shaped as the spec implies. Settles once the
+   * host memory is staged; the device copy overlaps with the other slot's layer.
+   */
+  uploadLayer(slot: 0 | 1, weights: Partial<Record<NativeLayerRole, NativeTensor | Float32Array | null>>): Promise<void>;
   runLayer(slot: 0 | 1): Promise<void>;
   saveState(index: number): void;
   /** [sum of cosines, tokens counted, zero-norm tokens] of saved states i and j over the batch's real tokens. */

@@ -83,6 +83,37 @@ if (!existsSync(fake)) {
     for (const c of caches) c.close();
   });
 
+  test('the binding: one layer with weights as bare Float32Arrays equals decoderLayerForward on the mapped views', async () => {
+    const model = await core.loadModel(path.join(fixtures, 'llama-gqa'));
+    const d = model.description;
+    const n = native();
+    const T = 64, D = d.semantics.hidden;
+    const x = Float32Array.from({ length: T * D }, (_, i) => Math.sin(i * 0.37));
+    const positions = Int32Array.from({ length: T }, (_, t) => t);
+    const mask = Uint8Array.from({ length: T }, (_, t) => (t < 50 ? 1 : 0));
+    const rope = core.ropeFrequencies(d.rope!, 50);
+    const views = d.layers[0]!.weights();
+    const bare = Object.fromEntries(Object.entries(views).map(([r, v]) => [r, new Float32Array(v!.data.buffer, v!.data.byteOffset, v!.data.byteLength / 4)]));
+    assert.ok(Object.values(views).every((v) => v!.dtype === 'f32'), 'an f32 fixture');
+    const spec = core.nativeLayerSpec(d.semantics, 1, T, true, 1);
+    const want = new Float32Array(T * D);
+    await n.decoderLayerForward(want, x, spec, views, positions, mask, rope.invFreq, null);
+    const ctx = await n.cudaContext(spec);
+    ctx.setInputs(positions, mask, rope.invFreq, 1);
+    await ctx.uploadHidden(x);
+    await ctx.uploadLayer(1, bare);
+    await ctx.runLayer(1);
+    const got = new Float32Array(T * D);
+    await ctx.downloadHidden(got);
+    ctx.destroy();
+    assert.equal(got, want);
+    const c2 = await n.cudaContext(spec);
+    let msg = '';
+    try { await c2.uploadLayer(0, { ...bare, 'q.weight': new Float32Array(3) }); } catch (e) { msg = `${(e as { code: string }).code} ${(e as Error).message}`; }
+    assert.match(msg, /^E_SHAPE q\.weight: expected \d+ elements for this spec, got 3$/);
+    c2.destroy();
+  });
+
   test('the binding: bad arguments, busy and closed contexts, backend errors as coded JS errors', async () => {
     const model = await core.loadModel(path.join(fixtures, 'llama-gqa'));
     const d = model.description;
