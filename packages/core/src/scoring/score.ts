@@ -101,41 +101,47 @@ export async function scoreLayers(desc: ModelDescription, opts: ScoreOptions): P
   const batches = Math.ceil(opts.blocks.length / batchSize);
   const device = resolveDevice(opts.device, opts.onLog).device;
   let done = 0;
-  const gpuPeakBytes = device === 'cuda' ? await scoreOnGpu() : null;
-  for (let bi = 0; device === 'cpu' && bi < opts.blocks.length; bi += batchSize) {
-    const batch = makeTokenBatch(opts.blocks.slice(bi, bi + batchSize));
-    tokens += batch.lengths.reduce((a, b) => a + b, 0);
-    const held = new Map<number, HiddenBatch>();
-    const consume = async (k: number, h: HiddenBatch) => {
-      if (lastUse[k]! > k) held.set(k, h);
-      const ps = byJ.get(k) ?? [];
-      if (ps.length) {
-        const states: Float32Array[] = [];
-        const idx = new Int32Array(ps.length * 2);
-        const slot = new Map<number, number>();
-        const slotOf = (s: number, data: Float32Array) => {
-          if (!slot.has(s)) { slot.set(s, states.length); states.push(data); }
-          return slot.get(s)!;
-        };
-        ps.forEach((p, q) => {
-          const [i] = pairs[p]!;
-          idx[2 * q] = slotOf(i, held.get(i)!.data);
-          idx[2 * q + 1] = slotOf(k, h.data);
-        });
-        const out = new Float64Array(ps.length * 3);
-        await nat.cosinePairsAccumulate(out, states, idx, h.mask, h.B * h.T, D);
-        ps.forEach((p, q) => { for (let c = 0; c < 3; c++) acc[3 * p + c]! += out[3 * q + c]!; });
-      }
-      for (const [i] of held) if (lastUse[i]! <= k) held.delete(i);
-    };
-    const h0 = await embed(desc, batch);
-    await consume(0, h0);
-    await runLayers(desc, h0, 0, L, {
-      signal: opts.signal,
-      onBoundary: consume,
-      onProgress: (d, t) => opts.onProgress?.(done * L + d, batches * L),
-    });
-    done++;
+  let gpuPeakBytes: number | null = null;
+  if (device === 'cuda') gpuPeakBytes = await scoreOnGpu();
+  else await scoreOnCpu();
+
+  // Boundary states are host arrays; each is dropped once the pass is past every pair that needs it.
+  async function scoreOnCpu(): Promise<void> {
+    for (let bi = 0; bi < opts.blocks.length; bi += batchSize) {
+      const batch = makeTokenBatch(opts.blocks.slice(bi, bi + batchSize));
+      tokens += batch.lengths.reduce((a, b) => a + b, 0);
+      const held = new Map<number, HiddenBatch>();
+      const consume = async (k: number, h: HiddenBatch) => {
+        if (lastUse[k]! > k) held.set(k, h);
+        const ps = byJ.get(k) ?? [];
+        if (ps.length) {
+          const states: Float32Array[] = [];
+          const idx = new Int32Array(ps.length * 2);
+          const slot = new Map<number, number>();
+          const slotOf = (s: number, data: Float32Array) => {
+            if (!slot.has(s)) { slot.set(s, states.length); states.push(data); }
+            return slot.get(s)!;
+          };
+          ps.forEach((p, q) => {
+            const [i] = pairs[p]!;
+            idx[2 * q] = slotOf(i, held.get(i)!.data);
+            idx[2 * q + 1] = slotOf(k, h.data);
+          });
+          const out = new Float64Array(ps.length * 3);
+          await nat.cosinePairsAccumulate(out, states, idx, h.mask, h.B * h.T, D);
+          ps.forEach((p, q) => { for (let c = 0; c < 3; c++) acc[3 * p + c]! += out[3 * q + c]!; });
+        }
+        for (const [i] of held) if (lastUse[i]! <= k) held.delete(i);
+      };
+      const h0 = await embed(desc, batch);
+      await consume(0, h0);
+      await runLayers(desc, h0, 0, L, {
+        signal: opts.signal,
+        onBoundary: consume,
+        onProgress: (d, t) => opts.onProgress?.(done * L + d, batches * L),
+      });
+      done++;
+    }
   }
 
   // Every boundary a pair needs is kept on the GPU for the batch (save_state); the cosines are taken after the
