@@ -1,10 +1,22 @@
 #include "args.h"
 
+#include <dlfcn.h>
+
 #include <cmath>
 
 #include "streamline/dtype.h"
 
 namespace streamline::binding {
+
+std::string addon_dir() {
+  Dl_info di;
+  if (dladdr(reinterpret_cast<void*>(&addon_dir), &di) && di.dli_fname) {
+    std::string p = di.dli_fname;
+    auto slash = p.rfind('/');
+    if (slash != std::string::npos) return p.substr(0, slash);
+  }
+  return ".";
+}
 
 void throw_error(Napi::Env env, const char* code, const std::string& message) {
   Napi::Error e = Napi::Error::New(env, message);

@@ -33,6 +33,9 @@ void* view_bytes(Napi::Env env, Napi::Value v, size_t* nbytes, const char* what)
 TensorArg tensor_arg(Napi::Env env, Napi::Value v, const char* what);
 
 DType dtype_arg(Napi::Env env, Napi::Value v, const char* what);
+// Folder that holds the addon's .node file (where streamline_cuda.so is looked for).
+std::string addon_dir();
+
 int64_t int_arg(Napi::Env env, Napi::Value v, const char* what);
 double number_arg(Napi::Env env, Napi::Value v, const char* what);
 

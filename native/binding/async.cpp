@@ -9,9 +9,9 @@ namespace {
 class LambdaWorker : public Napi::AsyncWorker {
  public:
   LambdaWorker(Napi::Env env, const std::vector<Napi::Value>& keep, std::function<void()> work,
-               std::function<Napi::Value(Napi::Env)> done)
+               std::function<Napi::Value(Napi::Env)> done, std::function<void()> settled)
       : Napi::AsyncWorker(env, "streamline"), deferred_(Napi::Promise::Deferred::New(env)),
-        work_(std::move(work)), done_(std::move(done)) {
+        work_(std::move(work)), done_(std::move(done)), settled_(std::move(settled)) {
     for (auto& v : keep)
       if (v.IsObject()) refs_.push_back(Napi::Persistent(v.As<Napi::Object>()));
   }
@@ -30,6 +30,7 @@ class LambdaWorker : public Napi::AsyncWorker {
   }
   void OnOK() override {
     Napi::Env env = Env();
+    if (settled_) settled_();
     try {
       deferred_.Resolve(done_ ? done_(env) : env.Undefined());
     } catch (const Napi::Error& e) {
@@ -37,6 +38,7 @@ class LambdaWorker : public Napi::AsyncWorker {
     }
   }
   void OnError(const Napi::Error& e) override {
+    if (settled_) settled_();
     Napi::Error err = Napi::Error::New(Env(), e.Message());
     err.Set("code", Napi::String::New(Env(), code_));
     deferred_.Reject(err.Value());
@@ -46,6 +48,7 @@ class LambdaWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   std::function<void()> work_;
   std::function<Napi::Value(Napi::Env)> done_;
+  std::function<void()> settled_;
   std::vector<Napi::ObjectReference> refs_;
   std::string code_;
 };
@@ -53,8 +56,8 @@ class LambdaWorker : public Napi::AsyncWorker {
 }  // namespace
 
 Napi::Promise run_async(Napi::Env env, const std::vector<Napi::Value>& keep_alive, std::function<void()> work,
-                        std::function<Napi::Value(Napi::Env)> done) {
-  auto* w = new LambdaWorker(env, keep_alive, std::move(work), std::move(done));
+                        std::function<Napi::Value(Napi::Env)> done, std::function<void()> settled) {
+  auto* w = new LambdaWorker(env, keep_alive, std::move(work), std::move(done), std::move(settled));
   Napi::Promise p = w->promise();
   w->Queue();
   return p;

@@ -8,7 +8,8 @@
 
 namespace streamline::binding {
 
+// settled (optional) runs on the JS thread just before the promise is resolved or rejected, whatever the outcome.
 Napi::Promise run_async(Napi::Env env, const std::vector<Napi::Value>& keep_alive, std::function<void()> work,
-                        std::function<Napi::Value(Napi::Env)> done = nullptr);
+                        std::function<Napi::Value(Napi::Env)> done = nullptr, std::function<void()> settled = nullptr);
 
 }  // namespace streamline::binding

@@ -1,30 +1,20 @@
 // Facts about the runtime: CPU features and the chosen kernel level, thread count, CUDA availability.
-#include <dlfcn.h>
-
 #include <string>
 
+#include "args.h"
 #include "register.h"
 #include "streamline/cpu_features.h"
 #include "streamline/cuda_loader.h"
 #include "streamline/threads.h"
 
 using namespace streamline;
+using streamline::binding::addon_dir;
 
 #ifdef STREAMLINE_HAVE_BLAS
 extern "C" char* openblas_get_corename(void);
 #endif
 
 namespace {
-
-std::string addon_dir() {
-  Dl_info di;
-  if (dladdr(reinterpret_cast<void*>(&addon_dir), &di) && di.dli_fname) {
-    std::string p = di.dli_fname;
-    auto slash = p.rfind('/');
-    if (slash != std::string::npos) return p.substr(0, slash);
-  }
-  return ".";
-}
 
 Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

@@ -7,6 +7,7 @@
 #include "args.h"
 #include "arrays.h"
 #include "async.h"
+#include "layer_args.h"
 #include "register.h"
 #include "streamline/error.h"
 #include "streamline/model.h"
@@ -15,78 +16,6 @@ using namespace streamline;
 using namespace streamline::binding;
 
 namespace {
-
-Napi::Value field(Napi::Env env, Napi::Object o, const char* name) { return o.Get(name); }
-
-size_t size_field(Napi::Env env, Napi::Object o, const char* name) {
-  return size_arg(env, field(env, o, name), (std::string("spec.") + name).c_str());
-}
-bool bool_field(Napi::Env env, Napi::Object o, const char* name, bool def) {
-  Napi::Value v = field(env, o, name);
-  if (is_nullish(v)) return def;
-  if (!v.IsBoolean()) throw_error(env, "E_NATIVE_ARG", std::string("spec.") + name + ": expected a boolean");
-  return v.As<Napi::Boolean>().Value();
-}
-float number_field(Napi::Env env, Napi::Object o, const char* name, float def) {
-  Napi::Value v = field(env, o, name);
-  if (is_nullish(v)) return def;
-  return float(number_arg(env, v, (std::string("spec.") + name).c_str()));
-}
-
-LayerSpec layer_spec(Napi::Env env, Napi::Value v) {
-  if (!v.IsObject()) throw_error(env, "E_NATIVE_ARG", "spec: expected an object");
-  Napi::Object o = v.As<Napi::Object>();
-  LayerSpec s;
-  s.batch = size_field(env, o, "batch");
-  s.seq_len = size_field(env, o, "seqLen");
-  s.hidden = size_field(env, o, "hidden");
-  s.intermediate = size_field(env, o, "intermediate");
-  bool mlp_only = is_nullish(field(env, o, "heads"));
-  if (!mlp_only) {
-    s.heads = size_field(env, o, "heads");
-    s.kv_heads = size_field(env, o, "kvHeads");
-    s.head_dim = size_field(env, o, "headDim");
-  }
-  s.norm = norm_arg(env, field(env, o, "norm"), "spec.norm");
-  s.norm_eps = number_field(env, o, "normEps", 1e-5f);
-  s.act = activation_arg(env, field(env, o, "activation"), "spec.activation");
-  s.gated_mlp = bool_field(env, o, "gatedMlp", true);
-  s.pre_norm = bool_field(env, o, "preNorm", true);
-  s.use_rope = bool_field(env, o, "useRope", true);
-  s.attn_scale = number_field(env, o, "attnScale", 0.0f);
-  s.rope_attention_scaling = number_field(env, o, "ropeAttentionScaling", 1.0f);
-  return s;
-}
-
-// weights: {role: tensor | null}; unknown roles are an error (a misspelt role must not be silently dropped).
-LayerWeights layer_weights(Napi::Env env, Napi::Value v, std::vector<Napi::Value>* keep) {
-  if (!v.IsObject()) throw_error(env, "E_NATIVE_ARG", "weights: expected an object {role: tensor}");
-  Napi::Object o = v.As<Napi::Object>();
-  LayerWeights w;
-  Napi::Array names = o.GetPropertyNames();
-  for (uint32_t i = 0; i < names.Length(); i++) {
-    std::string role = names.Get(i).As<Napi::String>().Utf8Value();
-    WeightView* slot = layer_weight_role(w, role);
-    if (!slot) {
-      std::string known;
-      for (auto& r : layer_weight_roles()) known += (known.empty() ? "" : ", ") + r;
-      throw_error(env, "E_NATIVE_ARG", "weights: unknown role '" + role + "' (known: " + known + ")");
-    }
-    Napi::Value t = o.Get(role);
-    *slot = weight_arg(env, t, role.c_str());
-    if (*slot) keep->push_back(t.As<Napi::Object>().Get("data"));
-  }
-  return w;
-}
-
-template <typename F>
-void rethrow(Napi::Env env, F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    throw_error(env, e.code.c_str(), e.what());
-  }
-}
 
 // decoderLayerForward(out, x, spec, weights, positions, keyMask|null, ropeInvFreq|null, captures|null)
 Napi::Value DecoderLayerForward(const Napi::CallbackInfo& info) {
@@ -142,31 +71,8 @@ Napi::Value HeadForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::vector<Napi::Value> keep = {info[0]};
   size_t M = size_arg(env, info[1], "M");
-  if (!info[2].IsObject()) throw_error(env, "E_NATIVE_ARG", "spec: expected an object");
-  Napi::Object so = info[2].As<Napi::Object>();
-  HeadSpec s;
-  s.hidden = size_field(env, so, "hidden");
-  s.vocab = size_field(env, so, "vocab");
-  s.proj_dim = is_nullish(so.Get("projDim")) ? 0 : size_field(env, so, "projDim");
-  Napi::Value nv = so.Get("norm");
-  if (nv.IsString() && nv.As<Napi::String>().Utf8Value() == "none") s.final_norm = false;
-  else s.norm = norm_arg(env, nv, "spec.norm");
-  s.norm_eps = number_field(env, so, "normEps", 1e-5f);
-  if (!info[3].IsObject()) throw_error(env, "E_NATIVE_ARG", "weights: expected an object {role: tensor}");
-  Napi::Object wo = info[3].As<Napi::Object>();
-  HeadWeights w;
-  Napi::Array names = wo.GetPropertyNames();
-  for (uint32_t i = 0; i < names.Length(); i++) {
-    std::string role = names.Get(i).As<Napi::String>().Utf8Value();
-    WeightView* slot = role == "final_norm.weight" ? &w.norm_w : role == "final_norm.bias" ? &w.norm_b
-                     : role == "project_out.weight" ? &w.project_out : role == "lm_head.weight" ? &w.lm_head : nullptr;
-    if (!slot)
-      throw_error(env, "E_NATIVE_ARG", "weights: unknown role '" + role +
-                                           "' (known: final_norm.weight, final_norm.bias, project_out.weight, lm_head.weight)");
-    Napi::Value t = wo.Get(role);
-    *slot = weight_arg(env, t, role.c_str());
-    if (*slot) keep.push_back(t.As<Napi::Object>().Get("data"));
-  }
+  HeadSpec s = head_spec(env, info[2]);
+  HeadWeights w = head_weights(env, info[3], &keep);
   rethrow(env, [&] { validate_head(s, w); });
   const float* x = f32_array(env, info[0], checked_mul(env, M, s.hidden, "M*hidden"), "x");
   const int32_t* targets = is_nullish(info[4]) ? nullptr : i32_array(env, info[4], M, "targets");

@@ -1,6 +1,8 @@
 #include "streamline/cuda_loader.h"
 
 #include <dlfcn.h>
+
+#include <cstdlib>
 #include <mutex>
 
 namespace streamline {
@@ -14,11 +16,14 @@ std::string open_error;
 void open_backend(const std::string& dir) {
   if (tried) return;
   tried = true;
-  std::string path = dir + "/streamline_cuda.so";
+  // An explicit library (tests load a CPU implementation of the same C API through it; see CMakeLists.txt).
+  const char* env = std::getenv("STREAMLINE_CUDA_LIBRARY");
+  std::string path = env && *env ? std::string(env) : dir + "/streamline_cuda.so";
   handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!handle) {
     const char* e = dlerror();
     open_error = e ? e : "dlopen failed";
+    if (env && *env) open_error = "STREAMLINE_CUDA_LIBRARY=" + path + ": " + open_error;
   }
 }
 }  // namespace

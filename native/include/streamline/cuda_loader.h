@@ -14,7 +14,8 @@ struct CudaStatus {
   std::string reason;         // why CUDA cannot be used, when it cannot
 };
 
-// library_dir: folder that holds streamline_cuda.so (the addon's own folder).
+// library_dir: folder that holds streamline_cuda.so (the addon's own folder). The environment variable
+// STREAMLINE_CUDA_LIBRARY, when set, names the library file instead. The library is opened once per process.
 CudaStatus cuda_status(const std::string& library_dir);
 
 // Symbol lookup in the opened backend (nullptr when not loaded).

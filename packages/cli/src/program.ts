@@ -27,10 +27,10 @@ export function buildProgram(): Command {
   registerScore(program);
   registerPrune(program);
   registerEval(program, {
-    loadModel: async (dir) => {
+    loadModel: async (dir, { device }) => {
       const m = await loadModel(dir);
       if (!m.tokenizer) throw new StreamlineError('E_TOKENIZER_MISSING', `${dir} has no tokenizer.json`, { file: dir });
-      return { maxLength: m.maxLength, tokenLogprobs: m.tokenLogprobs, tokenizer: m.tokenizer };
+      return { maxLength: m.maxLength, tokenLogprobs: (seqs, o) => m.tokenLogprobs(seqs, { ...o, device }), tokenizer: m.tokenizer };
     },
   });
   registerDemo(program);

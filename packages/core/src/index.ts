@@ -5,6 +5,8 @@
 export { StreamlineError, isStreamlineError } from './errors.js';
 export { runtimeInfo } from './runtime.js';
 export type { RuntimeInfo } from './runtime.js';
+export { resolveDevice, checkDeviceOption, cudaMissingPiece, gpuMemory, DEVICE_OPTIONS } from './device.js';
+export type { Device, DeviceOption, DeviceOptions, DeviceMessage, ResolvedDevice, GpuMemory } from './device.js';
 
 export { DTYPES, dtypeSize, isDType, isFloatDType, toSafetensorsDType, fromSafetensorsDType } from './dtype.js';
 export type { DType } from './dtype.js';
@@ -43,6 +45,9 @@ export type { TokenBatch, HiddenBatch } from './engine/batch.js';
 export { embed, runLayer, runLayers, head, tokenLogprobs } from './engine/forward.js';
 export type { RunLayersOptions, HeadOptions, LogprobOptions, LayerCaptures } from './engine/forward.js';
 export { ropeFrequencies } from './engine/rope.js';
+export { nativeLayerSpec } from './engine/spec.js';
+export { CudaEngine } from './engine/cuda.js';
+export type { CudaRunOptions } from './engine/cuda.js';
 export type { RopeParams } from './engine/rope.js';
 export { scoreLayers } from './scoring/score.js';
 export type { ScoreMetric, ScoreOptions, ScoreResult, WindowScore } from './scoring/score.js';

@@ -41,7 +41,7 @@ export interface NativeAdamWOptions {
 
 /** Raw addon exports; binding files add functions here as they register them. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type NativeAddon = Record<string, any> & NativeScoring & NativeLinalg & {
+export type NativeAddon = Record<string, any> & NativeScoring & NativeLinalg & NativeCuda & {
   cpuInfo(): { avx2: boolean; avx512f: boolean; avx512bf16: boolean; amx: boolean; amxPermitted: boolean; detected: string; level: string; threads: number; blas: string; blasCore: string };
   cudaInfo(): { compiled: boolean; loaded: boolean; deviceCount: number; runtimeVersion: number; deviceName: string; available: boolean; reason: string };
   mapFile(path: string): ArrayBuffer;
@@ -211,6 +211,42 @@ export interface NativeScoring {
   cosineAccumulate(out: Float64Array, a: Float32Array, b: Float32Array, mask: Uint8Array | null, M: number, D: number, useRef?: boolean): void;
   /** The same for pairs (states[pairs[2p]], states[pairs[2p+1]]), off the JS thread; out has 3 values per pair. */
   cosinePairsAccumulate(out: Float64Array, states: Float32Array[], pairs: Int32Array, mask: Uint8Array | null, M: number, D: number): Promise<void>;
+}
+
+/** The CUDA backend's C API behind a JS object (native/binding/binding_cuda.cpp); throws E_CUDA_UNAVAILABLE without it. */
+export interface NativeCuda {
+  /** Creates a device context for batches of spec.batch x spec.seqLen tokens (off the JS thread). */
+  cudaContext(spec: NativeCudaSpec): Promise<NativeCudaContext>;
+  /** Bytes of device memory the backend holds now and at most since the last reset. */
+  cudaMemory(resetPeak?: boolean): { current: number; peak: number };
+}
+
+/** The engine's layer spec plus rotDim (rotated dims per head; 0 = headDim) and mlpOnly (the `mlp` replacement block). */
+export type NativeCudaSpec = NativeLayerSpec & { rotDim?: number; mlpOnly?: boolean };
+
+/**
+ * One batch on the GPU: the hidden state, two weight slots and saved boundary states (cuda/streamline_cuda.h).
+ * One call at a time (E_CUDA_BUSY otherwise); errors carry code E_CUDA and the backend's message.
+ */
+export interface NativeCudaContext {
+  /** positions [M], key mask [M] (1 = real), RoPE inverse frequencies [rotDim/2] (null without RoPE). */
+  setInputs(positions: Int32Array | null, keyMask: Uint8Array | null, invFreq: Float32Array | null, attentionScaling: number): void;
+  uploadHidden(h: Float32Array): Promise<void>;
+  downloadHidden(out: Float32Array): Promise<void>;
+  /**
+   * Weights as tensors (e.g. the memory-mapped views) or bare f32 arrays shaped as the spec implies. Settles once the
+   * host memory is staged; the device copy overlaps with the other slot's layer.
+   */
+  uploadLayer(slot: 0 | 1, weights: Partial<Record<NativeLayerRole, NativeTensor | Float32Array | null>>): Promise<void>;
+  runLayer(slot: 0 | 1): Promise<void>;
+  saveState(index: number): void;
+  /** [sum of cosines, tokens counted, zero-norm tokens] of saved states i and j over the batch's real tokens. */
+  cosineStates(i: number, j: number): Promise<[number, number, number]>;
+  uploadHead(spec: NativeHeadSpec, weights: NativeHeadWeights): Promise<void>;
+  headLogprobs(targets: Int32Array, out: Float32Array): Promise<void>;
+  synchronize(): Promise<void>;
+  /** Frees the device memory now (a finalizer does it otherwise). */
+  destroy(): void;
 }
 
 /** Least squares for the `linear` replacement (native/binding/binding_linalg.cpp). */

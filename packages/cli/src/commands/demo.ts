@@ -7,13 +7,14 @@ import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import type { ReplacementKind } from '@streamline/core';
+import type { DeviceOption, ReplacementKind } from '@streamline/core';
 import { DEMO_KINDS, DEMO_PRESETS, estimateSeconds, runDemo, type DemoResult } from '../demo/pipeline.js';
 import { comparisonData, comparisonText, demoJson } from '../demo/format.js';
 import { trainingRun } from '../ui/report-data.js';
 import { demoPaths } from '../demo/paths.js';
 import { note, progress, type Progress } from '../ui/progress.js';
 import { commandLine, writeOutputs } from '../ui/outputs.js';
+import { commandDevice, deviceOption } from '../ui/options.js';
 import { fmt } from '../ui/table.js';
 import { formatScore } from './score.js';
 
@@ -25,6 +26,7 @@ interface DemoCommandOptions {
   json?: string;
   force?: boolean;
   quiet?: boolean;
+  device: DeviceOption;
 }
 
 const minutes = (s: number) => (s < 90 ? `${Math.round(s / 5) * 5} s` : `${(s / 60).toFixed(1)} min`);
@@ -39,6 +41,7 @@ export function registerDemo(program: Command): Command {
     .option('--report <file>', 'write a self-contained HTML report (heat map, training curves, comparison, manifest)')
     .option('--json <file>', 'write every result (settings, scores, training, evaluation, table rows) as JSON')
     .option('--force', 'replace pruned models already in --out')
+    .addOption(deviceOption())
     .option('-q, --quiet', 'no progress output (the tables are still printed)')
     .action(async (o: DemoCommandOptions) => {
       const started = new Date();
@@ -47,6 +50,7 @@ export function registerDemo(program: Command): Command {
       const kinds = o.replacement ? [o.replacement] : [...DEMO_KINDS];
       const out = path.resolve(o.out ?? mkdtempSync(path.join(os.tmpdir(), 'streamline-demo-')));
       const say = (s: string) => { if (!o.quiet) note(s); };
+      const device = commandDevice(o.device, o.quiet).device;
       say(`streamline demo${o.quick ? ' --quick' : ''}: the bundled kjv-llama (16-layer Llama, 12.85M parameters, trained on the King James Bible)\n` +
         `  1. score every window of consecutive layers on ${settings.scoreSamples} blocks of ${settings.seqLen} tokens of the train split\n` +
         `  2. prune ${settings.sparsity * 100}% of the parameters with ${kinds.join(', ')} (training on ${settings.trainSamples} blocks), export each checkpoint\n` +
@@ -63,7 +67,7 @@ export function registerDemo(program: Command): Command {
       let result: DemoResult;
       try {
         result = await runDemo({
-          paths, out, kinds, settings, force: o.force ?? false, signal: controller.signal,
+          paths, out, kinds, settings, force: o.force ?? false, signal: controller.signal, device,
           onStage: (s, detail) => {
             bar?.stop();
             stage = s;

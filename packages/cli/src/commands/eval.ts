@@ -9,14 +9,15 @@ import path from 'node:path';
 import { writeFileAtomic } from '../ui/files.js';
 import { commandLine, writeOutputs } from '../ui/outputs.js';
 import type { ComparisonData } from '../report/types.js';
-import { bad, intOption } from '../ui/options.js';
+import { bad, commandDevice, deviceOption, intOption } from '../ui/options.js';
+import { gpuMemory, type Device, type DeviceOption } from '@streamline/core';
 import { fmt, table } from '../ui/table.js';
 import { evaluate, type EvalProgress, type EvalReport, type EvalTokenizer, type LogprobModel } from '@streamline/eval';
 
 /** What the command needs from the outside. */
 export interface EvalDeps {
-  /** Loads a model directory as a scorer with its tokenizer. */
-  loadModel(dir: string): Promise<LogprobModel & { tokenizer: EvalTokenizer }>;
+  /** Loads a model directory as a scorer with its tokenizer, running its forward passes on `device`. */
+  loadModel(dir: string, opts: { device: Device }): Promise<LogprobModel & { tokenizer: EvalTokenizer }>;
   /** Text output (default: process.stdout). */
   write?: (s: string) => void;
   /** Show a progress bar (default: stderr is a terminal). */
@@ -38,6 +39,7 @@ export interface EvalCommandOptions {
   report?: string;
   logSamples?: string;
   stabilityCompat?: 'official';
+  device: DeviceOption;
 }
 
 /** Parses `--task NAME=FILE` (repeatable). */
@@ -142,13 +144,16 @@ export function registerEval(program: Command, deps: EvalDeps): Command {
     .option('--report <file>', 'write a self-contained HTML report (the comparison table and the run manifest)')
     .option('--log-samples <file>', 'write per-choice log-likelihoods of every sample as JSONL')
     .addOption(new Option('--stability-compat <kind>', 'show the official LLM-Streamline script\'s stability instead of the paper definition').choices(['official']))
+    .addOption(deviceOption())
     .action(async (modelDir: string, o: EvalCommandOptions) => {
       const started = new Date();
       if (o.ppl.length === 0 && o.task.length === 0) bad('nothing to evaluate: give --ppl FILE and/or --task NAME=FILE');
       if (o.stabilityCompat && !o.baseline) bad('--stability-compat needs --baseline (stability compares a pruned model with its original)');
       const write = deps.write ?? ((s: string) => void process.stdout.write(s));
-      const model = await deps.loadModel(modelDir);
-      const baseline = o.baseline ? await deps.loadModel(o.baseline) : undefined;
+      const device = commandDevice(o.device, !(deps.progress ?? Boolean(process.stderr.isTTY))).device;
+      const model = await deps.loadModel(modelDir, { device });
+      const baseline = o.baseline ? await deps.loadModel(o.baseline, { device }) : undefined;
+      if (device === 'cuda') gpuMemory(true);
       if (o.seqLen !== undefined && o.seqLen > model.maxLength) bad(`--seq-len ${o.seqLen} exceeds the model's maximum length ${model.maxLength}`);
 
       const showBar = deps.progress ?? Boolean(process.stderr.isTTY);
@@ -173,10 +178,11 @@ export function registerEval(program: Command, deps: EvalDeps): Command {
       } finally {
         bar?.stop();
       }
+      const gpuPeakBytes = device === 'cuda' ? gpuMemory()?.peak ?? null : null;
       const { samples, ...rest } = report;
       write(formatReport(rest, { stabilityCompat: o.stabilityCompat }));
       await writeOutputs({ json: o.json, report: o.report }, {
-        json: () => JSON.stringify({ model: modelDir, baselineModel: o.baseline ?? null, ...rest }, null, 2) + '\n',
+        json: () => JSON.stringify({ model: modelDir, baselineModel: o.baseline ?? null, ...rest, device, ...(gpuPeakBytes !== null ? { gpuPeakBytes } : {}) }, null, 2) + '\n',
         title: `streamline eval — ${modelDir}${o.baseline ? ` against ${o.baseline}` : ''}`,
         command: commandLine(), createdAt: started.toISOString(),
         comparison: evalComparison(rest, modelDir, o.baseline, o.stabilityCompat),

@@ -5,8 +5,8 @@
  */
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { loadModel, prune, type PruneOptions, type PruneResult } from '@streamline/core';
-import { bytesOption, fractionOption, intOption, positiveOption, rangeOption } from '../ui/options.js';
+import { loadModel, prune, type DeviceOption, type PruneOptions, type PruneResult } from '@streamline/core';
+import { bytesOption, commandDevice, deviceOption, fractionOption, intOption, positiveOption, rangeOption } from '../ui/options.js';
 import { note, progress, type Progress } from '../ui/progress.js';
 import { fmt, human, table } from '../ui/table.js';
 import { commandLine, writeOutputs } from '../ui/outputs.js';
@@ -24,7 +24,7 @@ interface PruneCommandOptions {
   microBatch: number; gradAccum: number; epochs: number; evalEvery?: number; validationFraction: number;
   cacheBudget?: number; cacheDtype: 'bf16' | 'f32'; cacheDir?: string; keepCache?: boolean;
   log?: string; checkpoint?: string; resume?: boolean; ridge?: number;
-  json?: string; report?: string; dryRun?: boolean; force?: boolean; quiet?: boolean;
+  json?: string; report?: string; dryRun?: boolean; force?: boolean; quiet?: boolean; device: DeviceOption;
 }
 
 export function pruneSummary(r: PruneResult): string {
@@ -98,6 +98,7 @@ export function registerPrune(program: Command): Command {
     .option('--checkpoint <file>', 'training checkpoint written on Ctrl-C (default: <out>.train-checkpoint)', collect)
     .option('--resume', 'continue training from --checkpoint')
     .option('--ridge <x>', 'linear replacement: ridge term relative to the mean Gram diagonal', positiveOption('--ridge', true))
+    .addOption(deviceOption())
     .option('--json <file>', 'write the plan, scores, training summary and result as JSON')
     .option('--report <file>', 'write a self-contained HTML report')
     .option('--dry-run', 'print the plan (window, parameters, estimated size) and do nothing')
@@ -106,6 +107,7 @@ export function registerPrune(program: Command): Command {
     .action(async (modelDir: string, o: PruneCommandOptions) => {
       const started = new Date();
       const model = await loadModel(modelDir);
+      const device = commandDevice(o.device, o.quiet).device;
       const controller = new AbortController();
       const onSigint = () => { note('\ninterrupt: stopping after the current step…'); controller.abort(); };
       process.once('SIGINT', onSigint);
@@ -115,7 +117,7 @@ export function registerPrune(program: Command): Command {
       const opts: PruneOptions = {
         outDir: o.out, replacement: o.replacement, calib: o.calib, field: o.field, samples: o.samples, seed: o.seed, metric: o.metric,
         loss: o.loss, lr: o.lr, minLr: o.minLr, weightDecay: o.weightDecay, clip: o.clip, microBatch: o.microBatch, gradAccum: o.gradAccum, epochs: o.epochs,
-        validationFraction: o.validationFraction, cacheDtype: o.cacheDtype, checkpointFile, signal: controller.signal,
+        validationFraction: o.validationFraction, cacheDtype: o.cacheDtype, checkpointFile, signal: controller.signal, device,
         ...(o.n !== undefined ? { n: o.n } : {}), ...(o.sparsity !== undefined ? { sparsity: o.sparsity } : {}), ...(o.range ? { range: o.range } : {}),
         ...(o.seqLen !== undefined ? { seqLen: o.seqLen } : {}), ...(o.trainData ? { trainData: o.trainData } : {}),
         ...(o.trainSamples !== undefined ? { trainSamples: o.trainSamples } : {}), ...(o.warmup !== undefined ? { warmup: o.warmup } : {}),
@@ -149,7 +151,10 @@ export function registerPrune(program: Command): Command {
         process.stdout.write(pruneSummary(r));
       }
       await writeOutputs({ json: o.json, report: o.report }, {
-        json: () => JSON.stringify({ model: modelDir, out: o.out, ...r, pruned: undefined, score: r.score ? { ...r.score, blocks: undefined } : null }, null, 2) + '\n',
+        json: () => JSON.stringify({
+          model: modelDir, out: o.out, ...r, pruned: undefined, gpuPeakBytes: r.gpuPeakBytes ?? undefined,
+          score: r.score ? { ...r.score, blocks: undefined, gpuPeakBytes: undefined } : null,
+        }, null, 2) + '\n',
         title: `streamline prune — ${modelDir}`, command: commandLine(), createdAt: started.toISOString(),
         manifest: {
           model: modelDir, out: o.out, replacement: o.replacement, window: `[${r.plan.window.start}, ${r.plan.window.end})`, calib: o.calib,

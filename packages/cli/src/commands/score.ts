@@ -3,8 +3,8 @@
  * every window of n layers ranked. Windows are printed 0-based half-open: [20, 28) removes layers 20..27.
  */
 import { Command, Option } from 'commander';
-import { loadModel, runScore, type RunScoreResult } from '@streamline/core';
-import { fractionOption, intOption } from '../ui/options.js';
+import { loadModel, runScore, type DeviceOption, type RunScoreResult } from '@streamline/core';
+import { commandDevice, deviceOption, fractionOption, intOption } from '../ui/options.js';
 import { note, progress } from '../ui/progress.js';
 import { fmt, table } from '../ui/table.js';
 import { commandLine, writeOutputs } from '../ui/outputs.js';
@@ -24,6 +24,7 @@ export interface ScoreCommandOptions {
   plot?: string;
   report?: string;
   top: number;
+  device: DeviceOption;
   quiet?: boolean;
 }
 
@@ -34,6 +35,7 @@ export function scoreJson(model: string, r: RunScoreResult) {
     matrix: r.matrix.map((row) => row.map((v) => (Number.isFinite(v) ? v : null))), n: r.n, windows: r.windows, best: r.best,
     blockInfluence: r.blockInfluence, zeroNormTokens: r.zeroNormTokens, documents: r.documents,
     calibrationTokens: r.calibrationTokens, blocksAvailable: r.blocksAvailable,
+    device: r.device, ...(r.gpuPeakBytes !== null ? { gpuPeakBytes: r.gpuPeakBytes } : {}),
   };
 }
 
@@ -66,6 +68,7 @@ export function registerScore(program: Command): Command {
     .addOption(new Option('--replacement <kind>', 'replacement the sparsity accounts for').choices(['none', 'linear', 'mlp', 'layer']).default('layer'))
     .addOption(new Option('--metric <metric>', 'window score: cosine (LLM-Streamline), angular (Gromov et al.), bi (ShortGPT Block Influence)').choices(['cosine', 'angular', 'bi']).default('cosine'))
     .option('--batch-size <B>', 'blocks per forward batch (results do not depend on it)', intOption('--batch-size', 1), 1)
+    .addOption(deviceOption())
     .option('--top <K>', 'windows to show in the table', intOption('--top', 1), 10)
     .option('--json <file>', 'write the scores as JSON')
     .option('--plot <file>', 'write the boundary-similarity heat map (.svg, or .png)')
@@ -74,13 +77,14 @@ export function registerScore(program: Command): Command {
     .action(async (modelDir: string, o: ScoreCommandOptions) => {
       const started = new Date();
       const model = await loadModel(modelDir);
+      const device = commandDevice(o.device, o.quiet).device;
       const bar = progress('calibrate', { quiet: o.quiet });
       const scoreBar = progress('score', { quiet: o.quiet });
       let r: RunScoreResult;
       try {
         r = await runScore(model, {
           calib: o.calib, field: o.field, samples: o.samples, seed: o.seed, metric: o.metric, batchSize: o.batchSize,
-          replacement: o.replacement,
+          replacement: o.replacement, device,
           ...(o.seqLen !== undefined ? { seqLen: o.seqLen } : {}),
           ...(o.n !== undefined ? { n: o.n } : {}), ...(o.sparsity !== undefined ? { sparsity: o.sparsity } : {}),
           onProgress: (p) => bar.update(p.documents, p.documents, `${p.tokens} tokens`),

@@ -51,5 +51,6 @@ export function demoJson(d: DemoResult) {
       eval: r.eval,
     })),
     timings: d.timings,
+    device: d.device, ...(d.gpuPeakBytes !== null ? { gpuPeakBytes: d.gpuPeakBytes } : {}),
   };
 }

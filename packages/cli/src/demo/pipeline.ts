@@ -9,8 +9,8 @@ import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
-  loadModel, prune, resolveN, runScore, StreamlineError,
-  type LoadedModel, type PruneResult, type ReplacementKind, type RunScoreResult, type StepRecord,
+  gpuMemory, loadModel, prune, resolveN, runScore, StreamlineError,
+  type Device, type LoadedModel, type PruneResult, type ReplacementKind, type RunScoreResult, type StepRecord,
 } from '@streamline/core';
 import { evaluate, type EvalProgress, type EvalReport } from '@streamline/eval';
 import { writeFileAtomic } from '../ui/files.js';
@@ -112,6 +112,9 @@ export interface DemoResult {
   runs: DemoRun[];
   rows: DemoRow[];
   timings: { setup: number; score: number; total: number };
+  /** Where the forward passes ran, and the CUDA backend's peak device memory over the whole demo (null on the CPU). */
+  device: Device;
+  gpuPeakBytes: number | null;
 }
 
 export interface DemoHooks {
@@ -130,6 +133,13 @@ export interface DemoOptions extends DemoHooks {
   /** Replace existing pruned models under `out`. */
   force?: boolean;
   signal?: AbortSignal;
+  /** Resolved device for scoring, pruning and evaluation (default 'cpu'). */
+  device?: Device;
+}
+
+/** A loaded model's log-probabilities on a given device, as @streamline/eval sees a model. */
+function onDevice(m: LoadedModel, device: Device) {
+  return { maxLength: m.maxLength, tokenLogprobs: (seqs: Int32Array[], opts?: { batchSize?: number; onProgress?: (d: number, t: number) => void }) => m.tokenLogprobs(seqs, { ...opts, device }) };
 }
 
 /** Every k-th line of a JSONL file, k chosen to keep about `count` lines (all lines when count is null or larger). */
@@ -172,18 +182,20 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const setup = (Date.now() - t0) / 1000;
 
   // Score once, up front: the full boundary matrix and the ranked windows for the first kind's n.
+  const device = o.device ?? 'cpu';
+  if (device === 'cuda') gpuMemory(true);
   const nByKind: Record<string, number> = {};
   for (const k of o.kinds) nByKind[k] = resolveN(model, { sparsity: s.sparsity, replacement: k });
   let t = Date.now();
   o.onStage?.('score', `${s.scoreSamples} blocks of ${s.seqLen} tokens from ${calibChapters} train chapters (${calibSlice.stride === 1 ? 'all' : `every ${calibSlice.stride}th`})`);
   const score = stripBlocks(await runScore(model, {
     calib, samples: s.scoreSamples, seqLen: s.seqLen, seed: s.seed, sparsity: s.sparsity, replacement: o.kinds[0]!,
-    onScoreProgress: (d, tot) => o.onProgress?.('score', d, tot), ...(o.signal ? { signal: o.signal } : {}),
+    onScoreProgress: (d, tot) => o.onProgress?.('score', d, tot), ...(o.signal ? { signal: o.signal } : {}), device,
   }));
   const scoreSeconds = (Date.now() - t) / 1000;
   o.onScore?.(score, nByKind);
 
-  const baseline = memoLogprobModel(model);
+  const baseline = memoLogprobModel(onDevice(model, device));
   const rows: DemoRow[] = [];
   const runs: DemoRun[] = [];
   let original: DemoRow | null = null;
@@ -193,7 +205,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     const r = await prune(model, {
       outDir: path.join(out, kind), replacement: kind, calib, samples: s.scoreSamples, seqLen: s.seqLen, seed: s.seed,
       sparsity: s.sparsity, trainSamples: s.trainSamples, lr: s.lr, minLr: s.minLr, epochs: s.epochs, microBatch: s.microBatch,
-      cacheDir: path.join(out, '.cache'), force: o.force ?? false, ...(o.signal ? { signal: o.signal } : {}),
+      cacheDir: path.join(out, '.cache'), force: o.force ?? false, ...(o.signal ? { signal: o.signal } : {}), device,
       onStage: (st, detail) => { stage = `${kind}: ${st}`; o.onStage?.(stage, detail); },
       onStageProgress: (_st, d, tot) => o.onProgress?.(stage, d, tot),
       onTrainStep: (step: StepRecord, total) => o.onProgress?.(stage, step.step, total, `loss ${step.loss.toExponential(3)}${step.valLoss !== undefined ? ` val ${step.valLoss.toExponential(3)}` : ''}`),
@@ -206,7 +218,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     const pruned = await loadModel(r.exported!.outDir);
     let totals = new Map<string, [number, number]>();
     const report = await evaluate({
-      model: pruned, baseline, tokenizer, ppl: [test], seqLen: s.seqLen, batchSize: s.batchSize,
+      model: onDevice(pruned, device), baseline, tokenizer, ppl: [test], seqLen: s.seqLen, batchSize: s.batchSize,
       tasks: [{ name: 'kjv-verse-endings', path: o.paths.task }], ...(s.taskLimit ? { limit: s.taskLimit } : {}),
       onProgress: (p: EvalProgress) => {
         totals.set(`${p.model}:${p.stage}`, [p.done, p.total]);
@@ -243,5 +255,6 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     settings: s, kinds: [...o.kinds], out, model: o.paths.model,
     data: { calib, calibChapters, test, testChapters, task: o.paths.task, taskItems: runs[0]!.eval.tasks['kjv-verse-endings']!.n },
     score, runs, rows, timings: { setup, score: scoreSeconds, total: (Date.now() - t0) / 1000 },
+    device, gpuPeakBytes: device === 'cuda' ? gpuMemory()?.peak ?? null : null,
   };
 }

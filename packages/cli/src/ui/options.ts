@@ -2,7 +2,9 @@
  * Option parsing shared by the commands: one message shape for bad values ("--flag expects …, got …"), thrown as
  * StreamlineError E_INVALID_OPTION so main() prints `error [E_INVALID_OPTION]: …` and exits non-zero.
  */
-import { StreamlineError } from '@streamline/core';
+import { Option } from 'commander';
+import { DEVICE_OPTIONS, resolveDevice, StreamlineError, type DeviceOption, type ResolvedDevice } from '@streamline/core';
+import { note } from './progress.js';
 
 export function bad(message: string): never {
   throw new StreamlineError('E_INVALID_OPTION', message);
@@ -55,4 +57,25 @@ export function bytesOption(flag: string) {
     const mult = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't']!;
     return Math.floor(Number(m[1]) * mult);
   };
+}
+
+/** `--device <auto|cpu|cuda>` for the commands that run forward passes (a bad value is E_INVALID_OPTION). */
+export function deviceOption(): Option {
+  return new Option('--device <device>', 'where the forward passes run: auto (CUDA when a GPU, its driver and cuBLASLt are usable, else the CPU), cpu, or cuda (falls back to the CPU with a warning naming what is missing)')
+    .argParser((v: string): DeviceOption => {
+      if (!(DEVICE_OPTIONS as readonly string[]).includes(v)) bad(`--device expects auto, cpu or cuda, got "${v}"`);
+      return v as DeviceOption;
+    })
+    .default('auto');
+}
+
+/**
+ * Resolves --device once per command. A fallback from `cuda` prints a warning (even with --quiet: the user asked for
+ * the GPU); from `auto` an info line, shown only on a terminal without --quiet.
+ */
+export function commandDevice(requested: DeviceOption, quiet?: boolean): ResolvedDevice {
+  return resolveDevice(requested, (m) => {
+    if (m.level === 'warning') note(`warning: ${m.message}`);
+    else if (!quiet && process.stderr.isTTY) note(m.message);
+  });
 }

@@ -4,11 +4,14 @@
  * peak memory is the activations plus one layer's working set, whatever the number of layers.
  * Every call runs off the JavaScript thread; progress is reported per layer.
  */
+import { resolveDevice, type DeviceOptions } from '../device.js';
 import { fromNative, StreamlineError } from '../errors.js';
 import { native } from '../native.js';
 import { makeTokenBatch, type HiddenBatch, type TokenBatch } from './batch.js';
+import { CudaEngine } from './cuda.js';
 import type { LayerSource, ModelDescription } from './description.js';
 import { ropeFrequencies } from './rope.js';
+import { nativeLayerSpec } from './spec.js';
 
 export interface RunLayersOptions {
   /** Called with h[k] for every boundary k in (start, end]; h[start] is the input. Awaited before continuing. */
@@ -16,15 +19,6 @@ export interface RunLayersOptions {
   /** Called after each layer with (layers done, layers total). */
   onProgress?: (done: number, total: number) => void;
   signal?: AbortSignal;
-}
-
-function nativeSpec(desc: ModelDescription, B: number, T: number, attentionScaling: number) {
-  const s = desc.semantics;
-  return {
-    batch: B, seqLen: T, hidden: s.hidden, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
-    intermediate: s.intermediate, norm: s.norm, normEps: s.normEps, activation: s.activation, gatedMlp: s.gatedMlp,
-    preNorm: s.preNorm, useRope: desc.rope !== null, attnScale: s.attnScale, ropeAttentionScaling: attentionScaling,
-  };
 }
 
 /** h[0]: token embeddings (plus OPT's learned positions and project_in). */
@@ -84,7 +78,7 @@ export async function runLayer(desc: ModelDescription, layer: LayerSource, h: Hi
   // is the longest real row (our rows are padded further, for batch invariance of the GEMMs).
   const longest = Math.max(...h.lengths);
   const { invFreq, attentionScaling } = desc.rope ? ropeFrequencies(desc.rope, longest) : { invFreq: null, attentionScaling: 1 };
-  const spec = nativeSpec(desc, h.B, h.T, attentionScaling);
+  const spec = nativeLayerSpec(desc.semantics, h.B, h.T, desc.rope !== null, attentionScaling);
   try {
     if (layer.kind === 'mlp') await n.mlpBlockForward(out, h.data, spec, layer.weights());
     else await n.decoderLayerForward(out, h.data, spec, layer.weights(), h.positions, h.mask, invFreq, captures ?? null);
@@ -139,8 +133,8 @@ export async function head(desc: ModelDescription, h: HiddenBatch, opts: HeadOpt
   return { ...(logits ? { logits } : {}), ...(logprobs ? { logprobs } : {}) };
 }
 
-export interface LogprobOptions {
-  /** Sequences per forward batch (results do not depend on it). Default 8. */
+export interface LogprobOptions extends DeviceOptions {
+  /** Sequences per forward batch (results do not depend on it on the CPU; on CUDA within GEMM rounding). Default 8. */
   batchSize?: number;
   /** Sequences done of total, after each batch. */
   onProgress?: (done: number, total: number) => void;
@@ -150,7 +144,9 @@ export interface LogprobOptions {
 /**
  * Per-token log-probabilities: result[i][t] = log p(seq[t+1] | seq[0..t]) for t in 0..len-2. The forward pass
  * runs on seq[0..len-2] (the last token is only a target), so a sequence may be maxPositionEmbeddings + 1 long.
- * Sequences are batched longest first; every result is independent of the batch it ran in.
+ * Sequences are batched longest first; every result is independent of the batch it ran in. `device` picks the
+ * backend (see resolveDevice); on CUDA the layers and the head run on the GPU, the embeddings on the CPU.
+ * @throws StreamlineError E_INVALID_OPTION (batchSize, device), E_SEQ_LEN, E_TOKEN_RANGE, E_CUDA.
  */
 export async function tokenLogprobs(desc: ModelDescription, sequences: readonly Int32Array[], opts: LogprobOptions = {}):
   Promise<Float32Array[]> {
@@ -164,22 +160,34 @@ export async function tokenLogprobs(desc: ModelDescription, sequences: readonly 
   for (const i of sequences.keys()) if (sequences[i]!.length < 2) results[i] = new Float32Array(0);
   const order = scored.sort((a, b) => sequences[b]!.length - sequences[a]!.length || a - b);
   const L = desc.layers.length;
-  for (let i = 0; i < order.length; i += batchSize) {
-    const idx = order.slice(i, i + batchSize);
-    const batch = makeTokenBatch(idx.map((j) => sequences[j]!.subarray(0, sequences[j]!.length - 1)));
-    const targets = new Int32Array(batch.B * batch.T).fill(-1);
-    idx.forEach((j, b) => {
-      const s = sequences[j]!;
-      for (let t = 0; t + 1 < s.length; t++) targets[b * batch.T + t] = s[t + 1]!;
-    });
-    let h = await embed(desc, batch);
-    h = await runLayers(desc, h, 0, L, { signal: opts.signal });
-    const { logprobs } = await head(desc, h, { targets });
-    idx.forEach((j, b) => {
-      const len = batch.lengths[b]!;
-      results[j] = logprobs!.slice(b * batch.T, b * batch.T + len);
-    });
-    opts.onProgress?.(Math.min(order.length, i + batchSize), order.length);
+  const gpu = resolveDevice(opts.device, opts.onLog).device === 'cuda' ? new CudaEngine(desc) : null;
+  try {
+    for (let i = 0; i < order.length; i += batchSize) {
+      const idx = order.slice(i, i + batchSize);
+      const batch = makeTokenBatch(idx.map((j) => sequences[j]!.subarray(0, sequences[j]!.length - 1)));
+      const targets = new Int32Array(batch.B * batch.T).fill(-1);
+      idx.forEach((j, b) => {
+        const s = sequences[j]!;
+        for (let t = 0; t + 1 < s.length; t++) targets[b * batch.T + t] = s[t + 1]!;
+      });
+      let h = await embed(desc, batch);
+      let logprobs: Float32Array;
+      if (gpu) {
+        await gpu.load(h);
+        await gpu.run(0, L, { signal: opts.signal });
+        logprobs = await gpu.logprobs(targets);
+      } else {
+        h = await runLayers(desc, h, 0, L, { signal: opts.signal });
+        logprobs = (await head(desc, h, { targets })).logprobs!;
+      }
+      idx.forEach((j, b) => {
+        const len = batch.lengths[b]!;
+        results[j] = logprobs.slice(b * batch.T, b * batch.T + len);
+      });
+      opts.onProgress?.(Math.min(order.length, i + batchSize), order.length);
+    }
+  } finally {
+    gpu?.close();
   }
   return results;
 }

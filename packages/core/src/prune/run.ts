@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { gpuMemory, resolveDevice, type Device, type DeviceOptions } from '../device.js';
 import { StreamlineError } from '../errors.js';
 import { native, type NativeHeadWeights, type NativeLayerWeights } from '../native.js';
 import type { LayerRole, WeightView } from '../engine/description.js';
@@ -54,7 +55,11 @@ export interface TrainingOptions {
   resume?: boolean;
 }
 
-export interface PruneOptions extends Omit<CalibrationOptions, 'onProgress'>, TrainingOptions {
+/**
+ * `device` (default 'auto') runs scoring, the collection of training pairs and the held-out perplexity on CUDA when
+ * it is usable; the `linear` fit, training and the relative error run on the CPU.
+ */
+export interface PruneOptions extends Omit<CalibrationOptions, 'onProgress'>, TrainingOptions, DeviceOptions {
   outDir: string;
   replacement?: ReplacementKind;
   n?: number;
@@ -104,14 +109,18 @@ export interface PruneResult {
   /** The pruned model in memory (what was evaluated and exported); null for a dry run. */
   pruned: import('../engine/description.js').ModelDescription | null;
   timings: Record<string, number>;
+  /** Where the forward passes (scoring, pairs, held-out perplexity) ran. */
+  device: Device;
+  /** Peak device memory of the CUDA backend (bytes); null on the CPU. */
+  gpuPeakBytes: number | null;
 }
 
 function defaultCacheBudget(): number {
   return Math.floor(os.freemem() / 4);
 }
 
-async function perplexity(desc: Parameters<typeof tokenLogprobs>[0], blocks: Int32Array[]): Promise<{ ppl: number; tokens: number }> {
-  const lps = await tokenLogprobs(desc, blocks, { batchSize: 4 });
+async function perplexity(desc: Parameters<typeof tokenLogprobs>[0], blocks: Int32Array[], device: Device): Promise<{ ppl: number; tokens: number }> {
+  const lps = await tokenLogprobs(desc, blocks, { batchSize: 4, device });
   let nll = 0, n = 0;
   for (const lp of lps) for (const v of lp) { nll -= v; n++; }
   return { ppl: Math.exp(nll / n), tokens: n };
@@ -145,6 +154,11 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     if (o.range.end - o.range.start >= L) throw new StreamlineError('E_RANGE', '--range would remove every layer');
   }
 
+  // Resolved once: the one fallback message, and every stage after it on the same backend.
+  const device = resolveDevice(o.device, o.onLog).device;
+  if (device === 'cuda') gpuMemory(true);
+  const gpuPeak = () => (device === 'cuda' ? gpuMemory()?.peak ?? null : null);
+
   if (!o.dryRun) {
     const parent = path.dirname(path.resolve(o.outDir));
     if (!fs.existsSync(parent)) throw new StreamlineError('E_OUTPUT', `cannot write ${o.outDir}: folder ${parent} does not exist`);
@@ -160,7 +174,7 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
   } else {
     o.onStage?.('score');
     score = await runScore(model, {
-      ...calibrationOf(o), replacement: kind, metric: o.metric ?? 'cosine', ...(o.signal ? { signal: o.signal } : {}),
+      ...calibrationOf(o), replacement: kind, metric: o.metric ?? 'cosine', ...(o.signal ? { signal: o.signal } : {}), device,
       onScoreProgress: (d, tot) => o.onStageProgress?.('score', d, tot),
       ...(o.n !== undefined ? { n: o.n } : {}), ...(o.sparsity !== undefined ? { sparsity: o.sparsity } : {}),
     });
@@ -186,7 +200,7 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     estimatedTflop: (2 * (before - budget.perLayer.slice(end).reduce((a, b) => a + b, 0)) * trainSamples * seqLen +
                      (kind === 'mlp' || kind === 'layer' ? 6 * added * trainSamples * seqLen * (o.epochs ?? 1) : 0)) / 1e12,
   };
-  if (o.dryRun) return { plan, score, training: null, linear: null, heldOut: null, relativeError: null, exported: null, pruned: null, timings };
+  if (o.dryRun) return { plan, score, training: null, linear: null, heldOut: null, relativeError: null, exported: null, pruned: null, timings, device, gpuPeakBytes: gpuPeak() };
 
   // 2. Training data: blocks drawn from the training source; the last ~10% are held out.
   o.onStage?.('data');
@@ -250,8 +264,8 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     const valCache = new PairCache({ blocks: valBlocks.length, rows: seqLen, hidden: D, dtype: cacheDtype, budgetBytes: Math.max(0, cacheBudget - trainCache.totalBytes), dir: cacheDir, keep: o.keepCache ?? false, targets });
     try {
       o.onStage?.('pairs', `${trainBlocks.length + valBlocks.length} blocks through layers [0, ${end}) (${trainCache.location})`);
-      await collectPairs(desc, start, end, trainBlocks, trainCache, { onProgress: (d, tot) => o.onStageProgress?.('pairs', d, tot + valBlocks.length), ...(o.signal ? { signal: o.signal } : {}) });
-      await collectPairs(desc, start, end, valBlocks, valCache, { onProgress: (d, tot) => o.onStageProgress?.('pairs', trainBlocks.length + d, trainBlocks.length + tot), ...(o.signal ? { signal: o.signal } : {}) });
+      await collectPairs(desc, start, end, trainBlocks, trainCache, { onProgress: (d, tot) => o.onStageProgress?.('pairs', d, tot + valBlocks.length), ...(o.signal ? { signal: o.signal } : {}), device });
+      await collectPairs(desc, start, end, valBlocks, valCache, { onProgress: (d, tot) => o.onStageProgress?.('pairs', trainBlocks.length + d, trainBlocks.length + tot), ...(o.signal ? { signal: o.signal } : {}), device });
       t = lap('pairs', t);
       o.onStage?.('train', `${kind} replacement of [${start}, ${end}), loss ${lossKind}`);
       const rope = desc.rope ? ropeFrequencies(desc.rope, seqLen) : null;
@@ -296,8 +310,8 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
   let relativeError: number | null = null;
   if (valBlocks.length > 0) {
     o.onStage?.('evaluate', `held-out perplexity on ${valBlocks.length} blocks`);
-    const b = await perplexity(desc, valBlocks);
-    const a = await perplexity(pruned, valBlocks);
+    const b = await perplexity(desc, valBlocks, device);
+    const a = await perplexity(pruned, valBlocks, device);
     heldOut = { blocks: valBlocks.length, tokens: a.tokens, pplBefore: b.ppl, pplAfter: a.ppl };
     relativeError = await replacementError(desc, pruned, start, end, kind, valBlocks);
     t = lap('evaluate', t);
@@ -317,7 +331,7 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     replacement: kind,
     plan,
     training: training ? { ...training, history: undefined, options: pick(o, ['loss', 'lr', 'minLr', 'warmup', 'weightDecay', 'clip', 'microBatch', 'gradAccum', 'epochs']) } : null,
-    heldOut, relativeError,
+    heldOut, relativeError, device,
     timings: { ...timings, totalBeforeExport: (Date.now() - t0) / 1000 },
   };
   const exported = await exportPruned({
@@ -331,7 +345,7 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
   });
   lap('export', t);
   timings.total = (Date.now() - t0) / 1000;
-  return { plan, score, training, linear, heldOut, relativeError, exported, pruned, timings };
+  return { plan, score, training, linear, heldOut, relativeError, exported, pruned, timings, device, gpuPeakBytes: gpuPeak() };
 }
 
 function calibrationOf(o: PruneOptions): CalibrationOptions {

@@ -3,6 +3,7 @@
  * `score`, `prune` and `demo`.
  */
 import { packCalibration, type PackedCalibration, type PackProgress } from '../data/pack.js';
+import type { DeviceOptions } from '../device.js';
 import { StreamlineError } from '../errors.js';
 import type { LoadedModel } from '../model.js';
 import { scoreLayers, type ScoreMetric, type ScoreResult } from './score.js';
@@ -54,7 +55,7 @@ export function resolveN(model: LoadedModel, c: WindowChoice): number {
   return nForSparsity(paramBudget(model.report, model.modelDir), c.replacement ?? 'layer', c.sparsity ?? 0.25);
 }
 
-export interface RunScoreOptions extends CalibrationOptions, WindowChoice {
+export interface RunScoreOptions extends CalibrationOptions, WindowChoice, DeviceOptions {
   metric?: ScoreMetric;
   batchSize?: number;
   onScoreProgress?: (done: number, total: number) => void;
@@ -75,6 +76,7 @@ export async function runScore(model: LoadedModel, o: RunScoreOptions): Promise<
   const r = await scoreLayers(model.description, {
     blocks: cal.blocks, n, metric: o.metric ?? 'cosine', batchSize: o.batchSize ?? 1,
     ...(o.onScoreProgress ? { onProgress: o.onScoreProgress } : {}), ...(o.signal ? { signal: o.signal } : {}),
+    ...(o.device ? { device: o.device } : {}), ...(o.onLog ? { onLog: o.onLog } : {}),
   });
   return { ...r, seqLen: cal.seqLen, documents: cal.documents, calibrationTokens: cal.tokens, blocksAvailable: cal.blocksAvailable, blocks: cal.blocks };
 }

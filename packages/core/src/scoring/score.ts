@@ -5,10 +5,12 @@
  * ShortGPT's Block Influence 1 − cos(h[k], h[k+1]). Boundary states are dropped as soon as no requested pair
  * needs them, so memory is bounded by the states the pairs need for one batch.
  */
+import { gpuMemory, resolveDevice, type Device, type DeviceOptions } from '../device.js';
 import { StreamlineError } from '../errors.js';
 import { native } from '../native.js';
 import { makeTokenBatch, type HiddenBatch } from '../engine/batch.js';
 import type { ModelDescription } from '../engine/description.js';
+import { CudaEngine } from '../engine/cuda.js';
 import { embed, runLayers } from '../engine/forward.js';
 
 export type ScoreMetric = 'cosine' | 'angular' | 'bi';
@@ -22,7 +24,7 @@ export interface WindowScore {
   score: number;
 }
 
-export interface ScoreOptions {
+export interface ScoreOptions extends DeviceOptions {
   /** Calibration blocks (token ids, usually all of one length). */
   blocks: readonly Int32Array[];
   /** Window length to rank; required unless only the matrix is wanted. */
@@ -30,7 +32,7 @@ export interface ScoreOptions {
   metric?: ScoreMetric;
   /** Compute the full (L+1)×(L+1) matrix (all pairs); otherwise only the pairs the windows and BI need. Default true. */
   matrix?: boolean;
-  /** Blocks per forward batch (results do not depend on it). Default 1. */
+  /** Blocks per forward batch (results do not depend on it on the CPU; on CUDA within GEMM rounding). Default 1. */
   batchSize?: number;
   onProgress?: (done: number, total: number) => void;
   signal?: AbortSignal;
@@ -50,6 +52,10 @@ export interface ScoreResult {
   n: number | null;
   windows: WindowScore[];
   best: WindowScore | null;
+  /** Where the forward passes ran. */
+  device: Device;
+  /** Peak device memory of the CUDA backend during scoring (bytes); null on the CPU. */
+  gpuPeakBytes: number | null;
 }
 
 /** Which pairs (i < j) the request needs. */
@@ -64,8 +70,10 @@ function requestedPairs(L: number, n: number | undefined, full: boolean): Array<
 }
 
 /**
- * Scores layer windows over calibration blocks.
- * @throws StreamlineError E_OPTION for an invalid n, metric or batch size; E_DATA_TOO_SMALL without blocks.
+ * Scores layer windows over calibration blocks. On CUDA (`device`, see resolveDevice) the boundary states stay on
+ * the GPU and each requested pair's cosine sum comes back per batch; the result has the same shape.
+ * @throws StreamlineError E_INVALID_OPTION for an invalid n, metric, batch size or device; E_DATA_TOO_SMALL without
+ * blocks; E_CUDA when the GPU fails.
  * @example
  * const r = await scoreLayers(model, { blocks, n: 4 }); console.log(r.best); // { start: 9, end: 13, score: 0.93 }
  */
@@ -91,41 +99,77 @@ export async function scoreLayers(desc: ModelDescription, opts: ScoreOptions): P
   const D = desc.semantics.hidden;
   let tokens = 0;
   const batches = Math.ceil(opts.blocks.length / batchSize);
+  const device = resolveDevice(opts.device, opts.onLog).device;
   let done = 0;
-  for (let bi = 0; bi < opts.blocks.length; bi += batchSize) {
-    const batch = makeTokenBatch(opts.blocks.slice(bi, bi + batchSize));
-    tokens += batch.lengths.reduce((a, b) => a + b, 0);
-    const held = new Map<number, HiddenBatch>();
-    const consume = async (k: number, h: HiddenBatch) => {
-      if (lastUse[k]! > k) held.set(k, h);
-      const ps = byJ.get(k) ?? [];
-      if (ps.length) {
-        const states: Float32Array[] = [];
-        const idx = new Int32Array(ps.length * 2);
-        const slot = new Map<number, number>();
-        const slotOf = (s: number, data: Float32Array) => {
-          if (!slot.has(s)) { slot.set(s, states.length); states.push(data); }
-          return slot.get(s)!;
-        };
-        ps.forEach((p, q) => {
-          const [i] = pairs[p]!;
-          idx[2 * q] = slotOf(i, held.get(i)!.data);
-          idx[2 * q + 1] = slotOf(k, h.data);
+  let gpuPeakBytes: number | null = null;
+  if (device === 'cuda') gpuPeakBytes = await scoreOnGpu();
+  else await scoreOnCpu();
+
+  // Boundary states are host arrays; each is dropped once the pass is past every pair that needs it.
+  async function scoreOnCpu(): Promise<void> {
+    for (let bi = 0; bi < opts.blocks.length; bi += batchSize) {
+      const batch = makeTokenBatch(opts.blocks.slice(bi, bi + batchSize));
+      tokens += batch.lengths.reduce((a, b) => a + b, 0);
+      const held = new Map<number, HiddenBatch>();
+      const consume = async (k: number, h: HiddenBatch) => {
+        if (lastUse[k]! > k) held.set(k, h);
+        const ps = byJ.get(k) ?? [];
+        if (ps.length) {
+          const states: Float32Array[] = [];
+          const idx = new Int32Array(ps.length * 2);
+          const slot = new Map<number, number>();
+          const slotOf = (s: number, data: Float32Array) => {
+            if (!slot.has(s)) { slot.set(s, states.length); states.push(data); }
+            return slot.get(s)!;
+          };
+          ps.forEach((p, q) => {
+            const [i] = pairs[p]!;
+            idx[2 * q] = slotOf(i, held.get(i)!.data);
+            idx[2 * q + 1] = slotOf(k, h.data);
+          });
+          const out = new Float64Array(ps.length * 3);
+          await nat.cosinePairsAccumulate(out, states, idx, h.mask, h.B * h.T, D);
+          ps.forEach((p, q) => { for (let c = 0; c < 3; c++) acc[3 * p + c]! += out[3 * q + c]!; });
+        }
+        for (const [i] of held) if (lastUse[i]! <= k) held.delete(i);
+      };
+      const h0 = await embed(desc, batch);
+      await consume(0, h0);
+      await runLayers(desc, h0, 0, L, {
+        signal: opts.signal,
+        onBoundary: consume,
+        onProgress: (d, t) => opts.onProgress?.(done * L + d, batches * L),
+      });
+      done++;
+    }
+  }
+
+  // Every boundary a pair needs is kept on the GPU for the batch (save_state); the cosines are taken after the
+  // last layer, so no host round trip interrupts the layer stream.
+  async function scoreOnGpu(): Promise<number> {
+    gpuMemory(true);
+    const gpu = new CudaEngine(desc);
+    try {
+      for (let bi = 0; bi < opts.blocks.length; bi += batchSize) {
+        const batch = makeTokenBatch(opts.blocks.slice(bi, bi + batchSize));
+        tokens += batch.lengths.reduce((a, b) => a + b, 0);
+        await gpu.load(await embed(desc, batch));
+        if (lastUse[0]! > 0) gpu.saveState(0);
+        await gpu.run(0, L, {
+          signal: opts.signal,
+          onBoundary: (k) => { if (lastUse[k]! > k || byJ.has(k)) gpu.saveState(k); },
+          onProgress: (d) => opts.onProgress?.(done * L + d, batches * L),
         });
-        const out = new Float64Array(ps.length * 3);
-        await nat.cosinePairsAccumulate(out, states, idx, h.mask, h.B * h.T, D);
-        ps.forEach((p, q) => { for (let c = 0; c < 3; c++) acc[3 * p + c]! += out[3 * q + c]!; });
+        for (const [p, [i, j]] of pairs.entries()) {
+          const r = await gpu.cosine(i, j);
+          for (let c = 0; c < 3; c++) acc[3 * p + c]! += r[c]!;
+        }
+        done++;
       }
-      for (const [i] of held) if (lastUse[i]! <= k) held.delete(i);
-    };
-    const h0 = await embed(desc, batch);
-    await consume(0, h0);
-    await runLayers(desc, h0, 0, L, {
-      signal: opts.signal,
-      onBoundary: consume,
-      onProgress: (d, t) => opts.onProgress?.(done * L + d, batches * L),
-    });
-    done++;
+    } finally {
+      gpu.close();
+    }
+    return gpuMemory()?.peak ?? 0;
   }
 
   const matrix: number[][] = Array.from({ length: L + 1 }, (_, i) => Array.from({ length: L + 1 }, (_, j) => (i === j ? 1 : NaN)));
@@ -154,5 +198,5 @@ export async function scoreLayers(desc: ModelDescription, opts: ScoreOptions): P
     }
   }
 
-  return { layers: L, samples: opts.blocks.length, tokens, metric, matrix, blockInfluence, zeroNormTokens, n: n ?? null, windows, best };
+  return { layers: L, samples: opts.blocks.length, tokens, metric, matrix, blockInfluence, zeroNormTokens, n: n ?? null, windows, best, device, gpuPeakBytes };
 }

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { StreamlineError } from '../errors.js';
 import { native, type NativeHeadWeights, type NativeLayerWeights } from '../native.js';
 import type { LayerRole, LayerSemantics } from '../engine/description.js';
+import { nativeLayerSpec } from '../engine/spec.js';
 import { learningRate } from './schedule.js';
 import type { PairCache } from './pair-cache.js';
 import { shuffledIndices } from '../data/prng.js';
@@ -107,14 +108,6 @@ interface State {
   tokens: number;
 }
 
-function nativeSpec(s: LayerSemantics, B: number, T: number, useRope: boolean, ropeAttentionScaling: number) {
-  return {
-    batch: B, seqLen: T, hidden: s.hidden, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
-    intermediate: s.intermediate, norm: s.norm, normEps: s.normEps, activation: s.activation, gatedMlp: s.gatedMlp,
-    preNorm: s.preNorm, useRope, attnScale: s.attnScale, ropeAttentionScaling,
-  };
-}
-
 export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
   const n = native();
   const roles = (Object.keys(o.init) as LayerRole[]).sort();
@@ -159,7 +152,7 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
     idx.forEach((j, b) => { const p = cache.read(j); x.set(p.x, b * T * D); if (cache.hasTargets) y.set(p.y, b * T * D); });
     return { x, y };
   };
-  const spec = (B: number) => nativeSpec(o.semantics, B, T, o.ropeInvFreq !== null, o.ropeAttentionScaling);
+  const spec = (B: number) => nativeLayerSpec(o.semantics, B, T, o.ropeInvFreq !== null, o.ropeAttentionScaling);
   const validate = async (params: Float32Array[]): Promise<number> => {
     const val = o.validation!;
     let sum = 0;

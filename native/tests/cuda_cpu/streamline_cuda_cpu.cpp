@@ -1,0 +1,302 @@
+// streamline_cuda_cpu.so: the C API of cuda/streamline_cuda.h implemented with the CPU kernels of streamline_core
+// (decoder_layer_forward, mlp_block_forward, head_forward, cosine_accumulate). TEST-ONLY, never shipped: it lets the
+// TypeScript CUDA path (binding_cuda.cpp, engine/cuda.ts) run end to end on machines without a GPU, loaded through
+// STREAMLINE_CUDA_LIBRARY, and compared with the CPU path. Since it runs the very kernels of the CPU path on the
+// same inputs, results must agree exactly; a difference is a bug in the CUDA path's plumbing (inputs, slots, states,
+// head), not precision. It is not a model of the GPU's precision (bf16 GEMM inputs): cuda/tests covers that.
+//
+// Semantics kept from the real backend: upload_layer copies the host weights before returning (the caller may
+// reuse the memory), weights are checked against the spec by element count, a context holds one batch shape,
+// memory() counts the bytes the contexts hold. Not modelled: streams, asynchrony, partial rotary (rot_dim must be 0
+// or head_dim: the CPU layer rotates whole heads).
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "streamline/cosine.h"
+#include "streamline/error.h"
+#include "streamline/model.h"
+#include "streamline_cuda.h"
+
+#define SL_EXPORT extern "C" __attribute__((visibility("default")))
+
+using namespace streamline;
+
+namespace {
+thread_local std::string g_error;
+std::mutex g_mu;
+uint64_t g_current = 0, g_peak = 0;
+
+void count_bytes(int64_t delta) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  g_current = uint64_t(int64_t(g_current) + delta);
+  if (g_current > g_peak) g_peak = g_current;
+}
+
+template <typename F> int guarded(F&& f) {
+  try {
+    f();
+    return 0;
+  } catch (const std::exception& e) {
+    g_error = e.what();
+  } catch (...) {
+    g_error = "unknown error";
+  }
+  return -1;
+}
+
+// A buffer whose size is counted as "device" memory.
+struct Buffer {
+  std::vector<uint8_t> bytes;
+  Buffer() = default;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() { resize(0); }
+  void resize(size_t n) {
+    count_bytes(int64_t(n) - int64_t(bytes.size()));
+    bytes.resize(n);
+    bytes.shrink_to_fit();
+  }
+  float* f32() { return reinterpret_cast<float*>(bytes.data()); }
+};
+
+size_t dtype_bytes(int32_t dt) {
+  if (dt == 0) return 4;
+  if (dt == 1 || dt == 2) return 2;
+  throw Error("E_DTYPE", "weight dtype must be 0 (f32), 1 (f16) or 2 (bf16), got " + std::to_string(dt));
+}
+
+// Copies a host weight into owned memory and describes it with `shape` (checked against its element count).
+WeightView copy_weight(Buffer& buf, const streamline_cuda_weight& w, std::vector<int64_t> shape, const char* role) {
+  WeightView v;
+  if (!w.data) { buf.resize(0); return v; }
+  size_t n = 1;
+  for (auto d : shape) n *= size_t(d);
+  if (size_t(w.numel) != n)
+    throw Error("E_SHAPE", std::string("layer weight ") + role + ": expected " + std::to_string(n) + " elements, got " +
+                               std::to_string(w.numel));
+  size_t nb = n * dtype_bytes(w.dtype);
+  buf.resize(nb);
+  if (nb) std::memcpy(buf.bytes.data(), w.data, nb);
+  static const float kEmpty = 0.0f;
+  v.data = nb ? static_cast<const void*>(buf.bytes.data()) : &kEmpty;
+  v.dtype = DType(w.dtype);
+  v.shape = std::move(shape);
+  return v;
+}
+
+const char* const kRoleNames[STREAMLINE_CUDA_ROLES] = {
+    "attn_norm.weight", "attn_norm.bias", "q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias",
+    "o.weight", "o.bias", "mlp_norm.weight", "mlp_norm.bias", "gate.weight", "gate.bias", "up.weight", "up.bias",
+    "down.weight", "down.bias"};
+
+struct Slot {
+  Buffer buf[STREAMLINE_CUDA_ROLES];
+  LayerWeights w;
+  bool loaded = false;
+};
+}  // namespace
+
+struct streamline_cuda_ctx {
+  LayerSpec spec;
+  bool mlp_only = false;
+  size_t M = 0;
+  Buffer h, positions, mask, inv_freq;
+  bool has_mask = false, has_positions = false, has_inv = false;
+  Slot slots[2];
+  std::map<int, Buffer> states;
+  Buffer head_buf[4];
+  HeadSpec head_spec;
+  HeadWeights head_w;
+  bool head_loaded = false;
+};
+
+SL_EXPORT int streamline_cuda_probe(int* device_count, int* runtime_version, char* name, int name_len, char* reason,
+                                    int reason_len) {
+  *device_count = 1;
+  *runtime_version = 0;
+  std::snprintf(name, size_t(name_len), "%s", "CPU (streamline_cuda_cpu test backend)");
+  if (reason_len > 0) reason[0] = 0;
+  return 1;
+}
+
+SL_EXPORT const char* streamline_cuda_last_error(void) { return g_error.c_str(); }
+
+SL_EXPORT int streamline_cuda_cublaslt_available(char* reason, int reason_len) { return 1; }
+
+SL_EXPORT int streamline_cuda_create(const streamline_cuda_layer_spec* in, streamline_cuda_ctx** out) {
+  return guarded([&] {
+    *out = nullptr;
+    if (in->batch <= 0 || in->seq_len <= 0 || in->hidden <= 0 || in->intermediate <= 0)
+      throw Error("E_SHAPE", "create: batch, seq_len, hidden and intermediate must be positive");
+    if (in->rot_dim != 0 && in->rot_dim != in->head_dim)
+      throw Error("E_UNSUPPORTED", "create: the CPU test backend rotates whole heads (rot_dim must be 0 or head_dim)");
+    auto c = std::make_unique<streamline_cuda_ctx>();
+    LayerSpec& s = c->spec;
+    s.batch = size_t(in->batch);
+    s.seq_len = size_t(in->seq_len);
+    s.hidden = size_t(in->hidden);
+    s.heads = size_t(in->heads);
+    s.kv_heads = size_t(in->kv_heads);
+    s.head_dim = size_t(in->head_dim);
+    s.intermediate = size_t(in->intermediate);
+    s.norm = in->norm == 1 ? NormKind::Layer : NormKind::Rms;
+    s.norm_eps = in->norm_eps;
+    s.act = Activation(in->activation);
+    s.gated_mlp = in->gated != 0;
+    s.pre_norm = in->pre_norm != 0;
+    s.use_rope = in->use_rope != 0 && in->mlp_only == 0;
+    s.attn_scale = in->attn_scale;
+    c->mlp_only = in->mlp_only != 0;
+    if (!c->mlp_only && (s.heads == 0 || s.kv_heads == 0 || s.head_dim == 0))
+      throw Error("E_SHAPE", "create: heads, kv_heads and head_dim must be positive for a decoder layer");
+    c->M = s.batch * s.seq_len;
+    c->h.resize(c->M * s.hidden * 4);
+    *out = c.release();
+  });
+}
+
+SL_EXPORT void streamline_cuda_destroy(streamline_cuda_ctx* c) { delete c; }
+
+SL_EXPORT int streamline_cuda_set_inputs(streamline_cuda_ctx* c, const int32_t* host_positions, const uint8_t* host_mask,
+                                         const float* host_inv_freq, float attention_scaling) {
+  return guarded([&] {
+    const size_t M = c->M;
+    c->has_positions = host_positions != nullptr;
+    c->positions.resize(c->has_positions ? M * 4 : 0);
+    if (host_positions) std::memcpy(c->positions.bytes.data(), host_positions, M * 4);
+    c->has_mask = host_mask != nullptr;
+    c->mask.resize(c->has_mask ? M : 0);
+    if (host_mask) std::memcpy(c->mask.bytes.data(), host_mask, M);
+    if (c->spec.use_rope) {
+      if (!host_positions || !host_inv_freq) throw Error("E_SHAPE", "set_inputs: RoPE needs positions and inv_freq");
+      c->inv_freq.resize(c->spec.head_dim / 2 * 4);
+      std::memcpy(c->inv_freq.bytes.data(), host_inv_freq, c->spec.head_dim / 2 * 4);
+      c->has_inv = true;
+    }
+    c->spec.rope_attention_scaling = attention_scaling;
+  });
+}
+
+SL_EXPORT int streamline_cuda_upload_hidden(streamline_cuda_ctx* c, const float* host_h) {
+  return guarded([&] { std::memcpy(c->h.bytes.data(), host_h, c->h.bytes.size()); });
+}
+
+SL_EXPORT int streamline_cuda_download_hidden(streamline_cuda_ctx* c, float* host_h) {
+  return guarded([&] { std::memcpy(host_h, c->h.bytes.data(), c->h.bytes.size()); });
+}
+
+SL_EXPORT int streamline_cuda_upload_layer(streamline_cuda_ctx* c, int slot, const streamline_cuda_weight* roles) {
+  return guarded([&] {
+    if (slot != 0 && slot != 1) throw Error("E_SHAPE", "upload_layer: slot must be 0 or 1");
+    const LayerSpec& s = c->spec;
+    const int64_t D = int64_t(s.hidden), F = int64_t(s.intermediate), Q = int64_t(s.heads * s.head_dim),
+                  KV = int64_t(s.kv_heads * s.head_dim);
+    const std::vector<int64_t> shapes[STREAMLINE_CUDA_ROLES] = {{D}, {D}, {Q, D}, {Q}, {KV, D}, {KV}, {KV, D}, {KV},
+                                                                {D, Q}, {D}, {D}, {D}, {F, D}, {F}, {F, D}, {F},
+                                                                {D, F}, {D}};
+    Slot& sl = c->slots[slot];
+    sl.w = LayerWeights{};
+    for (int r = 0; r < STREAMLINE_CUDA_ROLES; r++)
+      *layer_weight_role(sl.w, kRoleNames[r]) = copy_weight(sl.buf[r], roles[r], shapes[r], kRoleNames[r]);
+    validate_layer(s, sl.w, c->mlp_only);
+    sl.loaded = true;
+  });
+}
+
+SL_EXPORT int streamline_cuda_run_layer(streamline_cuda_ctx* c, int slot) {
+  return guarded([&] {
+    if (slot != 0 && slot != 1) throw Error("E_SHAPE", "run_layer: slot must be 0 or 1");
+    Slot& sl = c->slots[slot];
+    if (!sl.loaded) throw Error("E_SHAPE", "run_layer: no layer uploaded into this slot");
+    float* h = c->h.f32();
+    const uint8_t* mask = c->has_mask ? c->mask.bytes.data() : nullptr;
+    if (c->mlp_only) {
+      mlp_block_forward(h, h, c->spec, sl.w);
+    } else {
+      const int32_t* pos = c->has_positions ? reinterpret_cast<const int32_t*>(c->positions.bytes.data()) : nullptr;
+      const float* inv = c->has_inv ? c->inv_freq.f32() : nullptr;
+      decoder_layer_forward(h, h, c->spec, sl.w, pos, mask, inv, nullptr);
+    }
+  });
+}
+
+SL_EXPORT int streamline_cuda_upload_head(streamline_cuda_ctx* c, const streamline_cuda_weight* norm_w,
+                                          const streamline_cuda_weight* norm_b, const streamline_cuda_weight* project_out,
+                                          int64_t proj_dim, const streamline_cuda_weight* lm_head, int64_t vocab) {
+  return guarded([&] {
+    const int64_t D = int64_t(c->spec.hidden);
+    HeadSpec s;
+    s.hidden = size_t(D);
+    s.vocab = size_t(vocab);
+    s.proj_dim = size_t(proj_dim);
+    s.norm = c->spec.norm;
+    s.norm_eps = c->spec.norm_eps;
+    s.final_norm = norm_w && norm_w->data;
+    static const streamline_cuda_weight kNone{nullptr, 0, 0};
+    HeadWeights w;
+    w.norm_w = copy_weight(c->head_buf[0], norm_w ? *norm_w : kNone, {D}, "final_norm.weight");
+    w.norm_b = copy_weight(c->head_buf[1], norm_b ? *norm_b : kNone, {D}, "final_norm.bias");
+    w.project_out = copy_weight(c->head_buf[2], project_out ? *project_out : kNone, {proj_dim, D}, "project_out.weight");
+    w.lm_head = copy_weight(c->head_buf[3], lm_head ? *lm_head : kNone, {vocab, proj_dim ? proj_dim : D}, "lm_head.weight");
+    validate_head(s, w);
+    c->head_spec = s;
+    c->head_w = w;
+    c->head_loaded = true;
+  });
+}
+
+SL_EXPORT int streamline_cuda_head_logprobs(streamline_cuda_ctx* c, const int32_t* host_targets, float* host_logprobs) {
+  return guarded([&] {
+    if (!c->head_loaded) throw Error("E_SHAPE", "head_logprobs: upload_head first");
+    head_forward(c->h.f32(), c->M, c->head_spec, c->head_w, host_targets, nullptr, host_logprobs);
+  });
+}
+
+SL_EXPORT int streamline_cuda_save_state(streamline_cuda_ctx* c, int index) {
+  return guarded([&] {
+    if (index < 0 || index >= 4096) throw Error("E_SHAPE", "save_state: index out of range");
+    Buffer& b = c->states[index];
+    b.resize(c->h.bytes.size());
+    std::memcpy(b.bytes.data(), c->h.bytes.data(), b.bytes.size());
+  });
+}
+
+SL_EXPORT int streamline_cuda_cosine_states(streamline_cuda_ctx* c, int i, int j, streamline_cuda_cosine* out) {
+  return guarded([&] {
+    auto a = c->states.find(i), b = c->states.find(j);
+    if (a == c->states.end() || b == c->states.end()) throw Error("E_SHAPE", "cosine: state not saved");
+    CosineSum acc;
+    cosine_accumulate(&acc, a->second.f32(), b->second.f32(), c->has_mask ? c->mask.bytes.data() : nullptr, c->M,
+                      c->spec.hidden);
+    out->sum = acc.sum;
+    out->count = acc.count;
+    out->zeros = acc.zeros;
+  });
+}
+
+SL_EXPORT int streamline_cuda_cosine_host(const float* host_a, const float* host_b, const uint8_t* host_mask, int64_t M,
+                                          int64_t D, streamline_cuda_cosine* out) {
+  return guarded([&] {
+    CosineSum acc{out->sum, out->count, out->zeros};
+    cosine_accumulate(&acc, host_a, host_b, host_mask, size_t(M), size_t(D));
+    out->sum = acc.sum;
+    out->count = acc.count;
+    out->zeros = acc.zeros;
+  });
+}
+
+SL_EXPORT int streamline_cuda_synchronize(streamline_cuda_ctx* c) { return 0; }
+
+SL_EXPORT int streamline_cuda_memory(uint64_t* current, uint64_t* peak, int reset_peak) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  *current = g_current;
+  *peak = g_peak;
+  if (reset_peak) g_peak = g_current;
+  return 0;
+}

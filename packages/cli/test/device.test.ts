@@ -1,0 +1,109 @@
+// `--device` on the commands that run forward passes. On this GPU-less machine `--device cuda` falls back to the
+// CPU with a warning naming the missing piece and gives exactly the results of `--device cpu`; `auto` works; a bad
+// value is an option error (E_INVALID_OPTION, exit code 2). The JSON outputs say which device ran. With the
+// test-only CPU implementation of the CUDA C API (streamline_cuda_cpu.so) the CLI's CUDA path runs for real, in a
+// child process (the backend library is chosen once per process), and reports "cuda" and its peak memory.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { runtimeInfo } from '@streamline/core';
+import { demoPaths } from '../src/demo/paths.js';
+import { main } from '../src/program.js';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const p = demoPaths();
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'streamline-device-'));
+const cudaUsable = runtimeInfo().cuda.available;
+const scoreArgs = (json: string, ...extra: string[]) => ['score', p.model, '--calib', p.train, '--samples', '2', '--seq-len', '64', '--n', '4', '--json', json, '-q', ...extra];
+const evalArgs = (json: string, ...extra: string[]) => ['eval', p.model, '--task', `verses=${p.task}`, '--limit', '4', '--seq-len', '64', '--json', json, ...extra];
+
+/** Runs the CLI in this process; returns the exit code and what went to stderr. */
+async function cli(args: string[]): Promise<{ code: number; stderr: string }> {
+  let stderr = '';
+  const out = process.stdout.write, err = process.stderr.write;
+  process.stdout.write = (() => true) as typeof process.stdout.write;
+  process.stderr.write = ((s: string) => { stderr += s; return true; }) as typeof process.stderr.write;
+  try {
+    return { code: await main(['node', 'streamline', ...args]), stderr };
+  } finally {
+    process.stdout.write = out;
+    process.stderr.write = err;
+  }
+}
+const read = (f: string) => JSON.parse(readFileSync(f, 'utf8'));
+
+test('--device gpu is an option error naming the allowed values, on every command that takes --device', async () => {
+  for (const args of [scoreArgs(path.join(tmp, 'x.json')), ['prune', p.model, '-o', path.join(tmp, 'x'), '--calib', p.train, '--dry-run'], evalArgs(path.join(tmp, 'y.json')), ['demo', '--quick']]) {
+    const r = await cli([...args, '--device', 'gpu']);
+    assert.is(r.code, 2, args[0]);
+    assert.is(r.stderr.trim(), 'error [E_INVALID_OPTION]: --device expects auto, cpu or cuda, got "gpu"', args[0]);
+  }
+});
+
+test('score: --device cuda without a usable GPU warns once, names the missing piece, and equals --device cpu', async () => {
+  const cpu = await cli(scoreArgs(path.join(tmp, 'cpu.json'), '--device', 'cpu'));
+  const cuda = await cli(scoreArgs(path.join(tmp, 'cuda.json'), '--device', 'cuda'));
+  const auto = await cli(scoreArgs(path.join(tmp, 'auto.json')));
+  for (const r of [cpu, cuda, auto]) assert.is(r.code, 0, r.stderr);
+  const [a, b, c] = ['cpu', 'cuda', 'auto'].map((k) => read(path.join(tmp, `${k}.json`)));
+  assert.is(a.device, 'cpu');
+  assert.is(cpu.stderr, '');
+  if (cudaUsable) {
+    assert.is(b.device, 'cuda');
+    assert.ok(b.gpuPeakBytes > 0);
+    return;
+  }
+  assert.is(b.device, 'cpu');
+  assert.is(c.device, 'cpu');
+  assert.ok(!('gpuPeakBytes' in b));
+  const warnings = cuda.stderr.split('\n').filter((l) => l.startsWith('warning:'));
+  assert.is(warnings.length, 1, cuda.stderr);
+  assert.match(warnings[0]!, /^warning: --device cuda: CUDA cannot be used: (not compiled|the CUDA backend library could not be loaded|no usable NVIDIA driver|no GPU|no cuBLASLt)\b.*; running on the CPU$/);
+  assert.is(auto.stderr, '', 'auto falls back quietly when not on a terminal');
+  assert.equal(b.matrix, a.matrix);
+  assert.equal(b.windows, a.windows);
+  assert.equal(c.matrix, a.matrix);
+});
+
+test('eval and prune --dry-run: --device cuda falls back with the same numbers; the JSON says device cpu', async () => {
+  if (cudaUsable) { console.log('skip: CUDA is usable here'); return; }
+  const e1 = await cli(evalArgs(path.join(tmp, 'e-cpu.json'), '--device', 'cpu'));
+  const e2 = await cli(evalArgs(path.join(tmp, 'e-cuda.json'), '--device', 'cuda'));
+  for (const r of [e1, e2]) assert.is(r.code, 0, r.stderr);
+  const [a, b] = [read(path.join(tmp, 'e-cpu.json')), read(path.join(tmp, 'e-cuda.json'))];
+  assert.is(a.device, 'cpu');
+  assert.is(b.device, 'cpu');
+  assert.equal(b.tasks, a.tasks);
+  assert.match(e2.stderr, /warning: --device cuda: CUDA cannot be used: /);
+  const pr = await cli(['prune', p.model, '-o', path.join(tmp, 'pruned'), '--calib', p.train, '--samples', '2', '--seq-len', '64', '--n', '4', '--dry-run', '-q', '--device', 'cuda', '--json', path.join(tmp, 'p.json')]);
+  assert.is(pr.code, 0, pr.stderr);
+  assert.is(read(path.join(tmp, 'p.json')).device, 'cpu');
+  assert.is(pr.stderr.split('\n').filter((l) => l.startsWith('warning:')).length, 1, 'one warning for the whole prune');
+});
+
+const fake = path.join(repoRoot, 'packages', 'core', 'build', 'testlib', 'streamline_cuda_cpu.so');
+test('through the CUDA C API (test backend): score and eval report device cuda and peak memory, with the CPU numbers', () => {
+  if (!existsSync(fake)) { console.log(`skip: ${fake} not built`); return; }
+  const run = (args: string[]) => spawnSync(process.execPath, ['--conditions=@streamline/source', '--import', 'tsx', path.join(repoRoot, 'packages/cli/src/bin.ts'), ...args],
+    { cwd: repoRoot, encoding: 'utf8', env: { ...process.env, NO_COLOR: '1', STREAMLINE_CUDA_LIBRARY: fake } });
+  const s = run(scoreArgs(path.join(tmp, 'fake.json'), '--device', 'cuda'));
+  assert.is(s.status, 0, s.stderr);
+  assert.is(s.stderr, '');
+  const [cpu, gpu] = [read(path.join(tmp, 'cpu.json')), read(path.join(tmp, 'fake.json'))];
+  assert.is(gpu.device, 'cuda');
+  assert.ok(gpu.gpuPeakBytes > 0, 'peak device memory in the JSON');
+  assert.equal(gpu.matrix, cpu.matrix);
+  if (cudaUsable) return;
+  const e = run(evalArgs(path.join(tmp, 'e-fake.json')));
+  assert.is(e.status, 0, e.stderr);
+  const [ea, eb] = [read(path.join(tmp, 'e-cpu.json')), read(path.join(tmp, 'e-fake.json'))];
+  assert.is(eb.device, 'cuda');
+  assert.ok(eb.gpuPeakBytes > 0);
+  assert.equal(eb.tasks, ea.tasks);
+});
+
+test.run();

@@ -1,0 +1,19 @@
+/**
+ * The native layer spec (what decoderLayerForward, the training bindings and the CUDA context read) from a
+ * model's layer semantics: one place, so the CPU, training and CUDA paths can never describe a layer differently.
+ */
+import type { NativeLayerSpec } from '../native.js';
+import type { LayerSemantics } from './description.js';
+
+/**
+ * Spec of a batch of B rows of T tokens.
+ * @param useRope whether the model rotates q and k (false for learned positions, e.g. OPT)
+ * @param ropeAttentionScaling multiplies cos and sin (1 unless the RoPE variant scales attention)
+ */
+export function nativeLayerSpec(s: LayerSemantics, B: number, T: number, useRope: boolean, ropeAttentionScaling: number): NativeLayerSpec {
+  return {
+    batch: B, seqLen: T, hidden: s.hidden, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
+    intermediate: s.intermediate, norm: s.norm, normEps: s.normEps, activation: s.activation, gatedMlp: s.gatedMlp,
+    preNorm: s.preNorm, useRope, attnScale: s.attnScale, ropeAttentionScaling,
+  };
+}

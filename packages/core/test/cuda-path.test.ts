@@ -1,0 +1,149 @@
+// The TypeScript CUDA path end to end (binding_cuda.cpp → the C API of cuda/streamline_cuda.h → engine/cuda.ts),
+// without a GPU: STREAMLINE_CUDA_LIBRARY points the loader at streamline_cuda_cpu.so, a test-only implementation of
+// the C API over the CPU kernels (native/tests/cuda_cpu). It runs the CPU path's very kernels on the same inputs,
+// so every result must equal the CPU path's exactly: any difference is a plumbing bug (inputs, masks, RoPE tables,
+// weight slots and roles, saved states, the head, context reuse across batch shapes), not precision. The GPU's own
+// precision is checked by cuda/tests (streamline_cuda_check) on a GPU machine.
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as core from '../src/index.js';
+import { native } from '../src/native.js';
+import { collectPairs } from '../src/prune/collect.js';
+import { PairCache } from '../src/train/pair-cache.js';
+import { repoRoot } from './_helpers.js';
+
+const fake = path.join(repoRoot, 'packages', 'core', 'build', 'testlib', 'streamline_cuda_cpu.so');
+// Read once, at the first cudaInfo() of the process (imports above do not ask): set before anything does.
+process.env.STREAMLINE_CUDA_LIBRARY = fake;
+
+const fixtures = path.join(repoRoot, 'test', 'fixtures', 'models');
+const MODELS = ['llama-gqa', 'llama-gqa-bf16', 'llama-bias', 'llama-dynamic-rope', 'llama-linear-rope', 'llama3-rope-tied', 'mistral',
+  'qwen2-bias', 'qwen2-bias-bf16', 'opt', 'opt-gelu', 'opt-postnorm', 'opt-proj'];
+// Rows of different lengths (padded in a batch); the longest is the model's maximum, up to 70 (more than one
+// ROW_ALIGN block of 64).
+const seqs = (d: { vocab: number; maxPositionEmbeddings: number }) => {
+  const P = Math.min(70, d.maxPositionEmbeddings);
+  return [Math.ceil(P * 0.6), Math.ceil(P * 0.35), P].map((n, s) => Int32Array.from({ length: n }, (_, i) => (i * (7 + s) + 3 * s + 1) % d.vocab));
+};
+
+if (!existsSync(fake)) {
+  console.log(`skip: ${fake} not built (CMake option STREAMLINE_CUDA_CPU_TEST)`);
+} else {
+  test('the test backend is what cudaInfo reports, and it is usable', () => {
+    const c = core.runtimeInfo().cuda;
+    assert.is(c.available, true, c.reason);
+    assert.is(c.deviceName, 'CPU (streamline_cuda_cpu test backend)');
+    assert.equal(core.resolveDevice('auto'), { requested: 'auto', device: 'cuda', missing: null });
+  });
+
+  for (const name of MODELS) {
+    test(`${name}: scoring and token log-probs on the CUDA path equal the CPU path`, async () => {
+      const model = await core.loadModel(path.join(fixtures, name));
+      const blocks = seqs(model.description);
+      for (const batchSize of [1, 2]) {
+        const cpu = await core.scoreLayers(model.description, { blocks, n: 1, batchSize, device: 'cpu' });
+        const gpu = await core.scoreLayers(model.description, { blocks, n: 1, batchSize, device: 'cuda' });
+        assert.is(cpu.device, 'cpu');
+        assert.is(gpu.device, 'cuda');
+        assert.ok(gpu.gpuPeakBytes! > 0, 'peak device memory reported');
+        assert.equal(gpu.matrix, cpu.matrix, `matrix, batch size ${batchSize}`);
+        assert.equal([gpu.tokens, gpu.zeroNormTokens, gpu.windows], [cpu.tokens, cpu.zeroNormTokens, cpu.windows]);
+      }
+      // Batches of 2 then 1 sequences of different padded lengths: contexts are re-created per shape.
+      const lpCpu = await model.tokenLogprobs(blocks, { batchSize: 2, device: 'cpu' });
+      const lpGpu = await model.tokenLogprobs(blocks, { batchSize: 2, device: 'cuda' });
+      assert.equal(lpGpu, lpCpu);
+    });
+  }
+
+  test('pruned models in memory: an `mlp` replacement block (second context) and a `layer` one', async () => {
+    const model = await core.loadModel(path.join(fixtures, 'llama-gqa'));
+    const d = model.description;
+    const blocks = seqs(d);
+    const w = d.layers[1]!.weights();
+    const mlpRoles = Object.fromEntries(Object.entries(w).filter(([r]) => /^(mlp_norm|gate|up|down)\./.test(r)));
+    for (const r of [{ kind: 'mlp', weights: mlpRoles }, { kind: 'layer', weights: w }, { kind: 'none' }] as const) {
+      const pruned = core.prunedDescription(d, 1, 2, r as never);
+      const cpu = await core.tokenLogprobs(pruned, blocks, { batchSize: 3, device: 'cpu' });
+      const gpu = await core.tokenLogprobs(pruned, blocks, { batchSize: 3, device: 'cuda' });
+      assert.equal(gpu, cpu, r.kind);
+    }
+  });
+
+  test('pair collection for training: x = h[start], y = h[end] from the GPU equal the CPU ones', async () => {
+    const model = await core.loadModel(path.join(fixtures, 'mistral'));
+    const d = model.description;
+    const blocks = [32, 32, 32].map((n, s) => Int32Array.from({ length: n }, (_, i) => (i * 3 + s) % d.vocab));
+    const caches = ['cpu', 'cuda'].map(() => new PairCache({ blocks: 3, rows: 32, hidden: d.semantics.hidden, dtype: 'f32', budgetBytes: 1 << 24, dir: '/tmp', keep: false, targets: true }));
+    await collectPairs(d, 1, 2, blocks, caches[0]!, { device: 'cpu' });
+    await collectPairs(d, 1, 2, blocks, caches[1]!, { device: 'cuda' });
+    for (let b = 0; b < 3; b++) assert.equal(caches[1]!.read(b), caches[0]!.read(b), `block ${b}`);
+    for (const c of caches) c.close();
+  });
+
+  test('the binding: one layer with weights as bare Float32Arrays equals decoderLayerForward on the mapped views', async () => {
+    const model = await core.loadModel(path.join(fixtures, 'llama-gqa'));
+    const d = model.description;
+    const n = native();
+    const T = 64, D = d.semantics.hidden;
+    const x = Float32Array.from({ length: T * D }, (_, i) => Math.sin(i * 0.37));
+    const positions = Int32Array.from({ length: T }, (_, t) => t);
+    const mask = Uint8Array.from({ length: T }, (_, t) => (t < 50 ? 1 : 0));
+    const rope = core.ropeFrequencies(d.rope!, 50);
+    const views = d.layers[0]!.weights();
+    const bare = Object.fromEntries(Object.entries(views).map(([r, v]) => [r, new Float32Array(v!.data.buffer, v!.data.byteOffset, v!.data.byteLength / 4)]));
+    assert.ok(Object.values(views).every((v) => v!.dtype === 'f32'), 'an f32 fixture');
+    const spec = core.nativeLayerSpec(d.semantics, 1, T, true, 1);
+    const want = new Float32Array(T * D);
+    await n.decoderLayerForward(want, x, spec, views, positions, mask, rope.invFreq, null);
+    const ctx = await n.cudaContext(spec);
+    ctx.setInputs(positions, mask, rope.invFreq, 1);
+    await ctx.uploadHidden(x);
+    await ctx.uploadLayer(1, bare);
+    await ctx.runLayer(1);
+    const got = new Float32Array(T * D);
+    await ctx.downloadHidden(got);
+    ctx.destroy();
+    assert.equal(got, want);
+    const c2 = await n.cudaContext(spec);
+    let msg = '';
+    try { await c2.uploadLayer(0, { ...bare, 'q.weight': new Float32Array(3) }); } catch (e) { msg = `${(e as { code: string }).code} ${(e as Error).message}`; }
+    assert.match(msg, /^E_SHAPE q\.weight: expected \d+ elements for this spec, got 3$/);
+    c2.destroy();
+  });
+
+  test('the binding: bad arguments, busy and closed contexts, backend errors as coded JS errors', async () => {
+    const model = await core.loadModel(path.join(fixtures, 'llama-gqa'));
+    const d = model.description;
+    const spec = core.nativeLayerSpec(d.semantics, 1, 64, true, 1);
+    const code = async (f: () => unknown) => { try { await f(); return 'none'; } catch (e) { return (e as { code: string }).code; } };
+    const n = native();
+    assert.is(await code(() => n.cudaContext({ ...spec, heads: undefined })), 'E_NATIVE_ARG');
+    assert.is(await code(() => n.cudaContext({ ...spec, rotDim: 3 })), 'E_SHAPE');
+    const ctx = await n.cudaContext(spec);
+    const w = d.layers[0]!.weights();
+    assert.is(await code(() => ctx.uploadLayer(2 as 0, w as never)), 'E_NATIVE_ARG');
+    assert.is(await code(() => ctx.uploadLayer(0, { ...w, 'bogus.weight': w['q.weight'] } as never)), 'E_NATIVE_ARG');
+    assert.is(await code(() => ctx.uploadLayer(0, { ...w, 'q.weight': w['k.weight'] } as never)), 'E_SHAPE');
+    assert.is(await code(() => ctx.uploadHidden(new Float32Array(5))), 'E_SHAPE');
+    // A failure inside the backend: its last_error text, code E_CUDA.
+    let msg = '';
+    try { await ctx.runLayer(1); } catch (e) { msg = `${(e as { code: string }).code}: ${(e as Error).message}`; }
+    assert.is(msg, 'E_CUDA: run_layer: run_layer: no layer uploaded into this slot');
+    const first = ctx.uploadLayer(0, w as never);
+    assert.is(await code(() => ctx.runLayer(0)), 'E_CUDA_BUSY');
+    assert.is(await code(() => ctx.destroy()), 'E_CUDA_BUSY');
+    await first;
+    await ctx.uploadHead({ hidden: d.semantics.hidden, vocab: d.vocab, norm: d.semantics.norm, normEps: d.semantics.normEps }, { 'lm_head.weight': d.global()['lm_head.weight'] ?? d.global()['embed.weight'] } as never);
+    assert.is(await code(() => ctx.headLogprobs(new Int32Array(64).fill(d.vocab), new Float32Array(64))), 'E_TOKEN_RANGE');
+    ctx.destroy();
+    ctx.destroy();
+    assert.is(await code(() => ctx.runLayer(0)), 'E_CUDA');
+    const mem = n.cudaMemory();
+    assert.ok(mem.peak >= mem.current && mem.current >= 0);
+  });
+}
+
+test.run();
