@@ -4,7 +4,7 @@
 # Usage: bash cuda/dev/emu/run.sh [--quick]   (from the repository root; takes minutes: a thread per CUDA thread)
 set -euo pipefail
 root=$(pwd)
-out=${EMU_OUT:-$root/build-emu}
+out=${EMU_OUT:-$root/build/emu}  # build/ is ignored by git
 mkdir -p "$out"
 here=$root/cuda/dev/emu
 # Kernel launches become emulator calls; `extern __shared__` becomes the block's buffer.
