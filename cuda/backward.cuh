@@ -3,8 +3,7 @@
 // Accumulation rules are the CPU's: everything accumulates into d* buffers except linear dx (overwritten),
 // attention dq/dk/dv (overwritten), rope_backward (in place) and mse's da (overwritten).
 //
-// The bf16 forms at the end are what the GPU training step uses on its packed bf16 activations; each has the f32
-// form above it as its reference in the harness.
+// f32 throughout: these kernels are the reference for any later bf16 tensor-core variant (none exists yet).
 #pragma once
 #include "common.cuh"
 #include "streamline/ops.h"
