@@ -131,6 +131,32 @@ size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
 }  // namespace
 
+const char* train_role_name(int role) {
+  static const char* const names[kTrainRoles] = {
+      "attn_norm.weight", "attn_norm.bias", "q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias",
+      "o.weight", "o.bias", "mlp_norm.weight", "mlp_norm.bias", "gate.weight", "up.weight", "up.bias",
+      "down.weight", "down.bias"};
+  return role >= 0 && role < kTrainRoles ? names[role] : "?";
+}
+
+void train_role_shape(const ReplacementSpec& s, int role, size_t* rows, size_t* cols) {
+  const size_t Q = s.H * s.Dh, KV = s.Hk * s.Dh;
+  size_t r = s.D, c = 1;
+  switch (role) {
+    case kRoleQW: r = Q, c = s.D; break;
+    case kRoleQB: r = Q; break;
+    case kRoleKW: case kRoleVW: r = KV, c = s.D; break;
+    case kRoleKB: case kRoleVB: r = KV; break;
+    case kRoleOW: r = s.D, c = Q; break;
+    case kRoleGateW: case kRoleUpW: r = s.F, c = s.D; break;
+    case kRoleUpB: r = s.F; break;
+    case kRoleDownW: r = s.D, c = s.F; break;
+    default: break;  // norms, o.bias, down.bias: [D]
+  }
+  *rows = r;
+  *cols = c;
+}
+
 void* TrainStep::alloc(size_t bytes) {
   void* p = device_alloc(bytes);
   allocs_.emplace_back(p, bytes);
@@ -149,7 +175,7 @@ void TrainStep::release() {
 TrainStep::~TrainStep() { release(); }
 
 TrainStep::TrainStep(ReplacementKind kind, const ReplacementSpec& spec,
-                     const std::array<const float*, kRoleCount>& params, const float* inv_freq, bool use_cublaslt)
+                     const std::array<const float*, kTrainRoles>& params, const float* inv_freq, bool use_cublaslt)
     : kind_(kind), s_(spec), gemm_(use_cublaslt) {
   const ReplacementSpec& s = s_;
   const bool layer = kind == ReplacementKind::Layer;
@@ -172,11 +198,11 @@ TrainStep::TrainStep(ReplacementKind kind, const ReplacementSpec& spec,
       return true;
     return layer;
   };
-  for (int r : {kRoleUpW, kRoleDownW}) check(params[r] != nullptr, std::string(role_name(r)) + " is required");
+  for (int r : {kRoleUpW, kRoleDownW}) check(params[r] != nullptr, std::string(train_role_name(r)) + " is required");
   if (s.gated) check(params[kRoleGateW] != nullptr, "gate.weight is required for a gated MLP");
   else check(params[kRoleGateW] == nullptr, "gate.weight is given but the MLP is not gated");
   if (layer)
-    for (int r : {kRoleQW, kRoleKW, kRoleVW, kRoleOW}) check(params[r] != nullptr, std::string(role_name(r)) + " is required");
+    for (int r : {kRoleQW, kRoleKW, kRoleVW, kRoleOW}) check(params[r] != nullptr, std::string(train_role_name(r)) + " is required");
   check(s.layer_norm || (params[kRoleMlpNormB] == nullptr && (!layer || params[kRoleAttnNormB] == nullptr)),
         "a norm bias needs LayerNorm");
 
@@ -190,7 +216,7 @@ TrainStep::TrainStep(ReplacementKind kind, const ReplacementSpec& spec,
     off = align_up(off);
     for (int r : grp) {
       size_t rows = 0, cols = 0;
-      role_shape(s, r, &rows, &cols);
+      train_role_shape(s, r, &rows, &cols);
       off_[r] = off;
       numel_[r] = used(r) && params[r] ? rows * cols : 0;
       off += numel_[r];
@@ -206,7 +232,7 @@ TrainStep::TrainStep(ReplacementKind kind, const ReplacementSpec& spec,
     m_ = static_cast<float*>(alloc(total_ * 4));
     v_ = static_cast<float*>(alloc(total_ * 4));
     for (float* b : {params_, grads_, m_, v_}) SL_CUDA_CHECK(cudaMemsetAsync(b, 0, total_ * 4, stream_));
-    for (int r = 0; r < kRoleCount; r++)
+    for (int r = 0; r < kTrainRoles; r++)
       if (numel_[r])
         SL_CUDA_CHECK(cudaMemcpyAsync(params_ + off_[r], params[r], numel_[r] * 4, cudaMemcpyHostToDevice, stream_));
     if (layer) {
@@ -461,13 +487,13 @@ double TrainStep::apply(const AdamWOptions& opt, double max_norm) {
 void TrainStep::zero_grad() { SL_CUDA_CHECK(cudaMemsetAsync(grads_, 0, total_ * 4, stream_)); }
 
 void TrainStep::get_param(int role, float* host) const {
-  check(has(role), std::string("no parameter ") + role_name(role));
+  check(has(role), std::string("no parameter ") + train_role_name(role));
   SL_CUDA_CHECK(cudaMemcpyAsync(host, params_ + off_[role], numel_[role] * 4, cudaMemcpyDeviceToHost, stream_));
   SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 void TrainStep::get_grad(int role, float* host) const {
-  check(has(role), std::string("no parameter ") + role_name(role));
+  check(has(role), std::string("no parameter ") + train_role_name(role));
   SL_CUDA_CHECK(cudaMemcpyAsync(host, grads_ + off_[role], numel_[role] * 4, cudaMemcpyDeviceToHost, stream_));
   SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }

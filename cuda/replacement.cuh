@@ -24,13 +24,20 @@
 namespace streamline {
 namespace cuda {
 
+// Replacement roles (streamline::ReplacementRole), named apart from the decoder layer's Role enum of this namespace.
+constexpr int kTrainRoles = streamline::kRoleCount;
+// role_name / role_shape of replacement.h: streamline_cuda.so does not link the CPU core, so they are restated here
+// (the harness checks they agree).
+const char* train_role_name(int role);
+void train_role_shape(const ReplacementSpec& s, int role, size_t* rows, size_t* cols);
+
 class TrainStep {
  public:
   // spec: B is the largest micro-batch a step may take (buffers are sized for it); grad_scale is the default for
-  // step(). params[kRoleCount]: host f32 arrays in the shapes of role_shape() (nullptr = absent; q/k/v/o weights for a
+  // step(). params[kTrainRoles]: host f32 arrays in the shapes of role_shape() (nullptr = absent; q/k/v/o weights for a
   // layer and up/down (+ gate when gated) weights are required). inv_freq[Dh/2] (host) for a layer with RoPE.
   // use_cublaslt = false runs every GEMM on the fallback kernel (tests).
-  TrainStep(ReplacementKind kind, const ReplacementSpec& spec, const std::array<const float*, kRoleCount>& params,
+  TrainStep(ReplacementKind kind, const ReplacementSpec& spec, const std::array<const float*, kTrainRoles>& params,
             const float* inv_freq, bool use_cublaslt = true);
   ~TrainStep();
   TrainStep(const TrainStep&) = delete;
@@ -55,7 +62,7 @@ class TrainStep {
   void enqueue_apply(const AdamWOptions& opt, double max_norm);
   void zero_grad();
 
-  bool has(int role) const { return role >= 0 && role < kRoleCount && numel_[role] > 0; }
+  bool has(int role) const { return role >= 0 && role < kTrainRoles && numel_[role] > 0; }
   size_t numel(int role) const { return numel_[role]; }
   void get_param(int role, float* host) const;  // f32 master weights (synchronises)
   void get_grad(int role, float* host) const;   // accumulated gradient (synchronises)
@@ -82,7 +89,7 @@ class TrainStep {
   // f32 master state: one flat array each, every role at the same offset in all four (groups 256-byte aligned;
   // q/k/v weights contiguous so one dW GEMM fills them); padding stays zero through AdamW.
   size_t total_ = 0;
-  std::array<size_t, kRoleCount> off_{}, numel_{};
+  std::array<size_t, kTrainRoles> off_{}, numel_{};
   float *params_ = nullptr, *grads_ = nullptr, *m_ = nullptr, *v_ = nullptr;
   // bf16 GEMM copies
   bf16 *wqkv_ = nullptr, *wo_ = nullptr, *wgate_ = nullptr, *wup_ = nullptr, *wdown_ = nullptr;
