@@ -115,14 +115,14 @@ template <typename F> double time_ms(F&& fn, int warmup, int reps, cudaStream_t 
 void run_op_checks(bool quick);
 void run_layer_checks(bool quick);
 void run_model_checks(const std::string& model_dir, const std::string& repo_root);
-void run_train_checks(bool quick);
+void run_train_checks(bool quick, const std::string& model_dir);
 void run_benchmarks(bool quick);
 // CPU-only self test of the references and the safetensors reader (no GPU needed).
 int run_cpu_selftest();
 // CPU half of the model check on a checkpoint directory; returns the number of failures.
 int cpu_model_selftest(const std::string& model_dir, const std::string& repo_root);
 // CPU half of the training checks (role tables; the effect of bf16 rounding on the CPU step); returns failures.
-int cpu_train_selftest();
+int cpu_train_selftest(const std::string& model_dir);
 
 std::string fmt(const char* f, ...);
 

@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
   if (selftest) {
     int rc = run_cpu_selftest();
     rc += cpu_model_selftest(model_dir, repo_root);
-    rc += cpu_train_selftest();
+    rc += cpu_train_selftest(model_dir);
     if (rc != 0) return 1;
   }
   int n = 0;
@@ -104,7 +104,7 @@ int main(int argc, char** argv) {
     group("ops", [&] { run_op_checks(quick); });
     group("layer", [&] { run_layer_checks(quick); });
     group("model", [&] { run_model_checks(model_dir, repo_root); });
-    group("train", [&] { run_train_checks(quick); });
+    group("train", [&] { run_train_checks(quick, model_dir); });
   }
   if (bench) group("bench", [&] { run_benchmarks(quick); });
   int passed = 0, failed = 0;

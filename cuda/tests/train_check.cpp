@@ -2,7 +2,8 @@
 // clip_grad_norm and adamw_step) for the mlp replacement (SwiGLU/RMSNorm; OPT-style ReLU with LayerNorm and biases)
 // and the layer replacement (GQA with RoPE and a padded batch; an odd-sized OPT-style layer with every bias), on the
 // fallback GEMM and on cuBLASLt; a 30-step training run whose loss curve must follow the CPU's within 1 %; the C API
-// through dlopen. The CPU half (--cpu-selftest) measures what bf16 rounding of weights and inputs alone does to the
+// through dlopen; with a model directory, a short run of a layer replacement initialised from kjv-llama's layer 7 on
+// its real boundary states (h[7] -> h[9]). The CPU half (--cpu-selftest) measures what bf16 rounding of weights and inputs alone does to the
 // CPU step, the evidence behind the tolerances.
 #include <dlfcn.h>
 #include <unistd.h>
@@ -10,8 +11,11 @@
 #include <array>
 
 #include "cublaslt_loader.h"
+#include "cpu_ref.h"
 #include "harness.h"
+#include "layer_util.h"
 #include "replacement.cuh"
+#include "safetensors.h"
 #include "streamline/replacement.h"
 #include "streamline/train.h"
 #include "streamline_cuda.h"
@@ -20,6 +24,7 @@ namespace harness {
 
 namespace sc = streamline::cuda;
 using streamline::Activation;
+using streamline::DType;
 using streamline::ReplacementKind;
 using streamline::ReplacementSpec;
 constexpr int kRoles = streamline::kRoleCount;
@@ -84,12 +89,12 @@ Params make_params(const Case& c, Rng& r) {
   return p;
 }
 
-streamline::ReplacementParams cpu_view(const Params& p) {
+streamline::ReplacementParams cpu_params(const Params& p) {
   streamline::ReplacementParams v{};
   for (int r = 0; r < kRoles; r++) v[r] = p[r].empty() ? nullptr : p[r].data();
   return v;
 }
-streamline::ReplacementGrads cpu_view(Params& g) {
+streamline::ReplacementGrads cpu_grads(Params& g) {
   streamline::ReplacementGrads v{};
   for (int r = 0; r < kRoles; r++) v[r] = g[r].empty() ? nullptr : g[r].data();
   return v;
@@ -127,7 +132,7 @@ Batch make_batch(const Case& c, size_t B, Rng& r, const Params* teacher, const s
     ReplacementSpec s = c.s;
     s.B = B;
     b.target.resize(M * D);
-    streamline::replacement_forward(c.kind, s, cpu_view(*teacher), b.target.data(), b.x.data(), b.pos.data(),
+    streamline::replacement_forward(c.kind, s, cpu_params(*teacher), b.target.data(), b.x.data(), b.pos.data(),
                                     b.mask.data(), inv.data());
   } else {
     std::vector<float> n = randn(M * D, r);
@@ -147,7 +152,7 @@ double cpu_step(const Case& c, const Params& p, Params& g, const Batch& b, const
   ReplacementSpec s = c.s;
   s.B = b.B;
   s.grad_scale = scale;
-  return streamline::replacement_step(c.kind, s, cpu_view(p), cpu_view(g), b.x.data(), b.target.data(), b.pos.data(),
+  return streamline::replacement_step(c.kind, s, cpu_params(p), cpu_grads(g), b.x.data(), b.target.data(), b.pos.data(),
                                       b.mask.data(), inv.data());
 }
 
@@ -428,9 +433,134 @@ void check_capi_train() {
   dlclose(h);
 }
 
+// A Llama checkpoint's window [7, 9): the layer replacement initialised from layer 7 (the official default) and
+// trained on R(h[7]) ~ h[9], the boundary states of random token batches through the f32 CPU layers.
+struct RealWindow {
+  Case c;
+  Params p0;
+  std::vector<float> inv;
+  std::vector<Batch> data;
+  double layer7_err = 0;  // replacement_forward(layer 7) vs the reference layer on h[7]: the role mapping is right
+};
+
+bool load_window(const std::string& dir, RealWindow& w) {
+  Json cfg = parse_json(read_text_file(dir + "/config.json"));
+  const Json* mt = cfg.get("model_type");
+  if (!mt || mt->kind != Json::String || mt->str != "llama") return false;
+  SafeTensors st(dir + "/model.safetensors");
+  const size_t D = size_t(cfg.number_or("hidden_size", 0)), L = size_t(cfg.number_or("num_hidden_layers", 0));
+  const size_t H = size_t(cfg.number_or("num_attention_heads", 0));
+  const size_t Hk = size_t(cfg.number_or("num_key_value_heads", double(H)));
+  const size_t Dh = size_t(cfg.number_or("head_dim", double(D / H))), F = size_t(cfg.number_or("intermediate_size", 0));
+  const size_t V = size_t(cfg.number_or("vocab_size", 0));
+  const float eps = float(cfg.number_or("rms_norm_eps", 1e-6));
+  if (L < 9 || !D || !H || !F || !V) return false;
+  const size_t B = 2, T = 64;
+  ref::LayerSpecRef ls{B, T, D, H, Hk, Dh, F, Dh, true, true, true, true, false, Activation::SiLU, eps, 1.f / std::sqrt(float(Dh))};
+  Inputs in = make_inputs(ls, cfg.number_or("rope_theta", 10000.0));
+  w.c = Case{"kjv-llama layer 7 window [7, 9)", ReplacementKind::Layer,
+             spec(B, T, D, H, Hk, Dh, F, false, Activation::SiLU, true, true), false};
+  w.c.s.norm_eps = eps;
+  w.inv = in.inv;
+  const char* names[] = {"input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                         "self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight",
+                         "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"};
+  const int roles[] = {streamline::kRoleAttnNormW, streamline::kRoleQW, streamline::kRoleKW, streamline::kRoleVW,
+                       streamline::kRoleOW, streamline::kRoleMlpNormW, streamline::kRoleGateW, streamline::kRoleUpW,
+                       streamline::kRoleDownW};
+  auto layer = [&](size_t k) {
+    Params p;
+    for (int i = 0; i < 9; i++) {
+      const StTensor* t = st.find("model.layers." + std::to_string(k) + "." + names[i]);
+      if (!t) throw std::runtime_error(dir + ": no " + names[i] + " in layer " + std::to_string(k));
+      DType dt;
+      if (!t->has_dtype(&dt)) throw std::runtime_error("unsupported dtype " + t->dtype);
+      p[roles[i]].resize(t->numel());
+      for (size_t j = 0; j < t->numel(); j++) p[roles[i]][j] = ref::wget(t->data, dt, j);
+    }
+    return p;
+  };
+  auto weights_ref = [](const Params& p) {
+    ref::LayerWeightsRef lw;
+    lw.n1w = p[streamline::kRoleAttnNormW]; lw.qw = p[streamline::kRoleQW]; lw.kw = p[streamline::kRoleKW];
+    lw.vw = p[streamline::kRoleVW]; lw.ow = p[streamline::kRoleOW]; lw.n2w = p[streamline::kRoleMlpNormW];
+    lw.gw = p[streamline::kRoleGateW]; lw.uw = p[streamline::kRoleUpW]; lw.dw = p[streamline::kRoleDownW];
+    return lw;
+  };
+  const StTensor* emb = st.find("model.embed_tokens.weight");
+  if (!emb) throw std::runtime_error(dir + ": no model.embed_tokens.weight");
+  DType edt;
+  emb->has_dtype(&edt);
+  std::vector<ref::LayerWeightsRef> lws;
+  for (size_t k = 0; k < 9; k++) lws.push_back(weights_ref(layer(k)));
+  w.p0 = layer(7);
+  Rng r(777);
+  for (int bi = 0; bi < 2; bi++) {
+    std::vector<int32_t> ids(B * T);
+    for (auto& id : ids) id = int32_t(r.next() % V);
+    std::vector<float> h(B * T * D), h7;
+    ref::embedding_forward(h.data(), ids.data(), emb->data, edt, B * T, V, D);
+    for (size_t k = 0; k < 9; k++) {
+      if (k == 7) h7 = h;
+      ref::decoder_layer(h, ls, lws[k], in.cos.data(), in.sin.data(), in.mask.data(), false);
+      if (k == 7 && bi == 0) {  // the replacement's forward with layer 7's weights is layer 7
+        std::vector<float> y(h.size());
+        streamline::replacement_forward(ReplacementKind::Layer, w.c.s, cpu_params(w.p0), y.data(), h7.data(),
+                                        in.pos.data(), in.mask.data(), in.inv.data());
+        w.layer7_err = compare_real(y, h, in.mask, D).rel_l2;
+      }
+    }
+    w.data.push_back(Batch{h7, h, in.pos, in.mask, B});
+  }
+  return true;
+}
+
+// 10 optimiser steps, the official defaults (lr 2e-4, weight decay 1e-3, clip 5), alternating the two batches.
+// gpu = nullptr: the CPU run against itself with bf16-rounded weights in the step (the selftest's prediction).
+double window_curve(const RealWindow& w, sc::TrainStep* gpu, bool round_weights, double* first, double* last) {
+  Params pa = w.p0, ga = zeros_like(w.p0), ma = ga, va = ga;
+  Params pb = w.p0, gb = ga, mb = ga, vb = ga;
+  double worst = 0;
+  for (int k = 0; k < 10; k++) {
+    const Batch& b = w.data[size_t(k) % w.data.size()];
+    const double la = cpu_step(w.c, pa, ga, b, w.inv, 1.f);
+    double lb;
+    if (gpu) {
+      lb = gpu_step(*gpu, b, 1.f);
+    } else {
+      Params pr = pb;
+      if (round_weights)
+        for (auto& x : pr) x = round_bf16(x);
+      lb = cpu_step(w.c, pr, gb, b, w.inv, 1.f);
+    }
+    streamline::AdamWOptions opt;
+    opt.step = k + 1;
+    cpu_apply(pa, ga, ma, va, opt, 5.0);
+    if (gpu) gpu->apply(opt, 5.0);
+    else cpu_apply(pb, gb, mb, vb, opt, 5.0);
+    worst = std::max(worst, std::fabs(lb - la) / la);
+    if (k == 0) *first = la;
+    *last = la;
+  }
+  return worst;
+}
+
+void check_window(const std::string& dir, bool use_lt) {
+  RealWindow w;
+  if (!load_window(dir, w)) {
+    record("train", dir + ": real-window run", true, 0, 0, "skipped: not a Llama checkpoint with >= 9 layers");
+    return;
+  }
+  sc::TrainStep t(w.c.kind, w.c.s, gpu_view(w.p0), w.inv.data(), use_lt);
+  double first = 0, last = 0;
+  const double worst = window_curve(w, &t, false, &first, &last);
+  record("train", fmt("%s: 10-step loss curve vs CPU", w.c.name), worst <= kTolTrainCurve, worst, kTolTrainCurve,
+         fmt("CPU loss %.4g -> %.4g", first, last));
+}
+
 }  // namespace
 
-void run_train_checks(bool quick) {
+void run_train_checks(bool quick, const std::string& model_dir) {
   std::printf("train checks%s\n", quick ? " (quick)" : "");
   auto guard = [](const std::string& name, auto&& fn) {
     try {
@@ -448,12 +578,13 @@ void run_train_checks(bool quick) {
   guard("training run", [&] { check_training_run(cases()[2], lt); });
   if (!quick) guard("training run mlp", [&] { check_training_run(cases()[1], lt); });
   guard("C API", [] { check_capi_train(); });
+  if (!model_dir.empty()) guard("real window", [&] { check_window(model_dir, lt); });
   std::fflush(stdout);
 }
 
 // CPU half: the restated role tables agree with replacement.h, and what rounding weights and inputs to bf16 does
 // to the CPU step (loss, gradients, a 30-step curve), the scale the GPU tolerances are set against.
-int cpu_train_selftest() {
+int cpu_train_selftest(const std::string& model_dir) {
   int fail = 0;
   auto expect = [&](bool ok, const std::string& what) {
     fail += ok ? 0 : 1;
@@ -523,6 +654,23 @@ int cpu_train_selftest() {
     std::printf("     cpu-selftest: %s: 30-step curve with bf16 weights in the step differs by at most %.2e "
                 "(loss %.4g -> %.4g)\n", c.name, worst, first, last);
     expect(worst < kTolTrainCurve, fmt("%s: bf16 weights alone keep the 30-step curve within the GPU tolerance", c.name));
+  }
+  if (!model_dir.empty()) {
+    try {
+      RealWindow w;
+      if (load_window(model_dir, w)) {
+        expect(w.layer7_err < 1e-5, fmt("%s: replacement_forward with layer 7's weights is the reference layer 7 "
+                                        "(rel err %.2e)", w.c.name, w.layer7_err));
+        double first = 0, last = 0;
+        const double worst = window_curve(w, nullptr, true, &first, &last);
+        std::printf("     cpu-selftest: %s: 10-step curve with bf16 weights in the step differs by at most %.2e "
+                    "(loss %.4g -> %.4g)\n", w.c.name, worst, first, last);
+        expect(worst < kTolTrainCurve && last < first,
+               fmt("%s: loss falls and bf16 weights alone stay within the GPU tolerance", w.c.name));
+      }
+    } catch (const std::exception& e) {
+      expect(false, std::string("real window: ") + e.what());
+    }
   }
   return fail;
 }
