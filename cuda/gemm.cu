@@ -71,6 +71,10 @@ void lt_check(lt::Status st, const char* what) {
   if (st != lt::kStatusSuccess) throw CudaError(std::string("cuBLASLt ") + what + " failed with status " + std::to_string(st));
 }
 constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+// cuBLASLt's heuristic assumes 256-byte aligned operands unless told otherwise (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_*,
+// default 256): the backward products take the fallback kernel for anything less aligned instead of risking an
+// algorithm that needs it.
+bool aligned(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 255u) == 0; }
 }  // namespace
 
 void gemm_fallback(void* y, DType ydt, const bf16* x, const bf16* w, const float* bias, size_t M, size_t N, size_t K,
@@ -190,7 +194,7 @@ void Gemm::run_dx(float* dx, const bf16* dy, const bf16* w, size_t M, size_t N, 
   if (M == 0 || K == 0) return;
   if (beta != 0.f && beta != 1.f) throw CudaError("Gemm::run_dx: beta must be 0 or 1");
   // N == 0: an empty sum; cuBLASLt rejects a zero inner dimension, the fallback writes beta * dx.
-  const Plan* p = handle_ && N > 0 ? &plan(kDx, DType::F32, M, N, K) : nullptr;
+  const Plan* p = handle_ && N > 0 && aligned(dx) && aligned(dy) && aligned(w) ? &plan(kDx, DType::F32, M, N, K) : nullptr;
   if (!p || p->fallback) {
     gemm_fallback_dx(dx, dy, w, M, N, K, beta, s);
     return;
@@ -200,7 +204,7 @@ void Gemm::run_dx(float* dx, const bf16* dy, const bf16* w, size_t M, size_t N, 
 
 void Gemm::run_dw(float* dw, const bf16* dy, const bf16* x, size_t M, size_t N, size_t K, cudaStream_t s) {
   if (N == 0 || K == 0 || M == 0) return;  // no tokens: nothing to add
-  const Plan* p = handle_ ? &plan(kDw, DType::F32, M, N, K) : nullptr;
+  const Plan* p = handle_ && aligned(dw) && aligned(dy) && aligned(x) ? &plan(kDw, DType::F32, M, N, K) : nullptr;
   if (!p || p->fallback) {
     gemm_fallback_dw(dw, dy, x, M, N, K, s);
     return;

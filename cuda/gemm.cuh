@@ -8,8 +8,8 @@
 // - The two products of the linear backward (training step, issue 9), bf16 operands and f32 accumulation:
 //   Gemm::run_dx: dX[M,K] = dY[M,N] · W[N,K] (overwritten, or += with beta = 1), and
 //   Gemm::run_dw: dW[N,K] += dY[M,N]^T · X[M,K] into an f32 gradient (the sum over the M tokens is the reduction).
-//   cuBLASLt gets them through the transpose flags of the matmul descriptor; gemm_fallback_dx/_dw are the tiled
-//   kernel with strided operands.
+//   cuBLASLt gets them through the transpose flags of the matmul descriptor (operands 256-byte aligned, else the
+//   fallback); gemm_fallback_dx/_dw are the tiled kernel with strided operands.
 #pragma once
 #include <map>
 #include <tuple>
