@@ -31,7 +31,8 @@ constexpr double kTolScoring = 1e-3;    // scoring matrix, absolute (issue 8); b
 constexpr double kTolTrainLoss = 2e-3;    // relative; y - target is O(1), bf16 errors in R(x) enter the mean squared
 constexpr double kTolTrainGrad = 5e-2;    // per-role relative L2; forward and backward chains of bf16 GEMM operands
 constexpr double kTolTrainNorm = 1e-9;    // grad norm of the same gradients: f64 sums in another order
-constexpr double kTolTrainUpdate = 0.5;   // p1 - p0 vs the CPU step: Adam's first step ~ -lr*sign(g) flips near g = 0
+constexpr double kTolTrainUpdate = 0.3;   // p1 - p0 vs the CPU step, all parameters: Adam's step 1 ~ -lr*sign(g) flips
+                                          // near g = 0 (bf16-rounded CPU step: 0.075 ... 0.09)
 constexpr double kTolTrainCurve = 1e-2;   // 30-step loss curve, the issue's 1 %
 
 struct Rng {
