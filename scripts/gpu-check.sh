@@ -84,12 +84,14 @@ STATUS=${PIPESTATUS[0]}
 if [ "${SANITIZE:-0}" = 1 ] && command -v compute-sanitizer >/dev/null 2>&1; then
   # Memory and race checks of the op sweeps (slow: quick sizes, no benchmarks).
   for tool in memcheck racecheck; do
-    log "compute-sanitizer --tool $tool (ops, quick)"
-    compute-sanitizer --tool "$tool" --error-exitcode 3 "$CHECK" --quick --only ops --no-bench --json "$OUTDIR/sanitize_$tool.json" \
-      > "$OUTDIR/sanitize_$tool.log" 2>&1
-    rc=$?
-    tail -5 "$OUTDIR/sanitize_$tool.log"
-    [ $rc -ne 0 ] && STATUS=$rc
+    for grp in ops backward; do
+      log "compute-sanitizer --tool $tool ($grp, quick)"
+      compute-sanitizer --tool "$tool" --error-exitcode 3 "$CHECK" --quick --only "$grp" --no-bench \
+        --json "$OUTDIR/sanitize_${tool}_$grp.json" > "$OUTDIR/sanitize_${tool}_$grp.log" 2>&1
+      rc=$?
+      tail -5 "$OUTDIR/sanitize_${tool}_$grp.log"
+      [ $rc -ne 0 ] && STATUS=$rc
+    done
   done
 fi
 
