@@ -53,7 +53,7 @@ void write_json(const std::string& path, const std::string& device, int passed, 
 
 int main(int argc, char** argv) {
   bool quick = false, bench = true, checks = true, selftest = false;
-  std::string only;  // ops | backward | layer | model | bench
+  std::string only;  // ops | backward | layer | model | train | bench
   std::string model_dir, json_path = "streamline_cuda_check.json", repo_root = ".";
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];

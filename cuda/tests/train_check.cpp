@@ -570,6 +570,21 @@ void check_window(const std::string& dir, bool use_lt) {
 
 }  // namespace
 
+void run_train_step_checks(bool use_cublaslt) {
+  auto guard = [](const std::string& name, auto&& fn) {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      record("train", name + ": uncaught exception", false, NAN, 0, e.what());
+    }
+  };
+  for (const Case& c : cases()) {
+    guard(std::string(c.name) + " (fallback)", [&] { check_case(c, false); });
+    if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_case(c, true); });
+  }
+  guard("edges", [&] { check_edges(use_cublaslt); });
+}
+
 void run_train_checks(bool quick, const std::string& model_dir) {
   std::printf("train checks%s\n", quick ? " (quick)" : "");
   auto guard = [](const std::string& name, auto&& fn) {
@@ -580,11 +595,7 @@ void run_train_checks(bool quick, const std::string& model_dir) {
     }
   };
   const bool lt = sc::lt::api() != nullptr;
-  for (const Case& c : cases()) {
-    guard(std::string(c.name) + " (fallback)", [&] { check_case(c, false); });
-    if (lt) guard(std::string(c.name) + " (cublaslt)", [&] { check_case(c, true); });
-  }
-  guard("edges", [&] { check_edges(lt); });
+  run_train_step_checks(lt);
   guard("training run", [&] { check_training_run(cases()[2], lt); });
   if (!quick) guard("training run mlp", [&] { check_training_run(cases()[1], lt); });
   guard("C API", [] { check_capi_train(); });
