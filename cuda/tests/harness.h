@@ -128,6 +128,8 @@ void run_model_checks(const std::string& model_dir, const std::string& repo_root
 void run_train_checks(bool quick, const std::string& model_dir);
 // The per-case step checks and edge cases of run_train_checks only (also what the CPU emulation runs).
 void run_train_step_checks(bool use_cublaslt);
+// The loss-curve checks of run_train_checks (30-step runs; the real window when model_dir is given).
+void run_train_curve_checks(bool use_cublaslt, bool quick, const std::string& model_dir);
 void run_benchmarks(bool quick);
 // Backward kernels and the optimiser (backward_check.cpp): checks, and their benchmarks (run in the bench group).
 void run_backward_checks(bool quick);

@@ -585,6 +585,19 @@ void run_train_step_checks(bool use_cublaslt) {
   guard("edges", [&] { check_edges(use_cublaslt); });
 }
 
+void run_train_curve_checks(bool use_cublaslt, bool quick, const std::string& model_dir) {
+  auto guard = [](const std::string& name, auto&& fn) {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      record("train", name + ": uncaught exception", false, NAN, 0, e.what());
+    }
+  };
+  guard("training run", [&] { check_training_run(cases()[2], use_cublaslt); });
+  if (!quick) guard("training run mlp", [&] { check_training_run(cases()[1], use_cublaslt); });
+  if (!model_dir.empty()) guard("real window", [&] { check_window(model_dir, use_cublaslt); });
+}
+
 void run_train_checks(bool quick, const std::string& model_dir) {
   std::printf("train checks%s\n", quick ? " (quick)" : "");
   auto guard = [](const std::string& name, auto&& fn) {
@@ -596,10 +609,8 @@ void run_train_checks(bool quick, const std::string& model_dir) {
   };
   const bool lt = sc::lt::api() != nullptr;
   run_train_step_checks(lt);
-  guard("training run", [&] { check_training_run(cases()[2], lt); });
-  if (!quick) guard("training run mlp", [&] { check_training_run(cases()[1], lt); });
+  run_train_curve_checks(lt, quick, model_dir);
   guard("C API", [] { check_capi_train(); });
-  if (!model_dir.empty()) guard("real window", [&] { check_window(model_dir, lt); });
   std::fflush(stdout);
 }
 

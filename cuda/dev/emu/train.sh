@@ -5,7 +5,8 @@
 # tensor-core attention forward, replaced by the harness's CPU reference on the same bf16 rows (attention_forward_bf16
 # below), so this checks TrainStep's data flow, indexing, saved activations, masks and accumulation, not those two.
 # Needs build-cu/libstreamline_core.a (the CUDA harness build) and g++ with C++20.
-# Usage: bash cuda/dev/emu/train.sh   (from the repository root; minutes: a thread per CUDA thread)
+# Usage: bash cuda/dev/emu/train.sh [--curves [MODEL_DIR]]   (from the repository root; minutes: a thread per CUDA
+# thread). --curves adds the loss-curve checks (30-step runs; the real window with a model directory): much longer.
 set -euo pipefail
 root=$(pwd)
 out=${EMU_OUT:-$root/build-emu-train}
@@ -69,9 +70,11 @@ void attention_forward_bf16(bf16* out, size_t out_stride, float* lse, const bf16
 CPP
 cat > "$out/main.cpp" <<'CPP'
 #include <cstdio>
+#include <cstring>
 #include "harness.h"
-int main() {
-  harness::run_train_step_checks(false);
+int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "--curves") == 0) harness::run_train_curve_checks(false, false, argc > 2 ? argv[2] : "");
+  else harness::run_train_step_checks(false);
   int passed = 0, failed = 0;
   for (const auto& r : harness::results()) {
     (r.ok ? passed : failed)++;
