@@ -90,7 +90,8 @@ flags=(-std=c++20 -O2 -g -ffp-contract=off -pthread -Wall -Wno-unknown-pragmas -
        -I"$root/cuda/tests" -idirafter /usr/local/cuda/include)
 srcs=("$out"/backward_norm.cpp "$out"/backward_elementwise.cpp "$out"/backward_attention.cpp "$out"/optimizer.cpp
       "$out"/norm.cpp "$out"/rope.cpp "$out"/activation.cpp "$out"/gemm.cpp "$out"/replacement.cpp "$out"/stubs.cpp
-      "$out"/main.cpp "$root"/cuda/tests/train_check.cpp "$root"/cuda/tests/harness.cpp "$root"/cuda/tests/cpu_ref.cpp
+      "$out"/main.cpp "$root"/cuda/tests/train_check.cpp "$root"/cuda/tests/train_util.cpp
+      "$root"/cuda/tests/train_real.cpp "$root"/cuda/tests/harness.cpp "$root"/cuda/tests/cpu_ref.cpp
       "$root"/cuda/tests/layer_util.cpp "$root"/cuda/tests/safetensors.cpp)
 objs=()
 for s in "${srcs[@]}"; do
