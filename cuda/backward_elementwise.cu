@@ -60,14 +60,15 @@ __global__ void gated_bwd_kernel(float* dgate, float* dup, const float* dy, cons
   }
 }
 
-// One thread per rotation pair (m, h, i): the pair lives at i and i + half of head h of row m.
+// One thread per rotation pair (m, h, i): the pair lives at i and i + half of head h of row m (an odd Dh leaves
+// the last element of each head alone, as the CPU does).
 __global__ void rope_bwd_kernel(float* dx, const float* cos, const float* sin, size_t M, unsigned nheads,
-                                unsigned half) {
+                                unsigned half, unsigned Dh) {
   const size_t n = M * nheads * half;
   for (size_t t = blockIdx.x * size_t(blockDim.x) + threadIdx.x; t < n; t += size_t(gridDim.x) * blockDim.x) {
     const unsigned i = unsigned(t % half);
     const size_t mh = t / half, m = mh / nheads;
-    float* p = dx + mh * 2 * half;
+    float* p = dx + mh * Dh;
     const float c = cos[m * half + i], s = sin[m * half + i], d1 = p[i], d2 = p[i + half];
     p[i] = d1 * c + d2 * s;
     p[i + half] = d2 * c - d1 * s;
@@ -136,8 +137,8 @@ void gated_backward(float* dgate, float* dup, const float* dy, const float* gate
 void rope_backward(float* dx, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh, cudaStream_t s) {
   const size_t half = Dh / 2, n = M * nheads * half;
   if (n == 0) return;
-  if (Dh % 2 != 0) throw CudaError("rope_backward: odd head size");
-  rope_bwd_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(dx, cos, sin, M, unsigned(nheads), unsigned(half));
+  rope_bwd_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(dx, cos, sin, M, unsigned(nheads), unsigned(half),
+                                                             unsigned(Dh));
   SL_LAUNCH_CHECK();
 }
 

@@ -30,6 +30,7 @@ struct dim3 {
   dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
 };
 struct double2 { double x, y; };
+struct alignas(16) float4 { float x, y, z, w; };
 inline double2 make_double2(double x, double y) { return double2{x, y}; }
 
 typedef void* cudaStream_t;
