@@ -1,4 +1,6 @@
 // The flat C API of streamline_cuda.so (declared in streamline_cuda.h), over streamline::cuda::Context.
+#include <array>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -6,6 +8,7 @@
 
 #include "cublaslt_loader.h"
 #include "decoder_layer.cuh"
+#include "replacement.cuh"
 #include "streamline_cuda.h"
 
 #define SL_EXPORT extern "C" __attribute__((visibility("default")))
@@ -32,7 +35,7 @@ template <typename F> int guarded(F&& f) {
 struct streamline_cuda_ctx : Context {
   using Context::Context;
 };
-static_assert(int(STREAMLINE_CUDA_ROLES) == int(kRoleCount), "role order of streamline_cuda.h and decoder_layer.cuh");
+static_assert(int(STREAMLINE_CUDA_ROLES) == int(cuda::kRoleCount), "role order of streamline_cuda.h and decoder_layer.cuh");
 
 SL_EXPORT const char* streamline_cuda_last_error(void) { return g_error.c_str(); }
 
@@ -83,11 +86,11 @@ SL_EXPORT int streamline_cuda_download_hidden(streamline_cuda_ctx* c, float* hos
   return guarded([&] { c->download_hidden(host_h); });
 }
 
-// roles[kRoleCount] in LayerRole order (see decoder_layer.cuh).
+// roles[cuda::kRoleCount] in LayerRole order (see decoder_layer.cuh).
 SL_EXPORT int streamline_cuda_upload_layer(streamline_cuda_ctx* c, int slot, const streamline_cuda_weight* roles) {
   return guarded([&] {
-    HostTensor t[kRoleCount];
-    for (int i = 0; i < kRoleCount; i++) t[i] = HostTensor{roles[i].data, DType(roles[i].dtype), size_t(roles[i].numel)};
+    HostTensor t[cuda::kRoleCount];
+    for (int i = 0; i < cuda::kRoleCount; i++) t[i] = HostTensor{roles[i].data, DType(roles[i].dtype), size_t(roles[i].numel)};
     c->upload_layer(slot, t);
   });
 }
@@ -159,4 +162,96 @@ SL_EXPORT int streamline_cuda_memory(uint64_t* current, uint64_t* peak, int rese
   *peak = device_bytes_peak();
   if (reset_peak) device_bytes_reset_peak();
   return 0;
+}
+
+// ---- replacement training ----------------------------------------------------------------------------------
+
+struct streamline_cuda_train : TrainStep {
+  using TrainStep::TrainStep;
+};
+static_assert(int(STREAMLINE_CUDA_TRAIN_ROLES) == int(kTrainRoles), "role order of streamline_cuda.h and replacement.h");
+static_assert(int(STREAMLINE_CUDA_TRAIN_DOWN_B) == int(streamline::kRoleDownB), "role order of streamline_cuda.h and replacement.h");
+
+SL_EXPORT int streamline_cuda_train_create(int32_t kind, const streamline_cuda_train_spec* in,
+                                           const float* const* host_params, const float* host_inv_freq,
+                                           streamline_cuda_train** out) {
+  return guarded([&] {
+    *out = nullptr;
+    if (kind != 0 && kind != 1) throw CudaError("train_create: kind must be 0 (mlp) or 1 (layer)");
+    if (in->batch <= 0 || in->seq_len <= 0 || in->hidden <= 0 || in->intermediate <= 0)
+      throw CudaError("train_create: batch, seq_len, hidden and intermediate must be positive");
+    if (kind == 1 && (in->heads <= 0 || in->kv_heads <= 0 || in->head_dim <= 0))
+      throw CudaError("train_create: heads, kv_heads and head_dim must be positive for a layer");
+    if (in->norm != 0 && in->norm != 1) throw CudaError("train_create: norm must be 0 (RMSNorm) or 1 (LayerNorm)");
+    if (in->activation < 0 || in->activation > 3) throw CudaError("train_create: activation must be 0..3");
+    ReplacementSpec s;
+    s.B = size_t(in->batch);
+    s.T = size_t(in->seq_len);
+    s.D = size_t(in->hidden);
+    s.H = kind == 1 ? size_t(in->heads) : 0;
+    s.Hk = kind == 1 ? size_t(in->kv_heads) : 0;
+    s.Dh = kind == 1 ? size_t(in->head_dim) : 0;
+    s.F = size_t(in->intermediate);
+    s.layer_norm = in->norm == 1;
+    s.norm_eps = in->norm_eps;
+    s.act = Activation(in->activation);
+    s.gated = in->gated != 0;
+    s.use_rope = in->use_rope != 0;
+    s.attn_scale = in->attn_scale != 0.f || kind != 1 ? in->attn_scale : 1.f / std::sqrt(float(s.Dh));
+    s.rope_attention_scaling = in->rope_attention_scaling;
+    if (in->use_cublaslt && !lt::api()) throw CudaError(lt::reason());
+    std::array<const float*, kTrainRoles> p{};
+    for (int r = 0; r < kTrainRoles; r++) p[r] = host_params[r];
+    *out = new streamline_cuda_train(kind == 1 ? ReplacementKind::Layer : ReplacementKind::MLP, s, p, host_inv_freq,
+                                     in->use_cublaslt != 0);
+  });
+}
+
+SL_EXPORT void streamline_cuda_train_destroy(streamline_cuda_train* t) { delete t; }
+
+SL_EXPORT int streamline_cuda_train_step(streamline_cuda_train* t, const float* host_x, const float* host_target,
+                                         const int32_t* host_positions, const uint8_t* host_mask, int64_t batch,
+                                         float grad_scale, double* loss) {
+  return guarded([&] {
+    if (batch <= 0) throw CudaError("train_step: batch must be positive");
+    *loss = t->step(host_x, host_target, host_positions, host_mask, size_t(batch), grad_scale);
+  });
+}
+
+SL_EXPORT int streamline_cuda_train_apply(streamline_cuda_train* t, const streamline_cuda_adamw* o, double* grad_norm) {
+  return guarded([&] {
+    if (o->step < 1) throw CudaError("train_apply: step must be >= 1");
+    AdamWOptions opt;
+    opt.lr = o->lr;
+    opt.beta1 = o->beta1;
+    opt.beta2 = o->beta2;
+    opt.eps = o->eps;
+    opt.weight_decay = o->weight_decay;
+    opt.step = o->step;
+    *grad_norm = t->apply(opt, o->max_norm);
+  });
+}
+
+namespace {
+void check_role(const streamline_cuda_train* t, int32_t role, int64_t numel, const char* fn) {
+  if (role < 0 || role >= kTrainRoles) throw CudaError(std::string(fn) + ": role out of range");
+  if (!t->has(role)) throw CudaError(std::string(fn) + ": the replacement has no " + train_role_name(role));
+  if (numel < 0 || size_t(numel) != t->numel(role))
+    throw CudaError(std::string(fn) + ": " + train_role_name(role) + " has " + std::to_string(t->numel(role)) +
+                    " elements, numel is " + std::to_string(numel));
+}
+}  // namespace
+
+SL_EXPORT int streamline_cuda_train_get_params(streamline_cuda_train* t, int32_t role, float* host_out, int64_t numel) {
+  return guarded([&] {
+    check_role(t, role, numel, "train_get_params");
+    t->get_param(role, host_out);
+  });
+}
+
+SL_EXPORT int streamline_cuda_train_get_grads(streamline_cuda_train* t, int32_t role, float* host_out, int64_t numel) {
+  return guarded([&] {
+    check_role(t, role, numel, "train_get_grads");
+    t->get_grad(role, host_out);
+  });
 }

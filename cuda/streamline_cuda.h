@@ -73,6 +73,57 @@ int streamline_cuda_cosine_host(const float* host_a, const float* host_b, const 
 int streamline_cuda_synchronize(streamline_cuda_ctx* ctx);
 int streamline_cuda_memory(uint64_t* current, uint64_t* peak, int reset_peak);
 
+/* ---- Replacement training (issue 9) ---------------------------------------------------------------------------
+ * One optimiser step of an `mlp` or `layer` replacement with the semantics of the CPU replacementStep + clipGradNorm +
+ * adamwStep (native/include/streamline/replacement.h, train.h): f32 master weights, gradients and Adam moments on the
+ * GPU, bf16 copies of the weights for the GEMMs (f32 accumulation). Typical use, per optimiser step:
+ *   for each micro-batch: train_step(x, target, positions, mask, batch, grad_scale, &loss)
+ *   train_apply(&options, &grad_norm)       (clip, AdamW, gradients zeroed)
+ * and train_get_params(role) whenever the weights are wanted on the host (best checkpoint, export). */
+
+/* kind: 0 mlp, 1 layer. batch: the largest micro-batch a step may take. norm: 0 RMSNorm, 1 LayerNorm. activation as in
+ * the layer spec. use_rope (layer only): rotate all head_dim dims with host_inv_freq[head_dim / 2]. attn_scale: 0 =
+ * 1/sqrt(head_dim). use_cublaslt: 1 = GEMMs through cuBLASLt (fails when it cannot be loaded), 0 = fallback kernel. */
+typedef struct streamline_cuda_train_spec {
+  int64_t batch, seq_len, hidden, heads, kv_heads, head_dim, intermediate;
+  int32_t norm, activation, gated, use_rope, use_cublaslt;
+  float norm_eps, attn_scale, rope_attention_scaling;
+} streamline_cuda_train_spec;
+
+/* Replacement roles: the order of host_params (streamline::ReplacementRole; no gate bias, unlike the layer roles). */
+enum {
+  STREAMLINE_CUDA_TRAIN_ATTN_NORM_W, STREAMLINE_CUDA_TRAIN_ATTN_NORM_B, STREAMLINE_CUDA_TRAIN_Q_W,
+  STREAMLINE_CUDA_TRAIN_Q_B, STREAMLINE_CUDA_TRAIN_K_W, STREAMLINE_CUDA_TRAIN_K_B, STREAMLINE_CUDA_TRAIN_V_W,
+  STREAMLINE_CUDA_TRAIN_V_B, STREAMLINE_CUDA_TRAIN_O_W, STREAMLINE_CUDA_TRAIN_O_B, STREAMLINE_CUDA_TRAIN_MLP_NORM_W,
+  STREAMLINE_CUDA_TRAIN_MLP_NORM_B, STREAMLINE_CUDA_TRAIN_GATE_W, STREAMLINE_CUDA_TRAIN_UP_W, STREAMLINE_CUDA_TRAIN_UP_B,
+  STREAMLINE_CUDA_TRAIN_DOWN_W, STREAMLINE_CUDA_TRAIN_DOWN_B, STREAMLINE_CUDA_TRAIN_ROLES
+};
+
+/* AdamW (torch.optim.AdamW arithmetic) and clipping. step: 1-based. max_norm <= 0: no clipping. */
+typedef struct streamline_cuda_adamw {
+  double lr, beta1, beta2, eps, weight_decay, max_norm;
+  int64_t step;
+} streamline_cuda_adamw;
+
+typedef struct streamline_cuda_train streamline_cuda_train;
+
+/* host_params[STREAMLINE_CUDA_TRAIN_ROLES]: f32 arrays in the role shapes (row-major [out, in]), NULL = absent; copied. */
+int streamline_cuda_train_create(int32_t kind, const streamline_cuda_train_spec* spec, const float* const* host_params,
+                                 const float* host_inv_freq, streamline_cuda_train** out);
+void streamline_cuda_train_destroy(streamline_cuda_train* t);
+/* One micro-batch: host_x, host_target [batch * seq_len, hidden]; host_positions [batch * seq_len] (needed with RoPE,
+ * else may be NULL); host_mask [batch * seq_len] (1 = real token; NULL = all real). Gradients += grad_scale * dloss;
+ * *loss = mean squared error over the real tokens (0, and no gradient, when none is real). */
+int streamline_cuda_train_step(streamline_cuda_train* t, const float* host_x, const float* host_target,
+                               const int32_t* host_positions, const uint8_t* host_mask, int64_t batch, float grad_scale,
+                               double* loss);
+/* Clip, AdamW, zero the gradients. *grad_norm: the global norm before clipping; when it is not finite nothing is
+ * updated and the gradients are kept (returns 0: the caller decides, as the CPU trainer stops with E_NUMERIC). */
+int streamline_cuda_train_apply(streamline_cuda_train* t, const streamline_cuda_adamw* options, double* grad_norm);
+/* Copy a role's f32 master weights (or its accumulated gradient) to host_out[numel]; numel must match the role. */
+int streamline_cuda_train_get_params(streamline_cuda_train* t, int32_t role, float* host_out, int64_t numel);
+int streamline_cuda_train_get_grads(streamline_cuda_train* t, int32_t role, float* host_out, int64_t numel);
+
 #ifdef __cplusplus
 }
 #endif

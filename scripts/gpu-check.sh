@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One command for a GPU machine (CUDA, CMake, ninja, Python with PyTorch; no Node.js needed):
 # builds the core, the CUDA backend and the harness with plain CMake, runs every CUDA check and the GPU
-# benchmarks (streamline_cuda_check), runs the PyTorch baselines on the same card (scripts/bench/torch_gpu_layer.py)
-# and prints a side-by-side table. Results go to $OUT when set (else ./gpu-check-out): logs, JSON, summary.md.
+# benchmarks (streamline_cuda_check, training step included), runs the PyTorch baselines on the same card
+# (scripts/bench/torch_gpu_layer.py, scripts/bench/torch_gpu_train_step.py) and prints a side-by-side table. Results go to $OUT when set (else ./gpu-check-out): logs, JSON, summary.md.
 #
 # Environment: CUDA_ARCH (default 90a: sm_90a code for H100/H200), STREAMLINE_CUBLASLT (path of libcublasLt.so.*;
 # found automatically in the CUDA toolkit or PyTorch's nvidia wheels), STREAMLINE_MODEL_DIR (a Llama checkpoint for
@@ -84,27 +84,35 @@ STATUS=${PIPESTATUS[0]}
 if [ "${SANITIZE:-0}" = 1 ] && command -v compute-sanitizer >/dev/null 2>&1; then
   # Memory and race checks of the op sweeps (slow: quick sizes, no benchmarks).
   for tool in memcheck racecheck; do
-    log "compute-sanitizer --tool $tool (ops, quick)"
-    compute-sanitizer --tool "$tool" --error-exitcode 3 "$CHECK" --quick --only ops --no-bench --json "$OUTDIR/sanitize_$tool.json" \
-      > "$OUTDIR/sanitize_$tool.log" 2>&1
-    rc=$?
-    tail -5 "$OUTDIR/sanitize_$tool.log"
-    [ $rc -ne 0 ] && STATUS=$rc
+    for grp in ops backward; do
+      log "compute-sanitizer --tool $tool ($grp, quick)"
+      compute-sanitizer --tool "$tool" --error-exitcode 3 "$CHECK" --quick --only "$grp" --no-bench \
+        --json "$OUTDIR/sanitize_${tool}_$grp.json" > "$OUTDIR/sanitize_${tool}_$grp.log" 2>&1
+      rc=$?
+      tail -5 "$OUTDIR/sanitize_${tool}_$grp.log"
+      [ $rc -ne 0 ] && STATUS=$rc
+    done
   done
 fi
 
 log "PyTorch baselines"
 if python3 -c "import torch; assert torch.cuda.is_available()" >/dev/null 2>&1; then
   PYTHONUNBUFFERED=1 python3 scripts/bench/torch_gpu_layer.py $QFLAG --json "$OUTDIR/torch_gpu_layer.json" 2>&1 | tee "$OUTDIR/torch.log"
+  log "PyTorch training step"
+  PYTHONUNBUFFERED=1 python3 scripts/bench/torch_gpu_train_step.py $QFLAG --json "$OUTDIR/torch_gpu_train_step.json" 2>&1 \
+    | tee "$OUTDIR/torch_train.log"
+  [ -f "$OUTDIR/torch_gpu_train_step.json" ] || echo '{"bench": []}' > "$OUTDIR/torch_gpu_train_step.json"
 else
   log "PyTorch with CUDA not available: no baseline"
   echo '{"bench": []}' > "$OUTDIR/torch_gpu_layer.json"
+  echo '{"bench": []}' > "$OUTDIR/torch_gpu_train_step.json"
 fi
 
 log "summary"
 if [ -f "$OUTDIR/cuda_check.json" ]; then
-  python3 scripts/bench/compare_gpu.py "$OUTDIR/cuda_check.json" "$OUTDIR/torch_gpu_layer.json" --markdown > "$OUTDIR/summary.md"
-  python3 scripts/bench/compare_gpu.py "$OUTDIR/cuda_check.json" "$OUTDIR/torch_gpu_layer.json"
+  TJ=("$OUTDIR/cuda_check.json" "$OUTDIR/torch_gpu_layer.json" "$OUTDIR/torch_gpu_train_step.json")
+  python3 scripts/bench/compare_gpu.py "${TJ[@]}" --markdown > "$OUTDIR/summary.md"
+  python3 scripts/bench/compare_gpu.py "${TJ[@]}"
 fi
 log "done (checks exit status $STATUS); results in $OUTDIR"
 exit "$STATUS"

@@ -3,12 +3,15 @@
 // - the fused cosine kernel (f32 and bf16 boundary states, 8 x 2048 tokens x 4096) against the copy ceiling;
 // - one Llama-3.1-8B-shaped decoder layer (hidden 4096, intermediate 14336, 32 heads, 8 KV heads, head 128,
 //   8 x 2048 tokens, bf16 weights): tokens/s, TFLOP/s, fraction of the measured GEMM rate, a per-stage breakdown,
-//   weight upload rate from pageable host memory, and peak GPU memory.
+//   weight upload rate from pageable host memory, and peak GPU memory;
+// - one optimiser step of a replacement (issue 9) on the same shapes: the `layer` kind (forward with saved
+//   activations, MSE, backward, clip, AdamW) and the `mlp` kind: tokens/s, model TFLOP/s, step/apply split, memory.
 #include "attention.cuh"
 #include "cosine.cuh"
 #include "cublaslt_loader.h"
 #include "decoder_layer.cuh"
 #include "harness.h"
+#include "replacement.cuh"
 
 namespace harness {
 
@@ -192,6 +195,91 @@ void bench_layer(bool quick) {
   cudaEventDestroy(e1);
 }
 
+__attribute__((noinline)) void fill_sym(std::vector<float>& v, uint64_t seed, float scale, float offset) {
+  Rng r(seed);
+  for (auto& x : v) x = offset + r.sym(scale);
+}
+
+// One optimiser step = one micro-batch of B x T tokens (forward, loss, backward) + clip + AdamW, all on the device
+// (inputs resident, as in the PyTorch script). Model FLOPs: the forward GEMMs three times (forward, dX, dW) and the
+// causal attention 3.5 times (forward 2 products, backward 5).
+void bench_train(bool quick) {
+  using streamline::ReplacementKind;
+  const bool lt_ok = sc::lt::api() != nullptr;
+  for (int k = 0; k < 2; k++) {
+    const ReplacementKind kind = k == 0 ? ReplacementKind::Layer : ReplacementKind::MLP;
+    const char* kname = k == 0 ? "layer" : "mlp";
+    if (!lt_ok) {
+      bench_record(fmt("8B %s train step", kname), 0, "tok/s", "skipped: cuBLASLt unavailable (" + sc::lt::reason() + ")");
+      continue;
+    }
+    streamline::ReplacementSpec s;
+    s.B = quick ? 2 : 8; s.T = 2048; s.D = 4096; s.H = 32; s.Hk = 8; s.Dh = 128; s.F = 14336;
+    s.layer_norm = false; s.norm_eps = 1e-5f; s.act = streamline::Activation::SiLU; s.gated = true; s.use_rope = true;
+    s.attn_scale = 1.f / std::sqrt(128.f);
+    const size_t M = s.B * s.T, D = s.D, F = s.F, Q = s.H * s.Dh, KV = s.Hk * s.Dh;
+    std::vector<std::vector<float>> host(streamline::kRoleCount);
+    std::array<const float*, streamline::kRoleCount> params{};
+    size_t nparams = 0;
+    for (int r = 0; r < streamline::kRoleCount; r++) {
+      const bool layer_role = r == streamline::kRoleAttnNormW || r == streamline::kRoleQW || r == streamline::kRoleKW ||
+                              r == streamline::kRoleVW || r == streamline::kRoleOW;
+      const bool mlp_role = r == streamline::kRoleMlpNormW || r == streamline::kRoleGateW || r == streamline::kRoleUpW ||
+                            r == streamline::kRoleDownW;
+      if (!mlp_role && !(layer_role && kind == ReplacementKind::Layer)) continue;
+      size_t rows = 0, cols = 0;
+      sc::train_role_shape(s, r, &rows, &cols);
+      host[r].resize(rows * cols);
+      const bool norm = cols == 1;
+      fill_sym(host[r], 300 + r, norm ? 0.1f : 0.02f, norm ? 1.f : 0.f);
+      params[r] = host[r].data();
+      nparams += host[r].size();
+    }
+    std::vector<float> inv(64);
+    for (int i = 0; i < 64; i++) inv[i] = float(1.0 / std::pow(500000.0, 2.0 * i / 128.0));
+    sc::device_bytes_reset_peak();
+    const size_t base = sc::device_bytes_current();
+    sc::TrainStep t(kind, s, params, inv.data(), true);
+    std::vector<float> hx(M * D), ht(M * D);
+    fill_sym(hx, 11, 1.f, 0.f);
+    fill_sym(ht, 12, 1.f, 0.f);
+    std::vector<int32_t> pos(M);
+    for (size_t m = 0; m < M; m++) pos[m] = int32_t(m % s.T);
+    DevBuf dx = dev(hx), dt = dev(ht), dp = dev(pos);
+    streamline::AdamWOptions opt;
+    long long step = 1;
+    auto one = [&] {
+      t.enqueue_step(dx.as<float>(), dt.as<float>(), dp.as<int32_t>(), nullptr, s.B, 1.f);
+      opt.step = step++;
+      t.enqueue_apply(opt, 5.0);
+    };
+    const int reps = quick ? 3 : 5;
+    const double ms = time_ms(one, 2, reps, t.stream());
+    const double fwd_only = time_ms([&] {
+      t.enqueue_step(dx.as<float>(), dt.as<float>(), dp.as<int32_t>(), nullptr, s.B, 1.f);
+    }, 1, reps, t.stream());
+    const double apply_ms = time_ms([&] { opt.step = step++; t.enqueue_apply(opt, 5.0); }, 1, reps, t.stream());
+    double loss = 0;
+    H_CHECK(cudaMemcpy(&loss, t.loss_device(), sizeof loss, cudaMemcpyDeviceToHost));
+    const double gemm_fwd = kind == ReplacementKind::Layer
+                                ? 2.0 * double(M) * (double(D) * (Q + 2 * KV) + double(Q) * D + 3.0 * double(F) * D)
+                                : 2.0 * double(M) * 3.0 * double(F) * D;
+    const double attn_fwd = kind == ReplacementKind::Layer
+                                ? 4.0 * double(s.B) * s.H * s.Dh * (double(s.T) * (s.T + 1) / 2) : 0.0;
+    const double flops = 3.0 * gemm_fwd + 3.5 * attn_fwd;
+    const double tflops = flops / (ms * 1e-3) / 1e12;
+    bench_record(fmt("8B %s train step %zux%zu tokens", kname, s.B, s.T), double(M) / (ms * 1e-3), "tok/s",
+                 fmt("%.3f ms (fwd+loss+bwd %.3f ms, clip+AdamW %.3f ms)", ms, fwd_only, apply_ms));
+    bench_record(fmt("8B %s train step rate", kname), tflops, "TFLOP/s",
+                 fmt("%.0f%% of measured GEMM rate; %.2f model TFLOP per step", g_gemm_tflops > 0 ? 100.0 * tflops / g_gemm_tflops : 0.0,
+                     flops / 1e12));
+    bench_record(fmt("8B %s train step peak GPU memory", kname), double(sc::device_bytes_peak() - base) / (1 << 30), "GiB",
+                 fmt("TrainStep %.2f GiB, of which f32 params/grads/Adam moments %.2f GiB (%.0fM params)",
+                     double(t.device_bytes()) / (1 << 30), 16.0 * double(nparams) / (1 << 30), double(nparams) / 1e6));
+    record("bench", fmt("8B %s train step loss finite", kname), std::isfinite(loss), loss, 0);
+  }
+}
+
 }  // namespace
 
 void run_benchmarks(bool quick) {
@@ -199,6 +287,7 @@ void run_benchmarks(bool quick) {
   bench_ceilings(quick);
   bench_cosine();
   bench_layer(quick);
+  bench_train(quick);
 }
 
 }  // namespace harness

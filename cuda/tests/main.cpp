@@ -3,7 +3,7 @@
 // Without a usable GPU it prints "SKIP: no usable GPU: <reason>" and exits 0 (CI and CPU machines).
 //
 // Usage: streamline_cuda_check [--quick] [--no-bench] [--bench-only] [--model DIR] [--json FILE] [--repo DIR]
-//                              [--only ops|layer|model|bench] [--cpu-selftest]
+//                              [--only ops|backward|layer|model|train|bench] [--cpu-selftest]
 #include <cstdlib>
 #include <string>
 
@@ -53,7 +53,7 @@ void write_json(const std::string& path, const std::string& device, int passed, 
 
 int main(int argc, char** argv) {
   bool quick = false, bench = true, checks = true, selftest = false;
-  std::string only;  // ops | layer | model | bench
+  std::string only;  // ops | backward | layer | model | train | bench
   std::string model_dir, json_path = "streamline_cuda_check.json", repo_root = ".";
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
@@ -66,13 +66,14 @@ int main(int argc, char** argv) {
     else if (a == "--repo" && i + 1 < argc) repo_root = argv[++i];
     else if (a == "--only" && i + 1 < argc) only = argv[++i];
     else {
-      std::printf("usage: %s [--quick] [--no-bench] [--bench-only] [--model DIR] [--json FILE] [--repo DIR] [--only ops|layer|model|bench] [--cpu-selftest]\n", argv[0]);
+      std::printf("usage: %s [--quick] [--no-bench] [--bench-only] [--model DIR] [--json FILE] [--repo DIR] [--only ops|backward|layer|model|train|bench] [--cpu-selftest]\n", argv[0]);
       return 2;
     }
   }
   if (selftest) {
     int rc = run_cpu_selftest();
     rc += cpu_model_selftest(model_dir, repo_root);
+    rc += cpu_train_selftest(model_dir);
     if (rc != 0) return 1;
   }
   int n = 0;
@@ -101,10 +102,15 @@ int main(int argc, char** argv) {
   };
   if (checks) {
     group("ops", [&] { run_op_checks(quick); });
+    group("backward", [&] { run_backward_checks(quick); });
     group("layer", [&] { run_layer_checks(quick); });
     group("model", [&] { run_model_checks(model_dir, repo_root); });
+    group("train", [&] { run_train_checks(quick, model_dir); });
   }
-  if (bench) group("bench", [&] { run_benchmarks(quick); });
+  if (bench) {
+    group("bench", [&] { run_benchmarks(quick); });
+    group("bench", [&] { run_backward_benchmarks(quick); });  // its own try: a forward failure does not hide it
+  }
   int passed = 0, failed = 0;
   for (const auto& r : results()) (r.ok ? passed : failed)++;
   std::printf("\n%-10s %-58s %10s %10s  %s\n", "group", "check", "error", "tolerance", "result");

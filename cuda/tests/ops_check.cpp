@@ -433,6 +433,62 @@ void check_gemm(bool quick) {
   }
 }
 
+// The backward products (training step): dx = dy · W (overwrite and +=) and dw += dy^T · x, against
+// streamline::ref::linear_backward on bf16-representable operands, so only the summation order differs.
+void check_gemm_backward(bool quick) {
+  Rng r(19);
+  const size_t cases[][3] = {{1, 1, 1}, {3, 5, 7}, {100, 300, 257}, {37, 1024, 512}, {4099, 17, 65}, {512, 768, 96}};
+  sc::Gemm fb(false), lt(true);
+  for (auto& c : cases) {
+    const size_t M = c[0], N = c[1], K = c[2];
+    std::vector<float> x = round_bf16(randn(M * K, r)), w = round_bf16(randn(N * K, r, 0.05f)),
+                       dy = round_bf16(randn(M * N, r)), dw0 = randn(N * K, r, 0.1f), dx0 = randn(M * K, r);
+    std::vector<float> rdx(M * K), rdw(dw0);
+    streamline::ref::linear_backward(rdx.data(), rdw.data(), nullptr, dy.data(), x.data(), w.data(), M, N, K);
+    std::vector<float> rdx_acc(M * K);
+    for (size_t i = 0; i < M * K; i++) rdx_acc[i] = rdx[i] + dx0[i];
+    DevBuf dxb = dev(to_bf16(x)), dwb = dev(to_bf16(w)), ddy = dev(to_bf16(dy)), ddx(M * K * 4), ddw(N * K * 4);
+    for (int which = 0; which < 2; which++) {
+      sc::Gemm& g = which ? lt : fb;
+      if (which && !g.uses_cublaslt()) {
+        record("gemm", fmt("cublaslt backward M=%zu N=%zu K=%zu", M, N, K), true, 0, 0, "skipped: " + streamline::cuda::lt::reason());
+        continue;
+      }
+      const char* nm = which ? "cublaslt" : "fallback";
+      ddx.poison();
+      g.run_dx(ddx.as<float>(), ddy.as<sc::bf16>(), dwb.as<sc::bf16>(), M, N, K, 0.f, S);
+      check("gemm", fmt("%s dx = dy.W M=%zu N=%zu K=%zu", nm, M, N, K), compare(host<float>(ddx, M * K).data(), rdx.data(), M * K), kTolF32Gemm * 10);
+      ddx.upload(dx0.data(), M * K * 4);
+      g.run_dx(ddx.as<float>(), ddy.as<sc::bf16>(), dwb.as<sc::bf16>(), M, N, K, 1.f, S);
+      check("gemm", fmt("%s dx += dy.W M=%zu N=%zu K=%zu", nm, M, N, K), compare(host<float>(ddx, M * K).data(), rdx_acc.data(), M * K), kTolF32Gemm * 10);
+      ddw.upload(dw0.data(), N * K * 4);
+      g.run_dw(ddw.as<float>(), ddy.as<sc::bf16>(), dxb.as<sc::bf16>(), M, N, K, S);
+      check("gemm", fmt("%s dw += dy^T.x M=%zu N=%zu K=%zu", nm, M, N, K), compare(host<float>(ddw, N * K).data(), rdw.data(), N * K), kTolF32Gemm * 10);
+    }
+    if (quick && M > 1000) break;
+  }
+  // NaN in one dy element reaches exactly its row of dx and its row (n) of dw, as in the reference.
+  {
+    const size_t M = 33, N = 20, K = 40;
+    std::vector<float> x = round_bf16(randn(M * K, r)), w = round_bf16(randn(N * K, r, 0.05f)), dy = round_bf16(randn(M * N, r));
+    dy[5 * N + 7] = NAN;
+    std::vector<float> rdx(M * K), rdw(N * K, 0.f);
+    streamline::ref::linear_backward(rdx.data(), rdw.data(), nullptr, dy.data(), x.data(), w.data(), M, N, K);
+    DevBuf dxb = dev(to_bf16(x)), dwb = dev(to_bf16(w)), ddy = dev(to_bf16(dy)), ddx(M * K * 4), ddw(N * K * 4);
+    for (int which = 0; which < 2; which++) {
+      sc::Gemm& g = which ? lt : fb;
+      if (which && !g.uses_cublaslt()) continue;
+      const char* nm = which ? "cublaslt" : "fallback";
+      ddx.poison();
+      g.run_dx(ddx.as<float>(), ddy.as<sc::bf16>(), dwb.as<sc::bf16>(), M, N, K, 0.f, S);
+      check("gemm", fmt("%s dx with a NaN in dy", nm), compare(host<float>(ddx, M * K).data(), rdx.data(), M * K), kTolF32Gemm * 10);
+      H_CHECK(cudaMemset(ddw.p, 0, N * K * 4));
+      g.run_dw(ddw.as<float>(), ddy.as<sc::bf16>(), dxb.as<sc::bf16>(), M, N, K, S);
+      check("gemm", fmt("%s dw with a NaN in dy", nm), compare(host<float>(ddw, N * K).data(), rdw.data(), N * K), kTolF32Gemm * 10);
+    }
+  }
+}
+
 }  // namespace
 
 void run_op_checks(bool quick) {
@@ -452,6 +508,7 @@ void run_op_checks(bool quick) {
   guard("logsoftmax", [&] { check_logsoftmax(quick); });
   guard("cosine", [] { check_cosine(); });
   guard("gemm", [&] { check_gemm(quick); });
+  guard("gemm", [&] { check_gemm_backward(quick); });
   guard("attention", [&] { check_attention(quick); });
   std::fflush(stdout);
 }

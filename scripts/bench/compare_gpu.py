@@ -1,23 +1,26 @@
 #!/usr/bin/env python3
-"""Side-by-side table of streamline_cuda_check's and torch_gpu_layer.py's JSON figures (scripts/gpu-check.sh).
-Usage: compare_gpu.py CUDA_JSON TORCH_JSON [--markdown]"""
+"""Side-by-side table of streamline_cuda_check's JSON figures and the PyTorch baselines' (torch_gpu_layer.py,
+torch_gpu_train_step.py) for scripts/gpu-check.sh. Usage: compare_gpu.py CUDA_JSON [TORCH_JSON ...] [--markdown]
+(the PyTorch files' rows are searched in order)."""
 import datetime
 import json
 import sys
 
 
-def find(rows, prefix):
+def find(rows, prefix, unit=None):
     for r in rows:
-        if r["name"].startswith(prefix):
+        if r["name"].startswith(prefix) and (unit is None or r["unit"] == unit):
             return r
     return None
 
 
 def main():
-    cuda = json.load(open(sys.argv[1]))
-    torch = json.load(open(sys.argv[2])) if len(sys.argv) > 2 else {"bench": []}
+    files = [a for a in sys.argv[1:] if not a.startswith("--")]
+    cuda = json.load(open(files[0]))
+    baselines = [json.load(open(f)) for f in files[1:]] or [{"bench": []}]
+    torch = baselines[0]
     md = "--markdown" in sys.argv
-    ours, theirs = cuda.get("bench", []), torch.get("bench", [])
+    ours, theirs = cuda.get("bench", []), [r for b in baselines for r in b.get("bench", [])]
     pairs = [
         ("d2d copy (read+write)", "d2d copy", "d2d copy"),
         ("bf16 GEMM rate", "bf16 GEMM", "bf16 GEMM"),
@@ -28,6 +31,12 @@ def main():
         ("cosine f32 vs row-wise torch", "fused cosine f32", "cosine f32 F.cosine_similarity"),
         ("cosine bf16 vs row-wise torch", "fused cosine bf16", "cosine bf16 F.cosine_similarity"),
         ("peak GPU memory", "peak GPU memory", "peak GPU memory"),
+        ("8B layer train step tokens/s", "8B layer train step ", "8B layer train step ", "tok/s"),
+        ("8B layer train step TFLOP/s", "8B layer train step rate", "8B layer train step rate"),
+        ("8B layer train step memory", "8B layer train step peak", "8B layer train step peak"),
+        ("8B mlp train step tokens/s", "8B mlp train step ", "8B mlp train step ", "tok/s"),
+        ("8B mlp train step TFLOP/s", "8B mlp train step rate", "8B mlp train step rate"),
+        ("8B mlp train step memory", "8B mlp train step peak", "8B mlp train step peak"),
     ]
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     head = f"GPU check {when}: {cuda.get('device', '?')}; torch {torch.get('torch', '?')}; cuBLASLt {cuda.get('cublaslt', '?')}"
@@ -37,8 +46,8 @@ def main():
     print(line.format("figure", "streamline", "pytorch", "unit", "ratio"))
     if md:
         print("|---|---:|---:|---|---:|")
-    for label, a, b in pairs:
-        ra, rb = find(ours, a), find(theirs, b)
+    for label, a, b, *unit in pairs:
+        ra, rb = find(ours, a, *unit), find(theirs, b, *unit)
         va = ra["value"] if ra else float("nan")
         vb = rb["value"] if rb else float("nan")
         unit = (ra or rb or {"unit": ""})["unit"]
@@ -55,6 +64,10 @@ def main():
     lt, lp = find(ours, "llama-3.1-8B layer fwd 8x"), find(theirs, "llama-3.1-8B layer fwd 8x")
     if lt and lp and lp["value"]:
         print(f"layer speed-up over PyTorch eager: {lt['value'] / lp['value']:.2f}x (aim >= 1.5x)")
+    for kind in ("layer", "mlp"):
+        st, sp = find(ours, f"8B {kind} train step ", "tok/s"), find(theirs, f"8B {kind} train step ", "tok/s")
+        if st and sp and sp["value"]:
+            print(f"{kind} training step vs PyTorch autocast + AdamW: {st['value'] / sp['value']:.2f}x")
 
 
 if __name__ == "__main__":

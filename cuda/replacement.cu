@@ -1,0 +1,502 @@
+// The replacement training step on the GPU (see replacement.cuh): forward with saved activations, masked MSE,
+// backward through the kernels of backward.cuh, and the optimiser update on f32 master weights.
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "activation.cuh"
+#include "attention.cuh"
+#include "backward.cuh"
+#include "norm.cuh"
+#include "replacement.cuh"
+#include "rope.cuh"
+
+namespace streamline {
+namespace cuda {
+
+namespace {
+
+void check(bool ok, const std::string& msg) {
+  if (!ok) throw CudaError("train step: " + msg);
+}
+
+__global__ void cast_bf16_kernel(bf16* y, const float* x, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    y[i] = __float2bfloat16_rn(x[i]);
+}
+__global__ void bf16_to_f32_kernel(float* y, const bf16* x, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    y[i] = __bfloat162float(x[i]);
+}
+__global__ void scale_kernel(float* x, float s, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) x[i] *= s;
+}
+// x[m, c] += bias[c]
+__global__ void add_bias_kernel(float* x, const float* bias, size_t M, unsigned N) {
+  for (size_t m = blockIdx.x; m < M; m += gridDim.x)
+    for (unsigned c = threadIdx.x; c < N; c += blockDim.x) x[m * N + c] += bias[c];
+}
+// y[m, c] = a[m, c] + (b[m, c] + bias[c]): the CPU adds the bias to the product before the residual.
+__global__ void residual_kernel(float* y, const float* a, const float* b, const float* bias, size_t M, unsigned N) {
+  for (size_t m = blockIdx.x; m < M; m += gridDim.x)
+    for (unsigned c = threadIdx.x; c < N; c += blockDim.x) {
+      float t = b[m * N + c];
+      if (bias) t += bias[c];
+      y[m * N + c] = a[m * N + c] + t;
+    }
+}
+
+// One packed GEMM output row qkv_f[M, Q + 2KV] (f32) -> bias, rotate-half RoPE on q and k heads in f32, one rounding to
+// bf16: the packed bf16 row for the attention kernel and f32 copies of the same rounded values (q, k, v contiguous)
+// for attention_backward.
+__global__ void qkv_prepare_kernel(bf16* out, float* q, float* k, float* v, const float* f, const float* qb,
+                                   const float* kb, const float* vb, const float* cs, const float* sn, size_t M,
+                                   unsigned H, unsigned Hk, unsigned Dh) {
+  const unsigned Q = H * Dh, KV = Hk * Dh, N = Q + 2 * KV, half = Dh / 2;
+  auto bias = [&](unsigned c) -> float {
+    if (c < Q) return qb ? qb[c] : 0.f;
+    if (c < Q + KV) return kb ? kb[c - Q] : 0.f;
+    return vb ? vb[c - Q - KV] : 0.f;
+  };
+  auto store = [&](size_t m, unsigned c, float val) {
+    const bf16 r = __float2bfloat16_rn(val);
+    out[m * N + c] = r;
+    const float rf = __bfloat162float(r);
+    if (c < Q) q[m * Q + c] = rf;
+    else if (c < Q + KV) k[m * KV + (c - Q)] = rf;
+    else v[m * KV + (c - Q - KV)] = rf;
+  };
+  for (size_t m = blockIdx.x; m < M; m += gridDim.x) {
+    const float* row = f + m * N;
+    if (cs) {
+      for (unsigned i = threadIdx.x; i < (H + Hk) * half; i += blockDim.x) {
+        const unsigned h = i / half, j = i - h * half, c = h * Dh + j;
+        const float x1 = row[c] + bias(c), x2 = row[c + half] + bias(c + half);
+        const float cc = cs[m * half + j], ss = sn[m * half + j];
+        store(m, c, x1 * cc - x2 * ss);
+        store(m, c + half, x2 * cc + x1 * ss);
+      }
+      for (unsigned c = Q + KV + threadIdx.x; c < N; c += blockDim.x) store(m, c, row[c] + bias(c));
+    } else {
+      for (unsigned c = threadIdx.x; c < N; c += blockDim.x) store(m, c, row[c] + bias(c));
+    }
+  }
+}
+
+// dst[m, :] = bf16([a[m, 0:wa], b[m, 0:wb], c[m, 0:wc]]) (b, c may be absent with width 0).
+__global__ void pack_bf16_kernel(bf16* dst, const float* a, unsigned wa, const float* b, unsigned wb, const float* c,
+                                 unsigned wc, size_t M) {
+  const unsigned W = wa + wb + wc;
+  for (size_t m = blockIdx.x; m < M; m += gridDim.x)
+    for (unsigned i = threadIdx.x; i < W; i += blockDim.x) {
+      float val = i < wa ? a[m * wa + i] : i < wa + wb ? b[m * wb + (i - wa)] : c[m * wc + (i - wa - wb)];
+      dst[m * W + i] = __float2bfloat16_rn(val);
+    }
+}
+
+// db[n] += sum_m x[m, n]: 32 columns per block (coalesced rows), 8 row groups summed in f64, partials added in a fixed
+// order, so the result does not depend on timing.
+constexpr int kColThreads = 256, kCols = 32, kRowGroups = kColThreads / kCols;
+__global__ void colsum_add_kernel(float* db, const float* x, size_t M, size_t N) {
+  __shared__ double part[kRowGroups][kCols];
+  const unsigned cx = threadIdx.x % kCols, ry = threadIdx.x / kCols;
+  const size_t n = size_t(blockIdx.x) * kCols + cx;
+  double acc = 0;
+  if (n < N)
+    for (size_t m = ry; m < M; m += kRowGroups) acc += double(x[m * N + n]);
+  part[ry][cx] = acc;
+  __syncthreads();
+  if (ry == 0 && n < N) {
+    double s = 0;
+    for (int r = 0; r < kRowGroups; r++) s += part[r][cx];
+    db[n] += float(s);
+  }
+}
+
+int rows_grid(size_t M) { return int(M < 65535 ? M : 65535); }
+
+void cast_bf16(bf16* y, const float* x, size_t n, cudaStream_t s) {
+  if (!n) return;
+  cast_bf16_kernel<<<grid_for(n, 256), 256, 0, s>>>(y, x, n);
+  SL_LAUNCH_CHECK();
+}
+void colsum_add(float* db, const float* x, size_t M, size_t N, cudaStream_t s) {
+  if (!db || !M || !N) return;
+  colsum_add_kernel<<<unsigned((N + kCols - 1) / kCols), kColThreads, 0, s>>>(db, x, M, N);
+  SL_LAUNCH_CHECK();
+}
+
+constexpr size_t kAlign = 64;  // f32 elements: 256 bytes, the alignment cuBLASLt's heuristics assume by default
+size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+}  // namespace
+
+const char* train_role_name(int role) {
+  static const char* const names[kTrainRoles] = {
+      "attn_norm.weight", "attn_norm.bias", "q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias",
+      "o.weight", "o.bias", "mlp_norm.weight", "mlp_norm.bias", "gate.weight", "up.weight", "up.bias",
+      "down.weight", "down.bias"};
+  return role >= 0 && role < kTrainRoles ? names[role] : "?";
+}
+
+void train_role_shape(const ReplacementSpec& s, int role, size_t* rows, size_t* cols) {
+  const size_t Q = s.H * s.Dh, KV = s.Hk * s.Dh;
+  size_t r = s.D, c = 1;
+  switch (role) {
+    case kRoleQW: r = Q, c = s.D; break;
+    case kRoleQB: r = Q; break;
+    case kRoleKW: case kRoleVW: r = KV, c = s.D; break;
+    case kRoleKB: case kRoleVB: r = KV; break;
+    case kRoleOW: r = s.D, c = Q; break;
+    case kRoleGateW: case kRoleUpW: r = s.F, c = s.D; break;
+    case kRoleUpB: r = s.F; break;
+    case kRoleDownW: r = s.D, c = s.F; break;
+    default: break;  // norms, o.bias, down.bias: [D]
+  }
+  *rows = r;
+  *cols = c;
+}
+
+void* TrainStep::alloc(size_t bytes) {
+  void* p = device_alloc(bytes);
+  allocs_.emplace_back(p, bytes);
+  bytes_ += bytes;
+  return p;
+}
+
+void TrainStep::release() {
+  if (stream_) cudaStreamSynchronize(stream_);
+  for (auto& a : allocs_) device_free(a.first, a.second);
+  allocs_.clear();
+  if (stream_) cudaStreamDestroy(stream_);
+  stream_ = nullptr;
+}
+
+TrainStep::~TrainStep() { release(); }
+
+TrainStep::TrainStep(ReplacementKind kind, const ReplacementSpec& spec,
+                     const std::array<const float*, kTrainRoles>& params, const float* inv_freq, bool use_cublaslt)
+    : kind_(kind), s_(spec), gemm_(use_cublaslt) {
+  const ReplacementSpec& s = s_;
+  const bool layer = kind == ReplacementKind::Layer;
+  check(kind == ReplacementKind::MLP || layer, "kind must be mlp (0) or layer (1)");
+  check(s.B > 0 && s.T > 0 && s.D > 0 && s.F > 0, "empty dimension in the spec");
+  if (layer) {
+    check(s.H > 0 && s.Hk > 0 && s.Dh > 0 && s.H % s.Hk == 0, "heads must be a positive multiple of kv_heads");
+    check(!s.use_rope || (s.Dh % 2 == 0 && inv_freq), "RoPE needs an even head_dim and inv_freq");
+  }
+  rope_ = layer && s.use_rope;
+  Q_ = s.H * s.Dh;
+  KV_ = s.Hk * s.Dh;
+  Nqkv_ = Q_ + 2 * KV_;
+  const size_t M = s.B * s.T, D = s.D, F = s.F;
+
+  // The MLP kind reads only the MLP's roles (attention entries are ignored, as on the CPU); gate.weight only when gated.
+  auto used = [&](int r) {
+    if (r == kRoleGateW) return s.gated;
+    if (r == kRoleMlpNormW || r == kRoleMlpNormB || r == kRoleUpW || r == kRoleUpB || r == kRoleDownW || r == kRoleDownB)
+      return true;
+    return layer;
+  };
+  for (int r : {kRoleUpW, kRoleDownW}) check(params[r] != nullptr, std::string(train_role_name(r)) + " is required");
+  if (s.gated) check(params[kRoleGateW] != nullptr, "gate.weight is required for a gated MLP");
+  else check(params[kRoleGateW] == nullptr, "gate.weight is given but the MLP is not gated");
+  if (layer)
+    for (int r : {kRoleQW, kRoleKW, kRoleVW, kRoleOW}) check(params[r] != nullptr, std::string(train_role_name(r)) + " is required");
+  check(s.layer_norm || (params[kRoleMlpNormB] == nullptr && (!layer || params[kRoleAttnNormB] == nullptr)),
+        "a norm bias needs LayerNorm");
+
+  // Layout: groups in this order, each starting 256-byte aligned; q/k/v weights (and biases) contiguous.
+  const std::vector<std::vector<int>> groups = {
+      {kRoleQW, kRoleKW, kRoleVW}, {kRoleQB, kRoleKB, kRoleVB}, {kRoleOW}, {kRoleOB}, {kRoleAttnNormW},
+      {kRoleAttnNormB}, {kRoleGateW}, {kRoleUpW}, {kRoleUpB}, {kRoleDownW}, {kRoleDownB}, {kRoleMlpNormW},
+      {kRoleMlpNormB}};
+  size_t off = 0;
+  for (const auto& grp : groups) {
+    off = align_up(off);
+    for (int r : grp) {
+      size_t rows = 0, cols = 0;
+      train_role_shape(s, r, &rows, &cols);
+      off_[r] = off;
+      numel_[r] = used(r) && params[r] ? rows * cols : 0;
+      off += numel_[r];
+    }
+  }
+  total_ = align_up(off);
+  // A partial set of q/k/v biases keeps the packed offsets: absent ones are simply not read.
+
+  try {
+    SL_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    params_ = static_cast<float*>(alloc(total_ * 4));
+    grads_ = static_cast<float*>(alloc(total_ * 4));
+    m_ = static_cast<float*>(alloc(total_ * 4));
+    v_ = static_cast<float*>(alloc(total_ * 4));
+    for (float* b : {params_, grads_, m_, v_}) SL_CUDA_CHECK(cudaMemsetAsync(b, 0, total_ * 4, stream_));
+    for (int r = 0; r < kTrainRoles; r++)
+      if (numel_[r])
+        SL_CUDA_CHECK(cudaMemcpyAsync(params_ + off_[r], params[r], numel_[r] * 4, cudaMemcpyHostToDevice, stream_));
+    if (layer) {
+      wqkv_ = static_cast<bf16*>(alloc(Nqkv_ * D * 2));
+      wo_ = static_cast<bf16*>(alloc(D * Q_ * 2));
+    }
+    if (s.gated) wgate_ = static_cast<bf16*>(alloc(F * D * 2));
+    wup_ = static_cast<bf16*>(alloc(F * D * 2));
+    wdown_ = static_cast<bf16*>(alloc(D * F * 2));
+
+    x_ = static_cast<float*>(alloc(M * D * 4));
+    target_ = static_cast<float*>(alloc(M * D * 4));
+    mask_ = static_cast<uint8_t*>(alloc(M));
+    pos_ = static_cast<int32_t*>(alloc(M * 4));
+    n2_bf_ = static_cast<bf16*>(alloc(M * D * 2));
+    mid_bf_ = static_cast<bf16*>(alloc(M * F * 2));
+    if (s.gated) gate_ = static_cast<float*>(alloc(M * F * 4));
+    up_ = static_cast<float*>(alloc(M * F * 4));
+    t_ = static_cast<float*>(alloc(M * D * 4));
+    y_ = static_cast<float*>(alloc(M * D * 4));
+    dy_ = static_cast<float*>(alloc(M * D * 4));
+    dy_bf_ = static_cast<bf16*>(alloc(M * D * 2));
+    dmid_ = static_cast<float*>(alloc(M * F * 4));
+    if (s.gated) {
+      dgate_ = static_cast<float*>(alloc(M * F * 4));
+      dgate_bf_ = static_cast<bf16*>(alloc(M * F * 2));
+    }
+    dup_ = static_cast<float*>(alloc(M * F * 4));
+    dup_bf_ = static_cast<bf16*>(alloc(M * F * 2));
+    dn_ = static_cast<float*>(alloc(M * D * 4));
+    loss_ = static_cast<double*>(alloc(sizeof(double)));
+    sumsq_ = static_cast<double*>(alloc(sizeof(double)));
+    if (layer) {
+      a_bf_ = static_cast<bf16*>(alloc(M * D * 2));
+      qkv_f_ = static_cast<float*>(alloc(M * Nqkv_ * 4));  // also dq | dk | dv in the backward
+      qkv_bf_ = static_cast<bf16*>(alloc(M * Nqkv_ * 2));
+      q_ = static_cast<float*>(alloc(M * Q_ * 4));
+      k_ = static_cast<float*>(alloc(M * KV_ * 4));
+      v_act_ = static_cast<float*>(alloc(M * KV_ * 4));
+      attn_bf_ = static_cast<bf16*>(alloc(M * Q_ * 2));
+      attn_ = static_cast<float*>(alloc(M * Q_ * 4));
+      lse_ = static_cast<float*>(alloc(s.B * s.H * s.T * 4));
+      h1_ = static_cast<float*>(alloc(M * D * 4));
+      dh_ = static_cast<float*>(alloc(M * D * 4));
+      dattn_ = static_cast<float*>(alloc(M * Q_ * 4));
+      dqkv_bf_ = static_cast<bf16*>(alloc(M * Nqkv_ * 2));
+      if (rope_) {
+        const size_t half = s.Dh / 2;
+        inv_freq_ = static_cast<float*>(alloc(half * 4));
+        cos_ = static_cast<float*>(alloc(M * half * 4));
+        sin_ = static_cast<float*>(alloc(M * half * 4));
+        SL_CUDA_CHECK(cudaMemcpyAsync(inv_freq_, inv_freq, half * 4, cudaMemcpyHostToDevice, stream_));
+      }
+    }
+    refresh_bf16();
+    SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  } catch (...) {
+    release();
+    throw;
+  }
+}
+
+void TrainStep::refresh_bf16() {
+  const size_t D = s_.D, F = s_.F;
+  if (wqkv_) cast_bf16(wqkv_, params_ + off_[kRoleQW], Nqkv_ * D, stream_);
+  if (wo_) cast_bf16(wo_, params_ + off_[kRoleOW], D * Q_, stream_);
+  if (wgate_) cast_bf16(wgate_, params_ + off_[kRoleGateW], F * D, stream_);
+  cast_bf16(wup_, params_ + off_[kRoleUpW], F * D, stream_);
+  cast_bf16(wdown_, params_ + off_[kRoleDownW], D * F, stream_);
+}
+
+void TrainStep::forward(const float* x, const int32_t* positions, const uint8_t* mask, size_t B) {
+  const ReplacementSpec& s = s_;
+  cudaStream_t st = stream_;
+  const size_t M = B * s.T, D = s.D, F = s.F;
+  const NormKind nk = s.layer_norm ? NormKind::Layer : NormKind::RMS;
+  const float* mlp_in = x;
+  if (kind_ == ReplacementKind::Layer) {
+    norm_rows(nk, nullptr, a_bf_, nullptr, x, nullptr, nullptr, p(kRoleAttnNormW), p(kRoleAttnNormB), DType::F32, M, D,
+              s.norm_eps, st);
+    gemm_.run(qkv_f_, DType::F32, a_bf_, wqkv_, M, Nqkv_, D, 0.f, st);
+    if (rope_) rope_tables(cos_, sin_, positions, inv_freq_, M, s.Dh / 2, s.rope_attention_scaling, st);
+    qkv_prepare_kernel<<<rows_grid(M), 256, 0, st>>>(qkv_bf_, q_, k_, v_act_, qkv_f_, p(kRoleQB), p(kRoleKB),
+                                                     p(kRoleVB), rope_ ? cos_ : nullptr, rope_ ? sin_ : nullptr, M,
+                                                     unsigned(s.H), unsigned(s.Hk), unsigned(s.Dh));
+    SL_LAUNCH_CHECK();
+    attention_forward_bf16(attn_bf_, Q_, lse_, qkv_bf_, Nqkv_, qkv_bf_ + Q_, qkv_bf_ + Q_ + KV_, Nqkv_, mask, B, s.T,
+                           s.H, s.Hk, s.Dh, s.attn_scale, st);
+    bf16_to_f32_kernel<<<grid_for(M * Q_, 256), 256, 0, st>>>(attn_, attn_bf_, M * Q_);
+    SL_LAUNCH_CHECK();
+    gemm_.run(t_, DType::F32, attn_bf_, wo_, M, D, Q_, 0.f, st);
+    // h1 = x + (o + o.bias); n2 = norm(h1) as the MLP's bf16 GEMM input
+    norm_rows(nk, nullptr, n2_bf_, h1_, x, t_, p(kRoleOB), p(kRoleMlpNormW), p(kRoleMlpNormB), DType::F32, M, D,
+              s.norm_eps, st);
+    mlp_in = h1_;
+  } else {
+    norm_rows(nk, nullptr, n2_bf_, nullptr, x, nullptr, nullptr, p(kRoleMlpNormW), p(kRoleMlpNormB), DType::F32, M, D,
+              s.norm_eps, st);
+  }
+  // MLP: up (+ bias) and gate in f32 (saved for the backward), the hidden activation through the f32 contract
+  // kernels (the CPU's formulas) and rounded once to bf16 for the down GEMM.
+  gemm_.run(up_, DType::F32, n2_bf_, wup_, M, F, D, 0.f, st);
+  if (p(kRoleUpB)) {
+    add_bias_kernel<<<rows_grid(M), 256, 0, st>>>(up_, p(kRoleUpB), M, unsigned(F));
+    SL_LAUNCH_CHECK();
+  }
+  if (s.gated) {
+    gemm_.run(gate_, DType::F32, n2_bf_, wgate_, M, F, D, 0.f, st);
+    gated_forward(dmid_, gate_, up_, M * F, s.act, st);
+  } else {
+    activation_forward(dmid_, up_, M * F, s.act, st);
+  }
+  cast_bf16(mid_bf_, dmid_, M * F, st);
+  gemm_.run(t_, DType::F32, mid_bf_, wdown_, M, D, F, 0.f, st);
+  residual_kernel<<<rows_grid(M), 256, 0, st>>>(y_, mlp_in, t_, p(kRoleDownB), M, unsigned(D));
+  SL_LAUNCH_CHECK();
+}
+
+// Parameter gradients of the MLP block for upstream dy; dx_accum (optional) += the gradient reaching x_in through the
+// norm (the layer's residual path).
+void TrainStep::mlp_backward(const float* dy, const float* x_in, float* dx_accum, size_t M) {
+  const ReplacementSpec& s = s_;
+  cudaStream_t st = stream_;
+  const size_t D = s.D, F = s.F;
+  cast_bf16(dy_bf_, dy, M * D, st);
+  colsum_add(g(kRoleDownB), dy, M, D, st);
+  gemm_.run_dw(g(kRoleDownW), dy_bf_, mid_bf_, M, D, F, st);
+  gemm_.run_dx(dmid_, dy_bf_, wdown_, M, D, F, 0.f, st);
+  SL_CUDA_CHECK(cudaMemsetAsync(dup_, 0, M * F * 4, st));
+  if (s.gated) {
+    SL_CUDA_CHECK(cudaMemsetAsync(dgate_, 0, M * F * 4, st));
+    gated_backward(dgate_, dup_, dmid_, gate_, up_, M * F, s.act, st);
+    cast_bf16(dgate_bf_, dgate_, M * F, st);
+  } else {
+    activation_backward(dup_, dmid_, up_, M * F, s.act, st);
+  }
+  cast_bf16(dup_bf_, dup_, M * F, st);
+  colsum_add(g(kRoleUpB), dup_, M, F, st);
+  gemm_.run_dw(g(kRoleUpW), dup_bf_, n2_bf_, M, F, D, st);
+  gemm_.run_dx(dn_, dup_bf_, wup_, M, F, D, 0.f, st);
+  if (s.gated) {
+    gemm_.run_dw(g(kRoleGateW), dgate_bf_, n2_bf_, M, F, D, st);
+    gemm_.run_dx(dn_, dgate_bf_, wgate_, M, F, D, 1.f, st);
+  }
+  if (s.layer_norm)
+    layernorm_backward(dx_accum, g(kRoleMlpNormW), g(kRoleMlpNormB), dn_, x_in, p(kRoleMlpNormW), M, D, s.norm_eps, st);
+  else
+    rmsnorm_backward(dx_accum, g(kRoleMlpNormW), dn_, x_in, p(kRoleMlpNormW), M, D, s.norm_eps, st);
+}
+
+void TrainStep::backward(const float* x, const uint8_t* mask, size_t B) {
+  const ReplacementSpec& s = s_;
+  cudaStream_t st = stream_;
+  const size_t M = B * s.T, D = s.D;
+  if (kind_ == ReplacementKind::MLP) {
+    mlp_backward(dy_, x, nullptr, M);
+    return;
+  }
+  // dL/dh1 = dy (residual) + the MLP path through its norm
+  SL_CUDA_CHECK(cudaMemcpyAsync(dh_, dy_, M * D * 4, cudaMemcpyDeviceToDevice, st));
+  mlp_backward(dy_, h1_, dh_, M);
+
+  cast_bf16(dy_bf_, dh_, M * D, st);  // dy_bf_ is free again: the o-projection's upstream gradient
+  colsum_add(g(kRoleOB), dh_, M, D, st);
+  gemm_.run_dw(g(kRoleOW), dy_bf_, attn_bf_, M, D, Q_, st);
+  gemm_.run_dx(dattn_, dy_bf_, wo_, M, D, Q_, 0.f, st);
+  float* dq = qkv_f_;  // the forward's f32 GEMM output is dead by now
+  float* dk = dq + M * Q_;
+  float* dv = dk + M * KV_;
+  attention_backward(dq, dk, dv, dattn_, q_, k_, v_act_, attn_, lse_, mask, B, s.T, s.H, s.Hk, s.Dh, s.attn_scale, st);
+  if (rope_) {
+    rope_backward(dq, cos_, sin_, M, s.H, s.Dh, st);
+    rope_backward(dk, cos_, sin_, M, s.Hk, s.Dh, st);
+  }
+  colsum_add(g(kRoleQB), dq, M, Q_, st);
+  colsum_add(g(kRoleKB), dk, M, KV_, st);
+  colsum_add(g(kRoleVB), dv, M, KV_, st);
+  pack_bf16_kernel<<<rows_grid(M), 256, 0, st>>>(dqkv_bf_, dq, unsigned(Q_), dk, unsigned(KV_), dv, unsigned(KV_), M);
+  SL_LAUNCH_CHECK();
+  // q/k/v weight gradients are contiguous in grads_: one dW GEMM.
+  gemm_.run_dw(grads_ + off_[kRoleQW], dqkv_bf_, a_bf_, M, Nqkv_, D, st);
+  if (p(kRoleAttnNormW) || p(kRoleAttnNormB)) {
+    gemm_.run_dx(dn_, dqkv_bf_, wqkv_, M, Nqkv_, D, 0.f, st);
+    if (s.layer_norm)
+      layernorm_backward(nullptr, g(kRoleAttnNormW), g(kRoleAttnNormB), dn_, x, p(kRoleAttnNormW), M, D, s.norm_eps, st);
+    else
+      rmsnorm_backward(nullptr, g(kRoleAttnNormW), dn_, x, p(kRoleAttnNormW), M, D, s.norm_eps, st);
+  }
+}
+
+void TrainStep::enqueue_step(const float* x, const float* target, const int32_t* positions, const uint8_t* key_mask,
+                             size_t batch, float grad_scale) {
+  check(batch > 0 && batch <= s_.B, "batch must be in [1, spec.B]");
+  check(!rope_ || positions, "positions are required for a layer with RoPE");
+  const size_t M = batch * s_.T;
+  forward(x, positions, key_mask, batch);
+  mse_forward_backward(dy_, loss_, y_, target, M, s_.D, key_mask, stream_);
+  if (grad_scale != 1.f) {
+    scale_kernel<<<grid_for(M * s_.D, 256), 256, 0, stream_>>>(dy_, grad_scale, M * s_.D);
+    SL_LAUNCH_CHECK();
+  }
+  backward(x, key_mask, batch);
+}
+
+double TrainStep::step(const float* x, const float* target, const int32_t* positions, const uint8_t* key_mask,
+                       size_t batch, float grad_scale) {
+  check(batch > 0 && batch <= s_.B, "batch must be in [1, spec.B]");
+  const size_t M = batch * s_.T, D = s_.D;
+  if (key_mask) {
+    size_t real = 0;
+    for (size_t m = 0; m < M; m++) real += key_mask[m] ? 1 : 0;
+    if (real == 0) return 0.0;  // the CPU step: nothing to learn from, no gradient
+    SL_CUDA_CHECK(cudaMemcpyAsync(mask_, key_mask, M, cudaMemcpyHostToDevice, stream_));
+  }
+  SL_CUDA_CHECK(cudaMemcpyAsync(x_, x, M * D * 4, cudaMemcpyHostToDevice, stream_));
+  SL_CUDA_CHECK(cudaMemcpyAsync(target_, target, M * D * 4, cudaMemcpyHostToDevice, stream_));
+  if (positions) SL_CUDA_CHECK(cudaMemcpyAsync(pos_, positions, M * 4, cudaMemcpyHostToDevice, stream_));
+  enqueue_step(x_, target_, positions ? pos_ : nullptr, key_mask ? mask_ : nullptr, batch, grad_scale);
+  double loss = 0;
+  SL_CUDA_CHECK(cudaMemcpyAsync(&loss, loss_, sizeof loss, cudaMemcpyDeviceToHost, stream_));
+  SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return loss;
+}
+
+void TrainStep::enqueue_apply(const AdamWOptions& opt, double max_norm) {
+  if (max_norm > 0) {
+    SL_CUDA_CHECK(cudaMemsetAsync(sumsq_, 0, sizeof(double), stream_));
+    grad_sumsq(sumsq_, grads_, total_, stream_);
+    clip_by_global_norm(grads_, total_, sumsq_, max_norm, stream_);
+  }
+  adamw_update(params_, grads_, m_, v_, total_, opt, stream_);
+  refresh_bf16();
+  zero_grad();
+}
+
+double TrainStep::apply(const AdamWOptions& opt, double max_norm) {
+  SL_CUDA_CHECK(cudaMemsetAsync(sumsq_, 0, sizeof(double), stream_));
+  grad_sumsq(sumsq_, grads_, total_, stream_);
+  double sumsq = 0;
+  SL_CUDA_CHECK(cudaMemcpyAsync(&sumsq, sumsq_, sizeof sumsq, cudaMemcpyDeviceToHost, stream_));
+  SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  const double norm = std::sqrt(sumsq);
+  if (!std::isfinite(norm)) return norm;
+  if (max_norm > 0) clip_by_global_norm(grads_, total_, sumsq_, max_norm, stream_);
+  adamw_update(params_, grads_, m_, v_, total_, opt, stream_);
+  refresh_bf16();
+  zero_grad();
+  SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return norm;
+}
+
+void TrainStep::zero_grad() { SL_CUDA_CHECK(cudaMemsetAsync(grads_, 0, total_ * 4, stream_)); }
+
+void TrainStep::get_param(int role, float* host) const {
+  check(has(role), std::string("no parameter ") + train_role_name(role));
+  SL_CUDA_CHECK(cudaMemcpyAsync(host, params_ + off_[role], numel_[role] * 4, cudaMemcpyDeviceToHost, stream_));
+  SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void TrainStep::get_grad(int role, float* host) const {
+  check(has(role), std::string("no parameter ") + train_role_name(role));
+  SL_CUDA_CHECK(cudaMemcpyAsync(host, grads_ + off_[role], numel_[role] * 4, cudaMemcpyDeviceToHost, stream_));
+  SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+}  // namespace cuda
+}  // namespace streamline

@@ -1,0 +1,114 @@
+// One optimiser step of an `mlp` or `layer` replacement on the GPU (issue 9): the semantics of the CPU step
+// (streamline::replacement_step, native/include/streamline/replacement.h) followed by clip_grad_norm and adamw_step
+// (train.h). Not here: the `lm` loss (frozen rest of the model), validation-only forwards, schedules (TypeScript).
+//
+// Precision: f32 master weights, gradients and Adam moments; bf16 copies of the four weight groups feed every GEMM
+// (bf16 operands, f32 accumulation through cuBLASLt: forward, dX and dW). Everything else is f32: the residual
+// stream, norms, RoPE, the MLP's gate/up values and their gradients, the loss (summed in f64). q, k, v are rounded to
+// bf16 once (after bias and RoPE) for the tensor-core attention, and the backward reads those same rounded values,
+// so the recomputed probabilities agree with the forward's log-sum-exp.
+//
+// Saved between forward and backward (the CPU saves the same quantities): normed inputs (bf16, the dW operands),
+// q/k/v (f32 of the rounded values), the attention output (bf16 and f32) and its lse, the residual after attention,
+// the MLP's gate and up values (f32) and its hidden activation (bf16).
+#pragma once
+#include <array>
+#include <utility>
+#include <vector>
+
+#include "common.cuh"
+#include "gemm.cuh"
+#include "streamline/replacement.h"
+#include "streamline/train.h"
+
+namespace streamline {
+namespace cuda {
+
+// Replacement roles (streamline::ReplacementRole), named apart from the decoder layer's Role enum of this namespace.
+constexpr int kTrainRoles = streamline::kRoleCount;
+// role_name / role_shape of replacement.h: streamline_cuda.so does not link the CPU core, so they are restated here
+// (the harness checks they agree).
+const char* train_role_name(int role);
+void train_role_shape(const ReplacementSpec& s, int role, size_t* rows, size_t* cols);
+
+class TrainStep {
+ public:
+  // spec: B is the largest micro-batch a step may take (buffers are sized for it); grad_scale is the default for
+  // step(). params[kTrainRoles]: host f32 arrays in the shapes of role_shape() (nullptr = absent; q/k/v/o weights for a
+  // layer and up/down (+ gate when gated) weights are required). inv_freq[Dh/2] (host) for a layer with RoPE.
+  // use_cublaslt = false runs every GEMM on the fallback kernel (tests).
+  TrainStep(ReplacementKind kind, const ReplacementSpec& spec, const std::array<const float*, kTrainRoles>& params,
+            const float* inv_freq, bool use_cublaslt = true);
+  ~TrainStep();
+  TrainStep(const TrainStep&) = delete;
+  TrainStep& operator=(const TrainStep&) = delete;
+
+  // One micro-batch from host memory: x, target [batch*T, D] f32; positions [batch*T] (layer with RoPE; may be
+  // nullptr otherwise); key_mask [batch*T] (nullptr = all real). Gradients += grad_scale * dloss/dparam; returns the
+  // loss (mean over real tokens' elements; 0 and no gradient when no token is real). batch <= spec.B. Synchronises.
+  double step(const float* x, const float* target, const int32_t* positions, const uint8_t* key_mask, size_t batch,
+              float grad_scale);
+  // The same on device pointers, asynchronous on stream(): the loss lands in loss_device(); the caller guarantees
+  // at least one real token (the benchmark).
+  void enqueue_step(const float* x, const float* target, const int32_t* positions, const uint8_t* key_mask,
+                    size_t batch, float grad_scale);
+  const double* loss_device() const { return loss_; }
+
+  // clip_grad_norm_(max_norm) (max_norm <= 0: no clipping) and one AdamW step on every parameter, then gradients are
+  // zeroed. Returns the norm before clipping. When it is not finite nothing is updated and the gradients are kept
+  // (the CPU trainer stops there with E_NUMERIC). Synchronises.
+  double apply(const AdamWOptions& opt, double max_norm);
+  // apply() without the finiteness check and the host round trip (benchmark).
+  void enqueue_apply(const AdamWOptions& opt, double max_norm);
+  void zero_grad();
+
+  bool has(int role) const { return role >= 0 && role < kTrainRoles && numel_[role] > 0; }
+  size_t numel(int role) const { return numel_[role]; }
+  void get_param(int role, float* host) const;  // f32 master weights (synchronises)
+  void get_grad(int role, float* host) const;   // accumulated gradient (synchronises)
+  cudaStream_t stream() const { return stream_; }
+  bool uses_cublaslt() const { return gemm_.uses_cublaslt(); }
+  size_t device_bytes() const { return bytes_; }
+
+ private:
+  void* alloc(size_t bytes);
+  void release();
+  void refresh_bf16();
+  void forward(const float* x, const int32_t* positions, const uint8_t* mask, size_t B);
+  void backward(const float* x, const uint8_t* mask, size_t B);
+  void mlp_backward(const float* dy, const float* x_in, float* dx_accum, size_t M);
+  const float* p(int role) const { return numel_[role] ? params_ + off_[role] : nullptr; }
+  float* g(int role) const { return numel_[role] ? grads_ + off_[role] : nullptr; }
+
+  ReplacementKind kind_;
+  ReplacementSpec s_;
+  Gemm gemm_;
+  cudaStream_t stream_ = nullptr;
+  std::vector<std::pair<void*, size_t>> allocs_;
+  size_t bytes_ = 0;
+  // f32 master state: one flat array each, every role at the same offset in all four (groups 256-byte aligned;
+  // q/k/v weights contiguous so one dW GEMM fills them); padding stays zero through AdamW.
+  size_t total_ = 0;
+  std::array<size_t, kTrainRoles> off_{}, numel_{};
+  float *params_ = nullptr, *grads_ = nullptr, *m_ = nullptr, *v_ = nullptr;
+  // bf16 GEMM copies
+  bf16 *wqkv_ = nullptr, *wo_ = nullptr, *wgate_ = nullptr, *wup_ = nullptr, *wdown_ = nullptr;
+  // inputs
+  float *x_ = nullptr, *target_ = nullptr, *inv_freq_ = nullptr, *cos_ = nullptr, *sin_ = nullptr;
+  int32_t* pos_ = nullptr;
+  uint8_t* mask_ = nullptr;
+  // saved activations
+  bf16 *a_bf_ = nullptr, *qkv_bf_ = nullptr, *attn_bf_ = nullptr, *n2_bf_ = nullptr, *mid_bf_ = nullptr;
+  float *q_ = nullptr, *k_ = nullptr, *v_act_ = nullptr, *attn_ = nullptr, *lse_ = nullptr, *h1_ = nullptr;
+  float *gate_ = nullptr, *up_ = nullptr;
+  // scratch
+  float *qkv_f_ = nullptr, *t_ = nullptr, *y_ = nullptr, *dy_ = nullptr, *dh_ = nullptr, *dmid_ = nullptr;
+  float *dgate_ = nullptr, *dup_ = nullptr, *dn_ = nullptr, *dattn_ = nullptr;
+  bf16 *dy_bf_ = nullptr, *dgate_bf_ = nullptr, *dup_bf_ = nullptr, *dqkv_bf_ = nullptr;
+  double *loss_ = nullptr, *sumsq_ = nullptr;
+  size_t Q_ = 0, KV_ = 0, Nqkv_ = 0;
+  bool rope_ = false;
+};
+
+}  // namespace cuda
+}  // namespace streamline

@@ -1,0 +1,288 @@
+// Training-step checks (issue 9): the GPU TrainStep against the CPU step (streamline::replacement_step, then
+// clip_grad_norm and adamw_step) for the mlp replacement (SwiGLU/RMSNorm; OPT-style ReLU with LayerNorm and biases)
+// and the layer replacement (GQA with RoPE and a padded batch; an odd-sized OPT-style layer with every bias), on the
+// fallback GEMM and on cuBLASLt; a 30-step training run whose loss curve must follow the CPU's within 1 %. The real
+// checkpoint window and the C API are in train_real.cpp. The CPU half (--cpu-selftest) measures what bf16 rounding of
+// weights and inputs alone does to the CPU step, the evidence behind the tolerances.
+#include "cublaslt_loader.h"
+#include "train_util.h"
+
+namespace harness {
+
+using namespace tr;
+
+namespace {
+
+void check_case(const Case& c, bool use_lt) {
+  Rng r(1000 + uint64_t(c.s.D));
+  const Params p0 = make_params(c, r);
+  const std::vector<float> inv = inv_freq(c);
+  const Batch b1 = make_batch(c, c.s.B, r, nullptr, inv), b2 = make_batch(c, c.s.B - 1, r, nullptr, inv);
+  const std::string nm = fmt("%s (%s)", c.name, use_lt ? "cublaslt" : "fallback");
+  const float w1 = float(c.s.B) / float(2 * c.s.B - 1), w2 = float(c.s.B - 1) / float(2 * c.s.B - 1);
+
+  Params pc = p0, gc = zeros_like(p0), mc = zeros_like(p0), vc = zeros_like(p0);
+  const double lc1 = cpu_step(c, pc, gc, b1, inv, w1), lc2 = cpu_step(c, pc, gc, b2, inv, w2);
+
+  sc::TrainStep t(c.kind, c.s, gpu_view(p0), c.s.use_rope ? inv.data() : nullptr, use_lt);
+  const double lg1 = gpu_step(t, b1, w1), lg2 = gpu_step(t, b2, w2);
+  const double lerr = std::max(std::fabs(lg1 - lc1) / lc1, std::fabs(lg2 - lc2) / lc2);
+  record("train", nm + ": loss of two micro-batches", lerr <= kTolTrainLoss, lerr, kTolTrainLoss,
+         fmt("gpu %.6g %.6g cpu %.6g %.6g", lg1, lg2, lc1, lc2));
+  Params gg = gpu_grads(t, p0);
+  std::string worst;
+  Compare gerr = worst_role(gg, gc, &worst, kGradFloor);
+  record("train", nm + ": accumulated gradients (worst role)", gerr.nan_mismatch == 0 && gerr.rel_l2 <= kTolTrainGrad,
+         gerr.rel_l2, kTolTrainGrad, worst);
+
+  // The optimiser on its own: the CPU's clip + AdamW applied to the GPU's gradients must give the GPU's update.
+  Params pe = p0, ge = gg, me = zeros_like(p0), ve = zeros_like(p0);
+  streamline::AdamWOptions opt;
+  opt.lr = 1e-3;
+  opt.weight_decay = 1e-2;
+  opt.step = 1;
+  double sumsq = 0;
+  for (const auto& x : gg)
+    for (float v : x) sumsq += double(v) * v;
+  const double clip = 0.5 * std::sqrt(sumsq);  // clipping active
+  const double norm_e = cpu_apply(pe, ge, me, ve, opt, clip);
+  const double norm_g = t.apply(opt, clip);
+  const double nerr = std::fabs(norm_g - norm_e) / norm_e;
+  record("train", nm + ": gradient norm before clipping", nerr <= kTolTrainNorm, nerr, kTolTrainNorm);
+  Params pg = gpu_params(t, p0);
+  Compare perr = worst_role(pg, pe, &worst);
+  record("train", nm + ": clip + AdamW vs the CPU on the same gradients", perr.nan_mismatch == 0 && perr.rel_l2 <= kTolExactish,
+         perr.rel_l2, kTolExactish, worst);
+  Params gz = gpu_grads(t, p0);
+  bool zero = true;
+  for (const auto& x : gz)
+    for (float v : x) zero = zero && v == 0.f;
+  record("train", nm + ": gradients zeroed after apply", zero, 0, 0);
+  // End to end against the CPU's own step: the update (p1 - p0) over all parameters together. Adam's first step is
+  // close to -lr * sign(g), so elements whose gradient is within the rounding noise of zero flip (all of k.bias
+  // without RoPE, whose gradient is exactly zero): a loose bound on the whole update, not per role.
+  cpu_apply(pc, gc, mc, vc, opt, clip);
+  Params dg = pg, dc = pc;
+  for (int k = 0; k < kRoles; k++)
+    for (size_t i = 0; i < dg[k].size(); i++) {
+      dg[k][i] -= p0[k][i];
+      dc[k][i] -= p0[k][i];
+    }
+  double num = 0, den = 0;
+  size_t nan = 0;
+  for (int k = 0; k < kRoles; k++)
+    for (size_t i = 0; i < dg[k].size(); i++) {
+      const double d = double(dg[k][i]) - dc[k][i];
+      nan += std::isnan(d) ? 1 : 0;
+      num += std::isnan(d) ? 0 : d * d;
+      den += double(dc[k][i]) * dc[k][i];
+    }
+  const double derr = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  record("train", nm + ": update vs the CPU's full step (all parameters)", nan == 0 && derr <= kTolTrainUpdate, derr,
+         kTolTrainUpdate);
+}
+
+// Edge cases: a batch without a real token (loss 0, no gradient, as on the CPU) and a NaN input on a real token (the
+// loss is NaN on both, and apply leaves the weights alone).
+void check_edges(bool use_lt) {
+  const Case c = cases()[2];
+  Rng r(77);
+  const Params p0 = make_params(c, r);
+  const std::vector<float> inv = inv_freq(c);
+  Batch b = make_batch(c, c.s.B, r, nullptr, inv);
+  sc::TrainStep t(c.kind, c.s, gpu_view(p0), inv.data(), use_lt);
+  Batch empty = b;
+  std::fill(empty.mask.begin(), empty.mask.end(), 0);
+  const double l0 = gpu_step(t, empty, 1.f);
+  Params g0 = gpu_grads(t, p0);
+  bool zero = true;
+  for (const auto& x : g0)
+    for (float v : x) zero = zero && v == 0.f;
+  record("train", "no real token: loss 0 and no gradient (as the CPU)", l0 == 0.0 && zero, l0, 0);
+  Batch bn = b;
+  bn.x[3 * c.s.D + 5] = NAN;  // token 3 of row 0 is real
+  Params gc = zeros_like(p0);
+  const double lc = cpu_step(c, p0, gc, bn, inv, 1.f);
+  const double lg = gpu_step(t, bn, 1.f);
+  record("train", "NaN in a real token: NaN loss on GPU and CPU", std::isnan(lg) && std::isnan(lc), 0, 0,
+         fmt("gpu %g cpu %g", lg, lc));
+  streamline::AdamWOptions opt;
+  const double n = t.apply(opt, 1.0);
+  Params pg = gpu_params(t, p0);
+  std::string role;
+  Compare same = worst_role(pg, p0, &role);
+  record("train", "non-finite gradient norm: apply updates nothing", !std::isfinite(n) && same.rel_l2 == 0 &&
+         same.nan_mismatch == 0, same.rel_l2, 0);
+}
+
+// 30 optimiser steps (two micro-batches each) on fixed random data towards a teacher of the same architecture: GPU
+// and CPU loss curves within kTolTrainCurve of each other at every step.
+void check_training_run(const Case& c, bool use_lt) {
+  Rng r(4242);
+  const Params p0 = make_params(c, r), teacher = make_params(c, r);
+  const std::vector<float> inv = inv_freq(c);
+  std::vector<Batch> data;
+  for (int i = 0; i < 4; i++) data.push_back(make_batch(c, c.s.B, r, &teacher, inv));
+  Params pc = p0, gc = zeros_like(p0), mc = zeros_like(p0), vc = zeros_like(p0);
+  sc::TrainStep t(c.kind, c.s, gpu_view(p0), c.s.use_rope ? inv.data() : nullptr, use_lt);
+  const int steps = 30;
+  double worst = 0, first = 0, last = 0;
+  for (int k = 0; k < steps; k++) {
+    const Batch& a = data[size_t(2 * k) % 4];
+    const Batch& b = data[size_t(2 * k + 1) % 4];
+    const double lc = 0.5 * (cpu_step(c, pc, gc, a, inv, 0.5f) + cpu_step(c, pc, gc, b, inv, 0.5f));
+    const double lg = 0.5 * (gpu_step(t, a, 0.5f) + gpu_step(t, b, 0.5f));
+    streamline::AdamWOptions opt;
+    opt.lr = 1e-3;
+    opt.step = k + 1;
+    cpu_apply(pc, gc, mc, vc, opt, 1.0);
+    t.apply(opt, 1.0);
+    worst = std::max(worst, std::fabs(lg - lc) / lc);
+    if (k == 0) first = lc;
+    last = lc;
+  }
+  record("train", fmt("%s (%s): 30-step loss curve vs CPU", c.name, use_lt ? "cublaslt" : "fallback"),
+         worst <= kTolTrainCurve, worst, kTolTrainCurve, fmt("CPU loss %.4g -> %.4g", first, last));
+}
+
+}  // namespace
+
+void run_train_step_checks(bool use_cublaslt) {
+  auto guard = [](const std::string& name, auto&& fn) {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      record("train", name + ": uncaught exception", false, NAN, 0, e.what());
+    }
+  };
+  for (const Case& c : cases()) {
+    guard(std::string(c.name) + " (fallback)", [&] { check_case(c, false); });
+    if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_case(c, true); });
+  }
+  guard("edges", [&] { check_edges(use_cublaslt); });
+}
+
+void run_train_curve_checks(bool use_cublaslt, bool quick, const std::string& model_dir) {
+  auto guard = [](const std::string& name, auto&& fn) {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      record("train", name + ": uncaught exception", false, NAN, 0, e.what());
+    }
+  };
+  guard("training run", [&] { check_training_run(cases()[2], use_cublaslt); });
+  if (!quick) guard("training run mlp", [&] { check_training_run(cases()[1], use_cublaslt); });
+  if (!model_dir.empty()) guard("real window", [&] { check_window(model_dir, use_cublaslt); });
+}
+
+void run_train_checks(bool quick, const std::string& model_dir) {
+  std::printf("train checks%s\n", quick ? " (quick)" : "");
+  auto guard = [](const std::string& name, auto&& fn) {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      record("train", name + ": uncaught exception", false, NAN, 0, e.what());
+    }
+  };
+  const bool lt = sc::lt::api() != nullptr;
+  run_train_step_checks(lt);
+  run_train_curve_checks(lt, quick, model_dir);
+  guard("C API", [] { check_capi_train(); });
+  std::fflush(stdout);
+}
+
+// CPU half: the restated role tables agree with replacement.h, and what rounding weights and inputs to bf16 does
+// to the CPU step (loss, gradients, a 30-step curve), the scale the GPU tolerances are set against.
+int cpu_train_selftest(const std::string& model_dir) {
+  int fail = 0;
+  auto expect = [&](bool ok, const std::string& what) {
+    fail += ok ? 0 : 1;
+    std::printf("%s cpu-selftest: %s\n", ok ? "ok  " : "FAIL", what.c_str());
+  };
+  {
+    const ReplacementSpec s = cases()[3].s;
+    bool same = true;
+    for (int r = 0; r < kRoles; r++) {
+      size_t a = 0, b = 0, c = 0, d = 0;
+      streamline::role_shape(s, r, &a, &b);
+      sc::train_role_shape(s, r, &c, &d);
+      same = same && a == c && b == d && std::string(streamline::role_name(r)) == sc::train_role_name(r);
+    }
+    expect(same, "train role names and shapes agree with replacement.h");
+  }
+  auto round_params = [](Params p) {
+    for (auto& x : p)
+      if (!x.empty()) x = round_bf16(x);
+    return p;
+  };
+  for (const Case& c : cases()) {
+    Rng r(1000 + uint64_t(c.s.D));
+    const Params p0 = make_params(c, r);
+    const std::vector<float> inv = inv_freq(c);
+    Batch b = make_batch(c, c.s.B, r, nullptr, inv);
+    Params g32 = zeros_like(p0), g16 = zeros_like(p0);
+    const double l32 = cpu_step(c, p0, g32, b, inv, 1.f);
+    Batch b16 = b;
+    b16.x = round_bf16(b.x);
+    const double l16 = cpu_step(c, round_params(p0), g16, b16, inv, 1.f);
+    std::string worst;
+    Compare e = worst_role(g16, g32, &worst, kGradFloor);
+    const double lerr = std::fabs(l16 - l32) / l32;
+    std::printf("     cpu-selftest: %s: bf16-rounded weights and input change the loss by %.2e, gradients by %.2e (%s)\n",
+                c.name, lerr, e.rel_l2, worst.c_str());
+    // The first AdamW update from each gradient (same clip), compared over all parameters.
+    Params pa = p0, pb = p0, ma = zeros_like(p0), va = ma, mb = ma, vb = ma;
+    streamline::AdamWOptions opt;
+    opt.lr = 1e-3;
+    opt.weight_decay = 1e-2;
+    cpu_apply(pa, g32, ma, va, opt, 1.0);
+    cpu_apply(pb, g16, mb, vb, opt, 1.0);
+    double num = 0, den = 0;
+    for (int k = 0; k < kRoles; k++)
+      for (size_t i = 0; i < pa[k].size(); i++) {
+        const double d = double(pb[k][i]) - pa[k][i], u = double(pa[k][i]) - p0[k][i];
+        num += d * d;
+        den += u * u;
+      }
+    const double uerr = std::sqrt(num / den);
+    std::printf("     cpu-selftest: %s: first AdamW update from those gradients differs by %.2e (all parameters)\n",
+                c.name, uerr);
+    expect(lerr < kTolTrainLoss && e.rel_l2 < kTolTrainGrad && uerr < kTolTrainUpdate,
+           fmt("%s: bf16 rounding of weights and input alone stays inside the GPU tolerances", c.name));
+  }
+  // The 30-step run of check_training_run with gradients taken at bf16-rounded weights (f32 masters updated), as the
+  // GPU does, against the f32 CPU run.
+  for (int ci : {2, 1}) {
+    const Case c = cases()[size_t(ci)];
+    Rng r(4242);
+    const Params p0 = make_params(c, r), teacher = make_params(c, r);
+    const std::vector<float> inv = inv_freq(c);
+    std::vector<Batch> data;
+    for (int i = 0; i < 4; i++) data.push_back(make_batch(c, c.s.B, r, &teacher, inv));
+    Params pa = p0, ga = zeros_like(p0), ma = zeros_like(p0), va = zeros_like(p0);
+    Params pb = p0, gb = zeros_like(p0), mb = zeros_like(p0), vb = zeros_like(p0);
+    double worst = 0, first = 0, last = 0;
+    for (int k = 0; k < 30; k++) {
+      const Batch& a = data[size_t(2 * k) % 4];
+      const Batch& b = data[size_t(2 * k + 1) % 4];
+      const double la = 0.5 * (cpu_step(c, pa, ga, a, inv, 0.5f) + cpu_step(c, pa, ga, b, inv, 0.5f));
+      const Params pr = round_params(pb);
+      const double lb = 0.5 * (cpu_step(c, pr, gb, a, inv, 0.5f) + cpu_step(c, pr, gb, b, inv, 0.5f));
+      streamline::AdamWOptions opt;
+      opt.lr = 1e-3;
+      opt.step = k + 1;
+      cpu_apply(pa, ga, ma, va, opt, 1.0);
+      cpu_apply(pb, gb, mb, vb, opt, 1.0);
+      worst = std::max(worst, std::fabs(lb - la) / la);
+      if (k == 0) first = la;
+      last = la;
+    }
+    std::printf("     cpu-selftest: %s: 30-step curve with bf16 weights in the step differs by at most %.2e "
+                "(loss %.4g -> %.4g)\n", c.name, worst, first, last);
+    expect(worst < kTolTrainCurve, fmt("%s: bf16 weights alone keep the 30-step curve within the GPU tolerance", c.name));
+  }
+  if (!model_dir.empty()) tr::window_selftest(model_dir, expect);
+  return fail;
+}
+
+}  // namespace harness

@@ -1,0 +1,249 @@
+// Training-step checks on a real checkpoint and through the C API (see train_check.cpp for the synthetic cases):
+// a layer replacement initialised from kjv-llama's layer 7 on its real boundary states (h[7] -> h[9]), and
+// streamline_cuda.so's train_* functions through dlopen against the in-process TrainStep.
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include "cpu_ref.h"
+#include "cublaslt_loader.h"
+#include "layer_util.h"
+#include "safetensors.h"
+#include "streamline_cuda.h"
+#include "train_util.h"
+
+namespace harness {
+namespace tr {
+
+using streamline::DType;
+
+void check_capi_train() {
+  char exe[4096];
+  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  std::string dir = n > 0 ? std::string(exe, size_t(n)) : std::string(".");
+  dir = dir.substr(0, dir.rfind('/'));
+  const std::string so = dir + "/streamline_cuda.so";
+  void* h = dlopen(so.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    record("train", "C API: dlopen " + so, false, 0, 0, dlerror());
+    return;
+  }
+#define SYM(name) auto name = reinterpret_cast<decltype(&::name)>(dlsym(h, #name))
+  SYM(streamline_cuda_train_create); SYM(streamline_cuda_train_destroy); SYM(streamline_cuda_train_step);
+  SYM(streamline_cuda_train_apply); SYM(streamline_cuda_train_get_params); SYM(streamline_cuda_train_get_grads);
+  SYM(streamline_cuda_last_error);
+#undef SYM
+  if (!streamline_cuda_train_create || !streamline_cuda_train_destroy || !streamline_cuda_train_step ||
+      !streamline_cuda_train_apply || !streamline_cuda_train_get_params || !streamline_cuda_train_get_grads ||
+      !streamline_cuda_last_error) {
+    record("train", "C API: symbols", false, 0, 0, "missing exports in " + so);
+    dlclose(h);
+    return;
+  }
+  const Case c = cases()[2];
+  Rng r(5150);
+  const Params p0 = make_params(c, r);
+  const std::vector<float> inv = inv_freq(c);
+  const Batch b = make_batch(c, c.s.B, r, nullptr, inv);
+  const bool lt = sc::lt::api() != nullptr;
+  // The in-process class as the reference: the same code, so the results must be identical.
+  sc::TrainStep t(c.kind, c.s, gpu_view(p0), inv.data(), lt);
+  const double lref = gpu_step(t, b, 1.f);
+  Params gref = gpu_grads(t, p0);
+  streamline::AdamWOptions opt;
+  opt.lr = 2e-4;
+  const double nref = t.apply(opt, 5.0);
+  Params pref = gpu_params(t, p0);
+
+  streamline_cuda_train_spec s{};
+  s.batch = int64_t(c.s.B); s.seq_len = int64_t(c.s.T); s.hidden = int64_t(c.s.D); s.heads = int64_t(c.s.H);
+  s.kv_heads = int64_t(c.s.Hk); s.head_dim = int64_t(c.s.Dh); s.intermediate = int64_t(c.s.F);
+  s.norm = 0; s.activation = 0; s.gated = 1; s.use_rope = 1; s.use_cublaslt = lt ? 1 : 0;
+  s.norm_eps = c.s.norm_eps; s.attn_scale = 0.f; s.rope_attention_scaling = 1.f;
+  const float* hp[STREAMLINE_CUDA_TRAIN_ROLES];
+  for (int k = 0; k < kRoles; k++) hp[k] = p0[k].empty() ? nullptr : p0[k].data();
+  streamline_cuda_train* tr = nullptr;
+  double loss = 0, norm = 0;
+  bool ok = streamline_cuda_train_create(1, &s, hp, inv.data(), &tr) == 0 &&
+            streamline_cuda_train_step(tr, b.x.data(), b.target.data(), b.pos.data(), b.mask.data(), int64_t(b.B), 1.f,
+                                       &loss) == 0;
+  Params g = zeros_like(p0), p = zeros_like(p0);
+  for (int k = 0; k < kRoles && ok; k++)
+    if (!g[k].empty()) ok = streamline_cuda_train_get_grads(tr, k, g[k].data(), int64_t(g[k].size())) == 0;
+  streamline_cuda_adamw o{opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay, 5.0, 1};
+  ok = ok && streamline_cuda_train_apply(tr, &o, &norm) == 0;
+  for (int k = 0; k < kRoles && ok; k++)
+    if (!p[k].empty()) ok = streamline_cuda_train_get_params(tr, k, p[k].data(), int64_t(p[k].size())) == 0;
+  record("train", "C API: create / step / get_grads / apply / get_params through dlopen", ok, 0, 0,
+         ok ? "" : streamline_cuda_last_error());
+  if (ok) {
+    std::string w;
+    const Compare cg = worst_role(g, gref, &w), cp = worst_role(p, pref, &w);
+    record("train", "C API: same loss, gradients, norm and weights as the in-process step",
+           loss == lref && norm == nref && cg.rel_l2 == 0 && cp.rel_l2 == 0 && cg.nan_mismatch == 0 && cp.nan_mismatch == 0,
+           std::max(cg.rel_l2, cp.rel_l2), 0);
+  }
+  std::vector<float> tmp(10);
+  const int bad = tr ? streamline_cuda_train_get_params(tr, STREAMLINE_CUDA_TRAIN_Q_W, tmp.data(), 10) : 0;
+  std::string msg = streamline_cuda_last_error();
+  record("train", "C API: wrong numel returns -1 naming the role", bad == -1 && msg.find("q.weight") != std::string::npos, 0, 0, msg);
+  const int bad2 = tr ? streamline_cuda_train_get_params(tr, STREAMLINE_CUDA_TRAIN_UP_B, tmp.data(), 10) : 0;
+  msg = streamline_cuda_last_error();
+  record("train", "C API: an absent role returns -1", bad2 == -1 && msg.find("up.bias") != std::string::npos, 0, 0, msg);
+  streamline_cuda_train* t2 = nullptr;
+  const int bad3 = streamline_cuda_train_create(7, &s, hp, inv.data(), &t2);
+  msg = streamline_cuda_last_error();
+  record("train", "C API: a bad kind returns -1 with a message", bad3 == -1 && !t2 && msg.find("kind") != std::string::npos, 0, 0, msg);
+  hp[STREAMLINE_CUDA_TRAIN_GATE_W] = nullptr;
+  const int bad4 = streamline_cuda_train_create(1, &s, hp, inv.data(), &t2);
+  msg = streamline_cuda_last_error();
+  record("train", "C API: a missing gate.weight is rejected", bad4 == -1 && msg.find("gate.weight") != std::string::npos, 0, 0, msg);
+  if (tr) streamline_cuda_train_destroy(tr);
+  dlclose(h);
+}
+
+// A Llama checkpoint's window [7, 9): the layer replacement initialised from layer 7 (the official default) and
+// trained on R(h[7]) ~ h[9], the boundary states of random token batches through the f32 CPU layers.
+struct RealWindow {
+  Case c;
+  Params p0;
+  std::vector<float> inv;
+  std::vector<Batch> data;
+  double layer7_err = 0;  // replacement_forward(layer 7) vs the reference layer on h[7]: the role mapping is right
+};
+
+bool load_window(const std::string& dir, RealWindow& w) {
+  Json cfg = parse_json(read_text_file(dir + "/config.json"));
+  const Json* mt = cfg.get("model_type");
+  if (!mt || mt->kind != Json::String || mt->str != "llama") return false;
+  SafeTensors st(dir + "/model.safetensors");
+  const size_t D = size_t(cfg.number_or("hidden_size", 0)), L = size_t(cfg.number_or("num_hidden_layers", 0));
+  const size_t H = size_t(cfg.number_or("num_attention_heads", 0));
+  const size_t Hk = size_t(cfg.number_or("num_key_value_heads", double(H)));
+  const size_t Dh = size_t(cfg.number_or("head_dim", double(D / H))), F = size_t(cfg.number_or("intermediate_size", 0));
+  const size_t V = size_t(cfg.number_or("vocab_size", 0));
+  const float eps = float(cfg.number_or("rms_norm_eps", 1e-6));
+  if (L < 9 || !D || !H || !F || !V) return false;
+  const size_t B = 2, T = 64;
+  ref::LayerSpecRef ls{B, T, D, H, Hk, Dh, F, Dh, true, true, true, true, false, Activation::SiLU, eps, 1.f / std::sqrt(float(Dh))};
+  Inputs in = make_inputs(ls, cfg.number_or("rope_theta", 10000.0));
+  w.c = Case{"kjv-llama layer 7 window [7, 9)", ReplacementKind::Layer,
+             spec(B, T, D, H, Hk, Dh, F, false, Activation::SiLU, true, true), false};
+  w.c.s.norm_eps = eps;
+  w.inv = in.inv;
+  const char* names[] = {"input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                         "self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight",
+                         "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"};
+  const int roles[] = {streamline::kRoleAttnNormW, streamline::kRoleQW, streamline::kRoleKW, streamline::kRoleVW,
+                       streamline::kRoleOW, streamline::kRoleMlpNormW, streamline::kRoleGateW, streamline::kRoleUpW,
+                       streamline::kRoleDownW};
+  auto layer = [&](size_t k) {
+    Params p;
+    for (int i = 0; i < 9; i++) {
+      const StTensor* t = st.find("model.layers." + std::to_string(k) + "." + names[i]);
+      if (!t) throw std::runtime_error(dir + ": no " + names[i] + " in layer " + std::to_string(k));
+      DType dt;
+      if (!t->has_dtype(&dt)) throw std::runtime_error("unsupported dtype " + t->dtype);
+      p[roles[i]].resize(t->numel());
+      for (size_t j = 0; j < t->numel(); j++) p[roles[i]][j] = ref::wget(t->data, dt, j);
+    }
+    return p;
+  };
+  auto weights_ref = [](const Params& p) {
+    ref::LayerWeightsRef lw;
+    lw.n1w = p[streamline::kRoleAttnNormW]; lw.qw = p[streamline::kRoleQW]; lw.kw = p[streamline::kRoleKW];
+    lw.vw = p[streamline::kRoleVW]; lw.ow = p[streamline::kRoleOW]; lw.n2w = p[streamline::kRoleMlpNormW];
+    lw.gw = p[streamline::kRoleGateW]; lw.uw = p[streamline::kRoleUpW]; lw.dw = p[streamline::kRoleDownW];
+    return lw;
+  };
+  const StTensor* emb = st.find("model.embed_tokens.weight");
+  if (!emb) throw std::runtime_error(dir + ": no model.embed_tokens.weight");
+  DType edt;
+  emb->has_dtype(&edt);
+  std::vector<ref::LayerWeightsRef> lws;
+  for (size_t k = 0; k < 9; k++) lws.push_back(weights_ref(layer(k)));
+  w.p0 = layer(7);
+  Rng r(777);
+  for (int bi = 0; bi < 2; bi++) {
+    std::vector<int32_t> ids(B * T);
+    for (auto& id : ids) id = int32_t(r.next() % V);
+    std::vector<float> h(B * T * D), h7;
+    ref::embedding_forward(h.data(), ids.data(), emb->data, edt, B * T, V, D);
+    for (size_t k = 0; k < 9; k++) {
+      if (k == 7) h7 = h;
+      ref::decoder_layer(h, ls, lws[k], in.cos.data(), in.sin.data(), in.mask.data(), false);
+      if (k == 7 && bi == 0) {  // the replacement's forward with layer 7's weights is layer 7
+        std::vector<float> y(h.size());
+        streamline::replacement_forward(ReplacementKind::Layer, w.c.s, cpu_params(w.p0), y.data(), h7.data(),
+                                        in.pos.data(), in.mask.data(), in.inv.data());
+        w.layer7_err = compare_real(y, h, in.mask, D).rel_l2;
+      }
+    }
+    w.data.push_back(Batch{h7, h, in.pos, in.mask, B});
+  }
+  return true;
+}
+
+// 10 optimiser steps, the official defaults (lr 2e-4, weight decay 1e-3, clip 5), alternating the two batches.
+// gpu = nullptr: the CPU run against itself with bf16-rounded weights in the step (the selftest's prediction).
+double window_curve(const RealWindow& w, sc::TrainStep* gpu, bool round_weights, double* first, double* last) {
+  Params pa = w.p0, ga = zeros_like(w.p0), ma = ga, va = ga;
+  Params pb = w.p0, gb = ga, mb = ga, vb = ga;
+  double worst = 0;
+  for (int k = 0; k < 10; k++) {
+    const Batch& b = w.data[size_t(k) % w.data.size()];
+    const double la = cpu_step(w.c, pa, ga, b, w.inv, 1.f);
+    double lb;
+    if (gpu) {
+      lb = gpu_step(*gpu, b, 1.f);
+    } else {
+      Params pr = pb;
+      if (round_weights)
+        for (auto& x : pr) x = round_bf16(x);
+      lb = cpu_step(w.c, pr, gb, b, w.inv, 1.f);
+    }
+    streamline::AdamWOptions opt;
+    opt.step = k + 1;
+    cpu_apply(pa, ga, ma, va, opt, 5.0);
+    if (gpu) gpu->apply(opt, 5.0);
+    else cpu_apply(pb, gb, mb, vb, opt, 5.0);
+    worst = std::max(worst, std::fabs(lb - la) / la);
+    if (k == 0) *first = la;
+    *last = la;
+  }
+  return worst;
+}
+
+void check_window(const std::string& dir, bool use_lt) {
+  RealWindow w;
+  if (!load_window(dir, w)) {
+    record("train", dir + ": real-window run", true, 0, 0, "skipped: not a Llama checkpoint with >= 9 layers");
+    return;
+  }
+  sc::TrainStep t(w.c.kind, w.c.s, gpu_view(w.p0), w.inv.data(), use_lt);
+  double first = 0, last = 0;
+  const double worst = window_curve(w, &t, false, &first, &last);
+  record("train", fmt("%s: 10-step loss curve vs CPU", w.c.name), worst <= kTolTrainCurve, worst, kTolTrainCurve,
+         fmt("CPU loss %.4g -> %.4g", first, last));
+}
+
+
+void window_selftest(const std::string& model_dir, const std::function<void(bool, const std::string&)>& expect) {
+  try {
+    RealWindow w;
+    if (load_window(model_dir, w)) {
+      expect(w.layer7_err < 1e-5, fmt("%s: replacement_forward with layer 7's weights is the reference layer 7 "
+                                      "(rel err %.2e)", w.c.name, w.layer7_err));
+      double first = 0, last = 0;
+      const double worst = window_curve(w, nullptr, true, &first, &last);
+      std::printf("     cpu-selftest: %s: 10-step curve with bf16 weights in the step differs by at most %.2e "
+                  "(loss %.4g -> %.4g)\n", w.c.name, worst, first, last);
+      expect(worst < kTolTrainCurve && last < first,
+             fmt("%s: loss falls and bf16 weights alone stay within the GPU tolerance", w.c.name));
+    }
+  } catch (const std::exception& e) {
+    expect(false, std::string("real window: ") + e.what());
+  }
+}
+
+}  // namespace tr
+}  // namespace harness

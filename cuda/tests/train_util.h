@@ -1,0 +1,69 @@
+// Shared by the training-step checks (train_check.cpp, train_real.cpp): the test cases, host parameter sets, batches,
+// the CPU step and optimiser as the reference, the GPU step's host accessors, and the per-role comparison.
+#pragma once
+#include <array>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "harness.h"
+#include "replacement.cuh"
+#include "streamline/replacement.h"
+#include "streamline/train.h"
+
+namespace harness {
+namespace tr {
+
+namespace sc = streamline::cuda;
+using streamline::Activation;
+using streamline::ReplacementKind;
+using streamline::ReplacementSpec;
+constexpr int kRoles = streamline::kRoleCount;
+constexpr double kGradFloor = 1e-2;  // see worst_role
+
+struct Case {
+  const char* name;
+  ReplacementKind kind;
+  ReplacementSpec s;
+  bool biases;  // linear biases (q/k/v/o for a layer, up/down) and LayerNorm biases
+};
+ReplacementSpec spec(size_t B, size_t T, size_t D, size_t H, size_t Hk, size_t Dh, size_t F, bool ln, Activation act,
+                     bool gated, bool rope);
+// mlp SwiGLU/RMSNorm; mlp OPT-style ReLU/LayerNorm/biases; layer GQA + RoPE, padded; odd-sized OPT-style layer.
+std::vector<Case> cases();
+
+using Params = std::array<std::vector<float>, kRoles>;  // empty vector = absent role
+Params make_params(const Case& c, Rng& r);
+streamline::ReplacementParams cpu_params(const Params& p);
+streamline::ReplacementGrads cpu_grads(Params& g);
+Params zeros_like(const Params& p);
+
+struct Batch {
+  std::vector<float> x, target;
+  std::vector<int32_t> pos;
+  std::vector<uint8_t> mask;
+  size_t B;
+};
+// Rows after the first right-padded; targets 0.5 x + noise, or the teacher's output when given.
+Batch make_batch(const Case& c, size_t B, Rng& r, const Params* teacher, const std::vector<float>& inv);
+std::vector<float> inv_freq(const Case& c);
+
+double cpu_step(const Case& c, const Params& p, Params& g, const Batch& b, const std::vector<float>& inv, float scale);
+// clip_grad_norm + adamw_step over the present roles; gradients zeroed; returns the norm before clipping.
+double cpu_apply(Params& p, Params& g, Params& m, Params& v, const streamline::AdamWOptions& opt, double clip);
+
+std::array<const float*, kRoles> gpu_view(const Params& p);
+double gpu_step(sc::TrainStep& t, const Batch& b, float scale);
+Params gpu_grads(const sc::TrainStep& t, const Params& like);
+Params gpu_params(const sc::TrainStep& t, const Params& like);
+
+Compare worst_role(const Params& a, const Params& b, std::string* worst, double floor = 0);
+
+// train_real.cpp
+void check_capi_train();
+void check_window(const std::string& dir, bool use_lt);
+// CPU half of the real-window check; expect(ok, what) records a self-test line.
+void window_selftest(const std::string& dir, const std::function<void(bool, const std::string&)>& expect);
+
+}  // namespace tr
+}  // namespace harness

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""PyTorch baseline of one replacement training step for scripts/gpu-check.sh (dev tool; needs torch with CUDA).
+
+The same work as streamline_cuda_check's bench_train, on the same GPU in the same run: one optimiser step of a
+Llama-3.1-8B-shaped replacement (hidden 4096, intermediate 14336, 32 heads, 8 KV heads, head 128, 8 x 2048 tokens):
+- `layer`: pre-norm decoder layer (RMSNorm in f32 as Hugging Face does, rotate-half RoPE, SDPA causal GQA, SwiGLU);
+- `mlp`: x + MLP(RMSNorm(x)).
+f32 master parameters, forward and backward under torch.autocast(bfloat16), MSE against a target hidden state,
+clip_grad_norm_(5), AdamW (fused when this torch has it; lr 2e-4, weight decay 1e-3). Inputs stay on the GPU.
+Median time of whole steps with CUDA events; tokens/s and model TFLOP/s with the FLOP count of bench.cpp (forward
+GEMMs x 3, causal attention x 3.5).
+
+Writes a JSON file (--json) in the contract of torch_gpu_layer.py ({"device", "torch", "bench": [{name, value,
+unit, note}]}); prints a short table.
+"""
+import argparse
+import json
+import statistics
+
+import torch
+import torch.nn.functional as F
+
+
+def time_ms(fn, warmup=2, reps=5):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a = torch.cuda.Event(enable_timing=True)
+        b = torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return statistics.median(times)
+
+
+def rmsnorm(x, w, eps):
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return w * xf.to(x.dtype)
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+def make_adamw(params):
+    try:
+        return torch.optim.AdamW(params, lr=2e-4, weight_decay=1e-3, fused=True), "fused"
+    except (TypeError, RuntimeError):
+        return torch.optim.AdamW(params, lr=2e-4, weight_decay=1e-3), "foreach"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json", default="torch_gpu_train_step.json")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    res = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
+    out = []
+
+    def rec(name, value, unit, note=""):
+        out.append({"name": name, "value": value, "unit": unit, "note": note})
+        print(f"  torch {name:<44} {value:12.3f} {unit:<8} {note}", flush=True)
+
+    B = 2 if args.quick else 8
+    T, D, Fd, H, Hk, Dh = 2048, 4096, 14336, 32, 8, 128
+    M = B * T
+    bf = torch.bfloat16
+    inv = 1.0 / (500000.0 ** (torch.arange(0, Dh, 2, device=dev).float() / Dh))
+    fr = torch.outer(torch.arange(T, device=dev).float(), inv)
+    emb = torch.cat((fr, fr), dim=-1)
+    cos, sin = emb.cos().to(bf)[None, None], emb.sin().to(bf)[None, None]
+
+    for kind in ("layer", "mlp"):
+        def param(*shape, scale=0.02, offset=0.0):
+            return torch.nn.Parameter(torch.randn(*shape, device=dev) * scale + offset)
+
+        p = {"n2": param(D, scale=0.1, offset=1.0), "wg": param(Fd, D), "wu": param(Fd, D), "wd": param(D, Fd)}
+        if kind == "layer":
+            p.update(n1=param(D, scale=0.1, offset=1.0), wq=param(H * Dh, D), wk=param(Hk * Dh, D),
+                     wv=param(Hk * Dh, D), wo=param(D, H * Dh))
+        params = list(p.values())
+        opt, opt_kind = make_adamw(params)
+        x0 = torch.randn(B, T, D, device=dev)
+        target = torch.randn(B, T, D, device=dev)
+
+        def forward(x):
+            if kind == "layer":
+                h = rmsnorm(x, p["n1"], 1e-5)
+                q = F.linear(h, p["wq"]).view(B, T, H, Dh).transpose(1, 2)
+                k = F.linear(h, p["wk"]).view(B, T, Hk, Dh).transpose(1, 2)
+                v = F.linear(h, p["wv"]).view(B, T, Hk, Dh).transpose(1, 2)
+                q = q * cos + rotate_half(q) * sin
+                k = k * cos + rotate_half(k) * sin
+                o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+                x = x + F.linear(o.transpose(1, 2).reshape(B, T, H * Dh), p["wo"])
+            h = rmsnorm(x, p["n2"], 1e-5)
+            return x + F.linear(F.silu(F.linear(h, p["wg"])) * F.linear(h, p["wu"]), p["wd"])
+
+        def step():
+            with torch.autocast("cuda", dtype=bf):
+                y = forward(x0)
+            loss = F.mse_loss(y.float(), target)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return loss
+
+        torch.cuda.reset_peak_memory_stats()
+        ms = time_ms(step, warmup=2, reps=3 if args.quick else 5)
+        loss = float(step())
+        gemm_fwd = 2.0 * M * 3 * Fd * D
+        attn_fwd = 0.0
+        if kind == "layer":
+            gemm_fwd += 2.0 * M * (D * (H * Dh + 2 * Hk * Dh) + H * Dh * D)
+            attn_fwd = 4.0 * B * H * Dh * (T * (T + 1) / 2)
+        flops = 3.0 * gemm_fwd + 3.5 * attn_fwd
+        rec(f"8B {kind} train step {B}x{T} tokens", M / (ms * 1e-3), "tok/s",
+            f"{ms:.3f} ms; autocast bf16, AdamW {opt_kind}, clip 5; loss {loss:.4g}")
+        rec(f"8B {kind} train step rate", flops / (ms * 1e-3) / 1e12, "TFLOP/s", f"{flops / 1e12:.2f} model TFLOP per step")
+        rec(f"8B {kind} train step peak GPU memory", torch.cuda.max_memory_allocated() / 2 ** 30, "GiB", "torch allocator")
+        del p, params, opt, x0, target
+        torch.cuda.empty_cache()
+
+    res["bench"] = out
+    with open(args.json, "w") as f:
+        json.dump(res, f, indent=1)
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
