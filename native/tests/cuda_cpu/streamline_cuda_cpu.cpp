@@ -1,5 +1,6 @@
 // streamline_cuda_cpu.so: the C API of cuda/streamline_cuda.h implemented with the CPU kernels of streamline_core
-// (decoder_layer_forward, mlp_block_forward, head_forward, cosine_accumulate). TEST-ONLY, never shipped: it lets the
+// (decoder_layer_forward, mlp_block_forward, head_forward, cosine_accumulate; replacement_step, clip_grad_norm and
+// adamw_step for training). TEST-ONLY, never shipped: it lets the
 // TypeScript CUDA path (binding_cuda.cpp, engine/cuda.ts) run end to end on machines without a GPU, loaded through
 // STREAMLINE_CUDA_LIBRARY, and compared with the CPU path. Since it runs the very kernels of the CPU path on the
 // same inputs, results must agree exactly; a difference is a bug in the CUDA path's plumbing (inputs, slots, states,
@@ -9,6 +10,8 @@
 // reuse the memory), weights are checked against the spec by element count, a context holds one batch shape,
 // memory() counts the bytes the contexts hold. Not modelled: streams, asynchrony, partial rotary (rot_dim must be 0
 // or head_dim: the CPU layer rotates whole heads).
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -21,6 +24,8 @@
 #include "streamline/cosine.h"
 #include "streamline/error.h"
 #include "streamline/model.h"
+#include "streamline/replacement.h"
+#include "streamline/train.h"
 #include "streamline_cuda.h"
 
 #define SL_EXPORT extern "C" __attribute__((visibility("default")))
@@ -299,4 +304,143 @@ SL_EXPORT int streamline_cuda_memory(uint64_t* current, uint64_t* peak, int rese
   *peak = g_peak;
   if (reset_peak) g_peak = g_current;
   return 0;
+}
+
+// ---- Replacement training: streamline::replacement_step, clip_grad_norm and adamw_step on host copies, i.e. the CPU
+// trainer's arithmetic (packages/core/src/train/trainer.ts) behind the C API, so a run through the CUDA trainer path
+// must give bitwise the CPU trainer's weights.
+namespace {
+struct TrainRole {
+  int role;
+  std::vector<float> p, g, m, v;
+};
+}  // namespace
+
+struct streamline_cuda_train {
+  ReplacementKind kind;
+  ReplacementSpec spec;  // spec.B: the largest micro-batch
+  std::vector<TrainRole> roles;  // present roles, sorted by role name (see apply)
+  std::vector<float> inv_freq;
+  Buffer counted;  // the bytes of the arrays above, for memory()
+};
+
+SL_EXPORT int streamline_cuda_train_create(int32_t kind, const streamline_cuda_train_spec* in,
+                                           const float* const* host_params, const float* host_inv_freq,
+                                           streamline_cuda_train** out) {
+  return guarded([&] {
+    *out = nullptr;
+    if (kind != 0 && kind != 1) throw Error("E_SHAPE", "train_create: kind must be 0 (mlp) or 1 (layer)");
+    if (in->batch <= 0 || in->seq_len <= 0 || in->hidden <= 0 || in->intermediate <= 0)
+      throw Error("E_SHAPE", "train_create: batch, seq_len, hidden and intermediate must be positive");
+    auto t = std::make_unique<streamline_cuda_train>();
+    t->kind = kind == 1 ? ReplacementKind::Layer : ReplacementKind::MLP;
+    ReplacementSpec& s = t->spec;
+    s.B = size_t(in->batch);
+    s.T = size_t(in->seq_len);
+    s.D = size_t(in->hidden);
+    s.H = size_t(in->heads);
+    s.Hk = size_t(in->kv_heads);
+    s.Dh = size_t(in->head_dim);
+    s.F = size_t(in->intermediate);
+    s.layer_norm = in->norm == 1;
+    s.norm_eps = in->norm_eps;
+    s.act = Activation(in->activation);
+    s.gated = in->gated != 0;
+    s.use_rope = kind == 1 && in->use_rope != 0;
+    // The CPU spec holds the resolved scale; the C API's 0 means 1/sqrt(head_dim), as the binding resolves it.
+    s.attn_scale = in->attn_scale != 0 ? in->attn_scale : (s.Dh ? float(1.0 / std::sqrt(double(s.Dh))) : 1.f);
+    s.rope_attention_scaling = in->rope_attention_scaling;
+    if (kind == 1 && (s.H == 0 || s.Hk == 0 || s.Dh == 0 || s.H % s.Hk != 0))
+      throw Error("E_SHAPE", "train_create: heads, kv_heads, head_dim must be positive and heads a multiple of kv_heads");
+    if (s.use_rope) {
+      if (!host_inv_freq) throw Error("E_SHAPE", "train_create: RoPE needs inv_freq");
+      t->inv_freq.assign(host_inv_freq, host_inv_freq + s.Dh / 2);
+    }
+    size_t bytes = 0;
+    for (int r = 0; r < kRoleCount; r++) {
+      if (!host_params[r]) continue;
+      size_t rows, cols;
+      role_shape(s, r, &rows, &cols);
+      TrainRole tr{r, std::vector<float>(host_params[r], host_params[r] + rows * cols), std::vector<float>(rows * cols, 0.f),
+                   std::vector<float>(rows * cols, 0.f), std::vector<float>(rows * cols, 0.f)};
+      bytes += 16 * rows * cols;
+      t->roles.push_back(std::move(tr));
+    }
+    if (t->roles.empty()) throw Error("E_SHAPE", "train_create: no parameters");
+    // The TS trainer passes its tensors sorted by role name, and grad_norm sums tensor by tensor: the same order
+    // gives the same f64 sum, hence the same clipping factor.
+    std::sort(t->roles.begin(), t->roles.end(),
+              [](const TrainRole& a, const TrainRole& b) { return std::strcmp(role_name(a.role), role_name(b.role)) < 0; });
+    t->counted.resize(bytes);
+    *out = t.release();
+  });
+}
+
+SL_EXPORT void streamline_cuda_train_destroy(streamline_cuda_train* t) { delete t; }
+
+SL_EXPORT int streamline_cuda_train_step(streamline_cuda_train* t, const float* host_x, const float* host_target,
+                                         const int32_t* host_positions, const uint8_t* host_mask, int64_t batch,
+                                         float grad_scale, double* loss) {
+  return guarded([&] {
+    if (batch <= 0 || size_t(batch) > t->spec.B)
+      throw Error("E_SHAPE", "train_step: batch must be in [1, " + std::to_string(t->spec.B) + "]");
+    if (t->spec.use_rope && !host_positions) throw Error("E_SHAPE", "train_step: RoPE needs positions");
+    ReplacementSpec s = t->spec;
+    s.B = size_t(batch);
+    s.grad_scale = grad_scale;
+    ReplacementParams p{};
+    ReplacementGrads g{};
+    for (auto& r : t->roles) { p[r.role] = r.p.data(); g[r.role] = r.g.data(); }
+    *loss = replacement_step(t->kind, s, p, g, host_x, host_target, s.use_rope ? host_positions : nullptr, host_mask,
+                             s.use_rope ? t->inv_freq.data() : nullptr);
+  });
+}
+
+SL_EXPORT int streamline_cuda_train_apply(streamline_cuda_train* t, const streamline_cuda_adamw* o, double* grad_norm_out) {
+  return guarded([&] {
+    std::vector<float*> grads;
+    std::vector<size_t> sizes;
+    for (auto& r : t->roles) { grads.push_back(r.g.data()); sizes.push_back(r.g.size()); }
+    // Non-finite: nothing changes (the real backend reads the norm before clipping), so the norm comes first.
+    double norm = grad_norm(grads, sizes);
+    *grad_norm_out = norm;
+    if (!std::isfinite(norm)) return;
+    if (o->max_norm > 0) clip_grad_norm(grads, sizes, o->max_norm);
+    AdamWOptions opt;
+    opt.lr = o->lr;
+    opt.beta1 = o->beta1;
+    opt.beta2 = o->beta2;
+    opt.eps = o->eps;
+    opt.weight_decay = o->weight_decay;
+    opt.step = o->step;
+    std::vector<AdamWTensor> ts;
+    for (auto& r : t->roles) ts.push_back({r.p.data(), r.g.data(), r.m.data(), r.v.data(), r.p.size()});
+    adamw_step(ts, opt);
+    for (auto& r : t->roles) std::fill(r.g.begin(), r.g.end(), 0.f);
+  });
+}
+
+namespace {
+int copy_role(streamline_cuda_train* t, int32_t role, float* host_out, int64_t numel, bool grads) {
+  return guarded([&] {
+    for (auto& r : t->roles) {
+      if (r.role != role) continue;
+      const std::vector<float>& src = grads ? r.g : r.p;
+      if (numel < 0 || size_t(numel) != src.size())
+        throw Error("E_SHAPE", std::string("train_get: ") + role_name(role) + " has " + std::to_string(src.size()) +
+                                   " elements, asked for " + std::to_string(numel));
+      std::memcpy(host_out, src.data(), src.size() * 4);
+      return;
+    }
+    throw Error("E_SHAPE", "train_get: role " + std::to_string(role) + " is not a parameter of this replacement");
+  });
+}
+}  // namespace
+
+SL_EXPORT int streamline_cuda_train_get_params(streamline_cuda_train* t, int32_t role, float* host_out, int64_t numel) {
+  return copy_role(t, role, host_out, numel, false);
+}
+
+SL_EXPORT int streamline_cuda_train_get_grads(streamline_cuda_train* t, int32_t role, float* host_out, int64_t numel) {
+  return copy_role(t, role, host_out, numel, true);
 }

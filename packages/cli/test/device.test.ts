@@ -106,4 +106,32 @@ test('through the CUDA C API (test backend): score and eval report device cuda a
   assert.equal(eb.tasks, ea.tasks);
 });
 
+test('prune: the mse training runs where --device says (cuda through the test backend), with the CPU weights; the fallback trains on the CPU', () => {
+  const args = (out: string, ...extra: string[]) => ['prune', p.model, '-o', path.join(tmp, out), '--calib', p.train, '--samples', '2', '--seq-len', '64',
+    '--train-samples', '6', '--range', '5:7', '--replacement', 'mlp', '--micro-batch', '2', '-q', '--json', path.join(tmp, `${out}.json`), ...extra];
+  const run = (a: string[], env: Record<string, string> = {}) => spawnSync(process.execPath, ['--conditions=@streamline/source', '--import', 'tsx', path.join(repoRoot, 'packages/cli/src/bin.ts'), ...a],
+    { cwd: repoRoot, encoding: 'utf8', env: { ...process.env, NO_COLOR: '1', ...env } });
+  const weights = (out: string) => readFileSync(path.join(tmp, out, 'model.safetensors'));
+  const cpu = run(args('t-cpu', '--device', 'cpu'));
+  assert.is(cpu.status, 0, cpu.stderr);
+  assert.is(read(path.join(tmp, 't-cpu.json')).training.device, 'cpu');
+  if (!cudaUsable) {
+    const fb = run(args('t-fallback', '--device', 'cuda'));
+    assert.is(fb.status, 0, fb.stderr);
+    assert.is(read(path.join(tmp, 't-fallback.json')).training.device, 'cpu');
+    assert.ok(weights('t-fallback').equals(weights('t-cpu')), 'fallback: the CPU weights');
+  }
+  if (!existsSync(fake) || cudaUsable) return;
+  const gpu = run(args('t-fake', '--device', 'cuda'), { STREAMLINE_CUDA_LIBRARY: fake });
+  assert.is(gpu.status, 0, gpu.stderr);
+  assert.is(gpu.stderr, '');
+  const j = read(path.join(tmp, 't-fake.json'));
+  assert.equal([j.device, j.training.device], ['cuda', 'cuda']);
+  assert.ok(weights('t-fake').equals(weights('t-cpu')), 'the test backend is the CPU arithmetic: bitwise the CPU weights');
+  const lm = run(args('t-fake-lm', '--device', 'cuda', '--loss', 'lm'), { STREAMLINE_CUDA_LIBRARY: fake });
+  assert.is(lm.status, 0, lm.stderr);
+  assert.match(lm.stderr, /^warning: --loss lm: the replacement trains on the CPU/m);
+  assert.is(read(path.join(tmp, 't-fake-lm.json')).training.device, 'cpu');
+});
+
 test.run();

@@ -219,6 +219,34 @@ export interface NativeCuda {
   cudaContext(spec: NativeCudaSpec): Promise<NativeCudaContext>;
   /** Bytes of device memory the backend holds now and at most since the last reset. */
   cudaMemory(resetPeak?: boolean): { current: number; peak: number };
+  /**
+   * A replacement trainer on the GPU (native/binding/binding_cuda_train.cpp): params are copied to the device;
+   * spec.batch is the largest micro-batch a step may take; spec.gradScale must be absent (it is per step).
+   */
+  cudaTrainer(kind: 'mlp' | 'layer', spec: NativeReplacementSpec, params: NativeReplacementParams, ropeInvFreq: Float32Array | null): Promise<NativeCudaTrainer>;
+}
+
+/** AdamW and clipping options of one optimiser step on the GPU; maxNorm <= 0: no clipping. */
+export interface NativeCudaAdamWOptions extends NativeAdamWOptions {
+  maxNorm: number;
+}
+
+/**
+ * One replacement's training state on the GPU (cuda/streamline_cuda.h, streamline_cuda_train_*): f32 master weights,
+ * gradients and AdamW moments, with the CPU trainer's semantics (replacementStep + clipGradNorm + adamwStep).
+ * One call at a time (E_CUDA_BUSY otherwise); errors carry code E_CUDA and the backend's message.
+ */
+export interface NativeCudaTrainer {
+  /** One micro-batch of `batch` blocks: gradients += gradScale · dloss; resolves to the MSE over real tokens. */
+  step(x: Float32Array, target: Float32Array, positions: Int32Array | null, keyMask: Uint8Array | null, batch: number, gradScale?: number): Promise<number>;
+  /** Clip, AdamW, zero the gradients; resolves to the norm before clipping (not finite: nothing was updated). */
+  apply(options: NativeCudaAdamWOptions): Promise<number>;
+  /** A role's f32 master weights (a new array). */
+  getParams(role: NativeLayerRole): Promise<Float32Array>;
+  /** A role's accumulated gradient (a new array). */
+  getGrads(role: NativeLayerRole): Promise<Float32Array>;
+  /** Frees the device memory now (a finalizer does it otherwise). */
+  destroy(): void;
 }
 
 /** The engine's layer spec plus rotDim (rotated dims per head; 0 = headDim) and mlpOnly (the `mlp` replacement block). */

@@ -37,7 +37,7 @@ export function pruneSummary(r: PruneResult): string {
     `${human(p.parametersRemoved)} parameters removed, ${human(p.parametersAdded)} added (net sparsity ${(100 * p.sparsity).toFixed(1)}%)\n`;
   out += table(rows);
   if (r.relativeError !== null) out += `relative hidden-state error on held-out blocks ‖R(h[${p.window.start}]) − h[${p.window.end}]‖ / ‖h[${p.window.end}]‖: ${fmt(r.relativeError, 4)}\n`;
-  if (r.training) out += `training: ${r.training.steps} steps, ${r.training.tokens} tokens, best validation loss ${fmt(r.training.bestValLoss, 6)}${r.training.loss === 'lm' ? ' (next-token NLL, loss lm)' : ''} at step ${r.training.bestStep}, ${r.training.seconds.toFixed(1)} s (pairs in ${r.training.cache})\n`;
+  if (r.training) out += `training: ${r.training.steps} steps, ${r.training.tokens} tokens, best validation loss ${fmt(r.training.bestValLoss, 6)}${r.training.loss === 'lm' ? ' (next-token NLL, loss lm)' : ''} at step ${r.training.bestStep}, ${r.training.seconds.toFixed(1)} s on ${r.training.device} (pairs in ${r.training.cache})\n`;
   if (r.exported) out += `wrote ${r.exported.outDir} (${r.exported.files.length} files, ${(r.exported.bytes / 2 ** 20).toFixed(1)} MiB)\n`;
   return out;
 }
@@ -95,8 +95,8 @@ export function registerPrune(program: Command): Command {
     .option('--cache-dir <dir>', 'folder for the on-disk pair cache (default: next to the output)')
     .option('--keep-cache', 'keep the on-disk pair cache afterwards')
     .option('--log <file>', 'JSONL training log (step, loss, validation loss, learning rate)')
-    .option('--checkpoint <file>', 'training checkpoint written on Ctrl-C (default: <out>.train-checkpoint)', collect)
-    .option('--resume', 'continue training from --checkpoint')
+    .option('--checkpoint <file>', 'training checkpoint written on Ctrl-C (default: <out>.train-checkpoint; not when training on cuda)', collect)
+    .option('--resume', 'continue training from --checkpoint (on the CPU: --device cuda refuses it)')
     .option('--ridge <x>', 'linear replacement: ridge term relative to the mean Gram diagonal', positiveOption('--ridge', true))
     .addOption(deviceOption())
     .option('--json <file>', 'write the plan, scores, training summary and result as JSON')
@@ -118,6 +118,8 @@ export function registerPrune(program: Command): Command {
         outDir: o.out, replacement: o.replacement, calib: o.calib, field: o.field, samples: o.samples, seed: o.seed, metric: o.metric,
         loss: o.loss, lr: o.lr, minLr: o.minLr, weightDecay: o.weightDecay, clip: o.clip, microBatch: o.microBatch, gradAccum: o.gradAccum, epochs: o.epochs,
         validationFraction: o.validationFraction, cacheDtype: o.cacheDtype, checkpointFile, signal: controller.signal, device,
+        // Device messages after the resolution above (e.g. --loss lm training on the CPU) are warnings: always shown.
+        onLog: (m) => { if (m.level === 'warning') note(`warning: ${m.message}`); else if (!o.quiet && process.stderr.isTTY) note(m.message); },
         ...(o.n !== undefined ? { n: o.n } : {}), ...(o.sparsity !== undefined ? { sparsity: o.sparsity } : {}), ...(o.range ? { range: o.range } : {}),
         ...(o.seqLen !== undefined ? { seqLen: o.seqLen } : {}), ...(o.trainData ? { trainData: o.trainData } : {}),
         ...(o.trainSamples !== undefined ? { trainSamples: o.trainSamples } : {}), ...(o.warmup !== undefined ? { warmup: o.warmup } : {}),

@@ -56,8 +56,10 @@ export interface TrainingOptions {
 }
 
 /**
- * `device` (default 'auto') runs scoring, the collection of training pairs and the held-out perplexity on CUDA when
- * it is usable; the `linear` fit, training and the relative error run on the CPU.
+ * `device` (default 'auto') runs scoring, the collection of training pairs, the held-out perplexity and (loss `mse`)
+ * the replacement's optimiser steps on CUDA when it is usable; the `linear` fit, training with loss `lm`, validation
+ * losses and the relative error run on the CPU. An interrupted training run on CUDA saves no checkpoint, and
+ * `resume` from a checkpoint needs the CPU (the AdamW moments cannot be moved to or from the GPU yet).
  */
 export interface PruneOptions extends Omit<CalibrationOptions, 'onProgress'>, TrainingOptions, DeviceOptions {
   outDir: string;
@@ -99,7 +101,7 @@ export interface PrunePlan {
 export interface PruneResult {
   plan: PrunePlan;
   score: RunScoreResult | null;
-  /** `loss`: the objective; with `lm` the validation losses are mean next-token NLL (nats). */
+  /** `loss`: the objective; with `lm` the validation losses are mean next-token NLL (nats). `device`: where the optimiser steps ran. */
   training: (Omit<TrainResult, 'weights'> & { loss: 'mse' | 'lm'; trainBlocks: number; validationBlocks: number; cache: 'memory' | 'disk' }) | null;
   linear: { tokens: number } | null;
   heldOut: { blocks: number; tokens: number; pplBefore: number; pplAfter: number } | null;
@@ -283,10 +285,14 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
         kind, semantics: desc.semantics, ropeInvFreq: rope?.invFreq ?? null, ropeAttentionScaling: rope?.attentionScaling ?? 1,
         init, shapes, train: trainCache, validation: valCache, loss: lossKind, ...(lm ? { lm } : {}),
         ...pick(o, ['lr', 'minLr', 'warmup', 'weightDecay', 'clip', 'microBatch', 'gradAccum', 'epochs', 'evalEvery', 'logFile', 'checkpointFile', 'resume', 'signal']),
-        seed: o.seed ?? 0,
+        seed: o.seed ?? 0, device, ...(o.onLog ? { onLog: o.onLog } : {}),
         ...(o.onTrainStep ? { onStep: o.onTrainStep } : {}),
       });
-      if (r.interrupted) throw new StreamlineError('E_INTERRUPTED', o.checkpointFile ? `training interrupted at step ${r.steps}; state saved to ${o.checkpointFile} (rerun with --resume)` : `training interrupted at step ${r.steps}`);
+      if (r.interrupted) {
+        throw new StreamlineError('E_INTERRUPTED', !o.checkpointFile ? `training interrupted at step ${r.steps}`
+          : r.device === 'cuda' ? `training interrupted at step ${r.steps}; no checkpoint saved (the CUDA trainer cannot save its AdamW moments yet; train with --device cpu to be able to resume)`
+          : `training interrupted at step ${r.steps}; state saved to ${o.checkpointFile} (rerun with --resume)`);
+      }
       const { weights, ...rest } = r;
       training = { ...rest, loss: lossKind, trainBlocks: trainBlocks.length, validationBlocks: valBlocks.length, cache: trainCache.location };
       const rounded: Partial<Record<LayerRole, Float32Array>> = {};

@@ -7,11 +7,19 @@
  * optimiser steps, gradient clipping by global norm, micro-batches with gradient accumulation, validation on
  * held-out pairs every few steps, the best weights kept. Deterministic for a seed: the order of blocks comes
  * from the seed and the epoch only, so a run resumed from a checkpoint ends with bitwise the same weights.
+ *
+ * On `device` 'cuda' (loss `mse` only) the micro-batch steps, clipping and AdamW run on the GPU through the CUDA
+ * backend's trainer (the parameters, gradients and moments stay there); the data order, schedule, loss bookkeeping,
+ * validation (on the CPU, with weights downloaded at each validation), best weights and log are this file's, the same
+ * for both devices. Not on cuda: loss `lm` (trained on the CPU, with a warning), and checkpoints, since the moments
+ * cannot be read back from the GPU yet: an interrupted cuda run saves nothing, and `resume` from a checkpoint is
+ * refused there (E_UNSUPPORTED).
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { StreamlineError } from '../errors.js';
-import { native, type NativeHeadWeights, type NativeLayerWeights } from '../native.js';
+import { native, type NativeCudaTrainer, type NativeHeadWeights, type NativeLayerWeights } from '../native.js';
+import type { Device, DeviceMessage } from '../device.js';
 import type { LayerRole, LayerSemantics } from '../engine/description.js';
 import { nativeLayerSpec } from '../engine/spec.js';
 import { learningRate } from './schedule.js';
@@ -52,6 +60,13 @@ export interface TrainOptions {
   /** Where an interrupted run saves its state, and where `resume` reads it from. */
   checkpointFile?: string;
   resume?: boolean;
+  /**
+   * Where the optimiser steps run (already resolved, see resolveDevice): 'cpu' (default) or 'cuda' (loss `mse`
+   * only; `lm` trains on the CPU after a warning through onLog). Results differ from the CPU's by the GPU's
+   * precision (bf16 GEMM inputs, cuda/NOTES.md), not by anything else.
+   */
+  device?: Device;
+  onLog?: (m: DeviceMessage) => void;
   signal?: AbortSignal;
   onStep?: (s: StepRecord, total: number) => void;
 }
@@ -74,8 +89,10 @@ export interface TrainResult {
   bestValLoss: number | null;
   tokens: number;
   seconds: number;
-  /** True when the run stopped early on the abort signal after saving a checkpoint. */
+  /** True when the run stopped early on the abort signal (after saving a checkpoint, on the CPU). */
   interrupted: boolean;
+  /** Where the optimiser steps ran. */
+  device: Device;
 }
 
 /** The frozen rest of the model for the `lm` loss. */
@@ -116,6 +133,7 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
   const micro = o.microBatch ?? 1, accum = o.gradAccum ?? 1, epochs = o.epochs ?? 1, seed = o.seed ?? 0;
   for (const [k, v] of Object.entries({ microBatch: micro, gradAccum: accum, epochs }))
     if (!Number.isInteger(v) || v < 1) throw new StreamlineError('E_INVALID_OPTION', `${k} must be a positive integer, got ${v}`);
+  if (!(clip > 0)) throw new StreamlineError('E_INVALID_OPTION', `clip must be > 0, got ${clip}`);
   if (!(lr > 0) || !(minLr >= 0) || minLr > lr) throw new StreamlineError('E_INVALID_OPTION', `learning rates must satisfy 0 <= min-lr <= lr, got ${minLr} and ${lr}`);
   const lossKind = o.loss ?? 'mse';
   if (lossKind !== 'mse' && lossKind !== 'lm') throw new StreamlineError('E_INVALID_OPTION', `loss must be 'mse' or 'lm', got '${String(lossKind)}'`);
@@ -125,6 +143,9 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
     if (lm.trainTokens.length !== o.train.size || lm.validationTokens.length !== (o.validation?.size ?? 0))
       throw new StreamlineError('E_SHAPE', `loss 'lm': ${lm.trainTokens.length} + ${lm.validationTokens.length} token blocks for ${o.train.size} + ${o.validation?.size ?? 0} cached blocks`);
   }
+  const device: Device = o.device === 'cuda' && lossKind === 'mse' ? 'cuda' : 'cpu';
+  if (o.device === 'cuda' && lossKind === 'lm')
+    o.onLog?.({ level: 'warning', message: "--loss lm: the replacement trains on the CPU (the CUDA training step has the mse loss only)" });
   const N = o.train.size;
   if (N === 0) throw new StreamlineError('E_DATA_TOO_SMALL', 'no training pairs');
   const perStep = micro * accum;
@@ -137,12 +158,15 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
 
   let st: State;
   if (o.resume && o.checkpointFile && fs.existsSync(o.checkpointFile)) {
+    if (device === 'cuda')
+      throw new StreamlineError('E_UNSUPPORTED', `resuming ${o.checkpointFile} on cuda: the checkpoint's AdamW moments cannot be loaded into the CUDA trainer yet; resume with --device cpu`, { file: o.checkpointFile });
     st = loadCheckpoint(o.checkpointFile, roles);
   } else {
-    st = { step: 0, params: roles.map((r) => Float32Array.from(o.init[r]!)), m: roles.map((r) => new Float32Array(o.init[r]!.length)),
-           v: roles.map((r) => new Float32Array(o.init[r]!.length)), best: null, bestValLoss: null, bestStep: 0, history: [], tokens: 0 };
+    // On cuda the gradients and moments live on the GPU only.
+    const zeros = () => (device === 'cpu' ? roles.map((r) => new Float32Array(o.init[r]!.length)) : []);
+    st = { step: 0, params: roles.map((r) => Float32Array.from(o.init[r]!)), m: zeros(), v: zeros(), best: null, bestValLoss: null, bestStep: 0, history: [], tokens: 0 };
   }
-  const grads = roles.map((r) => new Float32Array(o.init[r]!.length));
+  const grads = device === 'cpu' ? roles.map((r) => new Float32Array(o.init[r]!.length)) : [];
   const byRole = (arrs: Float32Array[]) => Object.fromEntries(roles.map((r, i) => [r, { data: arrs[i]!, dtype: 'f32', shape: o.shapes[r] ?? [arrs[i]!.length] }]));
   const log = o.logFile ? fs.openSync(o.logFile, st.step > 0 ? 'a' : 'w') : null;
   const t0 = Date.now();
@@ -165,8 +189,18 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
     return sum / val.size;
   };
 
+  // On cuda the trainer holds the current weights; st.params is refreshed from it only where the host needs them.
+  let gpu: NativeCudaTrainer | null = null;
+  const hostParams = async (): Promise<Float32Array[]> => {
+    const g = gpu;
+    if (g === null) return st.params;
+    const out: Float32Array[] = [];
+    for (const r of roles) out.push(await g.getParams(r));
+    return (st.params = out);
+  };
   let interrupted = false;
   try {
+    if (device === 'cuda') gpu = await n.cudaTrainer(o.kind, spec(Math.min(micro, N)), byRole(st.params), o.ropeInvFreq);
     while (st.step < total) {
       if (o.signal?.aborted) { interrupted = true; break; }
       const step = st.step + 1;
@@ -174,12 +208,14 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
       const order = shuffledIndices(N, BigInt(seed) * 1000003n + BigInt(epoch));
       const first = (st.step % stepsPerEpoch) * perStep;
       const blocks = order.slice(first, Math.min(N, first + perStep));
-      for (const g of grads) g.fill(0);
+      if (gpu === null) for (const g of grads) g.fill(0);
       let loss = 0, parts = 0;
       for (let a = 0; a < blocks.length; a += micro) {
         const idx = blocks.slice(a, a + micro);
         const { x, y } = loadBatch(o.train, idx);
-        const l = lm
+        const l = gpu !== null
+          ? await gpu.step(x, y, positions(idx.length), null, idx.length, idx.length / blocks.length)
+          : lm
           ? await n.lmLossStep(o.kind, spec(idx.length), byRole(st.params), byRole(grads), x, lm.layers, lm.head,
             nextTokenTargets(idx.map((j) => lm.trainTokens[j]!), T), positions(idx.length), null, o.ropeInvFreq, idx.length / blocks.length)
           : await n.replacementStep(o.kind, spec(idx.length), byRole(st.params), byRole(grads), x, y, positions(idx.length), null,
@@ -187,15 +223,18 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
         loss += l * (idx.length / blocks.length);
         parts++;
       }
-      const { norm } = n.clipGradNorm(grads, clip);
-      if (!Number.isFinite(norm)) throw new StreamlineError('E_NUMERIC', `gradient norm is ${norm} at step ${step}: training diverged`);
       const rate = learningRate(step - 1, { lr, minLr, warmupSteps: warmup, totalSteps: total });
-      n.adamwStep(st.params, grads, st.m, st.v, { lr: rate, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: wd, step });
+      const adam = { lr: rate, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: wd, step };
+      // Clipping needs every micro-batch's gradient, so the norm is known only here; a non-finite one stops the run
+      // before any update (the GPU trainer then updates nothing).
+      const norm = gpu !== null ? await gpu.apply({ ...adam, maxNorm: clip }) : n.clipGradNorm(grads, clip).norm;
+      if (!Number.isFinite(norm)) throw new StreamlineError('E_NUMERIC', `gradient norm is ${norm} at step ${step}: training diverged`);
+      if (gpu === null) n.adamwStep(st.params, grads, st.m, st.v, adam);
       st.step = step;
       st.tokens += blocks.length * T;
       const rec: StepRecord = { step, loss, lr: rate, tokens: st.tokens, seconds: (Date.now() - t0) / 1000 };
       if (o.validation && o.validation.size > 0 && (step % evalEvery === 0 || step === total)) {
-        rec.valLoss = await validate(st.params);
+        rec.valLoss = await validate(await hostParams());
         if (st.bestValLoss === null || rec.valLoss < st.bestValLoss) {
           st.bestValLoss = rec.valLoss; st.bestStep = step; st.best = st.params.map((p) => Float32Array.from(p));
         }
@@ -205,16 +244,18 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
       o.onStep?.(rec, total);
       void parts;
     }
-    if (interrupted && o.checkpointFile) saveCheckpoint(o.checkpointFile, roles, st);
+    if (gpu !== null) await hostParams();
+    if (interrupted && o.checkpointFile && gpu === null) saveCheckpoint(o.checkpointFile, roles, st);
     if (!interrupted && o.checkpointFile) fs.rmSync(o.checkpointFile, { force: true });
   } finally {
     if (log !== null) fs.closeSync(log);
+    gpu?.destroy();
   }
   const final = st.best ?? st.params;
   return {
     weights: Object.fromEntries(roles.map((r, i) => [r, final[i]!])),
     history: st.history, steps: st.step, bestStep: st.best ? st.bestStep : st.step, bestValLoss: st.bestValLoss,
-    tokens: st.tokens, seconds: (Date.now() - t0) / 1000, interrupted,
+    tokens: st.tokens, seconds: (Date.now() - t0) / 1000, interrupted, device,
   };
 }
 

@@ -1,0 +1,264 @@
+// Replacement training on the CUDA backend (issue 9): a thin wrapper over the training half of the C API of
+// streamline_cuda.so (streamline_cuda_train_*, cuda/streamline_cuda.h), resolved at run time through cuda_symbol()
+// like binding_cuda.cpp, but separately, so a backend without the training functions still scores and evaluates.
+// One JS object (CudaTrainer) owns one streamline_cuda_train: f32 master weights, gradients and Adam moments on the
+// GPU. Arguments are read with the CPU replacement bindings' readers (replacement_args.h), so both paths accept and
+// refuse the same inputs; copies and compute run on a libuv thread. One call at a time (E_CUDA_BUSY otherwise).
+//   cudaTrainer(kind, spec, params, ropeInvFreq) -> Promise<CudaTrainer>   (spec.batch: the largest micro-batch)
+//   trainer.step(x, target, positions, keyMask, batch, gradScale?) -> Promise<loss>
+//   trainer.apply({lr, beta1, beta2, eps, weightDecay, maxNorm, step}) -> Promise<gradNorm>
+//   trainer.getParams(role) / getGrads(role) -> Promise<Float32Array>; trainer.destroy()
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "args.h"
+#include "arrays.h"
+#include "async.h"
+#include "layer_args.h"
+#include "register.h"
+#include "replacement_args.h"
+#include "streamline/cuda_loader.h"
+#include "streamline/error.h"
+#include "streamline/replacement.h"
+#include "streamline_cuda.h"
+
+using namespace streamline;
+using namespace streamline::binding;
+
+namespace {
+
+struct TrainApi {
+  const char* (*last_error)(void);
+  int (*create)(int32_t, const streamline_cuda_train_spec*, const float* const*, const float*, streamline_cuda_train**);
+  void (*destroy)(streamline_cuda_train*);
+  int (*step)(streamline_cuda_train*, const float*, const float*, const int32_t*, const uint8_t*, int64_t, float, double*);
+  int (*apply)(streamline_cuda_train*, const streamline_cuda_adamw*, double*);
+  int (*get_params)(streamline_cuda_train*, int32_t, float*, int64_t);
+  int (*get_grads)(streamline_cuda_train*, int32_t, float*, int64_t);
+};
+
+template <typename F> void resolve(F*& f, const char* name, std::string* missing) {
+  f = reinterpret_cast<F*>(cuda_symbol(name));
+  if (!f) *missing += (missing->empty() ? "" : ", ") + std::string(name);
+}
+
+const TrainApi& train_api(Napi::Env env) {
+  static TrainApi a;
+  static std::string error;
+  static bool done = false;
+  if (!done) {
+    CudaStatus st = cuda_status(addon_dir());
+    if (!st.loaded) {
+      error = st.reason;
+    } else {
+      std::string missing;
+      resolve(a.last_error, "streamline_cuda_last_error", &missing);
+      resolve(a.create, "streamline_cuda_train_create", &missing);
+      resolve(a.destroy, "streamline_cuda_train_destroy", &missing);
+      resolve(a.step, "streamline_cuda_train_step", &missing);
+      resolve(a.apply, "streamline_cuda_train_apply", &missing);
+      resolve(a.get_params, "streamline_cuda_train_get_params", &missing);
+      resolve(a.get_grads, "streamline_cuda_train_get_grads", &missing);
+      if (!missing.empty()) error = "the CUDA backend library lacks " + missing + " (built before GPU training existed)";
+      else if (st.device_count == 0 || !st.reason.empty()) error = st.reason.empty() ? "no CUDA device" : st.reason;
+    }
+    done = true;
+  }
+  if (!error.empty()) throw_error(env, "E_CUDA_UNAVAILABLE", error);
+  return a;
+}
+
+void check_rc(const TrainApi& a, int rc, const char* what) {
+  if (rc != 0) throw Error("E_CUDA", std::string(what) + ": " + a.last_error());
+}
+
+// The C API's role numbering is streamline::ReplacementRole's (one table, role_name()).
+static_assert(int(STREAMLINE_CUDA_TRAIN_ROLES) == int(kRoleCount) && int(STREAMLINE_CUDA_TRAIN_GATE_W) == int(kRoleGateW) &&
+                  int(STREAMLINE_CUDA_TRAIN_DOWN_B) == int(kRoleDownB),
+              "role numbering of streamline_cuda_train_create");
+
+class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "CudaTrainer",
+                       {InstanceMethod("step", &CudaTrainer::Step), InstanceMethod("apply", &CudaTrainer::Apply),
+                        InstanceMethod("getParams", &CudaTrainer::GetParams),
+                        InstanceMethod("getGrads", &CudaTrainer::GetGrads),
+                        InstanceMethod("destroy", &CudaTrainer::Destroy)});
+  }
+
+  // Constructed by OpenTrainer only (arguments checked there).
+  explicit CudaTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaTrainer>(info) {}
+  ~CudaTrainer() override {
+    if (t_) api_->destroy(t_);  // the finalizer of a trainer JS never destroyed (never busy: calls keep `this` alive)
+  }
+
+ private:
+  streamline_cuda_train* ready(Napi::Env env) {
+    if (!t_) throw_error(env, "E_CUDA", "CUDA trainer is not open (or was destroyed)");
+    if (busy_) throw_error(env, "E_CUDA_BUSY", "CUDA trainer: another call is still in flight; await it first");
+    return t_;
+  }
+  Napi::Promise async(const Napi::CallbackInfo& info, std::vector<Napi::Value> keep, std::function<void()> work,
+                      std::function<Napi::Value(Napi::Env)> done = nullptr) {
+    keep.push_back(info.This());
+    busy_ = true;
+    return run_async(info.Env(), keep, std::move(work), std::move(done), [this] { busy_ = false; });
+  }
+
+  // step(x Float32Array[batch*T*D], target [batch*T*D], positions Int32Array[batch*T] | null, keyMask
+  // Uint8Array[batch*T] | null, batch, gradScale?) -> Promise<loss>
+  Napi::Value Step(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    streamline_cuda_train* t = ready(env);
+    int64_t batch = int_arg(env, info[4], "batch");
+    if (batch < 1 || size_t(batch) > spec_.B)
+      throw_error(env, "E_SHAPE", "step: batch must be in [1, " + std::to_string(spec_.B) + "] (the spec's batch)");
+    size_t M = size_t(batch) * spec_.T, n = M * spec_.D;
+    const float* x = typed<Napi::Float32Array>(env, info[0], napi_float32_array, n, "step: x", "Float32Array").Data();
+    const float* y = typed<Napi::Float32Array>(env, info[1], napi_float32_array, n, "step: target", "Float32Array").Data();
+    const int32_t* pos = nullptr;
+    if (spec_.use_rope)
+      pos = typed<Napi::Int32Array>(env, info[2], napi_int32_array, M, "step: positions", "Int32Array").Data();
+    const uint8_t* mask = absent(info[3]) ? nullptr
+                                          : typed<Napi::Uint8Array>(env, info[3], napi_uint8_array, M, "step: keyMask", "Uint8Array").Data();
+    float scale = 1.f;
+    if (!absent(info[5])) {
+      double gs = number_arg(env, info[5], "gradScale");
+      if (!std::isfinite(gs)) throw_error(env, "E_NATIVE_ARG", "step: gradScale must be finite");
+      scale = float(gs);
+    }
+    auto loss = std::make_shared<double>(0.0);
+    const TrainApi* a = api_;
+    return async(info, {info[0], info[1], info[2], info[3]},
+                 [=] { check_rc(*a, a->step(t, x, y, pos, mask, batch, scale, loss.get()), "train_step"); },
+                 [loss](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, *loss); });
+  }
+
+  // apply({lr, beta1, beta2, eps, weightDecay, maxNorm, step}) -> Promise<gradNorm>: clip, AdamW, gradients zeroed.
+  // A non-finite norm updates nothing (the caller stops, as the CPU trainer does).
+  Napi::Value Apply(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    streamline_cuda_train* t = ready(env);
+    if (!info[0].IsObject()) throw_error(env, "E_NATIVE_ARG", "apply: options must be an object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    auto num = [&](const char* k) {
+      Napi::Value v = o.Get(k);
+      if (!v.IsNumber() || !std::isfinite(v.As<Napi::Number>().DoubleValue()))
+        throw_error(env, "E_NATIVE_ARG", std::string("apply: options.") + k + " must be a finite number");
+      return v.As<Napi::Number>().DoubleValue();
+    };
+    streamline_cuda_adamw opt{num("lr"), num("beta1"), num("beta2"), num("eps"), num("weightDecay"), num("maxNorm"), 0};
+    double step = num("step");
+    // The same ranges as adamwStep (binding_backward.cpp).
+    if (!(opt.lr >= 0) || !(opt.eps >= 0) || !(opt.weight_decay >= 0) || !(opt.beta1 >= 0 && opt.beta1 < 1) ||
+        !(opt.beta2 >= 0 && opt.beta2 < 1))
+      throw_error(env, "E_NATIVE_ARG", "apply: lr, eps, weightDecay must be >= 0 and beta1, beta2 in [0, 1)");
+    if (step < 1 || step != std::floor(step)) throw_error(env, "E_NATIVE_ARG", "apply: options.step must be an integer >= 1");
+    opt.step = int64_t(step);
+    auto norm = std::make_shared<double>(0.0);
+    const TrainApi* a = api_;
+    return async(info, {}, [=] { check_rc(*a, a->apply(t, &opt, norm.get()), "train_apply"); },
+                 [norm](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, *norm); });
+  }
+
+  Napi::Value Get(const Napi::CallbackInfo& info, bool grads) {
+    Napi::Env env = info.Env();
+    streamline_cuda_train* t = ready(env);
+    std::string name = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+    int r = 0;
+    while (r < kRoleCount && name != role_name(r)) r++;
+    if (r == kRoleCount || !present_[r])
+      throw_error(env, "E_NATIVE_ARG", std::string(grads ? "getGrads" : "getParams") + ": '" + name + "' is not a parameter of this trainer");
+    size_t rows, cols;
+    role_shape(spec_, r, &rows, &cols);
+    Napi::Float32Array out = Napi::Float32Array::New(env, rows * cols);
+    float* dst = out.Data();
+    int64_t numel = int64_t(rows * cols);
+    const TrainApi* a = api_;
+    auto ref = std::make_shared<Napi::Reference<Napi::Float32Array>>(Napi::Persistent(out));
+    return async(info, {out}, [=] {
+      check_rc(*a, grads ? a->get_grads(t, r, dst, numel) : a->get_params(t, r, dst, numel), grads ? "train_get_grads" : "train_get_params");
+    }, [ref](Napi::Env) -> Napi::Value { return ref->Value(); });
+  }
+  // getParams(role) -> Promise<Float32Array>: the role's f32 master weights; getGrads(role): its accumulated gradient.
+  Napi::Value GetParams(const Napi::CallbackInfo& info) { return Get(info, false); }
+  Napi::Value GetGrads(const Napi::CallbackInfo& info) { return Get(info, true); }
+
+  // destroy(): frees the device memory now (idempotent).
+  Napi::Value Destroy(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (busy_) throw_error(env, "E_CUDA_BUSY", "CUDA trainer: cannot destroy while a call is in flight");
+    if (t_) api_->destroy(t_);
+    t_ = nullptr;
+    return env.Undefined();
+  }
+
+  friend Napi::Value OpenTrainer(const Napi::CallbackInfo& info);
+  const TrainApi* api_ = nullptr;
+  ReplacementSpec spec_;
+  bool present_[kRoleCount] = {};
+  streamline_cuda_train* t_ = nullptr;
+  bool busy_ = false;
+};
+
+Napi::FunctionReference* g_trainer_ctor = nullptr;
+
+// cudaTrainer(kind, spec, params, ropeInvFreq) -> Promise<CudaTrainer>: params are copied to the device (the host
+// arrays may change once the promise settles).
+Napi::Value OpenTrainer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* fn = "cudaTrainer";
+  const TrainApi& api = train_api(env);
+  ReplacementKind kind = kind_arg(env, info[0], fn);
+  ReplacementSpec s = spec_arg(env, info[1], kind, fn);
+  auto params = std::make_shared<ReplacementParams>();
+  params->fill(nullptr);
+  roles_arg(env, info[2], kind, s, params.get(), fn, "params", nullptr);
+  const float* inv = nullptr;
+  if (kind == ReplacementKind::Layer && s.use_rope)
+    inv = typed<Napi::Float32Array>(env, info[3], napi_float32_array, s.Dh / 2, std::string(fn) + ": ropeInvFreq", "Float32Array").Data();
+  if (s.grad_scale != 1.f) throw_error(env, "E_NATIVE_ARG", "cudaTrainer: spec.gradScale is per step here (step's gradScale)");
+  streamline_cuda_train_spec cs{};
+  cs.batch = int64_t(s.B);
+  cs.seq_len = int64_t(s.T);
+  cs.hidden = int64_t(s.D);
+  cs.heads = int64_t(s.H);
+  cs.kv_heads = int64_t(s.Hk);
+  cs.head_dim = int64_t(s.Dh);
+  cs.intermediate = int64_t(s.F);
+  cs.norm = s.layer_norm ? 1 : 0;
+  cs.activation = int32_t(s.act);
+  cs.gated = s.gated;
+  cs.use_rope = s.use_rope;
+  cs.use_cublaslt = 1;  // "available" already required cuBLASLt; the fallback GEMM is for the harness
+  cs.norm_eps = s.norm_eps;
+  cs.attn_scale = s.attn_scale;  // resolved by spec_arg (1/sqrt(headDim) when 0 or absent), as the CPU step uses it
+  cs.rope_attention_scaling = s.rope_attention_scaling;
+
+  Napi::Object obj = g_trainer_ctor->New({});
+  CudaTrainer* self = CudaTrainer::Unwrap(obj);
+  self->api_ = &api;
+  self->spec_ = s;
+  for (int r = 0; r < kRoleCount; r++) self->present_[r] = (*params)[r] != nullptr;
+  self->busy_ = true;
+  const TrainApi* a = &api;
+  int32_t k = kind == ReplacementKind::Layer ? 1 : 0;
+  return run_async(env, {info[2], info[3], obj}, [=] {
+    streamline_cuda_train* t = nullptr;
+    check_rc(*a, a->create(k, &cs, params->data(), inv, &t), "train_create");
+    self->t_ = t;
+  }, [ref = std::make_shared<Napi::ObjectReference>(Napi::Persistent(obj))](Napi::Env) -> Napi::Value {
+    return ref->Value();
+  }, [self] { self->busy_ = false; });
+}
+
+}  // namespace
+
+STREAMLINE_BINDING(cuda_train) {
+  Napi::Function ctor = CudaTrainer::Define(env);
+  g_trainer_ctor = new Napi::FunctionReference(Napi::Persistent(ctor));
+  exports.Set("cudaTrainer", Napi::Function::New(env, OpenTrainer, "cudaTrainer"));
+}

@@ -1,0 +1,153 @@
+// Replacement training on the CUDA path (issue 9) without a GPU: STREAMLINE_CUDA_LIBRARY points the loader at
+// streamline_cuda_cpu.so, whose training functions are the CPU trainer's own replacement_step, clip_grad_norm and
+// adamw_step. So prune with device 'cuda' must export bitwise the weights of device 'cpu', with the same losses:
+// a difference is a bug in the TypeScript path (data order, micro-batches, gradient scale, schedule, clipping,
+// validation, best weights) or the binding, not precision. The GPU's precision is checked by cuda/tests on a GPU.
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as core from '../src/index.js';
+import { native } from '../src/native.js';
+import type { LoadedTokenizer } from '../src/tokenizer.js';
+import { repoRoot } from './_helpers.js';
+
+const fake = path.join(repoRoot, 'packages', 'core', 'build', 'testlib', 'streamline_cuda_cpu.so');
+process.env.STREAMLINE_CUDA_LIBRARY = fake;  // read at the first cudaInfo() of the process
+
+const fixtures = path.join(repoRoot, 'test', 'fixtures', 'models');
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'streamline-cuda-train-'));
+const calib = path.join(tmp, 'calib.txt');
+// Enough varied text for 10 blocks of 48 tokens (one character per token).
+writeFileSync(calib, Array.from({ length: 40 }, (_, i) => `verse ${i}: ${'and the evening and the morning were the day '.slice(i % 7)}${i * 37}`).join('\n\n'));
+
+// The fixture models have no tokenizer.json: one character = one token, inside the fixture's vocabulary.
+function charTokenizer(vocab: number): LoadedTokenizer {
+  return {
+    encode: (text: string) => Int32Array.from(text, (c) => c.charCodeAt(0) % vocab),
+    decode: (ids: ArrayLike<number>) => Array.from(ids as number[], (i) => String.fromCharCode(i)).join(''),
+    bosId: undefined, eosId: undefined, padId: undefined, vocabSize: vocab, modelMaxLength: undefined, dir: tmp,
+  } as unknown as LoadedTokenizer;
+}
+
+async function fixture(name: string): Promise<core.LoadedModel> {
+  const m = await core.loadModel(path.join(fixtures, name));
+  return { ...m, tokenizer: charTokenizer(m.description.vocab) };
+}
+
+// Several optimiser steps with micro-batches (the last one short), accumulation, warmup, clipping that bites, and
+// validation every other step, so every piece of the loop is exercised.
+const base = (out: string, kind: 'mlp' | 'layer'): core.PruneOptions => ({
+  outDir: path.join(tmp, out), calib, samples: 2, seqLen: 48, trainSamples: 10, range: { start: 1, end: 2 }, replacement: kind,
+  lr: 5e-3, minLr: 1e-3, warmup: 1, clip: 0.05, microBatch: 2, gradAccum: 2, epochs: 2, evalEvery: 2, seed: 5,
+});
+
+if (!existsSync(fake)) {
+  console.log(`skip: ${fake} not built (CMake option STREAMLINE_CUDA_CPU_TEST)`);
+} else {
+  for (const name of ['llama-gqa', 'qwen2-bias']) {
+    for (const kind of ['mlp', 'layer'] as const) {
+      test(`${name} ${kind}: prune with device cuda trains bitwise the weights of device cpu`, async () => {
+        const model = await fixture(name);
+        const cpu = await core.prune(model, { ...base(`${name}-${kind}-cpu`, kind), device: 'cpu' });
+        const gpu = await core.prune(model, { ...base(`${name}-${kind}-cuda`, kind), device: 'cuda' });
+        assert.is(cpu.training!.device, 'cpu');
+        assert.is(gpu.training!.device, 'cuda');
+        assert.is(gpu.device, 'cuda');
+        assert.ok(cpu.training!.steps >= 4, `${cpu.training!.steps} steps`);
+        assert.equal(gpu.training!.history.map((h) => [h.step, h.loss, h.valLoss, h.lr]), cpu.training!.history.map((h) => [h.step, h.loss, h.valLoss, h.lr]));
+        assert.is(gpu.training!.bestStep, cpu.training!.bestStep);
+        const a = core.openCheckpoint(cpu.exported!.outDir), b = core.openCheckpoint(gpu.exported!.outDir);
+        assert.equal(b.names(), a.names());
+        for (const t of a.names()) assert.ok(Buffer.from(a.tensor(t).data).equals(Buffer.from(b.tensor(t).data)), t);
+        const manifest = JSON.parse(readFileSync(path.join(gpu.exported!.outDir, 'streamline.json'), 'utf8'));
+        assert.is(manifest.training.device, 'cuda');
+      });
+    }
+  }
+
+  test('--loss lm on cuda trains on the CPU after one warning, with the CPU result', async () => {
+    const model = await fixture('llama-gqa');
+    const logs: core.DeviceMessage[] = [];
+    const o = { ...base('lm-x', 'layer'), loss: 'lm' as const, epochs: 1 };
+    const cpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'lm-cpu'), device: 'cpu' });
+    const gpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'lm-cuda'), device: 'cuda', onLog: (m) => logs.push(m) });
+    assert.is(gpu.device, 'cuda');
+    assert.is(gpu.training!.device, 'cpu');
+    assert.equal(logs.map((m) => m.level), ['warning']);
+    assert.match(logs[0]!.message, /--loss lm: the replacement trains on the CPU/);
+    assert.equal(gpu.training!.history.map((h) => h.loss), cpu.training!.history.map((h) => h.loss));
+  });
+
+  test('interrupt and resume: no checkpoint on cuda; resuming a CPU checkpoint on cuda is refused', async () => {
+    const model = await fixture('llama-gqa');
+    const ckpt = path.join(tmp, 'ckpt');
+    const stopAfter = (k: number) => {
+      const ac = new AbortController();
+      return { signal: ac.signal, onTrainStep: (s: core.StepRecord) => { if (s.step === k) ac.abort(); } };
+    };
+    const code = async (f: () => Promise<unknown>) => { try { await f(); return ['none', '']; } catch (e) { return [(e as { code: string }).code, (e as Error).message]; } };
+    const [c1, m1] = await code(() => core.prune(model, { ...base('int-cuda', 'mlp'), device: 'cuda', checkpointFile: ckpt, ...stopAfter(2) }));
+    assert.is(c1, 'E_INTERRUPTED');
+    assert.match(m1!, /no checkpoint saved/);
+    assert.not.ok(existsSync(ckpt));
+    const [c2] = await code(() => core.prune(model, { ...base('int-cpu', 'mlp'), device: 'cpu', checkpointFile: ckpt, ...stopAfter(2) }));
+    assert.is(c2, 'E_INTERRUPTED');
+    assert.ok(existsSync(ckpt));
+    const [c3, m3] = await code(() => core.prune(model, { ...base('int-cpu', 'mlp'), device: 'cuda', checkpointFile: ckpt, resume: true, force: true }));
+    assert.is(c3, 'E_UNSUPPORTED');
+    assert.match(m3!, /resume with --device cpu/);
+    // The CPU resumes it, and ends with the uninterrupted CUDA-path run's weights.
+    const resumed = await core.prune(model, { ...base('int-cpu', 'mlp'), device: 'cpu', checkpointFile: ckpt, resume: true, force: true });
+    const whole = await core.prune(model, { ...base('whole-cuda', 'mlp'), device: 'cuda' });
+    const a = core.openCheckpoint(resumed.exported!.outDir), b = core.openCheckpoint(whole.exported!.outDir);
+    for (const t of a.names()) assert.ok(Buffer.from(a.tensor(t).data).equals(Buffer.from(b.tensor(t).data)), t);
+    assert.not.ok(existsSync(ckpt), 'a completed run removes the checkpoint');
+  });
+
+  test('the binding: getParams/getGrads, bad arguments, busy and destroyed trainers as coded errors', async () => {
+    const model = await fixture('llama-gqa');
+    const d = model.description;
+    const n = native();
+    const T = 8, D = d.semantics.hidden;
+    const w = d.layers[0]!.weights();
+    const params: Record<string, Float32Array> = {};
+    for (const r of ['mlp_norm.weight', 'gate.weight', 'up.weight', 'down.weight'] as const) {
+      params[r] = new Float32Array(w[r]!.data.buffer, w[r]!.data.byteOffset, w[r]!.data.byteLength / 4).slice();
+    }
+    const spec = { ...core.nativeLayerSpec(d.semantics, 2, T, false, 1) };
+    const code = async (f: () => unknown) => { try { await f(); return 'none'; } catch (e) { return (e as { code: string }).code; } };
+    assert.is(await code(() => n.cudaTrainer('conv' as never, spec, params, null)), 'E_NATIVE_ARG');
+    assert.is(await code(() => n.cudaTrainer('mlp', spec, { ...params, 'up.weight': new Float32Array(3) }, null)), 'E_SHAPE');
+    assert.is(await code(() => n.cudaTrainer('mlp', { ...spec, gradScale: 0.5 }, params, null)), 'E_NATIVE_ARG');
+    const t = await n.cudaTrainer('mlp', spec, params, null);
+    const x = Float32Array.from({ length: T * D }, (_, i) => Math.sin(i * 0.3)), y = Float32Array.from(x, (v) => v * 0.5);
+    // One step equals replacementStep on the same inputs (gradients) and, after apply, clip + adamwStep.
+    const grads = Object.fromEntries(Object.entries(params).map(([r, p]) => [r, new Float32Array(p.length)]));
+    const want = await n.replacementStep('mlp', { ...spec, batch: 1 }, params, grads, x, y, null, null, null, 0.5);
+    assert.is(await t.step(x, y, null, null, 1, 0.5), want);
+    assert.equal(await t.getGrads('up.weight'), grads['up.weight']);
+    assert.is(await code(() => t.step(x, y, null, null, 3, 1)), 'E_SHAPE');
+    assert.is(await code(() => t.step(x.subarray(1), y, null, null, 1, 1)), 'E_SHAPE');
+    assert.is(await code(() => t.getParams('q.weight')), 'E_NATIVE_ARG');
+    const pending = t.apply({ lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxNorm: 1e-3, step: 1 });
+    assert.is(await code(() => t.getParams('up.weight')), 'E_CUDA_BUSY');
+    assert.is(await code(() => t.destroy()), 'E_CUDA_BUSY');
+    const norm = await pending;
+    const list = Object.keys(params).sort();
+    const ps = list.map((r) => params[r]!), gs = list.map((r) => grads[r]!);
+    assert.is(norm, n.clipGradNorm(gs, 1e-3).norm);
+    n.adamwStep(ps, gs, ps.map((p) => new Float32Array(p.length)), ps.map((p) => new Float32Array(p.length)), { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: 1 });
+    for (const r of list) assert.equal(await t.getParams(r as never), params[r], r);
+    assert.equal(await t.getGrads('up.weight'), new Float32Array(params['up.weight']!.length), 'apply zeroes the gradients');
+    assert.is(await code(() => t.apply({ lr: 1e-3, beta1: 1, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxNorm: 1, step: 2 })), 'E_NATIVE_ARG');
+    t.destroy();
+    t.destroy();
+    assert.is(await code(() => t.getParams('up.weight')), 'E_CUDA');
+  });
+
+  test.after(() => rmSync(tmp, { recursive: true, force: true }));
+}
+
+test.run();
