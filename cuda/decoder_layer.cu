@@ -370,7 +370,10 @@ void Context::head_logprobs(const int32_t* targets, float* logprobs) {
     x = static_cast<const bf16*>(proj_buf);
   }
   // Logits in row chunks of at most 256 MiB.
-  const size_t chunk = std::max<size_t>(1, std::min(M, (size_t(256) << 20) / (V * 4)));
+  // A multiple of 128 rows keeps every chunk's bf16 input rows on 256-byte boundaries, which cuBLASLt needs (else the
+  // fallback GEMM runs).
+  size_t chunk = std::max<size_t>(1, std::min(M, (size_t(256) << 20) / (V * 4)));
+  if (chunk < M && chunk > 128) chunk -= chunk % 128;
   float* logits = nullptr;
   int32_t* tg = nullptr;
   float* lp = nullptr;

@@ -178,7 +178,9 @@ void Gemm::run(void* y, DType ydt, const bf16* x, const bf16* w, size_t M, size_
                cudaStream_t s) {
   if (M == 0 || N == 0) return;
   if (beta != 0.f && ydt != DType::F32) throw CudaError("Gemm::run: accumulation needs an f32 output");
-  if (!handle_) {
+  // Same alignment rule as the backward products: callers pass row offsets (the head's row chunks), which can
+  // leave an operand off the 256-byte alignment the heuristic assumed.
+  if (!handle_ || !aligned(y) || !aligned(x) || !aligned(w)) {
     gemm_fallback(y, ydt, x, w, nullptr, M, N, K, beta, s);
     return;
   }
