@@ -255,3 +255,20 @@ SL_EXPORT int streamline_cuda_train_get_grads(streamline_cuda_train* t, int32_t 
     t->get_grad(role, host_out);
   });
 }
+
+SL_EXPORT int streamline_cuda_train_get_state(streamline_cuda_train* t, int32_t role, float* host_param, float* host_m,
+                                              float* host_v, int64_t numel) {
+  return guarded([&] {
+    check_role(t, role, numel, "train_get_state");
+    t->get_state(role, host_param, host_m, host_v);
+  });
+}
+
+SL_EXPORT int streamline_cuda_train_set_state(streamline_cuda_train* t, int32_t role, const float* host_param,
+                                              const float* host_m, const float* host_v, int64_t numel) {
+  return guarded([&] {
+    check_role(t, role, numel, "train_set_state");
+    if (!host_param || !host_m || !host_v) throw CudaError("train_set_state: param, m and v are all required");
+    t->set_state(role, host_param, host_m, host_v);
+  });
+}

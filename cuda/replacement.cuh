@@ -66,6 +66,11 @@ class TrainStep {
   size_t numel(int role) const { return numel_[role]; }
   void get_param(int role, float* host) const;  // f32 master weights (synchronises)
   void get_grad(int role, float* host) const;   // accumulated gradient (synchronises)
+  // A role's master weights and AdamW moments, for checkpoints: get_state copies them out (any of the three may be
+  // nullptr), set_state overwrites them and refreshes the bf16 GEMM copies so the next step sees the new weights.
+  // Gradients are not part of the state: a checkpoint is taken between optimiser steps, where they are zero.
+  void get_state(int role, float* param, float* m, float* v) const;
+  void set_state(int role, const float* param, const float* m, const float* v);
   cudaStream_t stream() const { return stream_; }
   bool uses_cublaslt() const { return gemm_.uses_cublaslt(); }
   size_t device_bytes() const { return bytes_; }

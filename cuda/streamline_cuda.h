@@ -123,6 +123,14 @@ int streamline_cuda_train_apply(streamline_cuda_train* t, const streamline_cuda_
 /* Copy a role's f32 master weights (or its accumulated gradient) to host_out[numel]; numel must match the role. */
 int streamline_cuda_train_get_params(streamline_cuda_train* t, int32_t role, float* host_out, int64_t numel);
 int streamline_cuda_train_get_grads(streamline_cuda_train* t, int32_t role, float* host_out, int64_t numel);
+/* Checkpoint/resume: a role's f32 master weights and AdamW first/second moments (numel each; numel must match the
+ * role). get_state: any of host_param, host_m, host_v may be NULL (not copied). set_state: all three required; it also
+ * refreshes the bf16 weight copies, so the next train_step uses the new weights. Gradients are not state: call both
+ * between train_apply and the next train_step, where they are zero. The AdamW step count is the caller's (options). */
+int streamline_cuda_train_get_state(streamline_cuda_train* t, int32_t role, float* host_param, float* host_m,
+                                    float* host_v, int64_t numel);
+int streamline_cuda_train_set_state(streamline_cuda_train* t, int32_t role, const float* host_param,
+                                    const float* host_m, const float* host_v, int64_t numel);
 
 #ifdef __cplusplus
 }
