@@ -8,6 +8,8 @@
 //   trainer.step(x, target, positions, keyMask, batch, gradScale?) -> Promise<loss>
 //   trainer.apply({lr, beta1, beta2, eps, weightDecay, maxNorm, step}) -> Promise<gradNorm>
 //   trainer.getParams(role) / getGrads(role) -> Promise<Float32Array>; trainer.destroy()
+//   trainer.hasState() -> boolean; trainer.getState(role) -> Promise<{param, m, v}>; trainer.setState(role, {param, m, v})
+//     (checkpoint/resume; the state functions are resolved optionally: an older backend trains but cannot resume)
 #include <cmath>
 #include <memory>
 #include <string>
@@ -37,6 +39,9 @@ struct TrainApi {
   int (*apply)(streamline_cuda_train*, const streamline_cuda_adamw*, double*);
   int (*get_params)(streamline_cuda_train*, int32_t, float*, int64_t);
   int (*get_grads)(streamline_cuda_train*, int32_t, float*, int64_t);
+  // Optional (nullptr in a backend built before checkpoint/resume on the GPU).
+  int (*get_state)(streamline_cuda_train*, int32_t, float*, float*, float*, int64_t);
+  int (*set_state)(streamline_cuda_train*, int32_t, const float*, const float*, const float*, int64_t);
 };
 
 template <typename F> void resolve(F*& f, const char* name, std::string* missing) {
@@ -61,6 +66,9 @@ const TrainApi& train_api(Napi::Env env) {
       resolve(a.apply, "streamline_cuda_train_apply", &missing);
       resolve(a.get_params, "streamline_cuda_train_get_params", &missing);
       resolve(a.get_grads, "streamline_cuda_train_get_grads", &missing);
+      a.get_state = reinterpret_cast<decltype(a.get_state)>(cuda_symbol("streamline_cuda_train_get_state"));
+      a.set_state = reinterpret_cast<decltype(a.set_state)>(cuda_symbol("streamline_cuda_train_set_state"));
+      if (!a.get_state || !a.set_state) a.get_state = nullptr, a.set_state = nullptr;  // both or neither
       if (!missing.empty()) error = "the CUDA backend library lacks " + missing + " (built before GPU training existed)";
       else if (st.device_count == 0 || !st.reason.empty()) error = st.reason.empty() ? "no CUDA device" : st.reason;
     }
@@ -86,6 +94,9 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
                        {InstanceMethod("step", &CudaTrainer::Step), InstanceMethod("apply", &CudaTrainer::Apply),
                         InstanceMethod("getParams", &CudaTrainer::GetParams),
                         InstanceMethod("getGrads", &CudaTrainer::GetGrads),
+                        InstanceMethod("hasState", &CudaTrainer::HasState),
+                        InstanceMethod("getState", &CudaTrainer::GetState),
+                        InstanceMethod("setState", &CudaTrainer::SetState),
                         InstanceMethod("destroy", &CudaTrainer::Destroy)});
   }
 
@@ -164,16 +175,25 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
                  [norm](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, *norm); });
   }
 
-  Napi::Value Get(const Napi::CallbackInfo& info, bool grads) {
-    Napi::Env env = info.Env();
-    streamline_cuda_train* t = ready(env);
-    std::string name = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  // The role named by info[0] (a parameter of this trainer) and its element count.
+  int role_arg(Napi::Env env, const Napi::Value& v, const char* fn, size_t* numel) {
+    std::string name = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
     int r = 0;
     while (r < kRoleCount && name != role_name(r)) r++;
     if (r == kRoleCount || !present_[r])
-      throw_error(env, "E_NATIVE_ARG", std::string(grads ? "getGrads" : "getParams") + ": '" + name + "' is not a parameter of this trainer");
+      throw_error(env, "E_NATIVE_ARG", std::string(fn) + ": '" + name + "' is not a parameter of this trainer");
     size_t rows, cols;
     role_shape(spec_, r, &rows, &cols);
+    *numel = rows * cols;
+    return r;
+  }
+
+  Napi::Value Get(const Napi::CallbackInfo& info, bool grads) {
+    Napi::Env env = info.Env();
+    streamline_cuda_train* t = ready(env);
+    size_t n;
+    const int r = role_arg(env, info[0], grads ? "getGrads" : "getParams", &n);
+    size_t rows = n, cols = 1;
     Napi::Float32Array out = Napi::Float32Array::New(env, rows * cols);
     float* dst = out.Data();
     int64_t numel = int64_t(rows * cols);
@@ -186,6 +206,57 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
   // getParams(role) -> Promise<Float32Array>: the role's f32 master weights; getGrads(role): its accumulated gradient.
   Napi::Value GetParams(const Napi::CallbackInfo& info) { return Get(info, false); }
   Napi::Value GetGrads(const Napi::CallbackInfo& info) { return Get(info, true); }
+
+  // hasState() -> whether the backend exports get_state/set_state (else checkpoints and resume stay CPU-only).
+  Napi::Value HasState(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), api_ && api_->get_state && api_->set_state);
+  }
+  void need_state(Napi::Env env, const char* fn) {
+    if (!api_->get_state || !api_->set_state)
+      throw_error(env, "E_UNSUPPORTED", std::string(fn) + ": the CUDA backend library lacks streamline_cuda_train_get_state/"
+                                        "set_state (built before GPU checkpoints existed)");
+  }
+
+  // getState(role) -> Promise<{param, m, v}>: the role's f32 master weights and AdamW moments (Float32Array each).
+  Napi::Value GetState(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    streamline_cuda_train* t = ready(env);
+    need_state(env, "getState");
+    size_t n;
+    const int r = role_arg(env, info[0], "getState", &n);
+    Napi::Object out = Napi::Object::New(env);
+    Napi::Float32Array p = Napi::Float32Array::New(env, n), m = Napi::Float32Array::New(env, n),
+                       v = Napi::Float32Array::New(env, n);
+    out.Set("param", p);
+    out.Set("m", m);
+    out.Set("v", v);
+    float *dp = p.Data(), *dm = m.Data(), *dv = v.Data();
+    const int64_t numel = int64_t(n);
+    const TrainApi* a = api_;
+    auto ref = std::make_shared<Napi::ObjectReference>(Napi::Persistent(out));
+    return async(info, {out}, [=] { check_rc(*a, a->get_state(t, r, dp, dm, dv, numel), "train_get_state"); },
+                 [ref](Napi::Env) -> Napi::Value { return ref->Value(); });
+  }
+
+  // setState(role, {param, m, v}) -> Promise<void>: overwrite the role's weights and moments (Float32Array[numel]
+  // each; copied before the promise settles). Call between apply() and the next step() (gradients are not state).
+  Napi::Value SetState(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    streamline_cuda_train* t = ready(env);
+    need_state(env, "setState");
+    size_t n;
+    const int r = role_arg(env, info[0], "setState", &n);
+    if (!info[1].IsObject()) throw_error(env, "E_NATIVE_ARG", "setState: state must be an object {param, m, v}");
+    Napi::Object st = info[1].As<Napi::Object>();
+    const std::string what = std::string("setState: ") + role_name(r);
+    Napi::Value pv = st.Get("param"), mv = st.Get("m"), vv = st.Get("v");
+    const float* p = typed<Napi::Float32Array>(env, pv, napi_float32_array, n, what + ".param", "Float32Array").Data();
+    const float* m = typed<Napi::Float32Array>(env, mv, napi_float32_array, n, what + ".m", "Float32Array").Data();
+    const float* v = typed<Napi::Float32Array>(env, vv, napi_float32_array, n, what + ".v", "Float32Array").Data();
+    const int64_t numel = int64_t(n);
+    const TrainApi* a = api_;
+    return async(info, {pv, mv, vv}, [=] { check_rc(*a, a->set_state(t, r, p, m, v, numel), "train_set_state"); });
+  }
 
   // destroy(): frees the device memory now (idempotent).
   Napi::Value Destroy(const Napi::CallbackInfo& info) {

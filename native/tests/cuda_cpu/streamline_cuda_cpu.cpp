@@ -444,3 +444,37 @@ SL_EXPORT int streamline_cuda_train_get_params(streamline_cuda_train* t, int32_t
 SL_EXPORT int streamline_cuda_train_get_grads(streamline_cuda_train* t, int32_t role, float* host_out, int64_t numel) {
   return copy_role(t, role, host_out, numel, true);
 }
+
+namespace {
+TrainRole& find_role(streamline_cuda_train* t, int32_t role, int64_t numel, const char* fn) {
+  for (auto& r : t->roles) {
+    if (r.role != role) continue;
+    if (numel < 0 || size_t(numel) != r.p.size())
+      throw Error("E_SHAPE", std::string(fn) + ": " + role_name(role) + " has " + std::to_string(r.p.size()) +
+                                 " elements, asked for " + std::to_string(numel));
+    return r;
+  }
+  throw Error("E_SHAPE", std::string(fn) + ": role " + std::to_string(role) + " is not a parameter of this replacement");
+}
+}  // namespace
+
+SL_EXPORT int streamline_cuda_train_get_state(streamline_cuda_train* t, int32_t role, float* host_param, float* host_m,
+                                              float* host_v, int64_t numel) {
+  return guarded([&] {
+    const TrainRole& r = find_role(t, role, numel, "train_get_state");
+    if (host_param) std::memcpy(host_param, r.p.data(), r.p.size() * 4);
+    if (host_m) std::memcpy(host_m, r.m.data(), r.m.size() * 4);
+    if (host_v) std::memcpy(host_v, r.v.data(), r.v.size() * 4);
+  });
+}
+
+SL_EXPORT int streamline_cuda_train_set_state(streamline_cuda_train* t, int32_t role, const float* host_param,
+                                              const float* host_m, const float* host_v, int64_t numel) {
+  return guarded([&] {
+    TrainRole& r = find_role(t, role, numel, "train_set_state");
+    if (!host_param || !host_m || !host_v) throw Error("E_SHAPE", "train_set_state: param, m and v are all required");
+    std::memcpy(r.p.data(), host_param, r.p.size() * 4);
+    std::memcpy(r.m.data(), host_m, r.m.size() * 4);
+    std::memcpy(r.v.data(), host_v, r.v.size() * 4);
+  });
+}

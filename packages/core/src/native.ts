@@ -245,8 +245,21 @@ export interface NativeCudaTrainer {
   getParams(role: NativeLayerRole): Promise<Float32Array>;
   /** A role's accumulated gradient (a new array). */
   getGrads(role: NativeLayerRole): Promise<Float32Array>;
+  /** Whether the backend exports the checkpoint functions (getState/setState); an older backend throws E_UNSUPPORTED. */
+  hasState(): boolean;
+  /** A role's f32 master weights and AdamW moments (new arrays), for a checkpoint between optimiser steps. */
+  getState(role: NativeLayerRole): Promise<NativeCudaTrainState>;
+  /** Overwrites a role's weights and moments (copied; resume). Gradients are not state: call between apply and step. */
+  setState(role: NativeLayerRole, state: NativeCudaTrainState): Promise<void>;
   /** Frees the device memory now (a finalizer does it otherwise). */
   destroy(): void;
+}
+
+/** One role's optimiser state on the GPU: weights and AdamW first/second moments, each of the role's size. */
+export interface NativeCudaTrainState {
+  param: Float32Array;
+  m: Float32Array;
+  v: Float32Array;
 }
 
 /** The engine's layer spec plus rotDim (rotated dims per head; 0 = headDim) and mlpOnly (the `mlp` replacement block). */
