@@ -96,7 +96,7 @@ export function registerPrune(program: Command): Command {
     .option('--keep-cache', 'keep the on-disk pair cache afterwards')
     .option('--log <file>', 'JSONL training log (step, loss, validation loss, learning rate)')
     .option('--checkpoint <file>', 'training checkpoint written on Ctrl-C (default: <out>.train-checkpoint; not when training on cuda)', collect)
-    .option('--resume', 'continue training from --checkpoint (on the CPU: --device cuda refuses it)')
+    .option('--resume', 'continue training from --checkpoint (saved on either device)')
     .option('--ridge <x>', 'linear replacement: ridge term relative to the mean Gram diagonal', positiveOption('--ridge', true))
     .addOption(deviceOption())
     .option('--json <file>', 'write the plan, scores, training summary and result as JSON')

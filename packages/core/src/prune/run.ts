@@ -58,8 +58,8 @@ export interface TrainingOptions {
 /**
  * `device` (default 'auto') runs scoring, the collection of training pairs, the held-out perplexity and (loss `mse`)
  * the replacement's optimiser steps on CUDA when it is usable; the `linear` fit, training with loss `lm`, validation
- * losses and the relative error run on the CPU. An interrupted training run on CUDA saves no checkpoint, and
- * `resume` from a checkpoint needs the CPU (the AdamW moments cannot be moved to or from the GPU yet).
+ * losses and the relative error run on the CPU. A training checkpoint (Ctrl-C, `resume`) has one format for both
+ * devices: one saved on either device resumes on either.
  */
 export interface PruneOptions extends Omit<CalibrationOptions, 'onProgress'>, TrainingOptions, DeviceOptions {
   outDir: string;
@@ -290,7 +290,7 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
       });
       if (r.interrupted) {
         throw new StreamlineError('E_INTERRUPTED', !o.checkpointFile ? `training interrupted at step ${r.steps}`
-          : r.device === 'cuda' ? `training interrupted at step ${r.steps}; no checkpoint saved (the CUDA trainer cannot save its AdamW moments yet; train with --device cpu to be able to resume)`
+          : !r.checkpointSaved ? `training interrupted at step ${r.steps}; no checkpoint saved (this CUDA backend library cannot read its AdamW moments back: it predates streamline_cuda_train_get_state; rebuild it, or train with --device cpu to be able to resume)`
           : `training interrupted at step ${r.steps}; state saved to ${o.checkpointFile} (rerun with --resume)`);
       }
       const { weights, ...rest } = r;

@@ -11,9 +11,10 @@
  * On `device` 'cuda' (loss `mse` only) the micro-batch steps, clipping and AdamW run on the GPU through the CUDA
  * backend's trainer (the parameters, gradients and moments stay there); the data order, schedule, loss bookkeeping,
  * validation (on the CPU, with weights downloaded at each validation), best weights and log are this file's, the same
- * for both devices. Not on cuda: loss `lm` (trained on the CPU, with a warning), and checkpoints, since the moments
- * cannot be read back from the GPU yet: an interrupted cuda run saves nothing, and `resume` from a checkpoint is
- * refused there (E_UNSUPPORTED).
+ * for both devices. Checkpoints are one format for both devices: an interrupted cuda run downloads the weights and
+ * AdamW moments (getState) and `resume` uploads them (setState), so a checkpoint moves between cpu and cuda. Not on
+ * cuda: loss `lm` (trained on the CPU, with a warning). A CUDA backend built before getState/setState existed trains
+ * but saves no checkpoint, and refuses `resume` (E_UNSUPPORTED).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -89,8 +90,10 @@ export interface TrainResult {
   bestValLoss: number | null;
   tokens: number;
   seconds: number;
-  /** True when the run stopped early on the abort signal (after saving a checkpoint, on the CPU). */
+  /** True when the run stopped early on the abort signal (after saving a checkpoint, if checkpointFile is set). */
   interrupted: boolean;
+  /** Set (true) when the interrupted run's state was written to checkpointFile (not on a CUDA backend without getState). */
+  checkpointSaved?: true;
   /** Where the optimiser steps ran. */
   device: Device;
 }
@@ -157,10 +160,9 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
   const positions = (B: number) => { const p = new Int32Array(B * T); for (let i = 0; i < p.length; i++) p[i] = i % T; return p; };
 
   let st: State;
-  if (o.resume && o.checkpointFile && fs.existsSync(o.checkpointFile)) {
-    if (device === 'cuda')
-      throw new StreamlineError('E_UNSUPPORTED', `resuming ${o.checkpointFile} on cuda: the checkpoint's AdamW moments cannot be loaded into the CUDA trainer yet; resume with --device cpu`, { file: o.checkpointFile });
-    st = loadCheckpoint(o.checkpointFile, roles);
+  const resumed = o.resume === true && o.checkpointFile !== undefined && fs.existsSync(o.checkpointFile);
+  if (resumed) {
+    st = loadCheckpoint(o.checkpointFile!, roles);
   } else {
     // On cuda the gradients and moments live on the GPU only.
     const zeros = () => (device === 'cpu' ? roles.map((r) => new Float32Array(o.init[r]!.length)) : []);
@@ -198,9 +200,19 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
     for (const r of roles) out.push(await g.getParams(r));
     return (st.params = out);
   };
-  let interrupted = false;
+  let interrupted = false, checkpointSaved = false;
   try {
-    if (device === 'cuda') gpu = await n.cudaTrainer(o.kind, spec(Math.min(micro, N)), byRole(st.params), o.ropeInvFreq);
+    if (device === 'cuda') {
+      const g = gpu = await n.cudaTrainer(o.kind, spec(Math.min(micro, N)), byRole(st.params), o.ropeInvFreq);
+      if (resumed) {
+        if (!g.hasState())
+          throw new StreamlineError('E_UNSUPPORTED', `resuming ${o.checkpointFile} on cuda: this CUDA backend library cannot load AdamW moments (built before streamline_cuda_train_set_state); rebuild it, or resume with --device cpu`, { file: o.checkpointFile });
+        for (const [i, r] of roles.entries()) await g.setState(r, { param: st.params[i]!, m: st.m[i]!, v: st.v[i]! });
+        // From here the moments live on the GPU only, as in a fresh cuda run.
+        st.m = [];
+        st.v = [];
+      }
+    }
     while (st.step < total) {
       if (o.signal?.aborted) { interrupted = true; break; }
       const step = st.step + 1;
@@ -244,8 +256,18 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
       o.onStep?.(rec, total);
       void parts;
     }
-    if (gpu !== null) await hostParams();
-    if (interrupted && o.checkpointFile && gpu === null) saveCheckpoint(o.checkpointFile, roles, st);
+    if (gpu !== null && interrupted && o.checkpointFile && gpu.hasState()) {
+      // The loop stops between optimiser steps, where the GPU's gradients are zero: weights and moments are the state.
+      const params: Float32Array[] = [], m: Float32Array[] = [], v: Float32Array[] = [];
+      for (const r of roles) { const s = await gpu.getState(r); params.push(s.param); m.push(s.m); v.push(s.v); }
+      st.params = params; st.m = m; st.v = v;
+    } else if (gpu !== null) {
+      await hostParams();
+    }
+    if (interrupted && o.checkpointFile && (gpu === null || gpu.hasState())) {
+      saveCheckpoint(o.checkpointFile, roles, st);
+      checkpointSaved = true;
+    }
     if (!interrupted && o.checkpointFile) fs.rmSync(o.checkpointFile, { force: true });
   } finally {
     if (log !== null) fs.closeSync(log);
@@ -255,7 +277,7 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
   return {
     weights: Object.fromEntries(roles.map((r, i) => [r, final[i]!])),
     history: st.history, steps: st.step, bestStep: st.best ? st.bestStep : st.step, bestValLoss: st.bestValLoss,
-    tokens: st.tokens, seconds: (Date.now() - t0) / 1000, interrupted, device,
+    tokens: st.tokens, seconds: (Date.now() - t0) / 1000, interrupted, ...(checkpointSaved ? { checkpointSaved: true as const } : {}), device,
   };
 }
 
