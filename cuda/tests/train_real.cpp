@@ -30,11 +30,11 @@ void check_capi_train() {
 #define SYM(name) auto name = reinterpret_cast<decltype(&::name)>(dlsym(h, #name))
   SYM(streamline_cuda_train_create); SYM(streamline_cuda_train_destroy); SYM(streamline_cuda_train_step);
   SYM(streamline_cuda_train_apply); SYM(streamline_cuda_train_get_params); SYM(streamline_cuda_train_get_grads);
-  SYM(streamline_cuda_last_error);
+  SYM(streamline_cuda_last_error); SYM(streamline_cuda_train_get_state); SYM(streamline_cuda_train_set_state);
 #undef SYM
   if (!streamline_cuda_train_create || !streamline_cuda_train_destroy || !streamline_cuda_train_step ||
       !streamline_cuda_train_apply || !streamline_cuda_train_get_params || !streamline_cuda_train_get_grads ||
-      !streamline_cuda_last_error) {
+      !streamline_cuda_last_error || !streamline_cuda_train_get_state || !streamline_cuda_train_set_state) {
     record("train", "C API: symbols", false, 0, 0, "missing exports in " + so);
     dlclose(h);
     return;
@@ -81,6 +81,58 @@ void check_capi_train() {
     record("train", "C API: same loss, gradients, norm and weights as the in-process step",
            loss == lref && norm == nref && cg.rel_l2 == 0 && cp.rel_l2 == 0 && cg.nan_mismatch == 0 && cp.nan_mismatch == 0,
            std::max(cg.rel_l2, cp.rel_l2), 0);
+  }
+  // Checkpoint/resume: the state after one step, set into a trainer created from other weights, must continue
+  // exactly as the original (the same kernels on the same values; bitwise, like the in-process comparison above).
+  if (ok) {
+    Params sp = zeros_like(p0), sm = sp, sv = sp;
+    bool sok = true;
+    for (int k = 0; k < kRoles && sok; k++)
+      if (!sp[k].empty())
+        sok = streamline_cuda_train_get_state(tr, k, sp[k].data(), sm[k].data(), sv[k].data(), int64_t(sp[k].size())) == 0;
+    std::string w;
+    record("train", "C API: get_state's weights are get_params'", sok && worst_role(sp, p, &w).rel_l2 == 0 &&
+           worst_role(sp, p, &w).nan_mismatch == 0, 0, 0, sok ? "" : streamline_cuda_last_error());
+    Rng r2(6161);
+    const Params other = make_params(c, r2);
+    for (int k = 0; k < kRoles; k++) hp[k] = other[k].empty() ? nullptr : other[k].data();
+    streamline_cuda_train* fresh = nullptr;
+    sok = sok && streamline_cuda_train_create(1, &s, hp, inv.data(), &fresh) == 0;
+    for (int k = 0; k < kRoles && sok; k++)
+      if (!sp[k].empty())
+        sok = streamline_cuda_train_set_state(fresh, k, sp[k].data(), sm[k].data(), sv[k].data(), int64_t(sp[k].size())) == 0;
+    // Two more steps on both (the second batch differs, so the moments' history matters, not just the weights).
+    const Batch b2 = make_batch(c, c.s.B, r2, nullptr, inv);
+    double la[2] = {0, 0}, lb[2] = {0, 0}, na[2] = {0, 0}, nb[2] = {0, 0};
+    for (int k = 0; k < 2 && sok; k++) {
+      const Batch& bb = k == 0 ? b2 : b;
+      streamline_cuda_adamw ok2{opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay, 5.0, 2 + k};
+      sok = streamline_cuda_train_step(tr, bb.x.data(), bb.target.data(), bb.pos.data(), bb.mask.data(), int64_t(bb.B), 1.f, &la[k]) == 0 &&
+            streamline_cuda_train_step(fresh, bb.x.data(), bb.target.data(), bb.pos.data(), bb.mask.data(), int64_t(bb.B), 1.f, &lb[k]) == 0 &&
+            streamline_cuda_train_apply(tr, &ok2, &na[k]) == 0 && streamline_cuda_train_apply(fresh, &ok2, &nb[k]) == 0;
+    }
+    Params ap = zeros_like(p0), am = ap, av = ap, bp = ap, bm = ap, bv = ap;
+    for (int k = 0; k < kRoles && sok; k++)
+      if (!ap[k].empty())
+        sok = streamline_cuda_train_get_state(tr, k, ap[k].data(), am[k].data(), av[k].data(), int64_t(ap[k].size())) == 0 &&
+              streamline_cuda_train_get_state(fresh, k, bp[k].data(), bm[k].data(), bv[k].data(), int64_t(bp[k].size())) == 0;
+    record("train", "C API: get_state / set_state into a fresh trainer / 2 more steps", sok, 0, 0,
+           sok ? "" : streamline_cuda_last_error());
+    if (sok) {
+      const Compare cp = worst_role(bp, ap, &w), cm = worst_role(bm, am, &w), cv = worst_role(bv, av, &w);
+      record("train", "C API: a restored trainer continues bitwise (losses, norms, weights, m, v)",
+             la[0] == lb[0] && la[1] == lb[1] && na[0] == nb[0] && na[1] == nb[1] && cp.rel_l2 == 0 && cm.rel_l2 == 0 &&
+                 cv.rel_l2 == 0 && cp.nan_mismatch + cm.nan_mismatch + cv.nan_mismatch == 0,
+             std::max({cp.rel_l2, cm.rel_l2, cv.rel_l2}), 0, w);
+    }
+    if (fresh) {
+      const int k = STREAMLINE_CUDA_TRAIN_UP_W;
+      const int bad = streamline_cuda_train_set_state(fresh, k, sp[k].data(), nullptr, sv[k].data(), int64_t(sp[k].size()));
+      const std::string msg = streamline_cuda_last_error();
+      record("train", "C API: set_state without a moment returns -1", bad == -1, 0, 0, msg);
+      streamline_cuda_train_destroy(fresh);
+    }
+    for (int k = 0; k < kRoles; k++) hp[k] = p0[k].empty() ? nullptr : p0[k].data();
   }
   std::vector<float> tmp(10);
   const int bad = tr ? streamline_cuda_train_get_params(tr, STREAMLINE_CUDA_TRAIN_Q_W, tmp.data(), 10) : 0;

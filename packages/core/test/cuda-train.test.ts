@@ -80,31 +80,42 @@ if (!existsSync(fake)) {
     assert.equal(gpu.training!.history.map((h) => h.loss), cpu.training!.history.map((h) => h.loss));
   });
 
-  test('interrupt and resume: no checkpoint on cuda; resuming a CPU checkpoint on cuda is refused', async () => {
-    const model = await fixture('llama-gqa');
-    const ckpt = path.join(tmp, 'ckpt');
-    const stopAfter = (k: number) => {
-      const ac = new AbortController();
-      return { signal: ac.signal, onTrainStep: (s: core.StepRecord) => { if (s.step === k) ac.abort(); } };
-    };
-    const code = async (f: () => Promise<unknown>) => { try { await f(); return ['none', '']; } catch (e) { return [(e as { code: string }).code, (e as Error).message]; } };
-    const [c1, m1] = await code(() => core.prune(model, { ...base('int-cuda', 'mlp'), device: 'cuda', checkpointFile: ckpt, ...stopAfter(2) }));
-    assert.is(c1, 'E_INTERRUPTED');
-    assert.match(m1!, /no checkpoint saved/);
-    assert.not.ok(existsSync(ckpt));
-    const [c2] = await code(() => core.prune(model, { ...base('int-cpu', 'mlp'), device: 'cpu', checkpointFile: ckpt, ...stopAfter(2) }));
-    assert.is(c2, 'E_INTERRUPTED');
-    assert.ok(existsSync(ckpt));
-    const [c3, m3] = await code(() => core.prune(model, { ...base('int-cpu', 'mlp'), device: 'cuda', checkpointFile: ckpt, resume: true, force: true }));
-    assert.is(c3, 'E_UNSUPPORTED');
-    assert.match(m3!, /resume with --device cpu/);
-    // The CPU resumes it, and ends with the uninterrupted CUDA-path run's weights.
-    const resumed = await core.prune(model, { ...base('int-cpu', 'mlp'), device: 'cpu', checkpointFile: ckpt, resume: true, force: true });
-    const whole = await core.prune(model, { ...base('whole-cuda', 'mlp'), device: 'cuda' });
-    const a = core.openCheckpoint(resumed.exported!.outDir), b = core.openCheckpoint(whole.exported!.outDir);
-    for (const t of a.names()) assert.ok(Buffer.from(a.tensor(t).data).equals(Buffer.from(b.tensor(t).data)), t);
-    assert.not.ok(existsSync(ckpt), 'a completed run removes the checkpoint');
-  });
+  // A Ctrl-C checkpoint has one format on both devices (the CUDA trainer's weights and AdamW moments come through
+  // getState/setState), so every pairing of the interrupted and the resuming device ends with the uninterrupted
+  // run's weights and history, bitwise.
+  for (const kind of ['mlp', 'layer'] as const) {
+    test(`${kind}: interrupt and resume on cuda, cpu -> cuda and cuda -> cpu end bitwise as an uninterrupted run`, async () => {
+      const model = await fixture('llama-gqa');
+      const stopAfter = (k: number) => {
+        const ac = new AbortController();
+        return { signal: ac.signal, onTrainStep: (s: core.StepRecord) => { if (s.step === k) ac.abort(); } };
+      };
+      const code = async (f: () => Promise<unknown>) => { try { await f(); return ['none', '']; } catch (e) { return [(e as { code: string }).code, (e as Error).message]; } };
+      const hist = (r: core.PruneResult) => r.training!.history.map((h) => [h.step, h.loss, h.valLoss, h.lr]);
+      const whole = await core.prune(model, { ...base(`${kind}-whole-cuda`, kind), device: 'cuda' });
+      const wholeCpu = await core.prune(model, { ...base(`${kind}-whole-cpu`, kind), device: 'cpu' });
+      const want = core.openCheckpoint(whole.exported!.outDir), wantCpu = core.openCheckpoint(wholeCpu.exported!.outDir);
+      for (const t of want.names()) assert.ok(Buffer.from(want.tensor(t).data).equals(Buffer.from(wantCpu.tensor(t).data)), `cuda vs cpu ${t}`);
+      for (const [from, to] of [['cuda', 'cuda'], ['cpu', 'cuda'], ['cuda', 'cpu']] as const) {
+        const what = `${from} -> ${to}`;
+        const ckpt = path.join(tmp, `ckpt-${kind}-${from}-${to}`);
+        const o = { ...base(`${kind}-int-${from}-${to}`, kind), checkpointFile: ckpt };
+        const [c1, m1] = await code(() => core.prune(model, { ...o, device: from, ...stopAfter(2) }));
+        assert.is(c1, 'E_INTERRUPTED', what);
+        assert.match(m1!, /state saved to/, what);
+        assert.ok(existsSync(ckpt), what);
+        const resumed = await core.prune(model, { ...o, device: to, resume: true, force: true });
+        assert.is(resumed.training!.device, to, what);
+        assert.is(resumed.training!.steps, whole.training!.steps, what);
+        assert.equal(hist(resumed), hist(whole), what);
+        assert.is(resumed.training!.bestStep, whole.training!.bestStep, what);
+        const got = core.openCheckpoint(resumed.exported!.outDir);
+        assert.equal(got.names(), want.names(), what);
+        for (const t of want.names()) assert.ok(Buffer.from(got.tensor(t).data).equals(Buffer.from(want.tensor(t).data)), `${what} ${t}`);
+        assert.not.ok(existsSync(ckpt), `${what}: a completed run removes the checkpoint`);
+      }
+    });
+  }
 
   test('the binding: getParams/getGrads, bad arguments, busy and destroyed trainers as coded errors', async () => {
     const model = await fixture('llama-gqa');
@@ -138,8 +149,27 @@ if (!existsSync(fake)) {
     const list = Object.keys(params).sort();
     const ps = list.map((r) => params[r]!), gs = list.map((r) => grads[r]!);
     assert.is(norm, n.clipGradNorm(gs, 1e-3).norm);
-    n.adamwStep(ps, gs, ps.map((p) => new Float32Array(p.length)), ps.map((p) => new Float32Array(p.length)), { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: 1 });
+    const ms = ps.map((p) => new Float32Array(p.length)), vs = ps.map((p) => new Float32Array(p.length));
+    n.adamwStep(ps, gs, ms, vs, { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: 1 });
     for (const r of list) assert.equal(await t.getParams(r as never), params[r], r);
+    // getState returns the weights and both moments; setState into a fresh trainer continues identically.
+    assert.ok(t.hasState());
+    const states = [];
+    for (const [i, r] of list.entries()) {
+      const st = await t.getState(r as never);
+      assert.equal([st.param, st.m, st.v], [ps[i], ms[i], vs[i]], r);
+      states.push(st);
+    }
+    const u = await n.cudaTrainer('mlp', spec, Object.fromEntries(list.map((r) => [r, new Float32Array(params[r]!.length)])), null);
+    for (const [i, r] of list.entries()) await u.setState(r as never, states[i]!);
+    const opt2 = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxNorm: 1, step: 2 };
+    assert.is(await u.step(x, y, null, null, 1, 1), await t.step(x, y, null, null, 1, 1));
+    assert.is(await u.apply(opt2), await t.apply(opt2));
+    for (const r of list) assert.equal(await u.getState(r as never), await t.getState(r as never), r);
+    assert.is(await code(() => u.getState('q.weight' as never)), 'E_NATIVE_ARG');
+    assert.is(await code(() => u.setState('up.weight', { ...states[list.indexOf('up.weight')]!, m: new Float32Array(3) })), 'E_SHAPE');
+    assert.is(await code(() => u.setState('up.weight', null as never)), 'E_NATIVE_ARG');
+    u.destroy();
     assert.equal(await t.getGrads('up.weight'), new Float32Array(params['up.weight']!.length), 'apply zeroes the gradients');
     assert.is(await code(() => t.apply({ lr: 1e-3, beta1: 1, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxNorm: 1, step: 2 })), 'E_NATIVE_ARG');
     t.destroy();
