@@ -95,7 +95,7 @@ export function registerPrune(program: Command): Command {
     .option('--cache-dir <dir>', 'folder for the on-disk pair cache (default: next to the output)')
     .option('--keep-cache', 'keep the on-disk pair cache afterwards')
     .option('--log <file>', 'JSONL training log (step, loss, validation loss, learning rate)')
-    .option('--checkpoint <file>', 'training checkpoint written on Ctrl-C (default: <out>.train-checkpoint; not when training on cuda)', collect)
+    .option('--checkpoint <file>', 'training checkpoint written on Ctrl-C (default: <out>.train-checkpoint)', collect)
     .option('--resume', 'continue training from --checkpoint (saved on either device)')
     .option('--ridge <x>', 'linear replacement: ridge term relative to the mean Gram diagonal', positiveOption('--ridge', true))
     .addOption(deviceOption())
