@@ -17,6 +17,7 @@
 #include "args.h"
 #include "arrays.h"
 #include "async.h"
+#include "layer_args.h"
 #include "register.h"
 #include "replacement_args.h"
 #include "streamline/error.h"
@@ -27,46 +28,9 @@ using namespace streamline::binding;
 
 namespace {
 
-template <typename F>
-void rethrow(Napi::Env env, F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    throw_error(env, e.code.c_str(), e.what());
-  }
-}
-
-LayerWeights layer_weights(Napi::Env env, Napi::Value v, const std::string& what, std::vector<Napi::Value>* keep) {
-  if (!v.IsObject()) throw_error(env, "E_NATIVE_ARG", what + ": expected an object {role: tensor}");
-  Napi::Object o = v.As<Napi::Object>();
-  LayerWeights w;
-  Napi::Array names = o.GetPropertyNames();
-  for (uint32_t i = 0; i < names.Length(); i++) {
-    std::string role = names.Get(i).As<Napi::String>().Utf8Value();
-    WeightView* slot = layer_weight_role(w, role);
-    if (!slot) throw_error(env, "E_NATIVE_ARG", what + ": unknown role '" + role + "'");
-    Napi::Value t = o.Get(role);
-    *slot = weight_arg(env, t, (what + "['" + role + "']").c_str());
-    if (*slot) keep->push_back(t);
-  }
-  return w;
-}
-
 HeadWeights head_weights(Napi::Env env, Napi::Value v, const char* fn, std::vector<Napi::Value>* keep) {
   std::string what = std::string(fn) + ": headWeights";
-  if (!v.IsObject()) throw_error(env, "E_NATIVE_ARG", what + ": expected an object {role: tensor}");
-  Napi::Object o = v.As<Napi::Object>();
-  HeadWeights w;
-  Napi::Array names = o.GetPropertyNames();
-  for (uint32_t i = 0; i < names.Length(); i++) {
-    std::string role = names.Get(i).As<Napi::String>().Utf8Value();
-    WeightView* slot = role == "final_norm.weight" ? &w.norm_w : role == "final_norm.bias" ? &w.norm_b
-                     : role == "project_out.weight" ? &w.project_out : role == "lm_head.weight" ? &w.lm_head : nullptr;
-    if (!slot) throw_error(env, "E_NATIVE_ARG", what + ": unknown role '" + role + "' (known: final_norm.weight, final_norm.bias, lm_head.weight)");
-    Napi::Value t = o.Get(role);
-    *slot = weight_arg(env, t, role.c_str());
-    if (*slot) keep->push_back(t);
-  }
+  HeadWeights w = binding::head_weights(env, v, keep, what);
   if (w.project_out)
     throw_error(env, "E_UNSUPPORTED", what + ": OPT project_out (word_embed_proj_dim != hidden) is not supported by --loss lm");
   if (!w.lm_head || w.lm_head.shape.size() != 2) throw_error(env, "E_SHAPE", what + "['lm_head.weight']: required, [vocab, hidden]");
@@ -118,7 +82,7 @@ LmCall lm_args(const Napi::CallbackInfo& info, const char* fn, size_t a, std::ve
   Napi::Array layers = info[a + 1].As<Napi::Array>();
   for (uint32_t k = 0; k < layers.Length(); k++) {
     std::string what = std::string(fn) + ": layers[" + std::to_string(k) + "]";
-    c.tail->layers.push_back(layer_weights(env, layers.Get(k), what, keep));
+    c.tail->layers.push_back(layer_weights(env, layers.Get(k), keep, what));
     rethrow(env, [&] {
       try {
         validate_layer(c.tail->layer, c.tail->layers.back());
@@ -183,7 +147,7 @@ Napi::Value FrozenLayerBackward(const Napi::CallbackInfo& info) {
   std::vector<Napi::Value> keep;
   ReplacementSpec rs = spec_arg(env, info[3], ReplacementKind::Layer, fn);
   LayerSpec s = layer_spec_of(rs);
-  LayerWeights w = layer_weights(env, info[4], std::string(fn) + ": weights", &keep);
+  LayerWeights w = layer_weights(env, info[4], &keep, std::string(fn) + ": weights");
   rethrow(env, [&] { validate_layer(s, w); });
   const size_t M = rs.B * rs.T, n = M * rs.D;
   float* dx = typed<Napi::Float32Array>(env, info[0], napi_float32_array, n, std::string(fn) + ": dx", "Float32Array").Data();

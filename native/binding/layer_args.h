@@ -57,8 +57,10 @@ inline LayerSpec layer_spec(Napi::Env env, Napi::Value v) {
 
 // weights: {role: tensor | null}; unknown roles are an error (a misspelt role must not be silently dropped).
 // The data of every present tensor is appended to *keep so it outlives an asynchronous call.
-inline LayerWeights layer_weights(Napi::Env env, Napi::Value v, std::vector<Napi::Value>* keep) {
-  if (!v.IsObject()) throw_error(env, "E_NATIVE_ARG", "weights: expected an object {role: tensor}");
+// `what` names the argument in error messages (e.g. "lmLossStep: tailLayers[2]").
+inline LayerWeights layer_weights(Napi::Env env, Napi::Value v, std::vector<Napi::Value>* keep,
+                                  const std::string& what = "weights") {
+  if (!v.IsObject()) throw_error(env, "E_NATIVE_ARG", what + ": expected an object {role: tensor}");
   Napi::Object o = v.As<Napi::Object>();
   LayerWeights w;
   Napi::Array names = o.GetPropertyNames();
@@ -68,7 +70,7 @@ inline LayerWeights layer_weights(Napi::Env env, Napi::Value v, std::vector<Napi
     if (!slot) {
       std::string known;
       for (auto& r : layer_weight_roles()) known += (known.empty() ? "" : ", ") + r;
-      throw_error(env, "E_NATIVE_ARG", "weights: unknown role '" + role + "' (known: " + known + ")");
+      throw_error(env, "E_NATIVE_ARG", what + ": unknown role '" + role + "' (known: " + known + ")");
     }
     Napi::Value t = o.Get(role);
     *slot = weight_arg(env, t, role.c_str());
@@ -92,8 +94,9 @@ inline HeadSpec head_spec(Napi::Env env, Napi::Value v) {
   return s;
 }
 
-inline HeadWeights head_weights(Napi::Env env, Napi::Value v, std::vector<Napi::Value>* keep) {
-  if (!v.IsObject()) throw_error(env, "E_NATIVE_ARG", "weights: expected an object {role: tensor}");
+inline HeadWeights head_weights(Napi::Env env, Napi::Value v, std::vector<Napi::Value>* keep,
+                                const std::string& what = "weights") {
+  if (!v.IsObject()) throw_error(env, "E_NATIVE_ARG", what + ": expected an object {role: tensor}");
   Napi::Object wo = v.As<Napi::Object>();
   HeadWeights w;
   Napi::Array names = wo.GetPropertyNames();
@@ -102,7 +105,7 @@ inline HeadWeights head_weights(Napi::Env env, Napi::Value v, std::vector<Napi::
     WeightView* slot = role == "final_norm.weight" ? &w.norm_w : role == "final_norm.bias" ? &w.norm_b
                      : role == "project_out.weight" ? &w.project_out : role == "lm_head.weight" ? &w.lm_head : nullptr;
     if (!slot)
-      throw_error(env, "E_NATIVE_ARG", "weights: unknown role '" + role +
+      throw_error(env, "E_NATIVE_ARG", what + ": unknown role '" + role +
                                            "' (known: final_norm.weight, final_norm.bias, project_out.weight, lm_head.weight)");
     Napi::Value t = wo.Get(role);
     *slot = weight_arg(env, t, role.c_str());
