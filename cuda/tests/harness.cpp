@@ -3,6 +3,9 @@
 
 #include "harness.h"
 
+#include <dlfcn.h>
+#include <unistd.h>
+
 namespace harness {
 
 std::vector<float> randn(size_t n, Rng& r, float scale) {
@@ -90,6 +93,15 @@ std::string fmt(const char* f, ...) {
   std::vsnprintf(buf, sizeof buf, f, ap);
   va_end(ap);
   return buf;
+}
+
+void* open_backend_library(std::string* path) {
+  char exe[4096];
+  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  std::string dir = n > 0 ? std::string(exe, size_t(n)) : std::string(".");
+  dir = dir.substr(0, dir.rfind('/'));
+  *path = dir + "/streamline_cuda.so";
+  return dlopen(path->c_str(), RTLD_NOW | RTLD_LOCAL);
 }
 
 }  // namespace harness

@@ -143,6 +143,10 @@ int cpu_train_selftest(const std::string& model_dir);
 
 std::string fmt(const char* f, ...);
 
+// dlopen()s streamline_cuda.so from the harness's own folder (the C API as the addon uses it); *path receives the
+// file name. nullptr on failure (dlerror() says why).
+void* open_backend_library(std::string* path);
+
 }  // namespace harness
 
 #define H_CHECK(expr) SL_CUDA_CHECK(expr)

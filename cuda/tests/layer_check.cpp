@@ -173,12 +173,8 @@ void check_streaming() {
 // The C API as the addon will use it: streamline_cuda.so opened with dlopen (its own static runtime), host pointers
 // only. Same layer as the in-process Context; errors come back as -1 plus a message.
 void check_capi() {
-  char exe[4096];
-  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  std::string dir = n > 0 ? std::string(exe, size_t(n)) : std::string(".");
-  dir = dir.substr(0, dir.rfind('/'));
-  const std::string so = dir + "/streamline_cuda.so";
-  void* h = dlopen(so.c_str(), RTLD_NOW | RTLD_LOCAL);
+  std::string so;
+  void* h = open_backend_library(&so);
   if (!h) {
     record("capi", "dlopen " + so, false, 0, 0, dlerror());
     return;

@@ -17,12 +17,8 @@ namespace tr {
 using streamline::DType;
 
 void check_capi_train() {
-  char exe[4096];
-  const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  std::string dir = n > 0 ? std::string(exe, size_t(n)) : std::string(".");
-  dir = dir.substr(0, dir.rfind('/'));
-  const std::string so = dir + "/streamline_cuda.so";
-  void* h = dlopen(so.c_str(), RTLD_NOW | RTLD_LOCAL);
+  std::string so;
+  void* h = open_backend_library(&so);
   if (!h) {
     record("train", "C API: dlopen " + so, false, 0, 0, dlerror());
     return;
