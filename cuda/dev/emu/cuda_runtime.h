@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <type_traits>
 #include <thread>
 #include <vector>
 
@@ -66,6 +67,7 @@ namespace emu {
 struct Warp {
   std::barrier<> bar{32};
   uint64_t slot[32];
+  float mma_a[256], mma_b[256], mma_c[256];  // the warp's fragments gathered by wmma::mma_sync (mma.h)
 };
 struct Block {
   std::unique_ptr<std::barrier<>> bar;
@@ -79,6 +81,8 @@ inline std::mutex atomic_mu;
 inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 inline void __syncthreads() { emu::cur->bar->arrive_and_wait(); }
+// Every lane of the calling warp (the kernels here only use the full mask).
+inline void __syncwarp(unsigned = 0xffffffffu) { emu::cur->warps[threadIdx.x / 32]->bar.arrive_and_wait(); }
 
 template <typename T> T __shfl_xor_sync(unsigned, T v, int o) {
   static_assert(sizeof(T) <= 8, "shuffle of at most 8 bytes");
