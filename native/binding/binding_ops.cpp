@@ -174,7 +174,8 @@ Napi::Value LinearForward(const Napi::CallbackInfo& info) {
   if (!w || w.numel() != checked_mul(env, N, K, "N*K"))
     throw_error(env, "E_SHAPE", "w: expected a tensor of N*K = " + std::to_string(N * K) + " elements");
   const float* bias = f32_array_or_null(env, info[3], N, "bias");
-  (Ref ? ref::linear_forward : linear_forward)(y, x, w.data, w.dtype, bias, M, N, K, false);
+  if (Ref) ref::linear_forward(y, x, w.data, w.dtype, bias, M, N, K, false);
+  else linear_forward(y, x, w.data, w.dtype, bias, M, N, K, false);
   return env.Undefined();
 }
 

@@ -97,10 +97,12 @@ void sgemm_row_invariant(float* C, size_t ldc, const float* A, const float* Bt, 
 }  // namespace
 
 void linear_forward(float* y, const float* x, const void* w, DType wdt, const float* bias, size_t M, size_t N, size_t K,
-                    bool accumulate) {
+                    bool accumulate, bool row_invariant) {
   if (M == 0 || N == 0) return;
 #ifdef STREAMLINE_HAVE_BLAS
-  if (wdt == DType::F32) {
+  if (wdt == DType::F32 && !row_invariant) {
+    gemm_f32(y, x, static_cast<const float*>(w), M, N, K, /*b_transposed=*/true, accumulate);
+  } else if (wdt == DType::F32) {
     sgemm_row_invariant(y, N, x, static_cast<const float*>(w), M, N, K, accumulate);
   } else {
     // Widen a fixed panel of output features at a time (at most 16 MiB of f32), independent of M, so results

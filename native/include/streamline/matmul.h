@@ -8,10 +8,14 @@
 
 namespace streamline {
 
-// bias may be nullptr (f32, length N). ldx/ldy are row strides in elements (0 = K / N).
+// bias may be nullptr (f32, length N).
 // When accumulate is true, y += x·W^T (+bias) instead of y = ….
+// row_invariant (default): every row's result depends only on that row, whatever M is, so a sequence scores the same
+// in any batch; it costs one BLAS call per 64 rows (the weight is packed again for each). false: one call for the
+// whole batch (measured 1.5x faster at 2048 x 8192 x 2048 on two AVX2 cores), for training, where the batch is fixed
+// and gradients are sums over it anyway.
 void linear_forward(float* y, const float* x, const void* w, DType wdtype, const float* bias, size_t M, size_t N,
-                    size_t K, bool accumulate = false);
+                    size_t K, bool accumulate = false, bool row_invariant = true);
 
 // Plain f32 GEMM on row-major operands: C[M,N] (+)= A[M,K] · op(B), op(B) = B[K,N] or B[N,K]^T.
 void gemm_f32(float* C, const float* A, const float* B, size_t M, size_t N, size_t K, bool b_transposed,
