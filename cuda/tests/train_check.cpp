@@ -82,13 +82,13 @@ void check_case(const Case& c, bool use_lt) {
          kTolTrainUpdate);
 }
 
-// Validation (TrainStep::eval): each sequence's loss under the current weights, nothing else changed. Before the step on
-// the same batch it runs the step's own forward, so the real-token-weighted mean of its losses is the step's loss up
+// Validation (TrainStep::eval): each sequence's loss under the current weights, nothing else changed. Before the step
+// on the same batch it runs the step's own forward, so the real-token-weighted mean of its losses is the step's loss up
 // to how the f64 sums are grouped (per sequence vs per 8192 elements). Each loss against the CPU's replacement_loss of
-// that sequence alone (what the CPU trainer's validation sums) within the step's loss tolerance. Between micro-batches
-// it must leave the accumulated gradients, the weights and a repeated eval bitwise as they were. A sequence without a
-// real token gives 0; a NaN in one sequence's real token makes that sequence's loss NaN only (sequences are
-// independent through every kernel of the forward).
+// that sequence alone (what the CPU trainer's validation sums) within kTolEvalLoss. Between micro-batches it must leave
+// the accumulated gradients, the weights and a repeated eval bitwise as they were. A sequence without a real token
+// gives 0; a NaN in one sequence's real token makes that sequence's loss NaN only (sequences are independent through
+// every kernel of the forward).
 void check_eval(const Case& c, bool use_lt) {
   Rng r(500 + uint64_t(c.s.D));
   const Params p0 = make_params(c, r);
@@ -115,8 +115,8 @@ void check_eval(const Case& c, bool use_lt) {
     cerr = std::max(cerr, std::isnan(le[i]) ? INFINITY : std::fabs(le[i] - lc) / lc);
     detail += fmt("%sgpu %.6g cpu %.6g", i ? ", " : "", le[i], lc);
   }
-  record("train", nm + ": eval losses vs the CPU's replacement_loss per sequence", cerr <= kTolTrainLoss, cerr,
-         kTolTrainLoss, detail);
+  record("train", nm + ": eval losses vs the CPU's replacement_loss per sequence", cerr <= kTolEvalLoss, cerr,
+         kTolEvalLoss, detail);
 
   const Params g0 = gpu_grads(t, p0);
   bool zero = true;

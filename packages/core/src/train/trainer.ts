@@ -13,10 +13,10 @@
  * when a validation sets a new best, and at the end); the data order, schedule, loss bookkeeping (validation: the
  * mean over blocks of each block's loss, as on the CPU), best weights and log are this file's, the same for both
  * devices. A CUDA backend built before its eval function existed validates on the CPU instead, downloading the
- * weights at each validation. Checkpoints are one format for both devices: an interrupted cuda run downloads the weights and
- * AdamW moments (getState) and `resume` uploads them (setState), so a checkpoint moves between cpu and cuda. Not on
- * cuda: loss `lm` (trained on the CPU, with a warning). A CUDA backend built before getState/setState existed trains
- * but saves no checkpoint, and refuses `resume` (E_UNSUPPORTED).
+ * weights at each validation. Checkpoints are one format for both devices: an interrupted cuda run downloads the
+ * weights and AdamW moments (getState) and `resume` uploads them (setState), so a checkpoint moves between cpu and
+ * cuda. Not on cuda: loss `lm` (trained on the CPU, with a warning). A CUDA backend built before getState/setState
+ * existed trains but saves no checkpoint, and refuses `resume` (E_UNSUPPORTED).
  */
 import fs from 'node:fs';
 import path from 'node:path';
