@@ -218,6 +218,16 @@ SL_EXPORT int streamline_cuda_train_step(streamline_cuda_train* t, const float* 
   });
 }
 
+SL_EXPORT int streamline_cuda_train_eval(streamline_cuda_train* t, const float* host_x, const float* host_target,
+                                         const int32_t* host_positions, const uint8_t* host_mask, int64_t batch,
+                                         double* host_losses) {
+  return guarded([&] {
+    if (batch <= 0) throw CudaError("train_eval: batch must be positive");
+    if (!host_losses) throw CudaError("train_eval: losses is required");
+    t->eval(host_x, host_target, host_positions, host_mask, size_t(batch), host_losses);
+  });
+}
+
 SL_EXPORT int streamline_cuda_train_apply(streamline_cuda_train* t, const streamline_cuda_adamw* o, double* grad_norm) {
   return guarded([&] {
     if (o->step < 1) throw CudaError("train_apply: step must be >= 1");

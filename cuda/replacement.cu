@@ -265,6 +265,7 @@ TrainStep::TrainStep(ReplacementKind kind, const ReplacementSpec& spec,
     dn_ = static_cast<float*>(alloc(M * D * 4));
     loss_ = static_cast<double*>(alloc(sizeof(double)));
     sumsq_ = static_cast<double*>(alloc(sizeof(double)));
+    eval_loss_ = static_cast<double*>(alloc(s.B * sizeof(double)));
     if (layer) {
       a_bf_ = static_cast<bf16*>(alloc(M * D * 2));
       qkv_f_ = static_cast<float*>(alloc(M * Nqkv_ * 4));  // also dq | dk | dv in the backward
@@ -437,24 +438,49 @@ void TrainStep::enqueue_step(const float* x, const float* target, const int32_t*
   backward(x, key_mask, batch);
 }
 
-double TrainStep::step(const float* x, const float* target, const int32_t* positions, const uint8_t* key_mask,
-                       size_t batch, float grad_scale) {
+bool TrainStep::upload_batch(const float* x, const float* target, const int32_t* positions, const uint8_t* key_mask,
+                             size_t batch) {
   check(batch > 0 && batch <= s_.B, "batch must be in [1, spec.B]");
+  check(!rope_ || positions, "positions are required for a layer with RoPE");
   const size_t M = batch * s_.T, D = s_.D;
   if (key_mask) {
     size_t real = 0;
     for (size_t m = 0; m < M; m++) real += key_mask[m] ? 1 : 0;
-    if (real == 0) return 0.0;  // the CPU step: nothing to learn from, no gradient
+    if (real == 0) return false;
     SL_CUDA_CHECK(cudaMemcpyAsync(mask_, key_mask, M, cudaMemcpyHostToDevice, stream_));
   }
   SL_CUDA_CHECK(cudaMemcpyAsync(x_, x, M * D * 4, cudaMemcpyHostToDevice, stream_));
   SL_CUDA_CHECK(cudaMemcpyAsync(target_, target, M * D * 4, cudaMemcpyHostToDevice, stream_));
   if (positions) SL_CUDA_CHECK(cudaMemcpyAsync(pos_, positions, M * 4, cudaMemcpyHostToDevice, stream_));
+  return true;
+}
+
+double TrainStep::step(const float* x, const float* target, const int32_t* positions, const uint8_t* key_mask,
+                       size_t batch, float grad_scale) {
+  if (!upload_batch(x, target, positions, key_mask, batch)) return 0.0;  // the CPU step: nothing to learn, no gradient
   enqueue_step(x_, target_, positions ? pos_ : nullptr, key_mask ? mask_ : nullptr, batch, grad_scale);
   double loss = 0;
   SL_CUDA_CHECK(cudaMemcpyAsync(&loss, loss_, sizeof loss, cudaMemcpyDeviceToHost, stream_));
   SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
   return loss;
+}
+
+void TrainStep::eval(const float* x, const float* target, const int32_t* positions, const uint8_t* key_mask,
+                     size_t batch, double* losses) {
+  if (!upload_batch(x, target, positions, key_mask, batch)) {
+    for (size_t b = 0; b < batch; b++) losses[b] = 0.0;
+    return;
+  }
+  const size_t T = s_.T, D = s_.D;
+  const uint8_t* mask = key_mask ? mask_ : nullptr;
+  forward(x_, positions ? pos_ : nullptr, mask, batch);
+  // One reduction per sequence over its own rows: the value replacement_loss gives that sequence run alone (up to the
+  // GPU's rounding), which is what the CPU validation averages. No dy: da = nullptr.
+  for (size_t b = 0; b < batch; b++)
+    mse_forward_backward(nullptr, eval_loss_ + b, y_ + b * T * D, target_ + b * T * D, T, D, mask ? mask + b * T : nullptr,
+                         stream_);
+  SL_CUDA_CHECK(cudaMemcpyAsync(losses, eval_loss_, batch * sizeof(double), cudaMemcpyDeviceToHost, stream_));
+  SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 void TrainStep::enqueue_apply(const AdamWOptions& opt, double max_norm) {

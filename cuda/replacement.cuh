@@ -1,6 +1,7 @@
 // One optimiser step of an `mlp` or `layer` replacement on the GPU (issue 9): the semantics of the CPU step
 // (streamline::replacement_step, native/include/streamline/replacement.h) followed by clip_grad_norm and adamw_step
-// (train.h). Not here: the `lm` loss (frozen rest of the model), validation-only forwards, schedules (TypeScript).
+// (train.h), and the validation loss (the same forward and loss, no backward). Not here: the `lm` loss (frozen rest of
+// the model), schedules (TypeScript).
 //
 // Precision: f32 master weights, gradients and Adam moments; bf16 copies of the four weight groups feed every GEMM
 // (bf16 operands, f32 accumulation through cuBLASLt: forward, dX and dW). Everything else is f32: the residual
@@ -54,6 +55,12 @@ class TrainStep {
                     size_t batch, float grad_scale);
   const double* loss_device() const { return loss_; }
 
+  // Validation (streamline::replacement_loss per sequence): the forward and loss of step() on the current weights, no
+  // backward: gradients, master weights and moments are untouched, so it may run between micro-batches.
+  // losses[batch] (host): sequence b's mean over its real tokens' elements (0 when it has none). Synchronises.
+  void eval(const float* x, const float* target, const int32_t* positions, const uint8_t* key_mask, size_t batch,
+            double* losses);
+
   // clip_grad_norm_(max_norm) (max_norm <= 0: no clipping) and one AdamW step on every parameter, then gradients are
   // zeroed. Returns the norm before clipping. When it is not finite nothing is updated and the gradients are kept
   // (the CPU trainer stops there with E_NUMERIC). Synchronises.
@@ -79,6 +86,9 @@ class TrainStep {
   void* alloc(size_t bytes);
   void release();
   void refresh_bf16();
+  // Copies one micro-batch into x_, target_, pos_, mask_; false (nothing copied) when the mask has no real token.
+  bool upload_batch(const float* x, const float* target, const int32_t* positions, const uint8_t* key_mask,
+                    size_t batch);
   void forward(const float* x, const int32_t* positions, const uint8_t* mask, size_t B);
   void backward(const float* x, const uint8_t* mask, size_t B);
   void mlp_backward(const float* dy, const float* x_in, float* dx_accum, size_t M);
@@ -110,7 +120,7 @@ class TrainStep {
   float *qkv_f_ = nullptr, *t_ = nullptr, *y_ = nullptr, *dy_ = nullptr, *dh_ = nullptr, *dmid_ = nullptr;
   float *dgate_ = nullptr, *dup_ = nullptr, *dn_ = nullptr, *dattn_ = nullptr;
   bf16 *dy_bf_ = nullptr, *dgate_bf_ = nullptr, *dup_bf_ = nullptr, *dqkv_bf_ = nullptr;
-  double *loss_ = nullptr, *sumsq_ = nullptr;
+  double *loss_ = nullptr, *sumsq_ = nullptr, *eval_loss_ = nullptr;  // eval_loss_[B]: one per sequence
   size_t Q_ = 0, KV_ = 0, Nqkv_ = 0;
   bool rope_ = false;
 };

@@ -79,7 +79,8 @@ int streamline_cuda_memory(uint64_t* current, uint64_t* peak, int reset_peak);
  * GPU, bf16 copies of the weights for the GEMMs (f32 accumulation). Typical use, per optimiser step:
  *   for each micro-batch: train_step(x, target, positions, mask, batch, grad_scale, &loss)
  *   train_apply(&options, &grad_norm)       (clip, AdamW, gradients zeroed)
- * and train_get_params(role) whenever the weights are wanted on the host (best checkpoint, export). */
+ * train_eval(validation batch, losses) for the validation loss on the GPU, and train_get_params(role) whenever the
+ * weights are wanted on the host (best checkpoint, export). */
 
 /* kind: 0 mlp, 1 layer. batch: the largest micro-batch a step may take. norm: 0 RMSNorm, 1 LayerNorm. activation as in
  * the layer spec. use_rope (layer only): rotate all head_dim dims with host_inv_freq[head_dim / 2]. attn_scale: 0 =
@@ -117,6 +118,14 @@ void streamline_cuda_train_destroy(streamline_cuda_train* t);
 int streamline_cuda_train_step(streamline_cuda_train* t, const float* host_x, const float* host_target,
                                const int32_t* host_positions, const uint8_t* host_mask, int64_t batch, float grad_scale,
                                double* loss);
+/* Validation: the loss of the current weights on `batch` sequences (inputs as in train_step), forward only: no
+ * gradient, weight or moment changes, so it may run between micro-batch steps. host_losses[batch] receives each
+ * sequence's mean squared error over its own real tokens (0 when it has none): replacement_loss of that sequence
+ * alone, which the CPU trainer's validation averages over blocks. Optional: absent from backends built before it
+ * (callers resolve it with dlsym and fall back to get_params and a CPU forward). */
+int streamline_cuda_train_eval(streamline_cuda_train* t, const float* host_x, const float* host_target,
+                               const int32_t* host_positions, const uint8_t* host_mask, int64_t batch,
+                               double* host_losses);
 /* Clip, AdamW, zero the gradients. *grad_norm: the global norm before clipping; when it is not finite nothing is
  * updated and the gradients are kept (returns 0: the caller decides, as the CPU trainer stops with E_NUMERIC). */
 int streamline_cuda_train_apply(streamline_cuda_train* t, const streamline_cuda_adamw* options, double* grad_norm);

@@ -1,8 +1,8 @@
 // Training-step checks (issue 9): the GPU TrainStep against the CPU step (streamline::replacement_step, then
 // clip_grad_norm and adamw_step) for the mlp replacement (SwiGLU/RMSNorm; OPT-style ReLU with LayerNorm and biases)
 // and the layer replacement (GQA with RoPE and a padded batch; an odd-sized OPT-style layer with every bias), on the
-// fallback GEMM and on cuBLASLt; a 30-step training run whose loss curve must follow the CPU's within 1 %. The real
-// checkpoint window and the C API are in train_real.cpp. The CPU half (--cpu-selftest) measures what bf16 rounding of
+// fallback GEMM and on cuBLASLt; the validation forward (eval) against the step and the CPU; a 30-step training run
+// whose loss curve must follow the CPU's within 1 %. The real checkpoint window and the C API are in train_real.cpp. The CPU half (--cpu-selftest) measures what bf16 rounding of
 // weights and inputs alone does to the CPU step, the evidence behind the tolerances.
 #include "cublaslt_loader.h"
 #include "train_util.h"
@@ -82,6 +82,78 @@ void check_case(const Case& c, bool use_lt) {
          kTolTrainUpdate);
 }
 
+// Validation (TrainStep::eval): each sequence's loss under the current weights, nothing else changed. Before the step
+// on the same batch it runs the step's own forward, so the real-token-weighted mean of its losses is the step's loss up
+// to how the f64 sums are grouped (per sequence vs per 8192 elements). Each loss against the CPU's replacement_loss of
+// that sequence alone (what the CPU trainer's validation sums) within kTolEvalLoss. Between micro-batches it must leave
+// the accumulated gradients, the weights and a repeated eval bitwise as they were. A sequence without a real token
+// gives 0; a NaN in one sequence's real token makes that sequence's loss NaN only (sequences are independent through
+// every kernel of the forward).
+void check_eval(const Case& c, bool use_lt) {
+  Rng r(500 + uint64_t(c.s.D));
+  const Params p0 = make_params(c, r);
+  const std::vector<float> inv = inv_freq(c);
+  const Batch b = make_batch(c, c.s.B, r, nullptr, inv);
+  const std::string nm = fmt("%s (%s)", c.name, use_lt ? "cublaslt" : "fallback");
+  const size_t B = b.B, T = c.s.T, D = c.s.D;
+  sc::TrainStep t(c.kind, c.s, gpu_view(p0), c.s.use_rope ? inv.data() : nullptr, use_lt);
+  auto eval = [&](const Batch& in) {
+    std::vector<double> l(B, -1.0);
+    t.eval(in.x.data(), in.target.data(), in.pos.data(), in.mask.data(), B, l.data());
+    return l;
+  };
+  const std::vector<double> le = eval(b);
+
+  ReplacementSpec s1 = c.s;
+  s1.B = 1;
+  double cerr = 0;
+  std::string detail;
+  for (size_t i = 0; i < B; i++) {
+    const double lc = streamline::replacement_loss(c.kind, s1, cpu_params(p0), b.x.data() + i * T * D,
+                                                   b.target.data() + i * T * D, b.pos.data() + i * T,
+                                                   b.mask.data() + i * T, inv.data());
+    cerr = std::max(cerr, std::isnan(le[i]) ? INFINITY : std::fabs(le[i] - lc) / lc);
+    detail += fmt("%sgpu %.6g cpu %.6g", i ? ", " : "", le[i], lc);
+  }
+  record("train", nm + ": eval losses vs the CPU's replacement_loss per sequence", cerr <= kTolEvalLoss, cerr,
+         kTolEvalLoss, detail);
+
+  const Params g0 = gpu_grads(t, p0);
+  bool zero = true;
+  for (const auto& x : g0)
+    for (float v : x) zero = zero && v == 0.f;
+  const double ls = gpu_step(t, b, 1.f);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < B; i++) {
+    double real = 0;
+    for (size_t k = 0; k < T; k++) real += b.mask[i * T + k] ? 1 : 0;
+    num += le[i] * real;
+    den += real;
+  }
+  const double serr = std::fabs(num / den - ls) / ls;
+  record("train", nm + ": eval before the step = the step's loss (same forward)", zero && serr <= kTolF64Sum, serr,
+         kTolF64Sum, fmt("step %.17g, weighted eval %.17g%s", ls, num / den, zero ? "" : "; eval left a gradient"));
+
+  const Params g1 = gpu_grads(t, p0);
+  const std::vector<double> le2 = eval(b);
+  const Params g2 = gpu_grads(t, p0), p2 = gpu_params(t, p0);
+  std::string role;
+  const Compare cg = worst_role(g2, g1, &role), cp = worst_role(p2, p0, &role);
+  record("train", nm + ": eval between micro-batches keeps gradients, weights and its own losses bitwise",
+         le2 == le && cg.rel_l2 == 0 && cg.nan_mismatch == 0 && cp.rel_l2 == 0 && cp.nan_mismatch == 0,
+         std::max(cg.rel_l2, cp.rel_l2), 0, role);
+
+  Batch e = b;
+  std::fill(e.mask.begin() + std::ptrdiff_t((B - 1) * T), e.mask.begin() + std::ptrdiff_t(B * T), uint8_t(0));
+  e.x[2 * D + 1] = NAN;  // token 2 of sequence 0 (never padded)
+  const std::vector<double> l3 = eval(e);
+  bool others = true;
+  for (size_t i = 1; i + 1 < B; i++) others = others && std::isfinite(l3[i]);
+  record("train", nm + ": eval edges: NaN stays in its sequence, a sequence without a real token gives 0",
+         std::isnan(l3[0]) && l3[B - 1] == 0.0 && others, 0, 0,
+         fmt("first %g, last %g", l3[0], l3[B - 1]));
+}
+
 // Edge cases: a batch without a real token (loss 0, no gradient, as on the CPU) and a NaN input on a real token (the
 // loss is NaN on both, and apply leaves the weights alone).
 void check_edges(bool use_lt) {
@@ -158,6 +230,8 @@ void run_train_step_checks(bool use_cublaslt) {
   for (const Case& c : cases()) {
     guard(std::string(c.name) + " (fallback)", [&] { check_case(c, false); });
     if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_case(c, true); });
+    guard(std::string(c.name) + " eval (fallback)", [&] { check_eval(c, false); });
+    if (use_cublaslt) guard(std::string(c.name) + " eval (cublaslt)", [&] { check_eval(c, true); });
   }
   guard("edges", [&] { check_edges(use_cublaslt); });
 }

@@ -27,10 +27,12 @@ void check_capi_train() {
   SYM(streamline_cuda_train_create); SYM(streamline_cuda_train_destroy); SYM(streamline_cuda_train_step);
   SYM(streamline_cuda_train_apply); SYM(streamline_cuda_train_get_params); SYM(streamline_cuda_train_get_grads);
   SYM(streamline_cuda_last_error); SYM(streamline_cuda_train_get_state); SYM(streamline_cuda_train_set_state);
+  SYM(streamline_cuda_train_eval);
 #undef SYM
   if (!streamline_cuda_train_create || !streamline_cuda_train_destroy || !streamline_cuda_train_step ||
       !streamline_cuda_train_apply || !streamline_cuda_train_get_params || !streamline_cuda_train_get_grads ||
-      !streamline_cuda_last_error || !streamline_cuda_train_get_state || !streamline_cuda_train_set_state) {
+      !streamline_cuda_last_error || !streamline_cuda_train_get_state || !streamline_cuda_train_set_state ||
+      !streamline_cuda_train_eval) {
     record("train", "C API: symbols", false, 0, 0, "missing exports in " + so);
     dlclose(h);
     return;
@@ -43,6 +45,8 @@ void check_capi_train() {
   const bool lt = sc::lt::api() != nullptr;
   // The in-process class as the reference: the same code, so the results must be identical.
   sc::TrainStep t(c.kind, c.s, gpu_view(p0), inv.data(), lt);
+  std::vector<double> eref(b.B), ev(b.B, -1.0);
+  t.eval(b.x.data(), b.target.data(), b.pos.data(), b.mask.data(), b.B, eref.data());
   const double lref = gpu_step(t, b, 1.f);
   Params gref = gpu_grads(t, p0);
   streamline::AdamWOptions opt;
@@ -60,6 +64,8 @@ void check_capi_train() {
   streamline_cuda_train* tr = nullptr;
   double loss = 0, norm = 0;
   bool ok = streamline_cuda_train_create(1, &s, hp, inv.data(), &tr) == 0 &&
+            streamline_cuda_train_eval(tr, b.x.data(), b.target.data(), b.pos.data(), b.mask.data(), int64_t(b.B),
+                                       ev.data()) == 0 &&
             streamline_cuda_train_step(tr, b.x.data(), b.target.data(), b.pos.data(), b.mask.data(), int64_t(b.B), 1.f,
                                        &loss) == 0;
   Params g = zeros_like(p0), p = zeros_like(p0);
@@ -69,13 +75,13 @@ void check_capi_train() {
   ok = ok && streamline_cuda_train_apply(tr, &o, &norm) == 0;
   for (int k = 0; k < kRoles && ok; k++)
     if (!p[k].empty()) ok = streamline_cuda_train_get_params(tr, k, p[k].data(), int64_t(p[k].size())) == 0;
-  record("train", "C API: create / step / get_grads / apply / get_params through dlopen", ok, 0, 0,
+  record("train", "C API: create / eval / step / get_grads / apply / get_params through dlopen", ok, 0, 0,
          ok ? "" : streamline_cuda_last_error());
   if (ok) {
     std::string w;
     const Compare cg = worst_role(g, gref, &w), cp = worst_role(p, pref, &w);
-    record("train", "C API: same loss, gradients, norm and weights as the in-process step",
-           loss == lref && norm == nref && cg.rel_l2 == 0 && cp.rel_l2 == 0 && cg.nan_mismatch == 0 && cp.nan_mismatch == 0,
+    record("train", "C API: same eval losses, loss, gradients, norm and weights as the in-process step",
+           ev == eref && loss == lref && norm == nref && cg.rel_l2 == 0 && cp.rel_l2 == 0 && cg.nan_mismatch == 0 && cp.nan_mismatch == 0,
            std::max(cg.rel_l2, cp.rel_l2), 0);
   }
   // Checkpoint/resume: the state after one step, set into a trainer created from other weights, must continue

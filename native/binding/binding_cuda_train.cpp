@@ -10,6 +10,8 @@
 //   trainer.getParams(role) / getGrads(role) -> Promise<Float32Array>; trainer.destroy()
 //   trainer.hasState() -> boolean; trainer.getState(role) -> Promise<{param, m, v}>; trainer.setState(role, {param, m, v})
 //     (checkpoint/resume; the state functions are resolved optionally: an older backend trains but cannot resume)
+//   trainer.hasEval() -> boolean; trainer.eval(x, target, positions, keyMask, batch) -> Promise<Float64Array[batch]>
+//     (validation loss per sequence on the GPU; optional too: without it the caller validates on the CPU)
 #include <cmath>
 #include <memory>
 #include <string>
@@ -42,6 +44,8 @@ struct TrainApi {
   // Optional (nullptr in a backend built before checkpoint/resume on the GPU).
   int (*get_state)(streamline_cuda_train*, int32_t, float*, float*, float*, int64_t);
   int (*set_state)(streamline_cuda_train*, int32_t, const float*, const float*, const float*, int64_t);
+  // Optional (nullptr in a backend built before validation on the GPU).
+  int (*eval)(streamline_cuda_train*, const float*, const float*, const int32_t*, const uint8_t*, int64_t, double*);
 };
 
 template <typename F> void resolve(F*& f, const char* name, std::string* missing) {
@@ -69,6 +73,7 @@ const TrainApi& train_api(Napi::Env env) {
       a.get_state = reinterpret_cast<decltype(a.get_state)>(cuda_symbol("streamline_cuda_train_get_state"));
       a.set_state = reinterpret_cast<decltype(a.set_state)>(cuda_symbol("streamline_cuda_train_set_state"));
       if (!a.get_state || !a.set_state) a.get_state = nullptr, a.set_state = nullptr;  // both or neither
+      a.eval = reinterpret_cast<decltype(a.eval)>(cuda_symbol("streamline_cuda_train_eval"));
       if (!missing.empty()) error = "the CUDA backend library lacks " + missing + " (built before GPU training existed)";
       else if (st.device_count == 0 || !st.reason.empty()) error = st.reason.empty() ? "no CUDA device" : st.reason;
     }
@@ -97,6 +102,8 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
                         InstanceMethod("hasState", &CudaTrainer::HasState),
                         InstanceMethod("getState", &CudaTrainer::GetState),
                         InstanceMethod("setState", &CudaTrainer::SetState),
+                        InstanceMethod("hasEval", &CudaTrainer::HasEval),
+                        InstanceMethod("eval", &CudaTrainer::Eval),
                         InstanceMethod("destroy", &CudaTrainer::Destroy)});
   }
 
@@ -119,22 +126,36 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
     return run_async(info.Env(), keep, std::move(work), std::move(done), [this] { busy_ = false; });
   }
 
+  // The inputs of one micro-batch, as step() and eval() take them (info[0..4]).
+  struct BatchArgs {
+    int64_t batch;
+    const float *x, *y;
+    const int32_t* pos;
+    const uint8_t* mask;
+  };
+  BatchArgs batch_args(const Napi::CallbackInfo& info, const char* fn) {
+    Napi::Env env = info.Env();
+    const std::string f(fn);
+    BatchArgs b{};
+    b.batch = int_arg(env, info[4], "batch");
+    if (b.batch < 1 || size_t(b.batch) > spec_.B)
+      throw_error(env, "E_SHAPE", f + ": batch must be in [1, " + std::to_string(spec_.B) + "] (the spec's batch)");
+    size_t M = size_t(b.batch) * spec_.T, n = M * spec_.D;
+    b.x = typed<Napi::Float32Array>(env, info[0], napi_float32_array, n, f + ": x", "Float32Array").Data();
+    b.y = typed<Napi::Float32Array>(env, info[1], napi_float32_array, n, f + ": target", "Float32Array").Data();
+    if (spec_.use_rope)
+      b.pos = typed<Napi::Int32Array>(env, info[2], napi_int32_array, M, f + ": positions", "Int32Array").Data();
+    b.mask = absent(info[3]) ? nullptr
+                             : typed<Napi::Uint8Array>(env, info[3], napi_uint8_array, M, f + ": keyMask", "Uint8Array").Data();
+    return b;
+  }
+
   // step(x Float32Array[batch*T*D], target [batch*T*D], positions Int32Array[batch*T] | null, keyMask
   // Uint8Array[batch*T] | null, batch, gradScale?) -> Promise<loss>
   Napi::Value Step(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     streamline_cuda_train* t = ready(env);
-    int64_t batch = int_arg(env, info[4], "batch");
-    if (batch < 1 || size_t(batch) > spec_.B)
-      throw_error(env, "E_SHAPE", "step: batch must be in [1, " + std::to_string(spec_.B) + "] (the spec's batch)");
-    size_t M = size_t(batch) * spec_.T, n = M * spec_.D;
-    const float* x = typed<Napi::Float32Array>(env, info[0], napi_float32_array, n, "step: x", "Float32Array").Data();
-    const float* y = typed<Napi::Float32Array>(env, info[1], napi_float32_array, n, "step: target", "Float32Array").Data();
-    const int32_t* pos = nullptr;
-    if (spec_.use_rope)
-      pos = typed<Napi::Int32Array>(env, info[2], napi_int32_array, M, "step: positions", "Int32Array").Data();
-    const uint8_t* mask = absent(info[3]) ? nullptr
-                                          : typed<Napi::Uint8Array>(env, info[3], napi_uint8_array, M, "step: keyMask", "Uint8Array").Data();
+    const BatchArgs b = batch_args(info, "step");
     float scale = 1.f;
     if (!absent(info[5])) {
       double gs = number_arg(env, info[5], "gradScale");
@@ -144,8 +165,29 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
     auto loss = std::make_shared<double>(0.0);
     const TrainApi* a = api_;
     return async(info, {info[0], info[1], info[2], info[3]},
-                 [=] { check_rc(*a, a->step(t, x, y, pos, mask, batch, scale, loss.get()), "train_step"); },
+                 [=] { check_rc(*a, a->step(t, b.x, b.y, b.pos, b.mask, b.batch, scale, loss.get()), "train_step"); },
                  [loss](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, *loss); });
+  }
+
+  // hasEval() -> whether the backend exports train_eval (else validation needs getParams and a CPU forward).
+  Napi::Value HasEval(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), api_ && api_->eval); }
+
+  // eval(x, target, positions, keyMask, batch) -> Promise<Float64Array[batch]>: each sequence's loss under the current
+  // weights (forward only; gradients and optimiser state untouched).
+  Napi::Value Eval(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    streamline_cuda_train* t = ready(env);
+    if (!api_->eval)
+      throw_error(env, "E_UNSUPPORTED", "eval: the CUDA backend library lacks streamline_cuda_train_eval (built before "
+                                        "validation on the GPU existed)");
+    const BatchArgs b = batch_args(info, "eval");
+    Napi::Float64Array out = Napi::Float64Array::New(env, size_t(b.batch));
+    double* dst = out.Data();
+    const TrainApi* a = api_;
+    auto ref = std::make_shared<Napi::Reference<Napi::Float64Array>>(Napi::Persistent(out));
+    return async(info, {info[0], info[1], info[2], info[3], out},
+                 [=] { check_rc(*a, a->eval(t, b.x, b.y, b.pos, b.mask, b.batch, dst), "train_eval"); },
+                 [ref](Napi::Env) -> Napi::Value { return ref->Value(); });
   }
 
   // apply({lr, beta1, beta2, eps, weightDecay, maxNorm, step}) -> Promise<gradNorm>: clip, AdamW, gradients zeroed.

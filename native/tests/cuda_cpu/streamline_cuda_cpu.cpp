@@ -10,10 +10,17 @@
 // reuse the memory), weights are checked against the spec by element count, a context holds one batch shape,
 // memory() counts the bytes the contexts hold. Not modelled: streams, asynchrony, partial rotary (rot_dim must be 0
 // or head_dim: the CPU layer rotates whole heads).
+//
+// Test hooks: with STREAMLINE_CUDA_CPU_CALLS=<file> in the environment, the calls whose number matters for speed on
+// a GPU (context creation, head upload, training downloads and evals) each append one line to that file, so a test
+// can count uploads. Built a second time with STREAMLINE_CUDA_CPU_OLD_TRAINER defined (streamline_cuda_cpu_old.so),
+// it lacks streamline_cuda_train_eval and train_get_state/set_state, like a backend built before those existed, so
+// the callers' fallbacks are tested too.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -41,6 +48,17 @@ void count_bytes(int64_t delta) {
   std::lock_guard<std::mutex> lk(g_mu);
   g_current = uint64_t(int64_t(g_current) + delta);
   if (g_current > g_peak) g_peak = g_current;
+}
+
+std::mutex g_calls_mu;
+void note_call(const std::string& line) {
+  const char* file = std::getenv("STREAMLINE_CUDA_CPU_CALLS");
+  if (!file || !*file) return;
+  std::lock_guard<std::mutex> lk(g_calls_mu);
+  if (FILE* f = std::fopen(file, "a")) {
+    std::fprintf(f, "%s\n", line.c_str());
+    std::fclose(f);
+  }
 }
 
 template <typename F> int guarded(F&& f) {
@@ -162,6 +180,7 @@ SL_EXPORT int streamline_cuda_create(const streamline_cuda_layer_spec* in, strea
       throw Error("E_SHAPE", "create: heads, kv_heads and head_dim must be positive for a decoder layer");
     c->M = s.batch * s.seq_len;
     c->h.resize(c->M * s.hidden * 4);
+    note_call("create " + std::to_string(s.batch) + "x" + std::to_string(s.seq_len) + (c->mlp_only ? " mlp" : ""));
     *out = c.release();
   });
 }
@@ -250,6 +269,7 @@ SL_EXPORT int streamline_cuda_upload_head(streamline_cuda_ctx* c, const streamli
     w.project_out = copy_weight(c->head_buf[2], project_out ? *project_out : kNone, {proj_dim, D}, "project_out.weight");
     w.lm_head = copy_weight(c->head_buf[3], lm_head ? *lm_head : kNone, {vocab, proj_dim ? proj_dim : D}, "lm_head.weight");
     validate_head(s, w);
+    note_call("upload_head");
     c->head_spec = s;
     c->head_w = w;
     c->head_loaded = true;
@@ -396,6 +416,30 @@ SL_EXPORT int streamline_cuda_train_step(streamline_cuda_train* t, const float* 
   });
 }
 
+#ifndef STREAMLINE_CUDA_CPU_OLD_TRAINER
+// replacement_loss on each sequence alone, with the CPU trainer's own arguments for a validation block (B = 1): the
+// numbers its validation sums.
+SL_EXPORT int streamline_cuda_train_eval(streamline_cuda_train* t, const float* host_x, const float* host_target,
+                                         const int32_t* host_positions, const uint8_t* host_mask, int64_t batch,
+                                         double* host_losses) {
+  return guarded([&] {
+    if (batch <= 0 || size_t(batch) > t->spec.B)
+      throw Error("E_SHAPE", "train_eval: batch must be in [1, " + std::to_string(t->spec.B) + "]");
+    if (t->spec.use_rope && !host_positions) throw Error("E_SHAPE", "train_eval: RoPE needs positions");
+    note_call("train_eval " + std::to_string(batch));
+    ReplacementSpec s = t->spec;
+    s.B = 1;
+    ReplacementParams p{};
+    for (auto& r : t->roles) p[r.role] = r.p.data();
+    const size_t T = s.T, D = s.D;
+    for (size_t b = 0; b < size_t(batch); b++)
+      host_losses[b] = replacement_loss(t->kind, s, p, host_x + b * T * D, host_target + b * T * D,
+                                        s.use_rope ? host_positions + b * T : nullptr, host_mask ? host_mask + b * T : nullptr,
+                                        s.use_rope ? t->inv_freq.data() : nullptr);
+  });
+}
+#endif
+
 SL_EXPORT int streamline_cuda_train_apply(streamline_cuda_train* t, const streamline_cuda_adamw* o, double* grad_norm_out) {
   return guarded([&] {
     std::vector<float*> grads;
@@ -438,6 +482,7 @@ int copy_role(streamline_cuda_train* t, int32_t role, float* host_out, int64_t n
 }  // namespace
 
 SL_EXPORT int streamline_cuda_train_get_params(streamline_cuda_train* t, int32_t role, float* host_out, int64_t numel) {
+  note_call(std::string("train_get_params ") + role_name(role));
   return copy_role(t, role, host_out, numel, false);
 }
 
@@ -445,6 +490,7 @@ SL_EXPORT int streamline_cuda_train_get_grads(streamline_cuda_train* t, int32_t 
   return copy_role(t, role, host_out, numel, true);
 }
 
+#ifndef STREAMLINE_CUDA_CPU_OLD_TRAINER
 namespace {
 TrainRole& find_role(streamline_cuda_train* t, int32_t role, int64_t numel, const char* fn) {
   for (auto& r : t->roles) {
@@ -478,3 +524,4 @@ SL_EXPORT int streamline_cuda_train_set_state(streamline_cuda_train* t, int32_t 
     std::memcpy(r.v.data(), host_v, r.v.size() * 4);
   });
 }
+#endif

@@ -47,7 +47,7 @@ export type { RunLayersOptions, HeadOptions, LogprobOptions, LayerCaptures } fro
 export { ropeFrequencies } from './engine/rope.js';
 export { nativeLayerSpec } from './engine/spec.js';
 export { CudaEngine } from './engine/cuda.js';
-export type { CudaRunOptions } from './engine/cuda.js';
+export type { CudaLoadOptions, CudaRunOptions } from './engine/cuda.js';
 export type { RopeParams } from './engine/rope.js';
 export { scoreLayers } from './scoring/score.js';
 export type { ScoreMetric, ScoreOptions, ScoreResult, WindowScore } from './scoring/score.js';

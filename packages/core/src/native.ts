@@ -251,6 +251,13 @@ export interface NativeCudaTrainer {
   getState(role: NativeLayerRole): Promise<NativeCudaTrainState>;
   /** Overwrites a role's weights and moments (copied; resume). Gradients are not state: call between apply and step. */
   setState(role: NativeLayerRole, state: NativeCudaTrainState): Promise<void>;
+  /** Whether the backend exports eval (streamline_cuda_train_eval); an older backend throws E_UNSUPPORTED from eval. */
+  hasEval(): boolean;
+  /**
+   * Validation: each of the `batch` blocks' MSE over its real tokens under the current weights (replacementLoss of
+   * that block alone), forward only: gradients, weights and moments are untouched. Inputs as in step.
+   */
+  eval(x: Float32Array, target: Float32Array, positions: Int32Array | null, keyMask: Uint8Array | null, batch: number): Promise<Float64Array>;
   /** Frees the device memory now (a finalizer does it otherwise). */
   destroy(): void;
 }

@@ -4,7 +4,8 @@
 // so every result must equal the CPU path's exactly: any difference is a plumbing bug (inputs, masks, RoPE tables,
 // weight slots and roles, saved states, the head, context reuse across batch shapes), not precision. The GPU's own
 // precision is checked by cuda/tests (streamline_cuda_check) on a GPU machine.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -51,12 +52,57 @@ if (!existsSync(fake)) {
         assert.equal(gpu.matrix, cpu.matrix, `matrix, batch size ${batchSize}`);
         assert.equal([gpu.tokens, gpu.zeroNormTokens, gpu.windows], [cpu.tokens, cpu.zeroNormTokens, cpu.windows]);
       }
-      // Batches of 2 then 1 sequences of different padded lengths: contexts are re-created per shape.
+      // Batches of 2 then 1 sequences of different padded lengths (the second too small for the first context).
       const lpCpu = await model.tokenLogprobs(blocks, { batchSize: 2, device: 'cpu' });
       const lpGpu = await model.tokenLogprobs(blocks, { batchSize: 2, device: 'cuda' });
       assert.equal(lpGpu, lpCpu);
     });
   }
+
+  // tokenLogprobs batches longest first; a batch that fits the open context (no more rows, no longer rows, at least
+  // half its tokens) runs in it, padded with masked tokens, keeping the context and its LM head. The backend's call
+  // log counts context creations and head uploads; the results stay the CPU's bitwise.
+  test('tokenLogprobs on cuda: later batches run in the first context (one LM head upload) when they fit', async () => {
+    const calls = path.join(os.tmpdir(), `streamline-cuda-calls-${process.pid}.log`);
+    const logged = async <T>(f: () => Promise<T>): Promise<[T, string[]]> => {
+      rmSync(calls, { force: true });
+      process.env.STREAMLINE_CUDA_CPU_CALLS = calls;
+      try {
+        const r = await f();
+        return [r, existsSync(calls) ? readFileSync(calls, 'utf8').trim().split('\n') : []];
+      } finally {
+        delete process.env.STREAMLINE_CUDA_CPU_CALLS;
+        rmSync(calls, { force: true });
+      }
+    };
+    // Forward lengths (one less than the sequence): P-1, P-6 | P-11, 0.6P-1 | 0.5P-1, 0.3P-1 | 10.
+    const lens = (P: number) => [P, P - 5, P - 10, Math.floor(P * 0.6), Math.floor(P * 0.5), Math.floor(P * 0.3), 11];
+    const cases = [
+      // T 128 for the first four, 64 after: 2 × 64 still fills half of 2 × 128; the single row of 64 does not.
+      { name: 'mistral', P: 120, want: ['create 2x128', 'upload_head', 'create 1x64', 'upload_head'] },
+      { name: 'llama-dynamic-rope', P: 17, want: ['create 2x64', 'upload_head'] },
+      { name: 'opt', P: 65, want: ['create 2x64', 'upload_head'] },
+    ];
+    for (const c of cases) {
+      const model = await core.loadModel(path.join(fixtures, c.name));
+      const d = model.description;
+      const blocks = lens(c.P).map((n, s) => Int32Array.from({ length: n }, (_, i) => (i * (5 + s) + 2 * s + 1) % d.vocab));
+      const cpu = await model.tokenLogprobs(blocks, { batchSize: 2, device: 'cpu' });
+      const [gpu, log] = await logged(() => model.tokenLogprobs(blocks, { batchSize: 2, device: 'cuda' }));
+      assert.equal(gpu, cpu, c.name);
+      assert.equal(log, c.want, c.name);
+    }
+    // An `mlp` replacement block runs in a second context of the same (padded) shape.
+    const model = await core.loadModel(path.join(fixtures, 'mistral'));
+    const d = model.description;
+    const mlpRoles = Object.fromEntries(Object.entries(d.layers[1]!.weights()).filter(([r]) => /^(mlp_norm|gate|up|down)\./.test(r)));
+    const pruned = core.prunedDescription(d, 1, 2, { kind: 'mlp', weights: mlpRoles } as never);
+    const blocks = lens(120).map((n, s) => Int32Array.from({ length: n }, (_, i) => (i * (3 + s) + s) % d.vocab));
+    const cpu = await core.tokenLogprobs(pruned, blocks, { batchSize: 2, device: 'cpu' });
+    const [gpu, log] = await logged(() => core.tokenLogprobs(pruned, blocks, { batchSize: 2, device: 'cuda' }));
+    assert.equal(gpu, cpu, 'mlp block');
+    assert.equal(log, ['create 2x128', 'create 2x128 mlp', 'upload_head', 'create 1x64', 'create 1x64 mlp', 'upload_head']);
+  });
 
   test('pruned models in memory: an `mlp` replacement block (second context) and a `layer` one', async () => {
     const model = await core.loadModel(path.join(fixtures, 'llama-gqa'));

@@ -67,6 +67,39 @@ if (!existsSync(fake)) {
     }
   }
 
+  // Validation runs on the device (streamline_cuda_train_eval), as many blocks per call as the trainer takes (3
+  // held-out blocks, micro-batch 2: calls of 2 and 1), each block's loss the CPU's bitwise. The backend's call log
+  // shows that the weights come back only for a new best (one getParams per role), never to validate. The learning
+  // rate is far too high on purpose: the validation loss then rises after the first steps, so not every validation
+  // sets a new best.
+  test('validation on cuda: the CPU validation losses, eval calls per validation, weights downloaded only for a new best', async () => {
+    const model = await fixture('llama-gqa');
+    const o = { ...base('eval-calls', 'layer'), validationFraction: 0.3, epochs: 4, evalEvery: 1, lr: 3, minLr: 3, clip: 5 };
+    const cpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'eval-calls-cpu'), device: 'cpu' });
+    const calls = path.join(tmp, 'calls-eval.log');
+    process.env.STREAMLINE_CUDA_CPU_CALLS = calls;
+    let r: core.PruneResult;
+    try {
+      r = await core.prune(model, { ...o, device: 'cuda' });
+    } finally {
+      delete process.env.STREAMLINE_CUDA_CPU_CALLS;
+    }
+    assert.is(r.training!.device, 'cuda');
+    assert.equal(r.training!.history.map((h) => [h.loss, h.valLoss]), cpu.training!.history.map((h) => [h.loss, h.valLoss]));
+    const a = core.openCheckpoint(cpu.exported!.outDir), b = core.openCheckpoint(r.exported!.outDir);
+    for (const t of a.names()) assert.ok(Buffer.from(a.tensor(t).data).equals(Buffer.from(b.tensor(t).data)), t);
+    const lines = readFileSync(calls, 'utf8').trim().split('\n');
+    const vals = r.training!.history.filter((h) => h.valLoss !== undefined);
+    let best = Infinity, bests = 0;
+    for (const h of vals) if (h.valLoss! < best) { best = h.valLoss!; bests++; }
+    assert.ok(vals.length >= 3 && bests >= 1 && bests < vals.length, `${vals.length} validations, ${bests} new bests: ${vals.map((h) => h.valLoss).join(' ')}`);
+    assert.equal(lines.filter((l) => l.startsWith('train_eval')), vals.flatMap(() => ['train_eval 2', 'train_eval 1']));
+    const gets = lines.filter((l) => l.startsWith('train_get_params'));
+    const roles = new Set(gets).size;
+    assert.ok(roles >= 9, `${roles} roles downloaded`);
+    assert.is(gets.length, bests * roles, `${gets.length} role downloads for ${bests} new bests`);
+  });
+
   test('--loss lm on cuda trains on the CPU after one warning, with the CPU result', async () => {
     const model = await fixture('llama-gqa');
     const logs: core.DeviceMessage[] = [];
@@ -139,6 +172,21 @@ if (!existsSync(fake)) {
     const want = await n.replacementStep('mlp', { ...spec, batch: 1 }, params, grads, x, y, null, null, null, 0.5);
     assert.is(await t.step(x, y, null, null, 1, 0.5), want);
     assert.equal(await t.getGrads('up.weight'), grads['up.weight']);
+    // eval between micro-batches: each block's replacementLoss, gradients untouched.
+    assert.ok(t.hasEval());
+    const x2 = new Float32Array(2 * T * D), y2 = new Float32Array(2 * T * D);
+    x2.set(x); x2.set(y, T * D); y2.set(y); y2.set(x, T * D);
+    const mask2 = Uint8Array.from({ length: 2 * T }, (_, i) => (i % T < 5 ? 1 : 0));
+    const one = (v: Float32Array, b: number) => v.subarray(b * T * D, (b + 1) * T * D);
+    const losses = await t.eval(x2, y2, null, mask2, 2);
+    assert.instance(losses, Float64Array);
+    for (const b of [0, 1])
+      assert.is(losses[b], await n.replacementLoss('mlp', { ...spec, batch: 1 }, params, one(x2, b), one(y2, b), null, mask2.subarray(b * T, (b + 1) * T), null), `block ${b}`);
+    assert.ok(losses[0]! > 0 && losses[1]! > 0);
+    assert.equal(await t.eval(x2, y2, null, new Uint8Array(2 * T), 2), new Float64Array(2), 'no real token: 0');
+    assert.equal(await t.getGrads('up.weight'), grads['up.weight'], 'eval leaves the gradients');
+    assert.is(await code(() => t.eval(x2, y2, null, null, 3)), 'E_SHAPE');
+    assert.is(await code(() => t.eval(x2.subarray(1), y2, null, null, 2)), 'E_SHAPE');
     assert.is(await code(() => t.step(x, y, null, null, 3, 1)), 'E_SHAPE');
     assert.is(await code(() => t.step(x.subarray(1), y, null, null, 1, 1)), 'E_SHAPE');
     assert.is(await code(() => t.getParams('q.weight')), 'E_NATIVE_ARG');

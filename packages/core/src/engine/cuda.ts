@@ -5,6 +5,11 @@
  * Boundary states for scoring stay on the GPU; only what a caller asks for (a boundary state, log-probabilities,
  * cosine sums) comes back. `mlp` replacement blocks (in-memory pruned models) run in a second context built for
  * that block, the hidden state moving through host memory around them.
+ *
+ * A context holds one batch shape, and the LM head is uploaded into it. Callers whose batches shrink (tokenLogprobs:
+ * longest first, the last batch short) load with `reuse`: a batch that fits in the open context runs in it, padded
+ * with masked tokens, so the context and its head stay. Padding rows are fully masked (a query with no visible key
+ * gets zeros, on both backends) and rows are independent, so a real token's result does not depend on it.
  */
 import { fromNative, StreamlineError } from '../errors.js';
 import { native, type NativeCudaContext, type NativeHeadSpec, type NativeHeadWeights, type NativeLayerWeights } from '../native.js';
@@ -12,6 +17,15 @@ import type { HiddenBatch } from './batch.js';
 import type { ModelDescription } from './description.js';
 import { ropeFrequencies } from './rope.js';
 import { nativeLayerSpec } from './spec.js';
+
+export interface CudaLoadOptions {
+  /**
+   * Run the batch inside the open context when it fits (no more rows, no longer rows, at least half the context's
+   * tokens, so padding at most doubles the work), keeping the context and the uploaded LM head. Default false: the
+   * context follows the batch shape exactly.
+   */
+  reuse?: boolean;
+}
 
 export interface CudaRunOptions {
   /** After layer k-1 ran (h[k] is the context's hidden state, k in (start, end]); awaited before continuing. */
@@ -32,23 +46,30 @@ async function call<T>(what: string, p: () => Promise<T> | T): Promise<T> {
 export class CudaEngine {
   private ctx: NativeCudaContext | null = null;
   private mlpCtx: NativeCudaContext | null = null;
-  private shape = '';
+  /** The open contexts' batch shape (0 × 0: none). */
+  private cap = { B: 0, T: 0 };
   private headLoaded = false;
+  /** The batch as the caller loaded it, and as it runs on the GPU (padded to `cap`, or the same object). */
   private batch: HiddenBatch | null = null;
+  private gpuBatch: HiddenBatch | null = null;
 
   constructor(private readonly desc: ModelDescription) {}
 
-  /** Puts h (h[start] of some layer range, usually the embeddings) on the GPU; contexts follow the batch shape. */
-  async load(h: HiddenBatch): Promise<void> {
-    const key = `${h.B}x${h.T}`;
-    if (key !== this.shape) {
+  /** Puts h (h[start] of some layer range, usually the embeddings) on the GPU; see CudaLoadOptions for the shape. */
+  async load(h: HiddenBatch, opts: CudaLoadOptions = {}): Promise<void> {
+    const { B, T } = this.cap;
+    const same = h.B === B && h.T === T;
+    const fits = opts.reuse === true && h.B <= B && h.T <= T && 2 * h.B * h.T >= B * T;
+    if (!same && !fits) {
       this.close();
       this.ctx = await this.open(h, false);
-      this.shape = key;
+      this.cap = { B: h.B, T: h.T };
     }
+    const g = padBatch(h, this.cap.B, this.cap.T);
     this.batch = h;
-    this.setInputs(this.ctx!, h);
-    await call('upload_hidden', () => this.ctx!.uploadHidden(h.data));
+    this.gpuBatch = g;
+    this.setInputs(this.ctx!, g);
+    await call('upload_hidden', () => this.ctx!.uploadHidden(g.data));
   }
 
   private async open(h: HiddenBatch, mlpOnly: boolean): Promise<NativeCudaContext> {
@@ -107,7 +128,7 @@ export class CudaEngine {
   }
 
   private async runMlpBlock(k: number): Promise<void> {
-    const h = this.batch!;
+    const h = this.gpuBatch!;
     this.mlpCtx ??= await this.open(h, true);
     const buf = new Float32Array(h.data.length);
     const layer = this.desc.layers[k]!;
@@ -134,17 +155,24 @@ export class CudaEngine {
     return call('cosine_states', () => this.c.cosineStates(i, j));
   }
 
-  /** The current hidden state as a host batch. */
+  /** The current hidden state as a host batch (the loaded batch's shape). */
   async download(): Promise<HiddenBatch> {
-    const h = this.batch!;
-    const data = new Float32Array(h.data.length);
-    await call('download_hidden', () => this.c.downloadHidden(data));
-    return { ...h, data };
+    const ctx = this.c;
+    const h = this.batch!, g = this.gpuBatch!;
+    const data = new Float32Array(g.data.length);
+    await call('download_hidden', () => ctx.downloadHidden(data));
+    return { ...h, data: unpad(data, g, h, h.D) };
   }
 
-  /** log p(targets[m]) for the current state (h[L]) through the model's head; 0 where targets[m] < 0. */
+  /**
+   * log p(targets[m]) for the current state (h[L]) through the model's head; 0 where targets[m] < 0. targets and the
+   * result are in the loaded batch's shape [B*T].
+   */
   async logprobs(targets: Int32Array): Promise<Float32Array> {
     const ctx = this.c;
+    const h = this.batch!, g = this.gpuBatch!;
+    if (targets.length !== h.B * h.T)
+      throw new StreamlineError('E_SHAPE', `CUDA logprobs: ${targets.length} targets for a batch of ${h.B} × ${h.T} tokens`);
     if (!this.headLoaded) {
       const d = this.desc;
       const g = d.global();
@@ -157,9 +185,11 @@ export class CudaEngine {
       await call('upload_head', () => ctx.uploadHead(spec, weights));
       this.headLoaded = true;
     }
-    const out = new Float32Array(targets.length);
-    await call('head_logprobs', () => ctx.headLogprobs(targets, out));
-    return out;
+    const padded = g === h ? targets : new Int32Array(g.B * g.T).fill(-1);
+    if (padded !== targets) for (let b = 0; b < h.B; b++) padded.set(targets.subarray(b * h.T, (b + 1) * h.T), b * g.T);
+    const out = new Float32Array(padded.length);
+    await call('head_logprobs', () => ctx.headLogprobs(padded, out));
+    return unpad(out, g, h, 1);
   }
 
   /** Frees the device memory (the engine can load another batch afterwards). */
@@ -167,7 +197,36 @@ export class CudaEngine {
     this.ctx?.destroy();
     this.mlpCtx?.destroy();
     this.ctx = this.mlpCtx = null;
-    this.shape = '';
+    this.cap = { B: 0, T: 0 };
     this.headLoaded = false;
+    this.batch = this.gpuBatch = null;
   }
+}
+
+/**
+ * h in a B × T batch (B >= h.B, T >= h.T): its rows at the same places, the rest masked. Padding positions continue
+ * each row's (padding rows count from 0), so RoPE tables stay within the range a batch of T tokens has anyway.
+ */
+function padBatch(h: HiddenBatch, B: number, T: number): HiddenBatch {
+  if (h.B === B && h.T === T) return h;
+  const D = h.D;
+  const data = new Float32Array(B * T * D), mask = new Uint8Array(B * T), positions = new Int32Array(B * T);
+  for (let b = 0; b < B; b++) {
+    if (b < h.B) {
+      data.set(h.data.subarray(b * h.T * D, (b + 1) * h.T * D), b * T * D);
+      mask.set(h.mask.subarray(b * h.T, (b + 1) * h.T), b * T);
+      positions.set(h.positions.subarray(b * h.T, (b + 1) * h.T), b * T);
+    }
+    const first = b < h.B ? h.T : 0, last = b < h.B && h.T > 0 ? h.positions[b * h.T + h.T - 1]! : -1;
+    for (let t = first; t < T; t++) positions[b * T + t] = last + 1 + (t - first);
+  }
+  return { B, T, D, data, mask, positions, lengths: [...h.lengths, ...new Array<number>(B - h.B).fill(0)] };
+}
+
+/** The rows of the batch h out of x, which holds `width` values per token of its padded form g. */
+function unpad(x: Float32Array, g: HiddenBatch, h: HiddenBatch, width: number): Float32Array {
+  if (g === h) return x;
+  const out = new Float32Array(h.B * h.T * width);
+  for (let b = 0; b < h.B; b++) out.set(x.subarray(b * g.T * width, (b * g.T + h.T) * width), b * h.T * width);
+  return out;
 }

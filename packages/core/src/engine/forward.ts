@@ -173,7 +173,8 @@ export async function tokenLogprobs(desc: ModelDescription, sequences: readonly 
       let h = await embed(desc, batch);
       let logprobs: Float32Array;
       if (gpu) {
-        await gpu.load(h);
+        // Batches come longest first: later ones usually fit the first context, which keeps its uploaded LM head.
+        await gpu.load(h, { reuse: true });
         await gpu.run(0, L, { signal: opts.signal });
         logprobs = await gpu.logprobs(targets);
       } else {

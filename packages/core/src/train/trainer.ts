@@ -8,13 +8,15 @@
  * held-out pairs every few steps, the best weights kept. Deterministic for a seed: the order of blocks comes
  * from the seed and the epoch only, so a run resumed from a checkpoint ends with bitwise the same weights.
  *
- * On `device` 'cuda' (loss `mse` only) the micro-batch steps, clipping and AdamW run on the GPU through the CUDA
- * backend's trainer (the parameters, gradients and moments stay there); the data order, schedule, loss bookkeeping,
- * validation (on the CPU, with weights downloaded at each validation), best weights and log are this file's, the same
- * for both devices. Checkpoints are one format for both devices: an interrupted cuda run downloads the weights and
- * AdamW moments (getState) and `resume` uploads them (setState), so a checkpoint moves between cpu and cuda. Not on
- * cuda: loss `lm` (trained on the CPU, with a warning). A CUDA backend built before getState/setState existed trains
- * but saves no checkpoint, and refuses `resume` (E_UNSUPPORTED).
+ * On `device` 'cuda' (loss `mse` only) the micro-batch steps, clipping, AdamW and the validation forward run on the
+ * GPU through the CUDA backend's trainer (the parameters, gradients and moments stay there; weights come back only
+ * when a validation sets a new best, and at the end); the data order, schedule, loss bookkeeping (validation: the
+ * mean over blocks of each block's loss, as on the CPU), best weights and log are this file's, the same for both
+ * devices. A CUDA backend built before its eval function existed validates on the CPU instead, downloading the
+ * weights at each validation. Checkpoints are one format for both devices: an interrupted cuda run downloads the
+ * weights and AdamW moments (getState) and `resume` uploads them (setState), so a checkpoint moves between cpu and
+ * cuda. Not on cuda: loss `lm` (trained on the CPU, with a warning). A CUDA backend built before getState/setState
+ * existed trains but saves no checkpoint, and refuses `resume` (E_UNSUPPORTED).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -179,7 +181,7 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
     return { x, y };
   };
   const spec = (B: number) => nativeLayerSpec(o.semantics, B, T, o.ropeInvFreq !== null, o.ropeAttentionScaling);
-  const validate = async (params: Float32Array[]): Promise<number> => {
+  const validateOnHost = async (params: Float32Array[]): Promise<number> => {
     const val = o.validation!;
     let sum = 0;
     for (let j = 0; j < val.size; j++) {
@@ -199,6 +201,17 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
     const out: Float32Array[] = [];
     for (const r of roles) out.push(await g.getParams(r));
     return (st.params = out);
+  };
+  // Validation on the GPU: the blocks in order, as many per call as the trainer takes, summed in the CPU's order.
+  const validateOnGpu = async (g: NativeCudaTrainer): Promise<number> => {
+    const val = o.validation!, per = Math.min(micro, N);
+    let sum = 0;
+    for (let j = 0; j < val.size; j += per) {
+      const idx = Array.from({ length: Math.min(per, val.size - j) }, (_, i) => j + i);
+      const { x, y } = loadBatch(val, idx);
+      for (const l of await g.eval(x, y, positions(idx.length), null, idx.length)) sum += l;
+    }
+    return sum / val.size;
   };
   let interrupted = false, checkpointSaved = false;
   try {
@@ -246,9 +259,19 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
       st.tokens += blocks.length * T;
       const rec: StepRecord = { step, loss, lr: rate, tokens: st.tokens, seconds: (Date.now() - t0) / 1000 };
       if (o.validation && o.validation.size > 0 && (step % evalEvery === 0 || step === total)) {
-        rec.valLoss = await validate(await hostParams());
+        // On cuda the weights come to the host only for a new best (or, from a backend without eval, to validate).
+        let downloaded: Float32Array[] | null = null;
+        if (gpu !== null && gpu.hasEval()) {
+          rec.valLoss = await validateOnGpu(gpu);
+        } else {
+          const params = await hostParams();
+          if (gpu !== null) downloaded = params;
+          rec.valLoss = await validateOnHost(params);
+        }
         if (st.bestValLoss === null || rec.valLoss < st.bestValLoss) {
-          st.bestValLoss = rec.valLoss; st.bestStep = step; st.best = st.params.map((p) => Float32Array.from(p));
+          st.bestValLoss = rec.valLoss; st.bestStep = step;
+          // hostParams() on cuda returns fresh arrays that nothing writes afterwards: no copy needed.
+          st.best = gpu !== null ? downloaded ?? await hostParams() : st.params.map((p) => Float32Array.from(p));
         }
       }
       st.history.push(rec);
@@ -261,8 +284,8 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
       const params: Float32Array[] = [], m: Float32Array[] = [], v: Float32Array[] = [];
       for (const r of roles) { const s = await gpu.getState(r); params.push(s.param); m.push(s.m); v.push(s.v); }
       st.params = params; st.m = m; st.v = v;
-    } else if (gpu !== null) {
-      await hostParams();
+    } else if (gpu !== null && st.best === null) {
+      await hostParams();  // the result is the last weights (no validation picked a best)
     }
     if (interrupted && o.checkpointFile && (gpu === null || gpu.hasState())) {
       saveCheckpoint(o.checkpointFile, roles, st);

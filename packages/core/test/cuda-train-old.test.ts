@@ -1,0 +1,118 @@
+// Replacement training on a CUDA backend built before streamline_cuda_train_eval and train_get_state/set_state
+// existed: streamline_cuda_cpu_old.so is the test backend (native/tests/cuda_cpu) compiled without them. The binding
+// resolves them optionally; the trainer then validates on the CPU with downloaded weights (still the CPU run's
+// numbers bitwise), saves no checkpoint on interruption and refuses to resume on cuda. One backend library per
+// process, hence a file of its own.
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as core from '../src/index.js';
+import { native } from '../src/native.js';
+import type { LoadedTokenizer } from '../src/tokenizer.js';
+import { repoRoot } from './_helpers.js';
+
+const old = path.join(repoRoot, 'packages', 'core', 'build', 'testlib', 'streamline_cuda_cpu_old.so');
+process.env.STREAMLINE_CUDA_LIBRARY = old;  // read at the first cudaInfo() of the process
+
+const fixtures = path.join(repoRoot, 'test', 'fixtures', 'models');
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'streamline-cuda-train-old-'));
+const calib = path.join(tmp, 'calib.txt');
+writeFileSync(calib, Array.from({ length: 40 }, (_, i) => `verse ${i}: ${'and the evening and the morning were the day '.slice(i % 7)}${i * 37}`).join('\n\n'));
+
+// One character = one token, inside the fixture's vocabulary (the fixtures have no tokenizer.json).
+function charTokenizer(vocab: number): LoadedTokenizer {
+  return {
+    encode: (text: string) => Int32Array.from(text, (c) => c.charCodeAt(0) % vocab),
+    decode: (ids: ArrayLike<number>) => Array.from(ids as number[], (i) => String.fromCharCode(i)).join(''),
+    bosId: undefined, eosId: undefined, padId: undefined, vocabSize: vocab, modelMaxLength: undefined, dir: tmp,
+  } as unknown as LoadedTokenizer;
+}
+
+async function fixture(name: string): Promise<core.LoadedModel> {
+  const m = await core.loadModel(path.join(fixtures, name));
+  return { ...m, tokenizer: charTokenizer(m.description.vocab) };
+}
+
+const base = (out: string): core.PruneOptions => ({
+  outDir: path.join(tmp, out), calib, samples: 2, seqLen: 48, trainSamples: 10, range: { start: 1, end: 2 }, replacement: 'layer',
+  lr: 5e-3, minLr: 1e-3, warmup: 1, clip: 0.05, microBatch: 2, gradAccum: 2, epochs: 2, evalEvery: 2, seed: 5, validationFraction: 0.3,
+});
+const hist = (r: core.PruneResult) => r.training!.history.map((h) => [h.step, h.loss, h.valLoss, h.lr]);
+const code = async (f: () => unknown) => { try { await f(); return ['none', '']; } catch (e) { return [(e as { code: string }).code, (e as Error).message]; } };
+
+if (!existsSync(old)) {
+  console.log(`skip: ${old} not built (CMake option STREAMLINE_CUDA_CPU_TEST)`);
+} else {
+  test('the binding: an old backend trains, but has no eval and no state functions (E_UNSUPPORTED)', async () => {
+    assert.is(core.runtimeInfo().cuda.available, true);
+    const d = (await fixture('llama-gqa')).description;
+    const n = native();
+    const T = 8, D = d.semantics.hidden;
+    const w = d.layers[0]!.weights();
+    const params: Record<string, Float32Array> = {};
+    for (const r of ['mlp_norm.weight', 'gate.weight', 'up.weight', 'down.weight'] as const)
+      params[r] = new Float32Array(w[r]!.data.buffer, w[r]!.data.byteOffset, w[r]!.data.byteLength / 4).slice();
+    const t = await n.cudaTrainer('mlp', core.nativeLayerSpec(d.semantics, 1, T, false, 1), params, null);
+    const x = Float32Array.from({ length: T * D }, (_, i) => Math.sin(i * 0.3)), y = Float32Array.from(x, (v) => v * 0.5);
+    assert.ok((await t.step(x, y, null, null, 1, 1)) > 0);
+    assert.is(t.hasEval(), false);
+    assert.is(t.hasState(), false);
+    const [c1, m1] = await code(() => t.eval(x, y, null, null, 1));
+    assert.is(c1, 'E_UNSUPPORTED');
+    assert.match(m1!, /lacks streamline_cuda_train_eval/);
+    assert.is((await code(() => t.getState('up.weight')))[0], 'E_UNSUPPORTED');
+    t.destroy();
+  });
+
+  test('prune on cuda: validation on the CPU from downloaded weights, bitwise the CPU run', async () => {
+    const model = await fixture('llama-gqa');
+    const cpu = await core.prune(model, { ...base('cpu'), device: 'cpu' });
+    const calls = path.join(tmp, 'calls.log');
+    process.env.STREAMLINE_CUDA_CPU_CALLS = calls;
+    let gpu: core.PruneResult;
+    try {
+      gpu = await core.prune(model, { ...base('cuda'), device: 'cuda' });
+    } finally {
+      delete process.env.STREAMLINE_CUDA_CPU_CALLS;
+    }
+    assert.is(gpu.training!.device, 'cuda');
+    assert.equal(hist(gpu), hist(cpu));
+    const a = core.openCheckpoint(cpu.exported!.outDir), b = core.openCheckpoint(gpu.exported!.outDir);
+    for (const t of a.names()) assert.ok(Buffer.from(a.tensor(t).data).equals(Buffer.from(b.tensor(t).data)), t);
+    // Every validation downloads every role once (a new best reuses that download).
+    const gets = readFileSync(calls, 'utf8').trim().split('\n').filter((l) => l.startsWith('train_get_params'));
+    const vals = gpu.training!.history.filter((h) => h.valLoss !== undefined).length;
+    assert.ok(vals >= 2);
+    assert.is(gets.length, vals * new Set(gets).size);
+  });
+
+  test('interrupted on cuda: no checkpoint (the moments cannot be read back); resume on cuda is refused', async () => {
+    const model = await fixture('llama-gqa');
+    const ckpt = path.join(tmp, 'ckpt');
+    const stopAt2 = () => {
+      const ac = new AbortController();
+      return { signal: ac.signal, onTrainStep: (s: core.StepRecord) => { if (s.step === 2) ac.abort(); } };
+    };
+    const [c1, m1] = await code(() => core.prune(model, { ...base('int-cuda'), checkpointFile: ckpt, device: 'cuda', ...stopAt2() }));
+    assert.is(c1, 'E_INTERRUPTED');
+    assert.match(m1!, /no checkpoint saved/);
+    assert.not.ok(existsSync(ckpt));
+    // A checkpoint saved on the CPU cannot be resumed here: the AdamW moments have no way onto the device.
+    const [c2] = await code(() => core.prune(model, { ...base('int-cpu'), checkpointFile: ckpt, device: 'cpu', ...stopAt2() }));
+    assert.is(c2, 'E_INTERRUPTED');
+    assert.ok(existsSync(ckpt));
+    const [c3, m3] = await code(() => core.prune(model, { ...base('resume-cuda'), checkpointFile: ckpt, device: 'cuda', resume: true, force: true }));
+    assert.is(c3, 'E_UNSUPPORTED');
+    assert.match(m3!, /cannot load AdamW moments/);
+    // ... and on the CPU it finishes as an uninterrupted CPU run.
+    const done = await core.prune(model, { ...base('resume-cpu'), checkpointFile: ckpt, device: 'cpu', resume: true, force: true });
+    const whole = await core.prune(model, { ...base('whole-cpu'), device: 'cpu' });
+    assert.equal(hist(done), hist(whole));
+  });
+
+  test.after(() => rmSync(tmp, { recursive: true, force: true }));
+}
+
+test.run();
