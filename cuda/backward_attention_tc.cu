@@ -184,7 +184,7 @@ __device__ __forceinline__ void strip_p_ds(const TcTiles<DH>& t, const int* rc, 
   AccFrag sf, pf;
   wmma::fill_fragment(sf, 0.f);
   wmma::fill_fragment(pf, 0.f);
-#pragma unroll
+#pragma unroll 2
   for (int kk = 0; kk < DH / 16; kk++) {
     wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> af;
     wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> bfr;

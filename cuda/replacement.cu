@@ -1,6 +1,7 @@
 // The replacement training step on the GPU (see replacement.cuh): forward with saved activations, masked MSE,
 // backward through the kernels of backward.cuh, and the optimiser update on f32 master weights.
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -383,6 +384,17 @@ void TrainStep::mlp_backward(const float* dy, const float* x_in, float* dx_accum
     rmsnorm_backward(dx_accum, g(kRoleMlpNormW), dn_, x_in, p(kRoleMlpNormW), M, D, s.norm_eps, st);
 }
 
+namespace {
+// STREAMLINE_ATTN_BWD=f32 selects the f32 attention backward (comparisons); read once.
+bool use_tc_attention_backward() {
+  static const bool tc = [] {
+    const char* e = std::getenv("STREAMLINE_ATTN_BWD");
+    return !(e && std::string(e) == "f32");
+  }();
+  return tc;
+}
+}  // namespace
+
 void TrainStep::backward(const float* x, const uint8_t* mask, size_t B) {
   const ReplacementSpec& s = s_;
   cudaStream_t st = stream_;
@@ -402,7 +414,14 @@ void TrainStep::backward(const float* x, const uint8_t* mask, size_t B) {
   float* dq = qkv_f_;  // the forward's f32 GEMM output is dead by now
   float* dk = dq + M * Q_;
   float* dv = dk + M * KV_;
-  attention_backward(dq, dk, dv, dattn_, q_, k_, v_act_, attn_, lse_, mask, B, s.T, s.H, s.Hk, s.Dh, s.attn_scale, st);
+  // bf16 tensor cores on the rows the forward read (P and dS rounded to bf16 as in FA2); the f32 kernel on the f32
+  // copies of the same rounded values for head sizes it does not take, or with STREAMLINE_ATTN_BWD=f32.
+  const bf16 *qb = qkv_bf_, *kb = qkv_bf_ + Q_, *vb = qkv_bf_ + Q_ + KV_;
+  if (use_tc_attention_backward() && attention_backward_tc_supported(s.Dh, Nqkv_, Nqkv_, Q_, qb, kb, vb, attn_bf_))
+    attention_backward_tc(dq, dk, dv, dattn_, qb, Nqkv_, kb, vb, Nqkv_, attn_bf_, Q_, lse_, mask, B, s.T, s.H, s.Hk,
+                          s.Dh, s.attn_scale, st);
+  else
+    attention_backward(dq, dk, dv, dattn_, q_, k_, v_act_, attn_, lse_, mask, B, s.T, s.H, s.Hk, s.Dh, s.attn_scale, st);
   if (rope_) {
     rope_backward(dq, cos_, sin_, M, s.H, s.Dh, st);
     rope_backward(dk, cos_, sin_, M, s.Hk, s.Dh, st);

@@ -511,6 +511,49 @@ void run_backward_benchmarks(bool quick) {
     bench_record(fmt("attention backward f32 B=1 T=%zu H=32 Hk=8 Dh=128", T), ms, "ms",
                  fmt("%.2f TFLOP/s (5-product convention)", flops / (ms * 1e-3) / 1e12));
   }
+  // Attention backward at the 8B training step's shape (B = 8): the bf16 tensor-core kernel TrainStep runs, on its
+  // packed q|k|v rows, against the f32 kernel on f32 copies of the same values. Input values repeat a 1 M pattern
+  // (speed does not depend on them; generating 100 M normals would take seconds).
+  {
+    const size_t B = quick ? 2 : 8, T = 2048, H = 32, Hk = 8, Dh = 128, M = B * T, Hd = H * Dh, Kd = Hk * Dh;
+    const size_t N = Hd + 2 * Kd;
+    const float scale = 1.f / std::sqrt(float(Dh));
+    const std::vector<float> pat = round_bf16(randn(size_t(1) << 20, r));
+    std::vector<float> qkv(M * N), dout(M * Hd);
+    for (size_t i = 0; i < qkv.size(); i++) qkv[i] = pat[i % pat.size()];
+    for (size_t i = 0; i < dout.size(); i++) dout[i] = pat[(i * 3 + 1) % pat.size()];
+    std::vector<float> q32(M * Hd), k32(M * Kd), v32(M * Kd);
+    for (size_t m = 0; m < M; m++) {
+      std::copy(qkv.begin() + m * N, qkv.begin() + m * N + Hd, q32.begin() + m * Hd);
+      std::copy(qkv.begin() + m * N + Hd, qkv.begin() + m * N + Hd + Kd, k32.begin() + m * Kd);
+      std::copy(qkv.begin() + m * N + Hd + Kd, qkv.begin() + (m + 1) * N, v32.begin() + m * Kd);
+    }
+    DevBuf gqkv = dev(to_bf16(qkv)), gdo = dev(dout), fq = dev(q32), fk = dev(k32), fv = dev(v32), fo(M * Hd * 4),
+        lse(B * H * T * 4), dq(M * Hd * 4), dk(M * Kd * 4), dv(M * Kd * 4);
+    qkv = q32 = k32 = v32 = std::vector<float>();
+    // O and lse from the f32 forward; both backwards read O rounded to bf16 (what TrainStep saves).
+    sc::attention_forward(fo.as<float>(), lse.as<float>(), fq.as<float>(), fk.as<float>(), fv.as<float>(), nullptr, B,
+                          T, H, Hk, Dh, scale, S);
+    const std::vector<uint16_t> obh = to_bf16(host<float>(fo, M * Hd));
+    DevBuf obf = dev(obh);
+    fo.upload(from_bf16(obh).data(), M * Hd * 4);
+    const sc::bf16* q = gqkv.as<sc::bf16>();
+    const double tc_ms = time_ms([&] {
+      sc::attention_backward_tc(dq.as<float>(), dk.as<float>(), dv.as<float>(), gdo.as<float>(), q, N, q + Hd,
+                                q + Hd + Kd, N, obf.as<sc::bf16>(), Hd, lse.as<float>(), nullptr, B, T, H, Hk, Dh, scale, S);
+    }, 2, 5, S);
+    const double f32_ms = time_ms([&] {
+      sc::attention_backward(dq.as<float>(), dk.as<float>(), dv.as<float>(), gdo.as<float>(), fq.as<float>(),
+                             fk.as<float>(), fv.as<float>(), fo.as<float>(), lse.as<float>(), nullptr, B, T, H, Hk, Dh,
+                             scale, S);
+    }, 1, 3, S);
+    const double flops = 2.5 * 4.0 * double(B * H * Dh) * double(T) * double(T + 1) / 2.0;
+    bench_record(fmt("attention backward bf16 tc B=%zu T=2048 H=32 Hk=8 Dh=128", B), tc_ms, "ms",
+                 fmt("%.1f TFLOP/s (5-product convention), %.1fx the f32 kernel", flops / (tc_ms * 1e-3) / 1e12,
+                     f32_ms / tc_ms));
+    bench_record(fmt("attention backward f32 B=%zu T=2048 H=32 Hk=8 Dh=128", B), f32_ms, "ms",
+                 fmt("%.2f TFLOP/s (5-product convention)", flops / (f32_ms * 1e-3) / 1e12));
+  }
   // Norm backward at [16384, 4096] with dw (and db): bytes the kernels must move at least (x, dy read; dx read and
   // written) against the time.
   {
