@@ -6,14 +6,14 @@
 // train.sh, forward.sh); it says nothing about speed, and it cannot see races that need real concurrency between
 // blocks or streams.
 // Faithful to the device where it is cheap: allocations are 256-byte aligned and filled with 0xFF (NaN) like fresh
-// scratch, dynamic shared memory is 128-byte aligned and NaN-filled, a launch with more dynamic shared memory than
-// the kernel's cudaFuncAttributeMaxDynamicSharedMemorySize (48 KB unless raised, 227 KB at most on sm_90), a block of
-// more than 1024 threads or a grid dimension beyond the device's limits is refused (nothing runs; the error is
-// returned by the next cudaGetLastError), as on the GPU. Deviations: static __shared__ arrays are function statics,
-// so they start zeroed (not undefined) and keep their values from the previous block; threads interleave only at
-// barriers, in thread order (a missing barrier shows only where that order exposes it); device maths is glibc's.
-// Sources are compiled with -fno-strict-aliasing: the kernels reinterpret 16-byte vectors (uint4 as bf16 pairs), an
-// idiom nvcc honours and g++ -O2 does not (it silently dropped such loads in the cosine kernel).
+// scratch; dynamic shared memory is 128-byte aligned and NaN-filled, static __shared__ arrays are per block and
+// NaN-filled too (rewrite.py, block_shared); a launch with more dynamic shared memory than the kernel's
+// cudaFuncAttributeMaxDynamicSharedMemorySize (48 KB unless raised, 227 KB at most on sm_90), a block of more than
+// 1024 threads or a grid dimension beyond the device's limits is refused (nothing runs; the error is returned by the
+// next cudaGetLastError), as on the GPU. Deviations: threads interleave only at barriers, in thread order unless
+// EMU_ORDER=reverse|random (a missing barrier shows only where the order exposes it: run all three); device maths
+// is glibc's. Sources are compiled with -fno-strict-aliasing: the kernels reinterpret 16-byte vectors (uint4 as bf16
+// pairs), an idiom nvcc honours and g++ -O2 does not (it silently dropped such loads in the cosine kernel).
 #pragma once
 #include <sys/mman.h>
 
@@ -29,6 +29,7 @@
 #include <map>
 #include <mutex>
 #include <type_traits>
+#include <utility>
 #include <thread>
 #include <vector>
 
@@ -87,6 +88,7 @@ inline cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind) 
 inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind, cudaStream_t) { std::memcpy(d, s, n); return cudaSuccess; }
 namespace emu {
 inline std::map<const void*, int> max_dyn_smem;  // cudaFuncAttributeMaxDynamicSharedMemorySize per kernel
+inline std::map<const void*, size_t> static_smem;  // static __shared__ bytes per kernel (known after a block ran)
 constexpr int kDefaultDynSmem = 48 * 1024, kMaxDynSmem = 227 * 1024;  // sm_90: 227 KB opt-in per block
 template <typename F> const void* key(F* f) { return reinterpret_cast<const void*>(f); }
 }  // namespace emu
@@ -156,6 +158,8 @@ struct Block {
   std::vector<std::unique_ptr<Warp>> warps;
   std::vector<uint64_t> smem_buf;  // dynamic shared memory (smem: its 128-byte aligned start)
   void* smem = nullptr;
+  std::map<const void*, std::vector<uint64_t>> statics;  // static __shared__ arrays by declaration (block_shared)
+  size_t static_bytes = 0;                                // their sizes, summed
 };
 inline thread_local Block* cur = nullptr;
 inline std::mutex atomic_mu;
@@ -276,10 +280,25 @@ inline void run_block(Block& blk, unsigned nt, void (*body)(void*), void* arg) {
   Sched* outer = sched;
   sched = &s;
   cur = &blk;
+  // EMU_ORDER picks the order threads run in between barriers: thread order (default), reverse, or a fresh
+  // pseudo-random permutation every round (fixed seed). Reverse and random expose a missing barrier where a thread
+  // reads what a later-numbered thread writes.
+  static const int order = [] {
+    const char* e = std::getenv("EMU_ORDER");
+    return !e ? 0 : std::strcmp(e, "reverse") == 0 ? 1 : std::strcmp(e, "random") == 0 ? 2 : 0;
+  }();
+  static thread_local uint64_t rng = 0x9E3779B97F4A7C15ull;
+  std::vector<unsigned> seq(nt);
+  for (unsigned t = 0; t < nt; t++) seq[t] = order == 1 ? nt - 1 - t : t;
   unsigned live = nt;
   while (live) {
     bool progressed = false;
-    for (unsigned t = 0; t < nt; t++) {
+    if (order == 2)
+      for (unsigned i = nt; i > 1; i--) {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        std::swap(seq[i - 1], seq[rng % i]);
+      }
+    for (unsigned t : seq) {
       Fiber& f = s.f[t];
       if (f.done || (f.wait && f.wait->phase == f.wait_phase)) continue;
       f.wait = nullptr;
@@ -307,6 +326,15 @@ struct Cfg {
   const void* k = nullptr;
   Cfg(dim3 g_, dim3 b_, size_t smem_ = 0, cudaStream_t = nullptr) : g(g_), b(b_), smem(smem_) {}
   template <typename K> Cfg& kernel(K* f) { k = key(f); return *this; }
+  // Shared memory as the driver counts it: without the attribute raised, static and dynamic bytes together within
+  // 48 KB; with it, dynamic within the attribute and static + dynamic within 227 KB. A kernel's static bytes are
+  // known once a block of it has run (block_shared registers them), so a first launch is checked after its first
+  // block (it then stops there: the error is reported even though that block ran).
+  bool smem_ok(size_t static_bytes) const {
+    auto it = max_dyn_smem.find(k);
+    if (it == max_dyn_smem.end()) return smem + static_bytes <= size_t(kDefaultDynSmem);
+    return smem <= size_t(it->second) && smem + static_bytes <= size_t(kMaxDynSmem);
+  }
   bool refused() const {
     const unsigned long long nt = 1ull * b.x * b.y * b.z;
     if (nt == 0 || nt > 1024 || b.z > 64 || g.x == 0 || g.y == 0 || g.z == 0 || g.x > 2147483647u || g.y > 65535 ||
@@ -315,8 +343,8 @@ struct Cfg {
       return true;
     }
     if (k) {
-      auto it = max_dyn_smem.find(k);
-      if (smem > size_t(it == max_dyn_smem.end() ? kDefaultDynSmem : it->second)) {
+      auto it = static_smem.find(k);
+      if (!smem_ok(it == static_smem.end() ? 0 : it->second)) {
         last_error = cudaErrorInvalidValue;
         return true;
       }
@@ -337,9 +365,25 @@ struct Cfg {
           blk.smem_buf.assign((smem + 7) / 8 + 16, ~uint64_t(0));  // NaN-filled like fresh scratch
           blk.smem = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(blk.smem_buf.data()) + 127) & ~uintptr_t(127));
           run_block(blk, nt, [](void* p) { (*static_cast<std::remove_reference_t<F>*>(p))(); }, &fn);
+          if (k && !static_smem.count(k)) {
+            static_smem[k] = blk.static_bytes;
+            if (!smem_ok(blk.static_bytes)) {
+              last_error = cudaErrorInvalidValue;
+              return;
+            }
+          }
           g_blocks++;
         }
   }
 };
 template <typename T> T* dyn_smem() { return reinterpret_cast<T*>(cur->smem); }
+// `__shared__ A name;` (rewrite.py): the block's own copy, created NaN-filled (0xFF bytes) by its first use.
+template <typename A> A& block_shared(const void* site) {
+  auto it = cur->statics.find(site);
+  if (it == cur->statics.end()) {
+    it = cur->statics.emplace(site, std::vector<uint64_t>((sizeof(A) + 7) / 8, ~uint64_t(0))).first;
+    cur->static_bytes += sizeof(A);
+  }
+  return *reinterpret_cast<A*>(it->second.data());
+}
 }  // namespace emu
