@@ -71,12 +71,11 @@ inline cudaError_t cudaPeekAtLastError() { return emu::last_error; }
 inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 inline cudaError_t cudaGetDeviceCount(int* n) { *n = 1; return cudaSuccess; }
 // Fresh allocations hold 0xFF bytes (NaN): a kernel reading scratch it never wrote shows up as NaN.
-// 256-byte aligned like cudaMalloc's (kernels and cuBLASLt paths test alignment).
+// 256-byte aligned like cudaMalloc's (kernels and cuBLASLt paths test alignment), of the exact size asked for, so
+// that a build with -fsanitize=address (forward.sh EMU_ASAN=1) reports a read or write past the end.
 inline cudaError_t cudaMalloc(void** p, size_t n) {
-  const size_t r = (n + 255) / 256 * 256;
-  *p = std::aligned_alloc(256, r ? r : 256);
-  if (!*p) return cudaErrorMemoryAllocation;
-  std::memset(*p, 0xFF, r ? r : 256);
+  if (posix_memalign(p, 256, n ? n : 1) != 0) return cudaErrorMemoryAllocation;
+  std::memset(*p, 0xFF, n);
   return cudaSuccess;
 }
 inline cudaError_t cudaMallocAsync(void** p, size_t n, cudaStream_t) { return cudaMalloc(p, n); }
@@ -156,8 +155,8 @@ struct Warp {
 struct Block {
   std::unique_ptr<Bar> bar;
   std::vector<std::unique_ptr<Warp>> warps;
-  std::vector<uint64_t> smem_buf;  // dynamic shared memory (smem: its 128-byte aligned start)
-  void* smem = nullptr;
+  void* smem = nullptr;  // dynamic shared memory: 128-byte aligned, exactly the launch's size
+  ~Block() { std::free(smem); }
   std::map<const void*, std::vector<uint64_t>> statics;  // static __shared__ arrays by declaration (block_shared)
   size_t static_bytes = 0;                                // their sizes, summed
 };
@@ -362,8 +361,8 @@ struct Cfg {
           blk.bar = std::make_unique<Bar>(nt);
           threadIdx = dim3(0), blockIdx = dim3(x, y, z), blockDim = b, gridDim = g;
           for (unsigned w = 0; w < nt / 32; w++) blk.warps.push_back(std::make_unique<Warp>());
-          blk.smem_buf.assign((smem + 7) / 8 + 16, ~uint64_t(0));  // NaN-filled like fresh scratch
-          blk.smem = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(blk.smem_buf.data()) + 127) & ~uintptr_t(127));
+          if (posix_memalign(&blk.smem, 128, smem ? smem : 1) != 0) std::abort();
+          std::memset(blk.smem, 0xFF, smem);  // NaN-filled like fresh scratch
           run_block(blk, nt, [](void* p) { (*static_cast<std::remove_reference_t<F>*>(p))(); }, &fn);
           if (k && !static_smem.count(k)) {
             static_smem[k] = blk.static_bytes;

@@ -12,10 +12,14 @@
 # --quick is the harness's quick flag (fewer dtypes, masks and shapes in ops; one shape per style in layer); model
 # has no quick form. The model directory defaults to ${STREAMLINE_SHARED:-../shared}/models/kjv-llama.
 # STREAMLINE_ATTN=smem runs the layer and model groups on the tensor-core kernel with O in shared memory (the ops
-# group checks both variants itself).
+# group checks both variants itself). EMU_ORDER=reverse|random changes the order threads run between barriers
+# (cuda_runtime.h). EMU_ASAN=1 builds with AddressSanitizer (into build/emu-fwd-asan): device allocations have their
+# exact size, so a kernel reading or writing past a buffer stops with a report.
 set -euo pipefail
 root=$(pwd)
-out=${EMU_OUT:-$root/build/emu-fwd}  # build/ is ignored by git
+asan=${EMU_ASAN:-0}
+suffix=; [ "$asan" = 1 ] && suffix=-asan
+out=${EMU_OUT:-$root/build/emu-fwd$suffix}  # build/ is ignored by git
 mkdir -p "$out"
 here=$root/cuda/dev/emu
 kernels=(attention cosine embedding logsoftmax norm rope activation gemm decoder_layer backward_norm
@@ -86,6 +90,8 @@ for f in lt_stub main; do cmp -s "$out/$f.cpp.new" "$out/$f.cpp" || mv "$out/$f.
 flags=(-std=c++20 -O2 -g -fPIC -ffp-contract=off -fno-strict-aliasing -pthread -Wall -Wno-unknown-pragmas -Wno-unused-parameter
        -Wno-unused-function -include "$here/train_extra.h" -I"$here" -I"$out" -I"$root/native/include"
        -I"$root/cuda/tests" -idirafter /usr/local/cuda/include)
+ld=()
+if [ "$asan" = 1 ]; then flags+=(-fsanitize=address -fno-omit-frame-pointer); ld=(-fsanitize=address); fi
 dev_srcs=()
 for f in "${kernels[@]}" lt_stub; do dev_srcs+=("$out/$f.cpp"); done
 tests=(ops_check layer_check model_check layer_util cpu_ref safetensors harness)
@@ -108,10 +114,11 @@ blas=$(ls /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.a 2>/dev/null |
 core=$root/build-cu/libstreamline_core.a
 # The C API library the layer group dlopen()s from the harness's own folder (its own copy of the kernels, as the real
 # streamline_cuda.so has its own static runtime).
-g++ -shared -pthread -Wl,--no-undefined "${dev_objs[@]}" "$out/capi.o" "$core" -o "$out/streamline_cuda.so" $blas -ldl
-g++ -pthread "${dev_objs[@]}" "${host_objs[@]}" "$core" -o "$out/forward_emu" $blas -ldl
+g++ "${ld[@]}" -shared -pthread -Wl,--no-undefined "${dev_objs[@]}" "$out/capi.o" "$core" -o "$out/streamline_cuda.so" $blas -ldl
+g++ "${ld[@]}" -pthread "${dev_objs[@]}" "${host_objs[@]}" "$core" -o "$out/forward_emu" $blas -ldl
 if [ -z "$(printf '%s\n' "$@" | grep -x -- --model || true)" ]; then
   set -- "$@" --model "${STREAMLINE_SHARED:-$root/../shared}/models/kjv-llama"
 fi
 if [ -z "$(printf '%s\n' "$@" | grep -x -- --repo || true)" ]; then set -- "$@" --repo "$root"; fi
-stdbuf -oL "$out/forward_emu" "$@"  # line-buffered: FAIL lines show as they happen
+# Line-buffered so FAIL lines show as they happen (stdbuf preloads a library: ASan must be told that is fine).
+ASAN_OPTIONS=${ASAN_OPTIONS:-verify_asan_link_order=0} stdbuf -oL "$out/forward_emu" "$@"
