@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the backward harness (cuda/tests/backward_check.cpp, unchanged) against the backward kernels emulated on the
 # CPU (cuda_runtime.h here). Needs build-cu/libstreamline_core.a (the CUDA harness build) and g++ with C++20.
-# Usage: bash cuda/dev/emu/run.sh [--quick]   (from the repository root; takes minutes: a thread per CUDA thread)
+# Usage: bash cuda/dev/emu/run.sh [--quick]   (from the repository root; quick ~2 minutes here)
 set -euo pipefail
 root=$(pwd)
 out=${EMU_OUT:-$root/build/emu}  # build/ is ignored by git

@@ -5,8 +5,8 @@
 # Not emulated: cuBLASLt (the fallback GEMM runs instead). This checks TrainStep's data flow, indexing, saved
 # activations, masks and accumulation, and the wmma attention's bf16 probabilities feeding the backward.
 # Needs build-cu/libstreamline_core.a (the CUDA harness build) and g++ with C++20.
-# Usage: bash cuda/dev/emu/train.sh [--curves [MODEL_DIR]]   (from the repository root; minutes: a thread per CUDA
-# thread). --curves adds the loss-curve checks (30-step runs; the real window with a model directory): much longer.
+# Usage: bash cuda/dev/emu/train.sh [--curves [MODEL_DIR]]   (from the repository root; about a minute here).
+# --curves adds the loss-curve checks (30-step runs; the real window with a model directory): much longer.
 set -euo pipefail
 root=$(pwd)
 out=${EMU_OUT:-$root/build-emu-train}
