@@ -24,12 +24,24 @@ struct CudaError : std::runtime_error {
   } while (0)
 #define SL_LAUNCH_CHECK() SL_CUDA_CHECK(cudaGetLastError())
 
+// Tracked like common.cu's (the C API reports current and peak bytes); nullptr for 0 bytes as there.
+inline size_t g_bytes_current = 0, g_bytes_peak = 0;
 inline void* device_alloc(size_t bytes) {
+  if (bytes == 0) return nullptr;
   void* p = nullptr;
-  cudaMalloc(&p, bytes);
+  if (cudaMalloc(&p, bytes) != cudaSuccess) throw CudaError("cudaMalloc failed (emulated)");
+  g_bytes_current += bytes;
+  if (g_bytes_current > g_bytes_peak) g_bytes_peak = g_bytes_current;
   return p;
 }
-inline void device_free(void* p, size_t) { std::free(p); }
+inline void device_free(void* p, size_t bytes) {
+  if (!p) return;
+  std::free(p);
+  g_bytes_current -= bytes;
+}
+inline size_t device_bytes_current() { return g_bytes_current; }
+inline size_t device_bytes_peak() { return g_bytes_peak; }
+inline void device_bytes_reset_peak() { g_bytes_peak = g_bytes_current; }
 // Few blocks: grid-stride loops then run several iterations per thread, which is what the emulation should cover.
 inline int sm_count() { return 2; }
 inline int grid_for(size_t n, int block) {

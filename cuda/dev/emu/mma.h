@@ -6,10 +6,13 @@
 // gathers the warp's fragments through the warp's buffer between two warp barriers. Products of bf16/f16 values are
 // exact in f32; they are summed in f32 in k order onto the accumulator (tensor cores add in a wider, unspecified
 // order, so results can differ from the GPU's in the last bits).
+// The documented requirements of load/store_matrix_sync are enforced (abort with a message): the pointer 256-bit
+// (32-byte) aligned, ldm a multiple of 8 elements for 16-bit types and of 4 for float.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdio>
 
 #include "streamline/dtype.h"
 
@@ -37,6 +40,14 @@ inline int col_of(int i) { return (i * 32 + lane()) % 16; }
 inline float to_f32(float v) { return v; }
 inline float to_f32(uint16_t v) { return streamline::bf16_to_f32(v); }
 template <typename T> float to_f32(const T& v) { return __half2float(v); }
+template <typename T> void check_args(const T* p, unsigned ldm, const char* what) {
+  const unsigned mult = sizeof(T) == 4 ? 4 : 8;
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0 || ldm % mult != 0) {
+    std::fprintf(stderr, "wmma emulation: %s with pointer %p (needs 32-byte alignment) and ldm %u (needs a multiple "
+                         "of %u)\n", what, static_cast<const void*>(p), ldm, mult);
+    std::abort();
+  }
+}
 template <typename Layout> constexpr bool is_row_major() {
   static_assert(sizeof(Layout) && (std::is_same_v<Layout, row_major> || std::is_same_v<Layout, col_major>),
                 "matrix_a/matrix_b fragments need a row_major or col_major layout");
@@ -47,18 +58,21 @@ template <typename Layout> constexpr bool is_row_major() {
 template <typename Use, typename T, typename Layout>
 void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const T* p, unsigned ldm) {
   constexpr bool rm = detail::is_row_major<Layout>();
+  detail::check_args(p, ldm, "load_matrix_sync");
   for (int i = 0; i < 8; i++) {
     const int r = detail::row_of(i), c = detail::col_of(i);
     f.x[i] = rm ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r];
   }
 }
 inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float>& f, const float* p, unsigned ldm, layout_t l) {
+  detail::check_args(p, ldm, "load_matrix_sync (accumulator)");
   for (int i = 0; i < 8; i++) {
     const int r = detail::row_of(i), c = detail::col_of(i);
     f.x[i] = l == mem_row_major ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r];
   }
 }
 inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ldm, layout_t l) {
+  detail::check_args(p, ldm, "store_matrix_sync");
   for (int i = 0; i < 8; i++) {
     const int r = detail::row_of(i), c = detail::col_of(i);
     (l == mem_row_major ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r]) = f.x[i];

@@ -28,16 +28,18 @@ int main() {
   int failed = 0;
   for (int variant = 0; variant < 4; variant++) {
     const bool bcol = variant & 1, col_acc = variant & 2;
-    std::vector<bf16> a(512), b(512);
-    std::vector<float> c(512), d(512, -1.f);
+    // 32-byte aligned, as load/store_matrix_sync require (the emulation aborts otherwise).
+    alignas(32) bf16 a[512], b[512];
+    alignas(32) float c[512], d[512];
     for (int i = 0; i < 512; i++) {
+      d[i] = -1.f;
       a[i] = streamline::f32_to_bf16(float((i * 7) % 13) - 6.f);
       b[i] = streamline::f32_to_bf16(float((i * 5) % 11) * 0.25f - 1.f);
       c[i] = float(i % 9) - 4.f;
     }
     emu::Cfg(dim3(1), dim3(64)).run([&] {
-      if (bcol) kernel<wmma::col_major>(d.data(), a.data(), b.data(), c.data(), col_acc);
-      else kernel<wmma::row_major>(d.data(), a.data(), b.data(), c.data(), col_acc);
+      if (bcol) kernel<wmma::col_major>(d, a, b, c, col_acc);
+      else kernel<wmma::row_major>(d, a, b, c, col_acc);
     });
     double worst = 0;
     for (int w = 0; w < 2; w++)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the backward harness (cuda/tests/backward_check.cpp, unchanged) against the backward kernels emulated on the
 # CPU (cuda_runtime.h here). Needs build-cu/libstreamline_core.a (the CUDA harness build) and g++ with C++20.
-# Usage: bash cuda/dev/emu/run.sh [--quick]   (from the repository root; takes minutes: a thread per CUDA thread)
+# Usage: bash cuda/dev/emu/run.sh [--quick]   (from the repository root; quick ~2 minutes here)
 set -euo pipefail
 root=$(pwd)
 out=${EMU_OUT:-$root/build/emu}  # build/ is ignored by git
@@ -9,14 +9,7 @@ mkdir -p "$out"
 here=$root/cuda/dev/emu
 # Kernel launches become emulator calls; `extern __shared__` becomes the block's buffer.
 for f in backward_norm backward_elementwise backward_attention backward_attention_tc optimizer; do
-  python3 - "$root/cuda/$f.cu" "$out/$f.cpp" <<'PY'
-import re, sys
-s = open(sys.argv[1]).read()
-s = re.sub(r'([\w:]+(?:<[^<>;]*>)?)<<<(.*?)>>>\((.*?)\);',
-           lambda m: 'emu::Cfg(%s).run([&] { %s(%s); });' % (m.group(2), m.group(1), m.group(3)), s, flags=re.S)
-s = re.sub(r'extern __shared__ (\w+) (\w+)\[\];', r'\1* \2 = emu::dyn_smem<\1>();', s)
-open(sys.argv[2], 'w').write(s)
-PY
+  python3 "$here/rewrite.py" "$root/cuda/$f.cu" "$out/$f.cpp"
 done
 cp "$root/cuda/backward.cuh" "$root/cuda/attention.cuh" "$out/"
 rm -f "$out/common.cuh"
@@ -53,7 +46,7 @@ int main(int argc, char** argv) {
   return failed ? 1 : 0;
 }
 CPP
-flags=(-std=c++20 -O2 -g -ffp-contract=off -pthread -Wall -Wno-unknown-pragmas -Wno-unused-parameter
+flags=(-std=c++20 -O2 -g -ffp-contract=off -fno-strict-aliasing -pthread -Wall -Wno-unknown-pragmas -Wno-unused-parameter
        -include "$here/train_extra.h" -I"$here"
        -I"$out" -I"$root/native/include" -I"$root/cuda/tests")
 srcs=("$out"/backward_norm.cpp "$out"/backward_elementwise.cpp "$out"/backward_attention.cpp
