@@ -23,7 +23,7 @@ out=${EMU_OUT:-$root/build/emu-fwd$suffix}  # build/ is ignored by git
 mkdir -p "$out"
 here=$root/cuda/dev/emu
 kernels=(attention cosine embedding logsoftmax norm rope activation gemm decoder_layer backward_norm
-         backward_elementwise backward_attention optimizer replacement)
+         backward_elementwise backward_attention backward_attention_tc optimizer replacement)
 for f in "${kernels[@]}"; do python3 "$here/rewrite.py" "$root/cuda/$f.cu" "$out/$f.cpp"; done
 # Headers beside the rewritten sources, so their "common.cuh" resolves to the emulated one (cuda/dev/emu).
 for h in "$root"/cuda/*.cuh "$root"/cuda/*.h; do
