@@ -3,7 +3,8 @@
 // Accumulation rules are the CPU's: everything accumulates into d* buffers except linear dx (overwritten),
 // attention dq/dk/dv (overwritten), rope_backward (in place) and mse's da (overwritten).
 //
-// f32 throughout: these kernels are the reference for any later bf16 tensor-core variant (none exists yet).
+// f32 throughout, except attention_backward_tc (bf16 tensor cores, backward_attention_tc.cu), which the f32
+// attention_backward is the reference and the fallback for.
 #pragma once
 #include "common.cuh"
 #include "streamline/ops.h"
@@ -28,6 +29,17 @@ void rope_backward(float* dx, const float* cos, const float* sin, size_t M, size
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const uint8_t* key_mask, size_t B,
                         size_t T, size_t H, size_t Hk, size_t Dh, float scale, cudaStream_t s);
+// The same on bf16 tensor cores for the training step: q/k/v bf16 rows with strides (TrainStep's packed q|k|v
+// rows), out bf16 with a stride, dout f32 dense [B*T, H*Dh] (rounded to bf16 once for the products); dq [B*T, H*Dh],
+// dk/dv [B*T, Hk*Dh] f32, overwritten, deterministic. P and dS are rounded to bf16 for the products, and a NaN
+// input row reaches the zero products of its whole 64-row tile (exactly how: backward_attention_tc.cu). Only when
+// attention_backward_tc_supported(): Dh a multiple of 16 up to 128, strides multiples of 8, 16-byte aligned rows.
+bool attention_backward_tc_supported(size_t Dh, size_t q_stride, size_t kv_stride, size_t out_stride, const void* q,
+                                     const void* k, const void* v, const void* out);
+void attention_backward_tc(float* dq, float* dk, float* dv, const float* dout, const bf16* q, size_t q_stride,
+                           const bf16* k, const bf16* v, size_t kv_stride, const bf16* out, size_t out_stride,
+                           const float* lse, const uint8_t* key_mask, size_t B, size_t T, size_t H, size_t Hk,
+                           size_t Dh, float scale, cudaStream_t s);
 // da[n] = 2 (a - b) / n (overwritten, when da != nullptr); *loss_dev (f64, device) = mean((a - b)^2), summed in f64
 // in a fixed order. row_mask[n / D rows] (optional, 1 = counted): masked rows get da = 0 and do not count in n.
 void mse_forward_backward(float* da, double* loss_dev, const float* a, const float* b, size_t rows, size_t D,

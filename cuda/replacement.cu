@@ -1,6 +1,7 @@
 // The replacement training step on the GPU (see replacement.cuh): forward with saved activations, masked MSE,
 // backward through the kernels of backward.cuh, and the optimiser update on f32 master weights.
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -46,9 +47,18 @@ __global__ void residual_kernel(float* y, const float* a, const float* b, const 
     }
 }
 
+// STREAMLINE_ATTN_BWD=f32 selects the f32 attention backward (comparisons); read once.
+bool use_tc_attention_backward() {
+  static const bool tc = [] {
+    const char* e = std::getenv("STREAMLINE_ATTN_BWD");
+    return !(e && std::string(e) == "f32");
+  }();
+  return tc;
+}
+
 // One packed GEMM output row qkv_f[M, Q + 2KV] (f32) -> bias, rotate-half RoPE on q and k heads in f32, one rounding to
-// bf16: the packed bf16 row for the attention kernel and f32 copies of the same rounded values (q, k, v contiguous)
-// for attention_backward.
+// bf16: the packed bf16 row for the attention kernels and, when q is not null, f32 copies of the same rounded values
+// (q, k, v contiguous) for the f32 attention_backward.
 __global__ void qkv_prepare_kernel(bf16* out, float* q, float* k, float* v, const float* f, const float* qb,
                                    const float* kb, const float* vb, const float* cs, const float* sn, size_t M,
                                    unsigned H, unsigned Hk, unsigned Dh) {
@@ -61,6 +71,7 @@ __global__ void qkv_prepare_kernel(bf16* out, float* q, float* k, float* v, cons
   auto store = [&](size_t m, unsigned c, float val) {
     const bf16 r = __float2bfloat16_rn(val);
     out[m * N + c] = r;
+    if (!q) return;
     const float rf = __bfloat162float(r);
     if (c < Q) q[m * Q + c] = rf;
     else if (c < Q + KV) k[m * KV + (c - Q)] = rf;
@@ -287,11 +298,16 @@ TrainStep::TrainStep(ReplacementKind kind, const ReplacementSpec& spec,
       a_bf_ = static_cast<bf16*>(alloc(M * D * 2));
       qkv_f_ = static_cast<float*>(alloc(M * Nqkv_ * 4));  // also dq | dk | dv in the backward
       qkv_bf_ = static_cast<bf16*>(alloc(M * Nqkv_ * 2));
-      q_ = static_cast<float*>(alloc(M * Q_ * 4));
-      k_ = static_cast<float*>(alloc(M * KV_ * 4));
-      v_act_ = static_cast<float*>(alloc(M * KV_ * 4));
+      // The tensor-core attention backward reads the bf16 rows the forward read; only the f32 kernel needs f32 copies
+      // of q/k/v and O (0.67 GB at the 8B shape).
+      attn_tc_ = use_tc_attention_backward() && s.Dh % 16 == 0 && s.Dh <= 128;
+      if (!attn_tc_) {
+        q_ = static_cast<float*>(alloc(M * Q_ * 4));
+        k_ = static_cast<float*>(alloc(M * KV_ * 4));
+        v_act_ = static_cast<float*>(alloc(M * KV_ * 4));
+        attn_ = static_cast<float*>(alloc(M * Q_ * 4));
+      }
       attn_bf_ = static_cast<bf16*>(alloc(M * Q_ * 2));
-      attn_ = static_cast<float*>(alloc(M * Q_ * 4));
       lse_ = static_cast<float*>(alloc(s.B * s.H * s.T * 4));
       h1_ = static_cast<float*>(alloc(M * D * 4));
       dh_ = static_cast<float*>(alloc(M * D * 4));
@@ -339,8 +355,10 @@ void TrainStep::forward(const float* x, const int32_t* positions, const uint8_t*
     SL_LAUNCH_CHECK();
     attention_forward_bf16(attn_bf_, Q_, lse_, qkv_bf_, Nqkv_, qkv_bf_ + Q_, qkv_bf_ + Q_ + KV_, Nqkv_, mask, B, s.T,
                            s.H, s.Hk, s.Dh, s.attn_scale, st);
-    bf16_to_f32_kernel<<<grid_for(M * Q_, 256), 256, 0, st>>>(attn_, attn_bf_, M * Q_);
-    SL_LAUNCH_CHECK();
+    if (attn_) {
+      bf16_to_f32_kernel<<<grid_for(M * Q_, 256), 256, 0, st>>>(attn_, attn_bf_, M * Q_);
+      SL_LAUNCH_CHECK();
+    }
     gemm_.run(t_, DType::F32, attn_bf_, wo_, M, D, Q_, 0.f, st);
     // h1 = x + (o + o.bias); n2 = norm(h1) as the MLP's bf16 GEMM input
     norm_rows(nk, nullptr, n2_bf_, h1_, x, t_, p(kRoleOB), p(kRoleMlpNormW), p(kRoleMlpNormB), DType::F32, M, D,
@@ -420,7 +438,15 @@ void TrainStep::backward(const float* x, const uint8_t* mask, size_t B) {
   float* dq = qkv_f_;  // the forward's f32 GEMM output is dead by now
   float* dk = dq + M * Q_;
   float* dv = dk + M * KV_;
-  attention_backward(dq, dk, dv, dattn_, q_, k_, v_act_, attn_, lse_, mask, B, s.T, s.H, s.Hk, s.Dh, s.attn_scale, st);
+  // bf16 tensor cores on the rows the forward read (P and dS rounded to bf16 as in FA2; the packed rows are aligned
+  // for it whenever Dh is a multiple of 16); the f32 kernel on f32 copies of the same rounded values for head sizes
+  // it does not take, or with STREAMLINE_ATTN_BWD=f32.
+  const bf16 *qb = qkv_bf_, *kb = qkv_bf_ + Q_, *vb = qkv_bf_ + Q_ + KV_;
+  if (attn_tc_)
+    attention_backward_tc(dq, dk, dv, dattn_, qb, Nqkv_, kb, vb, Nqkv_, attn_bf_, Q_, lse_, mask, B, s.T, s.H, s.Hk,
+                          s.Dh, s.attn_scale, st);
+  else
+    attention_backward(dq, dk, dv, dattn_, q_, k_, v_act_, attn_, lse_, mask, B, s.T, s.H, s.Hk, s.Dh, s.attn_scale, st);
   if (rope_) {
     rope_backward(dq, cos_, sin_, M, s.H, s.Dh, st);
     rope_backward(dk, cos_, sin_, M, s.Hk, s.Dh, st);

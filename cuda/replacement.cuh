@@ -10,7 +10,8 @@
 // so the recomputed probabilities agree with the forward's log-sum-exp.
 //
 // Saved between forward and backward (the CPU saves the same quantities): normed inputs (bf16, the dW operands),
-// q/k/v (f32 of the rounded values), the attention output (bf16 and f32) and its lse, the residual after attention,
+// q/k/v (bf16; f32 copies of the rounded values too when the f32 attention backward runs), the attention output
+// (bf16, and f32 for that kernel) and its lse, the residual after attention,
 // the MLP's gate and up values (f32) and its hidden activation (bf16).
 #pragma once
 #include <array>
@@ -167,6 +168,7 @@ class TrainStep {
   double *loss_ = nullptr, *sumsq_ = nullptr, *eval_loss_ = nullptr;  // eval_loss_[B]: one per sequence
   size_t Q_ = 0, KV_ = 0, Nqkv_ = 0;
   bool rope_ = false;
+  bool attn_tc_ = false;  // tensor-core attention backward (no f32 copies of q/k/v and O are kept)
   // prefetch (see stage())
   mutable std::mutex mu_;
   InputSlot in_[2];

@@ -4,6 +4,8 @@
 // poisoned first; accumulated ones (norm dx/dw/db, activation dx, gated dgate/dup) start from random values that
 // the reference accumulates onto too, so an element the kernel never touched differs from it.
 // Also the benchmarks of these kernels (run_backward_benchmarks, in the bench group).
+#include <cstdlib>
+
 #include "attention.cuh"
 #include "backward.cuh"
 #include "harness.h"
@@ -336,11 +338,135 @@ void check_attention_backward(bool quick) {
   }
 }
 
+// Where the tensor-core kernel's tile products put NaN beyond the reference (backward_attention_tc.cu): the zero
+// products of the pairs j <= i extend to tile(j) <= tile(i) (64-row tiles). A NaN element q[i][d] of a visible
+// query reaches dk[j][d], dO[i][d] reaches dv[j][d], and k[j][d] reaches dq[i][d], for every key j < T of the tiles
+// up to i's. Applied to the reference's outputs, this is the exact NaN pattern the kernel must produce.
+void tc_nan_spread(float* rq, float* rk, float* rv, const float* q, const float* k, const float* dout,
+                   const uint8_t* mask, size_t B, size_t T, size_t H, size_t Hk, size_t Dh) {
+  const size_t nrep = H / Hk, tile = 64;
+  for (size_t b = 0; b < B; b++) {
+    size_t first = mask ? T : 0;
+    if (mask)
+      for (size_t t = 0; t < T; t++)
+        if (mask[b * T + t]) { first = t; break; }
+    for (size_t i = first; i < T; i++)
+      for (size_t h = 0; h < H; h++)
+        for (size_t d = 0; d < Dh; d++) {
+          const size_t qi = ((b * T + i) * H + h) * Dh + d;
+          const bool qn = std::isnan(q[qi]), on = std::isnan(dout[qi]);
+          for (size_t j = 0; j < T && j / tile <= i / tile; j++) {
+            const size_t kj = ((b * T + j) * Hk + h / nrep) * Dh + d;
+            if (qn) rk[kj] = NAN;
+            if (on) rv[kj] = NAN;
+            if (std::isnan(k[kj])) rq[qi] = NAN;
+          }
+        }
+  }
+}
+
+// The bf16 tensor-core backward against the f64 reference on the same bf16-rounded q/k/v and O (dO stays f32: the
+// kernel rounds it), and against the f32 kernel on those inputs. q/k/v live in one packed row like TrainStep's
+// q|k|v, O has a padded row stride.
+void check_attention_backward_tc(bool quick) {
+  Rng r(29);
+  struct C { size_t B, T, H, Hk, Dh; };
+  const C cases[] = {{1, 1, 1, 1, 16},   {2, 17, 4, 1, 16},  {1, 70, 4, 2, 32}, {2, 33, 2, 2, 80},
+                     {1, 130, 4, 1, 64}, {2, 65, 4, 2, 128}, {1, 129, 2, 2, 48}};
+  const char* mnames[] = {"none", "right", "left", "random", "fully padded row"};
+  for (const C& c : cases) {
+    for (int mk = 0; mk < 5; mk++) {
+      if (mk == 4 && c.B < 2) continue;
+      if (quick && (mk == 1 || mk == 3)) continue;
+      for (int nan = 0; nan < 4; nan++) {  // none, in q, in k (a padding key when there is one), in dO
+        if (quick && nan > 1) break;
+        if (nan && c.T < 3) break;
+        const size_t M = c.B * c.T, Hd = c.H * c.Dh, Kd = c.Hk * c.Dh, Nqkv = Hd + 2 * Kd, ostride = Hd + 8;
+        const float scale = 1.f / std::sqrt(float(c.Dh));
+        std::vector<float> q = round_bf16(randn(M * Hd, r)), k = round_bf16(randn(M * Kd, r)),
+                           v = round_bf16(randn(M * Kd, r)), dout = randn(M * Hd, r);
+        std::vector<uint8_t> mask = bwd_mask(c.B, c.T, mk, r);
+        const uint8_t* mp = mk ? mask.data() : nullptr;
+        std::vector<float> out(M * Hd), lse(c.B * c.H * c.T);
+        cref::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), mp, c.B, c.T, c.H, c.Hk, c.Dh, scale);
+        out = round_bf16(out);
+        if (nan == 1) q[(c.T / 2) * Hd + c.Dh / 2] = NAN;  // batch 0, query T/2, head 0
+        if (nan == 2) {
+          size_t t = c.T / 3;
+          if (mp) for (size_t j = 0; j < c.T; j++) if (!mask[j]) { t = j; break; }
+          k[t * Kd + c.Dh / 3] = NAN;
+        }
+        if (nan == 3) dout[(c.T - 1) * Hd + Hd - 1] = NAN;
+        std::vector<float> rq(M * Hd), rk(M * Kd), rv(M * Kd);
+        cref::attention_backward(rq.data(), rk.data(), rv.data(), dout.data(), q.data(), k.data(), v.data(), out.data(),
+                                 lse.data(), mp, c.B, c.T, c.H, c.Hk, c.Dh, scale);
+        tc_nan_spread(rq.data(), rk.data(), rv.data(), q.data(), k.data(), dout.data(), mp, c.B, c.T, c.H, c.Hk, c.Dh);
+        std::vector<float> qkv(M * Nqkv), outp(M * ostride, 0.f);
+        for (size_t m = 0; m < M; m++) {
+          std::copy(q.begin() + m * Hd, q.begin() + (m + 1) * Hd, qkv.begin() + m * Nqkv);
+          std::copy(k.begin() + m * Kd, k.begin() + (m + 1) * Kd, qkv.begin() + m * Nqkv + Hd);
+          std::copy(v.begin() + m * Kd, v.begin() + (m + 1) * Kd, qkv.begin() + m * Nqkv + Hd + Kd);
+          std::copy(out.begin() + m * Hd, out.begin() + (m + 1) * Hd, outp.begin() + m * ostride);
+        }
+        DevBuf gqkv = dev(to_bf16(qkv)), go = dev(to_bf16(outp)), gdo = dev(dout), gl = dev(lse), gm = dev(mask);
+        const sc::bf16* pq = gqkv.as<sc::bf16>();
+        DevBuf dq(M * Hd * 4), dk(M * Kd * 4), dv(M * Kd * 4);
+        dq.poison(), dk.poison(), dv.poison();
+        auto run = [&] {
+          sc::attention_backward_tc(dq.as<float>(), dk.as<float>(), dv.as<float>(), gdo.as<float>(), pq, Nqkv, pq + Hd,
+                                    pq + Hd + Kd, Nqkv, go.as<sc::bf16>(), ostride, gl.as<float>(),
+                                    mk ? gm.as<uint8_t>() : nullptr, c.B, c.T, c.H, c.Hk, c.Dh, scale, S);
+        };
+        run();
+        H_CHECK(cudaGetLastError());
+        const char* nn[] = {"", " NaN in q", " NaN in k", " NaN in dO"};
+        const std::string base = fmt("B=%zu T=%zu H=%zu Hk=%zu Dh=%zu mask=%s%s", c.B, c.T, c.H, c.Hk, c.Dh, mnames[mk], nn[nan]);
+        const std::vector<float> hq = host<float>(dq, M * Hd), hk = host<float>(dk, M * Kd), hv = host<float>(dv, M * Kd);
+        check("bwd-attention-tc", "dq " + base, compare(hq.data(), rq.data(), M * Hd), kTolBwdAttnTc);
+        check("bwd-attention-tc", "dk " + base, compare(hk.data(), rk.data(), M * Kd), kTolBwdAttnTc);
+        check("bwd-attention-tc", "dv " + base, compare(hv.data(), rv.data(), M * Kd), kTolBwdAttnTc);
+        // The f32 kernel on the same rounded inputs (its own NaN placement is the reference's: no NaN cases here).
+        // Not at T = 1: with one key O = v and dS = P·(dO·v − D) is exactly 0 in the reference; the two kernels
+        // leave different rounding noise (1e-8), and relative to each other that is 100 %.
+        if (nan || c.T == 1) continue;
+        DevBuf fq = dev(q), fk = dev(k), fv = dev(v), fo = dev(out), f_dq(M * Hd * 4), f_dk(M * Kd * 4), f_dv(M * Kd * 4);
+        sc::attention_backward(f_dq.as<float>(), f_dk.as<float>(), f_dv.as<float>(), gdo.as<float>(), fq.as<float>(),
+                               fk.as<float>(), fv.as<float>(), fo.as<float>(), gl.as<float>(), mk ? gm.as<uint8_t>() : nullptr,
+                               c.B, c.T, c.H, c.Hk, c.Dh, scale, S);
+        const Compare eq = compare(hq.data(), host<float>(f_dq, M * Hd).data(), M * Hd);
+        const Compare ek = compare(hk.data(), host<float>(f_dk, M * Kd).data(), M * Kd);
+        const Compare ev = compare(hv.data(), host<float>(f_dv, M * Kd).data(), M * Kd);
+        check("bwd-attention-tc", "vs f32 kernel dq " + base, eq, kTolBwdAttnTc);
+        check("bwd-attention-tc", "vs f32 kernel dk " + base, ek, kTolBwdAttnTc);
+        check("bwd-attention-tc", "vs f32 kernel dv " + base, ev, kTolBwdAttnTc);
+        if (mk == 3 || mk == 4 || (quick && mk == 2)) {  // determinism: a second run gives the same bits
+          dq.poison(), dk.poison(), dv.poison();
+          run();
+          const size_t bad = bit_mismatches(host<float>(dq, M * Hd).data(), hq.data(), M * Hd) +
+                             bit_mismatches(host<float>(dk, M * Kd).data(), hk.data(), M * Kd) +
+                             bit_mismatches(host<float>(dv, M * Kd).data(), hv.data(), M * Kd);
+          record("bwd-attention-tc", "deterministic (second run, same bits) " + base, bad == 0, double(bad), 0);
+        }
+      }
+    }
+  }
+  // What attention_backward_tc_supported() accepts: TrainStep falls back to the f32 kernel on the rest.
+  const bool ok = sc::attention_backward_tc_supported(128, 6144, 6144, 4096, nullptr, nullptr, nullptr, nullptr) &&
+                  !sc::attention_backward_tc_supported(5, 8, 8, 8, nullptr, nullptr, nullptr, nullptr) &&
+                  !sc::attention_backward_tc_supported(256, 256, 256, 256, nullptr, nullptr, nullptr, nullptr) &&
+                  !sc::attention_backward_tc_supported(64, 68, 64, 64, nullptr, nullptr, nullptr, nullptr) &&
+                  sc::attention_backward_tc_supported(80, 240, 240, 80, nullptr, nullptr, nullptr, nullptr);
+  record("bwd-attention-tc", "supported(): Dh % 16 == 0, Dh <= 128, strides % 8, 16-byte rows", ok, ok ? 0 : 1, 0);
+}
+
 }  // namespace
 
 void run_backward_checks(bool quick) {
   std::printf("backward checks%s\n", quick ? " (quick)" : "");
-  auto guard = [](const char* name, auto&& fn) {
+  // STREAMLINE_BWD_ONLY=<name> runs one sub-group (the CPU emulation is slow).
+  const char* only = std::getenv("STREAMLINE_BWD_ONLY");
+  auto guard = [only](const char* name, auto&& fn) {
+    if (only && *only && std::strcmp(only, name) != 0) return;
     try {
       fn();
     } catch (const std::exception& e) {
@@ -354,6 +480,7 @@ void run_backward_checks(bool quick) {
   guard("bwd-adamw", [] { check_adamw(); });
   guard("bwd-clip", [] { check_clip(); });
   guard("bwd-attention", [&] { check_attention_backward(quick); });
+  guard("bwd-attention-tc", [&] { check_attention_backward_tc(quick); });
   std::fflush(stdout);
 }
 
@@ -383,6 +510,49 @@ void run_backward_benchmarks(bool quick) {
     const double flops = 2.5 * 4.0 * double(B * H * Dh) * double(T) * double(T + 1) / 2.0;
     bench_record(fmt("attention backward f32 B=1 T=%zu H=32 Hk=8 Dh=128", T), ms, "ms",
                  fmt("%.2f TFLOP/s (5-product convention)", flops / (ms * 1e-3) / 1e12));
+  }
+  // Attention backward at the 8B training step's shape (B = 8): the bf16 tensor-core kernel TrainStep runs, on its
+  // packed q|k|v rows, against the f32 kernel on f32 copies of the same values. Input values repeat a 1 M pattern
+  // (speed does not depend on them; generating 100 M normals would take seconds).
+  {
+    const size_t B = quick ? 2 : 8, T = 2048, H = 32, Hk = 8, Dh = 128, M = B * T, Hd = H * Dh, Kd = Hk * Dh;
+    const size_t N = Hd + 2 * Kd;
+    const float scale = 1.f / std::sqrt(float(Dh));
+    const std::vector<float> pat = round_bf16(randn(size_t(1) << 20, r));
+    std::vector<float> qkv(M * N), dout(M * Hd);
+    for (size_t i = 0; i < qkv.size(); i++) qkv[i] = pat[i % pat.size()];
+    for (size_t i = 0; i < dout.size(); i++) dout[i] = pat[(i * 3 + 1) % pat.size()];
+    std::vector<float> q32(M * Hd), k32(M * Kd), v32(M * Kd);
+    for (size_t m = 0; m < M; m++) {
+      std::copy(qkv.begin() + m * N, qkv.begin() + m * N + Hd, q32.begin() + m * Hd);
+      std::copy(qkv.begin() + m * N + Hd, qkv.begin() + m * N + Hd + Kd, k32.begin() + m * Kd);
+      std::copy(qkv.begin() + m * N + Hd + Kd, qkv.begin() + (m + 1) * N, v32.begin() + m * Kd);
+    }
+    DevBuf gqkv = dev(to_bf16(qkv)), gdo = dev(dout), fq = dev(q32), fk = dev(k32), fv = dev(v32), fo(M * Hd * 4),
+        lse(B * H * T * 4), dq(M * Hd * 4), dk(M * Kd * 4), dv(M * Kd * 4);
+    qkv = q32 = k32 = v32 = std::vector<float>();
+    // O and lse from the f32 forward; both backwards read O rounded to bf16 (what TrainStep saves).
+    sc::attention_forward(fo.as<float>(), lse.as<float>(), fq.as<float>(), fk.as<float>(), fv.as<float>(), nullptr, B,
+                          T, H, Hk, Dh, scale, S);
+    const std::vector<uint16_t> obh = to_bf16(host<float>(fo, M * Hd));
+    DevBuf obf = dev(obh);
+    fo.upload(from_bf16(obh).data(), M * Hd * 4);
+    const sc::bf16* q = gqkv.as<sc::bf16>();
+    const double tc_ms = time_ms([&] {
+      sc::attention_backward_tc(dq.as<float>(), dk.as<float>(), dv.as<float>(), gdo.as<float>(), q, N, q + Hd,
+                                q + Hd + Kd, N, obf.as<sc::bf16>(), Hd, lse.as<float>(), nullptr, B, T, H, Hk, Dh, scale, S);
+    }, 2, 5, S);
+    const double f32_ms = time_ms([&] {
+      sc::attention_backward(dq.as<float>(), dk.as<float>(), dv.as<float>(), gdo.as<float>(), fq.as<float>(),
+                             fk.as<float>(), fv.as<float>(), fo.as<float>(), lse.as<float>(), nullptr, B, T, H, Hk, Dh,
+                             scale, S);
+    }, 1, 3, S);
+    const double flops = 2.5 * 4.0 * double(B * H * Dh) * double(T) * double(T + 1) / 2.0;
+    bench_record(fmt("attention backward bf16 tc B=%zu T=2048 H=32 Hk=8 Dh=128", B), tc_ms, "ms",
+                 fmt("%.1f TFLOP/s (5-product convention), %.1fx the f32 kernel", flops / (tc_ms * 1e-3) / 1e12,
+                     f32_ms / tc_ms));
+    bench_record(fmt("attention backward f32 B=%zu T=2048 H=32 Hk=8 Dh=128", B), f32_ms, "ms",
+                 fmt("%.2f TFLOP/s (5-product convention)", flops / (f32_ms * 1e-3) / 1e12));
   }
   // Norm backward at [16384, 4096] with dw (and db): bytes the kernels must move at least (x, dy read; dx read and
   // written) against the time.

@@ -45,6 +45,10 @@ constexpr double kTolBwdAct = 1e-5;      // f32 expf/erff/tanhf (<= 2 ulp) and t
 constexpr double kTolBwdAttn = 1e-5;     // f32 sums over up to T·H/Hk terms of dS = P·(dP − D), a difference that
                                          // cancels, against f64: <= 9.3e-7 in the CPU emulation (T <= 130); a
                                          // wrong index or mask gives errors of order 1
+constexpr double kTolBwdAttnTc = 1e-2;   // bf16 tensor-core backward (same bf16 q/k/v/O): P and dS rounded to bf16
+                                         // for the products (2^-9 relative each, random signs) and dO rounded once:
+                                         // <= 3.0e-3 in the CPU emulation (T <= 130, Dh <= 128), 3x margin; a wrong
+                                         // index or mask gives errors of order 1
 constexpr double kTolF64Sum = 1e-12;     // f64 sums of exact f32 products in another order (MSE loss, grad norm)
 
 struct Rng {

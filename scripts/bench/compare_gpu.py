@@ -64,6 +64,9 @@ def main():
     lt, lp = find(ours, "llama-3.1-8B layer fwd 8x"), find(theirs, "llama-3.1-8B layer fwd 8x")
     if lt and lp and lp["value"]:
         print(f"layer speed-up over PyTorch eager: {lt['value'] / lp['value']:.2f}x (aim >= 1.5x)")
+    ab = find(ours, "attention backward bf16 tc")
+    if ab:
+        print(f"attention backward at the 8B step shape, bf16 tensor cores: {ab['value']:.2f} ms, {ab.get('note', '')}")
     for kind in ("layer", "mlp"):
         st, sp = find(ours, f"8B {kind} train step ", "tok/s"), find(theirs, f"8B {kind} train step ", "tok/s")
         if st and sp and sp["value"]:

@@ -8,7 +8,7 @@ out=${EMU_OUT:-$root/build/emu}  # build/ is ignored by git
 mkdir -p "$out"
 here=$root/cuda/dev/emu
 # Kernel launches become emulator calls; `extern __shared__` becomes the block's buffer.
-for f in backward_norm backward_elementwise backward_attention optimizer; do
+for f in backward_norm backward_elementwise backward_attention backward_attention_tc optimizer; do
   python3 - "$root/cuda/$f.cu" "$out/$f.cpp" <<'PY'
 import re, sys
 s = open(sys.argv[1]).read()
@@ -53,9 +53,11 @@ int main(int argc, char** argv) {
   return failed ? 1 : 0;
 }
 CPP
-flags=(-std=c++20 -O2 -g -ffp-contract=off -pthread -Wall -Wno-unknown-pragmas -Wno-unused-parameter -I"$here"
+flags=(-std=c++20 -O2 -g -ffp-contract=off -pthread -Wall -Wno-unknown-pragmas -Wno-unused-parameter
+       -include "$here/train_extra.h" -I"$here"
        -I"$out" -I"$root/native/include" -I"$root/cuda/tests")
-srcs=("$out"/backward_norm.cpp "$out"/backward_elementwise.cpp "$out"/backward_attention.cpp "$out"/optimizer.cpp
+srcs=("$out"/backward_norm.cpp "$out"/backward_elementwise.cpp "$out"/backward_attention.cpp
+      "$out"/backward_attention_tc.cpp "$out"/optimizer.cpp
       "$out"/stubs.cpp "$out"/main.cpp "$root"/cuda/tests/backward_check.cpp "$root"/cuda/tests/harness.cpp)
 objs=()
 for s in "${srcs[@]}"; do

@@ -12,7 +12,8 @@ root=$(pwd)
 out=${EMU_OUT:-$root/build-emu-train}
 mkdir -p "$out"
 here=$root/cuda/dev/emu
-for f in backward_norm backward_elementwise backward_attention optimizer norm rope activation gemm replacement; do
+for f in backward_norm backward_elementwise backward_attention backward_attention_tc optimizer norm rope activation gemm \
+         replacement; do
   python3 - "$root/cuda/$f.cu" "$out/$f.cpp" <<'PY'
 import re, sys
 s = open(sys.argv[1]).read()
@@ -88,7 +89,8 @@ CPP
 flags=(-std=c++20 -O2 -g -ffp-contract=off -pthread -Wall -Wno-unknown-pragmas -Wno-unused-parameter
        -Wno-unused-function -include "$here/train_extra.h" -I"$here" -I"$out" -I"$root/native/include"
        -I"$root/cuda/tests" -idirafter /usr/local/cuda/include)
-srcs=("$out"/backward_norm.cpp "$out"/backward_elementwise.cpp "$out"/backward_attention.cpp "$out"/optimizer.cpp
+srcs=("$out"/backward_norm.cpp "$out"/backward_elementwise.cpp "$out"/backward_attention.cpp
+      "$out"/backward_attention_tc.cpp "$out"/optimizer.cpp
       "$out"/norm.cpp "$out"/rope.cpp "$out"/activation.cpp "$out"/gemm.cpp "$out"/replacement.cpp "$out"/stubs.cpp
       "$out"/main.cpp "$root"/cuda/tests/train_check.cpp "$root"/cuda/tests/train_util.cpp
       "$root"/cuda/tests/train_real.cpp "$root"/cuda/tests/harness.cpp "$root"/cuda/tests/cpu_ref.cpp
