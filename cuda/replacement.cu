@@ -574,6 +574,8 @@ void TrainStep::stage(const float* x, const float* target, const int32_t* positi
   }
   bool ok = false;
   auto done = on_exit([&] {
+    // A failed stage may have left DMA into the slot in flight: let it land before the slot is handed out again.
+    if (!ok) cudaStreamSynchronize(copy_);
     std::lock_guard<std::mutex> lk(mu_);
     if (ok) sl->seq = next_seq_++;
     sl->state = ok ? InputSlot::kStaged : InputSlot::kFree;

@@ -16,7 +16,9 @@
  * weights at each validation. Checkpoints are one format for both devices: an interrupted cuda run downloads the
  * weights and AdamW moments (getState) and `resume` uploads them (setState), so a checkpoint moves between cpu and
  * cuda. Not on cuda: loss `lm` (trained on the CPU, with a warning). A CUDA backend built before getState/setState
- * existed trains but saves no checkpoint, and refuses `resume` (E_UNSUPPORTED).
+ * existed trains but saves no checkpoint, and refuses `resume` (E_UNSUPPORTED). With a backend that has stage
+ * (streamline_cuda_train_stage), the next micro-batch is read from the cache and uploaded while the current one
+ * computes (see `pipe` below); results are bitwise those of the unpipelined loop, which older backends keep.
  */
 import fs from 'node:fs';
 import path from 'node:path';
