@@ -525,7 +525,7 @@ TrainStep::InputSlot& TrainStep::take_slot(InputSlot::State want) {
   if (want == InputSlot::kStaging && !copy_) {
     SL_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking));
     for (int i = 0; i < 2; i++) {
-      SL_CUDA_CHECK(cudaMallocHost(&pinned_[i], kStageChunk));
+      SL_CUDA_CHECK(cudaMallocHost(&pinned_[i], stage_chunk_));
       SL_CUDA_CHECK(cudaEventCreateWithFlags(&staging_free_[i], cudaEventDisableTiming));
     }
   }
@@ -540,14 +540,21 @@ void TrainStep::free_slot(InputSlot& sl) {
 
 size_t TrainStep::pinned_bytes() const {
   std::lock_guard<std::mutex> lk(mu_);
-  return (pinned_[0] ? kStageChunk : 0) + (pinned_[1] ? kStageChunk : 0);
+  return (pinned_[0] ? stage_chunk_ : 0) + (pinned_[1] ? stage_chunk_ : 0);
+}
+
+void TrainStep::set_stage_chunk(size_t bytes) {
+  std::lock_guard<std::mutex> lk(mu_);
+  check(!copy_, "set_stage_chunk: the staging buffers exist already (call it before the first stage)");
+  check(bytes > 0, "set_stage_chunk: bytes must be positive");
+  stage_chunk_ = bytes;
 }
 
 void TrainStep::stage_copy(void* dst, const void* src, size_t bytes) {
   const char* h = static_cast<const char*>(src);
   char* d = static_cast<char*>(dst);
-  for (size_t off = 0; off < bytes; off += kStageChunk) {
-    const size_t n = bytes - off < kStageChunk ? bytes - off : kStageChunk;
+  for (size_t off = 0; off < bytes; off += stage_chunk_) {
+    const size_t n = bytes - off < stage_chunk_ ? bytes - off : stage_chunk_;
     const int i = next_half_;
     next_half_ ^= 1;
     SL_CUDA_CHECK(cudaEventSynchronize(staging_free_[i]));  // the DMA that last read this half has finished

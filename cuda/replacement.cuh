@@ -75,6 +75,9 @@ class TrainStep {
   double step_staged(float grad_scale);
   // Page-locked host bytes held (the staging halves; 0 until the first stage()).
   size_t pinned_bytes() const;
+  // Bytes per staging half (default kStageChunk); only before the first stage(). Tests set a small odd size so that
+  // small batches cross many chunk boundaries.
+  void set_stage_chunk(size_t bytes);
   // Bytes per pinned staging half: bounded so prefetching costs little host memory whatever the batch; large enough
   // that each DMA is long against its launch (16 MiB ~ 0.3 ms at PCIe 5 rates).
   static constexpr size_t kStageChunk = size_t(16) << 20;
@@ -177,6 +180,7 @@ class TrainStep {
   void* pinned_[2] = {nullptr, nullptr};
   cudaEvent_t staging_free_[2] = {nullptr, nullptr};
   int next_half_ = 0;
+  size_t stage_chunk_ = kStageChunk;
 };
 
 }  // namespace cuda
