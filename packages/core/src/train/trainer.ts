@@ -260,11 +260,13 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
           if (a === 0 && stagedStep !== st.step) await stage(pipe, idx);  // the run's (or the resumed run's) first
           stagedStep = -1;
           const pending = pipe.stepStaged(idx.length / nBlocks);
+          // Handled now, awaited below: a step that fails while the next stage is in flight is not an unhandled rejection.
+          pending.catch(() => undefined);
           const next = a + 1 < micros.length ? micros[a + 1]! : step < total ? microBatches(step)[0]! : null;
           try {
             if (next !== null) await stage(pipe, next);
           } catch (e) {
-            await pending.catch(() => undefined);  // settle the step before reporting the staging error
+            await pending.catch(() => undefined);  // settle the step (its error is secondary) before reporting this one
             throw e;
           }
           if (next !== null && a + 1 === micros.length) stagedStep = step;
