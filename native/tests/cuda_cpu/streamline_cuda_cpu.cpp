@@ -20,6 +20,7 @@
 // step_staged waits (at most that long) for a train_stage issued after it began before it returns, so the log shows
 // deterministically whether the caller stages the next batch while a step is in flight (the order a GPU overlaps).
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -360,6 +361,7 @@ struct streamline_cuda_train {
   std::deque<Staged> staged;
   int stepping = 0;
   uint64_t stages = 0;  // train_stage calls so far (the wait hook)
+  std::atomic<int> staged_steps{0};  // train_step_staged calls so far (the failure hook)
 };
 
 namespace {
@@ -483,6 +485,15 @@ SL_EXPORT int streamline_cuda_train_step_staged(streamline_cuda_train* t, float 
       stages_before = t->stages;
     }
     note_call("train_step_staged begin");
+    // STREAMLINE_CUDA_CPU_FAIL_STAGED=<n>: the trainer's n-th staged step (1-based) fails, after the next stage had
+    // time to start, as a GPU error during the overlap would.
+    const int call = ++t->staged_steps;
+    if (const char* f = std::getenv("STREAMLINE_CUDA_CPU_FAIL_STAGED"); f && std::atoi(f) == call) {
+      std::unique_lock<std::mutex> lk(t->mu);
+      t->cv.wait_for(lk, std::chrono::milliseconds(500), [&] { return t->stages != stages_before; });
+      t->stepping--;
+      throw Error("E_CUDA", "step_staged: injected failure (STREAMLINE_CUDA_CPU_FAIL_STAGED)");
+    }
     struct Release {  // the slot is free again however the step ends
       streamline_cuda_train* t;
       ~Release() {

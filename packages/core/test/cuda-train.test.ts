@@ -293,6 +293,23 @@ if (!existsSync(fake)) {
     for (const t of want.names()) assert.ok(Buffer.from(got.tensor(t).data).equals(Buffer.from(want.tensor(t).data)), t);
   });
 
+  // A staged step that fails while the next micro-batch is being staged: the run rejects with the step's E_CUDA
+  // (no unhandled rejection, nothing left in flight), like a failing step without the pipeline.
+  test('prefetch: a step failing during the next stage rejects the run with E_CUDA', async () => {
+    const model = await fixture('llama-gqa');
+    process.env.STREAMLINE_CUDA_CPU_FAIL_STAGED = '3';
+    let err: { code?: string; message?: string } = {};
+    try {
+      await core.prune(model, { ...base('pf-fail', 'mlp'), device: 'cuda' });
+    } catch (e) {
+      err = e as typeof err;
+    } finally {
+      delete process.env.STREAMLINE_CUDA_CPU_FAIL_STAGED;
+    }
+    assert.is(err.code, 'E_CUDA');
+    assert.match(err.message ?? '', /injected failure/);
+  });
+
   test('the binding: stage/stepStaged equal step, overlap allowed only between them, misuse as coded errors', async () => {
     const model = await fixture('llama-gqa');
     const d = model.description;
