@@ -218,6 +218,21 @@ SL_EXPORT int streamline_cuda_train_step(streamline_cuda_train* t, const float* 
   });
 }
 
+// Prefetch halves of train_step (see TrainStep::stage for which thread owns what): stage may run on one thread while
+// step_staged runs on another.
+SL_EXPORT int streamline_cuda_train_stage(streamline_cuda_train* t, const float* host_x, const float* host_target,
+                                          const int32_t* host_positions, const uint8_t* host_mask, int64_t batch) {
+  return guarded([&] {
+    if (batch <= 0) throw CudaError("train_stage: batch must be positive");
+    if (!host_x || !host_target) throw CudaError("train_stage: x and target are required");
+    t->stage(host_x, host_target, host_positions, host_mask, size_t(batch));
+  });
+}
+
+SL_EXPORT int streamline_cuda_train_step_staged(streamline_cuda_train* t, float grad_scale, double* loss) {
+  return guarded([&] { *loss = t->step_staged(grad_scale); });
+}
+
 SL_EXPORT int streamline_cuda_train_eval(streamline_cuda_train* t, const float* host_x, const float* host_target,
                                          const int32_t* host_positions, const uint8_t* host_mask, int64_t batch,
                                          double* host_losses) {

@@ -177,8 +177,20 @@ void* TrainStep::alloc(size_t bytes) {
 
 void TrainStep::release() {
   if (stream_) cudaStreamSynchronize(stream_);
+  if (copy_) cudaStreamSynchronize(copy_);
   for (auto& a : allocs_) device_free(a.first, a.second);
   allocs_.clear();
+  for (int i = 0; i < 2; i++) {
+    if (pinned_[i]) cudaFreeHost(pinned_[i]);
+    pinned_[i] = nullptr;
+    if (staging_free_[i]) cudaEventDestroy(staging_free_[i]);
+    staging_free_[i] = nullptr;
+    if (in_[i].copied) cudaEventDestroy(in_[i].copied);
+    if (in_[i].consumed) cudaEventDestroy(in_[i].consumed);
+    in_[i].copied = in_[i].consumed = nullptr;
+  }
+  if (copy_) cudaStreamDestroy(copy_);
+  copy_ = nullptr;
   if (stream_) cudaStreamDestroy(stream_);
   stream_ = nullptr;
 }
@@ -258,6 +270,11 @@ TrainStep::TrainStep(ReplacementKind kind, const ReplacementSpec& spec,
     target_ = static_cast<float*>(alloc(M * D * 4));
     mask_ = static_cast<uint8_t*>(alloc(M));
     pos_ = static_cast<int32_t*>(alloc(M * 4));
+    in_[0].x = x_, in_[0].target = target_, in_[0].pos = pos_, in_[0].mask = mask_;
+    for (InputSlot& sl : in_) {
+      SL_CUDA_CHECK(cudaEventCreateWithFlags(&sl.copied, cudaEventDisableTiming));
+      SL_CUDA_CHECK(cudaEventCreateWithFlags(&sl.consumed, cudaEventDisableTiming));
+    }
     n2_bf_ = static_cast<bf16*>(alloc(M * D * 2));
     mid_bf_ = static_cast<bf16*>(alloc(M * F * 2));
     if (s.gated) gate_ = static_cast<float*>(alloc(M * F * 4));
@@ -464,27 +481,162 @@ void TrainStep::enqueue_step(const float* x, const float* target, const int32_t*
   backward(x, key_mask, batch);
 }
 
-bool TrainStep::upload_batch(const float* x, const float* target, const int32_t* positions, const uint8_t* key_mask,
-                             size_t batch) {
-  check(batch > 0 && batch <= s_.B, "batch must be in [1, spec.B]");
-  check(!rope_ || positions, "positions are required for a layer with RoPE");
+bool TrainStep::upload_batch(InputSlot& sl, const float* x, const float* target, const int32_t* positions,
+                             const uint8_t* key_mask, size_t batch) {
   const size_t M = batch * s_.T, D = s_.D;
   if (key_mask) {
     size_t real = 0;
     for (size_t m = 0; m < M; m++) real += key_mask[m] ? 1 : 0;
     if (real == 0) return false;
-    SL_CUDA_CHECK(cudaMemcpyAsync(mask_, key_mask, M, cudaMemcpyHostToDevice, stream_));
+    SL_CUDA_CHECK(cudaMemcpyAsync(sl.mask, key_mask, M, cudaMemcpyHostToDevice, stream_));
   }
-  SL_CUDA_CHECK(cudaMemcpyAsync(x_, x, M * D * 4, cudaMemcpyHostToDevice, stream_));
-  SL_CUDA_CHECK(cudaMemcpyAsync(target_, target, M * D * 4, cudaMemcpyHostToDevice, stream_));
-  if (positions) SL_CUDA_CHECK(cudaMemcpyAsync(pos_, positions, M * 4, cudaMemcpyHostToDevice, stream_));
+  SL_CUDA_CHECK(cudaMemcpyAsync(sl.x, x, M * D * 4, cudaMemcpyHostToDevice, stream_));
+  SL_CUDA_CHECK(cudaMemcpyAsync(sl.target, target, M * D * 4, cudaMemcpyHostToDevice, stream_));
+  if (positions) SL_CUDA_CHECK(cudaMemcpyAsync(sl.pos, positions, M * 4, cudaMemcpyHostToDevice, stream_));
   return true;
+}
+
+namespace {
+// Returns a slot taken by take_slot() to the free pool when the call that took it ends, however it ends.
+template <typename F> struct OnExit {
+  F f;
+  ~OnExit() { f(); }
+};
+template <typename F> OnExit<F> on_exit(F f) { return OnExit<F>{f}; }
+}  // namespace
+
+TrainStep::InputSlot& TrainStep::take_slot(InputSlot::State want) {
+  InputSlot* sl = nullptr;
+  for (InputSlot& c : in_)
+    if (c.state == InputSlot::kFree) {
+      sl = &c;
+      break;
+    }
+  check(sl != nullptr, want == InputSlot::kStaging
+                           ? "stage: both input slots hold batches no step_staged has finished with (step first)"
+                           : "both input slots hold staged batches: run step_staged before step or eval");
+  const size_t M = s_.B * s_.T, D = s_.D;
+  if (!sl->x) {  // the second slot, on first need: a trainer that never prefetches does not pay for it
+    sl->x = static_cast<float*>(alloc(M * D * 4));
+    sl->target = static_cast<float*>(alloc(M * D * 4));
+    sl->pos = static_cast<int32_t*>(alloc(M * 4));
+    sl->mask = static_cast<uint8_t*>(alloc(M));
+  }
+  if (want == InputSlot::kStaging && !copy_) {
+    SL_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking));
+    for (int i = 0; i < 2; i++) {
+      SL_CUDA_CHECK(cudaMallocHost(&pinned_[i], stage_chunk_));
+      SL_CUDA_CHECK(cudaEventCreateWithFlags(&staging_free_[i], cudaEventDisableTiming));
+    }
+  }
+  sl->state = want;
+  return *sl;
+}
+
+void TrainStep::free_slot(InputSlot& sl) {
+  std::lock_guard<std::mutex> lk(mu_);
+  sl.state = InputSlot::kFree;
+}
+
+size_t TrainStep::pinned_bytes() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return (pinned_[0] ? stage_chunk_ : 0) + (pinned_[1] ? stage_chunk_ : 0);
+}
+
+void TrainStep::set_stage_chunk(size_t bytes) {
+  std::lock_guard<std::mutex> lk(mu_);
+  check(!copy_, "set_stage_chunk: the staging buffers exist already (call it before the first stage)");
+  check(bytes > 0, "set_stage_chunk: bytes must be positive");
+  stage_chunk_ = bytes;
+}
+
+void TrainStep::stage_copy(void* dst, const void* src, size_t bytes) {
+  const char* h = static_cast<const char*>(src);
+  char* d = static_cast<char*>(dst);
+  for (size_t off = 0; off < bytes; off += stage_chunk_) {
+    const size_t n = bytes - off < stage_chunk_ ? bytes - off : stage_chunk_;
+    const int i = next_half_;
+    next_half_ ^= 1;
+    SL_CUDA_CHECK(cudaEventSynchronize(staging_free_[i]));  // the DMA that last read this half has finished
+    std::memcpy(pinned_[i], h + off, n);
+    SL_CUDA_CHECK(cudaMemcpyAsync(d + off, pinned_[i], n, cudaMemcpyHostToDevice, copy_));
+    SL_CUDA_CHECK(cudaEventRecord(staging_free_[i], copy_));
+  }
+}
+
+void TrainStep::stage(const float* x, const float* target, const int32_t* positions, const uint8_t* key_mask,
+                      size_t batch) {
+  check(batch > 0 && batch <= s_.B, "stage: batch must be in [1, spec.B]");
+  check(!rope_ || positions, "stage: positions are required for a layer with RoPE");
+  const size_t M = batch * s_.T, D = s_.D;
+  size_t real = M;
+  if (key_mask) {
+    real = 0;
+    for (size_t m = 0; m < M; m++) real += key_mask[m] ? 1 : 0;
+  }
+  InputSlot* sl;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    sl = &take_slot(InputSlot::kStaging);
+  }
+  bool ok = false;
+  auto done = on_exit([&] {
+    // A failed stage may have left DMA into the slot in flight: let it land before the slot is handed out again.
+    if (!ok) cudaStreamSynchronize(copy_);
+    std::lock_guard<std::mutex> lk(mu_);
+    if (ok) sl->seq = next_seq_++;
+    sl->state = ok ? InputSlot::kStaged : InputSlot::kFree;
+  });
+  sl->batch = batch;
+  sl->has_pos = positions != nullptr;
+  sl->has_mask = key_mask != nullptr;
+  sl->empty = real == 0;  // step() returns 0 without touching the GPU; step_staged does the same
+  if (!sl->empty) {
+    // The step that last read this slot (on stream_) must be done before the copy engine overwrites it.
+    SL_CUDA_CHECK(cudaStreamWaitEvent(copy_, sl->consumed, 0));
+    if (key_mask) stage_copy(sl->mask, key_mask, M);
+    stage_copy(sl->x, x, M * D * 4);
+    stage_copy(sl->target, target, M * D * 4);
+    if (positions) stage_copy(sl->pos, positions, M * 4);
+    SL_CUDA_CHECK(cudaEventRecord(sl->copied, copy_));
+  }
+  ok = true;
+}
+
+double TrainStep::step_staged(float grad_scale) {
+  InputSlot* sl = nullptr;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (InputSlot& c : in_)
+      if (c.state == InputSlot::kStaged && (!sl || c.seq < sl->seq)) sl = &c;
+    check(sl != nullptr, "step_staged: no staged batch (stage one first)");
+    sl->state = InputSlot::kInUse;
+  }
+  auto done = on_exit([&] { free_slot(*sl); });
+  if (sl->empty) return 0.0;
+  SL_CUDA_CHECK(cudaStreamWaitEvent(stream_, sl->copied, 0));
+  enqueue_step(sl->x, sl->target, sl->has_pos ? sl->pos : nullptr, sl->has_mask ? sl->mask : nullptr, sl->batch,
+               grad_scale);
+  SL_CUDA_CHECK(cudaEventRecord(sl->consumed, stream_));
+  double loss = 0;
+  SL_CUDA_CHECK(cudaMemcpyAsync(&loss, loss_, sizeof loss, cudaMemcpyDeviceToHost, stream_));
+  SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return loss;
 }
 
 double TrainStep::step(const float* x, const float* target, const int32_t* positions, const uint8_t* key_mask,
                        size_t batch, float grad_scale) {
-  if (!upload_batch(x, target, positions, key_mask, batch)) return 0.0;  // the CPU step: nothing to learn, no gradient
-  enqueue_step(x_, target_, positions ? pos_ : nullptr, key_mask ? mask_ : nullptr, batch, grad_scale);
+  check(batch > 0 && batch <= s_.B, "batch must be in [1, spec.B]");
+  check(!rope_ || positions, "positions are required for a layer with RoPE");
+  InputSlot* sl;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    sl = &take_slot(InputSlot::kInUse);
+  }
+  auto done = on_exit([&] { free_slot(*sl); });
+  // The CPU step: nothing to learn, no gradient.
+  if (!upload_batch(*sl, x, target, positions, key_mask, batch)) return 0.0;
+  enqueue_step(sl->x, sl->target, positions ? sl->pos : nullptr, key_mask ? sl->mask : nullptr, batch, grad_scale);
   double loss = 0;
   SL_CUDA_CHECK(cudaMemcpyAsync(&loss, loss_, sizeof loss, cudaMemcpyDeviceToHost, stream_));
   SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -493,18 +645,26 @@ double TrainStep::step(const float* x, const float* target, const int32_t* posit
 
 void TrainStep::eval(const float* x, const float* target, const int32_t* positions, const uint8_t* key_mask,
                      size_t batch, double* losses) {
-  if (!upload_batch(x, target, positions, key_mask, batch)) {
+  check(batch > 0 && batch <= s_.B, "batch must be in [1, spec.B]");
+  check(!rope_ || positions, "positions are required for a layer with RoPE");
+  InputSlot* sl;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    sl = &take_slot(InputSlot::kInUse);
+  }
+  auto done = on_exit([&] { free_slot(*sl); });
+  if (!upload_batch(*sl, x, target, positions, key_mask, batch)) {
     for (size_t b = 0; b < batch; b++) losses[b] = 0.0;
     return;
   }
   const size_t T = s_.T, D = s_.D;
-  const uint8_t* mask = key_mask ? mask_ : nullptr;
-  forward(x_, positions ? pos_ : nullptr, mask, batch);
+  const uint8_t* mask = key_mask ? sl->mask : nullptr;
+  forward(sl->x, positions ? sl->pos : nullptr, mask, batch);
   // One reduction per sequence over its own rows: the value replacement_loss gives that sequence run alone (up to the
   // GPU's rounding), which is what the CPU validation averages. No dy: da = nullptr.
   for (size_t b = 0; b < batch; b++)
-    mse_forward_backward(nullptr, eval_loss_ + b, y_ + b * T * D, target_ + b * T * D, T, D, mask ? mask + b * T : nullptr,
-                         stream_);
+    mse_forward_backward(nullptr, eval_loss_ + b, y_ + b * T * D, sl->target + b * T * D, T, D,
+                         mask ? mask + b * T : nullptr, stream_);
   SL_CUDA_CHECK(cudaMemcpyAsync(losses, eval_loss_, batch * sizeof(double), cudaMemcpyDeviceToHost, stream_));
   SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }

@@ -15,6 +15,8 @@
 // the MLP's gate and up values (f32) and its hidden activation (bf16).
 #pragma once
 #include <array>
+#include <cstdint>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -56,6 +58,30 @@ class TrainStep {
                     size_t batch, float grad_scale);
   const double* loss_device() const { return loss_; }
 
+  // Prefetch: step() split so that the next micro-batch's upload overlaps this one's compute. stage() copies a
+  // micro-batch (arguments as in step()) into an idle input slot (two: x_/target_/pos_/mask_ and a second set
+  // allocated at the first stage) on copy_, through the pinned staging halves, and returns once the host arrays may be
+  // reused; the GPU-side copy may still be running. step_staged() runs step() on the oldest staged slot, its compute
+  // stream first waiting for that slot's copy. Bitwise step()'s result: the same kernels on the same bytes.
+  //
+  // Threads: stage() may run on one thread while step_staged() runs on another (nothing else may overlap either).
+  // Under mu_: slot states (in_[i].state/seq), next_seq_, allocs_ and bytes_ (stage allocates lazily). Owned by the
+  // staging side (stage only): copy_, pinned_, staging_free_, next_half_, and the buffers and fields of a slot while
+  // it is kStaging. Owned by the compute side (everything else in this class, stream_ included) and the buffers of a
+  // slot while it is kInUse. A slot is restaged only after its consumed event (recorded on stream_ after the step that
+  // read it) has completed on the GPU, so a later stage cannot overwrite inputs a kernel still reads.
+  // Throws on misuse: a third batch while both slots are taken; step_staged with nothing staged.
+  void stage(const float* x, const float* target, const int32_t* positions, const uint8_t* key_mask, size_t batch);
+  double step_staged(float grad_scale);
+  // Page-locked host bytes held (the staging halves; 0 until the first stage()).
+  size_t pinned_bytes() const;
+  // Bytes per staging half (default kStageChunk); only before the first stage(). Tests set a small odd size so that
+  // small batches cross many chunk boundaries.
+  void set_stage_chunk(size_t bytes);
+  // Bytes per pinned staging half: bounded so prefetching costs little host memory whatever the batch; large enough
+  // that each DMA is long against its launch (16 MiB ~ 0.3 ms at PCIe 5 rates).
+  static constexpr size_t kStageChunk = size_t(16) << 20;
+
   // Validation (streamline::replacement_loss per sequence): the forward and loss of step() on the current weights, no
   // backward: gradients, master weights and moments are untouched, so it may run between micro-batches.
   // losses[batch] (host): sequence b's mean over its real tokens' elements (0 when it has none). Synchronises.
@@ -81,15 +107,36 @@ class TrainStep {
   void set_state(int role, const float* param, const float* m, const float* v);
   cudaStream_t stream() const { return stream_; }
   bool uses_cublaslt() const { return gemm_.uses_cublaslt(); }
-  size_t device_bytes() const { return bytes_; }
+  size_t device_bytes() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return bytes_;
+  }
 
  private:
   void* alloc(size_t bytes);
   void release();
   void refresh_bf16();
-  // Copies one micro-batch into x_, target_, pos_, mask_; false (nothing copied) when the mask has no real token.
-  bool upload_batch(const float* x, const float* target, const int32_t* positions, const uint8_t* key_mask,
-                    size_t batch);
+  struct InputSlot {
+    enum State { kFree, kStaging, kStaged, kInUse };
+    float *x = nullptr, *target = nullptr;
+    int32_t* pos = nullptr;
+    uint8_t* mask = nullptr;
+    cudaEvent_t copied = nullptr, consumed = nullptr;
+    State state = kFree;
+    uint64_t seq = 0;  // staging order: step_staged takes the oldest
+    size_t batch = 0;
+    bool has_pos = false, has_mask = false, empty = false;  // empty: no real token (no copy, no compute)
+  };
+  // Takes a free slot for `want` (kStaging or kInUse), allocating the second slot's buffers (and, for staging, the
+  // pinned halves and copy_) on first need; throws when both are taken. Caller holds mu_.
+  InputSlot& take_slot(InputSlot::State want);
+  void free_slot(InputSlot& sl);
+  // Host -> pinned half (CPU memcpy) -> device on copy_, chunk by chunk, alternating halves so the memcpy of one chunk
+  // overlaps the DMA of the previous one.
+  void stage_copy(void* dst, const void* src, size_t bytes);
+  // Copies one micro-batch into a slot (on stream_, pageable); false (nothing copied) when the mask has no real token.
+  bool upload_batch(InputSlot& sl, const float* x, const float* target, const int32_t* positions,
+                    const uint8_t* key_mask, size_t batch);
   void forward(const float* x, const int32_t* positions, const uint8_t* mask, size_t B);
   void backward(const float* x, const uint8_t* mask, size_t B);
   void mlp_backward(const float* dy, const float* x_in, float* dx_accum, size_t M);
@@ -125,6 +172,15 @@ class TrainStep {
   size_t Q_ = 0, KV_ = 0, Nqkv_ = 0;
   bool rope_ = false;
   bool attn_tc_ = false;  // tensor-core attention backward (no f32 copies of q/k/v and O are kept)
+  // prefetch (see stage())
+  mutable std::mutex mu_;
+  InputSlot in_[2];
+  uint64_t next_seq_ = 0;
+  cudaStream_t copy_ = nullptr;
+  void* pinned_[2] = {nullptr, nullptr};
+  cudaEvent_t staging_free_[2] = {nullptr, nullptr};
+  int next_half_ = 0;
+  size_t stage_chunk_ = kStageChunk;
 };
 
 }  // namespace cuda

@@ -118,6 +118,16 @@ void streamline_cuda_train_destroy(streamline_cuda_train* t);
 int streamline_cuda_train_step(streamline_cuda_train* t, const float* host_x, const float* host_target,
                                const int32_t* host_positions, const uint8_t* host_mask, int64_t batch, float grad_scale,
                                double* loss);
+/* Prefetch (optional, resolved with dlsym like train_eval): the same step split in two so that the upload of the next
+ * micro-batch overlaps the current one's compute. train_stage copies a micro-batch (inputs as in train_step) into the
+ * trainer's idle device input slot (there are two) on a separate copy stream, through a bounded pinned staging buffer,
+ * and returns as soon as the host arrays may be reused (before the upload has finished on the GPU). It may run on
+ * another thread while train_step_staged runs (no other call may overlap either). Fails when both slots already hold
+ * batches that no step_staged has finished with. train_step_staged runs train_step's step on the oldest staged batch
+ * (bitwise train_step's loss and gradients on the same inputs); fails when no batch is staged. */
+int streamline_cuda_train_stage(streamline_cuda_train* t, const float* host_x, const float* host_target,
+                                const int32_t* host_positions, const uint8_t* host_mask, int64_t batch);
+int streamline_cuda_train_step_staged(streamline_cuda_train* t, float grad_scale, double* loss);
 /* Validation: the loss of the current weights on `batch` sequences (inputs as in train_step), forward only: no
  * gradient, weight or moment changes, so it may run between micro-batch steps. host_losses[batch] receives each
  * sequence's mean squared error over its own real tokens (0 when it has none): replacement_loss of that sequence

@@ -6,6 +6,9 @@
 //   weight upload rate from pageable host memory, and peak GPU memory;
 // - one optimiser step of a replacement (issue 9) on the same shapes: the `layer` kind (forward with saved
 //   activations, MSE, backward, clip, AdamW) and the `mlp` kind: tokens/s, model TFLOP/s, step/apply split, memory.
+#include <chrono>
+#include <thread>
+
 #include "attention.cuh"
 #include "cosine.cuh"
 #include "cublaslt_loader.h"
@@ -200,6 +203,51 @@ __attribute__((noinline)) void fill_sym(std::vector<float>& v, uint64_t seed, fl
   for (auto& x : v) x = offset + r.sym(scale);
 }
 
+// Micro-batches from pageable host memory, as the trainer feeds them: train_step (upload on the compute stream, then
+// compute) against the pipeline (stage of micro-batch i+1 on a second thread, through the pinned halves on the copy
+// stream, while step_staged(i) computes). Host wall time per micro-batch, without apply (an optimiser step of
+// several micro-batches amortises it); the ratio is what prefetching saves. Prediction in cuda/NOTES.md.
+void bench_prefetch(sc::TrainStep& t, const streamline::ReplacementSpec& s, const std::vector<float>& hx,
+                    const std::vector<float>& ht, const std::vector<int32_t>& pos, bool quick, size_t base) {
+  const int n = quick ? 3 : 6;
+  using clk = std::chrono::steady_clock;
+  auto wall = [&](auto&& f) {
+    f(1);  // warm-up (allocates the second slot and the pinned halves on first use)
+    const auto t0 = clk::now();
+    f(n);
+    return std::chrono::duration<double, std::milli>(clk::now() - t0).count() / n;
+  };
+  const double plain = wall([&](int k) {
+    for (int i = 0; i < k; i++) t.step(hx.data(), ht.data(), pos.data(), nullptr, s.B, 1.f);
+  });
+  const double piped = wall([&](int k) {
+    t.stage(hx.data(), ht.data(), pos.data(), nullptr, s.B);
+    for (int i = 0; i < k; i++) {
+      std::thread next([&] {
+        if (i + 1 < k) t.stage(hx.data(), ht.data(), pos.data(), nullptr, s.B);
+      });
+      t.step_staged(1.f);
+      next.join();
+    }
+  });
+  const double peak = double(sc::device_bytes_peak() - base) / (1 << 30);
+  double upload = 0;
+  {
+    const size_t bytes = s.B * s.T * s.D * 4;
+    DevBuf d = dev(hx);
+    const auto t0 = clk::now();
+    H_CHECK(cudaMemcpy(d.p, hx.data(), bytes, cudaMemcpyHostToDevice));
+    H_CHECK(cudaMemcpy(d.p, ht.data(), bytes, cudaMemcpyHostToDevice));
+    upload = std::chrono::duration<double, std::milli>(clk::now() - t0).count();
+  }
+  bench_record(fmt("8B layer micro-batch from host, train_step %zux%zu", s.B, s.T), plain, "ms",
+               fmt("pageable upload of x + target alone %.1f ms", upload));
+  bench_record(fmt("8B layer micro-batch from host, stage+step_staged %zux%zu", s.B, s.T), piped, "ms",
+               fmt("%.0f%% of train_step's time; pinned staging %.0f MiB", 100.0 * piped / plain,
+                   double(t.pinned_bytes()) / (1 << 20)));
+  bench_record("8B layer train step peak GPU memory with prefetch", peak, "GiB", fmt("TrainStep %.2f GiB with the second input slot", double(t.device_bytes()) / (1 << 30)));
+}
+
 // One optimiser step = one micro-batch of B x T tokens (forward, loss, backward) + clip + AdamW, all on the device
 // (inputs resident, as in the PyTorch script). Model FLOPs: the forward GEMMs three times (forward, dX, dW) and the
 // causal attention 3.5 times (forward 2 products, backward 5).
@@ -277,6 +325,7 @@ void bench_train(bool quick) {
                  fmt("TrainStep %.2f GiB, of which f32 params/grads/Adam moments %.2f GiB (%.0fM params)",
                      double(t.device_bytes()) / (1 << 30), 16.0 * double(nparams) / (1 << 30), double(nparams) / 1e6));
     record("bench", fmt("8B %s train step loss finite", kname), std::isfinite(loss), loss, 0);
+    if (kind == ReplacementKind::Layer) bench_prefetch(t, s, hx, ht, pos, quick, base);
   }
 }
 

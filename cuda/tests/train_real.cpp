@@ -136,6 +136,34 @@ void check_capi_train() {
     }
     for (int k = 0; k < kRoles; k++) hp[k] = p0[k].empty() ? nullptr : p0[k].data();
   }
+  // Prefetch through the C API: stage + step_staged on a fresh trainer gives train_step's loss on another fresh one
+  // (bitwise), and the misuse errors come back as -1 with a message.
+  {
+    auto stage = reinterpret_cast<decltype(&::streamline_cuda_train_stage)>(dlsym(h, "streamline_cuda_train_stage"));
+    auto step_staged =
+        reinterpret_cast<decltype(&::streamline_cuda_train_step_staged)>(dlsym(h, "streamline_cuda_train_step_staged"));
+    streamline_cuda_train *pa = nullptr, *pb = nullptr;
+    double l1 = -1, l2 = -2, l3 = 0;
+    bool pok = stage && step_staged && streamline_cuda_train_create(1, &s, hp, inv.data(), &pa) == 0 &&
+               streamline_cuda_train_create(1, &s, hp, inv.data(), &pb) == 0;
+    std::string none, zero;
+    if (pok) {
+      pok = step_staged(pa, 1.f, &l3) == -1;
+      none = streamline_cuda_last_error();
+      pok = pok && stage(pa, b.x.data(), b.target.data(), b.pos.data(), b.mask.data(), 0) == -1;
+      zero = streamline_cuda_last_error();
+      pok = pok && stage(pa, b.x.data(), b.target.data(), b.pos.data(), b.mask.data(), int64_t(b.B)) == 0 &&
+            step_staged(pa, 1.f, &l1) == 0 &&
+            streamline_cuda_train_step(pb, b.x.data(), b.target.data(), b.pos.data(), b.mask.data(), int64_t(b.B), 1.f,
+                                       &l2) == 0;
+    }
+    record("train", "C API: stage + step_staged = train_step (loss bitwise); misuse returns -1",
+           pok && l1 == l2 && none.find("no staged batch") != std::string::npos &&
+               zero.find("batch must be positive") != std::string::npos,
+           0, 0, fmt("staged %.17g plain %.17g; '%s'; '%s'", l1, l2, none.c_str(), zero.c_str()));
+    if (pa) streamline_cuda_train_destroy(pa);
+    if (pb) streamline_cuda_train_destroy(pb);
+  }
   std::vector<float> tmp(10);
   const int bad = tr ? streamline_cuda_train_get_params(tr, STREAMLINE_CUDA_TRAIN_Q_W, tmp.data(), 10) : 0;
   std::string msg = streamline_cuda_last_error();

@@ -3,7 +3,9 @@
 // like binding_cuda.cpp, but separately, so a backend without the training functions still scores and evaluates.
 // One JS object (CudaTrainer) owns one streamline_cuda_train: f32 master weights, gradients and Adam moments on the
 // GPU. Arguments are read with the CPU replacement bindings' readers (replacement_args.h), so both paths accept and
-// refuse the same inputs; copies and compute run on a libuv thread. One call at a time (E_CUDA_BUSY otherwise).
+// refuse the same inputs; copies and compute run on a libuv thread. One call at a time (E_CUDA_BUSY otherwise), with
+// one exception: stage and stepStaged may be in flight together (stage fills the idle input slot on the copy stream
+// while the step computes on the other; the backend's TrainStep documents which side owns what).
 //   cudaTrainer(kind, spec, params, ropeInvFreq) -> Promise<CudaTrainer>   (spec.batch: the largest micro-batch)
 //   trainer.step(x, target, positions, keyMask, batch, gradScale?) -> Promise<loss>
 //   trainer.apply({lr, beta1, beta2, eps, weightDecay, maxNorm, step}) -> Promise<gradNorm>
@@ -12,6 +14,9 @@
 //     (checkpoint/resume; the state functions are resolved optionally: an older backend trains but cannot resume)
 //   trainer.hasEval() -> boolean; trainer.eval(x, target, positions, keyMask, batch) -> Promise<Float64Array[batch]>
 //     (validation loss per sequence on the GPU; optional too: without it the caller validates on the CPU)
+//   trainer.hasStage() -> boolean; trainer.stage(x, target, positions, keyMask, batch) -> Promise<void> (the host
+//     arrays may change once it settles); trainer.stepStaged(gradScale?) -> Promise<loss> (step on the oldest staged
+//     batch). Optional: an older backend has only step.
 #include <cmath>
 #include <memory>
 #include <string>
@@ -46,6 +51,9 @@ struct TrainApi {
   int (*set_state)(streamline_cuda_train*, int32_t, const float*, const float*, const float*, int64_t);
   // Optional (nullptr in a backend built before validation on the GPU).
   int (*eval)(streamline_cuda_train*, const float*, const float*, const int32_t*, const uint8_t*, int64_t, double*);
+  // Optional (nullptr in a backend built before prefetching); both or neither.
+  int (*stage)(streamline_cuda_train*, const float*, const float*, const int32_t*, const uint8_t*, int64_t);
+  int (*step_staged)(streamline_cuda_train*, float, double*);
 };
 
 template <typename F> void resolve(F*& f, const char* name, std::string* missing) {
@@ -74,6 +82,9 @@ const TrainApi& train_api(Napi::Env env) {
       a.set_state = reinterpret_cast<decltype(a.set_state)>(cuda_symbol("streamline_cuda_train_set_state"));
       if (!a.get_state || !a.set_state) a.get_state = nullptr, a.set_state = nullptr;  // both or neither
       a.eval = reinterpret_cast<decltype(a.eval)>(cuda_symbol("streamline_cuda_train_eval"));
+      a.stage = reinterpret_cast<decltype(a.stage)>(cuda_symbol("streamline_cuda_train_stage"));
+      a.step_staged = reinterpret_cast<decltype(a.step_staged)>(cuda_symbol("streamline_cuda_train_step_staged"));
+      if (!a.stage || !a.step_staged) a.stage = nullptr, a.step_staged = nullptr;
       if (!missing.empty()) error = "the CUDA backend library lacks " + missing + " (built before GPU training existed)";
       else if (st.device_count == 0 || !st.reason.empty()) error = st.reason.empty() ? "no CUDA device" : st.reason;
     }
@@ -104,6 +115,9 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
                         InstanceMethod("setState", &CudaTrainer::SetState),
                         InstanceMethod("hasEval", &CudaTrainer::HasEval),
                         InstanceMethod("eval", &CudaTrainer::Eval),
+                        InstanceMethod("hasStage", &CudaTrainer::HasStage),
+                        InstanceMethod("stage", &CudaTrainer::Stage),
+                        InstanceMethod("stepStaged", &CudaTrainer::StepStaged),
                         InstanceMethod("destroy", &CudaTrainer::Destroy)});
   }
 
@@ -114,16 +128,30 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
   }
 
  private:
-  streamline_cuda_train* ready(Napi::Env env) {
+  // What is in flight: busy_ (any call but stage; step_staged_ when that call is stepStaged) and staging_ (a stage).
+  // A call may start when nothing is in flight, except that stage and stepStaged may overlap each other. The flags
+  // are read and written on the JS thread only.
+  enum class Lane { Main, Staged, Stage };
+  streamline_cuda_train* ready(Napi::Env env, Lane lane = Lane::Main) {
     if (!t_) throw_error(env, "E_CUDA", "CUDA trainer is not open (or was destroyed)");
-    if (busy_) throw_error(env, "E_CUDA_BUSY", "CUDA trainer: another call is still in flight; await it first");
+    const bool clash = lane == Lane::Main    ? busy_ || staging_
+                       : lane == Lane::Stage ? staging_ || (busy_ && !step_staged_)
+                                             : busy_;
+    if (clash)
+      throw_error(env, "E_CUDA_BUSY", "CUDA trainer: another call is still in flight; await it first (only stage and "
+                                      "stepStaged may overlap)");
     return t_;
   }
   Napi::Promise async(const Napi::CallbackInfo& info, std::vector<Napi::Value> keep, std::function<void()> work,
-                      std::function<Napi::Value(Napi::Env)> done = nullptr) {
+                      std::function<Napi::Value(Napi::Env)> done = nullptr, Lane lane = Lane::Main) {
     keep.push_back(info.This());
+    if (lane == Lane::Stage) {
+      staging_ = true;
+      return run_async(info.Env(), keep, std::move(work), std::move(done), [this] { staging_ = false; });
+    }
     busy_ = true;
-    return run_async(info.Env(), keep, std::move(work), std::move(done), [this] { busy_ = false; });
+    step_staged_ = lane == Lane::Staged;
+    return run_async(info.Env(), keep, std::move(work), std::move(done), [this] { busy_ = step_staged_ = false; });
   }
 
   // The inputs of one micro-batch, as step() and eval() take them (info[0..4]).
@@ -167,6 +195,43 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
     return async(info, {info[0], info[1], info[2], info[3]},
                  [=] { check_rc(*a, a->step(t, b.x, b.y, b.pos, b.mask, b.batch, scale, loss.get()), "train_step"); },
                  [loss](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, *loss); });
+  }
+
+  // hasStage() -> whether the backend exports train_stage/train_step_staged (else only step).
+  Napi::Value HasStage(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), api_ && api_->stage); }
+  void need_stage(Napi::Env env, const char* fn) {
+    if (!api_->stage)
+      throw_error(env, "E_UNSUPPORTED", std::string(fn) + ": the CUDA backend library lacks streamline_cuda_train_stage/"
+                                        "step_staged (built before prefetching existed)");
+  }
+
+  // stage(x, target, positions, keyMask, batch) -> Promise<void>: uploads the next micro-batch into the idle input
+  // slot; may run while a stepStaged is in flight. The arrays are kept alive (and must stay unchanged) until it settles.
+  Napi::Value Stage(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    streamline_cuda_train* t = ready(env, Lane::Stage);
+    need_stage(env, "stage");
+    const BatchArgs b = batch_args(info, "stage");
+    const TrainApi* a = api_;
+    return async(info, {info[0], info[1], info[2], info[3]},
+                 [=] { check_rc(*a, a->stage(t, b.x, b.y, b.pos, b.mask, b.batch), "train_stage"); }, nullptr, Lane::Stage);
+  }
+
+  // stepStaged(gradScale?) -> Promise<loss>: step() on the oldest staged batch.
+  Napi::Value StepStaged(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    streamline_cuda_train* t = ready(env, Lane::Staged);
+    need_stage(env, "stepStaged");
+    float scale = 1.f;
+    if (!absent(info[0])) {
+      double gs = number_arg(env, info[0], "gradScale");
+      if (!std::isfinite(gs)) throw_error(env, "E_NATIVE_ARG", "stepStaged: gradScale must be finite");
+      scale = float(gs);
+    }
+    auto loss = std::make_shared<double>(0.0);
+    const TrainApi* a = api_;
+    return async(info, {}, [=] { check_rc(*a, a->step_staged(t, scale, loss.get()), "train_step_staged"); },
+                 [loss](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, *loss); }, Lane::Staged);
   }
 
   // hasEval() -> whether the backend exports train_eval (else validation needs getParams and a CPU forward).
@@ -303,7 +368,7 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
   // destroy(): frees the device memory now (idempotent).
   Napi::Value Destroy(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (busy_) throw_error(env, "E_CUDA_BUSY", "CUDA trainer: cannot destroy while a call is in flight");
+    if (busy_ || staging_) throw_error(env, "E_CUDA_BUSY", "CUDA trainer: cannot destroy while a call is in flight");
     if (t_) api_->destroy(t_);
     t_ = nullptr;
     return env.Undefined();
@@ -314,7 +379,7 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
   ReplacementSpec spec_;
   bool present_[kRoleCount] = {};
   streamline_cuda_train* t_ = nullptr;
-  bool busy_ = false;
+  bool busy_ = false, step_staged_ = false, staging_ = false;
 };
 
 Napi::FunctionReference* g_trainer_ctor = nullptr;

@@ -14,10 +14,17 @@
 // Test hooks: with STREAMLINE_CUDA_CPU_CALLS=<file> in the environment, the calls whose number matters for speed on
 // a GPU (context creation, head upload, training downloads and evals) each append one line to that file, so a test
 // can count uploads. Built a second time with STREAMLINE_CUDA_CPU_OLD_TRAINER defined (streamline_cuda_cpu_old.so),
-// it lacks streamline_cuda_train_eval and train_get_state/set_state, like a backend built before those existed, so
-// the callers' fallbacks are tested too.
+// it lacks streamline_cuda_train_eval, train_get_state/set_state and train_stage/step_staged, like a backend built
+// before those existed, so the callers' fallbacks are tested too. train_stage / train_step_staged log "train_stage
+// <batch>", "train_step_staged begin" and "train_step_staged end"; with STREAMLINE_CUDA_CPU_WAIT_STAGE_MS=<ms>, a
+// step_staged waits (at most that long) for a train_stage issued after it began before it returns, so the log shows
+// deterministically whether the caller stages the next batch while a step is in flight (the order a GPU overlaps).
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <deque>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -342,7 +349,41 @@ struct streamline_cuda_train {
   std::vector<TrainRole> roles;  // present roles, sorted by role name (see apply)
   std::vector<float> inv_freq;
   Buffer counted;  // the bytes of the arrays above, for memory()
+  // Prefetch: the real backend's two input slots, as copies (FIFO); a slot stays taken while its step runs.
+  struct Staged {
+    std::vector<float> x, y;
+    std::vector<int32_t> pos;
+    std::vector<uint8_t> mask;
+    int64_t batch;
+  };
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Staged> staged;
+  int stepping = 0;
+  uint64_t stages = 0;  // train_stage calls so far (the wait hook)
+  std::atomic<int> staged_steps{0};  // train_step_staged calls so far (the failure hook)
 };
+
+namespace {
+// The real backend uploads step's and eval's inputs into a free input slot as well.
+void need_free_slot(streamline_cuda_train* t) {
+  std::lock_guard<std::mutex> lk(t->mu);
+  if (t->staged.size() + size_t(t->stepping) >= 2)
+    throw Error("E_CUDA", "both input slots hold staged batches: run step_staged before step or eval");
+}
+
+double cpu_train_step(streamline_cuda_train* t, const float* host_x, const float* host_target,
+                      const int32_t* host_positions, const uint8_t* host_mask, int64_t batch, float grad_scale) {
+  ReplacementSpec s = t->spec;
+  s.B = size_t(batch);
+  s.grad_scale = grad_scale;
+  ReplacementParams p{};
+  ReplacementGrads g{};
+  for (auto& r : t->roles) { p[r.role] = r.p.data(); g[r.role] = r.g.data(); }
+  return replacement_step(t->kind, s, p, g, host_x, host_target, s.use_rope ? host_positions : nullptr, host_mask,
+                          s.use_rope ? t->inv_freq.data() : nullptr);
+}
+}  // namespace
 
 SL_EXPORT int streamline_cuda_train_create(int32_t kind, const streamline_cuda_train_spec* in,
                                            const float* const* host_params, const float* host_inv_freq,
@@ -405,16 +446,70 @@ SL_EXPORT int streamline_cuda_train_step(streamline_cuda_train* t, const float* 
     if (batch <= 0 || size_t(batch) > t->spec.B)
       throw Error("E_SHAPE", "train_step: batch must be in [1, " + std::to_string(t->spec.B) + "]");
     if (t->spec.use_rope && !host_positions) throw Error("E_SHAPE", "train_step: RoPE needs positions");
-    ReplacementSpec s = t->spec;
-    s.B = size_t(batch);
-    s.grad_scale = grad_scale;
-    ReplacementParams p{};
-    ReplacementGrads g{};
-    for (auto& r : t->roles) { p[r.role] = r.p.data(); g[r.role] = r.g.data(); }
-    *loss = replacement_step(t->kind, s, p, g, host_x, host_target, s.use_rope ? host_positions : nullptr, host_mask,
-                             s.use_rope ? t->inv_freq.data() : nullptr);
+    need_free_slot(t);
+    *loss = cpu_train_step(t, host_x, host_target, host_positions, host_mask, batch, grad_scale);
   });
 }
+
+#ifndef STREAMLINE_CUDA_CPU_OLD_TRAINER
+SL_EXPORT int streamline_cuda_train_stage(streamline_cuda_train* t, const float* host_x, const float* host_target,
+                                          const int32_t* host_positions, const uint8_t* host_mask, int64_t batch) {
+  return guarded([&] {
+    if (batch <= 0 || size_t(batch) > t->spec.B)
+      throw Error("E_SHAPE", "train_stage: batch must be in [1, " + std::to_string(t->spec.B) + "]");
+    if (t->spec.use_rope && !host_positions) throw Error("E_SHAPE", "train_stage: RoPE needs positions");
+    note_call("train_stage " + std::to_string(batch));
+    const size_t M = size_t(batch) * t->spec.T, n = M * t->spec.D;
+    streamline_cuda_train::Staged b{std::vector<float>(host_x, host_x + n), std::vector<float>(host_target, host_target + n),
+                                    host_positions ? std::vector<int32_t>(host_positions, host_positions + M) : std::vector<int32_t>(),
+                                    host_mask ? std::vector<uint8_t>(host_mask, host_mask + M) : std::vector<uint8_t>(), batch};
+    std::lock_guard<std::mutex> lk(t->mu);
+    if (t->staged.size() + size_t(t->stepping) >= 2)
+      throw Error("E_CUDA", "stage: both input slots hold batches no step_staged has finished with (step first)");
+    t->staged.push_back(std::move(b));
+    t->stages++;
+    t->cv.notify_all();
+  });
+}
+
+SL_EXPORT int streamline_cuda_train_step_staged(streamline_cuda_train* t, float grad_scale, double* loss) {
+  return guarded([&] {
+    streamline_cuda_train::Staged b;
+    uint64_t stages_before;
+    {
+      std::lock_guard<std::mutex> lk(t->mu);
+      if (t->staged.empty()) throw Error("E_CUDA", "step_staged: no staged batch (stage one first)");
+      b = std::move(t->staged.front());
+      t->staged.pop_front();
+      t->stepping++;
+      stages_before = t->stages;
+    }
+    note_call("train_step_staged begin");
+    // STREAMLINE_CUDA_CPU_FAIL_STAGED=<n>: the trainer's n-th staged step (1-based) fails, after the next stage had
+    // time to start, as a GPU error during the overlap would.
+    const int call = ++t->staged_steps;
+    if (const char* f = std::getenv("STREAMLINE_CUDA_CPU_FAIL_STAGED"); f && std::atoi(f) == call) {
+      std::unique_lock<std::mutex> lk(t->mu);
+      t->cv.wait_for(lk, std::chrono::milliseconds(500), [&] { return t->stages != stages_before; });
+      t->stepping--;
+      throw Error("E_CUDA", "step_staged: injected failure (STREAMLINE_CUDA_CPU_FAIL_STAGED)");
+    }
+    struct Release {  // the slot is free again however the step ends
+      streamline_cuda_train* t;
+      ~Release() {
+        std::lock_guard<std::mutex> lk(t->mu);
+        t->stepping--;
+      }
+    } release{t};
+    *loss = cpu_train_step(t, b.x.data(), b.y.data(), b.pos.empty() ? nullptr : b.pos.data(),
+                           b.mask.empty() ? nullptr : b.mask.data(), b.batch, grad_scale);
+    std::unique_lock<std::mutex> lk(t->mu);
+    if (const char* w = std::getenv("STREAMLINE_CUDA_CPU_WAIT_STAGE_MS"))
+      t->cv.wait_for(lk, std::chrono::milliseconds(std::atol(w)), [&] { return t->stages != stages_before; });
+    note_call("train_step_staged end");
+  });
+}
+#endif
 
 #ifndef STREAMLINE_CUDA_CPU_OLD_TRAINER
 // replacement_loss on each sequence alone, with the CPU trainer's own arguments for a validation block (B = 1): the
@@ -426,6 +521,7 @@ SL_EXPORT int streamline_cuda_train_eval(streamline_cuda_train* t, const float* 
     if (batch <= 0 || size_t(batch) > t->spec.B)
       throw Error("E_SHAPE", "train_eval: batch must be in [1, " + std::to_string(t->spec.B) + "]");
     if (t->spec.use_rope && !host_positions) throw Error("E_SHAPE", "train_eval: RoPE needs positions");
+    need_free_slot(t);
     note_call("train_eval " + std::to_string(batch));
     ReplacementSpec s = t->spec;
     s.B = 1;

@@ -234,7 +234,8 @@ export interface NativeCudaAdamWOptions extends NativeAdamWOptions {
 /**
  * One replacement's training state on the GPU (cuda/streamline_cuda.h, streamline_cuda_train_*): f32 master weights,
  * gradients and AdamW moments, with the CPU trainer's semantics (replacementStep + clipGradNorm + adamwStep).
- * One call at a time (E_CUDA_BUSY otherwise); errors carry code E_CUDA and the backend's message.
+ * One call at a time (E_CUDA_BUSY otherwise), except that stage and stepStaged may overlap; errors carry code E_CUDA
+ * and the backend's message.
  */
 export interface NativeCudaTrainer {
   /** One micro-batch of `batch` blocks: gradients += gradScale · dloss; resolves to the MSE over real tokens. */
@@ -258,6 +259,16 @@ export interface NativeCudaTrainer {
    * that block alone), forward only: gradients, weights and moments are untouched. Inputs as in step.
    */
   eval(x: Float32Array, target: Float32Array, positions: Int32Array | null, keyMask: Uint8Array | null, batch: number): Promise<Float64Array>;
+  /** Whether the backend exports stage/stepStaged (streamline_cuda_train_stage); an older backend has only step. */
+  hasStage(): boolean;
+  /**
+   * Uploads a micro-batch (inputs as in step) into the trainer's idle device input slot (there are two) so that its
+   * copy overlaps a step in flight: the one call allowed while stepStaged runs (and the reverse). The arrays may change
+   * once it settles. E_CUDA when both slots hold batches not yet stepped.
+   */
+  stage(x: Float32Array, target: Float32Array, positions: Int32Array | null, keyMask: Uint8Array | null, batch: number): Promise<void>;
+  /** step on the oldest staged batch (bitwise step's result on the same inputs); E_CUDA when none is staged. */
+  stepStaged(gradScale?: number): Promise<number>;
   /** Frees the device memory now (a finalizer does it otherwise). */
   destroy(): void;
 }

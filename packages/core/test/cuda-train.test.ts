@@ -225,6 +225,135 @@ if (!existsSync(fake)) {
     assert.is(await code(() => t.getParams('up.weight')), 'E_CUDA');
   });
 
+  // Micro-batches (of 2 blocks, base's microBatch) in the first `steps` optimiser steps of a run, from its token counts.
+  const micros = (r: core.PruneResult, steps = Infinity) =>
+    r.training!.history.slice(0, steps).reduce((k, h, i, all) => k + Math.ceil((h.tokens - (i ? all[i - 1]!.tokens : 0)) / 48 / 2), 0);
+
+  // Prefetch: with a backend that has stage, the trainer uploads micro-batch i+1 while step i runs, across optimiser
+  // steps too. The test backend's step_staged waits (up to the hook's time) for a stage issued after it began, so the
+  // log is deterministic: every step but the run's last ends after the next batch's stage, and the weights are still
+  // the CPU trainer's bitwise.
+  test('prefetch: stage(i+1) is issued before step i is awaited, across optimiser steps, bitwise the cpu weights', async () => {
+    const model = await fixture('llama-gqa');
+    const o = base('prefetch', 'layer');
+    const cpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'prefetch-cpu'), device: 'cpu' });
+    const calls = path.join(tmp, 'calls-prefetch.log');
+    process.env.STREAMLINE_CUDA_CPU_CALLS = calls;
+    process.env.STREAMLINE_CUDA_CPU_WAIT_STAGE_MS = '3000';
+    let r: core.PruneResult;
+    try {
+      r = await core.prune(model, { ...o, device: 'cuda' });
+    } finally {
+      delete process.env.STREAMLINE_CUDA_CPU_CALLS;
+      delete process.env.STREAMLINE_CUDA_CPU_WAIT_STAGE_MS;
+    }
+    assert.equal(r.training!.history.map((h) => [h.step, h.loss, h.valLoss, h.lr]), cpu.training!.history.map((h) => [h.step, h.loss, h.valLoss, h.lr]));
+    const a = core.openCheckpoint(cpu.exported!.outDir), b = core.openCheckpoint(r.exported!.outDir);
+    for (const t of a.names()) assert.ok(Buffer.from(a.tensor(t).data).equals(Buffer.from(b.tensor(t).data)), t);
+    const lines = readFileSync(calls, 'utf8').trim().split('\n');
+    assert.not.ok(lines.some((l) => l.startsWith('train_step ')), 'no unstaged step');
+    const seq = lines.filter((l) => l.startsWith('train_stage') || l === 'train_step_staged end');
+    const stages = seq.filter((l) => l.startsWith('train_stage')).length, ends = seq.length - stages;
+    assert.is(stages, ends, 'every staged batch is stepped once');
+    assert.is(ends, micros(r), 'one stepStaged per micro-batch');
+    let seen = 0;
+    for (const [i, l] of seq.entries()) {
+      if (l.startsWith('train_stage')) { seen++; continue; }
+      const done = seq.slice(0, i).filter((x) => x === 'train_step_staged end').length;  // steps finished before this one
+      if (done + 1 < ends) assert.ok(seen >= done + 2, `step ${done} ended before micro-batch ${done + 1} was staged: ${seq.join(', ')}`);
+    }
+  });
+
+  // An interrupted pipelined run stops with the next step's first micro-batch staged and never stepped: nothing is
+  // consumed twice or lost, and the resumed run (pipelined again) ends bitwise as the uninterrupted one.
+  test('prefetch: interrupt with a staged batch and resume, bitwise the uninterrupted run', async () => {
+    const model = await fixture('llama-gqa');
+    const whole = await core.prune(model, { ...base('pf-whole', 'mlp'), device: 'cuda' });
+    const ckpt = path.join(tmp, 'ckpt-prefetch');
+    const o = { ...base('pf-int', 'mlp'), checkpointFile: ckpt };
+    const calls = path.join(tmp, 'calls-prefetch-int.log');
+    const ac = new AbortController();
+    process.env.STREAMLINE_CUDA_CPU_CALLS = calls;
+    let code = 'none';
+    try {
+      await core.prune(model, { ...o, device: 'cuda', signal: ac.signal, onTrainStep: (s: core.StepRecord) => { if (s.step === 2) ac.abort(); } });
+    } catch (e) {
+      code = (e as { code: string }).code;
+    } finally {
+      delete process.env.STREAMLINE_CUDA_CPU_CALLS;
+    }
+    assert.is(code, 'E_INTERRUPTED');
+    const lines = readFileSync(calls, 'utf8').trim().split('\n');
+    const stages = lines.filter((l) => l.startsWith('train_stage')).length, ends = lines.filter((l) => l === 'train_step_staged end').length;
+    assert.is(ends, micros(whole, 2), 'the micro-batches of the first two optimiser steps');
+    assert.is(stages, ends + 1, "step 3's first micro-batch was staged, never stepped");
+    const resumed = await core.prune(model, { ...o, device: 'cuda', resume: true, force: true });
+    assert.equal(resumed.training!.history.map((h) => [h.step, h.loss, h.valLoss, h.lr]), whole.training!.history.map((h) => [h.step, h.loss, h.valLoss, h.lr]));
+    const want = core.openCheckpoint(whole.exported!.outDir), got = core.openCheckpoint(resumed.exported!.outDir);
+    for (const t of want.names()) assert.ok(Buffer.from(got.tensor(t).data).equals(Buffer.from(want.tensor(t).data)), t);
+  });
+
+  // A staged step that fails while the next micro-batch is being staged: the run rejects with the step's E_CUDA
+  // (no unhandled rejection, nothing left in flight), like a failing step without the pipeline.
+  test('prefetch: a step failing during the next stage rejects the run with E_CUDA', async () => {
+    const model = await fixture('llama-gqa');
+    process.env.STREAMLINE_CUDA_CPU_FAIL_STAGED = '3';
+    let err: { code?: string; message?: string } = {};
+    try {
+      await core.prune(model, { ...base('pf-fail', 'mlp'), device: 'cuda' });
+    } catch (e) {
+      err = e as typeof err;
+    } finally {
+      delete process.env.STREAMLINE_CUDA_CPU_FAIL_STAGED;
+    }
+    assert.is(err.code, 'E_CUDA');
+    assert.match(err.message ?? '', /injected failure/);
+  });
+
+  test('the binding: stage/stepStaged equal step, overlap allowed only between them, misuse as coded errors', async () => {
+    const model = await fixture('llama-gqa');
+    const d = model.description;
+    const n = native();
+    const T = 8, D = d.semantics.hidden;
+    const w = d.layers[0]!.weights();
+    const params: Record<string, Float32Array> = {};
+    for (const r of ['mlp_norm.weight', 'gate.weight', 'up.weight', 'down.weight'] as const)
+      params[r] = new Float32Array(w[r]!.data.buffer, w[r]!.data.byteOffset, w[r]!.data.byteLength / 4).slice();
+    const spec = { ...core.nativeLayerSpec(d.semantics, 2, T, false, 1) };
+    const code = async (f: () => unknown) => { try { await f(); return 'none'; } catch (e) { return (e as { code: string }).code; } };
+    const t = await n.cudaTrainer('mlp', spec, params, null), u = await n.cudaTrainer('mlp', spec, params, null);
+    assert.ok(t.hasStage());
+    const xs = [0, 1, 2].map((k) => Float32Array.from({ length: 2 * T * D }, (_, i) => Math.sin(i * 0.3 + k)));
+    const ys = xs.map((x) => Float32Array.from(x, (v) => v * 0.5));
+    const mask = Uint8Array.from({ length: 2 * T }, (_, i) => (i % T < 5 ? 1 : 0));
+    assert.is(await code(() => t.stepStaged(1)), 'E_CUDA', 'nothing staged');
+    assert.is(await code(() => t.stage(xs[0]!, ys[0]!, null, null, 3)), 'E_SHAPE', 'batch over the spec');
+    assert.is(await code(() => t.stage(xs[0]!.subarray(1), ys[0]!, null, null, 2)), 'E_SHAPE', 'x of the wrong size');
+    await t.stage(xs[0]!, ys[0]!, null, mask, 2);
+    await t.stage(xs[1]!, ys[1]!, null, null, 2);
+    assert.is(await code(() => t.stage(xs[2]!, ys[2]!, null, null, 2)), 'E_CUDA', 'both slots taken');
+    assert.is(await code(() => t.step(xs[2]!, ys[2]!, null, null, 2, 1)), 'E_CUDA', 'step and eval need a free slot too');
+    // A step in flight: stage may run (the slot it freed stays taken until the step ends), other calls are busy.
+    const pending = t.stepStaged(0.5);
+    assert.is(await code(() => t.getParams('up.weight')), 'E_CUDA_BUSY');
+    assert.is(await code(() => t.stepStaged(1)), 'E_CUDA_BUSY');
+    const loss0 = await pending;
+    const pending2 = t.stepStaged(0.25);
+    const one = (v: Float32Array) => v.subarray(0, T * D);
+    const staging = t.stage(one(xs[2]!), one(ys[2]!), null, null, 1);
+    assert.is(await code(() => t.stage(xs[2]!, ys[2]!, null, null, 1)), 'E_CUDA_BUSY', 'one stage at a time');
+    assert.is(await code(() => t.destroy()), 'E_CUDA_BUSY');
+    await staging;
+    const loss1 = await pending2;
+    const loss2 = await t.stepStaged(1);
+    assert.is(loss0, await u.step(xs[0]!, ys[0]!, null, mask, 2, 0.5));
+    assert.is(loss1, await u.step(xs[1]!, ys[1]!, null, null, 2, 0.25));
+    assert.is(loss2, await u.step(one(xs[2]!), one(ys[2]!), null, null, 1, 1));
+    for (const r of Object.keys(params)) assert.equal(await t.getGrads(r as never), await u.getGrads(r as never), r);
+    t.destroy();
+    u.destroy();
+  });
+
   test.after(() => rmSync(tmp, { recursive: true, force: true }));
 }
 

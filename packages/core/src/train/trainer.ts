@@ -16,7 +16,9 @@
  * weights at each validation. Checkpoints are one format for both devices: an interrupted cuda run downloads the
  * weights and AdamW moments (getState) and `resume` uploads them (setState), so a checkpoint moves between cpu and
  * cuda. Not on cuda: loss `lm` (trained on the CPU, with a warning). A CUDA backend built before getState/setState
- * existed trains but saves no checkpoint, and refuses `resume` (E_UNSUPPORTED).
+ * existed trains but saves no checkpoint, and refuses `resume` (E_UNSUPPORTED). With a backend that has stage
+ * (streamline_cuda_train_stage), the next micro-batch is read from the cache and uploaded while the current one
+ * computes (see `pipe` below); results are bitwise those of the unpipelined loop, which older backends keep.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -226,26 +228,62 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
         st.v = [];
       }
     }
+    // The micro-batches of optimiser step s (0-based): its slice of the epoch's shuffled order, a function of s alone,
+    // so loading one ahead of time consumes nothing.
+    const microBatches = (s: number): number[][] => {
+      const order = shuffledIndices(N, BigInt(seed) * 1000003n + BigInt(Math.floor(s / stepsPerEpoch)));
+      const first = (s % stepsPerEpoch) * perStep;
+      const blocks = order.slice(first, Math.min(N, first + perStep));
+      const out: number[][] = [];
+      for (let a = 0; a < blocks.length; a += micro) out.push(blocks.slice(a, a + micro));
+      return out;
+    };
+    // Prefetch (a backend with stage): while the GPU runs micro-batch i, the next one is read from the cache and
+    // uploaded into the trainer's idle input slot, across optimiser steps too (the next step's first micro-batch is
+    // staged during this step's last one, before apply and validation, which use the other slot). An interruption
+    // or error leaves at most that one batch staged and never stepped: the next step starts from its index as before.
+    const pipe = gpu !== null && gpu.hasStage() ? gpu : null;
+    let stagedStep = -1;  // the optimiser step whose first micro-batch sits staged
+    const stage = async (g: NativeCudaTrainer, idx: number[]) => {
+      const { x, y } = loadBatch(o.train, idx);
+      await g.stage(x, y, positions(idx.length), null, idx.length);
+    };
     while (st.step < total) {
       if (o.signal?.aborted) { interrupted = true; break; }
       const step = st.step + 1;
-      const epoch = Math.floor(st.step / stepsPerEpoch);
-      const order = shuffledIndices(N, BigInt(seed) * 1000003n + BigInt(epoch));
-      const first = (st.step % stepsPerEpoch) * perStep;
-      const blocks = order.slice(first, Math.min(N, first + perStep));
+      const micros = microBatches(st.step);
+      const nBlocks = micros.reduce((k, idx) => k + idx.length, 0);
       if (gpu === null) for (const g of grads) g.fill(0);
       let loss = 0, parts = 0;
-      for (let a = 0; a < blocks.length; a += micro) {
-        const idx = blocks.slice(a, a + micro);
+      for (const [a, idx] of micros.entries()) {
+        if (pipe !== null) {
+          if (a === 0 && stagedStep !== st.step) await stage(pipe, idx);  // the run's (or the resumed run's) first
+          stagedStep = -1;
+          const pending = pipe.stepStaged(idx.length / nBlocks);
+          // Handled now, awaited below: a step that fails while the next stage is in flight is not an unhandled rejection.
+          pending.catch(() => undefined);
+          const next = a + 1 < micros.length ? micros[a + 1]! : step < total ? microBatches(step)[0]! : null;
+          try {
+            if (next !== null) await stage(pipe, next);
+          } catch (e) {
+            await pending.catch(() => undefined);  // settle the step (its error is secondary) before reporting this one
+            throw e;
+          }
+          if (next !== null && a + 1 === micros.length) stagedStep = step;
+          const l = await pending;
+          loss += l * (idx.length / nBlocks);
+          parts++;
+          continue;
+        }
         const { x, y } = loadBatch(o.train, idx);
         const l = gpu !== null
-          ? await gpu.step(x, y, positions(idx.length), null, idx.length, idx.length / blocks.length)
+          ? await gpu.step(x, y, positions(idx.length), null, idx.length, idx.length / nBlocks)
           : lm
           ? await n.lmLossStep(o.kind, spec(idx.length), byRole(st.params), byRole(grads), x, lm.layers, lm.head,
-            nextTokenTargets(idx.map((j) => lm.trainTokens[j]!), T), positions(idx.length), null, o.ropeInvFreq, idx.length / blocks.length)
+            nextTokenTargets(idx.map((j) => lm.trainTokens[j]!), T), positions(idx.length), null, o.ropeInvFreq, idx.length / nBlocks)
           : await n.replacementStep(o.kind, spec(idx.length), byRole(st.params), byRole(grads), x, y, positions(idx.length), null,
-            o.ropeInvFreq, idx.length / blocks.length);
-        loss += l * (idx.length / blocks.length);
+            o.ropeInvFreq, idx.length / nBlocks);
+        loss += l * (idx.length / nBlocks);
         parts++;
       }
       const rate = learningRate(step - 1, { lr, minLr, warmupSteps: warmup, totalSteps: total });
@@ -256,7 +294,7 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
       if (!Number.isFinite(norm)) throw new StreamlineError('E_NUMERIC', `gradient norm is ${norm} at step ${step}: training diverged`);
       if (gpu === null) n.adamwStep(st.params, grads, st.m, st.v, adam);
       st.step = step;
-      st.tokens += blocks.length * T;
+      st.tokens += nBlocks * T;
       const rec: StepRecord = { step, loss, lr: rate, tokens: st.tokens, seconds: (Date.now() - t0) / 1000 };
       if (o.validation && o.validation.size > 0 && (step % evalEvery === 0 || step === total)) {
         // On cuda the weights come to the host only for a new best (or, from a backend without eval, to validate).
