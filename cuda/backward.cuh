@@ -40,6 +40,9 @@ void attention_backward_tc(float* dq, float* dk, float* dv, const float* dout, c
                            const bf16* k, const bf16* v, size_t kv_stride, const bf16* out, size_t out_stride,
                            const float* lse, const uint8_t* key_mask, size_t B, size_t T, size_t H, size_t Hk,
                            size_t Dh, float scale, cudaStream_t s);
+// first_real[b] (device, B ints) = index of the first real key of batch row b (T when none, 0 without a mask): where
+// a query's visible keys begin. Shared by the f32 and the tensor-core attention backward.
+void attention_first_real_keys(int* first_real, const uint8_t* key_mask, size_t B, size_t T, cudaStream_t s);
 // da[n] = 2 (a - b) / n (overwritten, when da != nullptr); *loss_dev (f64, device) = mean((a - b)^2), summed in f64
 // in a fixed order. row_mask[n / D rows] (optional, 1 = counted): masked rows get da = 0 and do not count in n.
 void mse_forward_backward(float* da, double* loss_dev, const float* a, const float* b, size_t rows, size_t D,

@@ -297,6 +297,10 @@ void launch(float* dq, float* dk, float* dv, const Args& a, size_t B, cudaStream
 
 }  // namespace
 
+void attention_first_real_keys(int* first_real, const uint8_t* key_mask, size_t B, size_t T, cudaStream_t s) {
+  attn_bwd_first_real<<<unsigned(B), kThreads, 0, s>>>(first_real, key_mask, T);
+}
+
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const uint8_t* key_mask, size_t B,
                         size_t T, size_t H, size_t Hk, size_t Dh, float scale, cudaStream_t s) {
@@ -310,7 +314,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   SL_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&first_real), sizeof(int) * B, s));
   attn_bwd_rowdot<<<grid_for(B * T * H * 32, kThreads), kThreads, 0, s>>>(Dv, dout, out, B, T, H, unsigned(Dh));
   SL_LAUNCH_CHECK();
-  attn_bwd_first_real<<<unsigned(B), kThreads, 0, s>>>(first_real, key_mask, T);
+  attention_first_real_keys(first_real, key_mask, B, T, s);
   SL_LAUNCH_CHECK();
   const Args a{dout, q, k, v, lse, Dv, key_mask, first_real, T, H, Hk, unsigned(Dh), scale};
   if (Dh <= 32) launch<32>(dq, dk, dv, a, B, s);

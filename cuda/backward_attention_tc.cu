@@ -101,24 +101,6 @@ __global__ void tc_prep(bf16* dob, float* Dv, const float* dout, const bf16* out
   }
 }
 
-// first_real[b] = index of the first real key of batch row b (T when there is none, 0 without a mask).
-__global__ void tc_first_real(int* first_real, const uint8_t* mask, size_t T) {
-  __shared__ int best;
-  if (threadIdx.x == 0) best = int(T);
-  __syncthreads();
-  if (mask) {
-    const uint8_t* m = mask + blockIdx.x * T;
-    int local = int(T);
-    for (size_t t = threadIdx.x; t < T; t += blockDim.x)
-      if (m[t] && int(t) < local) local = int(t);
-    atomicMin(&best, local);  // integer min: order-independent
-  } else if (threadIdx.x == 0) {
-    best = 0;
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) first_real[blockIdx.x] = best;
-}
-
 // dst [kTile][ld] <- rows [lo, hi) of src (row r at src + r * stride), zero elsewhere; 16-byte vectors.
 template <int DH>
 __device__ __forceinline__ void load_rows(bf16* dst, const bf16* src, size_t stride, int lo, int hi) {
@@ -367,7 +349,7 @@ void attention_backward_tc(float* dq, float* dk, float* dv, const float* dout, c
   SL_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&dob), 2 * B * T * H * Dh, s));
   tc_prep<<<grid_for(B * T * H * 32, kThreads), kThreads, 0, s>>>(dob, Dv, dout, out, out_stride, B, T, H, unsigned(Dh));
   SL_LAUNCH_CHECK();
-  tc_first_real<<<unsigned(B), kThreads, 0, s>>>(first_real, key_mask, T);
+  attention_first_real_keys(first_real, key_mask, B, T, s);
   SL_LAUNCH_CHECK();
   const TcArgs a{q, k, v, dob, lse, Dv, key_mask, first_real, q_stride, kv_stride, int(T), int(H), int(Hk), scale};
   switch (Dh) {
