@@ -624,15 +624,16 @@ double TrainStep::step_staged(float grad_scale) {
   return loss;
 }
 
-double TrainStep::step(const float* x, const float* target, const int32_t* positions, const uint8_t* key_mask,
-                       size_t batch, float grad_scale) {
+TrainStep::InputSlot& TrainStep::take_direct_slot(size_t batch, const int32_t* positions) {
   check(batch > 0 && batch <= s_.B, "batch must be in [1, spec.B]");
   check(!rope_ || positions, "positions are required for a layer with RoPE");
-  InputSlot* sl;
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    sl = &take_slot(InputSlot::kInUse);
-  }
+  std::lock_guard<std::mutex> lk(mu_);
+  return take_slot(InputSlot::kInUse);
+}
+
+double TrainStep::step(const float* x, const float* target, const int32_t* positions, const uint8_t* key_mask,
+                       size_t batch, float grad_scale) {
+  InputSlot* sl = &take_direct_slot(batch, positions);
   auto done = on_exit([&] { free_slot(*sl); });
   // The CPU step: nothing to learn, no gradient.
   if (!upload_batch(*sl, x, target, positions, key_mask, batch)) return 0.0;
@@ -645,13 +646,7 @@ double TrainStep::step(const float* x, const float* target, const int32_t* posit
 
 void TrainStep::eval(const float* x, const float* target, const int32_t* positions, const uint8_t* key_mask,
                      size_t batch, double* losses) {
-  check(batch > 0 && batch <= s_.B, "batch must be in [1, spec.B]");
-  check(!rope_ || positions, "positions are required for a layer with RoPE");
-  InputSlot* sl;
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    sl = &take_slot(InputSlot::kInUse);
-  }
+  InputSlot* sl = &take_direct_slot(batch, positions);
   auto done = on_exit([&] { free_slot(*sl); });
   if (!upload_batch(*sl, x, target, positions, key_mask, batch)) {
     for (size_t b = 0; b < batch; b++) losses[b] = 0.0;

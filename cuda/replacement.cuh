@@ -130,6 +130,8 @@ class TrainStep {
   // Takes a free slot for `want` (kStaging or kInUse), allocating the second slot's buffers (and, for staging, the
   // pinned halves and copy_) on first need; throws when both are taken. Caller holds mu_.
   InputSlot& take_slot(InputSlot::State want);
+  // step/eval with host inputs: their argument checks, then a free slot taken (the caller frees it).
+  InputSlot& take_direct_slot(size_t batch, const int32_t* positions);
   void free_slot(InputSlot& sl);
   // Host -> pinned half (CPU memcpy) -> device on copy_, chunk by chunk, alternating halves so the memcpy of one chunk
   // overlaps the DMA of the previous one.
