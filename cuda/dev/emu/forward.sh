@@ -22,8 +22,8 @@ suffix=; [ "$asan" = 1 ] && suffix=-asan
 out=${EMU_OUT:-$root/build/emu-fwd$suffix}  # build/ is ignored by git
 mkdir -p "$out"
 here=$root/cuda/dev/emu
-kernels=(attention cosine embedding logsoftmax norm rope activation gemm decoder_layer backward_norm
-         backward_elementwise backward_attention backward_attention_tc optimizer replacement)
+source "$here/kernels.sh"
+kernels=("${emu_kernels[@]}")
 for f in "${kernels[@]}"; do python3 "$here/rewrite.py" "$root/cuda/$f.cu" "$out/$f.cpp"; done
 # Headers beside the rewritten sources, so their "common.cuh" resolves to the emulated one (cuda/dev/emu).
 for h in "$root"/cuda/*.cuh "$root"/cuda/*.h; do
@@ -41,15 +41,6 @@ j = s.index('\n}\n', s.index('T block_sum', i)) + 3
 if not os.path.exists(sys.argv[2]) or open(sys.argv[2]).read() != s[i:j]:
     open(sys.argv[2], 'w').write(s[i:j])
 PY
-cat > "$out/lt_stub.cpp.new" <<'CPP'
-// cuBLASLt is never loaded in the emulation: every GEMM takes the fallback kernel.
-#include <string>
-#include "cublaslt_loader.h"
-namespace streamline { namespace cuda { namespace lt {
-const Api* api() { return nullptr; }
-const std::string& reason() { static const std::string r = "not loaded in the CPU emulation"; return r; }
-}}}
-CPP
 cat > "$out/main.cpp.new" <<'CPP'
 #include <cstdio>
 #include <cstdlib>
@@ -86,14 +77,15 @@ int main(int argc, char** argv) {
   return failed ? 1 : 0;
 }
 CPP
-for f in lt_stub main; do cmp -s "$out/$f.cpp.new" "$out/$f.cpp" || mv "$out/$f.cpp.new" "$out/$f.cpp"; rm -f "$out/$f.cpp.new"; done
+for f in main; do cmp -s "$out/$f.cpp.new" "$out/$f.cpp" || mv "$out/$f.cpp.new" "$out/$f.cpp"; rm -f "$out/$f.cpp.new"; done
 flags=(-std=c++20 -O2 -g -fPIC -ffp-contract=off -fno-strict-aliasing -pthread -Wall -Wno-unknown-pragmas
        -Wno-unused-parameter -Wno-unused-function -include "$here/train_extra.h" -I"$here" -I"$out" -I"$root/native/include"
        -I"$root/cuda/tests" -idirafter /usr/local/cuda/include)
 ld=()
 if [ "$asan" = 1 ]; then flags+=(-fsanitize=address -fno-omit-frame-pointer); ld=(-fsanitize=address); fi
 dev_srcs=()
-for f in "${kernels[@]}" lt_stub; do dev_srcs+=("$out/$f.cpp"); done
+for f in "${kernels[@]}"; do dev_srcs+=("$out/$f.cpp"); done
+dev_srcs+=("$here/lt_stub.cpp")
 tests=(ops_check layer_check model_check layer_util cpu_ref safetensors harness)
 host_srcs=("$out/main.cpp")
 for t in "${tests[@]}"; do host_srcs+=("$root/cuda/tests/$t.cpp"); done

@@ -8,27 +8,24 @@ out=${EMU_OUT:-$root/build/emu}  # build/ is ignored by git
 mkdir -p "$out"
 here=$root/cuda/dev/emu
 # Kernel launches become emulator calls; `extern __shared__` becomes the block's buffer.
-for f in backward_norm backward_elementwise backward_attention backward_attention_tc optimizer; do
+source "$here/kernels.sh"
+for f in "${emu_kernels[@]}"; do
   python3 "$here/rewrite.py" "$root/cuda/$f.cu" "$out/$f.cpp"
 done
-cp "$root/cuda/backward.cuh" "$root/cuda/attention.cuh" "$out/"
+# Headers beside the rewritten sources, so their "common.cuh" resolves to the emulated one (cuda/dev/emu).
+for h in "$root"/cuda/*.cuh "$root"/cuda/*.h; do
+  [ "$(basename "$h")" = common.cuh ] && continue
+  cmp -s "$h" "$out/$(basename "$h")" || cp "$h" "$out/"
+done
 rm -f "$out/common.cuh"
-# The device reductions of the real common.cuh (warp_sum, nan_max, warp_max, block_sum).
+# The device helpers of the real common.cuh (weight loads, conversions, reductions).
 python3 - "$root/cuda/common.cuh" "$out/common_device.inc" <<'PY'
 import sys
 s = open(sys.argv[1]).read()
-i = s.index('template <typename T> __device__ __forceinline__ T warp_sum')
+i = s.index('// Weight element i as f32')
 j = s.index('\n}\n', s.index('T block_sum', i)) + 3
 open(sys.argv[2], 'w').write(s[i:j])
 PY
-cat > "$out/stubs.cpp" <<'CPP'
-// The forward attention is only used by the benchmarks, which the emulation does not run.
-#include "attention.cuh"
-namespace streamline { namespace cuda {
-void attention_forward(float*, float*, const float*, const float*, const float*, const uint8_t*, size_t, size_t,
-                       size_t, size_t, size_t, float, cudaStream_t) { throw CudaError("not emulated"); }
-}}
-CPP
 cat > "$out/main.cpp" <<'CPP'
 #include <cstring>
 #include "harness.h"
@@ -47,11 +44,11 @@ int main(int argc, char** argv) {
 }
 CPP
 flags=(-std=c++20 -O2 -g -ffp-contract=off -fno-strict-aliasing -pthread -Wall -Wno-unknown-pragmas -Wno-unused-parameter
-       -include "$here/train_extra.h" -I"$here"
-       -I"$out" -I"$root/native/include" -I"$root/cuda/tests")
-srcs=("$out"/backward_norm.cpp "$out"/backward_elementwise.cpp "$out"/backward_attention.cpp
-      "$out"/backward_attention_tc.cpp "$out"/optimizer.cpp
-      "$out"/stubs.cpp "$out"/main.cpp "$root"/cuda/tests/backward_check.cpp "$root"/cuda/tests/harness.cpp)
+       -Wno-unused-function -include "$here/train_extra.h" -I"$here" -I"$out" -I"$root/native/include"
+       -I"$root/cuda/tests" -idirafter /usr/local/cuda/include)
+srcs=()
+for f in "${emu_kernels[@]}"; do srcs+=("$out/$f.cpp"); done
+srcs+=("$here"/lt_stub.cpp "$out"/main.cpp "$root"/cuda/tests/backward_check.cpp "$root"/cuda/tests/harness.cpp)
 objs=()
 for s in "${srcs[@]}"; do
   o="$out/$(basename "$s" .cpp).o"

@@ -12,14 +12,14 @@ root=$(pwd)
 out=${EMU_OUT:-$root/build-emu-train}
 mkdir -p "$out"
 here=$root/cuda/dev/emu
-for f in backward_norm backward_elementwise backward_attention backward_attention_tc optimizer attention norm rope activation gemm \
-         replacement; do
+source "$here/kernels.sh"
+for f in "${emu_kernels[@]}"; do
   python3 "$here/rewrite.py" "$root/cuda/$f.cu" "$out/$f.cpp"
 done
 # Headers beside the rewritten sources, so their "common.cuh" resolves to the emulated one (cuda/dev/emu).
-for h in backward.cuh attention.cuh norm.cuh rope.cuh activation.cuh gemm.cuh replacement.cuh cublaslt_loader.h \
-         decoder_layer.cuh cosine.cuh streamline_cuda.h; do
-  cmp -s "$root/cuda/$h" "$out/$h" || cp "$root/cuda/$h" "$out/"
+for h in "$root"/cuda/*.cuh "$root"/cuda/*.h; do
+  [ "$(basename "$h")" = common.cuh ] && continue
+  cmp -s "$h" "$out/$(basename "$h")" || cp "$h" "$out/"
 done
 rm -f "$out/common.cuh"
 # The device helpers of the real common.cuh (weight loads, conversions, reductions).
@@ -32,16 +32,6 @@ import os
 if not os.path.exists(sys.argv[2]) or open(sys.argv[2]).read() != s[i:j]:
     open(sys.argv[2], 'w').write(s[i:j])
 PY
-cat > "$out/stubs.cpp" <<'CPP'
-// cuBLASLt is never loaded: the GEMMs take the fallback kernel.
-#include "cublaslt_loader.h"
-namespace streamline { namespace cuda {
-namespace lt {
-const Api* api() { return nullptr; }
-const std::string& reason() { static const std::string r = "not loaded in the CPU emulation"; return r; }
-}
-}}
-CPP
 cat > "$out/main.cpp" <<'CPP'
 #include <cstdio>
 #include <cstring>
@@ -62,10 +52,9 @@ CPP
 flags=(-std=c++20 -O2 -g -ffp-contract=off -fno-strict-aliasing -pthread -Wall -Wno-unknown-pragmas -Wno-unused-parameter
        -Wno-unused-function -include "$here/train_extra.h" -I"$here" -I"$out" -I"$root/native/include"
        -I"$root/cuda/tests" -idirafter /usr/local/cuda/include)
-srcs=("$out"/backward_norm.cpp "$out"/backward_elementwise.cpp "$out"/backward_attention.cpp "$out"/backward_attention_tc.cpp
-      "$out"/optimizer.cpp
-      "$out"/attention.cpp "$out"/norm.cpp "$out"/rope.cpp "$out"/activation.cpp "$out"/gemm.cpp "$out"/replacement.cpp
-      "$out"/stubs.cpp
+srcs=()
+for f in "${emu_kernels[@]}"; do srcs+=("$out/$f.cpp"); done
+srcs+=("$here"/lt_stub.cpp
       "$out"/main.cpp "$root"/cuda/tests/train_check.cpp "$root"/cuda/tests/train_util.cpp
       "$root"/cuda/tests/train_real.cpp "$root"/cuda/tests/harness.cpp "$root"/cuda/tests/cpu_ref.cpp
       "$root"/cuda/tests/layer_util.cpp "$root"/cuda/tests/safetensors.cpp)
