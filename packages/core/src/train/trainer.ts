@@ -229,9 +229,12 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
       }
     }
     // The micro-batches of optimiser step s (0-based): its slice of the epoch's shuffled order, a function of s alone,
-    // so loading one ahead of time consumes nothing.
+    // so loading one ahead of time consumes nothing. The order is shuffled once per epoch (prefetch asks for the next
+    // step's batches before that step runs).
+    let orderEpoch = -1, order: number[] = [];
     const microBatches = (s: number): number[][] => {
-      const order = shuffledIndices(N, BigInt(seed) * 1000003n + BigInt(Math.floor(s / stepsPerEpoch)));
+      const epoch = Math.floor(s / stepsPerEpoch);
+      if (epoch !== orderEpoch) { order = shuffledIndices(N, BigInt(seed) * 1000003n + BigInt(epoch)); orderEpoch = epoch; }
       const first = (s % stepsPerEpoch) * perStep;
       const blocks = order.slice(first, Math.min(N, first + perStep));
       const out: number[][] = [];
