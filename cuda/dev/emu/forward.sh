@@ -22,25 +22,10 @@ suffix=; [ "$asan" = 1 ] && suffix=-asan
 out=${EMU_OUT:-$root/build/emu-fwd$suffix}  # build/ is ignored by git
 mkdir -p "$out"
 here=$root/cuda/dev/emu
-source "$here/kernels.sh"
-kernels=("${emu_kernels[@]}")
-for f in "${kernels[@]}"; do python3 "$here/rewrite.py" "$root/cuda/$f.cu" "$out/$f.cpp"; done
-# Headers beside the rewritten sources, so their "common.cuh" resolves to the emulated one (cuda/dev/emu).
-for h in "$root"/cuda/*.cuh "$root"/cuda/*.h; do
-  [ "$(basename "$h")" = common.cuh ] && continue
-  cmp -s "$h" "$out/$(basename "$h")" || cp "$h" "$out/"
-done
+source "$here/prepare.sh"
+emu_prepare
 cmp -s "$root/cuda/capi.cpp" "$out/capi.cpp" || cp "$root/cuda/capi.cpp" "$out/"
-rm -f "$out/common.cuh"
-# The device helpers of the real common.cuh (weight loads, conversions, reductions).
-python3 - "$root/cuda/common.cuh" "$out/common_device.inc" <<'PY'
-import os, sys
-s = open(sys.argv[1]).read()
-i = s.index('// Weight element i as f32')
-j = s.index('\n}\n', s.index('T block_sum', i)) + 3
-if not os.path.exists(sys.argv[2]) or open(sys.argv[2]).read() != s[i:j]:
-    open(sys.argv[2], 'w').write(s[i:j])
-PY
+kernels=("${emu_kernels[@]}")
 cat > "$out/main.cpp.new" <<'CPP'
 #include <cstdio>
 #include <cstdlib>

@@ -12,26 +12,8 @@ root=$(pwd)
 out=${EMU_OUT:-$root/build-emu-train}
 mkdir -p "$out"
 here=$root/cuda/dev/emu
-source "$here/kernels.sh"
-for f in "${emu_kernels[@]}"; do
-  python3 "$here/rewrite.py" "$root/cuda/$f.cu" "$out/$f.cpp"
-done
-# Headers beside the rewritten sources, so their "common.cuh" resolves to the emulated one (cuda/dev/emu).
-for h in "$root"/cuda/*.cuh "$root"/cuda/*.h; do
-  [ "$(basename "$h")" = common.cuh ] && continue
-  cmp -s "$h" "$out/$(basename "$h")" || cp "$h" "$out/"
-done
-rm -f "$out/common.cuh"
-# The device helpers of the real common.cuh (weight loads, conversions, reductions).
-python3 - "$root/cuda/common.cuh" "$out/common_device.inc" <<'PY'
-import sys
-s = open(sys.argv[1]).read()
-i = s.index('// Weight element i as f32')
-j = s.index('\n}\n', s.index('T block_sum', i)) + 3
-import os
-if not os.path.exists(sys.argv[2]) or open(sys.argv[2]).read() != s[i:j]:
-    open(sys.argv[2], 'w').write(s[i:j])
-PY
+source "$here/prepare.sh"
+emu_prepare
 cat > "$out/main.cpp" <<'CPP'
 #include <cstdio>
 #include <cstring>
