@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { getAdapter, parseModelConfig, Tensor, writeSafetensors, type WriteOptions } from '../src/index.js';
+import { getAdapter, loadModel, parseModelConfig, Tensor, writeSafetensors, type LoadedModel, type WriteOptions } from '../src/index.js';
+import type { LoadedTokenizer } from '../src/tokenizer.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const sharedDir = path.resolve(repoRoot, '../shared');
@@ -70,4 +71,22 @@ export async function makeTinyModel(dir: string, config: Record<string, unknown>
     load: () => Tensor.fromFloat32(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rnd() - 0.5), shape, opts.dtype ?? 'bf16'),
   }));
   await writeSafetensors(dir, entries, opts.write);
+}
+
+/**
+ * The test fixtures of test/fixtures/models have no tokenizer.json: this one maps one character to one token, inside
+ * the model's vocabulary. `dir` stands for the tokenizer's folder.
+ */
+export function charTokenizer(vocab: number, dir: string): LoadedTokenizer {
+  return {
+    encode: (text: string) => Int32Array.from(text, (c) => c.charCodeAt(0) % vocab),
+    decode: (ids: ArrayLike<number>) => Array.from(ids as number[], (i) => String.fromCharCode(i)).join(''),
+    bosId: undefined, eosId: undefined, padId: undefined, vocabSize: vocab, modelMaxLength: undefined, dir,
+  } as unknown as LoadedTokenizer;
+}
+
+/** A fixture model of test/fixtures/models with the character tokenizer above. */
+export async function loadCharFixture(name: string, dir: string): Promise<LoadedModel> {
+  const m = await loadModel(path.join(repoRoot, 'test', 'fixtures', 'models', name));
+  return { ...m, tokenizer: charTokenizer(m.description.vocab, dir) };
 }

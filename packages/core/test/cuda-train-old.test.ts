@@ -10,30 +10,16 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as core from '../src/index.js';
 import { native } from '../src/native.js';
-import type { LoadedTokenizer } from '../src/tokenizer.js';
-import { repoRoot } from './_helpers.js';
+import { loadCharFixture, repoRoot } from './_helpers.js';
 
 const old = path.join(repoRoot, 'packages', 'core', 'build', 'testlib', 'streamline_cuda_cpu_old.so');
 process.env.STREAMLINE_CUDA_LIBRARY = old;  // read at the first cudaInfo() of the process
 
-const fixtures = path.join(repoRoot, 'test', 'fixtures', 'models');
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'streamline-cuda-train-old-'));
 const calib = path.join(tmp, 'calib.txt');
 writeFileSync(calib, Array.from({ length: 40 }, (_, i) => `verse ${i}: ${'and the evening and the morning were the day '.slice(i % 7)}${i * 37}`).join('\n\n'));
 
-// One character = one token, inside the fixture's vocabulary (the fixtures have no tokenizer.json).
-function charTokenizer(vocab: number): LoadedTokenizer {
-  return {
-    encode: (text: string) => Int32Array.from(text, (c) => c.charCodeAt(0) % vocab),
-    decode: (ids: ArrayLike<number>) => Array.from(ids as number[], (i) => String.fromCharCode(i)).join(''),
-    bosId: undefined, eosId: undefined, padId: undefined, vocabSize: vocab, modelMaxLength: undefined, dir: tmp,
-  } as unknown as LoadedTokenizer;
-}
-
-async function fixture(name: string): Promise<core.LoadedModel> {
-  const m = await core.loadModel(path.join(fixtures, name));
-  return { ...m, tokenizer: charTokenizer(m.description.vocab) };
-}
+const fixture = (name: string): Promise<core.LoadedModel> => loadCharFixture(name, tmp);
 
 const base = (out: string): core.PruneOptions => ({
   outDir: path.join(tmp, out), calib, samples: 2, seqLen: 48, trainSamples: 10, range: { start: 1, end: 2 }, replacement: 'layer',

@@ -10,31 +10,17 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as core from '../src/index.js';
 import { native } from '../src/native.js';
-import type { LoadedTokenizer } from '../src/tokenizer.js';
-import { repoRoot } from './_helpers.js';
+import { loadCharFixture, repoRoot } from './_helpers.js';
 
 const fake = path.join(repoRoot, 'packages', 'core', 'build', 'testlib', 'streamline_cuda_cpu.so');
 process.env.STREAMLINE_CUDA_LIBRARY = fake;  // read at the first cudaInfo() of the process
 
-const fixtures = path.join(repoRoot, 'test', 'fixtures', 'models');
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'streamline-cuda-train-'));
 const calib = path.join(tmp, 'calib.txt');
 // Enough varied text for 10 blocks of 48 tokens (one character per token).
 writeFileSync(calib, Array.from({ length: 40 }, (_, i) => `verse ${i}: ${'and the evening and the morning were the day '.slice(i % 7)}${i * 37}`).join('\n\n'));
 
-// The fixture models have no tokenizer.json: one character = one token, inside the fixture's vocabulary.
-function charTokenizer(vocab: number): LoadedTokenizer {
-  return {
-    encode: (text: string) => Int32Array.from(text, (c) => c.charCodeAt(0) % vocab),
-    decode: (ids: ArrayLike<number>) => Array.from(ids as number[], (i) => String.fromCharCode(i)).join(''),
-    bosId: undefined, eosId: undefined, padId: undefined, vocabSize: vocab, modelMaxLength: undefined, dir: tmp,
-  } as unknown as LoadedTokenizer;
-}
-
-async function fixture(name: string): Promise<core.LoadedModel> {
-  const m = await core.loadModel(path.join(fixtures, name));
-  return { ...m, tokenizer: charTokenizer(m.description.vocab) };
-}
+const fixture = (name: string): Promise<core.LoadedModel> => loadCharFixture(name, tmp);
 
 // Several optimiser steps with micro-batches (the last one short), accumulation, warmup, clipping that bites, and
 // validation every other step, so every piece of the loop is exercised.
