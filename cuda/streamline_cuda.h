@@ -151,6 +151,32 @@ int streamline_cuda_train_get_state(streamline_cuda_train* t, int32_t role, floa
 int streamline_cuda_train_set_state(streamline_cuda_train* t, int32_t role, const float* host_param,
                                     const float* host_m, const float* host_v, int64_t numel);
 
+/* ---- The lm loss on the GPU (issue 9; optional, resolved with dlsym: backends built before it train --loss lm on
+ * the CPU) ---------------------------------------------------------------------------------------------------------
+ * train_set_lm_tail: the frozen rest of the model after the window, which train_step_lm and train_eval_lm run R's
+ * output through: n_layers decoder layers in model order (host_layers[k * STREAMLINE_CUDA_ROLES + role], the layer
+ * roles above, any float dtype; the trainer's spec; pre-norm; GATE_B must be absent), then the head: the final norm
+ * (norm_w / norm_b NULL or data NULL = none; the spec's norm kind and eps) and lm_head [vocab, hidden] (the tied
+ * embedding where there is no lm_head). Copied to the GPU once (matrices as bf16, vectors as f32; the host arrays may
+ * be released on return); replaces an earlier tail. Fails, changing nothing, when it does not fit in GPU memory.
+ * n_layers 0 is valid (the window ends at the last layer). Only R is trained: the frozen layers and the head get no
+ * gradients; their activations are recomputed in the backward rather than stored (one hidden state per frozen layer
+ * is kept).
+ * train_step_lm: train_step with the next-token loss: host_targets[batch * seq_len] is the token id each row
+ * predicts (-1 = none; >= vocab fails); *loss = mean NLL (nats) over the rows with a target, the CPU's
+ * lm_loss_step; gradients += grad_scale * dloss (0, no gradient, when no row has a target). Fails without a tail.
+ * train_eval_lm: validation: host_losses[b] = sequence b's mean NLL over its own rows with a target (0 when none):
+ * lm_loss_eval of that sequence alone. No state changes. */
+int streamline_cuda_train_set_lm_tail(streamline_cuda_train* t, int64_t n_layers, const streamline_cuda_weight* host_layers,
+                                      const streamline_cuda_weight* norm_w, const streamline_cuda_weight* norm_b,
+                                      const streamline_cuda_weight* lm_head, int64_t vocab);
+int streamline_cuda_train_step_lm(streamline_cuda_train* t, const float* host_x, const int32_t* host_targets,
+                                  const int32_t* host_positions, const uint8_t* host_mask, int64_t batch,
+                                  float grad_scale, double* loss);
+int streamline_cuda_train_eval_lm(streamline_cuda_train* t, const float* host_x, const int32_t* host_targets,
+                                  const int32_t* host_positions, const uint8_t* host_mask, int64_t batch,
+                                  double* host_losses);
+
 #ifdef __cplusplus
 }
 #endif
