@@ -4,6 +4,7 @@
 
 #include "activation.cuh"
 #include "attention.cuh"
+#include "convert.cuh"
 #include "decoder_layer.cuh"
 #include "logsoftmax.cuh"
 #include "rope.cuh"
@@ -17,19 +18,6 @@ const char* kRoleNames[kRoleCount] = {"attn_norm.weight", "attn_norm.bias", "q.w
                                       "o.weight",         "o.bias",         "mlp_norm.weight", "mlp_norm.bias",
                                       "gate.weight",      "gate.bias",      "up.weight",  "up.bias",
                                       "down.weight",      "down.bias"};
-
-__global__ void convert_kernel(void* dst, int dst_dt, const void* src, int src_dt, size_t n) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    float v = wload(src, src_dt, i);
-    if (dst_dt == int(DType::BF16)) static_cast<bf16*>(dst)[i] = __float2bfloat16_rn(v);
-    else static_cast<float*>(dst)[i] = v;
-  }
-}
-
-__global__ void cast_bf16_kernel(bf16* y, const float* x, size_t n) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
-    y[i] = __float2bfloat16_rn(x[i]);
-}
 
 // h[m, d] += t[m, d] + bias[d]
 __global__ void add_bias_residual_kernel(float* h, const float* t, const float* bias, size_t M, unsigned D) {
@@ -193,8 +181,7 @@ void Context::upload_tensor(void* dst, DType dst_dt, const HostTensor& src, size
       SL_CUDA_CHECK(cudaMemcpyAsync(d, pinned_[i], n * es, cudaMemcpyHostToDevice, copy_));
     } else {
       SL_CUDA_CHECK(cudaMemcpyAsync(raw_[i], pinned_[i], n * es, cudaMemcpyHostToDevice, copy_));
-      convert_kernel<<<grid_for(n, 256), 256, 0, copy_>>>(d, int(dst_dt), raw_[i], int(src.dtype), n);
-      SL_LAUNCH_CHECK();
+      convert_device(d, dst_dt, raw_[i], src.dtype, n, copy_);
     }
     SL_CUDA_CHECK(cudaEventRecord(staging_free_[i], copy_));
   }
@@ -270,8 +257,7 @@ void Context::run_layer(int slot) {
     // Attention input: n1(h) (pre-norm) or h itself (post-norm), as bf16.
     if (s.pre_norm) norm_rows(s.norm, nullptr, nrm_, nullptr, h_, nullptr, nullptr, n1w, n1b, DType::F32, M, D, s.norm_eps, st);
     else {
-      cast_bf16_kernel<<<grid_for(M * D, 256), 256, 0, st>>>(nrm_, h_, M * D);
-      SL_LAUNCH_CHECK();
+      cast_bf16(nrm_, h_, M * D, st);
     }
     gemm_.run(qkv_, DType::BF16, nrm_, sl.qkv_w, M, Nqkv_, D, 0.f, st);
     qkv_bias_rope_bf16(qkv_, Nqkv_, sl.has_qkv_b ? sl.qkv_b : nullptr, has_rope_tables_ ? cos_ : nullptr,
@@ -290,8 +276,7 @@ void Context::run_layer(int slot) {
   } else if (s.pre_norm) {
     norm_rows(s.norm, nullptr, nrm_, nullptr, h_, nullptr, nullptr, n2w, n2b, DType::F32, M, D, s.norm_eps, st);
   } else {
-    cast_bf16_kernel<<<grid_for(M * D, 256), 256, 0, st>>>(nrm_, h_, M * D);  // post-norm MLP block reads x itself
-    SL_LAUNCH_CHECK();
+    cast_bf16(nrm_, h_, M * D, st);  // post-norm MLP block reads x itself
   }
 
   // MLP.
@@ -359,8 +344,7 @@ void Context::head_logprobs(const int32_t* targets, float* logprobs) {
     norm_rows(spec_.norm, nullptr, nrm_, nullptr, h_, nullptr, nullptr, head_nw_, head_nb_, DType::F32, M, D,
               spec_.norm_eps, st);
   else {
-    cast_bf16_kernel<<<grid_for(M * D, 256), 256, 0, st>>>(nrm_, h_, M * D);
-    SL_LAUNCH_CHECK();
+    cast_bf16(nrm_, h_, M * D, st);
   }
   const bf16* x = nrm_;
   void* proj_buf = nullptr;

@@ -8,6 +8,7 @@
 #include "activation.cuh"
 #include "attention.cuh"
 #include "backward.cuh"
+#include "convert.cuh"
 #include "norm.cuh"
 #include "replacement.cuh"
 #include "rope.cuh"
@@ -21,10 +22,6 @@ void check(bool ok, const std::string& msg) {
   if (!ok) throw CudaError("train step: " + msg);
 }
 
-__global__ void cast_bf16_kernel(bf16* y, const float* x, size_t n) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
-    y[i] = __float2bfloat16_rn(x[i]);
-}
 __global__ void bf16_to_f32_kernel(float* y, const bf16* x, size_t n) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
     y[i] = __bfloat162float(x[i]);
@@ -126,11 +123,6 @@ __global__ void colsum_add_kernel(float* db, const float* x, size_t M, size_t N)
 
 int rows_grid(size_t M) { return int(M < 65535 ? M : 65535); }
 
-void cast_bf16(bf16* y, const float* x, size_t n, cudaStream_t s) {
-  if (!n) return;
-  cast_bf16_kernel<<<grid_for(n, 256), 256, 0, s>>>(y, x, n);
-  SL_LAUNCH_CHECK();
-}
 void colsum_add(float* db, const float* x, size_t M, size_t N, cudaStream_t s) {
   if (!db || !M || !N) return;
   colsum_add_kernel<<<unsigned((N + kCols - 1) / kCols), kColThreads, 0, s>>>(db, x, M, N);
@@ -178,6 +170,7 @@ void* TrainStep::alloc(size_t bytes) {
 void TrainStep::release() {
   if (stream_) cudaStreamSynchronize(stream_);
   if (copy_) cudaStreamSynchronize(copy_);
+  tail_.reset();
   for (auto& a : allocs_) device_free(a.first, a.second);
   allocs_.clear();
   for (int i = 0; i < 2; i++) {
@@ -209,6 +202,7 @@ TrainStep::TrainStep(ReplacementKind kind, const ReplacementSpec& spec,
     check(!s.use_rope || (s.Dh % 2 == 0 && inv_freq), "RoPE needs an even head_dim and inv_freq");
   }
   rope_ = layer && s.use_rope;
+  if (s.use_rope && inv_freq && s.Dh % 2 == 0) inv_freq_host_.assign(inv_freq, inv_freq + s.Dh / 2);
   Q_ = s.H * s.Dh;
   KV_ = s.Hk * s.Dh;
   Nqkv_ = Q_ + 2 * KV_;
@@ -294,39 +288,45 @@ TrainStep::TrainStep(ReplacementKind kind, const ReplacementSpec& spec,
     loss_ = static_cast<double*>(alloc(sizeof(double)));
     sumsq_ = static_cast<double*>(alloc(sizeof(double)));
     eval_loss_ = static_cast<double*>(alloc(s.B * sizeof(double)));
-    if (layer) {
-      a_bf_ = static_cast<bf16*>(alloc(M * D * 2));
-      qkv_f_ = static_cast<float*>(alloc(M * Nqkv_ * 4));  // also dq | dk | dv in the backward
-      qkv_bf_ = static_cast<bf16*>(alloc(M * Nqkv_ * 2));
-      // The tensor-core attention backward reads the bf16 rows the forward read; only the f32 kernel needs f32 copies
-      // of q/k/v and O (0.67 GB at the 8B shape).
-      attn_tc_ = use_tc_attention_backward() && s.Dh % 16 == 0 && s.Dh <= 128;
-      if (!attn_tc_) {
-        q_ = static_cast<float*>(alloc(M * Q_ * 4));
-        k_ = static_cast<float*>(alloc(M * KV_ * 4));
-        v_act_ = static_cast<float*>(alloc(M * KV_ * 4));
-        attn_ = static_cast<float*>(alloc(M * Q_ * 4));
-      }
-      attn_bf_ = static_cast<bf16*>(alloc(M * Q_ * 2));
-      lse_ = static_cast<float*>(alloc(s.B * s.H * s.T * 4));
-      h1_ = static_cast<float*>(alloc(M * D * 4));
-      dh_ = static_cast<float*>(alloc(M * D * 4));
-      dattn_ = static_cast<float*>(alloc(M * Q_ * 4));
-      dqkv_bf_ = static_cast<bf16*>(alloc(M * Nqkv_ * 2));
-      if (rope_) {
-        const size_t half = s.Dh / 2;
-        inv_freq_ = static_cast<float*>(alloc(half * 4));
-        cos_ = static_cast<float*>(alloc(M * half * 4));
-        sin_ = static_cast<float*>(alloc(M * half * 4));
-        SL_CUDA_CHECK(cudaMemcpyAsync(inv_freq_, inv_freq, half * 4, cudaMemcpyHostToDevice, stream_));
-      }
-    }
+    if (layer) alloc_layer_buffers();
     refresh_bf16();
     SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
   } catch (...) {
     release();
     throw;
   }
+}
+
+void TrainStep::alloc_layer_buffers() {
+  if (layer_buffers_) return;
+  const ReplacementSpec& s = s_;
+  const size_t M = s.B * s.T, D = s.D;
+  a_bf_ = static_cast<bf16*>(alloc(M * D * 2));
+  qkv_f_ = static_cast<float*>(alloc(M * Nqkv_ * 4));  // also dq | dk | dv in the backward
+  qkv_bf_ = static_cast<bf16*>(alloc(M * Nqkv_ * 2));
+  // The tensor-core attention backward reads the bf16 rows the forward read; only the f32 kernel needs f32 copies
+  // of q/k/v and O (0.67 GB at the 8B shape).
+  attn_tc_ = use_tc_attention_backward() && s.Dh % 16 == 0 && s.Dh <= 128;
+  if (!attn_tc_) {
+    q_ = static_cast<float*>(alloc(M * Q_ * 4));
+    k_ = static_cast<float*>(alloc(M * KV_ * 4));
+    v_act_ = static_cast<float*>(alloc(M * KV_ * 4));
+    attn_ = static_cast<float*>(alloc(M * Q_ * 4));
+  }
+  attn_bf_ = static_cast<bf16*>(alloc(M * Q_ * 2));
+  lse_ = static_cast<float*>(alloc(s.B * s.H * s.T * 4));
+  h1_ = static_cast<float*>(alloc(M * D * 4));
+  dh_ = static_cast<float*>(alloc(M * D * 4));
+  dattn_ = static_cast<float*>(alloc(M * Q_ * 4));
+  dqkv_bf_ = static_cast<bf16*>(alloc(M * Nqkv_ * 2));
+  if (s.use_rope) {
+    const size_t half = s.Dh / 2;
+    inv_freq_ = static_cast<float*>(alloc(half * 4));
+    cos_ = static_cast<float*>(alloc(M * half * 4));
+    sin_ = static_cast<float*>(alloc(M * half * 4));
+    SL_CUDA_CHECK(cudaMemcpyAsync(inv_freq_, inv_freq_host_.data(), half * 4, cudaMemcpyHostToDevice, stream_));
+  }
+  layer_buffers_ = true;
 }
 
 void TrainStep::refresh_bf16() {
@@ -338,20 +338,29 @@ void TrainStep::refresh_bf16() {
   cast_bf16(wdown_, params_ + off_[kRoleDownW], D * F, stream_);
 }
 
-void TrainStep::forward(const float* x, const int32_t* positions, const uint8_t* mask, size_t B) {
+TrainStep::LayerDev TrainStep::own_weights() const {
+  LayerDev w;
+  for (int r = 0; r < kTrainRoles; r++) w.vec[r] = p(r);
+  w.wqkv = wqkv_, w.wo = wo_, w.wgate = wgate_, w.wup = wup_, w.wdown = wdown_;
+  return w;
+}
+
+void TrainStep::forward(const LayerDev& w, ReplacementKind kind, const float* x, const int32_t* positions,
+                        const uint8_t* mask, size_t B, float* out) {
   const ReplacementSpec& s = s_;
   cudaStream_t st = stream_;
   const size_t M = B * s.T, D = s.D, F = s.F;
   const NormKind nk = s.layer_norm ? NormKind::Layer : NormKind::RMS;
   const float* mlp_in = x;
-  if (kind_ == ReplacementKind::Layer) {
-    norm_rows(nk, nullptr, a_bf_, nullptr, x, nullptr, nullptr, p(kRoleAttnNormW), p(kRoleAttnNormB), DType::F32, M, D,
-              s.norm_eps, st);
-    gemm_.run(qkv_f_, DType::F32, a_bf_, wqkv_, M, Nqkv_, D, 0.f, st);
-    if (rope_) rope_tables(cos_, sin_, positions, inv_freq_, M, s.Dh / 2, s.rope_attention_scaling, st);
-    qkv_prepare_kernel<<<rows_grid(M), 256, 0, st>>>(qkv_bf_, q_, k_, v_act_, qkv_f_, p(kRoleQB), p(kRoleKB),
-                                                     p(kRoleVB), rope_ ? cos_ : nullptr, rope_ ? sin_ : nullptr, M,
-                                                     unsigned(s.H), unsigned(s.Hk), unsigned(s.Dh));
+  if (kind == ReplacementKind::Layer) {
+    norm_rows(nk, nullptr, a_bf_, nullptr, x, nullptr, nullptr, w.vec[kRoleAttnNormW], w.vec[kRoleAttnNormB],
+              DType::F32, M, D, s.norm_eps, st);
+    gemm_.run(qkv_f_, DType::F32, a_bf_, w.wqkv, M, Nqkv_, D, 0.f, st);
+    if (s.use_rope) rope_tables(cos_, sin_, positions, inv_freq_, M, s.Dh / 2, s.rope_attention_scaling, st);
+    qkv_prepare_kernel<<<rows_grid(M), 256, 0, st>>>(qkv_bf_, q_, k_, v_act_, qkv_f_, w.vec[kRoleQB], w.vec[kRoleKB],
+                                                     w.vec[kRoleVB], s.use_rope ? cos_ : nullptr,
+                                                     s.use_rope ? sin_ : nullptr, M, unsigned(s.H), unsigned(s.Hk),
+                                                     unsigned(s.Dh));
     SL_LAUNCH_CHECK();
     attention_forward_bf16(attn_bf_, Q_, lse_, qkv_bf_, Nqkv_, qkv_bf_ + Q_, qkv_bf_ + Q_ + KV_, Nqkv_, mask, B, s.T,
                            s.H, s.Hk, s.Dh, s.attn_scale, st);
@@ -359,44 +368,46 @@ void TrainStep::forward(const float* x, const int32_t* positions, const uint8_t*
       bf16_to_f32_kernel<<<grid_for(M * Q_, 256), 256, 0, st>>>(attn_, attn_bf_, M * Q_);
       SL_LAUNCH_CHECK();
     }
-    gemm_.run(t_, DType::F32, attn_bf_, wo_, M, D, Q_, 0.f, st);
+    gemm_.run(t_, DType::F32, attn_bf_, w.wo, M, D, Q_, 0.f, st);
     // h1 = x + (o + o.bias); n2 = norm(h1) as the MLP's bf16 GEMM input
-    norm_rows(nk, nullptr, n2_bf_, h1_, x, t_, p(kRoleOB), p(kRoleMlpNormW), p(kRoleMlpNormB), DType::F32, M, D,
-              s.norm_eps, st);
+    norm_rows(nk, nullptr, n2_bf_, h1_, x, t_, w.vec[kRoleOB], w.vec[kRoleMlpNormW], w.vec[kRoleMlpNormB], DType::F32,
+              M, D, s.norm_eps, st);
     mlp_in = h1_;
   } else {
-    norm_rows(nk, nullptr, n2_bf_, nullptr, x, nullptr, nullptr, p(kRoleMlpNormW), p(kRoleMlpNormB), DType::F32, M, D,
-              s.norm_eps, st);
+    norm_rows(nk, nullptr, n2_bf_, nullptr, x, nullptr, nullptr, w.vec[kRoleMlpNormW], w.vec[kRoleMlpNormB],
+              DType::F32, M, D, s.norm_eps, st);
   }
   // MLP: up (+ bias) and gate in f32 (saved for the backward), the hidden activation through the f32 contract
   // kernels (the CPU's formulas) and rounded once to bf16 for the down GEMM.
-  gemm_.run(up_, DType::F32, n2_bf_, wup_, M, F, D, 0.f, st);
-  if (p(kRoleUpB)) {
-    add_bias_kernel<<<rows_grid(M), 256, 0, st>>>(up_, p(kRoleUpB), M, unsigned(F));
+  gemm_.run(up_, DType::F32, n2_bf_, w.wup, M, F, D, 0.f, st);
+  if (w.vec[kRoleUpB]) {
+    add_bias_kernel<<<rows_grid(M), 256, 0, st>>>(up_, w.vec[kRoleUpB], M, unsigned(F));
     SL_LAUNCH_CHECK();
   }
   if (s.gated) {
-    gemm_.run(gate_, DType::F32, n2_bf_, wgate_, M, F, D, 0.f, st);
+    gemm_.run(gate_, DType::F32, n2_bf_, w.wgate, M, F, D, 0.f, st);
     gated_forward(dmid_, gate_, up_, M * F, s.act, st);
   } else {
     activation_forward(dmid_, up_, M * F, s.act, st);
   }
   cast_bf16(mid_bf_, dmid_, M * F, st);
-  gemm_.run(t_, DType::F32, mid_bf_, wdown_, M, D, F, 0.f, st);
-  residual_kernel<<<rows_grid(M), 256, 0, st>>>(y_, mlp_in, t_, p(kRoleDownB), M, unsigned(D));
+  gemm_.run(t_, DType::F32, mid_bf_, w.wdown, M, D, F, 0.f, st);
+  residual_kernel<<<rows_grid(M), 256, 0, st>>>(out, mlp_in, t_, w.vec[kRoleDownB], M, unsigned(D));
   SL_LAUNCH_CHECK();
 }
 
-// Parameter gradients of the MLP block for upstream dy; dx_accum (optional) += the gradient reaching x_in through the
-// norm (the layer's residual path).
-void TrainStep::mlp_backward(const float* dy, const float* x_in, float* dx_accum, size_t M) {
+// The MLP block's backward for upstream dy: parameter gradients when trainable; dx_accum (optional) += the gradient
+// reaching x_in through the norm (the layer's residual path).
+void TrainStep::mlp_backward(const LayerDev& w, bool trainable, const float* dy, const float* x_in, float* dx_accum,
+                             size_t M) {
   const ReplacementSpec& s = s_;
   cudaStream_t st = stream_;
   const size_t D = s.D, F = s.F;
+  auto gr = [&](int r) { return trainable ? g(r) : nullptr; };
   cast_bf16(dy_bf_, dy, M * D, st);
-  colsum_add(g(kRoleDownB), dy, M, D, st);
-  gemm_.run_dw(g(kRoleDownW), dy_bf_, mid_bf_, M, D, F, st);
-  gemm_.run_dx(dmid_, dy_bf_, wdown_, M, D, F, 0.f, st);
+  colsum_add(gr(kRoleDownB), dy, M, D, st);
+  if (trainable) gemm_.run_dw(g(kRoleDownW), dy_bf_, mid_bf_, M, D, F, st);
+  gemm_.run_dx(dmid_, dy_bf_, w.wdown, M, D, F, 0.f, st);
   SL_CUDA_CHECK(cudaMemsetAsync(dup_, 0, M * F * 4, st));
   if (s.gated) {
     SL_CUDA_CHECK(cudaMemsetAsync(dgate_, 0, M * F * 4, st));
@@ -406,35 +417,38 @@ void TrainStep::mlp_backward(const float* dy, const float* x_in, float* dx_accum
     activation_backward(dup_, dmid_, up_, M * F, s.act, st);
   }
   cast_bf16(dup_bf_, dup_, M * F, st);
-  colsum_add(g(kRoleUpB), dup_, M, F, st);
-  gemm_.run_dw(g(kRoleUpW), dup_bf_, n2_bf_, M, F, D, st);
-  gemm_.run_dx(dn_, dup_bf_, wup_, M, F, D, 0.f, st);
+  colsum_add(gr(kRoleUpB), dup_, M, F, st);
+  if (trainable) gemm_.run_dw(g(kRoleUpW), dup_bf_, n2_bf_, M, F, D, st);
+  gemm_.run_dx(dn_, dup_bf_, w.wup, M, F, D, 0.f, st);
   if (s.gated) {
-    gemm_.run_dw(g(kRoleGateW), dgate_bf_, n2_bf_, M, F, D, st);
-    gemm_.run_dx(dn_, dgate_bf_, wgate_, M, F, D, 1.f, st);
+    if (trainable) gemm_.run_dw(g(kRoleGateW), dgate_bf_, n2_bf_, M, F, D, st);
+    gemm_.run_dx(dn_, dgate_bf_, w.wgate, M, F, D, 1.f, st);
   }
   if (s.layer_norm)
-    layernorm_backward(dx_accum, g(kRoleMlpNormW), g(kRoleMlpNormB), dn_, x_in, p(kRoleMlpNormW), M, D, s.norm_eps, st);
+    layernorm_backward(dx_accum, gr(kRoleMlpNormW), gr(kRoleMlpNormB), dn_, x_in, w.vec[kRoleMlpNormW], M, D,
+                       s.norm_eps, st);
   else
-    rmsnorm_backward(dx_accum, g(kRoleMlpNormW), dn_, x_in, p(kRoleMlpNormW), M, D, s.norm_eps, st);
+    rmsnorm_backward(dx_accum, gr(kRoleMlpNormW), dn_, x_in, w.vec[kRoleMlpNormW], M, D, s.norm_eps, st);
 }
 
-void TrainStep::backward(const float* x, const uint8_t* mask, size_t B) {
+void TrainStep::backward(const LayerDev& w, ReplacementKind kind, bool trainable, const float* x, const uint8_t* mask,
+                         size_t B) {
   const ReplacementSpec& s = s_;
   cudaStream_t st = stream_;
   const size_t M = B * s.T, D = s.D;
-  if (kind_ == ReplacementKind::MLP) {
-    mlp_backward(dy_, x, nullptr, M);
+  auto gr = [&](int r) { return trainable ? g(r) : nullptr; };
+  if (kind == ReplacementKind::MLP) {
+    mlp_backward(w, trainable, dy_, x, nullptr, M);
     return;
   }
   // dL/dh1 = dy (residual) + the MLP path through its norm
   SL_CUDA_CHECK(cudaMemcpyAsync(dh_, dy_, M * D * 4, cudaMemcpyDeviceToDevice, st));
-  mlp_backward(dy_, h1_, dh_, M);
+  mlp_backward(w, trainable, dy_, h1_, dh_, M);
 
   cast_bf16(dy_bf_, dh_, M * D, st);  // dy_bf_ is free again: the o-projection's upstream gradient
-  colsum_add(g(kRoleOB), dh_, M, D, st);
-  gemm_.run_dw(g(kRoleOW), dy_bf_, attn_bf_, M, D, Q_, st);
-  gemm_.run_dx(dattn_, dy_bf_, wo_, M, D, Q_, 0.f, st);
+  colsum_add(gr(kRoleOB), dh_, M, D, st);
+  if (trainable) gemm_.run_dw(g(kRoleOW), dy_bf_, attn_bf_, M, D, Q_, st);
+  gemm_.run_dx(dattn_, dy_bf_, w.wo, M, D, Q_, 0.f, st);
   float* dq = qkv_f_;  // the forward's f32 GEMM output is dead by now
   float* dk = dq + M * Q_;
   float* dv = dk + M * KV_;
@@ -447,23 +461,27 @@ void TrainStep::backward(const float* x, const uint8_t* mask, size_t B) {
                           s.Dh, s.attn_scale, st);
   else
     attention_backward(dq, dk, dv, dattn_, q_, k_, v_act_, attn_, lse_, mask, B, s.T, s.H, s.Hk, s.Dh, s.attn_scale, st);
-  if (rope_) {
+  if (s.use_rope) {
     rope_backward(dq, cos_, sin_, M, s.H, s.Dh, st);
     rope_backward(dk, cos_, sin_, M, s.Hk, s.Dh, st);
   }
-  colsum_add(g(kRoleQB), dq, M, Q_, st);
-  colsum_add(g(kRoleKB), dk, M, KV_, st);
-  colsum_add(g(kRoleVB), dv, M, KV_, st);
+  colsum_add(gr(kRoleQB), dq, M, Q_, st);
+  colsum_add(gr(kRoleKB), dk, M, KV_, st);
+  colsum_add(gr(kRoleVB), dv, M, KV_, st);
   pack_bf16_kernel<<<rows_grid(M), 256, 0, st>>>(dqkv_bf_, dq, unsigned(Q_), dk, unsigned(KV_), dv, unsigned(KV_), M);
   SL_LAUNCH_CHECK();
   // q/k/v weight gradients are contiguous in grads_: one dW GEMM.
-  gemm_.run_dw(grads_ + off_[kRoleQW], dqkv_bf_, a_bf_, M, Nqkv_, D, st);
-  if (p(kRoleAttnNormW) || p(kRoleAttnNormB)) {
-    gemm_.run_dx(dn_, dqkv_bf_, wqkv_, M, Nqkv_, D, 0.f, st);
+  if (trainable) gemm_.run_dw(grads_ + off_[kRoleQW], dqkv_bf_, a_bf_, M, Nqkv_, D, st);
+  // A frozen layer passes dL/dx on (dh_ += the attention path through its norm); a trained one needs the norm's
+  // backward only for its own parameters.
+  float* dx = trainable ? nullptr : dh_;
+  if (dx || gr(kRoleAttnNormW) || gr(kRoleAttnNormB)) {
+    gemm_.run_dx(dn_, dqkv_bf_, w.wqkv, M, Nqkv_, D, 0.f, st);
     if (s.layer_norm)
-      layernorm_backward(nullptr, g(kRoleAttnNormW), g(kRoleAttnNormB), dn_, x, p(kRoleAttnNormW), M, D, s.norm_eps, st);
+      layernorm_backward(dx, gr(kRoleAttnNormW), gr(kRoleAttnNormB), dn_, x, w.vec[kRoleAttnNormW], M, D, s.norm_eps,
+                         st);
     else
-      rmsnorm_backward(nullptr, g(kRoleAttnNormW), dn_, x, p(kRoleAttnNormW), M, D, s.norm_eps, st);
+      rmsnorm_backward(dx, gr(kRoleAttnNormW), dn_, x, w.vec[kRoleAttnNormW], M, D, s.norm_eps, st);
   }
 }
 
@@ -472,13 +490,13 @@ void TrainStep::enqueue_step(const float* x, const float* target, const int32_t*
   check(batch > 0 && batch <= s_.B, "batch must be in [1, spec.B]");
   check(!rope_ || positions, "positions are required for a layer with RoPE");
   const size_t M = batch * s_.T;
-  forward(x, positions, key_mask, batch);
+  forward(own_weights(), kind_, x, positions, key_mask, batch, y_);
   mse_forward_backward(dy_, loss_, y_, target, M, s_.D, key_mask, stream_);
   if (grad_scale != 1.f) {
     scale_kernel<<<grid_for(M * s_.D, 256), 256, 0, stream_>>>(dy_, grad_scale, M * s_.D);
     SL_LAUNCH_CHECK();
   }
-  backward(x, key_mask, batch);
+  backward(own_weights(), kind_, true, x, key_mask, batch);
 }
 
 bool TrainStep::upload_batch(InputSlot& sl, const float* x, const float* target, const int32_t* positions,
@@ -654,7 +672,7 @@ void TrainStep::eval(const float* x, const float* target, const int32_t* positio
   }
   const size_t T = s_.T, D = s_.D;
   const uint8_t* mask = key_mask ? sl->mask : nullptr;
-  forward(sl->x, positions ? sl->pos : nullptr, mask, batch);
+  forward(own_weights(), kind_, sl->x, positions ? sl->pos : nullptr, mask, batch, y_);
   // One reduction per sequence over its own rows: the value replacement_loss gives that sequence run alone (up to the
   // GPU's rounding), which is what the CPU validation averages. No dy: da = nullptr.
   for (size_t b = 0; b < batch; b++)
