@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "cublaslt_loader.h"
 #include "decoder_layer.cuh"
@@ -29,6 +30,9 @@ template <typename F> int guarded(F&& f) {
     g_error = "unknown error";
   }
   return -1;
+}
+HostTensor host_tensor(const streamline_cuda_weight* w) {
+  return w && w->data ? HostTensor{w->data, DType(w->dtype), size_t(w->numel)} : HostTensor{};
 }
 }  // namespace
 
@@ -90,7 +94,7 @@ SL_EXPORT int streamline_cuda_download_hidden(streamline_cuda_ctx* c, float* hos
 SL_EXPORT int streamline_cuda_upload_layer(streamline_cuda_ctx* c, int slot, const streamline_cuda_weight* roles) {
   return guarded([&] {
     HostTensor t[cuda::kRoleCount];
-    for (int i = 0; i < cuda::kRoleCount; i++) t[i] = HostTensor{roles[i].data, DType(roles[i].dtype), size_t(roles[i].numel)};
+    for (int i = 0; i < cuda::kRoleCount; i++) t[i] = host_tensor(&roles[i]);
     c->upload_layer(slot, t);
   });
 }
@@ -99,10 +103,8 @@ SL_EXPORT int streamline_cuda_upload_head(streamline_cuda_ctx* c, const streamli
                                           const streamline_cuda_weight* norm_b, const streamline_cuda_weight* project_out,
                                           int64_t proj_dim, const streamline_cuda_weight* lm_head, int64_t vocab) {
   return guarded([&] {
-    auto t = [](const streamline_cuda_weight* w) {
-      return w && w->data ? HostTensor{w->data, DType(w->dtype), size_t(w->numel)} : HostTensor{};
-    };
-    c->upload_head(t(norm_w), t(norm_b), t(project_out), size_t(proj_dim), t(lm_head), size_t(vocab));
+    c->upload_head(host_tensor(norm_w), host_tensor(norm_b), host_tensor(project_out), size_t(proj_dim),
+                   host_tensor(lm_head), size_t(vocab));
   });
 }
 
@@ -188,16 +190,18 @@ SL_EXPORT int streamline_cuda_train_create(int32_t kind, const streamline_cuda_t
     s.B = size_t(in->batch);
     s.T = size_t(in->seq_len);
     s.D = size_t(in->hidden);
-    s.H = kind == 1 ? size_t(in->heads) : 0;
-    s.Hk = kind == 1 ? size_t(in->kv_heads) : 0;
-    s.Dh = kind == 1 ? size_t(in->head_dim) : 0;
+    // An mlp replacement keeps the model's attention shape too: its lm tail (train_set_lm_tail) has whole layers.
+    const bool heads = in->heads > 0 && in->kv_heads > 0 && in->head_dim > 0;
+    s.H = heads ? size_t(in->heads) : 0;
+    s.Hk = heads ? size_t(in->kv_heads) : 0;
+    s.Dh = heads ? size_t(in->head_dim) : 0;
     s.F = size_t(in->intermediate);
     s.layer_norm = in->norm == 1;
     s.norm_eps = in->norm_eps;
     s.act = Activation(in->activation);
     s.gated = in->gated != 0;
     s.use_rope = in->use_rope != 0;
-    s.attn_scale = in->attn_scale != 0.f || kind != 1 ? in->attn_scale : 1.f / std::sqrt(float(s.Dh));
+    s.attn_scale = in->attn_scale != 0.f || s.Dh == 0 ? in->attn_scale : 1.f / std::sqrt(float(s.Dh));
     s.rope_attention_scaling = in->rope_attention_scaling;
     if (in->use_cublaslt && !lt::api()) throw CudaError(lt::reason());
     std::array<const float*, kTrainRoles> p{};
@@ -240,6 +244,46 @@ SL_EXPORT int streamline_cuda_train_eval(streamline_cuda_train* t, const float* 
     if (batch <= 0) throw CudaError("train_eval: batch must be positive");
     if (!host_losses) throw CudaError("train_eval: losses is required");
     t->eval(host_x, host_target, host_positions, host_mask, size_t(batch), host_losses);
+  });
+}
+
+// The lm objective (issue 9): the tail's layers as host_layers[k * STREAMLINE_CUDA_ROLES + role].
+SL_EXPORT int streamline_cuda_train_set_lm_tail(streamline_cuda_train* t, int64_t n_layers,
+                                                const streamline_cuda_weight* host_layers,
+                                                const streamline_cuda_weight* norm_w,
+                                                const streamline_cuda_weight* norm_b,
+                                                const streamline_cuda_weight* lm_head, int64_t vocab) {
+  return guarded([&] {
+    if (n_layers < 0) throw CudaError("train_set_lm_tail: n_layers must be >= 0");
+    if (n_layers > 0 && !host_layers) throw CudaError("train_set_lm_tail: host_layers is required");
+    if (!lm_head || !lm_head->data) throw CudaError("train_set_lm_tail: lm_head is required");
+    if (vocab <= 0) throw CudaError("train_set_lm_tail: vocab must be positive");
+    std::vector<std::array<HostTensor, cuda::kRoleCount>> roles(static_cast<size_t>(n_layers));
+    std::vector<const HostTensor*> layers;
+    for (int64_t k = 0; k < n_layers; k++) {
+      for (int i = 0; i < cuda::kRoleCount; i++) roles[size_t(k)][i] = host_tensor(&host_layers[k * cuda::kRoleCount + i]);
+      layers.push_back(roles[size_t(k)].data());
+    }
+    t->set_lm_tail(layers, host_tensor(norm_w), host_tensor(norm_b), host_tensor(lm_head), size_t(vocab));
+  });
+}
+
+SL_EXPORT int streamline_cuda_train_step_lm(streamline_cuda_train* t, const float* host_x, const int32_t* host_targets,
+                                            const int32_t* host_positions, const uint8_t* host_mask, int64_t batch,
+                                            float grad_scale, double* loss) {
+  return guarded([&] {
+    if (batch <= 0) throw CudaError("train_step_lm: batch must be positive");
+    if (!loss) throw CudaError("train_step_lm: loss is required");
+    *loss = t->step_lm(host_x, host_targets, host_positions, host_mask, size_t(batch), grad_scale);
+  });
+}
+
+SL_EXPORT int streamline_cuda_train_eval_lm(streamline_cuda_train* t, const float* host_x, const int32_t* host_targets,
+                                            const int32_t* host_positions, const uint8_t* host_mask, int64_t batch,
+                                            double* host_losses) {
+  return guarded([&] {
+    if (batch <= 0) throw CudaError("train_eval_lm: batch must be positive");
+    t->eval_lm(host_x, host_targets, host_positions, host_mask, size_t(batch), host_losses);
   });
 }
 

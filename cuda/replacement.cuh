@@ -1,7 +1,7 @@
 // One optimiser step of an `mlp` or `layer` replacement on the GPU (issue 9): the semantics of the CPU step
 // (streamline::replacement_step, native/include/streamline/replacement.h) followed by clip_grad_norm and adamw_step
 // (train.h), and the validation loss (the same forward and loss, no backward). Not here: the `lm` loss (frozen rest of
-// the model), schedules (TypeScript).
+// the model) is in replacement_lm.cu; schedules are TypeScript's.
 //
 // Precision: f32 master weights, gradients and Adam moments; bf16 copies of the four weight groups feed every GEMM
 // (bf16 operands, f32 accumulation through cuBLASLt: forward, dX and dW). Everything else is f32: the residual
@@ -16,12 +16,14 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <utility>
 #include <vector>
 
 #include "common.cuh"
 #include "gemm.cuh"
+#include "lm_head.cuh"
 #include "streamline/replacement.h"
 #include "streamline/train.h"
 
@@ -88,6 +90,26 @@ class TrainStep {
   void eval(const float* x, const float* target, const int32_t* positions, const uint8_t* key_mask, size_t batch,
             double* losses);
 
+  // The `lm` objective (replacement_lm.cu; streamline::lm_loss_step / lm_loss_eval on the GPU). set_lm_tail: the
+  // frozen layers after the window (layers[k][kRoleCount] in the decoder layer's role order, any float dtype; this
+  // step's spec, pre-norm, no gate bias) and the head (norm_w / norm_b: the final norm, data == nullptr for none;
+  // lm_head [vocab, D]), copied to the GPU (bf16 matrices, f32 vectors) together with one hidden-state buffer per
+  // frozen layer. Replaces an earlier tail only once the new one is complete (a failure leaves the old one).
+  void set_lm_tail(const std::vector<const HostTensor*>& layers, const HostTensor& norm_w, const HostTensor& norm_b,
+                   const HostTensor& lm_head, size_t vocab);
+  bool has_lm_tail() const { return tail_ != nullptr; }
+  // step() with the next-token loss: targets[batch*T] host (-1 = none, else < vocab). Forward R -> frozen layers (each
+  // one's input kept) -> head loss; backward through the frozen layers in reverse, each recomputing its forward from
+  // its input first (the last one's activations are still there), then R's forward again and its backward with
+  // gradients. Returns the mean NLL over rows with a target (0, no gradient, when none has one). Synchronises.
+  double step_lm(const float* x, const int32_t* targets, const int32_t* positions, const uint8_t* key_mask,
+                 size_t batch, float grad_scale);
+  // Validation: losses[b] = sequence b's mean NLL over its rows with a target (0 when none); nothing else changes.
+  void eval_lm(const float* x, const int32_t* targets, const int32_t* positions, const uint8_t* key_mask, size_t batch,
+               double* losses);
+  // Tests: rows per logits chunk of the tail's head (see LmHead::set_chunk_rows).
+  void set_lm_chunk_rows(size_t rows);
+
   // clip_grad_norm_(max_norm) (max_norm <= 0: no clipping) and one AdamW step on every parameter, then gradients are
   // zeroed. Returns the norm before clipping. When it is not finite nothing is updated and the gradients are kept
   // (the CPU trainer stops there with E_NUMERIC). Synchronises.
@@ -139,9 +161,28 @@ class TrainStep {
   // Copies one micro-batch into a slot (on stream_, pageable); false (nothing copied) when the mask has no real token.
   bool upload_batch(InputSlot& sl, const float* x, const float* target, const int32_t* positions,
                     const uint8_t* key_mask, size_t batch);
-  void forward(const float* x, const int32_t* positions, const uint8_t* mask, size_t B);
-  void backward(const float* x, const uint8_t* mask, size_t B);
-  void mlp_backward(const float* dy, const float* x_in, float* dx_accum, size_t M);
+  // One layer's weights as forward() and backward() read them: f32 vectors (norms, biases) by role and the bf16 GEMM
+  // matrices. The trained replacement's (own_weights(): views of the master array and its bf16 copies) or a frozen
+  // tail layer's.
+  struct LayerDev {
+    std::array<const float*, kTrainRoles> vec{};
+    const bf16 *wqkv = nullptr, *wo = nullptr, *wgate = nullptr, *wup = nullptr, *wdown = nullptr;
+  };
+  LayerDev own_weights() const;
+  // The activation buffers of a layer (attention, residual, RoPE tables): at construction for a layer replacement,
+  // at set_lm_tail for an mlp one whose tail has layers.
+  void alloc_layer_buffers();
+  // out = block(x) (kind: mlp block or decoder layer), saving what backward() reads.
+  void forward(const LayerDev& w, ReplacementKind kind, const float* x, const int32_t* positions, const uint8_t* mask,
+               size_t B, float* out);
+  // Upstream gradient in dy_. trainable: gradients += into grads_; otherwise (a frozen layer) no parameter gradient
+  // and dL/dx lands in dh_.
+  void backward(const LayerDev& w, ReplacementKind kind, bool trainable, const float* x, const uint8_t* mask, size_t B);
+  void mlp_backward(const LayerDev& w, bool trainable, const float* dy, const float* x_in, float* dx_accum, size_t M);
+  // step_lm/eval_lm's shared part: argument checks, upload of x/targets/positions/mask into a taken slot, the forward
+  // through R and the tail. Returns the number of rows with a target (0: nothing was run).
+  size_t lm_forward(InputSlot& sl, const float* x, const int32_t* targets, const int32_t* positions,
+                    const uint8_t* key_mask, size_t batch);
   const float* p(int role) const { return numel_[role] ? params_ + off_[role] : nullptr; }
   float* g(int role) const { return numel_[role] ? grads_ + off_[role] : nullptr; }
 
@@ -174,6 +215,21 @@ class TrainStep {
   size_t Q_ = 0, KV_ = 0, Nqkv_ = 0;
   bool rope_ = false;
   bool attn_tc_ = false;  // tensor-core attention backward (no f32 copies of q/k/v and O are kept)
+  std::vector<float> inv_freq_host_;  // kept for an mlp replacement's tail (its buffers come with the tail)
+  bool layer_buffers_ = false;
+  // The lm objective's frozen rest of the model (set_lm_tail).
+  struct Tail {
+    std::vector<LayerDev> layers;
+    std::vector<std::pair<void*, size_t>> allocs;  // weights and buffers, freed with the tail
+    size_t bytes = 0;
+    std::vector<float*> h;  // h[k]: frozen layer k's output (layer k+1's input; the last one the head's)
+    std::unique_ptr<LmHead> head;
+    int32_t* targets = nullptr;  // [B*T]
+    double *nll = nullptr, *seq = nullptr;  // nll [B*T], per-sequence sums [B]
+    size_t vocab = 0;
+    ~Tail();
+  };
+  std::unique_ptr<Tail> tail_;
   // prefetch (see stage())
   mutable std::mutex mu_;
   InputSlot in_[2];

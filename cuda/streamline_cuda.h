@@ -83,8 +83,10 @@ int streamline_cuda_memory(uint64_t* current, uint64_t* peak, int reset_peak);
  * weights are wanted on the host (best checkpoint, export). */
 
 /* kind: 0 mlp, 1 layer. batch: the largest micro-batch a step may take. norm: 0 RMSNorm, 1 LayerNorm. activation as in
- * the layer spec. use_rope (layer only): rotate all head_dim dims with host_inv_freq[head_dim / 2]. attn_scale: 0 =
- * 1/sqrt(head_dim). use_cublaslt: 1 = GEMMs through cuBLASLt (fails when it cannot be loaded), 0 = fallback kernel. */
+ * the layer spec. use_rope: rotate all head_dim dims with host_inv_freq[head_dim / 2] (in a layer replacement, and in
+ * the frozen layers of an lm tail). heads / kv_heads / head_dim: required for a layer; for an mlp replacement they (and
+ * use_rope, host_inv_freq) matter only to an lm tail with layers (0 = none given). attn_scale: 0 = 1/sqrt(head_dim).
+ * use_cublaslt: 1 = GEMMs through cuBLASLt (fails when it cannot be loaded), 0 = fallback kernel. */
 typedef struct streamline_cuda_train_spec {
   int64_t batch, seq_len, hidden, heads, kv_heads, head_dim, intermediate;
   int32_t norm, activation, gated, use_rope, use_cublaslt;

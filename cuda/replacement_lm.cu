@@ -1,0 +1,228 @@
+// The `lm` objective on the GPU (TrainStep::set_lm_tail / step_lm / eval_lm, see replacement.cuh): the CPU's
+// lm_loss_step / lm_loss_eval (native/src/train/lm_loss.cpp) with the training step's kernels. Frozen layers run
+// through the same forward() and backward() as a `layer` replacement, on their own bf16/f32 weights, with no gradient
+// buffers and dL/dx requested. Memory: the tail's weights (bf16), one [B*T, D] f32 hidden state per frozen layer, the
+// head's chunk buffers; activations are the step's own buffers, reused layer after layer (recomputed, not stored).
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "replacement.cuh"
+
+namespace streamline {
+namespace cuda {
+
+namespace {
+void check(bool ok, const std::string& msg) {
+  if (!ok) throw CudaError("train lm: " + msg);
+}
+// The decoder layer's role (decoder_layer.cuh, with gate.bias) of a replacement role (no gate.bias).
+int layer_role_of(int train_role) { return train_role <= kRoleGateW ? train_role : train_role + 1; }
+}  // namespace
+
+static_assert(int(streamline::kRoleGateW) == int(kGateW) && int(streamline::kRoleUpW) == int(kUpW) - 1 &&
+                  int(streamline::kRoleCount) == int(kRoleCount) - 1,
+              "the two role tables differ only by gate.bias after gate.weight");
+
+TrainStep::Tail::~Tail() {
+  head.reset();
+  for (auto& a : allocs) device_free(a.first, a.second);
+}
+
+void TrainStep::set_lm_tail(const std::vector<const HostTensor*>& layers, const HostTensor& norm_w,
+                            const HostTensor& norm_b, const HostTensor& lm_head, size_t vocab) {
+  const ReplacementSpec& s = s_;
+  const size_t L = layers.size(), M = s.B * s.T, D = s.D, F = s.F;
+  check(vocab > 0, "vocab must be positive");
+  if (L > 0) {
+    check(s.H > 0 && s.Hk > 0 && s.Dh > 0 && s.H % s.Hk == 0,
+          "frozen layers need heads, kv_heads and head_dim in the spec (heads a multiple of kv_heads)");
+    check(!s.use_rope || (s.Dh % 2 == 0 && inv_freq_host_.size() == s.Dh / 2),
+          "frozen layers with RoPE need the trainer's inv_freq (create it with host_inv_freq)");
+  }
+  for (size_t k = 0; k < L; k++) {
+    const HostTensor* r = layers[k];
+    check(r != nullptr, "frozen layer " + std::to_string(k) + " has no roles");
+    check(r[kGateB].data == nullptr, "frozen layer " + std::to_string(k) +
+                                         ": gate.bias (Llama mlp_bias) is not supported by the lm loss (E_UNSUPPORTED)");
+    for (int role : {kQW, kKW, kVW, kOW, kUpW, kDownW})
+      check(r[role].data != nullptr, "frozen layer " + std::to_string(k) + ": " + role_name(role) + " is missing");
+    check(s.gated == (r[kGateW].data != nullptr), "frozen layer " + std::to_string(k) + ": gate.weight " +
+                                                      (s.gated ? "is missing (gated MLP)" : "given for a non-gated MLP"));
+    check(s.layer_norm || (r[kAttnNormB].data == nullptr && r[kMlpNormB].data == nullptr),
+          "frozen layer " + std::to_string(k) + ": a norm bias needs LayerNorm");
+  }
+  // What the tail will hold, checked against free memory first: a clear message rather than an allocation failure
+  // half-way through.
+  const size_t per_layer = (Nqkv_ * D + D * Q_ + (s.gated ? 2 : 1) * F * D + D * F) * 2 +
+                           (4 * D + Nqkv_ + D + F + D) * 4 + M * D * 4;
+  const size_t chunk = std::max<size_t>(1, std::min(M, (size_t(64) << 20) / vocab));
+  const size_t head_bytes = vocab * D * 2 + chunk * (D * 6 + vocab * 6) + 2 * D * 4 + (size_t(32) << 20);
+  const size_t need = L * per_layer + head_bytes + M * (4 + 8) + s.B * 8;
+  size_t free_b = 0, total_b = 0;
+  SL_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  if (need > free_b)
+    throw CudaError("train lm: the frozen rest of the model (" + std::to_string(L) + " layers and the head) needs " +
+                    std::to_string(need >> 20) + " MiB of GPU memory, " + std::to_string(free_b >> 20) +
+                    " MiB are free; train --loss lm on the CPU, or move the window later");
+
+  auto t = std::make_unique<Tail>();
+  auto talloc = [&](size_t bytes) {
+    void* p = device_alloc(bytes);
+    t->allocs.emplace_back(p, bytes);
+    t->bytes += bytes;
+    return p;
+  };
+  const size_t raw_bytes = size_t(32) << 20;
+  void* raw = talloc(raw_bytes);
+  auto up = [&](DType dt, const HostTensor& src, size_t numel, size_t k, int role) -> void* {
+    if (!src.data) return nullptr;
+    void* d = talloc(numel * dtype_size(dt));
+    const std::string what = "frozen layer " + std::to_string(k) + " " + role_name(role);
+    upload_converted(d, dt, src, numel, what.c_str(), raw, raw_bytes, stream_);
+    return d;
+  };
+  {
+    // alloc_layer_buffers() grows allocs_/bytes_, which the staging side reads under mu_.
+    std::lock_guard<std::mutex> lk(mu_);
+    if (L > 0) alloc_layer_buffers();
+  }
+  for (size_t k = 0; k < L; k++) {
+    const HostTensor* r = layers[k];
+    LayerDev w;
+    const size_t KV = KV_;
+    bf16* qkv = static_cast<bf16*>(talloc(Nqkv_ * D * 2));
+    upload_converted(qkv, DType::BF16, r[kQW], Q_ * D, ("frozen layer " + std::to_string(k) + " q.weight").c_str(),
+                     raw, raw_bytes, stream_);
+    upload_converted(qkv + Q_ * D, DType::BF16, r[kKW], KV * D,
+                     ("frozen layer " + std::to_string(k) + " k.weight").c_str(), raw, raw_bytes, stream_);
+    upload_converted(qkv + (Q_ + KV) * D, DType::BF16, r[kVW], KV * D,
+                     ("frozen layer " + std::to_string(k) + " v.weight").c_str(), raw, raw_bytes, stream_);
+    w.wqkv = qkv;
+    w.wo = static_cast<const bf16*>(up(DType::BF16, r[kOW], D * Q_, k, kOW));
+    w.wgate = static_cast<const bf16*>(up(DType::BF16, r[kGateW], F * D, k, kGateW));
+    w.wup = static_cast<const bf16*>(up(DType::BF16, r[kUpW], F * D, k, kUpW));
+    w.wdown = static_cast<const bf16*>(up(DType::BF16, r[kDownW], D * F, k, kDownW));
+    for (int tr : {int(streamline::kRoleAttnNormW), int(streamline::kRoleAttnNormB), int(streamline::kRoleQB),
+                   int(streamline::kRoleKB), int(streamline::kRoleVB), int(streamline::kRoleOB),
+                   int(streamline::kRoleMlpNormW), int(streamline::kRoleMlpNormB), int(streamline::kRoleUpB),
+                   int(streamline::kRoleDownB)}) {
+      size_t rows = 0, cols = 0;
+      train_role_shape(s, tr, &rows, &cols);
+      const int lr = layer_role_of(tr);
+      w.vec[tr] = static_cast<const float*>(up(DType::F32, r[lr], rows * cols, k, lr));
+    }
+    t->layers.push_back(w);
+    t->h.push_back(static_cast<float*>(talloc(M * D * 4)));
+  }
+  t->head = std::make_unique<LmHead>(gemm_, stream_, D, vocab, s.layer_norm ? NormKind::Layer : NormKind::RMS,
+                                     s.norm_eps, norm_w, norm_b, lm_head, M);
+  t->targets = static_cast<int32_t*>(talloc(M * 4));
+  t->nll = static_cast<double*>(talloc(M * 8));
+  t->seq = static_cast<double*>(talloc(s.B * 8));
+  t->vocab = vocab;
+  SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  const size_t added = t->bytes + t->head->bytes();
+  size_t removed = 0;
+  if (tail_) removed = tail_->bytes + tail_->head->bytes();
+  tail_ = std::move(t);  // the old tail (if any) is freed here, after the new one is complete
+  std::lock_guard<std::mutex> lk(mu_);
+  bytes_ = bytes_ + added - removed;
+}
+
+void TrainStep::set_lm_chunk_rows(size_t rows) {
+  check(tail_ != nullptr, "set_lm_chunk_rows: no lm tail");
+  tail_->head->set_chunk_rows(rows);
+}
+
+size_t TrainStep::lm_forward(InputSlot& sl, const float* x, const int32_t* targets, const int32_t* positions,
+                             const uint8_t* key_mask, size_t batch) {
+  check(tail_ != nullptr, "no lm tail (call train_set_lm_tail first)");
+  check(x && targets, "x and targets are required");
+  const ReplacementSpec& s = s_;
+  const size_t L = tail_->layers.size(), M = batch * s.T, D = s.D;
+  check(!s.use_rope || (!rope_ && L == 0) || positions, "positions are required with RoPE");
+  size_t count = 0;
+  for (size_t m = 0; m < M; m++) {
+    if (targets[m] < 0) continue;
+    if (size_t(targets[m]) >= tail_->vocab)
+      throw CudaError("train lm: target " + std::to_string(targets[m]) + " at row " + std::to_string(m) +
+                      " is outside the vocabulary [0, " + std::to_string(tail_->vocab) + ") (E_TOKEN_RANGE)");
+    count++;
+  }
+  if (count == 0) return 0;
+  cudaStream_t st = stream_;
+  if (key_mask) SL_CUDA_CHECK(cudaMemcpyAsync(sl.mask, key_mask, M, cudaMemcpyHostToDevice, st));
+  SL_CUDA_CHECK(cudaMemcpyAsync(sl.x, x, M * D * 4, cudaMemcpyHostToDevice, st));
+  if (positions) SL_CUDA_CHECK(cudaMemcpyAsync(sl.pos, positions, M * 4, cudaMemcpyHostToDevice, st));
+  SL_CUDA_CHECK(cudaMemcpyAsync(tail_->targets, targets, M * 4, cudaMemcpyHostToDevice, st));
+  const int32_t* pos = positions ? sl.pos : nullptr;
+  const uint8_t* mask = key_mask ? sl.mask : nullptr;
+  forward(own_weights(), kind_, sl.x, pos, mask, batch, y_);
+  const float* in = y_;
+  for (size_t k = 0; k < L; k++) {
+    forward(tail_->layers[k], ReplacementKind::Layer, in, pos, mask, batch, tail_->h[k]);
+    in = tail_->h[k];
+  }
+  return count;
+}
+
+double TrainStep::step_lm(const float* x, const int32_t* targets, const int32_t* positions, const uint8_t* key_mask,
+                          size_t batch, float grad_scale) {
+  InputSlot* sl = &take_direct_slot(batch, positions);
+  struct Free {
+    TrainStep* t;
+    InputSlot* sl;
+    ~Free() { t->free_slot(*sl); }
+  } done{this, sl};
+  const size_t count = lm_forward(*sl, x, targets, positions, key_mask, batch);
+  if (count == 0) return 0.0;  // the CPU step: nothing to learn, no gradient
+  const size_t L = tail_->layers.size(), M = batch * s_.T;
+  const int32_t* pos = positions ? sl->pos : nullptr;
+  const uint8_t* mask = key_mask ? sl->mask : nullptr;
+  // The CPU's scale: d(mean NLL)/dlogits times the micro-batch's share.
+  const float scale = float(double(grad_scale) / double(count));
+  tail_->head->run(tail_->nll, dy_, L ? tail_->h[L - 1] : y_, tail_->targets, M, scale);
+  for (size_t k = L; k-- > 0;) {
+    const float* in = k ? tail_->h[k - 1] : y_;
+    // The last frozen layer's activations are still in the buffers from the forward; the others are recomputed.
+    if (k + 1 != L) forward(tail_->layers[k], ReplacementKind::Layer, in, pos, mask, batch, tail_->h[k]);
+    backward(tail_->layers[k], ReplacementKind::Layer, false, in, mask, batch);
+    std::swap(dy_, dh_);  // dL/d(layer k's input) is the next upstream gradient
+  }
+  if (L > 0) forward(own_weights(), kind_, sl->x, pos, mask, batch, y_);  // R's activations were overwritten
+  backward(own_weights(), kind_, true, sl->x, mask, batch);
+  segment_sums(tail_->seq, tail_->nll, 1, M, stream_);
+  double sum = 0;
+  SL_CUDA_CHECK(cudaMemcpyAsync(&sum, tail_->seq, sizeof sum, cudaMemcpyDeviceToHost, stream_));
+  SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return sum / double(count);
+}
+
+void TrainStep::eval_lm(const float* x, const int32_t* targets, const int32_t* positions, const uint8_t* key_mask,
+                        size_t batch, double* losses) {
+  check(losses != nullptr, "eval_lm: losses is required");
+  InputSlot* sl = &take_direct_slot(batch, positions);
+  struct Free {
+    TrainStep* t;
+    InputSlot* sl;
+    ~Free() { t->free_slot(*sl); }
+  } done{this, sl};
+  const size_t T = s_.T;
+  for (size_t b = 0; b < batch; b++) losses[b] = 0.0;
+  if (lm_forward(*sl, x, targets, positions, key_mask, batch) == 0) return;
+  const size_t L = tail_->layers.size(), M = batch * T;
+  tail_->head->run(tail_->nll, nullptr, L ? tail_->h[L - 1] : y_, tail_->targets, M, 1.f);
+  segment_sums(tail_->seq, tail_->nll, batch, T, stream_);
+  std::vector<double> sums(batch);
+  SL_CUDA_CHECK(cudaMemcpyAsync(sums.data(), tail_->seq, batch * sizeof(double), cudaMemcpyDeviceToHost, stream_));
+  SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  for (size_t b = 0; b < batch; b++) {
+    size_t n = 0;
+    for (size_t t = 0; t < T; t++) n += targets[b * T + t] >= 0 ? 1 : 0;
+    losses[b] = n ? sums[b] / double(n) : 0.0;
+  }
+}
+
+}  // namespace cuda
+}  // namespace streamline
