@@ -37,6 +37,11 @@ constexpr double kTolTrainCurve = 1e-2;   // 30-step loss curve, the issue's 1 %
 constexpr double kTolEvalLoss = 4e-3;     // one sequence's loss (eval) vs the CPU: kTolTrainLoss's bf16 errors, averaged
                                           // over one sequence instead of the batch (the shortest case has 13 real tokens
                                           // of its batch's 45): ~2x the spread; CPU emulation worst 1.1e-3
+constexpr double kTolLmGrad = 5e-2;       // lm step's gradients (lm_check.cpp): kTolTrainGrad's chains plus the frozen
+                                          // layers' and the head's bf16 operands on the way back. CPU emulation: 0.4-1.1 %
+                                          // for SiLU/GELU models, 2.6-3.3 % on every role of the OPT-style ReLU case
+                                          // (bf16 rounding flips ReLU's derivative near 0 in the frozen layer too; the same
+                                          // case with GELU: 0.4-0.7 %)
 // Backward kernels (backward_check.cpp) against the f64 references of ops.h / train.h:
 constexpr double kTolBwdNorm = 1e-6;     // row statistics and dw/db sums in f64 like the reference; x̂ and the
                                          // outputs rounded to f32 once each: a few 1e-8
@@ -135,6 +140,10 @@ void run_model_checks(const std::string& model_dir, const std::string& repo_root
 void run_train_checks(bool quick, const std::string& model_dir);
 // The per-case step checks and edge cases of run_train_checks only (also what the CPU emulation runs).
 void run_train_step_checks(bool use_cublaslt);
+// The lm objective (lm_check.cpp): the head, steps through frozen layers, validation, edges.
+void run_train_lm_checks(bool use_cublaslt);
+// The lm functions of the C API through dlopen (GPU only: the real library).
+void check_capi_lm();
 // The loss-curve checks of run_train_checks (30-step runs; the real window when model_dir is given).
 void run_train_curve_checks(bool use_cublaslt, bool quick, const std::string& model_dir);
 void run_benchmarks(bool quick);

@@ -317,6 +317,7 @@ void run_train_step_checks(bool use_cublaslt) {
   }
   guard("edges", [&] { check_edges(use_cublaslt); });
   for (const Case& c : cases()) guard(std::string(c.name) + " staged", [&] { check_staged(c, use_cublaslt, false); });
+  run_train_lm_checks(use_cublaslt);
 }
 
 void run_train_curve_checks(bool use_cublaslt, bool quick, const std::string& model_dir) {
@@ -350,6 +351,7 @@ void run_train_checks(bool quick, const std::string& model_dir) {
   guard("staged big", [&] { check_staged(big, lt, true); });
   run_train_curve_checks(lt, quick, model_dir);
   guard("C API", [] { check_capi_train(); });
+  guard("C API lm", [] { check_capi_lm(); });
   std::fflush(stdout);
 }
 

@@ -79,6 +79,12 @@ inline cudaError_t cudaMalloc(void** p, size_t n) {
   return cudaSuccess;
 }
 inline cudaError_t cudaMallocAsync(void** p, size_t n, cudaStream_t) { return cudaMalloc(p, n); }
+// The host's memory stands in for the device's: 64 GiB free, 141 GiB total (an H200), so size checks pass.
+inline cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
+  *free_b = size_t(64) << 30;
+  *total_b = size_t(141) << 30;
+  return cudaSuccess;
+}
 inline cudaError_t cudaFree(void* p) { std::free(p); return cudaSuccess; }
 inline cudaError_t cudaFreeAsync(void* p, cudaStream_t) { std::free(p); return cudaSuccess; }
 inline cudaError_t cudaMemset(void* p, int v, size_t n) { std::memset(p, v, n); return cudaSuccess; }

@@ -37,7 +37,7 @@ flags=(-std=c++20 -O2 -g -ffp-contract=off -fno-strict-aliasing -pthread -Wall -
 srcs=()
 for f in "${emu_kernels[@]}"; do srcs+=("$out/$f.cpp"); done
 srcs+=("$here"/lt_stub.cpp
-      "$out"/main.cpp "$root"/cuda/tests/train_check.cpp "$root"/cuda/tests/train_util.cpp
+      "$out"/main.cpp "$root"/cuda/tests/train_check.cpp "$root"/cuda/tests/lm_check.cpp "$root"/cuda/tests/train_util.cpp
       "$root"/cuda/tests/train_real.cpp "$root"/cuda/tests/harness.cpp "$root"/cuda/tests/cpu_ref.cpp
       "$root"/cuda/tests/layer_util.cpp "$root"/cuda/tests/safetensors.cpp)
 objs=()

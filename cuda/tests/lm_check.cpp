@@ -1,0 +1,423 @@
+// The lm objective on the GPU (issue 9; cuda/lm_head.cu, cuda/replacement_lm.cu) against the CPU's
+// streamline::head_loss_backward / lm_loss_step / lm_loss_eval (native/src/train/lm_loss.cpp):
+// - the head alone (final RMSNorm / LayerNorm with bias / none, odd vocabularies, logits chunks that split the batch,
+//   rows without a target, a NaN row that must stay in its row);
+// - a training step through frozen layers: a `layer` replacement with two frozen Llama-style layers (GQA, RoPE, padded
+//   sequences), an `mlp` replacement with one frozen OPT-style layer (LayerNorm, every bias, the f32 attention
+//   backward's head size), a window at the end of the model (no frozen layer, no final norm): loss, every gradient,
+//   validation losses per sequence, validation leaving the step's state alone;
+// - edges: no target (loss 0, no gradient), a target outside the vocabulary, no tail, a gate bias in the tail.
+// Frozen matrices and the head are bf16 on both sides (the CPU reads the same bytes); the GPU rounds its GEMM inputs
+// to bf16 as in the mse step, so the tolerances are those of the step (harness.h) unless stated.
+#include <dlfcn.h>
+
+#include <cstring>
+#include <exception>
+
+#include "cublaslt_loader.h"
+#include "streamline/lm_loss.h"
+#include "streamline_cuda.h"
+#include "train_util.h"
+
+namespace harness {
+
+using namespace tr;
+
+namespace {
+
+using streamline::HeadSpec;
+using streamline::HeadWeights;
+using streamline::LayerWeights;
+using streamline::WeightView;
+using streamline::DType;
+
+// LayerWeights fields in the decoder layer's role order (decoder_layer.cuh Role, with gate.bias).
+WeightView LayerWeights::*const kFields[sc::kRoleCount] = {
+    &LayerWeights::attn_norm_w, &LayerWeights::attn_norm_b, &LayerWeights::q_w,        &LayerWeights::q_b,
+    &LayerWeights::k_w,         &LayerWeights::k_b,         &LayerWeights::v_w,        &LayerWeights::v_b,
+    &LayerWeights::o_w,         &LayerWeights::o_b,         &LayerWeights::mlp_norm_w, &LayerWeights::mlp_norm_b,
+    &LayerWeights::gate_w,      &LayerWeights::gate_b,      &LayerWeights::up_w,       &LayerWeights::up_b,
+    &LayerWeights::down_w,      &LayerWeights::down_b};
+
+// One frozen layer: matrices stored bf16, vectors f32, viewed by both the CPU (LayerWeights) and the GPU (HostTensor).
+struct Frozen {
+  std::array<std::vector<uint16_t>, sc::kRoleCount> bf;
+  std::array<std::vector<float>, sc::kRoleCount> f32;
+  std::array<std::vector<int64_t>, sc::kRoleCount> shape;
+  std::array<sc::HostTensor, sc::kRoleCount> host{};
+  LayerWeights cpu;
+};
+
+Frozen make_frozen(const ReplacementSpec& s, bool biases, Rng& r) {
+  const Case c{"frozen", ReplacementKind::Layer, s, biases};
+  const Params p = make_params(c, r);
+  Frozen f;
+  for (int tr = 0; tr < kRoles; tr++) {
+    if (p[tr].empty()) continue;
+    const int lr = tr <= streamline::kRoleGateW ? tr : tr + 1;
+    size_t rows = 0, cols = 0;
+    streamline::role_shape(s, tr, &rows, &cols);
+    f.shape[lr] = cols > 1 ? std::vector<int64_t>{int64_t(rows), int64_t(cols)} : std::vector<int64_t>{int64_t(rows)};
+    WeightView& v = f.cpu.*kFields[lr];
+    v.shape = f.shape[lr];
+    if (cols > 1) {
+      f.bf[lr] = to_bf16(p[tr]);
+      v.data = f.bf[lr].data(), v.dtype = DType::BF16;
+      f.host[lr] = sc::HostTensor{f.bf[lr].data(), DType::BF16, p[tr].size()};
+    } else {
+      f.f32[lr] = p[tr];
+      v.data = f.f32[lr].data(), v.dtype = DType::F32;
+      f.host[lr] = sc::HostTensor{f.f32[lr].data(), DType::F32, p[tr].size()};
+    }
+  }
+  return f;
+}
+
+struct Head {
+  std::vector<uint16_t> w;  // [V, D] bf16
+  std::vector<float> nw, nb;
+  HeadSpec spec;
+  HeadWeights cpu;
+  sc::HostTensor hw, hnw, hnb;
+};
+
+// final_norm: 0 none, 1 the model's norm without bias, 2 with bias (LayerNorm only).
+Head make_head(const ReplacementSpec& s, size_t V, int final_norm, Rng& r) {
+  Head h;
+  h.spec.hidden = s.D, h.spec.vocab = V, h.spec.norm_eps = s.norm_eps;
+  h.spec.norm = s.layer_norm ? streamline::NormKind::Layer : streamline::NormKind::Rms;
+  h.spec.final_norm = final_norm > 0;
+  h.w = to_bf16(randn(V * s.D, r, float(2.0 / std::sqrt(double(s.D)))));
+  h.cpu.lm_head = WeightView{h.w.data(), DType::BF16, {int64_t(V), int64_t(s.D)}};
+  h.hw = sc::HostTensor{h.w.data(), DType::BF16, V * s.D};
+  if (final_norm > 0) {
+    h.nw = randn(s.D, r, 0.1f);
+    for (auto& v : h.nw) v += 1.f;
+    h.cpu.norm_w = WeightView{h.nw.data(), DType::F32, {int64_t(s.D)}};
+    h.hnw = sc::HostTensor{h.nw.data(), DType::F32, s.D};
+  }
+  if (final_norm > 1) {
+    h.nb = randn(s.D, r, 0.1f);
+    h.cpu.norm_b = WeightView{h.nb.data(), DType::F32, {int64_t(s.D)}};
+    h.hnb = sc::HostTensor{h.nb.data(), DType::F32, s.D};
+  }
+  return h;
+}
+
+// Next-token targets: random ids, -1 on each sequence's last row, on padded rows and on a few others.
+std::vector<int32_t> make_targets(const Batch& b, size_t T, size_t V, Rng& r) {
+  std::vector<int32_t> t(b.B * T);
+  for (size_t m = 0; m < t.size(); m++) {
+    const bool none = m % T == T - 1 || !b.mask[m] || r.uniform() < 0.1f;
+    t[m] = none ? -1 : int32_t(r.next() % V);
+  }
+  return t;
+}
+
+struct LmCase {
+  const char* name;
+  ReplacementKind kind;
+  ReplacementSpec s;
+  bool biases;
+  size_t frozen, V;
+  int final_norm;
+  size_t chunk_rows;
+};
+
+std::vector<LmCase> lm_cases() {
+  return {
+      {"lm: layer, 2 frozen llama layers (gqa, rope, padded), rmsnorm head", ReplacementKind::Layer,
+       spec(2, 21, 64, 4, 2, 16, 96, false, Activation::SiLU, true, true), false, 2, 97, 1, 7},
+      {"lm: mlp, 1 frozen opt-style layer (layernorm, biases, Dh 24), layernorm+bias head", ReplacementKind::MLP,
+       spec(2, 11, 72, 3, 3, 24, 80, true, Activation::ReLU, false, false), true, 1, 64, 2, 5},
+      {"lm: mlp, 1 frozen llama layer with rope (the mlp trainer's own rope tables)", ReplacementKind::MLP,
+       spec(2, 13, 64, 4, 2, 16, 96, false, Activation::SiLU, true, true), false, 1, 80, 1, 6},
+      {"lm: layer, window at the end (no frozen layer), no final norm", ReplacementKind::Layer,
+       spec(2, 9, 32, 2, 1, 16, 64, false, Activation::GELUTanh, false, true), false, 0, 50, 0, 4},
+  };
+}
+
+streamline::FrozenTail cpu_tail(const LmCase& c, const std::vector<Frozen>& fr, const Head& h, size_t B) {
+  streamline::FrozenTail t;
+  ReplacementSpec s = c.s;
+  s.B = B;
+  t.layer = streamline::layer_spec_of(s);
+  for (const Frozen& f : fr) t.layers.push_back(f.cpu);
+  t.head = h.spec;
+  t.head_w = h.cpu;
+  return t;
+}
+
+void set_tail(sc::TrainStep& t, const std::vector<Frozen>& fr, const Head& h, size_t V) {
+  std::vector<const sc::HostTensor*> layers;
+  for (const Frozen& f : fr) layers.push_back(f.host.data());
+  t.set_lm_tail(layers, h.hnw, h.hnb, h.hw, V);
+}
+
+// The head alone: LmHead::run against head_loss_backward on the same h (f32) and bf16 weights.
+void check_head(const LmCase& c, bool use_lt) {
+  Rng r(31 + c.V);
+  const size_t B = c.s.B, T = c.s.T, D = c.s.D, M = B * T;
+  const Head h = make_head(c.s, c.V, c.final_norm, r);
+  Batch b = make_batch(Case{c.name, c.kind, c.s, c.biases}, B, r, nullptr, {});
+  const std::vector<int32_t> tg = make_targets(b, T, c.V, r);
+  std::vector<float> x = b.x;
+  x[(T + 2) * D + 3] = NAN;  // row T+2 (sequence 1, token 2) has a target unless drawn without one
+  const bool nan_row_counts = tg[T + 2] >= 0;
+  size_t count = 0;
+  for (int32_t v : tg) count += v >= 0 ? 1 : 0;
+  const float scale = 0.75f;
+  std::vector<float> dh_cpu(M * D);
+  // The CPU's dh is grad_scale · d(mean)/dh; the GPU's run() takes the per-row scale.
+  const double loss_cpu = streamline::head_loss_backward(dh_cpu.data(), x.data(), M, h.spec, h.cpu, tg.data(), scale);
+  sc::Gemm gemm(use_lt);
+  cudaStream_t st;
+  H_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  {
+    sc::LmHead head(gemm, st, D, c.V, c.s.layer_norm ? sc::NormKind::Layer : sc::NormKind::RMS, c.s.norm_eps, h.hnw,
+                    h.hnb, h.hw, M);
+    head.set_chunk_rows(c.chunk_rows);
+    DevBuf dx = dev(x), dt = dev(tg), dnll(M * 8), ddh(M * D * 4);
+    ddh.poison();
+    dnll.poison();
+    head.run(dnll.as<double>(), ddh.as<float>(), dx.as<float>(), dt.as<int32_t>(), M, float(scale / double(count)));
+    H_CHECK(cudaStreamSynchronize(st));
+    const std::vector<double> nll = host<double>(dnll, M);
+    const std::vector<float> dh = host<float>(ddh, M * D);
+    double sum = 0;
+    for (double v : nll) sum += v;
+    const double loss = sum / double(count);
+    const std::string nm = fmt("%s head (%s)", c.name, use_lt ? "cublaslt" : "fallback");
+    const double lerr = std::fabs(loss - loss_cpu) / std::fabs(loss_cpu);
+    if (nan_row_counts)
+      record("train", nm + ": NaN row -> NaN loss on both", std::isnan(loss) && std::isnan(loss_cpu), 0, 0);
+    else
+      record("train", nm + ": mean NLL vs head_loss_backward", lerr <= kTolTrainLoss, lerr, kTolTrainLoss,
+             fmt("gpu %.7g cpu %.7g", loss, loss_cpu));
+    check("train", nm + ": dL/dh (NaN only in the NaN row)", compare(dh.data(), dh_cpu.data(), M * D), kTolBf16);
+    // Row T+2's own gradient is NaN on both sides even without a target (the norm's backward multiplies zeros by its
+    // NaN x̂; compare() above requires the same NaN positions); no other row may see it.
+    bool nan_rows_ok = true;
+    for (size_t m = 0; m < M; m++)
+      for (size_t d = 0; d < D; d++) nan_rows_ok = nan_rows_ok && (m == T + 2 || !std::isnan(dh[m * D + d]));
+    record("train", nm + ": the NaN stays in its row", nan_rows_ok, 0, 0);
+  }
+  H_CHECK(cudaStreamDestroy(st));
+}
+
+void check_lm_step(const LmCase& c, bool use_lt) {
+  Rng r(900 + c.V);
+  const Case rc{c.name, c.kind, c.s, c.biases};
+  const Params p0 = make_params(rc, r);
+  const std::vector<float> inv = inv_freq(rc);
+  std::vector<Frozen> fr;
+  for (size_t k = 0; k < c.frozen; k++) fr.push_back(make_frozen(c.s, c.biases, r));
+  const Head h = make_head(c.s, c.V, c.final_norm, r);
+  const size_t B = c.s.B, T = c.s.T, D = c.s.D;
+  const Batch b1 = make_batch(rc, B, r, nullptr, inv), b2 = make_batch(rc, B - 1, r, nullptr, inv);
+  const std::vector<int32_t> t1 = make_targets(b1, T, c.V, r), t2 = make_targets(b2, T, c.V, r);
+  const float w1 = float(B) / float(2 * B - 1), w2 = float(B - 1) / float(2 * B - 1);
+  const std::string nm = fmt("%s (%s)", c.name, use_lt ? "cublaslt" : "fallback");
+  const float* ivp = c.s.use_rope ? inv.data() : nullptr;
+
+  Params gc = zeros_like(p0);
+  auto cpu_step_lm = [&](const Batch& b, const std::vector<int32_t>& tg, float scale) {
+    ReplacementSpec s = c.s;
+    s.B = b.B;
+    s.grad_scale = scale;
+    return streamline::lm_loss_step(c.kind, s, cpu_params(p0), cpu_grads(gc), b.x.data(), cpu_tail(c, fr, h, b.B),
+                                    tg.data(), b.pos.data(), b.mask.data(), ivp);
+  };
+  const double lc1 = cpu_step_lm(b1, t1, w1), lc2 = cpu_step_lm(b2, t2, w2);
+
+  sc::TrainStep t(c.kind, c.s, gpu_view(p0), ivp, use_lt);
+  set_tail(t, fr, h, c.V);
+  t.set_lm_chunk_rows(c.chunk_rows);
+  // Validation first (before any gradient exists): each sequence against lm_loss_eval of that sequence alone.
+  std::vector<double> le(B, -1.0);
+  t.eval_lm(b1.x.data(), t1.data(), b1.pos.data(), b1.mask.data(), B, le.data());
+  ReplacementSpec s1 = c.s;
+  s1.B = 1;
+  double eerr = 0;
+  std::string detail;
+  for (size_t i = 0; i < B; i++) {
+    const double lc = streamline::lm_loss_eval(c.kind, s1, cpu_params(p0), b1.x.data() + i * T * D,
+                                               cpu_tail(c, fr, h, 1), t1.data() + i * T, b1.pos.data() + i * T,
+                                               b1.mask.data() + i * T, ivp);
+    eerr = std::max(eerr, std::isfinite(le[i]) ? std::fabs(le[i] - lc) / lc : INFINITY);
+    detail += fmt("%sgpu %.6g cpu %.6g", i ? ", " : "", le[i], lc);
+  }
+  record("train", nm + ": eval_lm per sequence vs lm_loss_eval", eerr <= kTolEvalLoss, eerr, kTolEvalLoss, detail);
+
+  const double lg1 = t.step_lm(b1.x.data(), t1.data(), b1.pos.data(), b1.mask.data(), B, w1);
+  const Params g1 = gpu_grads(t, p0);
+  std::vector<double> le2(B, -1.0);
+  t.eval_lm(b1.x.data(), t1.data(), b1.pos.data(), b1.mask.data(), B, le2.data());
+  std::string role;
+  const Compare same = worst_role(gpu_grads(t, p0), g1, &role);
+  record("train", nm + ": eval_lm between micro-batches keeps the gradients and repeats its losses bitwise",
+         le2 == le && same.rel_l2 == 0 && same.nan_mismatch == 0, same.rel_l2, 0, role);
+  const double lg2 = t.step_lm(b2.x.data(), t2.data(), b2.pos.data(), b2.mask.data(), B - 1, w2);
+  const double lerr = std::max(std::fabs(lg1 - lc1) / lc1, std::fabs(lg2 - lc2) / lc2);
+  record("train", nm + ": lm loss of two micro-batches vs lm_loss_step", lerr <= kTolTrainLoss, lerr, kTolTrainLoss,
+         fmt("gpu %.6g %.6g cpu %.6g %.6g", lg1, lg2, lc1, lc2));
+  const Params gg = gpu_grads(t, p0);
+  const Compare gerr = worst_role(gg, gc, &role, kGradFloor);
+  // Every role's error in the note: how far the worst stands from the rest.
+  std::string roles;
+  for (int k = 0; k < kRoles; k++) {
+    if (gg[k].empty()) continue;
+    Params a, e;
+    a[k] = gg[k], e[k] = gc[k];
+    for (int j = 0; j < kRoles; j++)
+      if (j != k) a[j].clear(), e[j] = gc[j];  // the floor stays relative to the whole gradient
+    std::string nm1;
+    roles += fmt("%s %.2g; ", streamline::role_name(k), worst_role(a, e, &nm1, kGradFloor).rel_l2);
+  }
+  record("train", nm + ": accumulated gradients through the frozen rest (worst role)",
+         gerr.nan_mismatch == 0 && gerr.rel_l2 <= kTolLmGrad, gerr.rel_l2, kTolLmGrad, role + ": " + roles);
+}
+
+void check_lm_edges(bool use_lt) {
+  const LmCase c = lm_cases()[0];
+  Rng r(55);
+  const Case rc{c.name, c.kind, c.s, c.biases};
+  const Params p0 = make_params(rc, r);
+  const std::vector<float> inv = inv_freq(rc);
+  std::vector<Frozen> fr;
+  fr.push_back(make_frozen(c.s, c.biases, r));
+  const Head h = make_head(c.s, c.V, c.final_norm, r);
+  const Batch b = make_batch(rc, c.s.B, r, nullptr, inv);
+  std::vector<int32_t> tg = make_targets(b, c.s.T, c.V, r);
+  sc::TrainStep t(c.kind, c.s, gpu_view(p0), inv.data(), use_lt);
+  auto throws = [&](auto&& fn, const char* want) {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      return std::strstr(e.what(), want) != nullptr;
+    }
+    return false;
+  };
+  record("train", "lm: step_lm without a tail fails",
+         throws([&] { t.step_lm(b.x.data(), tg.data(), b.pos.data(), b.mask.data(), b.B, 1.f); }, "no lm tail"), 0, 0);
+  Frozen bad = make_frozen(c.s, c.biases, r);
+  std::vector<float> gb(c.s.F, 0.5f);
+  bad.host[sc::kGateB] = sc::HostTensor{gb.data(), DType::F32, gb.size()};
+  record("train", "lm: a frozen gate.bias is refused",
+         throws([&] { t.set_lm_tail({bad.host.data()}, h.hnw, h.hnb, h.hw, c.V); }, "gate.bias"), 0, 0);
+  set_tail(t, fr, h, c.V);
+  std::vector<int32_t> over = tg;
+  over[3] = int32_t(c.V);
+  record("train", "lm: a target outside the vocabulary is refused",
+         throws([&] { t.step_lm(b.x.data(), over.data(), b.pos.data(), b.mask.data(), b.B, 1.f); }, "outside the vocabulary"),
+         0, 0);
+  std::vector<int32_t> none(tg.size(), -1);
+  const double l0 = t.step_lm(b.x.data(), none.data(), b.pos.data(), b.mask.data(), b.B, 1.f);
+  bool zero = true;
+  for (const auto& x : gpu_grads(t, p0))
+    for (float v : x) zero = zero && v == 0.f;
+  record("train", "lm: no target: loss 0 and no gradient (as the CPU)", l0 == 0.0 && zero, l0, 0);
+}
+
+}  // namespace
+
+// The lm functions of the C API through dlopen, on an mlp trainer whose tail has a RoPE layer (the spec's heads and
+// inv_freq reach the tail only through train_create): step and eval bitwise the in-process TrainStep's.
+void check_capi_lm() {
+  std::string so;
+  void* lib = open_backend_library(&so);
+  if (!lib) {
+    record("train", "C API lm: dlopen " + so, false, 0, 0, dlerror());
+    return;
+  }
+#define SYM(name) auto name = reinterpret_cast<decltype(&::name)>(dlsym(lib, #name))
+  SYM(streamline_cuda_train_create); SYM(streamline_cuda_train_destroy); SYM(streamline_cuda_train_set_lm_tail);
+  SYM(streamline_cuda_train_step_lm); SYM(streamline_cuda_train_eval_lm); SYM(streamline_cuda_last_error);
+  SYM(streamline_cuda_train_get_grads);
+#undef SYM
+  if (!streamline_cuda_train_create || !streamline_cuda_train_destroy || !streamline_cuda_train_set_lm_tail ||
+      !streamline_cuda_train_step_lm || !streamline_cuda_train_eval_lm || !streamline_cuda_last_error ||
+      !streamline_cuda_train_get_grads) {
+    record("train", "C API lm: symbols", false, 0, 0, "missing exports in " + so);
+    dlclose(lib);
+    return;
+  }
+  const LmCase c = lm_cases()[2];
+  Rng r(8080);
+  const Case rc{c.name, c.kind, c.s, c.biases};
+  const Params p0 = make_params(rc, r);
+  const std::vector<float> inv = inv_freq(rc);
+  std::vector<Frozen> fr;
+  fr.push_back(make_frozen(c.s, c.biases, r));
+  const Head h = make_head(c.s, c.V, c.final_norm, r);
+  const Batch b = make_batch(rc, c.s.B, r, nullptr, inv);
+  const std::vector<int32_t> tg = make_targets(b, c.s.T, c.V, r);
+  const bool lt = sc::lt::api() != nullptr;
+  sc::TrainStep t(c.kind, c.s, gpu_view(p0), inv.data(), lt);
+  set_tail(t, fr, h, c.V);
+  std::vector<double> eref(b.B), ev(b.B, -1.0);
+  t.eval_lm(b.x.data(), tg.data(), b.pos.data(), b.mask.data(), b.B, eref.data());
+  const double lref = t.step_lm(b.x.data(), tg.data(), b.pos.data(), b.mask.data(), b.B, 1.f);
+  const Params gref = gpu_grads(t, p0);
+
+  streamline_cuda_train_spec s{};
+  s.batch = int64_t(c.s.B); s.seq_len = int64_t(c.s.T); s.hidden = int64_t(c.s.D); s.heads = int64_t(c.s.H);
+  s.kv_heads = int64_t(c.s.Hk); s.head_dim = int64_t(c.s.Dh); s.intermediate = int64_t(c.s.F);
+  s.norm = 0; s.activation = 0; s.gated = 1; s.use_rope = 1; s.use_cublaslt = lt ? 1 : 0;
+  s.norm_eps = c.s.norm_eps; s.attn_scale = 0.f; s.rope_attention_scaling = 1.f;
+  const float* hp[STREAMLINE_CUDA_TRAIN_ROLES];
+  for (int k = 0; k < kRoles; k++) hp[k] = p0[k].empty() ? nullptr : p0[k].data();
+  std::vector<streamline_cuda_weight> roles(STREAMLINE_CUDA_ROLES);
+  for (int k = 0; k < STREAMLINE_CUDA_ROLES; k++)
+    roles[k] = streamline_cuda_weight{fr[0].host[k].data, int32_t(fr[0].host[k].dtype), int64_t(fr[0].host[k].numel)};
+  const streamline_cuda_weight nw{h.hnw.data, int32_t(h.hnw.dtype), int64_t(h.hnw.numel)},
+      hw{h.hw.data, int32_t(h.hw.dtype), int64_t(h.hw.numel)};
+  streamline_cuda_train* tr = nullptr;
+  double loss = 0;
+  bool ok = streamline_cuda_train_create(0, &s, hp, inv.data(), &tr) == 0 &&
+            streamline_cuda_train_set_lm_tail(tr, 1, roles.data(), &nw, nullptr, &hw, int64_t(c.V)) == 0 &&
+            streamline_cuda_train_eval_lm(tr, b.x.data(), tg.data(), b.pos.data(), b.mask.data(), int64_t(b.B),
+                                          ev.data()) == 0 &&
+            streamline_cuda_train_step_lm(tr, b.x.data(), tg.data(), b.pos.data(), b.mask.data(), int64_t(b.B), 1.f,
+                                          &loss) == 0;
+  Params g = zeros_like(p0);
+  for (int k = 0; k < kRoles && ok; k++)
+    if (!g[k].empty()) ok = streamline_cuda_train_get_grads(tr, k, g[k].data(), int64_t(g[k].size())) == 0;
+  record("train", "C API lm: create (mlp, heads + rope) / set_lm_tail / eval_lm / step_lm through dlopen", ok, 0, 0,
+         ok ? "" : streamline_cuda_last_error());
+  if (ok) {
+    std::string role;
+    const Compare cg = worst_role(g, gref, &role);
+    record("train", "C API lm: loss, eval losses and gradients bitwise the in-process step",
+           loss == lref && ev == eref && cg.rel_l2 == 0 && cg.nan_mismatch == 0, cg.rel_l2, 0,
+           fmt("loss %.17g vs %.17g", loss, lref));
+  }
+  std::vector<int32_t> over = tg;
+  over[1] = int32_t(c.V);
+  const bool refused = ok && streamline_cuda_train_step_lm(tr, b.x.data(), over.data(), b.pos.data(), b.mask.data(),
+                                                           int64_t(b.B), 1.f, &loss) != 0 &&
+                       std::strstr(streamline_cuda_last_error(), "outside the vocabulary") != nullptr;
+  record("train", "C API lm: a target outside the vocabulary returns -1 with the reason", refused, 0, 0,
+         ok ? streamline_cuda_last_error() : "");
+  if (tr) streamline_cuda_train_destroy(tr);
+  dlclose(lib);
+}
+
+void run_train_lm_checks(bool use_cublaslt) {
+  auto guard = [](const std::string& name, auto&& fn) {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      record("train", name + ": uncaught exception", false, NAN, 0, e.what());
+    }
+  };
+  for (const LmCase& c : lm_cases()) {
+    guard(std::string(c.name) + " head (fallback)", [&] { check_head(c, false); });
+    if (use_cublaslt) guard(std::string(c.name) + " head (cublaslt)", [&] { check_head(c, true); });
+    guard(std::string(c.name) + " (fallback)", [&] { check_lm_step(c, false); });
+    if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_lm_step(c, true); });
+  }
+  guard("lm edges", [&] { check_lm_edges(use_cublaslt); });
+}
+
+}  // namespace harness
