@@ -13,6 +13,7 @@
 #include "args.h"
 #include "arrays.h"
 #include "async.h"
+#include "cuda_weights.h"
 #include "layer_args.h"
 #include "register.h"
 #include "streamline/cuda_loader.h"
@@ -87,22 +88,6 @@ const Api& api(Napi::Env env) {
 void check_rc(const Api& a, int rc, const char* what) {
   if (rc != 0) throw Error("E_CUDA", std::string(what) + ": " + a.last_error());
 }
-
-streamline_cuda_weight cuda_weight(const WeightView& w) {
-  streamline_cuda_weight r{nullptr, 0, 0};
-  if (!w) return r;
-  r.data = w.data;
-  r.dtype = int32_t(w.dtype);
-  r.numel = int64_t(w.numel());
-  return r;
-}
-
-// Roles in the order of the C API's roles array (STREAMLINE_CUDA_ATTN_NORM_W ... STREAMLINE_CUDA_DOWN_B), looked up
-// by name so a reordering of LayerWeights cannot silently swap tensors.
-const char* const kCudaRoleNames[STREAMLINE_CUDA_ROLES] = {
-    "attn_norm.weight", "attn_norm.bias", "q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias",
-    "o.weight", "o.bias", "mlp_norm.weight", "mlp_norm.bias", "gate.weight", "gate.bias", "up.weight", "up.bias",
-    "down.weight", "down.bias"};
 
 // Shape of a role for a spec (rows-major [out, in] for linear weights), for weights given as bare Float32Arrays.
 std::vector<int64_t> role_shape(const LayerSpec& s, int role) {
@@ -422,8 +407,6 @@ Napi::Value CudaMemory(const Napi::CallbackInfo& info) {
 static_assert(int(Activation::SiLU) == 0 && int(Activation::ReLU) == 1 && int(Activation::GELU) == 2 &&
                   int(Activation::GELUTanh) == 3,
               "activation numbering of streamline_cuda_layer_spec");
-static_assert(int(DType::F32) == 0 && int(DType::F16) == 1 && int(DType::BF16) == 2, "dtype numbering of streamline_cuda_weight");
-
 }  // namespace
 
 STREAMLINE_BINDING(cuda) {

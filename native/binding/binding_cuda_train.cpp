@@ -17,6 +17,12 @@
 //   trainer.hasStage() -> boolean; trainer.stage(x, target, positions, keyMask, batch) -> Promise<void> (the host
 //     arrays may change once it settles); trainer.stepStaged(gradScale?) -> Promise<loss> (step on the oldest staged
 //     batch). Optional: an older backend has only step.
+//   trainer.hasLm() -> boolean; trainer.setLmTail(layers, headWeights) -> Promise<void>;
+//     trainer.stepLm(x, targets, positions, keyMask, batch, gradScale?) -> Promise<loss>;
+//     trainer.evalLm(x, targets, positions, keyMask, batch) -> Promise<Float64Array[batch]>
+//     (the lm loss through the frozen rest of the model; the arguments of lmLossStep/lmLossEval, binding_lmloss.cpp;
+//     optional: without them the caller trains --loss lm on the CPU)
+#include <array>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -25,11 +31,13 @@
 #include "args.h"
 #include "arrays.h"
 #include "async.h"
+#include "cuda_weights.h"
 #include "layer_args.h"
 #include "register.h"
 #include "replacement_args.h"
 #include "streamline/cuda_loader.h"
 #include "streamline/error.h"
+#include "streamline/lm_loss.h"
 #include "streamline/replacement.h"
 #include "streamline_cuda.h"
 
@@ -54,6 +62,11 @@ struct TrainApi {
   // Optional (nullptr in a backend built before prefetching); both or neither.
   int (*stage)(streamline_cuda_train*, const float*, const float*, const int32_t*, const uint8_t*, int64_t);
   int (*step_staged)(streamline_cuda_train*, float, double*);
+  // Optional (nullptr in a backend built before the lm loss on the GPU); all three or none.
+  int (*set_lm_tail)(streamline_cuda_train*, int64_t, const streamline_cuda_weight*, const streamline_cuda_weight*,
+                     const streamline_cuda_weight*, const streamline_cuda_weight*, int64_t);
+  int (*step_lm)(streamline_cuda_train*, const float*, const int32_t*, const int32_t*, const uint8_t*, int64_t, float, double*);
+  int (*eval_lm)(streamline_cuda_train*, const float*, const int32_t*, const int32_t*, const uint8_t*, int64_t, double*);
 };
 
 template <typename F> void resolve(F*& f, const char* name, std::string* missing) {
@@ -85,6 +98,10 @@ const TrainApi& train_api(Napi::Env env) {
       a.stage = reinterpret_cast<decltype(a.stage)>(cuda_symbol("streamline_cuda_train_stage"));
       a.step_staged = reinterpret_cast<decltype(a.step_staged)>(cuda_symbol("streamline_cuda_train_step_staged"));
       if (!a.stage || !a.step_staged) a.stage = nullptr, a.step_staged = nullptr;
+      a.set_lm_tail = reinterpret_cast<decltype(a.set_lm_tail)>(cuda_symbol("streamline_cuda_train_set_lm_tail"));
+      a.step_lm = reinterpret_cast<decltype(a.step_lm)>(cuda_symbol("streamline_cuda_train_step_lm"));
+      a.eval_lm = reinterpret_cast<decltype(a.eval_lm)>(cuda_symbol("streamline_cuda_train_eval_lm"));
+      if (!a.set_lm_tail || !a.step_lm || !a.eval_lm) a.set_lm_tail = nullptr, a.step_lm = nullptr, a.eval_lm = nullptr;
       if (!missing.empty()) error = "the CUDA backend library lacks " + missing + " (built before GPU training existed)";
       else if (st.device_count == 0 || !st.reason.empty()) error = st.reason.empty() ? "no CUDA device" : st.reason;
     }
@@ -118,6 +135,10 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
                         InstanceMethod("hasStage", &CudaTrainer::HasStage),
                         InstanceMethod("stage", &CudaTrainer::Stage),
                         InstanceMethod("stepStaged", &CudaTrainer::StepStaged),
+                        InstanceMethod("hasLm", &CudaTrainer::HasLm),
+                        InstanceMethod("setLmTail", &CudaTrainer::SetLmTail),
+                        InstanceMethod("stepLm", &CudaTrainer::StepLm),
+                        InstanceMethod("evalLm", &CudaTrainer::EvalLm),
                         InstanceMethod("destroy", &CudaTrainer::Destroy)});
   }
 
@@ -255,6 +276,129 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
                  [ref](Napi::Env) -> Napi::Value { return ref->Value(); });
   }
 
+  // hasLm() -> whether the backend exports train_set_lm_tail/step_lm/eval_lm (else --loss lm trains on the CPU).
+  Napi::Value HasLm(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), api_ && api_->set_lm_tail); }
+  void need_lm(Napi::Env env, const char* fn) {
+    if (!api_->set_lm_tail)
+      throw_error(env, "E_UNSUPPORTED", std::string(fn) + ": the CUDA backend library lacks streamline_cuda_train_step_lm "
+                                        "(built before the lm loss on the GPU existed)");
+  }
+
+  // setLmTail(layers NativeLayerWeights[], headWeights {'final_norm.weight'?, 'final_norm.bias'?, 'lm_head.weight'})
+  // -> Promise<void>: the frozen layers after the window (in order, any float dtype, the trainer's spec as a full
+  // decoder layer) and the head, read as lmLossStep reads them and refused where it refuses them (post-norm is refused
+  // at cudaTrainer, gate.bias and OPT project_out here, E_UNSUPPORTED). Copied by the backend before the promise
+  // settles; replaces an earlier tail.
+  Napi::Value SetLmTail(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const char* fn = "setLmTail";
+    streamline_cuda_train* t = ready(env);
+    need_lm(env, fn);
+    std::vector<Napi::Value> keep;
+    if (!info[0].IsArray()) throw_error(env, "E_NATIVE_ARG", std::string(fn) + ": layers must be an array of weight objects");
+    Napi::Array layers = info[0].As<Napi::Array>();
+    if (layers.Length() > 0 && !lm_layers_)
+      throw_error(env, "E_NATIVE_ARG", std::string(fn) + ": spec.heads, kvHeads and headDim are required with frozen layers "
+                                       "(the trainer was opened without them)");
+    auto roles = std::make_shared<std::vector<streamline_cuda_weight>>(size_t(layers.Length()) * STREAMLINE_CUDA_ROLES);
+    for (uint32_t k = 0; k < layers.Length(); k++) {
+      const std::string what = std::string(fn) + ": layers[" + std::to_string(k) + "]";
+      LayerWeights w = layer_weights(env, layers.Get(k), &keep, what);
+      rethrow(env, [&] {
+        try {
+          validate_layer(lm_layer_, w);
+        } catch (const Error& e) {
+          throw Error(e.code, what + ": " + e.what());
+        }
+      });
+      if (w.gate_b) throw_error(env, "E_UNSUPPORTED", what + ": gate.bias (Llama mlp_bias) is not supported by --loss lm");
+      for (int r = 0; r < STREAMLINE_CUDA_ROLES; r++)
+        (*roles)[size_t(k) * STREAMLINE_CUDA_ROLES + r] = cuda_weight(*layer_weight_role(w, kCudaRoleNames[r]));
+    }
+    const std::string hwhat = std::string(fn) + ": headWeights";
+    HeadWeights hw = head_weights(env, info[1], &keep, hwhat);
+    if (hw.project_out)
+      throw_error(env, "E_UNSUPPORTED", hwhat + ": OPT project_out (word_embed_proj_dim != hidden) is not supported by --loss lm");
+    if (!hw.lm_head || hw.lm_head.shape.size() != 2)
+      throw_error(env, "E_SHAPE", hwhat + "['lm_head.weight']: required, [vocab, hidden]");
+    HeadSpec hs;
+    hs.hidden = spec_.D;
+    hs.vocab = size_t(hw.lm_head.shape[0]);
+    hs.norm = spec_.layer_norm ? NormKind::Layer : NormKind::Rms;
+    hs.norm_eps = spec_.norm_eps;
+    hs.final_norm = bool(hw.norm_w);
+    rethrow(env, [&] { validate_head(hs, hw); });
+    auto head = std::make_shared<std::array<streamline_cuda_weight, 3>>(
+        std::array<streamline_cuda_weight, 3>{cuda_weight(hw.norm_w), cuda_weight(hw.norm_b), cuda_weight(hw.lm_head)});
+    const int64_t n_layers = int64_t(layers.Length()), vocab = int64_t(hs.vocab);
+    const TrainApi* a = api_;
+    return async(info, keep, [=] {
+      auto& h = *head;
+      check_rc(*a, a->set_lm_tail(t, n_layers, roles->data(), &h[0], &h[1], &h[2], vocab), "train_set_lm_tail");
+    });
+  }
+
+  // The inputs of one lm micro-batch, as stepLm() and evalLm() take them (info[0..4]): targets Int32Array[batch*T]
+  // (the next token of each row, -1 = none) in place of the mse target.
+  struct LmBatchArgs {
+    int64_t batch;
+    const float* x;
+    const int32_t *targets, *pos;
+    const uint8_t* mask;
+  };
+  LmBatchArgs lm_batch_args(const Napi::CallbackInfo& info, const char* fn) {
+    Napi::Env env = info.Env();
+    const std::string f(fn);
+    LmBatchArgs b{};
+    b.batch = int_arg(env, info[4], "batch");
+    if (b.batch < 1 || size_t(b.batch) > spec_.B)
+      throw_error(env, "E_SHAPE", f + ": batch must be in [1, " + std::to_string(spec_.B) + "] (the spec's batch)");
+    size_t M = size_t(b.batch) * spec_.T, n = M * spec_.D;
+    b.x = typed<Napi::Float32Array>(env, info[0], napi_float32_array, n, f + ": x", "Float32Array").Data();
+    b.targets = typed<Napi::Int32Array>(env, info[1], napi_int32_array, M, f + ": targets", "Int32Array").Data();
+    if (spec_.use_rope || lm_layer_.use_rope)
+      b.pos = typed<Napi::Int32Array>(env, info[2], napi_int32_array, M, f + ": positions", "Int32Array").Data();
+    b.mask = absent(info[3]) ? nullptr
+                             : typed<Napi::Uint8Array>(env, info[3], napi_uint8_array, M, f + ": keyMask", "Uint8Array").Data();
+    return b;
+  }
+
+  // stepLm(x Float32Array[batch*T*D], targets Int32Array[batch*T], positions, keyMask, batch, gradScale?) ->
+  // Promise<loss>: step() with the next-token loss (mean NLL over rows with a target); E_CUDA without a tail.
+  Napi::Value StepLm(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    streamline_cuda_train* t = ready(env);
+    need_lm(env, "stepLm");
+    const LmBatchArgs b = lm_batch_args(info, "stepLm");
+    float scale = 1.f;
+    if (!absent(info[5])) {
+      double gs = number_arg(env, info[5], "gradScale");
+      if (!std::isfinite(gs)) throw_error(env, "E_NATIVE_ARG", "stepLm: gradScale must be finite");
+      scale = float(gs);
+    }
+    auto loss = std::make_shared<double>(0.0);
+    const TrainApi* a = api_;
+    return async(info, {info[0], info[1], info[2], info[3]},
+                 [=] { check_rc(*a, a->step_lm(t, b.x, b.targets, b.pos, b.mask, b.batch, scale, loss.get()), "train_step_lm"); },
+                 [loss](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, *loss); });
+  }
+
+  // evalLm(x, targets, positions, keyMask, batch) -> Promise<Float64Array[batch]>: each sequence's mean next-token NLL
+  // over its own rows with a target (0 when none), lmLossEval of that sequence alone; no state changes.
+  Napi::Value EvalLm(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    streamline_cuda_train* t = ready(env);
+    need_lm(env, "evalLm");
+    const LmBatchArgs b = lm_batch_args(info, "evalLm");
+    Napi::Float64Array out = Napi::Float64Array::New(env, size_t(b.batch));
+    double* dst = out.Data();
+    const TrainApi* a = api_;
+    auto ref = std::make_shared<Napi::Reference<Napi::Float64Array>>(Napi::Persistent(out));
+    return async(info, {info[0], info[1], info[2], info[3], out},
+                 [=] { check_rc(*a, a->eval_lm(t, b.x, b.targets, b.pos, b.mask, b.batch, dst), "train_eval_lm"); },
+                 [ref](Napi::Env) -> Napi::Value { return ref->Value(); });
+  }
+
   // apply({lr, beta1, beta2, eps, weightDecay, maxNorm, step}) -> Promise<gradNorm>: clip, AdamW, gradients zeroed.
   // A non-finite norm updates nothing (the caller stops, as the CPU trainer does).
   Napi::Value Apply(const Napi::CallbackInfo& info) {
@@ -377,6 +521,8 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
   friend Napi::Value OpenTrainer(const Napi::CallbackInfo& info);
   const TrainApi* api_ = nullptr;
   ReplacementSpec spec_;
+  LayerSpec lm_layer_;      // the frozen layers' spec (the trainer's spec as a full decoder layer)
+  bool lm_layers_ = false;  // whether the spec has heads, so the tail may have layers (an mlp spec may lack them)
   bool present_[kRoleCount] = {};
   streamline_cuda_train* t_ = nullptr;
   bool busy_ = false, step_staged_ = false, staging_ = false;
@@ -395,9 +541,14 @@ Napi::Value OpenTrainer(const Napi::CallbackInfo& info) {
   auto params = std::make_shared<ReplacementParams>();
   params->fill(nullptr);
   roles_arg(env, info[2], kind, s, params.get(), fn, "params", nullptr);
+  // The frozen layers of an lm tail (setLmTail) are full decoder layers of the trainer's spec: for an mlp replacement
+  // the spec is read a second time as a layer's (heads, RoPE, attention scale), as lmLossStep reads it, and those
+  // fields go to the backend too (the mlp's own step ignores them).
+  const bool has_heads = kind == ReplacementKind::Layer || !absent(info[1].As<Napi::Object>().Get("heads"));
+  const ReplacementSpec ls = kind == ReplacementKind::Layer || !has_heads ? s : spec_arg(env, info[1], ReplacementKind::Layer, fn);
   const float* inv = nullptr;
-  if (kind == ReplacementKind::Layer && s.use_rope)
-    inv = typed<Napi::Float32Array>(env, info[3], napi_float32_array, s.Dh / 2, std::string(fn) + ": ropeInvFreq", "Float32Array").Data();
+  if (ls.use_rope && has_heads)
+    inv = typed<Napi::Float32Array>(env, info[3], napi_float32_array, ls.Dh / 2, std::string(fn) + ": ropeInvFreq", "Float32Array").Data();
   if (s.grad_scale != 1.f) throw_error(env, "E_NATIVE_ARG", "cudaTrainer: spec.gradScale is per step here (step's gradScale)");
   streamline_cuda_train_spec cs{};
   cs.batch = int64_t(s.B);
@@ -410,16 +561,20 @@ Napi::Value OpenTrainer(const Napi::CallbackInfo& info) {
   cs.norm = s.layer_norm ? 1 : 0;
   cs.activation = int32_t(s.act);
   cs.gated = s.gated;
-  cs.use_rope = s.use_rope;
+  cs.use_rope = has_heads && ls.use_rope;
   cs.use_cublaslt = 1;  // "available" already required cuBLASLt; the fallback GEMM is for the harness
   cs.norm_eps = s.norm_eps;
-  cs.attn_scale = s.attn_scale;  // resolved by spec_arg (1/sqrt(headDim) when 0 or absent), as the CPU step uses it
-  cs.rope_attention_scaling = s.rope_attention_scaling;
+  cs.attn_scale = ls.attn_scale;  // resolved by spec_arg (1/sqrt(headDim) when 0 or absent), as the CPU step uses it
+  cs.rope_attention_scaling = ls.rope_attention_scaling;
 
   Napi::Object obj = g_trainer_ctor->New({});
   CudaTrainer* self = CudaTrainer::Unwrap(obj);
   self->api_ = &api;
   self->spec_ = s;
+  ReplacementSpec tail = ls;
+  tail.use_rope = cs.use_rope != 0;
+  self->lm_layer_ = layer_spec_of(tail);
+  self->lm_layers_ = has_heads;
   for (int r = 0; r < kRoleCount; r++) self->present_[r] = (*params)[r] != nullptr;
   self->busy_ = true;
   const TrainApi* a = &api;

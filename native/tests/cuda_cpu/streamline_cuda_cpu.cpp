@@ -1,6 +1,6 @@
 // streamline_cuda_cpu.so: the C API of cuda/streamline_cuda.h implemented with the CPU kernels of streamline_core
-// (decoder_layer_forward, mlp_block_forward, head_forward, cosine_accumulate; replacement_step, clip_grad_norm and
-// adamw_step for training). TEST-ONLY, never shipped: it lets the
+// (decoder_layer_forward, mlp_block_forward, head_forward, cosine_accumulate; replacement_step, lm_loss_step,
+// clip_grad_norm and adamw_step for training). TEST-ONLY, never shipped: it lets the
 // TypeScript CUDA path (binding_cuda.cpp, engine/cuda.ts) run end to end on machines without a GPU, loaded through
 // STREAMLINE_CUDA_LIBRARY, and compared with the CPU path. Since it runs the very kernels of the CPU path on the
 // same inputs, results must agree exactly; a difference is a bug in the CUDA path's plumbing (inputs, slots, states,
@@ -14,8 +14,10 @@
 // Test hooks: with STREAMLINE_CUDA_CPU_CALLS=<file> in the environment, the calls whose number matters for speed on
 // a GPU (context creation, head upload, training downloads and evals) each append one line to that file, so a test
 // can count uploads. Built a second time with STREAMLINE_CUDA_CPU_OLD_TRAINER defined (streamline_cuda_cpu_old.so),
-// it lacks streamline_cuda_train_eval, train_get_state/set_state and train_stage/step_staged, like a backend built
-// before those existed, so the callers' fallbacks are tested too. train_stage / train_step_staged log "train_stage
+// it lacks streamline_cuda_train_eval, train_get_state/set_state, train_stage/step_staged and the lm functions
+// (train_set_lm_tail, train_step_lm, train_eval_lm), like a backend built before those existed, so the callers'
+// fallbacks are tested too. The lm functions log "train_set_lm_tail <n_layers>", "train_step_lm <batch>" and
+// "train_eval_lm <batch>". train_stage / train_step_staged log "train_stage
 // <batch>", "train_step_staged begin" and "train_step_staged end"; with STREAMLINE_CUDA_CPU_WAIT_STAGE_MS=<ms>, a
 // step_staged waits (at most that long) for a train_stage issued after it began before it returns, so the log shows
 // deterministically whether the caller stages the next batch while a step is in flight (the order a GPU overlaps).
@@ -37,6 +39,7 @@
 
 #include "streamline/cosine.h"
 #include "streamline/error.h"
+#include "streamline/lm_loss.h"
 #include "streamline/model.h"
 #include "streamline/replacement.h"
 #include "streamline/train.h"
@@ -341,13 +344,24 @@ struct TrainRole {
   int role;
   std::vector<float> p, g, m, v;
 };
+
+// The lm tail (train_set_lm_tail): owned copies of the frozen layers and the head, in their own dtypes, as the CPU
+// lm binding reads them in place from the memory-mapped checkpoint.
+struct LmTail {
+  std::vector<std::unique_ptr<Buffer>> bufs;
+  FrozenTail tail;  // tail.layer.batch is set per call
+};
 }  // namespace
 
 struct streamline_cuda_train {
   ReplacementKind kind;
   ReplacementSpec spec;  // spec.B: the largest micro-batch
   std::vector<TrainRole> roles;  // present roles, sorted by role name (see apply)
-  std::vector<float> inv_freq;
+  std::vector<float> inv_freq;  // RoPE of R and of the tail's layers (kept for any kind when use_rope is set)
+  // The frozen layers' spec: the C API spec as a full decoder layer (for an mlp replacement too, whose own spec ignores
+  // heads and use_rope), as the CPU lm binding reads the JS spec a second time with kind 'layer'.
+  LayerSpec lm_layer;
+  std::unique_ptr<LmTail> lm;
   Buffer counted;  // the bytes of the arrays above, for memory()
   // Prefetch: the real backend's two input slots, as copies (FIFO); a slot stays taken while its step runs.
   struct Staged {
@@ -413,10 +427,11 @@ SL_EXPORT int streamline_cuda_train_create(int32_t kind, const streamline_cuda_t
     s.rope_attention_scaling = in->rope_attention_scaling;
     if (kind == 1 && (s.H == 0 || s.Hk == 0 || s.Dh == 0 || s.H % s.Hk != 0))
       throw Error("E_SHAPE", "train_create: heads, kv_heads, head_dim must be positive and heads a multiple of kv_heads");
-    if (s.use_rope) {
-      if (!host_inv_freq) throw Error("E_SHAPE", "train_create: RoPE needs inv_freq");
-      t->inv_freq.assign(host_inv_freq, host_inv_freq + s.Dh / 2);
-    }
+    if (s.use_rope && !host_inv_freq) throw Error("E_SHAPE", "train_create: RoPE needs inv_freq");
+    if (in->use_rope != 0 && host_inv_freq && s.Dh > 0) t->inv_freq.assign(host_inv_freq, host_inv_freq + s.Dh / 2);
+    ReplacementSpec ls = s;
+    ls.use_rope = in->use_rope != 0;
+    t->lm_layer = layer_spec_of(ls);
     size_t bytes = 0;
     for (int r = 0; r < kRoleCount; r++) {
       if (!host_params[r]) continue;
@@ -532,6 +547,135 @@ SL_EXPORT int streamline_cuda_train_eval(streamline_cuda_train* t, const float* 
       host_losses[b] = replacement_loss(t->kind, s, p, host_x + b * T * D, host_target + b * T * D,
                                         s.use_rope ? host_positions + b * T : nullptr, host_mask ? host_mask + b * T : nullptr,
                                         s.use_rope ? t->inv_freq.data() : nullptr);
+  });
+}
+#endif
+
+#ifndef STREAMLINE_CUDA_CPU_OLD_TRAINER
+// The lm loss: lm_loss_step / lm_loss_eval on the copied tail with the CPU lm binding's arguments (binding_lmloss.cpp:
+// weights in their own dtypes, the tail's LayerSpec for the call's batch, positions and inv_freq only with RoPE), so
+// that a cuda lm run through this library is bitwise the CPU's.
+SL_EXPORT int streamline_cuda_train_set_lm_tail(streamline_cuda_train* t, int64_t n_layers,
+                                                const streamline_cuda_weight* host_layers,
+                                                const streamline_cuda_weight* norm_w, const streamline_cuda_weight* norm_b,
+                                                const streamline_cuda_weight* lm_head, int64_t vocab) {
+  return guarded([&] {
+    const char* fn = "train_set_lm_tail";
+    if (n_layers < 0) throw Error("E_SHAPE", std::string(fn) + ": n_layers must be >= 0");
+    if (n_layers > 0 && !host_layers) throw Error("E_SHAPE", std::string(fn) + ": host_layers is NULL");
+    if (!lm_head || !lm_head->data) throw Error("E_SHAPE", std::string(fn) + ": lm_head is required");
+    if (vocab <= 0) throw Error("E_SHAPE", std::string(fn) + ": vocab must be positive");
+    const LayerSpec& ls = t->lm_layer;
+    if (n_layers > 0 && (ls.heads == 0 || ls.kv_heads == 0 || ls.head_dim == 0))
+      throw Error("E_SHAPE", std::string(fn) + ": the trainer was created without heads, kv_heads and head_dim, which the "
+                                               "frozen layers need");
+    if (n_layers > 0 && ls.use_rope && t->inv_freq.empty())
+      throw Error("E_SHAPE", std::string(fn) + ": the frozen layers use RoPE but the trainer was created without inv_freq");
+    // Built aside and swapped in at the end: a failure changes nothing.
+    auto lm = std::make_unique<LmTail>();
+    auto buf = [&]() -> Buffer& { lm->bufs.push_back(std::make_unique<Buffer>()); return *lm->bufs.back(); };
+    const int64_t D = int64_t(ls.hidden), F = int64_t(ls.intermediate), Q = int64_t(ls.heads * ls.head_dim),
+                  KV = int64_t(ls.kv_heads * ls.head_dim);
+    const std::vector<int64_t> shapes[STREAMLINE_CUDA_ROLES] = {{D}, {D}, {Q, D}, {Q}, {KV, D}, {KV}, {KV, D}, {KV},
+                                                                {D, Q}, {D}, {D}, {D}, {F, D}, {F}, {F, D}, {F},
+                                                                {D, F}, {D}};
+    lm->tail.layer = ls;
+    for (int64_t k = 0; k < n_layers; k++) {
+      const std::string what = std::string(fn) + ": layers[" + std::to_string(k) + "]";
+      const streamline_cuda_weight* roles = host_layers + k * STREAMLINE_CUDA_ROLES;
+      if (roles[STREAMLINE_CUDA_GATE_B].data)
+        throw Error("E_UNSUPPORTED", what + ": gate.bias (Llama mlp_bias) is not supported by the lm loss");
+      LayerWeights w;
+      try {
+        for (int r = 0; r < STREAMLINE_CUDA_ROLES; r++)
+          *layer_weight_role(w, kRoleNames[r]) = copy_weight(buf(), roles[r], shapes[r], kRoleNames[r]);
+        validate_layer(ls, w);
+      } catch (const Error& e) {
+        throw Error(e.code, what + ": " + e.what());
+      }
+      lm->tail.layers.push_back(w);
+    }
+    static const streamline_cuda_weight kNone{nullptr, 0, 0};
+    HeadSpec& h = lm->tail.head;
+    h.hidden = size_t(D);
+    h.vocab = size_t(vocab);
+    h.norm = ls.norm;
+    h.norm_eps = ls.norm_eps;
+    h.final_norm = norm_w && norm_w->data;
+    HeadWeights& hw = lm->tail.head_w;
+    try {
+      hw.norm_w = copy_weight(buf(), norm_w ? *norm_w : kNone, {D}, "final_norm.weight");
+      hw.norm_b = copy_weight(buf(), norm_b ? *norm_b : kNone, {D}, "final_norm.bias");
+      hw.lm_head = copy_weight(buf(), *lm_head, {vocab, D}, "lm_head.weight");
+      validate_head(h, hw);
+    } catch (const Error& e) {
+      throw Error(e.code, std::string(fn) + ": head: " + e.what());
+    }
+    note_call(std::string(fn) + " " + std::to_string(n_layers));
+    t->lm = std::move(lm);
+  });
+}
+
+namespace {
+// The checks train_step_lm and train_eval_lm share; returns the tail with its spec for `batch` sequences.
+FrozenTail lm_call(streamline_cuda_train* t, const float* host_x, const int32_t* host_targets,
+                   const int32_t* host_positions, int64_t batch, const char* fn) {
+  if (!t->lm) throw Error("E_SHAPE", std::string(fn) + ": no lm tail (call train_set_lm_tail first)");
+  if (batch <= 0 || size_t(batch) > t->spec.B)
+    throw Error("E_SHAPE", std::string(fn) + ": batch must be in [1, " + std::to_string(t->spec.B) + "]");
+  if (!host_x || !host_targets) throw Error("E_SHAPE", std::string(fn) + ": x and targets are required");
+  if ((t->spec.use_rope || t->lm_layer.use_rope) && !host_positions)
+    throw Error("E_SHAPE", std::string(fn) + ": RoPE needs positions");
+  const size_t M = size_t(batch) * t->spec.T, V = t->lm->tail.head.vocab;
+  for (size_t m = 0; m < M; m++)
+    if (host_targets[m] >= 0 && size_t(host_targets[m]) >= V)
+      throw Error("E_TOKEN_RANGE", std::string(fn) + ": targets[" + std::to_string(m) + "] = " +
+                                       std::to_string(host_targets[m]) + " is outside the vocabulary [0, " +
+                                       std::to_string(V) + ")");
+  need_free_slot(t);
+  FrozenTail tail = t->lm->tail;  // views into t->lm's buffers
+  tail.layer.batch = size_t(batch);
+  return tail;
+}
+}  // namespace
+
+SL_EXPORT int streamline_cuda_train_step_lm(streamline_cuda_train* t, const float* host_x, const int32_t* host_targets,
+                                            const int32_t* host_positions, const uint8_t* host_mask, int64_t batch,
+                                            float grad_scale, double* loss) {
+  return guarded([&] {
+    FrozenTail tail = lm_call(t, host_x, host_targets, host_positions, batch, "train_step_lm");
+    note_call("train_step_lm " + std::to_string(batch));
+    ReplacementSpec s = t->spec;
+    s.B = size_t(batch);
+    s.grad_scale = grad_scale;
+    ReplacementParams p{};
+    ReplacementGrads g{};
+    for (auto& r : t->roles) { p[r.role] = r.p.data(); g[r.role] = r.g.data(); }
+    const bool rope = s.use_rope || tail.layer.use_rope;
+    *loss = lm_loss_step(t->kind, s, p, g, host_x, tail, host_targets, rope ? host_positions : nullptr, host_mask,
+                         rope ? t->inv_freq.data() : nullptr);
+  });
+}
+
+// lm_loss_eval of each sequence alone (B = 1), as the CPU trainer's lm validation calls it per block.
+SL_EXPORT int streamline_cuda_train_eval_lm(streamline_cuda_train* t, const float* host_x, const int32_t* host_targets,
+                                            const int32_t* host_positions, const uint8_t* host_mask, int64_t batch,
+                                            double* host_losses) {
+  return guarded([&] {
+    FrozenTail tail = lm_call(t, host_x, host_targets, host_positions, batch, "train_eval_lm");
+    if (!host_losses) throw Error("E_SHAPE", "train_eval_lm: losses is NULL");
+    note_call("train_eval_lm " + std::to_string(batch));
+    ReplacementSpec s = t->spec;
+    s.B = 1;
+    tail.layer.batch = 1;
+    ReplacementParams p{};
+    for (auto& r : t->roles) p[r.role] = r.p.data();
+    const bool rope = s.use_rope || tail.layer.use_rope;
+    const size_t T = s.T, D = s.D;
+    for (size_t b = 0; b < size_t(batch); b++)
+      host_losses[b] = lm_loss_eval(t->kind, s, p, host_x + b * T * D, tail, host_targets + b * T,
+                                    rope ? host_positions + b * T : nullptr, host_mask ? host_mask + b * T : nullptr,
+                                    rope ? t->inv_freq.data() : nullptr);
   });
 }
 #endif

@@ -106,7 +106,7 @@ test('through the CUDA C API (test backend): score and eval report device cuda a
   assert.equal(eb.tasks, ea.tasks);
 });
 
-test('prune: the mse training runs where --device says (cuda through the test backend), with the CPU weights; the fallback trains on the CPU', () => {
+test('prune: the training runs where --device says (cuda through the test backend, both losses), with the CPU weights; the fallbacks train on the CPU', () => {
   const args = (out: string, ...extra: string[]) => ['prune', p.model, '-o', path.join(tmp, out), '--calib', p.train, '--samples', '2', '--seq-len', '64',
     '--train-samples', '6', '--range', '5:7', '--replacement', 'mlp', '--micro-batch', '2', '-q', '--json', path.join(tmp, `${out}.json`), ...extra];
   const run = (a: string[], env: Record<string, string> = {}) => spawnSync(process.execPath, ['--conditions=@streamline/source', '--import', 'tsx', path.join(repoRoot, 'packages/cli/src/bin.ts'), ...a],
@@ -128,10 +128,23 @@ test('prune: the mse training runs where --device says (cuda through the test ba
   const j = read(path.join(tmp, 't-fake.json'));
   assert.equal([j.device, j.training.device], ['cuda', 'cuda']);
   assert.ok(weights('t-fake').equals(weights('t-cpu')), 'the test backend is the CPU arithmetic: bitwise the CPU weights');
+  // --loss lm trains on the GPU path too (the test backend's lm functions are the CPU's: bitwise the CPU weights); a
+  // backend built before them (the old test library) trains on the CPU after one warning.
+  const cpuLm = run(args('t-cpu-lm', '--device', 'cpu', '--loss', 'lm'));
+  assert.is(cpuLm.status, 0, cpuLm.stderr);
   const lm = run(args('t-fake-lm', '--device', 'cuda', '--loss', 'lm'), { STREAMLINE_CUDA_LIBRARY: fake });
   assert.is(lm.status, 0, lm.stderr);
-  assert.match(lm.stderr, /^warning: --loss lm: the replacement trains on the CPU/m);
-  assert.is(read(path.join(tmp, 't-fake-lm.json')).training.device, 'cpu');
+  assert.is(lm.stderr, '');
+  const jl = read(path.join(tmp, 't-fake-lm.json'));
+  assert.equal([jl.device, jl.training.device, jl.training.loss], ['cuda', 'cuda', 'lm']);
+  assert.ok(weights('t-fake-lm').equals(weights('t-cpu-lm')), 'lm: bitwise the CPU weights');
+  const old = fake.replace(/\.so$/, '_old.so');
+  if (!existsSync(old)) return;
+  const lmOld = run(args('t-old-lm', '--device', 'cuda', '--loss', 'lm'), { STREAMLINE_CUDA_LIBRARY: old });
+  assert.is(lmOld.status, 0, lmOld.stderr);
+  assert.match(lmOld.stderr, /^warning: --loss lm: the replacement trains on the CPU \(this CUDA backend library lacks streamline_cuda_train_step_lm/m);
+  assert.is(read(path.join(tmp, 't-old-lm.json')).training.device, 'cpu');
+  assert.ok(weights('t-old-lm').equals(weights('t-cpu-lm')), 'lm fallback: the CPU weights');
 });
 
 test.run();

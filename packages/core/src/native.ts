@@ -222,6 +222,8 @@ export interface NativeCuda {
   /**
    * A replacement trainer on the GPU (native/binding/binding_cuda_train.cpp): params are copied to the device;
    * spec.batch is the largest micro-batch a step may take; spec.gradScale must be absent (it is per step).
+   * ropeInvFreq [headDim/2] is required when the spec has heads and RoPE, for an `mlp` trainer too (the frozen layers
+   * of an lm tail rotate), else may be null.
    */
   cudaTrainer(kind: 'mlp' | 'layer', spec: NativeReplacementSpec, params: NativeReplacementParams, ropeInvFreq: Float32Array | null): Promise<NativeCudaTrainer>;
 }
@@ -233,7 +235,8 @@ export interface NativeCudaAdamWOptions extends NativeAdamWOptions {
 
 /**
  * One replacement's training state on the GPU (cuda/streamline_cuda.h, streamline_cuda_train_*): f32 master weights,
- * gradients and AdamW moments, with the CPU trainer's semantics (replacementStep + clipGradNorm + adamwStep).
+ * gradients and AdamW moments, with the CPU trainer's semantics (replacementStep, or lmLossStep with a tail set, +
+ * clipGradNorm + adamwStep).
  * One call at a time (E_CUDA_BUSY otherwise), except that stage and stepStaged may overlap; errors carry code E_CUDA
  * and the backend's message.
  */
@@ -269,6 +272,33 @@ export interface NativeCudaTrainer {
   stage(x: Float32Array, target: Float32Array, positions: Int32Array | null, keyMask: Uint8Array | null, batch: number): Promise<void>;
   /** step on the oldest staged batch (bitwise step's result on the same inputs); E_CUDA when none is staged. */
   stepStaged(gradScale?: number): Promise<number>;
+  /**
+   * Whether the backend exports the lm loss (streamline_cuda_train_set_lm_tail, train_step_lm, train_eval_lm); an
+   * older backend throws E_UNSUPPORTED from setLmTail, stepLm and evalLm, and `--loss lm` then trains on the CPU.
+   */
+  hasLm(): boolean;
+  /**
+   * The frozen rest of the model that stepLm and evalLm run the replacement's output through: the layers after the
+   * window in order (any float dtype, read as lmLossStep reads them; the trainer's spec as a full decoder layer, so an
+   * `mlp` trainer needs heads, kvHeads and headDim in its spec when there are layers, and ropeInvFreq with RoPE) and
+   * the head (`lm_head.weight` [vocab, hidden], the tied embedding where there is none; the final norm when present).
+   * Copied to the device before the promise settles; replaces an earlier tail. Throws E_UNSUPPORTED for gate.bias and
+   * OPT project_out (as lmLossStep), E_SHAPE for weights that do not fit the spec, E_CUDA when the device is out of
+   * memory (nothing changed then).
+   */
+  setLmTail(layers: NativeLayerWeights[], head: NativeHeadWeights): Promise<void>;
+  /**
+   * One micro-batch with the next-token loss (lmLossStep's semantics): targets[batch·seqLen] is the token id each row
+   * predicts (-1 = none; see nextTokenTargets); gradients += gradScale · dloss; resolves to the mean NLL (nats) over
+   * the rows with a target (0, and no gradient, when none has). E_CUDA (with the backend's message) without a tail
+   * (setLmTail first) or for a target >= vocab.
+   */
+  stepLm(x: Float32Array, targets: Int32Array, positions: Int32Array | null, keyMask: Uint8Array | null, batch: number, gradScale?: number): Promise<number>;
+  /**
+   * Validation with the lm loss: each of the `batch` blocks' mean next-token NLL over its rows with a target (0 when
+   * none): lmLossEval of that block alone. Forward only, no state changes. Inputs and errors as in stepLm.
+   */
+  evalLm(x: Float32Array, targets: Int32Array, positions: Int32Array | null, keyMask: Uint8Array | null, batch: number): Promise<Float64Array>;
   /** Frees the device memory now (a finalizer does it otherwise). */
   destroy(): void;
 }

@@ -1,7 +1,8 @@
-// Replacement training on a CUDA backend built before streamline_cuda_train_eval and train_get_state/set_state
-// existed: streamline_cuda_cpu_old.so is the test backend (native/tests/cuda_cpu) compiled without them. The binding
-// resolves them optionally; the trainer then validates on the CPU with downloaded weights (still the CPU run's
-// numbers bitwise), saves no checkpoint on interruption and refuses to resume on cuda. One backend library per
+// Replacement training on a CUDA backend built before streamline_cuda_train_eval, train_get_state/set_state and the
+// lm functions existed: streamline_cuda_cpu_old.so is the test backend (native/tests/cuda_cpu) compiled without them.
+// The binding resolves them optionally; the trainer then validates on the CPU with downloaded weights (still the CPU
+// run's numbers bitwise), saves no checkpoint on interruption, refuses to resume on cuda, and trains --loss lm on the
+// CPU after a warning. One backend library per
 // process, hence a file of its own.
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -49,6 +50,12 @@ if (!existsSync(old)) {
     assert.is(c1, 'E_UNSUPPORTED');
     assert.match(m1!, /lacks streamline_cuda_train_eval/);
     assert.is((await code(() => t.getState('up.weight')))[0], 'E_UNSUPPORTED');
+    assert.is(t.hasLm(), false);
+    const [c2, m2] = await code(() => t.setLmTail([], {}));
+    assert.is(c2, 'E_UNSUPPORTED');
+    assert.match(m2!, /lacks streamline_cuda_train_step_lm/);
+    assert.is((await code(() => t.stepLm(x, new Int32Array(T), null, null, 1)))[0], 'E_UNSUPPORTED');
+    assert.is((await code(() => t.evalLm(x, new Int32Array(T), null, null, 1)))[0], 'E_UNSUPPORTED');
     t.destroy();
   });
 
@@ -96,6 +103,21 @@ if (!existsSync(old)) {
     const done = await core.prune(model, { ...base('resume-cpu'), checkpointFile: ckpt, device: 'cpu', resume: true, force: true });
     const whole = await core.prune(model, { ...base('whole-cpu'), device: 'cpu' });
     assert.equal(hist(done), hist(whole));
+  });
+
+  test('--loss lm on cuda: the replacement trains on the CPU after one warning naming the missing function, with the CPU result', async () => {
+    const model = await fixture('llama-gqa');
+    const logs: core.DeviceMessage[] = [];
+    const o = { ...base('lm'), loss: 'lm' as const, epochs: 1 };
+    const cpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'lm-cpu'), device: 'cpu' });
+    const gpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'lm-cuda'), device: 'cuda', onLog: (m) => logs.push(m) });
+    assert.is(gpu.device, 'cuda');
+    assert.is(gpu.training!.device, 'cpu');
+    assert.equal(logs.map((m) => m.level), ['warning']);
+    assert.match(logs[0]!.message, /--loss lm: the replacement trains on the CPU \(this CUDA backend library lacks streamline_cuda_train_step_lm.*rebuild it\)/);
+    assert.equal(hist(gpu), hist(cpu));
+    const a = core.openCheckpoint(cpu.exported!.outDir), b = core.openCheckpoint(gpu.exported!.outDir);
+    for (const t of a.names()) assert.ok(Buffer.from(a.tensor(t).data).equals(Buffer.from(b.tensor(t).data)), t);
   });
 
   test.after(() => rmSync(tmp, { recursive: true, force: true }));

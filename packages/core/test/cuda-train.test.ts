@@ -9,7 +9,9 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as core from '../src/index.js';
-import { native } from '../src/native.js';
+import { native, type NativeHeadWeights, type NativeLayerWeights } from '../src/native.js';
+import { PairCache } from '../src/train/pair-cache.js';
+import { trainReplacement } from '../src/train/trainer.js';
 import { loadCharFixture, repoRoot } from './_helpers.js';
 
 const fake = path.join(repoRoot, 'packages', 'core', 'build', 'testlib', 'streamline_cuda_cpu.so');
@@ -86,17 +88,72 @@ if (!existsSync(fake)) {
     assert.is(gets.length, bests * roles, `${gets.length} role downloads for ${bests} new bests`);
   });
 
-  test('--loss lm on cuda trains on the CPU after one warning, with the CPU result', async () => {
+  // --loss lm on cuda (streamline_cuda_train_set_lm_tail / step_lm / eval_lm): the test backend's lm functions are the
+  // CPU's lm_loss_step / lm_loss_eval, so a run must be the CPU run bitwise: weights, losses, validation losses (3
+  // held-out blocks: evalLm calls of 2 and 1), best step. The tail is uploaded once; no step goes through the mse
+  // functions or the prefetch (lm is unpipelined).
+  for (const kind of ['mlp', 'layer'] as const) {
+    test(`--loss lm ${kind}: prune on cuda trains on the GPU path, bitwise the cpu run (gradAccum 2, validation)`, async () => {
+      const model = await fixture('llama-gqa');
+      const logs: core.DeviceMessage[] = [];
+      const o = { ...base(`lm-${kind}`, kind), loss: 'lm' as const, validationFraction: 0.3 };
+      const cpu = await core.prune(model, { ...o, outDir: path.join(tmp, `lm-${kind}-cpu`), device: 'cpu' });
+      const calls = path.join(tmp, `calls-lm-${kind}.log`);
+      process.env.STREAMLINE_CUDA_CPU_CALLS = calls;
+      let gpu: core.PruneResult;
+      try {
+        gpu = await core.prune(model, { ...o, outDir: path.join(tmp, `lm-${kind}-cuda`), device: 'cuda', onLog: (m) => logs.push(m) });
+      } finally {
+        delete process.env.STREAMLINE_CUDA_CPU_CALLS;
+      }
+      assert.equal(logs, []);
+      assert.is(cpu.training!.device, 'cpu');
+      assert.is(gpu.training!.device, 'cuda');
+      assert.is(gpu.training!.loss, 'lm');
+      assert.ok(cpu.training!.steps >= 4, `${cpu.training!.steps} steps`);
+      const vals = cpu.training!.history.filter((h) => h.valLoss !== undefined);
+      assert.ok(vals.length >= 2 && vals.every((h) => h.valLoss! > 0), 'validated with the lm loss');
+      assert.equal(gpu.training!.history.map((h) => [h.step, h.loss, h.valLoss, h.lr]), cpu.training!.history.map((h) => [h.step, h.loss, h.valLoss, h.lr]));
+      assert.is(gpu.training!.bestStep, cpu.training!.bestStep);
+      const a = core.openCheckpoint(cpu.exported!.outDir), b = core.openCheckpoint(gpu.exported!.outDir);
+      assert.equal(b.names(), a.names());
+      for (const t of a.names()) assert.ok(Buffer.from(a.tensor(t).data).equals(Buffer.from(b.tensor(t).data)), t);
+      const lines = readFileSync(calls, 'utf8').trim().split('\n');
+      // llama-gqa has 3 layers and the window is [1, 2): one frozen layer after it.
+      assert.equal(lines.filter((l) => l.startsWith('train_set_lm_tail')), ['train_set_lm_tail 1']);
+      assert.is(lines.filter((l) => l.startsWith('train_step_lm')).length, micros(gpu));
+      assert.equal(lines.filter((l) => l.startsWith('train_eval_lm')), vals.flatMap(() => ['train_eval_lm 2', 'train_eval_lm 1']));
+      assert.not.ok(lines.some((l) => /^train_(stage|step_staged|eval) /.test(l)), 'no mse step, stage or eval');
+    });
+  }
+
+  // An interrupted cuda lm run saves the checkpoint of an mse run (weights and moments through getState); resumed on
+  // cuda it ends bitwise as the uninterrupted run, and so does a cuda -> cpu resume.
+  test('--loss lm: interrupt on cuda and resume on cuda or cpu, bitwise the uninterrupted run', async () => {
     const model = await fixture('llama-gqa');
-    const logs: core.DeviceMessage[] = [];
-    const o = { ...base('lm-x', 'layer'), loss: 'lm' as const, epochs: 1 };
-    const cpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'lm-cpu'), device: 'cpu' });
-    const gpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'lm-cuda'), device: 'cuda', onLog: (m) => logs.push(m) });
-    assert.is(gpu.device, 'cuda');
-    assert.is(gpu.training!.device, 'cpu');
-    assert.equal(logs.map((m) => m.level), ['warning']);
-    assert.match(logs[0]!.message, /--loss lm: the replacement trains on the CPU/);
-    assert.equal(gpu.training!.history.map((h) => h.loss), cpu.training!.history.map((h) => h.loss));
+    const o = (out: string) => ({ ...base(out, 'layer' as const), loss: 'lm' as const });
+    const hist = (r: core.PruneResult) => r.training!.history.map((h) => [h.step, h.loss, h.valLoss, h.lr]);
+    const whole = await core.prune(model, { ...o('lm-whole'), device: 'cuda' });
+    assert.is(whole.training!.device, 'cuda');
+    const want = core.openCheckpoint(whole.exported!.outDir);
+    for (const to of ['cuda', 'cpu'] as const) {
+      const ckpt = path.join(tmp, `ckpt-lm-${to}`);
+      const ac = new AbortController();
+      let c1 = 'none', m1 = '';
+      try {
+        await core.prune(model, { ...o(`lm-int-${to}`), checkpointFile: ckpt, device: 'cuda', signal: ac.signal, onTrainStep: (s: core.StepRecord) => { if (s.step === 2) ac.abort(); } });
+      } catch (e) {
+        c1 = (e as { code: string }).code; m1 = (e as Error).message;
+      }
+      assert.is(c1, 'E_INTERRUPTED', to);
+      assert.match(m1, /state saved to/, to);
+      const resumed = await core.prune(model, { ...o(`lm-int-${to}`), checkpointFile: ckpt, device: to, resume: true, force: true });
+      assert.is(resumed.training!.device, to);
+      assert.equal(hist(resumed), hist(whole), to);
+      const got = core.openCheckpoint(resumed.exported!.outDir);
+      for (const t of want.names()) assert.ok(Buffer.from(got.tensor(t).data).equals(Buffer.from(want.tensor(t).data)), `${to} ${t}`);
+      assert.not.ok(existsSync(ckpt), to);
+    }
   });
 
   // A Ctrl-C checkpoint has one format on both devices (the CUDA trainer's weights and AdamW moments come through
@@ -338,6 +395,125 @@ if (!existsSync(fake)) {
     for (const r of Object.keys(params)) assert.equal(await t.getGrads(r as never), await u.getGrads(r as never), r);
     t.destroy();
     u.destroy();
+  });
+
+  // The lm functions against the CPU lm binding on the same inputs: stepLm is lmLossStep (loss and gradients bitwise),
+  // evalLm each block's lmLossEval alone, for an mlp trainer whose frozen layer uses RoPE (the spec's heads and the
+  // inverse frequencies reach the backend for the tail). The tail is copied at setLmTail: the host arrays are
+  // overwritten afterwards.
+  test('the binding: setLmTail/stepLm/evalLm equal lmLossStep/lmLossEval, the tail is copied, misuse as coded errors', async () => {
+    const model = await fixture('llama-gqa');
+    const d = model.description;
+    const n = native();
+    const T = 8, D = d.semantics.hidden, V = d.vocab, Dh = d.semantics.headDim;
+    const w = d.layers[0]!.weights();
+    const params: Record<string, Float32Array> = {};
+    for (const r of ['mlp_norm.weight', 'gate.weight', 'up.weight', 'down.weight'] as const) {
+      params[r] = new Float32Array(w[r]!.shape.reduce((a, b) => a * b, 1));
+      n.convertFloats(params[r]!, 'f32', w[r]!.data, w[r]!.dtype);
+    }
+    const invFreq = Float32Array.from({ length: Dh / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / Dh));
+    const spec = (B: number) => core.nativeLayerSpec(d.semantics, B, T, true, 1);
+    const copy = <V extends { data: ArrayBufferView } | null | undefined>(o: Record<string, V>) =>
+      Object.fromEntries(Object.entries(o).filter(([, t]) => t).map(([r, t]) => [r, { ...t!, data: (t!.data as Uint8Array).slice() }]));
+    const g = d.global();
+    const layer = d.layers[2]!.weights() as never as NativeLayerWeights;
+    const head = { 'final_norm.weight': g['final_norm.weight']!, 'lm_head.weight': (g['lm_head.weight'] ?? g['embed.weight'])! } as NativeHeadWeights;
+    const layerCopy = copy(layer as never) as NativeLayerWeights, headCopy = copy(head as never) as NativeHeadWeights;
+    const code = async (f: () => unknown) => { try { await f(); return ['none', '']; } catch (e) { return [(e as { code: string }).code, (e as Error).message]; } };
+    const t = await n.cudaTrainer('mlp', spec(2), params, invFreq);
+    assert.ok(t.hasLm());
+    const x = Float32Array.from({ length: 2 * T * D }, (_, i) => Math.sin(i * 0.37));
+    const targets = Int32Array.from({ length: 2 * T }, (_, i) => (i % T === T - 1 ? -1 : (i * 7) % V));
+    const positions = Int32Array.from({ length: 2 * T }, (_, i) => i % T);
+    const mask = Uint8Array.from({ length: 2 * T }, (_, i) => (i < T || i % T < 6 ? 1 : 0));
+    const [c0, m0] = await code(() => t.stepLm(x, targets, positions, mask, 2, 1));
+    assert.is(c0, 'E_CUDA');
+    assert.match(m0, /no lm tail \(call train_set_lm_tail first\)/);
+    assert.is((await code(() => t.evalLm(x, targets, positions, mask, 2)))[0], 'E_CUDA', 'evalLm without a tail');
+    await t.setLmTail([layerCopy], headCopy);
+    for (const c of [...Object.values(layerCopy), ...Object.values(headCopy)]) (c!.data as Uint8Array).fill(0x7f);
+    const grads = Object.fromEntries(Object.entries(params).map(([r, p]) => [r, new Float32Array(p.length)]));
+    const want = await n.lmLossStep('mlp', spec(2), params, grads, x, [layer], head, targets, positions, mask, invFreq, 0.5);
+    assert.ok(want > 0);
+    assert.is(await t.stepLm(x, targets, positions, mask, 2, 0.5), want);
+    for (const r of Object.keys(params)) assert.equal(await t.getGrads(r as never), grads[r], r);
+    const losses = await t.evalLm(x, targets, positions, mask, 2);
+    assert.instance(losses, Float64Array);
+    for (const b of [0, 1]) {
+      const one = <A extends Float32Array | Int32Array | Uint8Array>(a: A, k: number) => a.subarray(b * T * k, (b + 1) * T * k) as A;
+      assert.is(losses[b], await n.lmLossEval('mlp', spec(1), params, one(x, D), [layer], head, one(targets, 1), one(positions, 1), one(mask, 1), invFreq), `block ${b}`);
+    }
+    assert.equal(await t.evalLm(x, new Int32Array(2 * T).fill(-1), positions, mask, 2), new Float64Array(2), 'no target: 0');
+    for (const r of Object.keys(params)) assert.equal(await t.getGrads(r as never), grads[r], `evalLm leaves the gradients: ${r}`);
+    // Bad inputs: a target outside the vocabulary names its row; shapes; the tail's refusals are lmLossStep's.
+    const bad = targets.slice();
+    bad[5] = V;
+    const [c1, m1] = await code(() => t.stepLm(x, bad, positions, mask, 2, 1));
+    assert.is(c1, 'E_CUDA');
+    assert.match(m1, new RegExp(`targets\\[5\\] = ${V} is outside the vocabulary \\[0, ${V}\\)`));
+    assert.is((await code(() => t.evalLm(x, bad, positions, mask, 2)))[0], 'E_CUDA');
+    assert.is((await code(() => t.stepLm(x, targets, positions, mask, 3, 1)))[0], 'E_SHAPE', 'batch over the spec');
+    assert.is((await code(() => t.stepLm(x, targets.subarray(1), positions, mask, 2, 1)))[0], 'E_SHAPE', 'targets of the wrong size');
+    assert.is((await code(() => t.stepLm(x, targets, null, mask, 2, 1)))[0], 'E_NATIVE_ARG', 'RoPE needs positions');
+    const F = d.semantics.intermediate;
+    const [c2, m2] = await code(() => t.setLmTail([{ ...layer, 'gate.bias': { data: new Float32Array(F), dtype: 'f32', shape: [F] } }], head));
+    assert.is(c2, 'E_UNSUPPORTED');
+    assert.match(m2, /gate\.bias/);
+    const [c3, m3] = await code(() => t.setLmTail([layer], { ...head, 'project_out.weight': { data: new Float32Array(4 * D), dtype: 'f32', shape: [4, D] } }));
+    assert.is(c3, 'E_UNSUPPORTED');
+    assert.match(m3, /project_out/);
+    assert.is((await code(() => t.setLmTail([layer], { 'final_norm.weight': head['final_norm.weight']! })))[0], 'E_SHAPE', 'no lm_head');
+    assert.is((await code(() => t.setLmTail([{ ...layer, 'q.weight': { ...layer['q.weight']!, shape: [D, layer['q.weight']!.shape[0]! * 2] } }], head)))[0], 'E_SHAPE');
+    // The refused tails changed nothing: the first one still runs.
+    const grads2 = Object.fromEntries(Object.entries(params).map(([r, p]) => [r, new Float32Array(p.length)]));
+    await t.apply({ lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxNorm: 1, step: 1 });
+    const p1: Record<string, Float32Array> = {};
+    for (const r of Object.keys(params)) p1[r] = await t.getParams(r as never);
+    assert.is(await t.stepLm(x, targets, positions, mask, 2, 1), await n.lmLossStep('mlp', spec(2), p1, grads2, x, [layer], head, targets, positions, mask, invFreq, 1));
+    t.destroy();
+    // An mlp spec without heads cannot describe frozen layers (lmLossStep refuses the same); with none it is fine.
+    const { heads: _h, kvHeads: _k, headDim: _d, ...mlpOnly } = spec(1);
+    const u = await n.cudaTrainer('mlp', mlpOnly, params, null);
+    assert.is((await code(() => u.setLmTail([layer], head)))[0], 'E_NATIVE_ARG');
+    await u.setLmTail([], head);
+    const one = (a: Float32Array) => a.subarray(0, T * D);
+    const g1 = Object.fromEntries(Object.entries(params).map(([r, p]) => [r, new Float32Array(p.length)]));
+    assert.is(await u.stepLm(one(x), targets.subarray(0, T), null, null, 1, 1), await n.lmLossStep('mlp', mlpOnly, params, g1, one(x), [], head, targets.subarray(0, T), null, null, null, 1));
+    u.destroy();
+  });
+
+  // A target outside the vocabulary inside a cuda lm run: the backend's refusal surfaces from trainReplacement as a
+  // StreamlineError with its message.
+  test('--loss lm on cuda: a target outside the vocabulary rejects the run with a StreamlineError naming the row', async () => {
+    const model = await fixture('llama-gqa');
+    const d = model.description;
+    const n = native();
+    const T = 8, D = d.semantics.hidden, V = d.vocab, Dh = d.semantics.headDim;
+    const w = d.layers[1]!.weights();
+    const init: Record<string, Float32Array> = {}, shapes: Record<string, number[]> = {};
+    for (const r of ['mlp_norm.weight', 'gate.weight', 'up.weight', 'down.weight'] as const) {
+      init[r] = new Float32Array(w[r]!.shape.reduce((a, b) => a * b, 1));
+      n.convertFloats(init[r]!, 'f32', w[r]!.data, w[r]!.dtype);
+      shapes[r] = [...w[r]!.shape];
+    }
+    const train = new PairCache({ blocks: 2, rows: T, hidden: D, dtype: 'f32', budgetBytes: 1 << 24, dir: tmp, targets: false });
+    for (let b = 0; b < 2; b++) train.add(Float32Array.from({ length: T * D }, (_, i) => Math.cos(i * 0.1 + b)), new Float32Array(0));
+    const tokens = [Int32Array.from({ length: T }, (_, i) => i % V), Int32Array.from({ length: T }, (_, i) => (i === 3 ? V + 2 : i % V))];
+    const g = d.global();
+    const lm = { layers: [d.layers[2]!.weights() as never as NativeLayerWeights], head: { 'final_norm.weight': g['final_norm.weight']!, 'lm_head.weight': (g['lm_head.weight'] ?? g['embed.weight'])! } as NativeHeadWeights, trainTokens: tokens, validationTokens: [] };
+    const invFreq = Float32Array.from({ length: Dh / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / Dh));
+    const o = { kind: 'mlp' as const, semantics: d.semantics, ropeInvFreq: invFreq, ropeAttentionScaling: 1, init, shapes, train, validation: null, loss: 'lm' as const, lm, microBatch: 2 };
+    let err: unknown = null;
+    await trainReplacement({ ...o, device: 'cuda' }).catch((e) => { err = e; });
+    assert.instance(err, core.StreamlineError);
+    assert.is((err as core.StreamlineError).code, 'E_CUDA');
+    // Block 1's row 2 predicts token 3 (row T + 2 of the micro-batch, in either shuffled order: row 2 or T + 2).
+    assert.match((err as Error).message, new RegExp(`targets\\[(2|${T + 2})\\] = ${V + 2} is outside the vocabulary \\[0, ${V}\\)`));
+    err = null;
+    await trainReplacement({ ...o, device: 'cpu' }).catch((e) => { err = e; });
+    assert.is((err as { code?: string } | null)?.code, 'E_TOKEN_RANGE', 'the CPU refuses it too');
+    train.close();
   });
 
   test.after(() => rmSync(tmp, { recursive: true, force: true }));

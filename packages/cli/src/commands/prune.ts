@@ -118,7 +118,7 @@ export function registerPrune(program: Command): Command {
         outDir: o.out, replacement: o.replacement, calib: o.calib, field: o.field, samples: o.samples, seed: o.seed, metric: o.metric,
         loss: o.loss, lr: o.lr, minLr: o.minLr, weightDecay: o.weightDecay, clip: o.clip, microBatch: o.microBatch, gradAccum: o.gradAccum, epochs: o.epochs,
         validationFraction: o.validationFraction, cacheDtype: o.cacheDtype, checkpointFile, signal: controller.signal, device,
-        // Device messages after the resolution above (e.g. --loss lm training on the CPU) are warnings: always shown.
+        // Device messages after the resolution above (e.g. --loss lm training on the CPU with an old CUDA backend) are warnings: always shown.
         onLog: (m) => { if (m.level === 'warning') note(`warning: ${m.message}`); else if (!o.quiet && process.stderr.isTTY) note(m.message); },
         ...(o.n !== undefined ? { n: o.n } : {}), ...(o.sparsity !== undefined ? { sparsity: o.sparsity } : {}), ...(o.range ? { range: o.range } : {}),
         ...(o.seqLen !== undefined ? { seqLen: o.seqLen } : {}), ...(o.trainData ? { trainData: o.trainData } : {}),

@@ -56,10 +56,11 @@ export interface TrainingOptions {
 }
 
 /**
- * `device` (default 'auto') runs scoring, the collection of training pairs, the held-out perplexity and (loss `mse`)
- * the replacement's optimiser steps and validation losses on CUDA when it is usable; the `linear` fit, training with
- * loss `lm` and the relative error run on the CPU (so do validation losses with a CUDA backend built before
- * streamline_cuda_train_eval). A training checkpoint (Ctrl-C, `resume`) has one format for both
+ * `device` (default 'auto') runs scoring, the collection of training pairs, the held-out perplexity and the
+ * replacement's optimiser steps and validation losses (either loss) on CUDA when it is usable; the `linear` fit and
+ * the relative error run on the CPU (so do `mse` validation losses with a CUDA backend built before
+ * streamline_cuda_train_eval, and `lm` training with one built before streamline_cuda_train_step_lm, after a
+ * warning). A training checkpoint (Ctrl-C, `resume`) has one format for both
  * devices: one saved on either device resumes on either.
  */
 export interface PruneOptions extends Omit<CalibrationOptions, 'onProgress'>, TrainingOptions, DeviceOptions {

@@ -8,21 +8,24 @@
  * held-out pairs every few steps, the best weights kept. Deterministic for a seed: the order of blocks comes
  * from the seed and the epoch only, so a run resumed from a checkpoint ends with bitwise the same weights.
  *
- * On `device` 'cuda' (loss `mse` only) the micro-batch steps, clipping, AdamW and the validation forward run on the
- * GPU through the CUDA backend's trainer (the parameters, gradients and moments stay there; weights come back only
- * when a validation sets a new best, and at the end); the data order, schedule, loss bookkeeping (validation: the
- * mean over blocks of each block's loss, as on the CPU), best weights and log are this file's, the same for both
- * devices. A CUDA backend built before its eval function existed validates on the CPU instead, downloading the
- * weights at each validation. Checkpoints are one format for both devices: an interrupted cuda run downloads the
- * weights and AdamW moments (getState) and `resume` uploads them (setState), so a checkpoint moves between cpu and
- * cuda. Not on cuda: loss `lm` (trained on the CPU, with a warning). A CUDA backend built before getState/setState
- * existed trains but saves no checkpoint, and refuses `resume` (E_UNSUPPORTED). With a backend that has stage
- * (streamline_cuda_train_stage), the next micro-batch is read from the cache and uploaded while the current one
- * computes (see `pipe` below); results are bitwise those of the unpipelined loop, which older backends keep.
+ * On `device` 'cuda' the micro-batch steps, clipping, AdamW and the validation forward run on the GPU through the
+ * CUDA backend's trainer (the parameters, gradients and moments stay there; weights come back only when a validation
+ * sets a new best, and at the end); the data order, schedule, loss bookkeeping (validation: the mean over blocks of
+ * each block's loss, as on the CPU), best weights and log are this file's, the same for both devices. With loss `lm`
+ * the frozen layers and the head go to the GPU once (setLmTail) and each micro-batch is stepLm with the blocks'
+ * next-token targets, validation evalLm; a CUDA backend built before those (streamline_cuda_train_step_lm) trains
+ * `lm` on the CPU instead, with a warning. A CUDA backend built before its eval function existed validates `mse` on
+ * the CPU instead, downloading the weights at each validation. Checkpoints are one format for both devices and both
+ * losses: an interrupted cuda run downloads the weights and AdamW moments (getState) and `resume` uploads them
+ * (setState), so a checkpoint moves between cpu and cuda. A CUDA backend built before getState/setState existed
+ * trains but saves no checkpoint, and refuses `resume` (E_UNSUPPORTED). With a backend that has stage
+ * (streamline_cuda_train_stage), the next `mse` micro-batch is read from the cache and uploaded while the current one
+ * computes (see `pipe` below); results are bitwise those of the unpipelined loop, which older backends and the `lm`
+ * loss (no staged form yet) keep.
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { StreamlineError } from '../errors.js';
+import { fromNative, StreamlineError } from '../errors.js';
 import { native, type NativeCudaTrainer, type NativeHeadWeights, type NativeLayerWeights } from '../native.js';
 import type { Device, DeviceMessage } from '../device.js';
 import type { LayerRole, LayerSemantics } from '../engine/description.js';
@@ -66,9 +69,10 @@ export interface TrainOptions {
   checkpointFile?: string;
   resume?: boolean;
   /**
-   * Where the optimiser steps run (already resolved, see resolveDevice): 'cpu' (default) or 'cuda' (loss `mse`
-   * only; `lm` trains on the CPU after a warning through onLog). Results differ from the CPU's by the GPU's
-   * precision (bf16 GEMM inputs, cuda/NOTES.md), not by anything else.
+   * Where the optimiser steps run (already resolved, see resolveDevice): 'cpu' (default) or 'cuda' (both losses; with
+   * a CUDA backend built before the lm functions, `lm` trains on the CPU after a warning through onLog; the result's
+   * `device` says where it ran). Results differ from the CPU's by the GPU's precision (bf16 GEMM inputs,
+   * cuda/NOTES.md), not by anything else.
    */
   device?: Device;
   onLog?: (m: DeviceMessage) => void;
@@ -150,9 +154,6 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
     if (lm.trainTokens.length !== o.train.size || lm.validationTokens.length !== (o.validation?.size ?? 0))
       throw new StreamlineError('E_SHAPE', `loss 'lm': ${lm.trainTokens.length} + ${lm.validationTokens.length} token blocks for ${o.train.size} + ${o.validation?.size ?? 0} cached blocks`);
   }
-  const device: Device = o.device === 'cuda' && lossKind === 'mse' ? 'cuda' : 'cpu';
-  if (o.device === 'cuda' && lossKind === 'lm')
-    o.onLog?.({ level: 'warning', message: "--loss lm: the replacement trains on the CPU (the CUDA training step has the mse loss only)" });
   const N = o.train.size;
   if (N === 0) throw new StreamlineError('E_DATA_TOO_SMALL', 'no training pairs');
   const perStep = micro * accum;
@@ -168,13 +169,28 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
   if (resumed) {
     st = loadCheckpoint(o.checkpointFile!, roles);
   } else {
-    // On cuda the gradients and moments live on the GPU only.
-    const zeros = () => (device === 'cpu' ? roles.map((r) => new Float32Array(o.init[r]!.length)) : []);
-    st = { step: 0, params: roles.map((r) => Float32Array.from(o.init[r]!)), m: zeros(), v: zeros(), best: null, bestValLoss: null, bestStep: 0, history: [], tokens: 0 };
+    st = { step: 0, params: roles.map((r) => Float32Array.from(o.init[r]!)), m: [], v: [], best: null, bestValLoss: null, bestStep: 0, history: [], tokens: 0 };
   }
-  const grads = device === 'cpu' ? roles.map((r) => new Float32Array(o.init[r]!.length)) : [];
   const byRole = (arrs: Float32Array[]) => Object.fromEntries(roles.map((r, i) => [r, { data: arrs[i]!, dtype: 'f32', shape: o.shapes[r] ?? [arrs[i]!.length] }]));
-  const log = o.logFile ? fs.openSync(o.logFile, st.step > 0 ? 'a' : 'w') : null;
+  const spec = (B: number) => nativeLayerSpec(o.semantics, B, T, o.ropeInvFreq !== null, o.ropeAttentionScaling);
+
+  // On cuda the trainer holds the current weights; st.params is refreshed from it only where the host needs them. It
+  // is opened first because only it says whether the backend has the lm loss; without, `lm` trains on the CPU.
+  let gpu: NativeCudaTrainer | null = null;
+  if (o.device === 'cuda') {
+    const g = await n.cudaTrainer(o.kind, spec(Math.min(micro, N)), byRole(st.params), o.ropeInvFreq);
+    if (lm && !g.hasLm()) {
+      g.destroy();
+      o.onLog?.({ level: 'warning', message: '--loss lm: the replacement trains on the CPU (this CUDA backend library lacks streamline_cuda_train_step_lm: it was built before the lm loss on the GPU existed; rebuild it)' });
+    } else {
+      gpu = g;
+    }
+  }
+  const device: Device = gpu !== null ? 'cuda' : 'cpu';
+  // On cuda the gradients and moments live on the GPU only.
+  if (device === 'cpu' && !resumed) { st.m = roles.map((r) => new Float32Array(o.init[r]!.length)); st.v = roles.map((r) => new Float32Array(o.init[r]!.length)); }
+  const grads = device === 'cpu' ? roles.map((r) => new Float32Array(o.init[r]!.length)) : [];
+  let log: number | null = null;
   const t0 = Date.now();
 
   const loadBatch = (cache: PairCache, idx: number[]) => {
@@ -182,7 +198,6 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
     idx.forEach((j, b) => { const p = cache.read(j); x.set(p.x, b * T * D); if (cache.hasTargets) y.set(p.y, b * T * D); });
     return { x, y };
   };
-  const spec = (B: number) => nativeLayerSpec(o.semantics, B, T, o.ropeInvFreq !== null, o.ropeAttentionScaling);
   const validateOnHost = async (params: Float32Array[]): Promise<number> => {
     const val = o.validation!;
     let sum = 0;
@@ -195,8 +210,6 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
     return sum / val.size;
   };
 
-  // On cuda the trainer holds the current weights; st.params is refreshed from it only where the host needs them.
-  let gpu: NativeCudaTrainer | null = null;
   const hostParams = async (): Promise<Float32Array[]> => {
     const g = gpu;
     if (g === null) return st.params;
@@ -211,14 +224,19 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
     for (let j = 0; j < val.size; j += per) {
       const idx = Array.from({ length: Math.min(per, val.size - j) }, (_, i) => j + i);
       const { x, y } = loadBatch(val, idx);
-      for (const l of await g.eval(x, y, positions(idx.length), null, idx.length)) sum += l;
+      const losses = lm
+        ? await g.evalLm(x, nextTokenTargets(idx.map((k) => lm.validationTokens[k]!), T), positions(idx.length), null, idx.length)
+        : await g.eval(x, y, positions(idx.length), null, idx.length);
+      for (const l of losses) sum += l;
     }
     return sum / val.size;
   };
   let interrupted = false, checkpointSaved = false;
   try {
-    if (device === 'cuda') {
-      const g = gpu = await n.cudaTrainer(o.kind, spec(Math.min(micro, N)), byRole(st.params), o.ropeInvFreq);
+    log = o.logFile ? fs.openSync(o.logFile, st.step > 0 ? 'a' : 'w') : null;
+    if (gpu !== null) {
+      const g = gpu;
+      if (lm) await g.setLmTail(lm.layers, lm.head);
       if (resumed) {
         if (!g.hasState())
           throw new StreamlineError('E_UNSUPPORTED', `resuming ${o.checkpointFile} on cuda: this CUDA backend library cannot load AdamW moments (built before streamline_cuda_train_set_state); rebuild it, or resume with --device cpu`, { file: o.checkpointFile });
@@ -245,7 +263,7 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
     // uploaded into the trainer's idle input slot, across optimiser steps too (the next step's first micro-batch is
     // staged during this step's last one, before apply and validation, which use the other slot). An interruption
     // or error leaves at most that one batch staged and never stepped: the next step starts from its index as before.
-    const pipe = gpu !== null && gpu.hasStage() ? gpu : null;
+    const pipe = gpu !== null && gpu.hasStage() && !lm ? gpu : null;
     let stagedStep = -1;  // the optimiser step whose first micro-batch sits staged
     const stage = async (g: NativeCudaTrainer, idx: number[]) => {
       const { x, y } = loadBatch(o.train, idx);
@@ -280,7 +298,9 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
         }
         const { x, y } = loadBatch(o.train, idx);
         const l = gpu !== null
-          ? await gpu.step(x, y, positions(idx.length), null, idx.length, idx.length / nBlocks)
+          ? lm
+            ? await gpu.stepLm(x, nextTokenTargets(idx.map((j) => lm.trainTokens[j]!), T), positions(idx.length), null, idx.length, idx.length / nBlocks)
+            : await gpu.step(x, y, positions(idx.length), null, idx.length, idx.length / nBlocks)
           : lm
           ? await n.lmLossStep(o.kind, spec(idx.length), byRole(st.params), byRole(grads), x, lm.layers, lm.head,
             nextTokenTargets(idx.map((j) => lm.trainTokens[j]!), T), positions(idx.length), null, o.ropeInvFreq, idx.length / nBlocks)
@@ -302,7 +322,7 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
       if (o.validation && o.validation.size > 0 && (step % evalEvery === 0 || step === total)) {
         // On cuda the weights come to the host only for a new best (or, from a backend without eval, to validate).
         let downloaded: Float32Array[] | null = null;
-        if (gpu !== null && gpu.hasEval()) {
+        if (gpu !== null && (lm !== undefined || gpu.hasEval())) {
           rec.valLoss = await validateOnGpu(gpu);
         } else {
           const params = await hostParams();
@@ -333,6 +353,11 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
       checkpointSaved = true;
     }
     if (!interrupted && o.checkpointFile) fs.rmSync(o.checkpointFile, { force: true });
+  } catch (e) {
+    // The addon's errors (a stable E_ code on a plain Error, e.g. a CUDA backend's refusal) surface as StreamlineError
+    // with their code and message unchanged.
+    const c = (e as { code?: unknown } | null)?.code;
+    throw typeof c === 'string' && c.startsWith('E_') ? fromNative(e) : e;
   } finally {
     if (log !== null) fs.closeSync(log);
     gpu?.destroy();
