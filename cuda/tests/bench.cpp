@@ -6,6 +6,7 @@
 //   weight upload rate from pageable host memory, and peak GPU memory;
 // - one optimiser step of a replacement (issue 9) on the same shapes: the `layer` kind (forward with saved
 //   activations, MSE, backward, clip, AdamW) and the `mlp` kind: tokens/s, model TFLOP/s, step/apply split, memory.
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -329,6 +330,99 @@ void bench_train(bool quick) {
   }
 }
 
+// The lm objective (issue 9) at the 8B shape: a layer replacement whose loss runs through `frozen` frozen layers and
+// the Llama-3 head (vocabulary 128256, bf16). One step = step_lm from host memory (x and targets uploaded, as the
+// trainer does) + clip + AdamW. Model FLOPs: the replacement as in bench_train; each frozen layer's forward GEMMs
+// three times (forward, the recomputation, dX; no dW) less the last layer's recomputation; attention forward 2x +
+// backward 5 / 2 (no dW analogue: dQ, dK, dV and dP need 4 of its 5 products) approximated as 4.5x the forward; the
+// head's GEMM twice (logits, dX).
+void bench_lm(bool quick) {
+  using streamline::ReplacementKind;
+  if (!sc::lt::api()) {
+    bench_record("8B layer lm step", 0, "tok/s", "skipped: cuBLASLt unavailable (" + sc::lt::reason() + ")");
+    return;
+  }
+  const size_t frozen = quick ? 1 : 2, V = 128256;
+  streamline::ReplacementSpec s;
+  s.B = quick ? 2 : 8; s.T = 2048; s.D = 4096; s.H = 32; s.Hk = 8; s.Dh = 128; s.F = 14336;
+  s.layer_norm = false; s.norm_eps = 1e-5f; s.act = streamline::Activation::SiLU; s.gated = true; s.use_rope = true;
+  s.attn_scale = 1.f / std::sqrt(128.f);
+  const size_t M = s.B * s.T, D = s.D, F = s.F, Q = s.H * s.Dh, KV = s.Hk * s.Dh;
+  std::vector<std::vector<float>> host(streamline::kRoleCount);
+  std::array<const float*, streamline::kRoleCount> params{};
+  for (int r : {streamline::kRoleAttnNormW, streamline::kRoleQW, streamline::kRoleKW, streamline::kRoleVW,
+                streamline::kRoleOW, streamline::kRoleMlpNormW, streamline::kRoleGateW, streamline::kRoleUpW,
+                streamline::kRoleDownW}) {
+    size_t rows = 0, cols = 0;
+    sc::train_role_shape(s, r, &rows, &cols);
+    host[r].resize(rows * cols);
+    fill_sym(host[r], 700 + r, cols == 1 ? 0.1f : 0.02f, cols == 1 ? 1.f : 0.f);
+    params[r] = host[r].data();
+  }
+  // Frozen weights: one bf16 pattern buffer tiled (the values do not matter to the timing; generating 1.4 G random
+  // values would cost the check seconds).
+  std::vector<float> pat(size_t(1) << 20);
+  fill_sym(pat, 31, 0.02f, 0.f);
+  const std::vector<uint16_t> patb = to_bf16(pat);
+  auto tiled = [&](size_t n) {
+    std::vector<uint16_t> v(n);
+    for (size_t i = 0; i < n; i += patb.size()) std::memcpy(v.data() + i, patb.data(), std::min(patb.size(), n - i) * 2);
+    return v;
+  };
+  const std::vector<uint16_t> wqkv = tiled((Q + 2 * KV) * D), wo = tiled(D * Q), wgu = tiled(F * D), wd = tiled(D * F);
+  const std::vector<uint16_t> head = tiled(V * D);
+  std::vector<float> ones(D, 1.f);
+  sc::HostTensor roles[sc::kRoleCount];
+  roles[sc::kAttnNormW] = {ones.data(), streamline::DType::F32, D};
+  roles[sc::kMlpNormW] = {ones.data(), streamline::DType::F32, D};
+  roles[sc::kQW] = {wqkv.data(), streamline::DType::BF16, Q * D};
+  roles[sc::kKW] = {wqkv.data() + Q * D, streamline::DType::BF16, KV * D};
+  roles[sc::kVW] = {wqkv.data() + (Q + KV) * D, streamline::DType::BF16, KV * D};
+  roles[sc::kOW] = {wo.data(), streamline::DType::BF16, D * Q};
+  roles[sc::kGateW] = {wgu.data(), streamline::DType::BF16, F * D};
+  roles[sc::kUpW] = {wgu.data(), streamline::DType::BF16, F * D};
+  roles[sc::kDownW] = {wd.data(), streamline::DType::BF16, D * F};
+  std::vector<const sc::HostTensor*> layers(frozen, roles);
+  std::vector<float> inv(64);
+  for (int i = 0; i < 64; i++) inv[i] = float(1.0 / std::pow(500000.0, 2.0 * i / 128.0));
+  sc::device_bytes_reset_peak();
+  const size_t base = sc::device_bytes_current();
+  sc::TrainStep t(ReplacementKind::Layer, s, params, inv.data(), true);
+  const auto u0 = std::chrono::steady_clock::now();
+  t.set_lm_tail(layers, sc::HostTensor{ones.data(), streamline::DType::F32, D}, sc::HostTensor{},
+                sc::HostTensor{head.data(), streamline::DType::BF16, V * D}, V);
+  const double upload_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - u0).count();
+  std::vector<float> hx(M * D);
+  fill_sym(hx, 13, 1.f, 0.f);
+  std::vector<int32_t> pos(M), tg(M);
+  for (size_t m = 0; m < M; m++) pos[m] = int32_t(m % s.T), tg[m] = m % s.T == s.T - 1 ? -1 : int32_t((m * 7919) % V);
+  streamline::AdamWOptions opt;
+  double loss = 0;
+  std::vector<double> ms;
+  for (int i = 0; i < (quick ? 3 : 4); i++) {
+    const auto a = std::chrono::steady_clock::now();
+    loss = t.step_lm(hx.data(), tg.data(), pos.data(), nullptr, s.B, 1.f);
+    opt.step = i + 1;
+    t.apply(opt, 5.0);
+    if (i > 0) ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  const double med = ms[ms.size() / 2];
+  const double layer_gemm = 2.0 * double(M) * (double(D) * (Q + 2 * KV) + double(Q) * D + 3.0 * double(F) * D);
+  const double attn_fwd = 4.0 * double(s.B) * s.H * s.Dh * (double(s.T) * (s.T + 1) / 2);
+  const double flops = 3.0 * layer_gemm + 3.5 * attn_fwd +                                   // the replacement
+                       (3.0 * frozen - 1) * layer_gemm + (4.5 * frozen - 1) * attn_fwd +    // frozen layers
+                       2.0 * 2.0 * double(M) * double(V) * double(D);                       // head
+  bench_record(fmt("8B layer lm step (%zu frozen layers + 128k head) %zux%zu tokens", frozen, s.B, s.T),
+               double(M) / (med * 1e-3), "tok/s", fmt("%.1f ms per optimiser step, inputs from host; tail upload %.2f s", med, upload_s));
+  bench_record("8B layer lm step rate", flops / (med * 1e-3) / 1e12, "TFLOP/s",
+               fmt("%.0f%% of measured GEMM rate; %.2f model TFLOP per step",
+                   g_gemm_tflops > 0 ? 100.0 * flops / (med * 1e-3) / 1e12 / g_gemm_tflops : 0.0, flops / 1e12));
+  bench_record("8B layer lm step peak GPU memory", double(sc::device_bytes_peak() - base) / (1 << 30), "GiB",
+               fmt("TrainStep with tail %.2f GiB", double(t.device_bytes()) / (1 << 30)));
+  record("bench", "8B layer lm step loss finite", std::isfinite(loss), loss, 0);
+}
+
 }  // namespace
 
 void run_benchmarks(bool quick) {
@@ -337,6 +431,7 @@ void run_benchmarks(bool quick) {
   bench_cosine();
   bench_layer(quick);
   bench_train(quick);
+  bench_lm(quick);
 }
 
 }  // namespace harness
