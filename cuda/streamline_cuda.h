@@ -178,6 +178,14 @@ int streamline_cuda_train_step_lm(streamline_cuda_train* t, const float* host_x,
 int streamline_cuda_train_eval_lm(streamline_cuda_train* t, const float* host_x, const int32_t* host_targets,
                                   const int32_t* host_positions, const uint8_t* host_mask, int64_t batch,
                                   double* host_losses);
+/* Prefetch for the lm loss (optional, like train_stage): train_stage_lm copies a micro-batch (x, targets, positions,
+ * mask as in train_step_lm; targets are checked here) into the idle input slot exactly as train_stage does, and
+ * train_step_lm_staged runs train_step_lm on the oldest staged batch: bitwise train_step_lm's loss and gradients. The
+ * two slots are shared with train_stage: a step_staged whose oldest batch was staged for the other loss fails (and
+ * leaves it staged). */
+int streamline_cuda_train_stage_lm(streamline_cuda_train* t, const float* host_x, const int32_t* host_targets,
+                                   const int32_t* host_positions, const uint8_t* host_mask, int64_t batch);
+int streamline_cuda_train_step_lm_staged(streamline_cuda_train* t, float grad_scale, double* loss);
 
 #ifdef __cplusplus
 }
