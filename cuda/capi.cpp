@@ -287,6 +287,21 @@ SL_EXPORT int streamline_cuda_train_eval_lm(streamline_cuda_train* t, const floa
   });
 }
 
+SL_EXPORT int streamline_cuda_train_stage_lm(streamline_cuda_train* t, const float* host_x, const int32_t* host_targets,
+                                             const int32_t* host_positions, const uint8_t* host_mask, int64_t batch) {
+  return guarded([&] {
+    if (batch <= 0) throw CudaError("train_stage_lm: batch must be positive");
+    t->stage_lm(host_x, host_targets, host_positions, host_mask, size_t(batch));
+  });
+}
+
+SL_EXPORT int streamline_cuda_train_step_lm_staged(streamline_cuda_train* t, float grad_scale, double* loss) {
+  return guarded([&] {
+    if (!loss) throw CudaError("train_step_lm_staged: loss is required");
+    *loss = t->step_lm_staged(grad_scale);
+  });
+}
+
 SL_EXPORT int streamline_cuda_train_apply(streamline_cuda_train* t, const streamline_cuda_adamw* o, double* grad_norm) {
   return guarded([&] {
     if (o->step < 1) throw CudaError("train_apply: step must be >= 1");

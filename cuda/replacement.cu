@@ -265,6 +265,7 @@ TrainStep::TrainStep(ReplacementKind kind, const ReplacementSpec& spec,
     mask_ = static_cast<uint8_t*>(alloc(M));
     pos_ = static_cast<int32_t*>(alloc(M * 4));
     in_[0].x = x_, in_[0].target = target_, in_[0].pos = pos_, in_[0].mask = mask_;
+    in_[0].tg = static_cast<int32_t*>(alloc(M * 4));
     for (InputSlot& sl : in_) {
       SL_CUDA_CHECK(cudaEventCreateWithFlags(&sl.copied, cudaEventDisableTiming));
       SL_CUDA_CHECK(cudaEventCreateWithFlags(&sl.consumed, cudaEventDisableTiming));
@@ -539,6 +540,7 @@ TrainStep::InputSlot& TrainStep::take_slot(InputSlot::State want) {
     sl->target = static_cast<float*>(alloc(M * D * 4));
     sl->pos = static_cast<int32_t*>(alloc(M * 4));
     sl->mask = static_cast<uint8_t*>(alloc(M));
+    sl->tg = static_cast<int32_t*>(alloc(M * 4));
   }
   if (want == InputSlot::kStaging && !copy_) {
     SL_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking));
@@ -586,12 +588,17 @@ void TrainStep::stage(const float* x, const float* target, const int32_t* positi
                       size_t batch) {
   check(batch > 0 && batch <= s_.B, "stage: batch must be in [1, spec.B]");
   check(!rope_ || positions, "stage: positions are required for a layer with RoPE");
-  const size_t M = batch * s_.T, D = s_.D;
-  size_t real = M;
+  size_t real = batch * s_.T;
   if (key_mask) {
     real = 0;
-    for (size_t m = 0; m < M; m++) real += key_mask[m] ? 1 : 0;
+    for (size_t m = 0; m < batch * s_.T; m++) real += key_mask[m] ? 1 : 0;
   }
+  stage_any(x, target, nullptr, positions, key_mask, batch, false, real);
+}
+
+void TrainStep::stage_any(const float* x, const float* target, const int32_t* tg, const int32_t* positions,
+                          const uint8_t* key_mask, size_t batch, bool lm, size_t count) {
+  const size_t M = batch * s_.T, D = s_.D;
   InputSlot* sl;
   {
     std::lock_guard<std::mutex> lk(mu_);
@@ -608,28 +615,37 @@ void TrainStep::stage(const float* x, const float* target, const int32_t* positi
   sl->batch = batch;
   sl->has_pos = positions != nullptr;
   sl->has_mask = key_mask != nullptr;
-  sl->empty = real == 0;  // step() returns 0 without touching the GPU; step_staged does the same
+  sl->lm = lm;
+  sl->count = count;
+  sl->empty = count == 0;  // step() returns 0 without touching the GPU; step_staged does the same
   if (!sl->empty) {
     // The step that last read this slot (on stream_) must be done before the copy engine overwrites it.
     SL_CUDA_CHECK(cudaStreamWaitEvent(copy_, sl->consumed, 0));
     if (key_mask) stage_copy(sl->mask, key_mask, M);
     stage_copy(sl->x, x, M * D * 4);
-    stage_copy(sl->target, target, M * D * 4);
+    if (lm) stage_copy(sl->tg, tg, M * 4);
+    else stage_copy(sl->target, target, M * D * 4);
     if (positions) stage_copy(sl->pos, positions, M * 4);
     SL_CUDA_CHECK(cudaEventRecord(sl->copied, copy_));
   }
   ok = true;
 }
 
-double TrainStep::step_staged(float grad_scale) {
+TrainStep::InputSlot& TrainStep::take_staged(bool lm) {
+  std::lock_guard<std::mutex> lk(mu_);
   InputSlot* sl = nullptr;
-  {
-    std::lock_guard<std::mutex> lk(mu_);
-    for (InputSlot& c : in_)
-      if (c.state == InputSlot::kStaged && (!sl || c.seq < sl->seq)) sl = &c;
-    check(sl != nullptr, "step_staged: no staged batch (stage one first)");
-    sl->state = InputSlot::kInUse;
-  }
+  for (InputSlot& c : in_)
+    if (c.state == InputSlot::kStaged && (!sl || c.seq < sl->seq)) sl = &c;
+  const char* who = lm ? "step_lm_staged" : "step_staged";
+  check(sl != nullptr, std::string(who) + ": no staged batch (stage one first)");
+  check(sl->lm == lm, std::string(who) + ": the oldest staged batch was staged for the " + (sl->lm ? "lm" : "mse") +
+                          " loss (" + (sl->lm ? "step_lm_staged" : "step_staged") + " takes it)");
+  sl->state = InputSlot::kInUse;
+  return *sl;
+}
+
+double TrainStep::step_staged(float grad_scale) {
+  InputSlot* sl = &take_staged(false);
   auto done = on_exit([&] { free_slot(*sl); });
   if (sl->empty) return 0.0;
   SL_CUDA_CHECK(cudaStreamWaitEvent(stream_, sl->copied, 0));

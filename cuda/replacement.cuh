@@ -107,6 +107,12 @@ class TrainStep {
   // Validation: losses[b] = sequence b's mean NLL over its rows with a target (0 when none); nothing else changes.
   void eval_lm(const float* x, const int32_t* targets, const int32_t* positions, const uint8_t* key_mask, size_t batch,
                double* losses);
+  // Prefetch for the lm loss: stage() and step_staged() with token targets (checked at stage_lm) instead of hidden-state
+  // targets; the same two slots, threads and events. A staged step takes the oldest staged batch and refuses (leaving
+  // it staged) one staged for the other loss. Bitwise step_lm's results.
+  void stage_lm(const float* x, const int32_t* targets, const int32_t* positions, const uint8_t* key_mask,
+                size_t batch);
+  double step_lm_staged(float grad_scale);
   // Tests: rows per logits chunk of the tail's head (see LmHead::set_chunk_rows).
   void set_lm_chunk_rows(size_t rows);
 
@@ -141,13 +147,15 @@ class TrainStep {
   struct InputSlot {
     enum State { kFree, kStaging, kStaged, kInUse };
     float *x = nullptr, *target = nullptr;
-    int32_t* pos = nullptr;
+    int32_t *pos = nullptr, *tg = nullptr;  // tg: the lm loss's token targets
     uint8_t* mask = nullptr;
     cudaEvent_t copied = nullptr, consumed = nullptr;
     State state = kFree;
     uint64_t seq = 0;  // staging order: step_staged takes the oldest
     size_t batch = 0;
-    bool has_pos = false, has_mask = false, empty = false;  // empty: no real token (no copy, no compute)
+    bool has_pos = false, has_mask = false, empty = false;  // empty: no real token / no target (no copy, no compute)
+    bool lm = false;   // staged by stage_lm (token targets in tg)
+    size_t count = 0;  // lm: rows with a target
   };
   // Takes a free slot for `want` (kStaging or kInUse), allocating the second slot's buffers (and, for staging, the
   // pinned halves and copy_) on first need; throws when both are taken. Caller holds mu_.
@@ -179,10 +187,22 @@ class TrainStep {
   // and dL/dx lands in dh_.
   void backward(const LayerDev& w, ReplacementKind kind, bool trainable, const float* x, const uint8_t* mask, size_t B);
   void mlp_backward(const LayerDev& w, bool trainable, const float* dy, const float* x_in, float* dx_accum, size_t M);
-  // step_lm/eval_lm's shared part: argument checks, upload of x/targets/positions/mask into a taken slot, the forward
-  // through R and the tail. Returns the number of rows with a target (0: nothing was run).
-  size_t lm_forward(InputSlot& sl, const float* x, const int32_t* targets, const int32_t* positions,
-                    const uint8_t* key_mask, size_t batch);
+  // The lm paths' host checks (a tail, positions where RoPE needs them, targets < vocab); returns the rows with a target.
+  size_t lm_check(const float* x, const int32_t* targets, const int32_t* positions, size_t batch) const;
+  // Copies an lm micro-batch into a taken slot (on stream_, pageable).
+  void lm_upload(InputSlot& sl, const float* x, const int32_t* targets, const int32_t* positions,
+                 const uint8_t* key_mask, size_t batch);
+  // R and the tail forward on a slot's device inputs (pos/mask: the slot's buffers or nullptr).
+  void lm_forward(const InputSlot& sl, const int32_t* pos, const uint8_t* mask, size_t batch);
+  // step_lm's device part on a slot (count rows with a target, > 0): forward, head, backward; the NLL sum lands in
+  // tail_->seq[0]. Asynchronous on stream_.
+  void enqueue_step_lm(const InputSlot& sl, const int32_t* pos, const uint8_t* mask, size_t batch, size_t count,
+                       float grad_scale);
+  // stage() and stage_lm(): one staging path (target f32 for mse, tg for lm).
+  void stage_any(const float* x, const float* target, const int32_t* tg, const int32_t* positions,
+                 const uint8_t* key_mask, size_t batch, bool lm, size_t count);
+  // step_staged() and step_lm_staged(): the oldest staged slot, refused (left staged) when staged for the other loss.
+  InputSlot& take_staged(bool lm);
   const float* p(int role) const { return numel_[role] ? params_ + off_[role] : nullptr; }
   float* g(int role) const { return numel_[role] ? grads_ + off_[role] : nullptr; }
 
@@ -224,7 +244,6 @@ class TrainStep {
     size_t bytes = 0;
     std::vector<float*> h;  // h[k]: frozen layer k's output (layer k+1's input; the last one the head's)
     std::unique_ptr<LmHead> head;
-    int32_t* targets = nullptr;  // [B*T]
     double *nll = nullptr, *seq = nullptr;  // nll [B*T], per-sequence sums [B]
     size_t vocab = 0;
     ~Tail();

@@ -5,6 +5,7 @@
 // head's chunk buffers; activations are the step's own buffers, reused layer after layer (recomputed, not stored).
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <string>
 
 #include "replacement.cuh"
@@ -58,7 +59,7 @@ void TrainStep::set_lm_tail(const std::vector<const HostTensor*>& layers, const 
                            (4 * D + Nqkv_ + D + F + D) * 4 + M * D * 4;
   const size_t chunk = std::max<size_t>(1, std::min(M, (size_t(64) << 20) / vocab));
   const size_t head_bytes = vocab * D * 2 + chunk * (D * 6 + vocab * 6) + 2 * D * 4 + (size_t(32) << 20);
-  const size_t need = L * per_layer + head_bytes + M * (4 + 8) + s.B * 8;
+  const size_t need = L * per_layer + head_bytes + M * 8 + s.B * 8;
   size_t free_b = 0, total_b = 0;
   SL_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   if (need > free_b)
@@ -117,7 +118,6 @@ void TrainStep::set_lm_tail(const std::vector<const HostTensor*>& layers, const 
   }
   t->head = std::make_unique<LmHead>(gemm_, stream_, D, vocab, s.layer_norm ? NormKind::Layer : NormKind::RMS,
                                      s.norm_eps, norm_w, norm_b, lm_head, M);
-  t->targets = static_cast<int32_t*>(talloc(M * 4));
   t->nll = static_cast<double*>(talloc(M * 8));
   t->seq = static_cast<double*>(talloc(s.B * 8));
   t->vocab = vocab;
@@ -135,13 +135,12 @@ void TrainStep::set_lm_chunk_rows(size_t rows) {
   tail_->head->set_chunk_rows(rows);
 }
 
-size_t TrainStep::lm_forward(InputSlot& sl, const float* x, const int32_t* targets, const int32_t* positions,
-                             const uint8_t* key_mask, size_t batch) {
+size_t TrainStep::lm_check(const float* x, const int32_t* targets, const int32_t* positions, size_t batch) const {
   check(tail_ != nullptr, "no lm tail (call train_set_lm_tail first)");
   check(x && targets, "x and targets are required");
-  const ReplacementSpec& s = s_;
-  const size_t L = tail_->layers.size(), M = batch * s.T, D = s.D;
-  check(!s.use_rope || (!rope_ && L == 0) || positions, "positions are required with RoPE");
+  check(batch > 0 && batch <= s_.B, "batch must be in [1, spec.B]");
+  check(!s_.use_rope || (!rope_ && tail_->layers.empty()) || positions, "positions are required with RoPE");
+  const size_t M = batch * s_.T;
   size_t count = 0;
   for (size_t m = 0; m < M; m++) {
     if (targets[m] < 0) continue;
@@ -150,39 +149,35 @@ size_t TrainStep::lm_forward(InputSlot& sl, const float* x, const int32_t* targe
                       " is outside the vocabulary [0, " + std::to_string(tail_->vocab) + ") (E_TOKEN_RANGE)");
     count++;
   }
-  if (count == 0) return 0;
-  cudaStream_t st = stream_;
-  if (key_mask) SL_CUDA_CHECK(cudaMemcpyAsync(sl.mask, key_mask, M, cudaMemcpyHostToDevice, st));
-  SL_CUDA_CHECK(cudaMemcpyAsync(sl.x, x, M * D * 4, cudaMemcpyHostToDevice, st));
-  if (positions) SL_CUDA_CHECK(cudaMemcpyAsync(sl.pos, positions, M * 4, cudaMemcpyHostToDevice, st));
-  SL_CUDA_CHECK(cudaMemcpyAsync(tail_->targets, targets, M * 4, cudaMemcpyHostToDevice, st));
-  const int32_t* pos = positions ? sl.pos : nullptr;
-  const uint8_t* mask = key_mask ? sl.mask : nullptr;
-  forward(own_weights(), kind_, sl.x, pos, mask, batch, y_);
-  const float* in = y_;
-  for (size_t k = 0; k < L; k++) {
-    forward(tail_->layers[k], ReplacementKind::Layer, in, pos, mask, batch, tail_->h[k]);
-    in = tail_->h[k];
-  }
   return count;
 }
 
-double TrainStep::step_lm(const float* x, const int32_t* targets, const int32_t* positions, const uint8_t* key_mask,
-                          size_t batch, float grad_scale) {
-  InputSlot* sl = &take_direct_slot(batch, positions);
-  struct Free {
-    TrainStep* t;
-    InputSlot* sl;
-    ~Free() { t->free_slot(*sl); }
-  } done{this, sl};
-  const size_t count = lm_forward(*sl, x, targets, positions, key_mask, batch);
-  if (count == 0) return 0.0;  // the CPU step: nothing to learn, no gradient
+void TrainStep::lm_upload(InputSlot& sl, const float* x, const int32_t* targets, const int32_t* positions,
+                          const uint8_t* key_mask, size_t batch) {
+  const size_t M = batch * s_.T;
+  cudaStream_t st = stream_;
+  if (key_mask) SL_CUDA_CHECK(cudaMemcpyAsync(sl.mask, key_mask, M, cudaMemcpyHostToDevice, st));
+  SL_CUDA_CHECK(cudaMemcpyAsync(sl.x, x, M * s_.D * 4, cudaMemcpyHostToDevice, st));
+  if (positions) SL_CUDA_CHECK(cudaMemcpyAsync(sl.pos, positions, M * 4, cudaMemcpyHostToDevice, st));
+  SL_CUDA_CHECK(cudaMemcpyAsync(sl.tg, targets, M * 4, cudaMemcpyHostToDevice, st));
+}
+
+void TrainStep::lm_forward(const InputSlot& sl, const int32_t* pos, const uint8_t* mask, size_t batch) {
+  forward(own_weights(), kind_, sl.x, pos, mask, batch, y_);
+  const float* in = y_;
+  for (size_t k = 0; k < tail_->layers.size(); k++) {
+    forward(tail_->layers[k], ReplacementKind::Layer, in, pos, mask, batch, tail_->h[k]);
+    in = tail_->h[k];
+  }
+}
+
+void TrainStep::enqueue_step_lm(const InputSlot& sl, const int32_t* pos, const uint8_t* mask, size_t batch,
+                                size_t count, float grad_scale) {
   const size_t L = tail_->layers.size(), M = batch * s_.T;
-  const int32_t* pos = positions ? sl->pos : nullptr;
-  const uint8_t* mask = key_mask ? sl->mask : nullptr;
+  lm_forward(sl, pos, mask, batch);
   // The CPU's scale: d(mean NLL)/dlogits times the micro-batch's share.
   const float scale = float(double(grad_scale) / double(count));
-  tail_->head->run(tail_->nll, dy_, L ? tail_->h[L - 1] : y_, tail_->targets, M, scale);
+  tail_->head->run(tail_->nll, dy_, L ? tail_->h[L - 1] : y_, sl.tg, M, scale);
   for (size_t k = L; k-- > 0;) {
     const float* in = k ? tail_->h[k - 1] : y_;
     // The last frozen layer's activations are still in the buffers from the forward; the others are recomputed.
@@ -190,29 +185,69 @@ double TrainStep::step_lm(const float* x, const int32_t* targets, const int32_t*
     backward(tail_->layers[k], ReplacementKind::Layer, false, in, mask, batch);
     std::swap(dy_, dh_);  // dL/d(layer k's input) is the next upstream gradient
   }
-  if (L > 0) forward(own_weights(), kind_, sl->x, pos, mask, batch, y_);  // R's activations were overwritten
-  backward(own_weights(), kind_, true, sl->x, mask, batch);
+  if (L > 0) forward(own_weights(), kind_, sl.x, pos, mask, batch, y_);  // R's activations were overwritten
+  backward(own_weights(), kind_, true, sl.x, mask, batch);
   segment_sums(tail_->seq, tail_->nll, 1, M, stream_);
+}
+
+namespace {
+// Returns a slot to the free pool when the call that took it ends, however it ends.
+struct SlotGuard {
+  std::function<void()> f;
+  ~SlotGuard() { f(); }
+};
+}  // namespace
+
+double TrainStep::step_lm(const float* x, const int32_t* targets, const int32_t* positions, const uint8_t* key_mask,
+                          size_t batch, float grad_scale) {
+  const size_t count = lm_check(x, targets, positions, batch);
+  InputSlot* sl = &take_direct_slot(batch, positions);
+  SlotGuard done{[&] { free_slot(*sl); }};
+  if (count == 0) return 0.0;  // the CPU step: nothing to learn, no gradient
+  lm_upload(*sl, x, targets, positions, key_mask, batch);
+  enqueue_step_lm(*sl, positions ? sl->pos : nullptr, key_mask ? sl->mask : nullptr, batch, count, grad_scale);
   double sum = 0;
   SL_CUDA_CHECK(cudaMemcpyAsync(&sum, tail_->seq, sizeof sum, cudaMemcpyDeviceToHost, stream_));
   SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
   return sum / double(count);
 }
 
+void TrainStep::stage_lm(const float* x, const int32_t* targets, const int32_t* positions, const uint8_t* key_mask,
+                         size_t batch) {
+  const size_t count = lm_check(x, targets, positions, batch);
+  stage_any(x, nullptr, targets, positions, key_mask, batch, true, count);
+}
+
+double TrainStep::step_lm_staged(float grad_scale) {
+  check(tail_ != nullptr, "no lm tail (call train_set_lm_tail first)");
+  InputSlot* sl = &take_staged(true);
+  SlotGuard done{[&] { free_slot(*sl); }};
+  if (sl->empty) return 0.0;
+  SL_CUDA_CHECK(cudaStreamWaitEvent(stream_, sl->copied, 0));
+  enqueue_step_lm(*sl, sl->has_pos ? sl->pos : nullptr, sl->has_mask ? sl->mask : nullptr, sl->batch, sl->count,
+                  grad_scale);
+  SL_CUDA_CHECK(cudaEventRecord(sl->consumed, stream_));
+  double sum = 0;
+  SL_CUDA_CHECK(cudaMemcpyAsync(&sum, tail_->seq, sizeof sum, cudaMemcpyDeviceToHost, stream_));
+  SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return sum / double(sl->count);
+}
+
 void TrainStep::eval_lm(const float* x, const int32_t* targets, const int32_t* positions, const uint8_t* key_mask,
                         size_t batch, double* losses) {
   check(losses != nullptr, "eval_lm: losses is required");
-  InputSlot* sl = &take_direct_slot(batch, positions);
-  struct Free {
-    TrainStep* t;
-    InputSlot* sl;
-    ~Free() { t->free_slot(*sl); }
-  } done{this, sl};
+  const size_t count = lm_check(x, targets, positions, batch);
   const size_t T = s_.T;
   for (size_t b = 0; b < batch; b++) losses[b] = 0.0;
-  if (lm_forward(*sl, x, targets, positions, key_mask, batch) == 0) return;
+  if (count == 0) return;
+  InputSlot* sl = &take_direct_slot(batch, positions);
+  SlotGuard done{[&] { free_slot(*sl); }};
+  lm_upload(*sl, x, targets, positions, key_mask, batch);
+  const int32_t* pos = positions ? sl->pos : nullptr;
+  const uint8_t* mask = key_mask ? sl->mask : nullptr;
+  lm_forward(*sl, pos, mask, batch);
   const size_t L = tail_->layers.size(), M = batch * T;
-  tail_->head->run(tail_->nll, nullptr, L ? tail_->h[L - 1] : y_, tail_->targets, M, 1.f);
+  tail_->head->run(tail_->nll, nullptr, L ? tail_->h[L - 1] : y_, sl->tg, M, 1.f);
   segment_sums(tail_->seq, tail_->nll, batch, T, stream_);
   std::vector<double> sums(batch);
   SL_CUDA_CHECK(cudaMemcpyAsync(sums.data(), tail_->seq, batch * sizeof(double), cudaMemcpyDeviceToHost, stream_));

@@ -13,6 +13,7 @@
 
 #include <cstring>
 #include <exception>
+#include <thread>
 
 #include "cublaslt_loader.h"
 #include "streamline/lm_loss.h"
@@ -283,6 +284,94 @@ void check_lm_step(const LmCase& c, bool use_lt) {
          gerr.nan_mismatch == 0 && gerr.rel_l2 <= kTolLmGrad, gerr.rel_l2, kTolLmGrad, role + ": " + roles);
 }
 
+// Prefetch for the lm loss: stage_lm (from a second thread, through 4100-byte staging halves) + step_lm_staged over
+// five micro-batches (one without a target, one with a NaN) give step_lm's losses and gradients bitwise; mixing with
+// an mse stage is refused and leaves the batch staged; a bad target fails at stage_lm and takes no slot.
+void check_lm_staged(const LmCase& c, bool use_lt) {
+  Rng r(4000 + c.V);
+  const Case rc{c.name, c.kind, c.s, c.biases};
+  const Params p0 = make_params(rc, r);
+  const std::vector<float> inv = inv_freq(rc);
+  const float* ivp = c.s.use_rope ? inv.data() : nullptr;
+  std::vector<Frozen> fr;
+  for (size_t k = 0; k < c.frozen; k++) fr.push_back(make_frozen(c.s, c.biases, r));
+  const Head h = make_head(c.s, c.V, c.final_norm, r);
+  std::vector<Batch> bs;
+  std::vector<std::vector<int32_t>> tgs;
+  for (int i = 0; i < 5; i++) {
+    bs.push_back(make_batch(rc, i == 2 ? c.s.B - 1 : c.s.B, r, nullptr, inv));
+    tgs.push_back(make_targets(bs.back(), c.s.T, c.V, r));
+  }
+  std::fill(tgs[1].begin(), tgs[1].end(), -1);  // nothing to learn
+  bs[3].x[2 * c.s.D + 1] = NAN;                 // token 2 of sequence 0 (real, with a target unless drawn without)
+  sc::TrainStep plain(c.kind, c.s, gpu_view(p0), ivp, use_lt), staged(c.kind, c.s, gpu_view(p0), ivp, use_lt);
+  set_tail(plain, fr, h, c.V);
+  set_tail(staged, fr, h, c.V);
+  staged.set_stage_chunk(4100);
+  const std::string nm = fmt("%s (%s)", c.name, use_lt ? "cublaslt" : "fallback");
+  auto stage = [&](size_t i) {
+    staged.stage_lm(bs[i].x.data(), tgs[i].data(), bs[i].pos.data(), bs[i].mask.data(), bs[i].B);
+  };
+  std::vector<double> lp, ls;
+  for (size_t i = 0; i < bs.size(); i++)
+    lp.push_back(plain.step_lm(bs[i].x.data(), tgs[i].data(), bs[i].pos.data(), bs[i].mask.data(), bs[i].B,
+                               0.5f + 0.1f * float(i)));
+  stage(0);
+  for (size_t i = 0; i < bs.size(); i++) {
+    std::exception_ptr err;
+    std::thread next([&] {
+      try {
+        if (i + 1 < bs.size()) stage(i + 1);
+      } catch (...) {
+        err = std::current_exception();
+      }
+    });
+    ls.push_back(staged.step_lm_staged(0.5f + 0.1f * float(i)));
+    next.join();
+    if (err) std::rethrow_exception(err);
+  }
+  bool same = true;
+  std::string detail;
+  for (size_t i = 0; i < bs.size(); i++) {
+    same = same && (lp[i] == ls[i] || (std::isnan(lp[i]) && std::isnan(ls[i])));
+    detail += fmt("%s%.17g/%.17g", i ? ", " : "", lp[i], ls[i]);
+  }
+  record("train", nm + ": staged lm steps give step_lm's losses bitwise", same && lp[1] == 0.0, 0, 0, detail);
+  const Params gp = gpu_grads(plain, p0), gs = gpu_grads(staged, p0);
+  bool gsame = true;
+  for (int k = 0; k < kRoles; k++)
+    gsame = gsame && gp[k].size() == gs[k].size() &&
+            (gp[k].empty() || std::memcmp(gp[k].data(), gs[k].data(), gp[k].size() * 4) == 0);
+  record("train", nm + ": staged lm steps accumulate step_lm's gradients bitwise", gsame, 0, 0);
+
+  auto throws = [](auto&& f, const char* want) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      return std::strstr(e.what(), want) != nullptr;
+    }
+    return false;
+  };
+  std::vector<float> target(bs[0].x.size(), 0.25f);
+  staged.stage(bs[0].x.data(), target.data(), bs[0].pos.data(), bs[0].mask.data(), bs[0].B);
+  const bool mixed = throws([&] { staged.step_lm_staged(1.f); }, "staged for the mse loss");
+  const double lm_mse = staged.step_staged(1.f);  // still staged, and taken by the mse step
+  std::vector<int32_t> over = tgs[0];
+  over[1] = int32_t(c.V);
+  const bool bad = throws([&] {
+    staged.stage_lm(bs[0].x.data(), over.data(), bs[0].pos.data(), bs[0].mask.data(), bs[0].B);
+  }, "outside the vocabulary");
+  stage(0);
+  stage(0);  // both slots: the bad stage took none
+  const bool third = throws([&] { stage(0); }, "both input slots");
+  const bool wrong = throws([&] { staged.step_staged(1.f); }, "staged for the lm loss");
+  const double l1 = staged.step_lm_staged(1.f), l2 = staged.step_lm_staged(1.f);
+  record("train", nm + ": lm staging misuse: an mse batch refused by step_lm_staged (and kept), a bad target refused "
+                       "at stage_lm (no slot taken), a third stage, an lm batch refused by step_staged",
+         mixed && std::isfinite(lm_mse) && bad && third && wrong && l1 == l2 && std::isfinite(l1), 0, 0,
+         fmt("mixed %d bad %d third %d wrong %d", mixed, bad, third, wrong));
+}
+
 void check_lm_edges(bool use_lt) {
   const LmCase c = lm_cases()[0];
   Rng r(55);
@@ -423,6 +512,8 @@ void run_train_lm_checks(bool use_cublaslt) {
     if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_lm_step(c, true); });
   }
   guard("lm edges", [&] { check_lm_edges(use_cublaslt); });
+  guard("lm staged", [&] { check_lm_staged(lm_cases()[0], use_cublaslt); });
+  guard("lm staged (mlp)", [&] { check_lm_staged(lm_cases()[2], use_cublaslt); });
 }
 
 }  // namespace harness
