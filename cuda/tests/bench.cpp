@@ -418,6 +418,25 @@ void bench_lm(bool quick) {
   bench_record("8B layer lm step rate", flops / (med * 1e-3) / 1e12, "TFLOP/s",
                fmt("%.0f%% of measured GEMM rate; %.2f model TFLOP per step",
                    g_gemm_tflops > 0 ? 100.0 * flops / (med * 1e-3) / 1e12 / g_gemm_tflops : 0.0, flops / 1e12));
+  // The same micro-batches through the lm prefetch (stage_lm of the next one on a second thread while this one runs),
+  // without apply: host wall time per micro-batch, against step_lm alone.
+  const int n = quick ? 2 : 4;
+  using clk = std::chrono::steady_clock;
+  auto t0 = clk::now();
+  for (int i = 0; i < n; i++) t.step_lm(hx.data(), tg.data(), pos.data(), nullptr, s.B, 1.f);
+  const double plain = std::chrono::duration<double, std::milli>(clk::now() - t0).count() / n;
+  t.stage_lm(hx.data(), tg.data(), pos.data(), nullptr, s.B);
+  t0 = clk::now();
+  for (int i = 0; i < n; i++) {
+    std::thread next([&] { t.stage_lm(hx.data(), tg.data(), pos.data(), nullptr, s.B); });  // one extra at the end
+    t.step_lm_staged(1.f);
+    next.join();
+  }
+  const double piped = std::chrono::duration<double, std::milli>(clk::now() - t0).count() / n;
+  t.step_lm_staged(1.f);  // drains the extra
+  bench_record(fmt("8B layer lm micro-batch from host, step_lm %zux%zu", s.B, s.T), plain, "ms", "x and targets uploaded, then the step");
+  bench_record(fmt("8B layer lm micro-batch from host, stage_lm+step_lm_staged %zux%zu", s.B, s.T), piped, "ms",
+               fmt("%.0f%% of step_lm's time", 100.0 * piped / plain));
   bench_record("8B layer lm step peak GPU memory", double(sc::device_bytes_peak() - base) / (1 << 30), "GiB",
                fmt("TrainStep with tail %.2f GiB", double(t.device_bytes()) / (1 << 30)));
   record("bench", "8B layer lm step loss finite", std::isfinite(loss), loss, 0);
