@@ -37,6 +37,9 @@ def main():
         ("8B mlp train step tokens/s", "8B mlp train step ", "8B mlp train step ", "tok/s"),
         ("8B mlp train step TFLOP/s", "8B mlp train step rate", "8B mlp train step rate"),
         ("8B mlp train step memory", "8B mlp train step peak", "8B mlp train step peak"),
+        ("8B layer lm step tokens/s", "8B layer lm step (", "8B layer lm step (", "tok/s"),
+        ("8B layer lm step TFLOP/s", "8B layer lm step rate", "8B layer lm step rate"),
+        ("8B layer lm step memory", "8B layer lm step peak", "8B layer lm step peak"),
     ]
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     head = f"GPU check {when}: {cuda.get('device', '?')}; torch {torch.get('torch', '?')}; cuBLASLt {cuda.get('cublaslt', '?')}"
