@@ -249,6 +249,37 @@ void bench_prefetch(sc::TrainStep& t, const streamline::ReplacementSpec& s, cons
   bench_record("8B layer train step peak GPU memory with prefetch", peak, "GiB", fmt("TrainStep %.2f GiB with the second input slot", double(t.device_bytes()) / (1 << 30)));
 }
 
+// Llama-3.1-8B-shaped replacement weights for the training benchmarks (norm weights near 1, matrices small), the
+// Llama-3 RoPE frequencies (theta 500000), and the parameter count.
+struct Replacement8B {
+  std::vector<std::vector<float>> host;
+  std::array<const float*, streamline::kRoleCount> params{};
+  size_t count = 0;
+  std::vector<float> inv;
+};
+Replacement8B replacement_8b(streamline::ReplacementKind kind, const streamline::ReplacementSpec& s, uint64_t seed) {
+  using streamline::ReplacementKind;
+  Replacement8B out;
+  out.host.resize(streamline::kRoleCount);
+  for (int r = 0; r < streamline::kRoleCount; r++) {
+    const bool layer_role = r == streamline::kRoleAttnNormW || r == streamline::kRoleQW || r == streamline::kRoleKW ||
+                            r == streamline::kRoleVW || r == streamline::kRoleOW;
+    const bool mlp_role = r == streamline::kRoleMlpNormW || r == streamline::kRoleGateW || r == streamline::kRoleUpW ||
+                          r == streamline::kRoleDownW;
+    if (!mlp_role && !(layer_role && kind == ReplacementKind::Layer)) continue;
+    size_t rows = 0, cols = 0;
+    sc::train_role_shape(s, r, &rows, &cols);
+    out.host[r].resize(rows * cols);
+    const bool norm = cols == 1;
+    fill_sym(out.host[r], seed + uint64_t(r), norm ? 0.1f : 0.02f, norm ? 1.f : 0.f);
+    out.params[r] = out.host[r].data();
+    out.count += out.host[r].size();
+  }
+  out.inv.resize(64);
+  for (int i = 0; i < 64; i++) out.inv[i] = float(1.0 / std::pow(500000.0, 2.0 * i / 128.0));
+  return out;
+}
+
 // One optimiser step = one micro-batch of B x T tokens (forward, loss, backward) + clip + AdamW, all on the device
 // (inputs resident, as in the PyTorch script). Model FLOPs: the forward GEMMs three times (forward, dX, dW) and the
 // causal attention 3.5 times (forward 2 products, backward 5).
@@ -267,25 +298,10 @@ void bench_train(bool quick) {
     s.layer_norm = false; s.norm_eps = 1e-5f; s.act = streamline::Activation::SiLU; s.gated = true; s.use_rope = true;
     s.attn_scale = 1.f / std::sqrt(128.f);
     const size_t M = s.B * s.T, D = s.D, F = s.F, Q = s.H * s.Dh, KV = s.Hk * s.Dh;
-    std::vector<std::vector<float>> host(streamline::kRoleCount);
-    std::array<const float*, streamline::kRoleCount> params{};
-    size_t nparams = 0;
-    for (int r = 0; r < streamline::kRoleCount; r++) {
-      const bool layer_role = r == streamline::kRoleAttnNormW || r == streamline::kRoleQW || r == streamline::kRoleKW ||
-                              r == streamline::kRoleVW || r == streamline::kRoleOW;
-      const bool mlp_role = r == streamline::kRoleMlpNormW || r == streamline::kRoleGateW || r == streamline::kRoleUpW ||
-                            r == streamline::kRoleDownW;
-      if (!mlp_role && !(layer_role && kind == ReplacementKind::Layer)) continue;
-      size_t rows = 0, cols = 0;
-      sc::train_role_shape(s, r, &rows, &cols);
-      host[r].resize(rows * cols);
-      const bool norm = cols == 1;
-      fill_sym(host[r], 300 + r, norm ? 0.1f : 0.02f, norm ? 1.f : 0.f);
-      params[r] = host[r].data();
-      nparams += host[r].size();
-    }
-    std::vector<float> inv(64);
-    for (int i = 0; i < 64; i++) inv[i] = float(1.0 / std::pow(500000.0, 2.0 * i / 128.0));
+    const Replacement8B rp = replacement_8b(kind, s, 300);
+    const auto& params = rp.params;
+    const size_t nparams = rp.count;
+    const std::vector<float>& inv = rp.inv;
     sc::device_bytes_reset_peak();
     const size_t base = sc::device_bytes_current();
     sc::TrainStep t(kind, s, params, inv.data(), true);
@@ -348,17 +364,7 @@ void bench_lm(bool quick) {
   s.layer_norm = false; s.norm_eps = 1e-5f; s.act = streamline::Activation::SiLU; s.gated = true; s.use_rope = true;
   s.attn_scale = 1.f / std::sqrt(128.f);
   const size_t M = s.B * s.T, D = s.D, F = s.F, Q = s.H * s.Dh, KV = s.Hk * s.Dh;
-  std::vector<std::vector<float>> host(streamline::kRoleCount);
-  std::array<const float*, streamline::kRoleCount> params{};
-  for (int r : {streamline::kRoleAttnNormW, streamline::kRoleQW, streamline::kRoleKW, streamline::kRoleVW,
-                streamline::kRoleOW, streamline::kRoleMlpNormW, streamline::kRoleGateW, streamline::kRoleUpW,
-                streamline::kRoleDownW}) {
-    size_t rows = 0, cols = 0;
-    sc::train_role_shape(s, r, &rows, &cols);
-    host[r].resize(rows * cols);
-    fill_sym(host[r], 700 + r, cols == 1 ? 0.1f : 0.02f, cols == 1 ? 1.f : 0.f);
-    params[r] = host[r].data();
-  }
+  const Replacement8B rp = replacement_8b(ReplacementKind::Layer, s, 700);
   // Frozen weights: one bf16 pattern buffer tiled (the values do not matter to the timing; generating 1.4 G random
   // values would cost the check seconds).
   std::vector<float> pat(size_t(1) << 20);
@@ -383,11 +389,9 @@ void bench_lm(bool quick) {
   roles[sc::kUpW] = {wgu.data(), streamline::DType::BF16, F * D};
   roles[sc::kDownW] = {wd.data(), streamline::DType::BF16, D * F};
   std::vector<const sc::HostTensor*> layers(frozen, roles);
-  std::vector<float> inv(64);
-  for (int i = 0; i < 64; i++) inv[i] = float(1.0 / std::pow(500000.0, 2.0 * i / 128.0));
   sc::device_bytes_reset_peak();
   const size_t base = sc::device_bytes_current();
-  sc::TrainStep t(ReplacementKind::Layer, s, params, inv.data(), true);
+  sc::TrainStep t(ReplacementKind::Layer, s, rp.params, rp.inv.data(), true);
   const auto u0 = std::chrono::steady_clock::now();
   t.set_lm_tail(layers, sc::HostTensor{ones.data(), streamline::DType::F32, D}, sc::HostTensor{},
                 sc::HostTensor{head.data(), streamline::DType::BF16, V * D}, V);

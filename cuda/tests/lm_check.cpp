@@ -155,6 +155,39 @@ void set_tail(sc::TrainStep& t, const std::vector<Frozen>& fr, const Head& h, si
   t.set_lm_tail(layers, h.hnw, h.hnb, h.hw, V);
 }
 
+// What the step, staging, edge and C API checks start from: R's weights, `frozen` frozen layers, the head, one
+// batch and its targets, drawn from one seed.
+struct Fixture {
+  Case rc;
+  Params p0;
+  std::vector<float> inv;
+  std::vector<Frozen> fr;
+  Head h;
+  Batch b;
+  std::vector<int32_t> tg;
+};
+Fixture make_fixture(const LmCase& c, uint64_t seed, size_t frozen) {
+  Rng r(seed);
+  Fixture f{Case{c.name, c.kind, c.s, c.biases}, {}, {}, {}, {}, {}, {}};
+  f.p0 = make_params(f.rc, r);
+  f.inv = inv_freq(f.rc);
+  for (size_t k = 0; k < frozen; k++) f.fr.push_back(make_frozen(c.s, c.biases, r));
+  f.h = make_head(c.s, c.V, c.final_norm, r);
+  f.b = make_batch(f.rc, c.s.B, r, nullptr, f.inv);
+  f.tg = make_targets(f.b, c.s.T, c.V, r);
+  return f;
+}
+
+// True when fn throws and the message contains want.
+template <typename F> bool throws_with(F&& fn, const char* want) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    return std::strstr(e.what(), want) != nullptr;
+  }
+  return false;
+}
+
 // The head alone: LmHead::run against head_loss_backward on the same h (f32) and bf16 weights, once on clean rows
 // (loss and dL/dh) and once with a NaN in a row that has a target (NaN loss on both; dL/dh NaN in that row only, at
 // the CPU's positions).
@@ -344,27 +377,19 @@ void check_lm_staged(const LmCase& c, bool use_lt) {
             (gp[k].empty() || std::memcmp(gp[k].data(), gs[k].data(), gp[k].size() * 4) == 0);
   record("train", nm + ": staged lm steps accumulate step_lm's gradients bitwise", gsame, 0, 0);
 
-  auto throws = [](auto&& f, const char* want) {
-    try {
-      f();
-    } catch (const std::exception& e) {
-      return std::strstr(e.what(), want) != nullptr;
-    }
-    return false;
-  };
   std::vector<float> target(bs[0].x.size(), 0.25f);
   staged.stage(bs[0].x.data(), target.data(), bs[0].pos.data(), bs[0].mask.data(), bs[0].B);
-  const bool mixed = throws([&] { staged.step_lm_staged(1.f); }, "staged for the mse loss");
+  const bool mixed = throws_with([&] { staged.step_lm_staged(1.f); }, "staged for the mse loss");
   const double lm_mse = staged.step_staged(1.f);  // still staged, and taken by the mse step
   std::vector<int32_t> over = tgs[0];
   over[1] = int32_t(c.V);
-  const bool bad = throws([&] {
+  const bool bad = throws_with([&] {
     staged.stage_lm(bs[0].x.data(), over.data(), bs[0].pos.data(), bs[0].mask.data(), bs[0].B);
   }, "outside the vocabulary");
   stage(0);
   stage(0);  // both slots: the bad stage took none
-  const bool third = throws([&] { stage(0); }, "both input slots");
-  const bool wrong = throws([&] { staged.step_staged(1.f); }, "staged for the lm loss");
+  const bool third = throws_with([&] { stage(0); }, "both input slots");
+  const bool wrong = throws_with([&] { staged.step_staged(1.f); }, "staged for the lm loss");
   const double l1 = staged.step_lm_staged(1.f), l2 = staged.step_lm_staged(1.f);
   record("train", nm + ": lm staging misuse: an mse batch refused by step_lm_staged (and kept), a bad target refused "
                        "at stage_lm (no slot taken), a third stage, an lm batch refused by step_staged",
@@ -374,41 +399,29 @@ void check_lm_staged(const LmCase& c, bool use_lt) {
 
 void check_lm_edges(bool use_lt) {
   const LmCase c = lm_cases()[0];
-  Rng r(55);
-  const Case rc{c.name, c.kind, c.s, c.biases};
-  const Params p0 = make_params(rc, r);
-  const std::vector<float> inv = inv_freq(rc);
-  std::vector<Frozen> fr;
-  fr.push_back(make_frozen(c.s, c.biases, r));
-  const Head h = make_head(c.s, c.V, c.final_norm, r);
-  const Batch b = make_batch(rc, c.s.B, r, nullptr, inv);
-  std::vector<int32_t> tg = make_targets(b, c.s.T, c.V, r);
-  sc::TrainStep t(c.kind, c.s, gpu_view(p0), inv.data(), use_lt);
-  auto throws = [&](auto&& fn, const char* want) {
-    try {
-      fn();
-    } catch (const std::exception& e) {
-      return std::strstr(e.what(), want) != nullptr;
-    }
-    return false;
-  };
+  const Fixture f = make_fixture(c, 55, 1);
+  const Batch& b = f.b;
+  sc::TrainStep t(c.kind, c.s, gpu_view(f.p0), f.inv.data(), use_lt);
   record("train", "lm: step_lm without a tail fails",
-         throws([&] { t.step_lm(b.x.data(), tg.data(), b.pos.data(), b.mask.data(), b.B, 1.f); }, "no lm tail"), 0, 0);
+         throws_with([&] { t.step_lm(b.x.data(), f.tg.data(), b.pos.data(), b.mask.data(), b.B, 1.f); }, "no lm tail"),
+         0, 0);
+  Rng r(56);
   Frozen bad = make_frozen(c.s, c.biases, r);
   std::vector<float> gb(c.s.F, 0.5f);
   bad.host[sc::kGateB] = sc::HostTensor{gb.data(), DType::F32, gb.size()};
   record("train", "lm: a frozen gate.bias is refused",
-         throws([&] { t.set_lm_tail({bad.host.data()}, h.hnw, h.hnb, h.hw, c.V); }, "gate.bias"), 0, 0);
-  set_tail(t, fr, h, c.V);
-  std::vector<int32_t> over = tg;
+         throws_with([&] { t.set_lm_tail({bad.host.data()}, f.h.hnw, f.h.hnb, f.h.hw, c.V); }, "gate.bias"), 0, 0);
+  set_tail(t, f.fr, f.h, c.V);
+  std::vector<int32_t> over = f.tg;
   over[3] = int32_t(c.V);
   record("train", "lm: a target outside the vocabulary is refused",
-         throws([&] { t.step_lm(b.x.data(), over.data(), b.pos.data(), b.mask.data(), b.B, 1.f); }, "outside the vocabulary"),
+         throws_with([&] { t.step_lm(b.x.data(), over.data(), b.pos.data(), b.mask.data(), b.B, 1.f); },
+                     "outside the vocabulary"),
          0, 0);
-  std::vector<int32_t> none(tg.size(), -1);
+  std::vector<int32_t> none(f.tg.size(), -1);
   const double l0 = t.step_lm(b.x.data(), none.data(), b.pos.data(), b.mask.data(), b.B, 1.f);
   bool zero = true;
-  for (const auto& x : gpu_grads(t, p0))
+  for (const auto& x : gpu_grads(t, f.p0))
     for (float v : x) zero = zero && v == 0.f;
   record("train", "lm: no target: loss 0 and no gradient (as the CPU)", l0 == 0.0 && zero, l0, 0);
 }
@@ -437,15 +450,13 @@ void check_capi_lm() {
     return;
   }
   const LmCase c = lm_cases()[2];
-  Rng r(8080);
-  const Case rc{c.name, c.kind, c.s, c.biases};
-  const Params p0 = make_params(rc, r);
-  const std::vector<float> inv = inv_freq(rc);
-  std::vector<Frozen> fr;
-  fr.push_back(make_frozen(c.s, c.biases, r));
-  const Head h = make_head(c.s, c.V, c.final_norm, r);
-  const Batch b = make_batch(rc, c.s.B, r, nullptr, inv);
-  const std::vector<int32_t> tg = make_targets(b, c.s.T, c.V, r);
+  const Fixture f = make_fixture(c, 8080, 1);
+  const Params& p0 = f.p0;
+  const std::vector<float>& inv = f.inv;
+  const std::vector<Frozen>& fr = f.fr;
+  const Head& h = f.h;
+  const Batch& b = f.b;
+  const std::vector<int32_t>& tg = f.tg;
   const bool lt = sc::lt::api() != nullptr;
   sc::TrainStep t(c.kind, c.s, gpu_view(p0), inv.data(), lt);
   set_tail(t, fr, h, c.V);
@@ -498,13 +509,6 @@ void check_capi_lm() {
 }
 
 void run_train_lm_checks(bool use_cublaslt) {
-  auto guard = [](const std::string& name, auto&& fn) {
-    try {
-      fn();
-    } catch (const std::exception& e) {
-      record("train", name + ": uncaught exception", false, NAN, 0, e.what());
-    }
-  };
   for (const LmCase& c : lm_cases()) {
     guard(std::string(c.name) + " head (fallback)", [&] { check_head(c, false); });
     if (use_cublaslt) guard(std::string(c.name) + " head (cublaslt)", [&] { check_head(c, true); });

@@ -302,13 +302,6 @@ void check_staged(const Case& c, bool use_lt, bool big) {
 }  // namespace
 
 void run_train_step_checks(bool use_cublaslt) {
-  auto guard = [](const std::string& name, auto&& fn) {
-    try {
-      fn();
-    } catch (const std::exception& e) {
-      record("train", name + ": uncaught exception", false, NAN, 0, e.what());
-    }
-  };
   for (const Case& c : cases()) {
     guard(std::string(c.name) + " (fallback)", [&] { check_case(c, false); });
     if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_case(c, true); });
@@ -321,13 +314,6 @@ void run_train_step_checks(bool use_cublaslt) {
 }
 
 void run_train_curve_checks(bool use_cublaslt, bool quick, const std::string& model_dir) {
-  auto guard = [](const std::string& name, auto&& fn) {
-    try {
-      fn();
-    } catch (const std::exception& e) {
-      record("train", name + ": uncaught exception", false, NAN, 0, e.what());
-    }
-  };
   guard("training run", [&] { check_training_run(cases()[2], use_cublaslt); });
   if (!quick) guard("training run mlp", [&] { check_training_run(cases()[1], use_cublaslt); });
   if (!model_dir.empty()) guard("real window", [&] { check_window(model_dir, use_cublaslt); });
@@ -335,13 +321,6 @@ void run_train_curve_checks(bool use_cublaslt, bool quick, const std::string& mo
 
 void run_train_checks(bool quick, const std::string& model_dir) {
   std::printf("train checks%s\n", quick ? " (quick)" : "");
-  auto guard = [](const std::string& name, auto&& fn) {
-    try {
-      fn();
-    } catch (const std::exception& e) {
-      record("train", name + ": uncaught exception", false, NAN, 0, e.what());
-    }
-  };
   const bool lt = sc::lt::api() != nullptr;
   run_train_step_checks(lt);
   // Prefetch with the default 16 MiB staging halves: an mlp whose x and target are 1.0 halves plus a tail each

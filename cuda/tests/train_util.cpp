@@ -184,6 +184,14 @@ Compare worst_role(const Params& a, const Params& b, std::string* worst, double 
   return w;
 }
 
+void guard(const std::string& name, const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    record("train", name + ": uncaught exception", false, NAN, 0, e.what());
+  }
+}
+
 // One optimiser step of two micro-batches (full, then one row fewer: partial batches and accumulation), loss,
 // gradients, the norm and the updated parameters.
 

@@ -59,6 +59,10 @@ Params gpu_params(const sc::TrainStep& t, const Params& like);
 
 Compare worst_role(const Params& a, const Params& b, std::string* worst, double floor = 0);
 
+// Runs fn; an exception becomes a failed "train" row "<name>: uncaught exception" with its message, so one broken case
+// does not hide the others.
+void guard(const std::string& name, const std::function<void()>& fn);
+
 // train_real.cpp
 void check_capi_train();
 void check_window(const std::string& dir, bool use_lt);

@@ -49,6 +49,25 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
+def attention_block(x, w, shape, cos, sin):
+    """x + o(attention(rope(q), rope(k), v)) of a pre-norm Llama layer; shape = (B, T, H, Hk, Dh)."""
+    B, T, H, Hk, Dh = shape
+    h = rmsnorm(x, w["n1"], 1e-5)
+    q = F.linear(h, w["wq"]).view(B, T, H, Dh).transpose(1, 2)
+    k = F.linear(h, w["wk"]).view(B, T, Hk, Dh).transpose(1, 2)
+    v = F.linear(h, w["wv"]).view(B, T, Hk, Dh).transpose(1, 2)
+    q = q * cos + rotate_half(q) * sin
+    k = k * cos + rotate_half(k) * sin
+    o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    return x + F.linear(o.transpose(1, 2).reshape(B, T, H * Dh), w["wo"])
+
+
+def mlp_block(x, w):
+    """x + down(silu(gate(n)) * up(n)), n = RMSNorm(x): the `mlp` replacement and a layer's second half."""
+    h = rmsnorm(x, w["n2"], 1e-5)
+    return x + F.linear(F.silu(F.linear(h, w["wg"])) * F.linear(h, w["wu"]), w["wd"])
+
+
 def make_adamw(params):
     try:
         return torch.optim.AdamW(params, lr=2e-4, weight_decay=1e-3, fused=True), "fused"
@@ -94,16 +113,8 @@ def main():
 
         def forward(x):
             if kind == "layer":
-                h = rmsnorm(x, p["n1"], 1e-5)
-                q = F.linear(h, p["wq"]).view(B, T, H, Dh).transpose(1, 2)
-                k = F.linear(h, p["wk"]).view(B, T, Hk, Dh).transpose(1, 2)
-                v = F.linear(h, p["wv"]).view(B, T, Hk, Dh).transpose(1, 2)
-                q = q * cos + rotate_half(q) * sin
-                k = k * cos + rotate_half(k) * sin
-                o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-                x = x + F.linear(o.transpose(1, 2).reshape(B, T, H * Dh), p["wo"])
-            h = rmsnorm(x, p["n2"], 1e-5)
-            return x + F.linear(F.silu(F.linear(h, p["wg"])) * F.linear(h, p["wu"]), p["wd"])
+                x = attention_block(x, p, (B, T, H, Hk, Dh), cos, sin)
+            return mlp_block(x, p)
 
         def step():
             with torch.autocast("cuda", dtype=bf):
@@ -147,16 +158,7 @@ def main():
                 "wg": lparam(Fd, D, grad=grad), "wu": lparam(Fd, D, grad=grad), "wd": lparam(D, Fd, grad=grad)}
 
     def layer(x, w):
-        h = rmsnorm(x, w["n1"], 1e-5)
-        q = F.linear(h, w["wq"]).view(B, T, H, Dh).transpose(1, 2)
-        k = F.linear(h, w["wk"]).view(B, T, Hk, Dh).transpose(1, 2)
-        v = F.linear(h, w["wv"]).view(B, T, Hk, Dh).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-        x = x + F.linear(o.transpose(1, 2).reshape(B, T, H * Dh), w["wo"])
-        h = rmsnorm(x, w["n2"], 1e-5)
-        return x + F.linear(F.silu(F.linear(h, w["wg"])) * F.linear(h, w["wu"]), w["wd"])
+        return mlp_block(attention_block(x, w, (B, T, H, Hk, Dh), cos, sin), w)
 
     p = layer_weights(True)
     tail = [layer_weights(False) for _ in range(frozen)]
