@@ -22,7 +22,8 @@
 // "train_stage_lm <batch>", "train_step_lm_staged begin" and "... end". With STREAMLINE_CUDA_CPU_WAIT_STAGE_MS=<ms>, a
 // staged step (either loss) waits (at most that long) for a stage (either loss) issued after it began before it
 // returns, so the log shows deterministically whether the caller stages the next batch while a step is in flight (the
-// order a GPU overlaps); STREAMLINE_CUDA_CPU_FAIL_STAGED=<n> fails a trainer's n-th staged step (counting both losses).
+// order a GPU overlaps); STREAMLINE_CUDA_CPU_FAIL_STAGED=<n> fails a trainer's n-th staged step (counting both losses)
+// and holds the stage that overlaps it until the failure, so the caller's handling of that order is tested.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -381,6 +382,7 @@ struct streamline_cuda_train {
   int stepping = 0;
   uint64_t stages = 0;  // train_stage / train_stage_lm calls so far (the wait hook)
   std::atomic<int> staged_steps{0};  // train_step_staged / train_step_lm_staged calls so far (the failure hook)
+  bool injected = false;  // the failure hook has failed its step
 };
 
 namespace {
@@ -475,18 +477,29 @@ SL_EXPORT int streamline_cuda_train_step(streamline_cuda_train* t, const float* 
 namespace {
 using Staged = streamline_cuda_train::Staged;
 
+// STREAMLINE_CUDA_CPU_FAIL_STAGED's step number, 0 when unset.
+int fail_staged_at() {
+  const char* f = std::getenv("STREAMLINE_CUDA_CPU_FAIL_STAGED");
+  return f ? std::atoi(f) : 0;
+}
+
 // Takes the idle input slot (the real backend's two, shared by both losses).
 void push_staged(streamline_cuda_train* t, Staged&& b, const char* fn) {
-  std::lock_guard<std::mutex> lk(t->mu);
+  std::unique_lock<std::mutex> lk(t->mu);
   if (t->staged.size() + size_t(t->stepping) >= 2)
     throw Error("E_CUDA", std::string(fn) + ": both input slots hold batches no step_staged has finished with (step first)");
   t->staged.push_back(std::move(b));
   t->stages++;
   t->cv.notify_all();
+  // A pipelined trainer stages batch n + 1 during staged step n: with the failure hook on step n, that stage returns
+  // only after the step has failed, so the caller sees the step's rejection while its stage is still pending (the
+  // order in which an unhandled rejection would show).
+  if (const int n = fail_staged_at(); n > 0 && t->stages == uint64_t(n) + 1)
+    t->cv.wait_for(lk, std::chrono::milliseconds(500), [&] { return t->injected; });
 }
 
 // The staged step of either loss on the oldest staged batch: `fn` names it in errors, `log` in the call log. A batch
-// staged for the other loss is refused and stays staged (the real backend checks the slot's loss the same way).
+// staged for the other loss is refused and stays staged (the real backend's TrainStep::take_staged, same message).
 template <typename F> void run_staged(streamline_cuda_train* t, bool lm, const char* fn, const char* log, F&& step) {
   Staged b;
   uint64_t stages_before;
@@ -494,10 +507,8 @@ template <typename F> void run_staged(streamline_cuda_train* t, bool lm, const c
     std::lock_guard<std::mutex> lk(t->mu);
     if (t->staged.empty()) throw Error("E_CUDA", std::string(fn) + ": no staged batch (stage one first)");
     if (t->staged.front().lm != lm)
-      throw Error("E_CUDA", std::string(fn) + ": the oldest staged batch was staged by " +
-                                (lm ? "train_stage (the mse loss); step it with train_step_staged"
-                                    : "train_stage_lm (the lm loss); step it with train_step_lm_staged") +
-                                " first (it stays staged)");
+      throw Error("E_CUDA", std::string(fn) + ": the oldest staged batch was staged for the " + (lm ? "mse" : "lm") +
+                                " loss (" + (lm ? "step_staged" : "step_lm_staged") + " takes it)");
     b = std::move(t->staged.front());
     t->staged.pop_front();
     t->stepping++;
@@ -507,10 +518,12 @@ template <typename F> void run_staged(streamline_cuda_train* t, bool lm, const c
   // STREAMLINE_CUDA_CPU_FAIL_STAGED=<n>: the trainer's n-th staged step (1-based, either loss) fails, after the next
   // stage had time to start, as a GPU error during the overlap would.
   const int call = ++t->staged_steps;
-  if (const char* f = std::getenv("STREAMLINE_CUDA_CPU_FAIL_STAGED"); f && std::atoi(f) == call) {
+  if (fail_staged_at() == call) {
     std::unique_lock<std::mutex> lk(t->mu);
     t->cv.wait_for(lk, std::chrono::milliseconds(500), [&] { return t->stages != stages_before; });
     t->stepping--;
+    t->injected = true;
+    t->cv.notify_all();
     throw Error("E_CUDA", std::string(fn) + ": injected failure (STREAMLINE_CUDA_CPU_FAIL_STAGED)");
   }
   struct Release {  // the slot is free again however the step ends
@@ -714,13 +727,13 @@ SL_EXPORT int streamline_cuda_train_stage_lm(streamline_cuda_train* t, const flo
     if (host_positions) b.pos.assign(host_positions, host_positions + M);
     if (host_mask) b.mask.assign(host_mask, host_mask + M);
     b.batch = batch;
-    push_staged(t, std::move(b), "train_stage_lm");
+    push_staged(t, std::move(b), "stage");  // the real backend's message: the slots are one pool
   });
 }
 
 SL_EXPORT int streamline_cuda_train_step_lm_staged(streamline_cuda_train* t, float grad_scale, double* loss) {
   return guarded([&] {
-    run_staged(t, true, "train_step_lm_staged", "train_step_lm_staged", [&](const Staged& b) {
+    run_staged(t, true, "step_lm_staged", "train_step_lm_staged", [&](const Staged& b) {
       // The tail cannot be removed, only replaced: the one staging checked against is still there (or a newer one).
       FrozenTail tail = t->lm->tail;
       tail.layer.batch = size_t(b.batch);

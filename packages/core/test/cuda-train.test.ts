@@ -373,21 +373,39 @@ if (!existsSync(fake)) {
     for (const t of want.names()) assert.ok(Buffer.from(got.tensor(t).data).equals(Buffer.from(want.tensor(t).data)), t);
   });
 
+  // Collects the unhandled rejections while f runs (and one turn after, when Node reports them).
+  const unhandledDuring = async (f: () => Promise<void>): Promise<unknown[]> => {
+    const seen: unknown[] = [];
+    const on = (e: unknown) => { seen.push(e); };
+    process.on('unhandledRejection', on);
+    try {
+      await f();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    } finally {
+      process.off('unhandledRejection', on);
+    }
+    return seen;
+  };
+
   // A staged step that fails while the next micro-batch is being staged: the run rejects with the step's E_CUDA
-  // (no unhandled rejection, nothing left in flight), like a failing step without the pipeline.
-  test('prefetch: a step failing during the next stage rejects the run with E_CUDA', async () => {
+  // (no unhandled rejection, nothing left in flight), like a failing step without the pipeline. The test backend
+  // returns that stage only after the step has failed, so the step's rejection arrives while the stage is awaited.
+  test('prefetch: a step failing during the next stage rejects the run with E_CUDA, no unhandled rejection', async () => {
     const model = await fixture('llama-gqa');
     process.env.STREAMLINE_CUDA_CPU_FAIL_STAGED = '3';
     let err: { code?: string; message?: string } = {};
-    try {
-      await core.prune(model, { ...base('pf-fail', 'mlp'), device: 'cuda' });
-    } catch (e) {
-      err = e as typeof err;
-    } finally {
-      delete process.env.STREAMLINE_CUDA_CPU_FAIL_STAGED;
-    }
+    const unhandled = await unhandledDuring(async () => {
+      try {
+        await core.prune(model, { ...base('pf-fail', 'mlp'), device: 'cuda' });
+      } catch (e) {
+        err = e as typeof err;
+      } finally {
+        delete process.env.STREAMLINE_CUDA_CPU_FAIL_STAGED;
+      }
+    });
     assert.is(err.code, 'E_CUDA');
-    assert.match(err.message ?? '', /injected failure/);
+    assert.match(err.message ?? '', /step_staged: injected failure/);
+    assert.equal(unhandled, []);
   });
 
   // Prefetch for --loss lm (streamline_cuda_train_stage_lm): the same pipeline as mse, so the same log order. The
@@ -451,27 +469,23 @@ if (!existsSync(fake)) {
     assert.not.ok(existsSync(ckpt));
   });
 
-  // An lm staged step that fails while the next micro-batch is being staged: the run rejects with the step's E_CUDA
-  // and leaves no unhandled rejection behind (the stage in flight settles first).
+  // The same for an lm staged step (the mse test above, with stageLm / stepLmStaged).
   test('prefetch --loss lm: a step failing during the next stage rejects the run with E_CUDA, no unhandled rejection', async () => {
     const model = await fixture('llama-gqa');
-    const unhandled: unknown[] = [];
-    const onUnhandled = (e: unknown) => { unhandled.push(e); };
-    process.on('unhandledRejection', onUnhandled);
     process.env.STREAMLINE_CUDA_CPU_FAIL_STAGED = '3';
     let err: { code?: string; message?: string } = {};
-    try {
-      await core.prune(model, { ...base('pf-lm-fail', 'mlp'), loss: 'lm', device: 'cuda' });
-    } catch (e) {
-      err = e as typeof err;
-    } finally {
-      delete process.env.STREAMLINE_CUDA_CPU_FAIL_STAGED;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));  // a rejection nobody handled is reported after a turn
-    process.off('unhandledRejection', onUnhandled);
+    const unhandled = await unhandledDuring(async () => {
+      try {
+        await core.prune(model, { ...base('pf-lm-fail', 'mlp'), loss: 'lm', device: 'cuda' });
+      } catch (e) {
+        err = e as typeof err;
+      } finally {
+        delete process.env.STREAMLINE_CUDA_CPU_FAIL_STAGED;
+      }
+    });
     assert.instance(err, core.StreamlineError);
     assert.is(err.code, 'E_CUDA');
-    assert.match(err.message ?? '', /train_step_lm_staged: injected failure/);
+    assert.match(err.message ?? '', /step_lm_staged: injected failure/);
     assert.equal(unhandled, []);
   });
 
@@ -527,11 +541,11 @@ if (!existsSync(fake)) {
     assert.is((await code(() => t.stepLm(xs[1]!, tg[1]!, pos, null, 2, 1)))[0], 'E_CUDA', 'stepLm needs a free slot too');
     const [c2, m2] = await code(() => t.stepLmStaged(1));
     assert.is(c2, 'E_CUDA');
-    assert.match(m2, /train_step_lm_staged: the oldest staged batch was staged by train_stage \(the mse loss\)/);
+    assert.match(m2, /step_lm_staged: the oldest staged batch was staged for the mse loss \(step_staged takes it\)/);
     assert.is(await t.stepStaged(0.5), await u.step(xs[2]!, y, pos, null, 2, 0.5), 'the mse batch stayed staged');
     const [c3, m3] = await code(() => t.stepStaged(1));
     assert.is(c3, 'E_CUDA');
-    assert.match(m3, /step_staged: the oldest staged batch was staged by train_stage_lm \(the lm loss\)/);
+    assert.match(m3, /step_staged: the oldest staged batch was staged for the lm loss \(step_lm_staged takes it\)/);
     // An lm step in flight: stageLm may run, an mse stage may not, nor anything else.
     const pending = t.stepLmStaged(0.5);
     assert.is((await code(() => t.stage(xs[2]!, y, pos, null, 2)))[0], 'E_CUDA_BUSY', 'an mse stage during an lm staged step');
