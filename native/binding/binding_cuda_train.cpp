@@ -4,8 +4,10 @@
 // One JS object (CudaTrainer) owns one streamline_cuda_train: f32 master weights, gradients and Adam moments on the
 // GPU. Arguments are read with the CPU replacement bindings' readers (replacement_args.h), so both paths accept and
 // refuse the same inputs; copies and compute run on a libuv thread. One call at a time (E_CUDA_BUSY otherwise), with
-// one exception: stage and stepStaged may be in flight together (stage fills the idle input slot on the copy stream
-// while the step computes on the other; the backend's TrainStep documents which side owns what).
+// one exception: stage and stepStaged may be in flight together, and so may stageLm and stepLmStaged (the stage fills
+// the idle input slot on the copy stream while the step computes on the other; the backend's TrainStep documents
+// which side owns what). A stage of one loss never overlaps a staged step of the other: the C API promises the
+// overlap only within a loss.
 //   cudaTrainer(kind, spec, params, ropeInvFreq) -> Promise<CudaTrainer>   (spec.batch: the largest micro-batch)
 //   trainer.step(x, target, positions, keyMask, batch, gradScale?) -> Promise<loss>
 //   trainer.apply({lr, beta1, beta2, eps, weightDecay, maxNorm, step}) -> Promise<gradNorm>
@@ -22,6 +24,10 @@
 //     trainer.evalLm(x, targets, positions, keyMask, batch) -> Promise<Float64Array[batch]>
 //     (the lm loss through the frozen rest of the model; the arguments of lmLossStep/lmLossEval, binding_lmloss.cpp;
 //     optional: without them the caller trains --loss lm on the CPU)
+//   trainer.hasStageLm() -> boolean; trainer.stageLm(x, targets, positions, keyMask, batch) -> Promise<void>;
+//     trainer.stepLmStaged(gradScale?) -> Promise<loss> (prefetch for the lm loss: stage/stepStaged with stepLm's
+//     inputs, in the same two input slots; a staged step refuses a batch staged for the other loss, which stays
+//     staged. Optional: a backend without them steps lm micro-batches unpipelined)
 #include <array>
 #include <cmath>
 #include <memory>
@@ -67,6 +73,9 @@ struct TrainApi {
                      const streamline_cuda_weight*, const streamline_cuda_weight*, int64_t);
   int (*step_lm)(streamline_cuda_train*, const float*, const int32_t*, const int32_t*, const uint8_t*, int64_t, float, double*);
   int (*eval_lm)(streamline_cuda_train*, const float*, const int32_t*, const int32_t*, const uint8_t*, int64_t, double*);
+  // Optional (nullptr in a backend built before prefetch for the lm loss, or without the lm loss); both or neither.
+  int (*stage_lm)(streamline_cuda_train*, const float*, const int32_t*, const int32_t*, const uint8_t*, int64_t);
+  int (*step_lm_staged)(streamline_cuda_train*, float, double*);
 };
 
 template <typename F> void resolve(F*& f, const char* name, std::string* missing) {
@@ -102,6 +111,10 @@ const TrainApi& train_api(Napi::Env env) {
       a.step_lm = reinterpret_cast<decltype(a.step_lm)>(cuda_symbol("streamline_cuda_train_step_lm"));
       a.eval_lm = reinterpret_cast<decltype(a.eval_lm)>(cuda_symbol("streamline_cuda_train_eval_lm"));
       if (!a.set_lm_tail || !a.step_lm || !a.eval_lm) a.set_lm_tail = nullptr, a.step_lm = nullptr, a.eval_lm = nullptr;
+      a.stage_lm = reinterpret_cast<decltype(a.stage_lm)>(cuda_symbol("streamline_cuda_train_stage_lm"));
+      a.step_lm_staged = reinterpret_cast<decltype(a.step_lm_staged)>(cuda_symbol("streamline_cuda_train_step_lm_staged"));
+      // Staged lm steps need the tail that only set_lm_tail uploads.
+      if (!a.stage_lm || !a.step_lm_staged || !a.set_lm_tail) a.stage_lm = nullptr, a.step_lm_staged = nullptr;
       if (!missing.empty()) error = "the CUDA backend library lacks " + missing + " (built before GPU training existed)";
       else if (st.device_count == 0 || !st.reason.empty()) error = st.reason.empty() ? "no CUDA device" : st.reason;
     }
@@ -139,6 +152,9 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
                         InstanceMethod("setLmTail", &CudaTrainer::SetLmTail),
                         InstanceMethod("stepLm", &CudaTrainer::StepLm),
                         InstanceMethod("evalLm", &CudaTrainer::EvalLm),
+                        InstanceMethod("hasStageLm", &CudaTrainer::HasStageLm),
+                        InstanceMethod("stageLm", &CudaTrainer::StageLm),
+                        InstanceMethod("stepLmStaged", &CudaTrainer::StepLmStaged),
                         InstanceMethod("destroy", &CudaTrainer::Destroy)});
   }
 
@@ -149,30 +165,34 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
   }
 
  private:
-  // What is in flight: busy_ (any call but stage; step_staged_ when that call is stepStaged) and staging_ (a stage).
-  // A call may start when nothing is in flight, except that stage and stepStaged may overlap each other. The flags
-  // are read and written on the JS thread only.
+  // What is in flight: busy_ (any call but a stage; step_staged_ when that call is a staged step, staged_lm_ when it
+  // is stepLmStaged) and staging_ (a stage; stage_lm_ when it is stageLm). A call may start when nothing is in flight,
+  // except that a stage and a staged step of the same loss may overlap each other. The flags are read and written on
+  // the JS thread only.
   enum class Lane { Main, Staged, Stage };
-  streamline_cuda_train* ready(Napi::Env env, Lane lane = Lane::Main) {
+  streamline_cuda_train* ready(Napi::Env env, Lane lane = Lane::Main, bool lm = false) {
     if (!t_) throw_error(env, "E_CUDA", "CUDA trainer is not open (or was destroyed)");
     const bool clash = lane == Lane::Main    ? busy_ || staging_
-                       : lane == Lane::Stage ? staging_ || (busy_ && !step_staged_)
-                                             : busy_;
+                       : lane == Lane::Stage ? staging_ || (busy_ && !(step_staged_ && staged_lm_ == lm))
+                                             : busy_ || (staging_ && stage_lm_ != lm);
     if (clash)
       throw_error(env, "E_CUDA_BUSY", "CUDA trainer: another call is still in flight; await it first (only stage and "
-                                      "stepStaged may overlap)");
+                                      "stepStaged, or stageLm and stepLmStaged, may overlap)");
     return t_;
   }
   Napi::Promise async(const Napi::CallbackInfo& info, std::vector<Napi::Value> keep, std::function<void()> work,
-                      std::function<Napi::Value(Napi::Env)> done = nullptr, Lane lane = Lane::Main) {
+                      std::function<Napi::Value(Napi::Env)> done = nullptr, Lane lane = Lane::Main, bool lm = false) {
     keep.push_back(info.This());
     if (lane == Lane::Stage) {
       staging_ = true;
-      return run_async(info.Env(), keep, std::move(work), std::move(done), [this] { staging_ = false; });
+      stage_lm_ = lm;
+      return run_async(info.Env(), keep, std::move(work), std::move(done), [this] { staging_ = stage_lm_ = false; });
     }
     busy_ = true;
     step_staged_ = lane == Lane::Staged;
-    return run_async(info.Env(), keep, std::move(work), std::move(done), [this] { busy_ = step_staged_ = false; });
+    staged_lm_ = step_staged_ && lm;
+    return run_async(info.Env(), keep, std::move(work), std::move(done),
+                     [this] { busy_ = step_staged_ = staged_lm_ = false; });
   }
 
   // The inputs of one micro-batch, as step() and eval() take them (info[0..4]).
@@ -399,6 +419,49 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
                  [ref](Napi::Env) -> Napi::Value { return ref->Value(); });
   }
 
+  // hasStageLm() -> whether the backend exports train_stage_lm/train_step_lm_staged (and the lm loss); else lm
+  // micro-batches go through stepLm only.
+  Napi::Value HasStageLm(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), api_ && api_->stage_lm);
+  }
+  void need_stage_lm(Napi::Env env, const char* fn) {
+    if (!api_->stage_lm)
+      throw_error(env, "E_UNSUPPORTED", std::string(fn) + ": the CUDA backend library lacks streamline_cuda_train_stage_lm/"
+                                        "step_lm_staged (built before prefetch for the lm loss existed)");
+  }
+
+  // stageLm(x, targets, positions, keyMask, batch) -> Promise<void>: stage() with stepLm's inputs; the backend checks
+  // the targets here (E_CUDA for one >= vocab, or without a tail). May run while a stepLmStaged is in flight; the
+  // arrays are kept alive (and must stay unchanged) until it settles.
+  Napi::Value StageLm(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    streamline_cuda_train* t = ready(env, Lane::Stage, true);
+    need_stage_lm(env, "stageLm");
+    const LmBatchArgs b = lm_batch_args(info, "stageLm");
+    const TrainApi* a = api_;
+    return async(info, {info[0], info[1], info[2], info[3]},
+                 [=] { check_rc(*a, a->stage_lm(t, b.x, b.targets, b.pos, b.mask, b.batch), "train_stage_lm"); }, nullptr,
+                 Lane::Stage, true);
+  }
+
+  // stepLmStaged(gradScale?) -> Promise<loss>: stepLm() on the oldest staged batch; E_CUDA when none is staged or it
+  // was staged by stage() (it stays staged).
+  Napi::Value StepLmStaged(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    streamline_cuda_train* t = ready(env, Lane::Staged, true);
+    need_stage_lm(env, "stepLmStaged");
+    float scale = 1.f;
+    if (!absent(info[0])) {
+      double gs = number_arg(env, info[0], "gradScale");
+      if (!std::isfinite(gs)) throw_error(env, "E_NATIVE_ARG", "stepLmStaged: gradScale must be finite");
+      scale = float(gs);
+    }
+    auto loss = std::make_shared<double>(0.0);
+    const TrainApi* a = api_;
+    return async(info, {}, [=] { check_rc(*a, a->step_lm_staged(t, scale, loss.get()), "train_step_lm_staged"); },
+                 [loss](Napi::Env e) -> Napi::Value { return Napi::Number::New(e, *loss); }, Lane::Staged, true);
+  }
+
   // apply({lr, beta1, beta2, eps, weightDecay, maxNorm, step}) -> Promise<gradNorm>: clip, AdamW, gradients zeroed.
   // A non-finite norm updates nothing (the caller stops, as the CPU trainer does).
   Napi::Value Apply(const Napi::CallbackInfo& info) {
@@ -525,7 +588,7 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
   bool lm_layers_ = false;  // whether the spec has heads, so the tail may have layers (an mlp spec may lack them)
   bool present_[kRoleCount] = {};
   streamline_cuda_train* t_ = nullptr;
-  bool busy_ = false, step_staged_ = false, staging_ = false;
+  bool busy_ = false, step_staged_ = false, staged_lm_ = false, staging_ = false, stage_lm_ = false;
 };
 
 Napi::FunctionReference* g_trainer_ctor = nullptr;

@@ -15,12 +15,15 @@
 // a GPU (context creation, head upload, training downloads and evals) each append one line to that file, so a test
 // can count uploads. Built a second time with STREAMLINE_CUDA_CPU_OLD_TRAINER defined (streamline_cuda_cpu_old.so),
 // it lacks streamline_cuda_train_eval, train_get_state/set_state, train_stage/step_staged and the lm functions
-// (train_set_lm_tail, train_step_lm, train_eval_lm), like a backend built before those existed, so the callers'
-// fallbacks are tested too. The lm functions log "train_set_lm_tail <n_layers>", "train_step_lm <batch>" and
-// "train_eval_lm <batch>". train_stage / train_step_staged log "train_stage
-// <batch>", "train_step_staged begin" and "train_step_staged end"; with STREAMLINE_CUDA_CPU_WAIT_STAGE_MS=<ms>, a
-// step_staged waits (at most that long) for a train_stage issued after it began before it returns, so the log shows
-// deterministically whether the caller stages the next batch while a step is in flight (the order a GPU overlaps).
+// (train_set_lm_tail, train_step_lm, train_eval_lm, train_stage_lm, train_step_lm_staged), like a backend built before
+// those existed, so the callers' fallbacks are tested too. The lm functions log "train_set_lm_tail <n_layers>",
+// "train_step_lm <batch>" and "train_eval_lm <batch>". train_stage / train_step_staged log "train_stage <batch>",
+// "train_step_staged begin" and "train_step_staged end"; train_stage_lm / train_step_lm_staged log
+// "train_stage_lm <batch>", "train_step_lm_staged begin" and "... end". With STREAMLINE_CUDA_CPU_WAIT_STAGE_MS=<ms>, a
+// staged step (either loss) waits (at most that long) for a stage (either loss) issued after it began before it
+// returns, so the log shows deterministically whether the caller stages the next batch while a step is in flight (the
+// order a GPU overlaps); STREAMLINE_CUDA_CPU_FAIL_STAGED=<n> fails a trainer's n-th staged step (counting both losses)
+// and holds the stage that overlaps it until the failure, so the caller's handling of that order is tested.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -363,19 +366,23 @@ struct streamline_cuda_train {
   LayerSpec lm_layer;
   std::unique_ptr<LmTail> lm;
   Buffer counted;  // the bytes of the arrays above, for memory()
-  // Prefetch: the real backend's two input slots, as copies (FIFO); a slot stays taken while its step runs.
+  // Prefetch: the real backend's two input slots, as copies (FIFO); a slot stays taken while its step runs. Both
+  // losses share the slots; `lm` says which stage filled one, so a step of the other loss refuses it.
   struct Staged {
-    std::vector<float> x, y;
+    bool lm = false;
+    std::vector<float> x, y;          // y: the mse target (empty for lm)
+    std::vector<int32_t> targets;     // lm: next-token ids (empty for mse)
     std::vector<int32_t> pos;
     std::vector<uint8_t> mask;
-    int64_t batch;
+    int64_t batch = 0;
   };
   std::mutex mu;
   std::condition_variable cv;
   std::deque<Staged> staged;
   int stepping = 0;
-  uint64_t stages = 0;  // train_stage calls so far (the wait hook)
-  std::atomic<int> staged_steps{0};  // train_step_staged calls so far (the failure hook)
+  uint64_t stages = 0;  // train_stage / train_stage_lm calls so far (the wait hook)
+  std::atomic<int> staged_steps{0};  // train_step_staged / train_step_lm_staged calls so far (the failure hook)
+  bool injected = false;  // the failure hook has failed its step
 };
 
 namespace {
@@ -467,6 +474,73 @@ SL_EXPORT int streamline_cuda_train_step(streamline_cuda_train* t, const float* 
 }
 
 #ifndef STREAMLINE_CUDA_CPU_OLD_TRAINER
+namespace {
+using Staged = streamline_cuda_train::Staged;
+
+// STREAMLINE_CUDA_CPU_FAIL_STAGED's step number, 0 when unset.
+int fail_staged_at() {
+  const char* f = std::getenv("STREAMLINE_CUDA_CPU_FAIL_STAGED");
+  return f ? std::atoi(f) : 0;
+}
+
+// Takes the idle input slot (the real backend's two, shared by both losses).
+void push_staged(streamline_cuda_train* t, Staged&& b, const char* fn) {
+  std::unique_lock<std::mutex> lk(t->mu);
+  if (t->staged.size() + size_t(t->stepping) >= 2)
+    throw Error("E_CUDA", std::string(fn) + ": both input slots hold batches no step_staged has finished with (step first)");
+  t->staged.push_back(std::move(b));
+  t->stages++;
+  t->cv.notify_all();
+  // A pipelined trainer stages batch n + 1 during staged step n: with the failure hook on step n, that stage returns
+  // only after the step has failed, so the caller sees the step's rejection while its stage is still pending (the
+  // order in which an unhandled rejection would show).
+  if (const int n = fail_staged_at(); n > 0 && t->stages == uint64_t(n) + 1)
+    t->cv.wait_for(lk, std::chrono::milliseconds(500), [&] { return t->injected; });
+}
+
+// The staged step of either loss on the oldest staged batch: `fn` names it in errors, `log` in the call log. A batch
+// staged for the other loss is refused and stays staged (the real backend's TrainStep::take_staged, same message).
+template <typename F> void run_staged(streamline_cuda_train* t, bool lm, const char* fn, const char* log, F&& step) {
+  Staged b;
+  uint64_t stages_before;
+  {
+    std::lock_guard<std::mutex> lk(t->mu);
+    if (t->staged.empty()) throw Error("E_CUDA", std::string(fn) + ": no staged batch (stage one first)");
+    if (t->staged.front().lm != lm)
+      throw Error("E_CUDA", std::string(fn) + ": the oldest staged batch was staged for the " + (lm ? "mse" : "lm") +
+                                " loss (" + (lm ? "step_staged" : "step_lm_staged") + " takes it)");
+    b = std::move(t->staged.front());
+    t->staged.pop_front();
+    t->stepping++;
+    stages_before = t->stages;
+  }
+  note_call(std::string(log) + " begin");
+  // STREAMLINE_CUDA_CPU_FAIL_STAGED=<n>: the trainer's n-th staged step (1-based, either loss) fails, after the next
+  // stage had time to start, as a GPU error during the overlap would.
+  const int call = ++t->staged_steps;
+  if (fail_staged_at() == call) {
+    std::unique_lock<std::mutex> lk(t->mu);
+    t->cv.wait_for(lk, std::chrono::milliseconds(500), [&] { return t->stages != stages_before; });
+    t->stepping--;
+    t->injected = true;
+    t->cv.notify_all();
+    throw Error("E_CUDA", std::string(fn) + ": injected failure (STREAMLINE_CUDA_CPU_FAIL_STAGED)");
+  }
+  struct Release {  // the slot is free again however the step ends
+    streamline_cuda_train* t;
+    ~Release() {
+      std::lock_guard<std::mutex> lk(t->mu);
+      t->stepping--;
+    }
+  } release{t};
+  step(b);
+  std::unique_lock<std::mutex> lk(t->mu);
+  if (const char* w = std::getenv("STREAMLINE_CUDA_CPU_WAIT_STAGE_MS"))
+    t->cv.wait_for(lk, std::chrono::milliseconds(std::atol(w)), [&] { return t->stages != stages_before; });
+  note_call(std::string(log) + " end");
+}
+}  // namespace
+
 SL_EXPORT int streamline_cuda_train_stage(streamline_cuda_train* t, const float* host_x, const float* host_target,
                                           const int32_t* host_positions, const uint8_t* host_mask, int64_t batch) {
   return guarded([&] {
@@ -475,53 +549,22 @@ SL_EXPORT int streamline_cuda_train_stage(streamline_cuda_train* t, const float*
     if (t->spec.use_rope && !host_positions) throw Error("E_SHAPE", "train_stage: RoPE needs positions");
     note_call("train_stage " + std::to_string(batch));
     const size_t M = size_t(batch) * t->spec.T, n = M * t->spec.D;
-    streamline_cuda_train::Staged b{std::vector<float>(host_x, host_x + n), std::vector<float>(host_target, host_target + n),
-                                    host_positions ? std::vector<int32_t>(host_positions, host_positions + M) : std::vector<int32_t>(),
-                                    host_mask ? std::vector<uint8_t>(host_mask, host_mask + M) : std::vector<uint8_t>(), batch};
-    std::lock_guard<std::mutex> lk(t->mu);
-    if (t->staged.size() + size_t(t->stepping) >= 2)
-      throw Error("E_CUDA", "stage: both input slots hold batches no step_staged has finished with (step first)");
-    t->staged.push_back(std::move(b));
-    t->stages++;
-    t->cv.notify_all();
+    Staged b;
+    b.x.assign(host_x, host_x + n);
+    b.y.assign(host_target, host_target + n);
+    if (host_positions) b.pos.assign(host_positions, host_positions + M);
+    if (host_mask) b.mask.assign(host_mask, host_mask + M);
+    b.batch = batch;
+    push_staged(t, std::move(b), "stage");
   });
 }
 
 SL_EXPORT int streamline_cuda_train_step_staged(streamline_cuda_train* t, float grad_scale, double* loss) {
   return guarded([&] {
-    streamline_cuda_train::Staged b;
-    uint64_t stages_before;
-    {
-      std::lock_guard<std::mutex> lk(t->mu);
-      if (t->staged.empty()) throw Error("E_CUDA", "step_staged: no staged batch (stage one first)");
-      b = std::move(t->staged.front());
-      t->staged.pop_front();
-      t->stepping++;
-      stages_before = t->stages;
-    }
-    note_call("train_step_staged begin");
-    // STREAMLINE_CUDA_CPU_FAIL_STAGED=<n>: the trainer's n-th staged step (1-based) fails, after the next stage had
-    // time to start, as a GPU error during the overlap would.
-    const int call = ++t->staged_steps;
-    if (const char* f = std::getenv("STREAMLINE_CUDA_CPU_FAIL_STAGED"); f && std::atoi(f) == call) {
-      std::unique_lock<std::mutex> lk(t->mu);
-      t->cv.wait_for(lk, std::chrono::milliseconds(500), [&] { return t->stages != stages_before; });
-      t->stepping--;
-      throw Error("E_CUDA", "step_staged: injected failure (STREAMLINE_CUDA_CPU_FAIL_STAGED)");
-    }
-    struct Release {  // the slot is free again however the step ends
-      streamline_cuda_train* t;
-      ~Release() {
-        std::lock_guard<std::mutex> lk(t->mu);
-        t->stepping--;
-      }
-    } release{t};
-    *loss = cpu_train_step(t, b.x.data(), b.y.data(), b.pos.empty() ? nullptr : b.pos.data(),
-                           b.mask.empty() ? nullptr : b.mask.data(), b.batch, grad_scale);
-    std::unique_lock<std::mutex> lk(t->mu);
-    if (const char* w = std::getenv("STREAMLINE_CUDA_CPU_WAIT_STAGE_MS"))
-      t->cv.wait_for(lk, std::chrono::milliseconds(std::atol(w)), [&] { return t->stages != stages_before; });
-    note_call("train_step_staged end");
+    run_staged(t, false, "step_staged", "train_step_staged", [&](const Staged& b) {
+      *loss = cpu_train_step(t, b.x.data(), b.y.data(), b.pos.empty() ? nullptr : b.pos.data(),
+                             b.mask.empty() ? nullptr : b.mask.data(), b.batch, grad_scale);
+    });
   });
 }
 #endif
@@ -617,9 +660,9 @@ SL_EXPORT int streamline_cuda_train_set_lm_tail(streamline_cuda_train* t, int64_
 }
 
 namespace {
-// The checks train_step_lm and train_eval_lm share; returns the tail with its spec for `batch` sequences.
-FrozenTail lm_call(streamline_cuda_train* t, const float* host_x, const int32_t* host_targets,
-                   const int32_t* host_positions, int64_t batch, const char* fn) {
+// The input checks of every lm call (train_stage_lm makes them before it takes a slot, so a bad target fails there).
+void check_lm_inputs(streamline_cuda_train* t, const float* host_x, const int32_t* host_targets,
+                     const int32_t* host_positions, int64_t batch, const char* fn) {
   if (!t->lm) throw Error("E_SHAPE", std::string(fn) + ": no lm tail (call train_set_lm_tail first)");
   if (batch <= 0 || size_t(batch) > t->spec.B)
     throw Error("E_SHAPE", std::string(fn) + ": batch must be in [1, " + std::to_string(t->spec.B) + "]");
@@ -632,10 +675,30 @@ FrozenTail lm_call(streamline_cuda_train* t, const float* host_x, const int32_t*
       throw Error("E_TOKEN_RANGE", std::string(fn) + ": targets[" + std::to_string(m) + "] = " +
                                        std::to_string(host_targets[m]) + " is outside the vocabulary [0, " +
                                        std::to_string(V) + ")");
+}
+
+// The checks train_step_lm and train_eval_lm share; returns the tail with its spec for `batch` sequences.
+FrozenTail lm_call(streamline_cuda_train* t, const float* host_x, const int32_t* host_targets,
+                   const int32_t* host_positions, int64_t batch, const char* fn) {
+  check_lm_inputs(t, host_x, host_targets, host_positions, batch, fn);
   need_free_slot(t);
   FrozenTail tail = t->lm->tail;  // views into t->lm's buffers
   tail.layer.batch = size_t(batch);
   return tail;
+}
+
+// train_step_lm's arithmetic, shared with train_step_lm_staged so that both are lm_loss_step on the same arguments.
+double cpu_lm_step(streamline_cuda_train* t, const FrozenTail& tail, const float* host_x, const int32_t* host_targets,
+                   const int32_t* host_positions, const uint8_t* host_mask, int64_t batch, float grad_scale) {
+  ReplacementSpec s = t->spec;
+  s.B = size_t(batch);
+  s.grad_scale = grad_scale;
+  ReplacementParams p{};
+  ReplacementGrads g{};
+  for (auto& r : t->roles) { p[r.role] = r.p.data(); g[r.role] = r.g.data(); }
+  const bool rope = s.use_rope || tail.layer.use_rope;
+  return lm_loss_step(t->kind, s, p, g, host_x, tail, host_targets, rope ? host_positions : nullptr, host_mask,
+                      rope ? t->inv_freq.data() : nullptr);
 }
 }  // namespace
 
@@ -645,15 +708,38 @@ SL_EXPORT int streamline_cuda_train_step_lm(streamline_cuda_train* t, const floa
   return guarded([&] {
     FrozenTail tail = lm_call(t, host_x, host_targets, host_positions, batch, "train_step_lm");
     note_call("train_step_lm " + std::to_string(batch));
-    ReplacementSpec s = t->spec;
-    s.B = size_t(batch);
-    s.grad_scale = grad_scale;
-    ReplacementParams p{};
-    ReplacementGrads g{};
-    for (auto& r : t->roles) { p[r.role] = r.p.data(); g[r.role] = r.g.data(); }
-    const bool rope = s.use_rope || tail.layer.use_rope;
-    *loss = lm_loss_step(t->kind, s, p, g, host_x, tail, host_targets, rope ? host_positions : nullptr, host_mask,
-                         rope ? t->inv_freq.data() : nullptr);
+    *loss = cpu_lm_step(t, tail, host_x, host_targets, host_positions, host_mask, batch, grad_scale);
+  });
+}
+
+// Prefetch for the lm loss: the batch is checked and copied at stage (into the slots train_stage uses), and
+// train_step_lm_staged is train_step_lm's arithmetic on the copy, with the tail current when it runs.
+SL_EXPORT int streamline_cuda_train_stage_lm(streamline_cuda_train* t, const float* host_x, const int32_t* host_targets,
+                                             const int32_t* host_positions, const uint8_t* host_mask, int64_t batch) {
+  return guarded([&] {
+    check_lm_inputs(t, host_x, host_targets, host_positions, batch, "train_stage_lm");
+    note_call("train_stage_lm " + std::to_string(batch));
+    const size_t M = size_t(batch) * t->spec.T, n = M * t->spec.D;
+    Staged b;
+    b.lm = true;
+    b.x.assign(host_x, host_x + n);
+    b.targets.assign(host_targets, host_targets + M);
+    if (host_positions) b.pos.assign(host_positions, host_positions + M);
+    if (host_mask) b.mask.assign(host_mask, host_mask + M);
+    b.batch = batch;
+    push_staged(t, std::move(b), "stage");  // the real backend's message: the slots are one pool
+  });
+}
+
+SL_EXPORT int streamline_cuda_train_step_lm_staged(streamline_cuda_train* t, float grad_scale, double* loss) {
+  return guarded([&] {
+    run_staged(t, true, "step_lm_staged", "train_step_lm_staged", [&](const Staged& b) {
+      // The tail cannot be removed, only replaced: the one staging checked against is still there (or a newer one).
+      FrozenTail tail = t->lm->tail;
+      tail.layer.batch = size_t(b.batch);
+      *loss = cpu_lm_step(t, tail, b.x.data(), b.targets.data(), b.pos.empty() ? nullptr : b.pos.data(),
+                          b.mask.empty() ? nullptr : b.mask.data(), b.batch, grad_scale);
+    });
   });
 }
 

@@ -237,8 +237,9 @@ export interface NativeCudaAdamWOptions extends NativeAdamWOptions {
  * One replacement's training state on the GPU (cuda/streamline_cuda.h, streamline_cuda_train_*): f32 master weights,
  * gradients and AdamW moments, with the CPU trainer's semantics (replacementStep, or lmLossStep with a tail set, +
  * clipGradNorm + adamwStep).
- * One call at a time (E_CUDA_BUSY otherwise), except that stage and stepStaged may overlap; errors carry code E_CUDA
- * and the backend's message.
+ * One call at a time (E_CUDA_BUSY otherwise), except that stage and stepStaged may overlap, and so may stageLm and
+ * stepLmStaged (never a stage of one loss with a staged step of the other); errors carry code E_CUDA and the backend's
+ * message.
  */
 export interface NativeCudaTrainer {
   /** One micro-batch of `batch` blocks: gradients += gradScale · dloss; resolves to the MSE over real tokens. */
@@ -299,6 +300,24 @@ export interface NativeCudaTrainer {
    * none): lmLossEval of that block alone. Forward only, no state changes. Inputs and errors as in stepLm.
    */
   evalLm(x: Float32Array, targets: Int32Array, positions: Int32Array | null, keyMask: Uint8Array | null, batch: number): Promise<Float64Array>;
+  /**
+   * Whether the backend exports prefetch for the lm loss (streamline_cuda_train_stage_lm, train_step_lm_staged; only
+   * with hasLm()); an older backend throws E_UNSUPPORTED from stageLm and stepLmStaged, and lm micro-batches go
+   * through stepLm.
+   */
+  hasStageLm(): boolean;
+  /**
+   * stage with stepLm's inputs: uploads an lm micro-batch into the idle input slot (the two slots stage uses: a third
+   * batch staged by either fails with E_CUDA) while a stepLmStaged runs. The backend checks the targets here: E_CUDA
+   * naming the row for one >= vocab, and without a tail (setLmTail first). The arrays may change once it settles.
+   */
+  stageLm(x: Float32Array, targets: Int32Array, positions: Int32Array | null, keyMask: Uint8Array | null, batch: number): Promise<void>;
+  /**
+   * stepLm on the oldest staged batch (bitwise stepLm's loss and gradients on the same inputs). E_CUDA when none is
+   * staged, or when the oldest was staged by stage (the mse loss: it stays staged for stepStaged); stepStaged likewise
+   * refuses a batch staged by stageLm.
+   */
+  stepLmStaged(gradScale?: number): Promise<number>;
   /** Frees the device memory now (a finalizer does it otherwise). */
   destroy(): void;
 }

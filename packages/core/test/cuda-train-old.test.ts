@@ -56,6 +56,11 @@ if (!existsSync(old)) {
     assert.match(m2!, /lacks streamline_cuda_train_step_lm/);
     assert.is((await code(() => t.stepLm(x, new Int32Array(T), null, null, 1)))[0], 'E_UNSUPPORTED');
     assert.is((await code(() => t.evalLm(x, new Int32Array(T), null, null, 1)))[0], 'E_UNSUPPORTED');
+    assert.is(t.hasStageLm(), false);
+    const [c3, m3] = await code(() => t.stageLm(x, new Int32Array(T), null, null, 1));
+    assert.is(c3, 'E_UNSUPPORTED');
+    assert.match(m3!, /lacks streamline_cuda_train_stage_lm/);
+    assert.is((await code(() => t.stepLmStaged(1)))[0], 'E_UNSUPPORTED');
     t.destroy();
   });
 

@@ -88,10 +88,37 @@ if (!existsSync(fake)) {
     assert.is(gets.length, bests * roles, `${gets.length} role downloads for ${bests} new bests`);
   });
 
-  // --loss lm on cuda (streamline_cuda_train_set_lm_tail / step_lm / eval_lm): the test backend's lm functions are the
-  // CPU's lm_loss_step / lm_loss_eval, so a run must be the CPU run bitwise: weights, losses, validation losses (3
-  // held-out blocks: evalLm calls of 2 and 1), best step. The tail is uploaded once; no step goes through the mse
-  // functions or the prefetch (lm is unpipelined).
+  // The trainer as a backend without prefetch for the lm loss opens it (hasStageLm() false, everything else the
+  // test backend's), for the unpipelined lm loop in the same process.
+  const withoutStageLm = async <R>(f: () => Promise<R>): Promise<R> => {
+    const n = native();
+    const open = n.cudaTrainer;
+    n.cudaTrainer = async (...a: Parameters<typeof open>) => {
+      const t = await open(...a);
+      // Defined, not assigned: the addon's methods are read-only on the prototype, which blocks a plain assignment.
+      Object.defineProperty(t, 'hasStageLm', { value: () => false });
+      return t;
+    };
+    try {
+      return await f();
+    } finally {
+      n.cudaTrainer = open;
+    }
+  };
+  const bitwiseSame = (a: core.PruneResult, b: core.PruneResult, what: string) => {
+    assert.equal(b.training!.history.map((h) => [h.step, h.loss, h.valLoss, h.lr]), a.training!.history.map((h) => [h.step, h.loss, h.valLoss, h.lr]), what);
+    assert.is(b.training!.bestStep, a.training!.bestStep, what);
+    const x = core.openCheckpoint(a.exported!.outDir), y = core.openCheckpoint(b.exported!.outDir);
+    assert.equal(y.names(), x.names(), what);
+    for (const t of x.names()) assert.ok(Buffer.from(x.tensor(t).data).equals(Buffer.from(y.tensor(t).data)), `${what}: ${t}`);
+  };
+
+  // --loss lm on cuda (streamline_cuda_train_set_lm_tail / step_lm / eval_lm, and the prefetch train_stage_lm /
+  // train_step_lm_staged): the test backend's lm functions are the CPU's lm_loss_step / lm_loss_eval, so a run must be
+  // the CPU run bitwise: weights, losses, validation losses (3 held-out blocks: evalLm calls of 2 and 1), best step;
+  // and so must the unpipelined loop of a backend without the staged lm functions. The tail is uploaded once; no step
+  // goes through the mse functions; with prefetch every training micro-batch is staged and stepped once, with no
+  // stepLm, and without it every one is a stepLm.
   for (const kind of ['mlp', 'layer'] as const) {
     test(`--loss lm ${kind}: prune on cuda trains on the GPU path, bitwise the cpu run (gradAccum 2, validation)`, async () => {
       const model = await fixture('llama-gqa');
@@ -100,13 +127,18 @@ if (!existsSync(fake)) {
       const cpu = await core.prune(model, { ...o, outDir: path.join(tmp, `lm-${kind}-cpu`), device: 'cpu' });
       const calls = path.join(tmp, `calls-lm-${kind}.log`);
       process.env.STREAMLINE_CUDA_CPU_CALLS = calls;
-      let gpu: core.PruneResult;
+      const unpiped = path.join(tmp, `calls-lm-${kind}-unpiped.log`);
+      let gpu: core.PruneResult, plain: core.PruneResult;
       try {
         gpu = await core.prune(model, { ...o, outDir: path.join(tmp, `lm-${kind}-cuda`), device: 'cuda', onLog: (m) => logs.push(m) });
+        process.env.STREAMLINE_CUDA_CPU_CALLS = unpiped;
+        plain = await withoutStageLm(() => core.prune(model, { ...o, outDir: path.join(tmp, `lm-${kind}-cuda-unpiped`), device: 'cuda', onLog: (m) => logs.push(m) }));
       } finally {
         delete process.env.STREAMLINE_CUDA_CPU_CALLS;
       }
       assert.equal(logs, []);
+      assert.is(plain.training!.device, 'cuda');
+      bitwiseSame(plain, gpu, 'prefetched vs unpipelined');
       assert.is(cpu.training!.device, 'cpu');
       assert.is(gpu.training!.device, 'cuda');
       assert.is(gpu.training!.loss, 'lm');
@@ -121,9 +153,14 @@ if (!existsSync(fake)) {
       const lines = readFileSync(calls, 'utf8').trim().split('\n');
       // llama-gqa has 3 layers and the window is [1, 2): one frozen layer after it.
       assert.equal(lines.filter((l) => l.startsWith('train_set_lm_tail')), ['train_set_lm_tail 1']);
-      assert.is(lines.filter((l) => l.startsWith('train_step_lm')).length, micros(gpu));
+      assert.is(lines.filter((l) => l.startsWith('train_stage_lm ')).length, micros(gpu), 'every micro-batch staged once');
+      assert.is(lines.filter((l) => l === 'train_step_lm_staged end').length, micros(gpu), 'and stepped once');
+      assert.not.ok(lines.some((l) => l.startsWith('train_step_lm ')), 'no unstaged lm step');
       assert.equal(lines.filter((l) => l.startsWith('train_eval_lm')), vals.flatMap(() => ['train_eval_lm 2', 'train_eval_lm 1']));
-      assert.not.ok(lines.some((l) => /^train_(stage|step_staged|eval) /.test(l)), 'no mse step, stage or eval');
+      assert.not.ok(lines.some((l) => /^train_(stage|step_staged|eval|step) /.test(l)), 'no mse step, stage or eval');
+      const plainLines = readFileSync(unpiped, 'utf8').trim().split('\n');
+      assert.is(plainLines.filter((l) => l.startsWith('train_step_lm ')).length, micros(gpu), 'unpipelined: one stepLm per micro-batch');
+      assert.not.ok(plainLines.some((l) => /^train_(stage|step_staged|step_lm_staged)/.test(l)), 'unpipelined: nothing staged');
     });
   }
 
@@ -336,21 +373,203 @@ if (!existsSync(fake)) {
     for (const t of want.names()) assert.ok(Buffer.from(got.tensor(t).data).equals(Buffer.from(want.tensor(t).data)), t);
   });
 
+  // Collects the unhandled rejections while f runs (and one turn after, when Node reports them).
+  const unhandledDuring = async (f: () => Promise<void>): Promise<unknown[]> => {
+    const seen: unknown[] = [];
+    const on = (e: unknown) => { seen.push(e); };
+    process.on('unhandledRejection', on);
+    try {
+      await f();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    } finally {
+      process.off('unhandledRejection', on);
+    }
+    return seen;
+  };
+
   // A staged step that fails while the next micro-batch is being staged: the run rejects with the step's E_CUDA
-  // (no unhandled rejection, nothing left in flight), like a failing step without the pipeline.
-  test('prefetch: a step failing during the next stage rejects the run with E_CUDA', async () => {
+  // (no unhandled rejection, nothing left in flight), like a failing step without the pipeline. The test backend
+  // returns that stage only after the step has failed, so the step's rejection arrives while the stage is awaited.
+  test('prefetch: a step failing during the next stage rejects the run with E_CUDA, no unhandled rejection', async () => {
     const model = await fixture('llama-gqa');
     process.env.STREAMLINE_CUDA_CPU_FAIL_STAGED = '3';
     let err: { code?: string; message?: string } = {};
-    try {
-      await core.prune(model, { ...base('pf-fail', 'mlp'), device: 'cuda' });
-    } catch (e) {
-      err = e as typeof err;
-    } finally {
-      delete process.env.STREAMLINE_CUDA_CPU_FAIL_STAGED;
-    }
+    const unhandled = await unhandledDuring(async () => {
+      try {
+        await core.prune(model, { ...base('pf-fail', 'mlp'), device: 'cuda' });
+      } catch (e) {
+        err = e as typeof err;
+      } finally {
+        delete process.env.STREAMLINE_CUDA_CPU_FAIL_STAGED;
+      }
+    });
     assert.is(err.code, 'E_CUDA');
-    assert.match(err.message ?? '', /injected failure/);
+    assert.match(err.message ?? '', /step_staged: injected failure/);
+    assert.equal(unhandled, []);
+  });
+
+  // Prefetch for --loss lm (streamline_cuda_train_stage_lm): the same pipeline as mse, so the same log order. The
+  // wait hook makes every lm staged step but the run's last end after the next micro-batch's stageLm; the weights,
+  // losses and validation losses are the CPU's bitwise.
+  test('prefetch --loss lm: stageLm(i+1) is issued before step i is awaited, across optimiser steps, bitwise the cpu run', async () => {
+    const model = await fixture('llama-gqa');
+    const o = { ...base('pf-lm', 'layer'), loss: 'lm' as const, validationFraction: 0.3 };
+    const cpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'pf-lm-cpu'), device: 'cpu' });
+    const calls = path.join(tmp, 'calls-pf-lm.log');
+    process.env.STREAMLINE_CUDA_CPU_CALLS = calls;
+    process.env.STREAMLINE_CUDA_CPU_WAIT_STAGE_MS = '3000';
+    let r: core.PruneResult;
+    try {
+      r = await core.prune(model, { ...o, device: 'cuda' });
+    } finally {
+      delete process.env.STREAMLINE_CUDA_CPU_CALLS;
+      delete process.env.STREAMLINE_CUDA_CPU_WAIT_STAGE_MS;
+    }
+    assert.is(r.training!.device, 'cuda');
+    bitwiseSame(cpu, r, 'cuda vs cpu');
+    const lines = readFileSync(calls, 'utf8').trim().split('\n');
+    assert.not.ok(lines.some((l) => /^train_(step_lm|step|stage) /.test(l)), 'no unstaged step, no mse stage');
+    const seq = lines.filter((l) => l.startsWith('train_stage_lm ') || l === 'train_step_lm_staged end');
+    const stages = seq.filter((l) => l.startsWith('train_stage_lm')).length, ends = seq.length - stages;
+    assert.is(stages, ends, 'every staged batch is stepped once');
+    assert.is(ends, micros(r), 'one stepLmStaged per micro-batch');
+    let seen = 0;
+    for (const [i, l] of seq.entries()) {
+      if (l.startsWith('train_stage_lm')) { seen++; continue; }
+      const done = seq.slice(0, i).filter((x) => x === 'train_step_lm_staged end').length;
+      if (done + 1 < ends) assert.ok(seen >= done + 2, `step ${done} ended before micro-batch ${done + 1} was staged: ${seq.join(', ')}`);
+    }
+  });
+
+  // An interrupted pipelined lm run stops with the next step's first micro-batch staged and never stepped; resumed
+  // (pipelined again) it ends bitwise as the uninterrupted run.
+  test('prefetch --loss lm: interrupt with a staged batch and resume, bitwise the uninterrupted run', async () => {
+    const model = await fixture('llama-gqa');
+    const o = (out: string) => ({ ...base(out, 'mlp'), loss: 'lm' as const });
+    const whole = await core.prune(model, { ...o('pf-lm-whole'), device: 'cuda' });
+    const ckpt = path.join(tmp, 'ckpt-pf-lm');
+    const calls = path.join(tmp, 'calls-pf-lm-int.log');
+    const ac = new AbortController();
+    process.env.STREAMLINE_CUDA_CPU_CALLS = calls;
+    let code = 'none';
+    try {
+      await core.prune(model, { ...o('pf-lm-int'), checkpointFile: ckpt, device: 'cuda', signal: ac.signal, onTrainStep: (s: core.StepRecord) => { if (s.step === 2) ac.abort(); } });
+    } catch (e) {
+      code = (e as { code: string }).code;
+    } finally {
+      delete process.env.STREAMLINE_CUDA_CPU_CALLS;
+    }
+    assert.is(code, 'E_INTERRUPTED');
+    const lines = readFileSync(calls, 'utf8').trim().split('\n');
+    const stages = lines.filter((l) => l.startsWith('train_stage_lm ')).length, ends = lines.filter((l) => l === 'train_step_lm_staged end').length;
+    assert.is(ends, micros(whole, 2), 'the micro-batches of the first two optimiser steps');
+    assert.is(stages, ends + 1, "step 3's first micro-batch was staged, never stepped");
+    const resumed = await core.prune(model, { ...o('pf-lm-int'), checkpointFile: ckpt, device: 'cuda', resume: true, force: true });
+    bitwiseSame(whole, resumed, 'resumed vs whole');
+    assert.not.ok(existsSync(ckpt));
+  });
+
+  // The same for an lm staged step (the mse test above, with stageLm / stepLmStaged).
+  test('prefetch --loss lm: a step failing during the next stage rejects the run with E_CUDA, no unhandled rejection', async () => {
+    const model = await fixture('llama-gqa');
+    process.env.STREAMLINE_CUDA_CPU_FAIL_STAGED = '3';
+    let err: { code?: string; message?: string } = {};
+    const unhandled = await unhandledDuring(async () => {
+      try {
+        await core.prune(model, { ...base('pf-lm-fail', 'mlp'), loss: 'lm', device: 'cuda' });
+      } catch (e) {
+        err = e as typeof err;
+      } finally {
+        delete process.env.STREAMLINE_CUDA_CPU_FAIL_STAGED;
+      }
+    });
+    assert.instance(err, core.StreamlineError);
+    assert.is(err.code, 'E_CUDA');
+    assert.match(err.message ?? '', /step_lm_staged: injected failure/);
+    assert.equal(unhandled, []);
+  });
+
+  // stageLm/stepLmStaged against stepLm on a second trainer (same inputs, same order: losses and accumulated gradients
+  // bitwise), an mlp trainer whose frozen layer uses RoPE. The two input slots are shared with stage: a third batch of
+  // either loss fails, a staged step refuses the other loss's batch and leaves it staged, and a stage overlaps only the
+  // staged step of its own loss. A target outside the vocabulary fails at stageLm, naming the row, and stages nothing.
+  test('the binding: stageLm/stepLmStaged equal stepLm, share the slots with stage, refuse the other loss, misuse as coded errors', async () => {
+    const model = await fixture('llama-gqa');
+    const d = model.description;
+    const n = native();
+    const T = 8, D = d.semantics.hidden, V = d.vocab, Dh = d.semantics.headDim;
+    const w = d.layers[0]!.weights();
+    const params: Record<string, Float32Array> = {};
+    for (const r of ['mlp_norm.weight', 'gate.weight', 'up.weight', 'down.weight'] as const) {
+      params[r] = new Float32Array(w[r]!.shape.reduce((a, b) => a * b, 1));
+      n.convertFloats(params[r]!, 'f32', w[r]!.data, w[r]!.dtype);
+    }
+    const invFreq = Float32Array.from({ length: Dh / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / Dh));
+    const spec = core.nativeLayerSpec(d.semantics, 2, T, true, 1);
+    const g = d.global();
+    const layer = d.layers[2]!.weights() as never as NativeLayerWeights;
+    const head = { 'final_norm.weight': g['final_norm.weight']!, 'lm_head.weight': (g['lm_head.weight'] ?? g['embed.weight'])! } as NativeHeadWeights;
+    const code = async (f: () => unknown) => { try { await f(); return ['none', '']; } catch (e) { return [(e as { code: string }).code, (e as Error).message]; } };
+    const t = await n.cudaTrainer('mlp', spec, params, invFreq), u = await n.cudaTrainer('mlp', spec, params, invFreq);
+    assert.ok(t.hasStageLm());
+    const xs = [0, 1, 2].map((k) => Float32Array.from({ length: 2 * T * D }, (_, i) => Math.sin(i * 0.37 + k)));
+    const tg = [0, 1, 2].map((k) => Int32Array.from({ length: 2 * T }, (_, i) => (i % T === T - 1 ? -1 : (i * 7 + k) % V)));
+    const y = Float32Array.from(xs[2]!, (v) => v * 0.5);
+    const pos = Int32Array.from({ length: 2 * T }, (_, i) => i % T);
+    const mask = Uint8Array.from({ length: 2 * T }, (_, i) => (i < T || i % T < 6 ? 1 : 0));
+    const one = <A extends Float32Array | Int32Array>(a: A, k: number) => a.subarray(0, T * k) as A;
+    const [c0, m0] = await code(() => t.stageLm(xs[0]!, tg[0]!, pos, mask, 2));
+    assert.is(c0, 'E_CUDA', 'stageLm without a tail');
+    assert.match(m0, /no lm tail \(call train_set_lm_tail first\)/);
+    await t.setLmTail([layer], head);
+    await u.setLmTail([layer], head);
+    assert.match((await code(() => t.stepLmStaged(1)))[1], /no staged batch/, 'nothing staged');
+    assert.is((await code(() => t.stageLm(xs[0]!, tg[0]!, pos, mask, 3)))[0], 'E_SHAPE', 'batch over the spec');
+    assert.is((await code(() => t.stageLm(xs[0]!, tg[0]!.subarray(1), pos, mask, 2)))[0], 'E_SHAPE', 'targets of the wrong size');
+    assert.is((await code(() => t.stageLm(xs[0]!, tg[0]!, null, mask, 2)))[0], 'E_NATIVE_ARG', 'RoPE needs positions');
+    const bad = tg[0]!.slice();
+    bad[5] = V;
+    const [c1, m1] = await code(() => t.stageLm(xs[0]!, bad, pos, mask, 2));
+    assert.is(c1, 'E_CUDA');
+    assert.match(m1, new RegExp(`train_stage_lm: targets\\[5\\] = ${V} is outside the vocabulary \\[0, ${V}\\)`));
+    assert.match((await code(() => t.stepLmStaged(1)))[1], /no staged batch/, 'the refused batch was not staged');
+    // An mse batch, then an lm one: the slots are full for both losses, and each staged step refuses the other's batch.
+    await t.stage(xs[2]!, y, pos, null, 2);
+    await t.stageLm(xs[0]!, tg[0]!, pos, mask, 2);
+    assert.match((await code(() => t.stageLm(xs[1]!, tg[1]!, pos, null, 2)))[1], /both input slots/, 'a third (lm) batch');
+    assert.match((await code(() => t.stage(xs[1]!, y, pos, null, 2)))[1], /both input slots/, 'a third (mse) batch');
+    assert.is((await code(() => t.stepLm(xs[1]!, tg[1]!, pos, null, 2, 1)))[0], 'E_CUDA', 'stepLm needs a free slot too');
+    const [c2, m2] = await code(() => t.stepLmStaged(1));
+    assert.is(c2, 'E_CUDA');
+    assert.match(m2, /step_lm_staged: the oldest staged batch was staged for the mse loss \(step_staged takes it\)/);
+    assert.is(await t.stepStaged(0.5), await u.step(xs[2]!, y, pos, null, 2, 0.5), 'the mse batch stayed staged');
+    const [c3, m3] = await code(() => t.stepStaged(1));
+    assert.is(c3, 'E_CUDA');
+    assert.match(m3, /step_staged: the oldest staged batch was staged for the lm loss \(step_lm_staged takes it\)/);
+    // An lm step in flight: stageLm may run, an mse stage may not, nor anything else.
+    const pending = t.stepLmStaged(0.5);
+    assert.is((await code(() => t.stage(xs[2]!, y, pos, null, 2)))[0], 'E_CUDA_BUSY', 'an mse stage during an lm staged step');
+    assert.is((await code(() => t.stepLmStaged(1)))[0], 'E_CUDA_BUSY');
+    assert.is((await code(() => t.evalLm(xs[1]!, tg[1]!, pos, null, 2)))[0], 'E_CUDA_BUSY');
+    const staging = t.stageLm(one(xs[1]!, D), one(tg[1]!, 1), one(pos, 1), null, 1);
+    assert.is((await code(() => t.stageLm(xs[2]!, tg[2]!, pos, null, 2)))[0], 'E_CUDA_BUSY', 'one stage at a time');
+    assert.is((await code(() => t.destroy()))[0], 'E_CUDA_BUSY');
+    await staging;
+    const l0 = await pending;
+    const l1 = await t.stepLmStaged(0.25);
+    // An lm stage in flight (alone): an mse staged step may not overlap it. The refusal is synchronous, so the stage is
+    // still in flight when it is checked.
+    const staging2 = t.stageLm(xs[2]!, tg[2]!, pos, null, 2);
+    assert.is((await code(() => t.stepStaged(1)))[0], 'E_CUDA_BUSY', 'an mse staged step during an lm stage');
+    await staging2;
+    const l2 = await t.stepLmStaged(1);
+    assert.is(l0, await u.stepLm(xs[0]!, tg[0]!, pos, mask, 2, 0.5));
+    assert.is(l1, await u.stepLm(one(xs[1]!, D), one(tg[1]!, 1), one(pos, 1), null, 1, 0.25));
+    assert.is(l2, await u.stepLm(xs[2]!, tg[2]!, pos, null, 2, 1));
+    assert.ok(l0 > 0 && l1 > 0 && l2 > 0);
+    for (const r of Object.keys(params)) assert.equal(await t.getGrads(r as never), await u.getGrads(r as never), r);
+    t.destroy();
+    u.destroy();
   });
 
   test('the binding: stage/stepStaged equal step, overlap allowed only between them, misuse as coded errors', async () => {

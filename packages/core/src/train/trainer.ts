@@ -19,9 +19,9 @@
  * losses: an interrupted cuda run downloads the weights and AdamW moments (getState) and `resume` uploads them
  * (setState), so a checkpoint moves between cpu and cuda. A CUDA backend built before getState/setState existed
  * trains but saves no checkpoint, and refuses `resume` (E_UNSUPPORTED). With a backend that has stage
- * (streamline_cuda_train_stage), the next `mse` micro-batch is read from the cache and uploaded while the current one
- * computes (see `pipe` below); results are bitwise those of the unpipelined loop, which older backends and the `lm`
- * loss (no staged form yet) keep.
+ * (streamline_cuda_train_stage; for `lm`, streamline_cuda_train_stage_lm), the next micro-batch is read from the
+ * cache (for `lm` with its next-token targets) and uploaded while the current one computes (see `pipe` below);
+ * results are bitwise those of the unpipelined loop, which older backends keep.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -259,15 +259,18 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
       for (let a = 0; a < blocks.length; a += micro) out.push(blocks.slice(a, a + micro));
       return out;
     };
-    // Prefetch (a backend with stage): while the GPU runs micro-batch i, the next one is read from the cache and
-    // uploaded into the trainer's idle input slot, across optimiser steps too (the next step's first micro-batch is
-    // staged during this step's last one, before apply and validation, which use the other slot). An interruption
-    // or error leaves at most that one batch staged and never stepped: the next step starts from its index as before.
-    const pipe = gpu !== null && gpu.hasStage() && !lm ? gpu : null;
+    // Prefetch (a backend with stage, or stageLm for `lm`): while the GPU runs micro-batch i, the next one is read
+    // from the cache and uploaded into the trainer's idle input slot, across optimiser steps too (the next step's first
+    // micro-batch is staged during this step's last one, before apply and validation, which use the other slot). An
+    // interruption or error leaves at most that one batch staged and never stepped: the next step starts from its
+    // index as before. Both losses feed the staged step the unpipelined loop's inputs and gradient scale, so the
+    // results are the same bits.
+    const pipe = gpu !== null && (lm ? gpu.hasStageLm() : gpu.hasStage()) ? gpu : null;
     let stagedStep = -1;  // the optimiser step whose first micro-batch sits staged
     const stage = async (g: NativeCudaTrainer, idx: number[]) => {
       const { x, y } = loadBatch(o.train, idx);
-      await g.stage(x, y, positions(idx.length), null, idx.length);
+      if (lm) await g.stageLm(x, nextTokenTargets(idx.map((j) => lm.trainTokens[j]!), T), positions(idx.length), null, idx.length);
+      else await g.stage(x, y, positions(idx.length), null, idx.length);
     };
     while (st.step < total) {
       if (o.signal?.aborted) { interrupted = true; break; }
@@ -280,7 +283,7 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
         if (pipe !== null) {
           if (a === 0 && stagedStep !== st.step) await stage(pipe, idx);  // the run's (or the resumed run's) first
           stagedStep = -1;
-          const pending = pipe.stepStaged(idx.length / nBlocks);
+          const pending = lm ? pipe.stepLmStaged(idx.length / nBlocks) : pipe.stepStaged(idx.length / nBlocks);
           // Handled now, awaited below: a step that fails while the next stage is in flight is not an unhandled rejection.
           pending.catch(() => undefined);
           const next = a + 1 < micros.length ? micros[a + 1]! : step < total ? microBatches(step)[0]! : null;
