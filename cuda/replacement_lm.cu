@@ -74,54 +74,63 @@ void TrainStep::set_lm_tail(const std::vector<const HostTensor*>& layers, const 
     t->bytes += bytes;
     return p;
   };
+  // Conversion scratch, freed once the uploads are done. A failure half-way leaves uploads and conversions queued on
+  // the stream: they must finish before the partial tail's memory is freed (t's destructor).
   const size_t raw_bytes = size_t(32) << 20;
-  void* raw = talloc(raw_bytes);
-  auto up = [&](DType dt, const HostTensor& src, size_t numel, size_t k, int role) -> void* {
-    if (!src.data) return nullptr;
-    void* d = talloc(numel * dtype_size(dt));
-    const std::string what = "frozen layer " + std::to_string(k) + " " + role_name(role);
-    upload_converted(d, dt, src, numel, what.c_str(), raw, raw_bytes, stream_);
-    return d;
-  };
-  {
-    // alloc_layer_buffers() grows allocs_/bytes_, which the staging side reads under mu_.
-    std::lock_guard<std::mutex> lk(mu_);
-    if (L > 0) alloc_layer_buffers();
-  }
-  for (size_t k = 0; k < L; k++) {
-    const HostTensor* r = layers[k];
-    LayerDev w;
-    const size_t KV = KV_;
-    bf16* qkv = static_cast<bf16*>(talloc(Nqkv_ * D * 2));
-    upload_converted(qkv, DType::BF16, r[kQW], Q_ * D, ("frozen layer " + std::to_string(k) + " q.weight").c_str(),
-                     raw, raw_bytes, stream_);
-    upload_converted(qkv + Q_ * D, DType::BF16, r[kKW], KV * D,
-                     ("frozen layer " + std::to_string(k) + " k.weight").c_str(), raw, raw_bytes, stream_);
-    upload_converted(qkv + (Q_ + KV) * D, DType::BF16, r[kVW], KV * D,
-                     ("frozen layer " + std::to_string(k) + " v.weight").c_str(), raw, raw_bytes, stream_);
-    w.wqkv = qkv;
-    w.wo = static_cast<const bf16*>(up(DType::BF16, r[kOW], D * Q_, k, kOW));
-    w.wgate = static_cast<const bf16*>(up(DType::BF16, r[kGateW], F * D, k, kGateW));
-    w.wup = static_cast<const bf16*>(up(DType::BF16, r[kUpW], F * D, k, kUpW));
-    w.wdown = static_cast<const bf16*>(up(DType::BF16, r[kDownW], D * F, k, kDownW));
-    for (int tr : {int(streamline::kRoleAttnNormW), int(streamline::kRoleAttnNormB), int(streamline::kRoleQB),
-                   int(streamline::kRoleKB), int(streamline::kRoleVB), int(streamline::kRoleOB),
-                   int(streamline::kRoleMlpNormW), int(streamline::kRoleMlpNormB), int(streamline::kRoleUpB),
-                   int(streamline::kRoleDownB)}) {
-      size_t rows = 0, cols = 0;
-      train_role_shape(s, tr, &rows, &cols);
-      const int lr = layer_role_of(tr);
-      w.vec[tr] = static_cast<const float*>(up(DType::F32, r[lr], rows * cols, k, lr));
+  void* raw = device_alloc(raw_bytes);
+  try {
+    auto up = [&](DType dt, const HostTensor& src, size_t numel, size_t k, int role) -> void* {
+      if (!src.data) return nullptr;
+      void* d = talloc(numel * dtype_size(dt));
+      const std::string what = "frozen layer " + std::to_string(k) + " " + role_name(role);
+      upload_converted(d, dt, src, numel, what.c_str(), raw, raw_bytes, stream_);
+      return d;
+    };
+    {
+      // alloc_layer_buffers() grows allocs_/bytes_, which the staging side reads under mu_.
+      std::lock_guard<std::mutex> lk(mu_);
+      if (L > 0) alloc_layer_buffers();
     }
-    t->layers.push_back(w);
-    t->h.push_back(static_cast<float*>(talloc(M * D * 4)));
+    for (size_t k = 0; k < L; k++) {
+      const HostTensor* r = layers[k];
+      LayerDev w;
+      const size_t KV = KV_;
+      bf16* qkv = static_cast<bf16*>(talloc(Nqkv_ * D * 2));
+      upload_converted(qkv, DType::BF16, r[kQW], Q_ * D, ("frozen layer " + std::to_string(k) + " q.weight").c_str(),
+                       raw, raw_bytes, stream_);
+      upload_converted(qkv + Q_ * D, DType::BF16, r[kKW], KV * D,
+                       ("frozen layer " + std::to_string(k) + " k.weight").c_str(), raw, raw_bytes, stream_);
+      upload_converted(qkv + (Q_ + KV) * D, DType::BF16, r[kVW], KV * D,
+                       ("frozen layer " + std::to_string(k) + " v.weight").c_str(), raw, raw_bytes, stream_);
+      w.wqkv = qkv;
+      w.wo = static_cast<const bf16*>(up(DType::BF16, r[kOW], D * Q_, k, kOW));
+      w.wgate = static_cast<const bf16*>(up(DType::BF16, r[kGateW], F * D, k, kGateW));
+      w.wup = static_cast<const bf16*>(up(DType::BF16, r[kUpW], F * D, k, kUpW));
+      w.wdown = static_cast<const bf16*>(up(DType::BF16, r[kDownW], D * F, k, kDownW));
+      for (int tr : {int(streamline::kRoleAttnNormW), int(streamline::kRoleAttnNormB), int(streamline::kRoleQB),
+                     int(streamline::kRoleKB), int(streamline::kRoleVB), int(streamline::kRoleOB),
+                     int(streamline::kRoleMlpNormW), int(streamline::kRoleMlpNormB), int(streamline::kRoleUpB),
+                     int(streamline::kRoleDownB)}) {
+        size_t rows = 0, cols = 0;
+        train_role_shape(s, tr, &rows, &cols);
+        const int lr = layer_role_of(tr);
+        w.vec[tr] = static_cast<const float*>(up(DType::F32, r[lr], rows * cols, k, lr));
+      }
+      t->layers.push_back(w);
+      t->h.push_back(static_cast<float*>(talloc(M * D * 4)));
+    }
+    t->head = std::make_unique<LmHead>(gemm_, stream_, D, vocab, s.layer_norm ? NormKind::Layer : NormKind::RMS,
+                                       s.norm_eps, norm_w, norm_b, lm_head, M);
+    t->nll = static_cast<double*>(talloc(M * 8));
+    t->seq = static_cast<double*>(talloc(s.B * 8));
+    t->vocab = vocab;
+    SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  } catch (...) {
+    cudaStreamSynchronize(stream_);
+    device_free(raw, raw_bytes);
+    throw;
   }
-  t->head = std::make_unique<LmHead>(gemm_, stream_, D, vocab, s.layer_norm ? NormKind::Layer : NormKind::RMS,
-                                     s.norm_eps, norm_w, norm_b, lm_head, M);
-  t->nll = static_cast<double*>(talloc(M * 8));
-  t->seq = static_cast<double*>(talloc(s.B * 8));
-  t->vocab = vocab;
-  SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  device_free(raw, raw_bytes);
   const size_t added = t->bytes + t->head->bytes();
   size_t removed = 0;
   if (tail_) removed = tail_->bytes + tail_->head->bytes();

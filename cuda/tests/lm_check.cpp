@@ -418,6 +418,21 @@ void check_lm_edges(bool use_lt) {
          throws_with([&] { t.step_lm(b.x.data(), over.data(), b.pos.data(), b.mask.data(), b.B, 1.f); },
                      "outside the vocabulary"),
          0, 0);
+  // A tail that fails half-way (frozen layer 1's v.weight has the wrong size, after layer 0 was uploaded) leaves the
+  // old tail in place and gives back every byte it took.
+  const double before = t.step_lm(b.x.data(), f.tg.data(), b.pos.data(), b.mask.data(), b.B, 1.f);
+  t.zero_grad();
+  const size_t mine = t.device_bytes(), all = sc::device_bytes_current();
+  Frozen shortv = make_frozen(c.s, c.biases, r);
+  shortv.host[sc::kVW].numel -= 1;
+  const bool refused = throws_with([&] {
+    t.set_lm_tail({f.fr[0].host.data(), shortv.host.data()}, f.h.hnw, f.h.hnb, f.h.hw, c.V);
+  }, "v.weight");
+  const double after = t.step_lm(b.x.data(), f.tg.data(), b.pos.data(), b.mask.data(), b.B, 1.f);
+  t.zero_grad();
+  record("train", "lm: a tail failing half-way keeps the old one and frees what it took",
+         refused && after == before && t.device_bytes() == mine && sc::device_bytes_current() == all, 0, 0,
+         fmt("loss %.17g / %.17g, bytes %zu / %zu", before, after, mine, t.device_bytes()));
   std::vector<int32_t> none(f.tg.size(), -1);
   const double l0 = t.step_lm(b.x.data(), none.data(), b.pos.data(), b.mask.data(), b.B, 1.f);
   bool zero = true;
