@@ -13,7 +13,6 @@
 
 #include <cstring>
 #include <exception>
-#include <thread>
 
 #include "cublaslt_loader.h"
 #include "streamline/lm_loss.h"
@@ -349,33 +348,12 @@ void check_lm_staged(const LmCase& c, bool use_lt) {
   for (size_t i = 0; i < bs.size(); i++)
     lp.push_back(plain.step_lm(bs[i].x.data(), tgs[i].data(), bs[i].pos.data(), bs[i].mask.data(), bs[i].B,
                                0.5f + 0.1f * float(i)));
-  stage(0);
-  for (size_t i = 0; i < bs.size(); i++) {
-    std::exception_ptr err;
-    std::thread next([&] {
-      try {
-        if (i + 1 < bs.size()) stage(i + 1);
-      } catch (...) {
-        err = std::current_exception();
-      }
-    });
-    ls.push_back(staged.step_lm_staged(0.5f + 0.1f * float(i)));
-    next.join();
-    if (err) std::rethrow_exception(err);
-  }
-  bool same = true;
+  ls = pipelined(bs.size(), stage, [&](size_t i) { return staged.step_lm_staged(0.5f + 0.1f * float(i)); });
   std::string detail;
-  for (size_t i = 0; i < bs.size(); i++) {
-    same = same && (lp[i] == ls[i] || (std::isnan(lp[i]) && std::isnan(ls[i])));
-    detail += fmt("%s%.17g/%.17g", i ? ", " : "", lp[i], ls[i]);
-  }
-  record("train", nm + ": staged lm steps give step_lm's losses bitwise", same && lp[1] == 0.0, 0, 0, detail);
-  const Params gp = gpu_grads(plain, p0), gs = gpu_grads(staged, p0);
-  bool gsame = true;
-  for (int k = 0; k < kRoles; k++)
-    gsame = gsame && gp[k].size() == gs[k].size() &&
-            (gp[k].empty() || std::memcmp(gp[k].data(), gs[k].data(), gp[k].size() * 4) == 0);
-  record("train", nm + ": staged lm steps accumulate step_lm's gradients bitwise", gsame, 0, 0);
+  record("train", nm + ": staged lm steps give step_lm's losses bitwise", same_losses(lp, ls, &detail) && lp[1] == 0.0,
+         0, 0, detail);
+  record("train", nm + ": staged lm steps accumulate step_lm's gradients bitwise",
+         same_bits(gpu_grads(plain, p0), gpu_grads(staged, p0)), 0, 0);
 
   std::vector<float> target(bs[0].x.size(), 0.25f);
   staged.stage(bs[0].x.data(), target.data(), bs[0].pos.data(), bs[0].mask.data(), bs[0].B);

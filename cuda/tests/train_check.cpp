@@ -6,7 +6,6 @@
 // weights and inputs alone does to the CPU step, the evidence behind the tolerances.
 #include <cstring>
 #include <exception>
-#include <thread>
 
 #include "cublaslt_loader.h"
 #include "train_util.h"
@@ -242,33 +241,12 @@ void check_staged(const Case& c, bool use_lt, bool big) {
   auto stage = [&](const Batch& b) { staged.stage(b.x.data(), b.target.data(), b.pos.data(), b.mask.data(), b.B); };
   std::vector<double> lp, ls;
   for (size_t i = 0; i < bs.size(); i++) lp.push_back(gpu_step(plain, bs[i], 0.5f + 0.1f * float(i)));
-  stage(bs[0]);
-  for (size_t i = 0; i < bs.size(); i++) {
-    std::exception_ptr err;
-    std::thread next([&] {
-      try {
-        if (i + 1 < bs.size()) stage(bs[i + 1]);
-      } catch (...) {
-        err = std::current_exception();
-      }
-    });
-    ls.push_back(staged.step_staged(0.5f + 0.1f * float(i)));
-    next.join();
-    if (err) std::rethrow_exception(err);
-  }
-  bool same = true;
+  ls = pipelined(
+      bs.size(), [&](size_t i) { stage(bs[i]); }, [&](size_t i) { return staged.step_staged(0.5f + 0.1f * float(i)); });
   std::string detail;
-  for (size_t i = 0; i < bs.size(); i++) {
-    same = same && (lp[i] == ls[i] || (std::isnan(lp[i]) && std::isnan(ls[i])));
-    detail += fmt("%s%.17g/%.17g", i ? ", " : "", lp[i], ls[i]);
-  }
-  record("train", nm + ": staged steps give step()'s losses bitwise", same, 0, 0, detail);
-  const Params gp = gpu_grads(plain, p0), gs = gpu_grads(staged, p0);
-  bool gsame = true;
-  for (int k = 0; k < kRoles; k++)
-    gsame = gsame && gp[k].size() == gs[k].size() &&
-            (gp[k].empty() || std::memcmp(gp[k].data(), gs[k].data(), gp[k].size() * 4) == 0);
-  record("train", nm + ": staged steps accumulate step()'s gradients bitwise", gsame, 0, 0);
+  record("train", nm + ": staged steps give step()'s losses bitwise", same_losses(lp, ls, &detail), 0, 0, detail);
+  record("train", nm + ": staged steps accumulate step()'s gradients bitwise",
+         same_bits(gpu_grads(plain, p0), gpu_grads(staged, p0)), 0, 0);
   if (big) return;
 
   auto throws = [](auto&& f, const char* want) {

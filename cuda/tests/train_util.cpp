@@ -2,6 +2,9 @@
 #include "train_util.h"
 
 #include <cmath>
+#include <cstring>
+#include <exception>
+#include <thread>
 
 namespace harness {
 namespace tr {
@@ -182,6 +185,48 @@ Compare worst_role(const Params& a, const Params& b, std::string* worst, double 
     }
   }
   return w;
+}
+
+std::vector<double> pipelined(size_t n, const std::function<void(size_t)>& stage,
+                              const std::function<double(size_t)>& step) {
+  std::vector<double> out;
+  if (n == 0) return out;
+  stage(0);
+  for (size_t i = 0; i < n; i++) {
+    std::exception_ptr err;
+    std::thread next([&] {
+      try {
+        if (i + 1 < n) stage(i + 1);
+      } catch (...) {
+        err = std::current_exception();
+      }
+    });
+    try {
+      out.push_back(step(i));
+    } catch (...) {
+      next.join();
+      throw;
+    }
+    next.join();
+    if (err) std::rethrow_exception(err);
+  }
+  return out;
+}
+
+bool same_losses(const std::vector<double>& a, const std::vector<double>& b, std::string* detail) {
+  bool same = a.size() == b.size();
+  for (size_t i = 0; i < a.size() && i < b.size(); i++) {
+    same = same && (a[i] == b[i] || (std::isnan(a[i]) && std::isnan(b[i])));
+    *detail += fmt("%s%.17g/%.17g", i ? ", " : "", a[i], b[i]);
+  }
+  return same;
+}
+
+bool same_bits(const Params& a, const Params& b) {
+  for (int k = 0; k < kRoles; k++)
+    if (a[k].size() != b[k].size() || (!a[k].empty() && std::memcmp(a[k].data(), b[k].data(), a[k].size() * 4) != 0))
+      return false;
+  return true;
 }
 
 void guard(const std::string& name, const std::function<void()>& fn) {

@@ -59,6 +59,15 @@ Params gpu_params(const sc::TrainStep& t, const Params& like);
 
 Compare worst_role(const Params& a, const Params& b, std::string* worst, double floor = 0);
 
+// The trainer's prefetch pattern: stage(0), then for each i step(i) while stage(i + 1) runs on a second thread (its
+// exception rethrown after the join); returns the steps' losses.
+std::vector<double> pipelined(size_t n, const std::function<void(size_t)>& stage,
+                              const std::function<double(size_t)>& step);
+// a[i] == b[i] bitwise for every i (NaN matching NaN); *detail lists the pairs.
+bool same_losses(const std::vector<double>& a, const std::vector<double>& b, std::string* detail);
+// Every role's bytes equal.
+bool same_bits(const Params& a, const Params& b);
+
 // Runs fn; an exception becomes a failed "train" row "<name>: uncaught exception" with its message, so one broken case
 // does not hide the others.
 void guard(const std::string& name, const std::function<void()>& fn);
