@@ -24,6 +24,28 @@ writeFileSync(calib, Array.from({ length: 40 }, (_, i) => `verse ${i}: ${'and th
 
 const fixture = (name: string): Promise<core.LoadedModel> => loadCharFixture(name, tmp);
 
+// The binding-level lm tests' common ground: the llama-gqa fixture, an mlp replacement initialised from its layer 0,
+// layer 2 as the frozen tail with the model's head, RoPE frequencies, and `code`, which turns a call's rejection into
+// [error code, message] (['none', ''] when it resolves).
+async function lmBindingSetup() {
+  const model = await fixture('llama-gqa');
+  const d = model.description;
+  const n = native();
+  const T = 8, D = d.semantics.hidden, V = d.vocab, Dh = d.semantics.headDim;
+  const w = d.layers[0]!.weights();
+  const params: Record<string, Float32Array> = {};
+  for (const r of ['mlp_norm.weight', 'gate.weight', 'up.weight', 'down.weight'] as const) {
+    params[r] = new Float32Array(w[r]!.shape.reduce((a, b) => a * b, 1));
+    n.convertFloats(params[r]!, 'f32', w[r]!.data, w[r]!.dtype);
+  }
+  const invFreq = Float32Array.from({ length: Dh / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / Dh));
+  const g = d.global();
+  const layer = d.layers[2]!.weights() as never as NativeLayerWeights;
+  const head = { 'final_norm.weight': g['final_norm.weight']!, 'lm_head.weight': (g['lm_head.weight'] ?? g['embed.weight'])! } as NativeHeadWeights;
+  const code = async (f: () => unknown) => { try { await f(); return ['none', '']; } catch (e) { return [(e as { code: string }).code, (e as Error).message]; } };
+  return { d, n, T, D, V, params, invFreq, layer, head, code };
+}
+
 // Several optimiser steps with micro-batches (the last one short), accumulation, warmup, clipping that bites, and
 // validation every other step, so every piece of the loop is exercised.
 const base = (out: string, kind: 'mlp' | 'layer'): core.PruneOptions => ({
@@ -494,22 +516,8 @@ if (!existsSync(fake)) {
   // either loss fails, a staged step refuses the other loss's batch and leaves it staged, and a stage overlaps only the
   // staged step of its own loss. A target outside the vocabulary fails at stageLm, naming the row, and stages nothing.
   test('the binding: stageLm/stepLmStaged equal stepLm, share the slots with stage, refuse the other loss, misuse as coded errors', async () => {
-    const model = await fixture('llama-gqa');
-    const d = model.description;
-    const n = native();
-    const T = 8, D = d.semantics.hidden, V = d.vocab, Dh = d.semantics.headDim;
-    const w = d.layers[0]!.weights();
-    const params: Record<string, Float32Array> = {};
-    for (const r of ['mlp_norm.weight', 'gate.weight', 'up.weight', 'down.weight'] as const) {
-      params[r] = new Float32Array(w[r]!.shape.reduce((a, b) => a * b, 1));
-      n.convertFloats(params[r]!, 'f32', w[r]!.data, w[r]!.dtype);
-    }
-    const invFreq = Float32Array.from({ length: Dh / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / Dh));
+    const { d, n, T, D, V, params, invFreq, layer, head, code } = await lmBindingSetup();
     const spec = core.nativeLayerSpec(d.semantics, 2, T, true, 1);
-    const g = d.global();
-    const layer = d.layers[2]!.weights() as never as NativeLayerWeights;
-    const head = { 'final_norm.weight': g['final_norm.weight']!, 'lm_head.weight': (g['lm_head.weight'] ?? g['embed.weight'])! } as NativeHeadWeights;
-    const code = async (f: () => unknown) => { try { await f(); return ['none', '']; } catch (e) { return [(e as { code: string }).code, (e as Error).message]; } };
     const t = await n.cudaTrainer('mlp', spec, params, invFreq), u = await n.cudaTrainer('mlp', spec, params, invFreq);
     assert.ok(t.hasStageLm());
     const xs = [0, 1, 2].map((k) => Float32Array.from({ length: 2 * T * D }, (_, i) => Math.sin(i * 0.37 + k)));
@@ -621,25 +629,11 @@ if (!existsSync(fake)) {
   // inverse frequencies reach the backend for the tail). The tail is copied at setLmTail: the host arrays are
   // overwritten afterwards.
   test('the binding: setLmTail/stepLm/evalLm equal lmLossStep/lmLossEval, the tail is copied, misuse as coded errors', async () => {
-    const model = await fixture('llama-gqa');
-    const d = model.description;
-    const n = native();
-    const T = 8, D = d.semantics.hidden, V = d.vocab, Dh = d.semantics.headDim;
-    const w = d.layers[0]!.weights();
-    const params: Record<string, Float32Array> = {};
-    for (const r of ['mlp_norm.weight', 'gate.weight', 'up.weight', 'down.weight'] as const) {
-      params[r] = new Float32Array(w[r]!.shape.reduce((a, b) => a * b, 1));
-      n.convertFloats(params[r]!, 'f32', w[r]!.data, w[r]!.dtype);
-    }
-    const invFreq = Float32Array.from({ length: Dh / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / Dh));
+    const { d, n, T, D, V, params, invFreq, layer, head, code } = await lmBindingSetup();
     const spec = (B: number) => core.nativeLayerSpec(d.semantics, B, T, true, 1);
     const copy = <V extends { data: ArrayBufferView } | null | undefined>(o: Record<string, V>) =>
       Object.fromEntries(Object.entries(o).filter(([, t]) => t).map(([r, t]) => [r, { ...t!, data: (t!.data as Uint8Array).slice() }]));
-    const g = d.global();
-    const layer = d.layers[2]!.weights() as never as NativeLayerWeights;
-    const head = { 'final_norm.weight': g['final_norm.weight']!, 'lm_head.weight': (g['lm_head.weight'] ?? g['embed.weight'])! } as NativeHeadWeights;
     const layerCopy = copy(layer as never) as NativeLayerWeights, headCopy = copy(head as never) as NativeHeadWeights;
-    const code = async (f: () => unknown) => { try { await f(); return ['none', '']; } catch (e) { return [(e as { code: string }).code, (e as Error).message]; } };
     const t = await n.cudaTrainer('mlp', spec(2), params, invFreq);
     assert.ok(t.hasLm());
     const x = Float32Array.from({ length: 2 * T * D }, (_, i) => Math.sin(i * 0.37));
