@@ -54,11 +54,7 @@ void check_capi_train() {
   const double nref = t.apply(opt, 5.0);
   Params pref = gpu_params(t, p0);
 
-  streamline_cuda_train_spec s{};
-  s.batch = int64_t(c.s.B); s.seq_len = int64_t(c.s.T); s.hidden = int64_t(c.s.D); s.heads = int64_t(c.s.H);
-  s.kv_heads = int64_t(c.s.Hk); s.head_dim = int64_t(c.s.Dh); s.intermediate = int64_t(c.s.F);
-  s.norm = 0; s.activation = 0; s.gated = 1; s.use_rope = 1; s.use_cublaslt = lt ? 1 : 0;
-  s.norm_eps = c.s.norm_eps; s.attn_scale = 0.f; s.rope_attention_scaling = 1.f;
+  const streamline_cuda_train_spec s = capi_train_spec(c.s, lt);
   const float* hp[STREAMLINE_CUDA_TRAIN_ROLES];
   for (int k = 0; k < kRoles; k++) hp[k] = p0[k].empty() ? nullptr : p0[k].data();
   streamline_cuda_train* tr = nullptr;

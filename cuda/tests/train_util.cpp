@@ -187,6 +187,16 @@ Compare worst_role(const Params& a, const Params& b, std::string* worst, double 
   return w;
 }
 
+streamline_cuda_train_spec capi_train_spec(const ReplacementSpec& s, bool use_cublaslt) {
+  streamline_cuda_train_spec c{};
+  c.batch = int64_t(s.B), c.seq_len = int64_t(s.T), c.hidden = int64_t(s.D), c.heads = int64_t(s.H);
+  c.kv_heads = int64_t(s.Hk), c.head_dim = int64_t(s.Dh), c.intermediate = int64_t(s.F);
+  c.norm = s.layer_norm ? 1 : 0, c.activation = int32_t(s.act), c.gated = s.gated ? 1 : 0;
+  c.use_rope = s.use_rope ? 1 : 0, c.use_cublaslt = use_cublaslt ? 1 : 0;
+  c.norm_eps = s.norm_eps, c.attn_scale = 0.f, c.rope_attention_scaling = s.rope_attention_scaling;
+  return c;
+}
+
 std::vector<double> pipelined(size_t n, const std::function<void(size_t)>& stage,
                               const std::function<double(size_t)>& step) {
   std::vector<double> out;

@@ -10,6 +10,7 @@
 #include "replacement.cuh"
 #include "streamline/replacement.h"
 #include "streamline/train.h"
+#include "streamline_cuda.h"
 
 namespace harness {
 namespace tr {
@@ -58,6 +59,9 @@ Params gpu_grads(const sc::TrainStep& t, const Params& like);
 Params gpu_params(const sc::TrainStep& t, const Params& like);
 
 Compare worst_role(const Params& a, const Params& b, std::string* worst, double floor = 0);
+
+// The C API's spec of a replacement spec (attn_scale 0: the default 1/sqrt(head_dim)).
+streamline_cuda_train_spec capi_train_spec(const ReplacementSpec& s, bool use_cublaslt);
 
 // The trainer's prefetch pattern: stage(0), then for each i step(i) while stage(i + 1) runs on a second thread (its
 // exception rethrown after the join); returns the steps' losses.
