@@ -433,11 +433,11 @@ void check_capi_lm() {
 #define SYM(name) auto name = reinterpret_cast<decltype(&::name)>(dlsym(lib, #name))
   SYM(streamline_cuda_train_create); SYM(streamline_cuda_train_destroy); SYM(streamline_cuda_train_set_lm_tail);
   SYM(streamline_cuda_train_step_lm); SYM(streamline_cuda_train_eval_lm); SYM(streamline_cuda_last_error);
-  SYM(streamline_cuda_train_get_grads);
+  SYM(streamline_cuda_train_get_grads); SYM(streamline_cuda_train_stage_lm); SYM(streamline_cuda_train_step_lm_staged);
 #undef SYM
   if (!streamline_cuda_train_create || !streamline_cuda_train_destroy || !streamline_cuda_train_set_lm_tail ||
       !streamline_cuda_train_step_lm || !streamline_cuda_train_eval_lm || !streamline_cuda_last_error ||
-      !streamline_cuda_train_get_grads) {
+      !streamline_cuda_train_get_grads || !streamline_cuda_train_stage_lm || !streamline_cuda_train_step_lm_staged) {
     record("train", "C API lm: symbols", false, 0, 0, "missing exports in " + so);
     dlclose(lib);
     return;
@@ -493,6 +493,20 @@ void check_capi_lm() {
                        std::strstr(streamline_cuda_last_error(), "outside the vocabulary") != nullptr;
   record("train", "C API lm: a target outside the vocabulary returns -1 with the reason", refused, 0, 0,
          ok ? streamline_cuda_last_error() : "");
+  if (tr) streamline_cuda_train_destroy(tr);
+  // Prefetch through the C API on a fresh trainer: stage_lm + step_lm_staged = the in-process step_lm, bitwise.
+  tr = nullptr;
+  double staged = -1, again = -1;
+  const bool sok = streamline_cuda_train_create(0, &s, hp, inv.data(), &tr) == 0 &&
+                   streamline_cuda_train_set_lm_tail(tr, 1, roles.data(), &nw, nullptr, &hw, int64_t(c.V)) == 0 &&
+                   streamline_cuda_train_stage_lm(tr, b.x.data(), tg.data(), b.pos.data(), b.mask.data(),
+                                                  int64_t(b.B)) == 0 &&
+                   streamline_cuda_train_step_lm_staged(tr, 1.f, &staged) == 0;
+  const bool drained = sok && streamline_cuda_train_step_lm_staged(tr, 1.f, &again) != 0 &&
+                       std::strstr(streamline_cuda_last_error(), "no staged batch") != nullptr;
+  record("train", "C API lm: stage_lm + step_lm_staged = the in-process step_lm (loss bitwise); nothing left staged",
+         sok && drained && staged == lref, 0, 0,
+         sok ? fmt("staged %.17g plain %.17g", staged, lref) : streamline_cuda_last_error());
   if (tr) streamline_cuda_train_destroy(tr);
   dlclose(lib);
 }
