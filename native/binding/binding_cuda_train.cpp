@@ -39,6 +39,7 @@
 #include "async.h"
 #include "cuda_weights.h"
 #include "layer_args.h"
+#include "lm_args.h"
 #include "register.h"
 #include "replacement_args.h"
 #include "streamline/cuda_loader.h"
@@ -336,17 +337,8 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
         (*roles)[size_t(k) * STREAMLINE_CUDA_ROLES + r] = cuda_weight(*layer_weight_role(w, kCudaRoleNames[r]));
     }
     const std::string hwhat = std::string(fn) + ": headWeights";
-    HeadWeights hw = head_weights(env, info[1], &keep, hwhat);
-    if (hw.project_out)
-      throw_error(env, "E_UNSUPPORTED", hwhat + ": OPT project_out (word_embed_proj_dim != hidden) is not supported by --loss lm");
-    if (!hw.lm_head || hw.lm_head.shape.size() != 2)
-      throw_error(env, "E_SHAPE", hwhat + "['lm_head.weight']: required, [vocab, hidden]");
-    HeadSpec hs;
-    hs.hidden = spec_.D;
-    hs.vocab = size_t(hw.lm_head.shape[0]);
-    hs.norm = spec_.layer_norm ? NormKind::Layer : NormKind::Rms;
-    hs.norm_eps = spec_.norm_eps;
-    hs.final_norm = bool(hw.norm_w);
+    HeadWeights hw = lm_head_weights(env, info[1], &keep, hwhat);
+    const HeadSpec hs = lm_head_spec(spec_, hw);
     rethrow(env, [&] { validate_head(hs, hw); });
     auto head = std::make_shared<std::array<streamline_cuda_weight, 3>>(
         std::array<streamline_cuda_weight, 3>{cuda_weight(hw.norm_w), cuda_weight(hw.norm_b), cuda_weight(hw.lm_head)});

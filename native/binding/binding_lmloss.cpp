@@ -18,6 +18,7 @@
 #include "arrays.h"
 #include "async.h"
 #include "layer_args.h"
+#include "lm_args.h"
 #include "register.h"
 #include "replacement_args.h"
 #include "streamline/error.h"
@@ -27,25 +28,6 @@ using namespace streamline;
 using namespace streamline::binding;
 
 namespace {
-
-HeadWeights head_weights(Napi::Env env, Napi::Value v, const char* fn, std::vector<Napi::Value>* keep) {
-  std::string what = std::string(fn) + ": headWeights";
-  HeadWeights w = binding::head_weights(env, v, keep, what);
-  if (w.project_out)
-    throw_error(env, "E_UNSUPPORTED", what + ": OPT project_out (word_embed_proj_dim != hidden) is not supported by --loss lm");
-  if (!w.lm_head || w.lm_head.shape.size() != 2) throw_error(env, "E_SHAPE", what + "['lm_head.weight']: required, [vocab, hidden]");
-  return w;
-}
-
-HeadSpec head_spec(const ReplacementSpec& s, const HeadWeights& w) {
-  HeadSpec h;
-  h.hidden = s.D;
-  h.vocab = size_t(w.lm_head.shape[0]);
-  h.norm = s.layer_norm ? NormKind::Layer : NormKind::Rms;
-  h.norm_eps = s.norm_eps;
-  h.final_norm = bool(w.norm_w);
-  return h;
-}
 
 struct LmCall {
   ReplacementKind kind;
@@ -91,8 +73,8 @@ LmCall lm_args(const Napi::CallbackInfo& info, const char* fn, size_t a, std::ve
       }
     });
   }
-  c.tail->head_w = head_weights(env, info[a + 2], fn, keep);
-  c.tail->head = head_spec(c.spec, c.tail->head_w);
+  c.tail->head_w = lm_head_weights(env, info[a + 2], keep, std::string(fn) + ": headWeights");
+  c.tail->head = lm_head_spec(c.spec, c.tail->head_w);
   rethrow(env, [&] { validate_head(c.tail->head, c.tail->head_w); });
   c.targets = typed<Napi::Int32Array>(env, info[a + 3], napi_int32_array, M, std::string(fn) + ": targets", "Int32Array").Data();
   for (size_t m = 0; m < M; m++)
@@ -180,8 +162,8 @@ Napi::Value HeadLossBackward(const Napi::CallbackInfo& info) {
   if (norm != "rms" && norm != "layer") throw_error(env, "E_NATIVE_ARG", std::string(fn) + ": spec.norm must be 'rms' or 'layer'");
   rs.layer_norm = norm == "layer";
   rs.norm_eps = float(spec_num(env, so, "normEps", 1e-5, fn));
-  HeadWeights w = head_weights(env, info[4], fn, &keep);
-  HeadSpec s = head_spec(rs, w);
+  HeadWeights w = lm_head_weights(env, info[4], &keep, std::string(fn) + ": headWeights");
+  HeadSpec s = lm_head_spec(rs, w);
   rethrow(env, [&] { validate_head(s, w); });
   float* dh = absent(info[0]) ? nullptr
       : typed<Napi::Float32Array>(env, info[0], napi_float32_array, M * rs.D, std::string(fn) + ": dh", "Float32Array").Data();
