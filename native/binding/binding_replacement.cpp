@@ -3,6 +3,8 @@
 //   replacementForward(kind, spec, params, out, x, positions, keyMask, ropeInvFreq) -> Promise<void>
 //   replacementLoss(kind, spec, params, x, target, positions, keyMask, ropeInvFreq) -> Promise<loss>
 // replacementStep takes an optional 10th argument gradScale (multiplies spec.gradScale).
+//   scratchTrim() -> bytes: frees the work buffers the steps keep for reuse (streamline/scratch.h); scratchBytes() ->
+//   bytes held there now.
 // kind: 'mlp' | 'layer'. spec: {batch, seqLen, hidden, heads, kvHeads, headDim, intermediate, norm: 'rms'|'layer',
 // normEps, activation, gatedMlp, preNorm (must be true), useRope, attnScale, ropeAttentionScaling, gradScale?}
 // (the engine's layer spec plus gradScale). params/grads: {role: Float32Array | {data: Float32Array, dtype: 'f32',
@@ -17,6 +19,7 @@
 #include "async.h"
 #include "register.h"
 #include "streamline/error.h"
+#include "streamline/scratch.h"
 #include "replacement_args.h"
 #include "streamline/replacement.h"
 
@@ -127,8 +130,17 @@ Napi::Value ReplacementLoss(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+Napi::Value ScratchTrim(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), double(scratch_trim()));
+}
+Napi::Value ScratchBytes(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), double(scratch_cached_bytes()));
+}
+
 STREAMLINE_BINDING(replacement) {
   exports.Set("replacementLoss", Napi::Function::New(env, ReplacementLoss, "replacementLoss"));
   exports.Set("replacementStep", Napi::Function::New(env, ReplacementStep, "replacementStep"));
   exports.Set("replacementForward", Napi::Function::New(env, ReplacementForward, "replacementForward"));
+  exports.Set("scratchTrim", Napi::Function::New(env, ScratchTrim, "scratchTrim"));
+  exports.Set("scratchBytes", Napi::Function::New(env, ScratchBytes, "scratchBytes"));
 }

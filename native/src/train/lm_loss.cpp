@@ -11,20 +11,24 @@
 #include "streamline/convert.h"
 #include "streamline/error.h"
 #include "streamline/matmul.h"
+#include "streamline/scratch.h"
 #include "streamline/threads.h"
 
 namespace streamline {
 
 namespace {
 
-std::vector<float> to_f32(const WeightView& w) {
-  std::vector<float> out;
+// f32 copies of weights and the loss's work buffers come from the scratch cache: the same sizes every micro-batch.
+using fvec = scratch_vector<float>;
+
+fvec to_f32(const WeightView& w) {
+  fvec out;
   if (!w) return out;
   out.resize(w.numel());
   convert_floats(out.data(), DType::F32, w.data, w.dtype, out.size());
   return out;
 }
-const float* ptr(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
+const float* ptr(const fvec& v) { return v.empty() ? nullptr : v.data(); }
 
 void norm_forward(float* y, const float* x, const HeadSpec& s, const float* w, const float* b, size_t M) {
   if (s.norm == NormKind::Rms) rmsnorm_forward(y, x, w, DType::F32, M, s.hidden, s.norm_eps);
@@ -58,7 +62,7 @@ void frozen_layer_backward(float* dx, const float* dy, const float* x, const Lay
   const WeightView* views[kRoleCount] = {&w.attn_norm_w, &w.attn_norm_b, &w.q_w, &w.q_b, &w.k_w, &w.k_b, &w.v_w,
                                          &w.v_b, &w.o_w, &w.o_b, &w.mlp_norm_w, &w.mlp_norm_b, &w.gate_w, &w.up_w,
                                          &w.up_b, &w.down_w, &w.down_b};
-  std::vector<std::vector<float>> f32(kRoleCount);
+  std::vector<fvec> f32(kRoleCount);
   ReplacementParams p{};
   for (int r = 0; r < kRoleCount; r++) {
     f32[r] = to_f32(*views[r]);
@@ -85,11 +89,11 @@ double head_loss_backward(float* dh, const float* x, size_t M, const HeadSpec& s
     count++;
   }
   if (count == 0) return -1.0;
-  std::vector<float> nw = to_f32(w.norm_w), nb = to_f32(w.norm_b);
-  std::vector<float> wf = dh && w.lm_head.dtype != DType::F32 ? to_f32(w.lm_head) : std::vector<float>();
+  fvec nw = to_f32(w.norm_w), nb = to_f32(w.norm_b);
+  fvec wf = dh && w.lm_head.dtype != DType::F32 ? to_f32(w.lm_head) : fvec();
   const float* W = dh ? (wf.empty() ? static_cast<const float*>(w.lm_head.data) : wf.data()) : nullptr;
   const size_t chunk = std::max<size_t>(1, std::min(M, (size_t(32) << 20) / V));
-  std::vector<float> hn(chunk * D), logits(chunk * V), dhn(dh ? chunk * D : 0);
+  fvec hn(chunk * D), logits(chunk * V), dhn(dh ? chunk * D : 0);
   std::vector<double> nll(M, 0.0);
   const double scale = double(grad_scale) / double(count);
   for (size_t m0 = 0; m0 < M; m0 += chunk) {
@@ -134,13 +138,13 @@ double lm_loss_step(ReplacementKind kind, const ReplacementSpec& s, const Replac
   const size_t M = s.B * s.T, n = M * s.D;
   auto loss_fn = [&](const float* y, float* dy) -> double {
     const size_t L = tail.layers.size();
-    std::vector<std::vector<float>> inputs(L);  // the only activations kept: each frozen layer's input
-    std::vector<float> cur(y, y + n);
+    std::vector<fvec> inputs(L);  // the only activations kept: each frozen layer's input
+    fvec cur(y, y + n);
     for (size_t k = 0; k < L; k++) {
       inputs[k] = cur;
       decoder_layer_forward(cur.data(), inputs[k].data(), tail.layer, tail.layers[k], positions, key_mask, inv_freq, nullptr);
     }
-    std::vector<float> d(n), dprev(n);
+    fvec d(n), dprev(n);
     double loss = head_loss_backward(d.data(), cur.data(), M, tail.head, tail.head_w, targets, s.grad_scale);
     if (loss < 0) return -1.0;
     for (size_t k = L; k-- > 0;) {
@@ -160,7 +164,7 @@ double lm_loss_eval(ReplacementKind kind, const ReplacementSpec& s, const Replac
                     const uint8_t* key_mask, const float* inv_freq) {
   const size_t M = s.B * s.T;
   if (M == 0 || s.D == 0) return 0.0;
-  std::vector<float> h(M * s.D);
+  fvec h(M * s.D);
   replacement_forward(kind, s, p, h.data(), x, positions, key_mask, inv_freq);
   for (const LayerWeights& w : tail.layers)
     decoder_layer_forward(h.data(), h.data(), tail.layer, w, positions, key_mask, inv_freq, nullptr);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "streamline/matmul.h"
+#include "streamline/scratch.h"
 #include "streamline/threads.h"
 
 namespace streamline {
@@ -21,11 +22,14 @@ const char* const kRoleNames[kRoleCount] = {
     "o.weight", "o.bias", "mlp_norm.weight", "mlp_norm.bias", "gate.weight", "up.weight", "up.bias",
     "down.weight", "down.bias"};
 
+// Work buffers come from the scratch cache (scratch.h): the same sizes every micro-batch.
+using fvec = scratch_vector<float>;
+
 struct Saved {
   // attention block (layer only)
-  std::vector<float> a, q, k, v, attn, lse, h1, cos, sin;
+  fvec a, q, k, v, attn, lse, h1, cos, sin;
   // MLP block
-  std::vector<float> n2, gate, up, mid;
+  fvec n2, gate, up, mid;
 };
 
 // The training forward: one BLAS call per product (row invariance buys nothing for a fixed training batch; the
@@ -65,10 +69,10 @@ void mlp_forward(const ReplacementSpec& s, const ReplacementParams& p, float* y,
 void mlp_backward(const ReplacementSpec& s, const ReplacementParams& p, const ReplacementGrads& g, const float* dy,
                   const float* x, const Saved& A, size_t M, float* dx_norm) {
   const size_t D = s.D, F = s.F;
-  std::vector<float> dmid(M * F), dup(M * F, 0.f), dn(M * D);
+  fvec dmid(M * F), dup(M * F, 0.f), dn(M * D);
   linear_backward(dmid.data(), g[kRoleDownW], g[kRoleDownB], dy, A.mid.data(), p[kRoleDownW], M, D, F);
   if (s.gated) {
-    std::vector<float> dgate(M * F, 0.f);
+    fvec dgate(M * F, 0.f);
     gated_backward(dgate.data(), dup.data(), dmid.data(), A.gate.data(), A.up.data(), M * F, s.act);
     linear_backward(dn.data(), g[kRoleGateW], nullptr, dgate.data(), A.n2.data(), p[kRoleGateW], M, F, D);
     linear_backward(nullptr, g[kRoleUpW], g[kRoleUpB], dup.data(), A.n2.data(), p[kRoleUpW], M, F, D);
@@ -113,7 +117,7 @@ void attn_forward(const ReplacementSpec& s, const ReplacementParams& p, float* h
 void attn_backward(const ReplacementSpec& s, const ReplacementParams& p, const ReplacementGrads& g, const float* dh,
                    const float* x, const Saved& A, size_t M, const uint8_t* key_mask, float* dx_norm) {
   const size_t D = s.D, Q = s.H * s.Dh, KV = s.Hk * s.Dh;
-  std::vector<float> dattn(M * Q), dq(M * Q), dk(M * KV), dv(M * KV), da(M * D);
+  fvec dattn(M * Q), dq(M * Q), dk(M * KV), dv(M * KV), da(M * D);
   linear_backward(dattn.data(), g[kRoleOW], g[kRoleOB], dh, A.attn.data(), p[kRoleOW], M, D, Q);
   attention_backward(dq.data(), dk.data(), dv.data(), dattn.data(), A.q.data(), A.k.data(), A.v.data(), A.attn.data(),
                      A.lse.data(), key_mask, s.B, s.T, s.H, s.Hk, s.Dh, s.attn_scale);
@@ -204,11 +208,11 @@ double replacement_step_with(ReplacementKind kind, const ReplacementSpec& s, con
   const size_t M = s.B * s.T, D = s.D;
   if (M == 0 || D == 0) return 0.0;
   Saved A;
-  std::vector<float> ybuf(y_out ? 0 : M * D);
+  fvec ybuf(y_out ? 0 : M * D);
   float* y = y_out ? y_out : ybuf.data();
   forward_saved(kind, s, p, y, x, positions, key_mask, inv_freq, A);
 
-  std::vector<float> dy(M * D, 0.f);
+  fvec dy(M * D, 0.f);
   double loss = loss_fn(y, dy.data());
   if (loss < 0) {  // nothing to learn from (no real token)
     if (dx) std::fill(dx, dx + M * D, 0.f);
@@ -219,7 +223,7 @@ double replacement_step_with(ReplacementKind kind, const ReplacementSpec& s, con
     if (dx) std::memcpy(dx, dy.data(), M * D * sizeof(float));  // residual
     mlp_backward(s, p, g, dy.data(), x, A, M, dx);
   } else {
-    std::vector<float> dh(dy);  // residual: dL/dh1 = dy + (MLP path through the norm)
+    fvec dh(dy);  // residual: dL/dh1 = dy + (MLP path through the norm)
     mlp_backward(s, p, g, dy.data(), A.h1.data(), A, M, dh.data());
     if (dx) std::memcpy(dx, dh.data(), M * D * sizeof(float));
     attn_backward(s, p, g, dh.data(), x, A, M, key_mask, dx);
@@ -239,7 +243,7 @@ double replacement_loss(ReplacementKind kind, const ReplacementSpec& s, const Re
                         const float* target, const int32_t* positions, const uint8_t* key_mask, const float* inv_freq) {
   const size_t M = s.B * s.T;
   if (M == 0 || s.D == 0) return 0.0;
-  std::vector<float> y(M * s.D);
+  fvec y(M * s.D);
   replacement_forward(kind, s, p, y.data(), x, positions, key_mask, inv_freq);
   double loss = masked_mse(s, y.data(), target, key_mask, nullptr);
   return loss < 0 ? 0.0 : loss;

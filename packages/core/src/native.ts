@@ -70,6 +70,11 @@ export type NativeAddon = Record<string, any> & NativeScoring & NativeLinalg & N
   adamwStep(params: Float32Array[], grads: Float32Array[], m: Float32Array[], v: Float32Array[], options: NativeAdamWOptions): void;
   gradNorm(grads: Float32Array[]): number;
   clipGradNorm(grads: Float32Array[], maxNorm: number): { norm: number; scale: number };
+  // The training steps keep their large work buffers for the next micro-batch (native/include/streamline/scratch.h:
+  // page faults and TLB shootdowns cost ~7-20 % of a CPU step otherwise). scratchTrim frees them (the trainer calls it
+  // when a run ends) and returns the bytes released; scratchBytes says how many are held now.
+  scratchTrim(): number;
+  scratchBytes(): number;
   // Replacement training (binding_replacement.cpp), off the JS thread. params/grads by role (f32 master
   // tensors, flat); grads accumulate and may omit frozen roles; the loss is the MSE over real tokens.
   // Buffers must not be touched from JS until the promise settles.

@@ -142,6 +142,29 @@ test('gradients accumulate across calls and scale with gradScale', async () => {
   assert.equal(Array.from(partial['o.weight']!.slice(0, 4)).map((v) => Math.abs(v) > 0), [true, true, true, true]);
 });
 
+// The step's large work buffers (>= 1 MiB) are kept for the next call (streamline/scratch.h): the reused, dirty
+// memory must not change a bit of the result, and scratchTrim must hand it all back.
+test('work buffers are reused across steps without changing the result, and scratchTrim frees them', async () => {
+  const c = { name: 'mlp, wide', kind: 'mlp' as Kind, spec: { ...base, batch: 1, seqLen: 64, hidden: 16, intermediate: 4096 }, biases: false, mask: null };
+  const d = setup(c, 21);
+  const args = [d.x, d.target, d.positions, d.mask, d.invFreq] as const;
+  n.scratchTrim();
+  assert.is(n.scratchBytes(), 0);
+  const g1 = zeros(d.params), g2 = zeros(d.params);
+  const l1 = await n.replacementStep(c.kind, c.spec, d.params, g1, ...args);
+  const held = n.scratchBytes();
+  assert.ok(held >= 3 * 64 * 4096 * 4, `the [64, 4096] gate/up/hidden buffers are kept (${held} bytes)`);
+  // Poison what the cache holds by running a step on other data first: the next step gets that memory back dirty.
+  const other = setup(c, 22);
+  await n.replacementStep(c.kind, c.spec, other.params, zeros(other.params), other.x, other.target, other.positions, other.mask, other.invFreq);
+  const l2 = await n.replacementStep(c.kind, c.spec, d.params, g2, ...args);
+  assert.is(l2, l1, 'loss bitwise');
+  for (const role of Object.keys(d.params)) assert.equal(g2[role], g1[role], `${role} bitwise`);
+  assert.is(n.scratchBytes(), held, 'the same blocks are reused, none added');
+  assert.is(n.scratchTrim(), held);
+  assert.is(n.scratchBytes(), 0);
+});
+
 test('tensor-object params, the gradScale argument and replacementLoss (the trainer\'s calling convention)', async () => {
   const c = cases[2]!, d = setup(c, 11), s = c.spec;
   const D = s.hidden, F = s.intermediate, Q = s.heads * s.headDim, KV = s.kvHeads * s.headDim;

@@ -364,6 +364,7 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
   } finally {
     if (log !== null) fs.closeSync(log);
     gpu?.destroy();
+    n.scratchTrim();  // the CPU steps' reused work buffers (nothing on cuda)
   }
   const final = st.best ?? st.params;
   return {
