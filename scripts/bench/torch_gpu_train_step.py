@@ -75,6 +75,15 @@ def make_adamw(params):
         return torch.optim.AdamW(params, lr=2e-4, weight_decay=1e-3), "foreach"
 
 
+def optimiser_step(loss, params, opt):
+    """backward, clip_grad_norm_(5), AdamW, gradients dropped: the rest of one step after the loss."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 5.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default="torch_gpu_train_step.json")
@@ -119,12 +128,7 @@ def main():
         def step():
             with torch.autocast("cuda", dtype=bf):
                 y = forward(x0)
-            loss = F.mse_loss(y.float(), target)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 5.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            return loss
+            return optimiser_step(F.mse_loss(y.float(), target), params, opt)
 
         torch.cuda.reset_peak_memory_stats()
         ms = time_ms(step, warmup=2, reps=3 if args.quick else 5)
@@ -176,12 +180,7 @@ def main():
             for w in tail:
                 y = layer(y, w)
             logits = F.linear(rmsnorm(y, fnorm, 1e-5), head)
-        loss = F.cross_entropy(logits.float().view(M, V), targets.view(M), ignore_index=-100)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss
+        return optimiser_step(F.cross_entropy(logits.float().view(M, V), targets.view(M), ignore_index=-100), params, opt)
 
     torch.cuda.reset_peak_memory_stats()
     try:

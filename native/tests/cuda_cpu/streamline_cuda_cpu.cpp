@@ -393,14 +393,27 @@ void need_free_slot(streamline_cuda_train* t) {
     throw Error("E_CUDA", "both input slots hold staged batches: run step_staged before step or eval");
 }
 
-double cpu_train_step(streamline_cuda_train* t, const float* host_x, const float* host_target,
-                      const int32_t* host_positions, const uint8_t* host_mask, int64_t batch, float grad_scale) {
-  ReplacementSpec s = t->spec;
-  s.B = size_t(batch);
-  s.grad_scale = grad_scale;
+// A micro-batch's spec and the trainer's weights and gradient buffers by role, as both CPU steps take them.
+struct StepArgs {
+  ReplacementSpec s;
   ReplacementParams p{};
   ReplacementGrads g{};
-  for (auto& r : t->roles) { p[r.role] = r.p.data(); g[r.role] = r.g.data(); }
+};
+StepArgs step_args(streamline_cuda_train* t, int64_t batch, float grad_scale) {
+  StepArgs a;
+  a.s = t->spec;
+  a.s.B = size_t(batch);
+  a.s.grad_scale = grad_scale;
+  for (auto& r : t->roles) { a.p[r.role] = r.p.data(); a.g[r.role] = r.g.data(); }
+  return a;
+}
+
+double cpu_train_step(streamline_cuda_train* t, const float* host_x, const float* host_target,
+                      const int32_t* host_positions, const uint8_t* host_mask, int64_t batch, float grad_scale) {
+  const StepArgs a = step_args(t, batch, grad_scale);
+  const ReplacementSpec& s = a.s;
+  const ReplacementParams& p = a.p;
+  const ReplacementGrads& g = a.g;
   return replacement_step(t->kind, s, p, g, host_x, host_target, s.use_rope ? host_positions : nullptr, host_mask,
                           s.use_rope ? t->inv_freq.data() : nullptr);
 }
@@ -690,12 +703,10 @@ FrozenTail lm_call(streamline_cuda_train* t, const float* host_x, const int32_t*
 // train_step_lm's arithmetic, shared with train_step_lm_staged so that both are lm_loss_step on the same arguments.
 double cpu_lm_step(streamline_cuda_train* t, const FrozenTail& tail, const float* host_x, const int32_t* host_targets,
                    const int32_t* host_positions, const uint8_t* host_mask, int64_t batch, float grad_scale) {
-  ReplacementSpec s = t->spec;
-  s.B = size_t(batch);
-  s.grad_scale = grad_scale;
-  ReplacementParams p{};
-  ReplacementGrads g{};
-  for (auto& r : t->roles) { p[r.role] = r.p.data(); g[r.role] = r.g.data(); }
+  const StepArgs a = step_args(t, batch, grad_scale);
+  const ReplacementSpec& s = a.s;
+  const ReplacementParams& p = a.p;
+  const ReplacementGrads& g = a.g;
   const bool rope = s.use_rope || tail.layer.use_rope;
   return lm_loss_step(t->kind, s, p, g, host_x, tail, host_targets, rope ? host_positions : nullptr, host_mask,
                       rope ? t->inv_freq.data() : nullptr);
