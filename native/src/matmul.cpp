@@ -69,6 +69,23 @@ void gemm_f32(float* C, const float* A, const float* B, size_t M, size_t N, size
 #endif
 }
 
+void gemm_f32_at(float* C, const float* A, const float* B, size_t M, size_t N, size_t K, bool accumulate) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    if (!accumulate) std::memset(C, 0, M * N * sizeof(float));
+    return;
+  }
+#ifdef STREAMLINE_HAVE_BLAS
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(M), int(N), int(K), 1.0f, A, int(M), B, int(N),
+              accumulate ? 1.0f : 0.0f, C, int(N));
+#else
+  std::vector<float> at(M * K);  // at[m][k] = A[k][m]
+  for (size_t k = 0; k < K; k++)
+    for (size_t m = 0; m < M; m++) at[m * K + k] = A[k * M + m];
+  gemm_fallback(C, at.data(), B, M, N, K, /*b_transposed=*/false, accumulate);
+#endif
+}
+
 namespace {
 
 #ifdef STREAMLINE_HAVE_BLAS

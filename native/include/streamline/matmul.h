@@ -20,6 +20,9 @@ void linear_forward(float* y, const float* x, const void* w, DType wdtype, const
 // Plain f32 GEMM on row-major operands: C[M,N] (+)= A[M,K] · op(B), op(B) = B[K,N] or B[N,K]^T.
 void gemm_f32(float* C, const float* A, const float* B, size_t M, size_t N, size_t K, bool b_transposed,
               bool accumulate);
+// C[M,N] (+)= A[K,M]^T · B[K,N]: the weight gradient of a linear layer (dW = dY^T · X) without materialising dY^T;
+// BLAS packs the transposed operand itself (an explicit transposition cost a scalar pass and an [N, M] buffer).
+void gemm_f32_at(float* C, const float* A, const float* B, size_t M, size_t N, size_t K, bool accumulate);
 
 namespace ref {
 void linear_forward(float* y, const float* x, const void* w, DType wdtype, const float* bias, size_t M, size_t N,

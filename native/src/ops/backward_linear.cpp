@@ -14,16 +14,7 @@ void linear_backward(float* dx, float* dw, float* db, const float* dy, const flo
                      size_t N, size_t K) {
   if (dx) gemm_f32(dx, dy, w, M, K, N, /*b_transposed=*/false, /*accumulate=*/false);
   if (M == 0) return;
-  if (dw && N > 0 && K > 0) {
-    std::vector<float> dyt(N * M);  // dyt[n][m] = dy[m][n], transposed in 64x64 tiles
-    parallel_for((N + 63) / 64, 1, [&](size_t b, size_t e, int) {
-      for (size_t n0 = b * 64; n0 < std::min(N, e * 64); n0 += 64)
-        for (size_t m0 = 0; m0 < M; m0 += 64)
-          for (size_t n = n0; n < std::min(N, n0 + 64); n++)
-            for (size_t m = m0; m < std::min(M, m0 + 64); m++) dyt[n * M + m] = dy[m * N + n];
-    });
-    gemm_f32(dw, dyt.data(), x, N, K, M, /*b_transposed=*/false, /*accumulate=*/true);
-  }
+  if (dw && N > 0 && K > 0) gemm_f32_at(dw, dy, x, N, K, M, /*accumulate=*/true);  // dW[N,K] += dY[M,N]^T · X[M,K]
   if (db) {
     // Columns split across threads; each column sums its M rows in f64 in row order (deterministic).
     parallel_for(N, 64, [&](size_t b, size_t e, int) {
