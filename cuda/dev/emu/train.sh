@@ -7,7 +7,7 @@
 # checks of the training step (mse and lm) run too, through dlopen of an emulated streamline_cuda.so built from
 # capi.cpp and the same kernels (as forward.sh does for the layer C API).
 # Needs build-cu/libstreamline_core.a (the CUDA harness build) and g++ with C++20.
-# Usage: bash cuda/dev/emu/train.sh [--curves [MODEL_DIR]]   (from the repository root; about a minute here).
+# Usage: bash cuda/dev/emu/train.sh [--curves [MODEL_DIR]]   (from the repository root; about 2 minutes here, a first build more).
 # --curves adds the loss-curve checks (30-step runs; the real window with a model directory): much longer.
 set -euo pipefail
 root=$(pwd)
