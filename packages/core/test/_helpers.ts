@@ -90,3 +90,20 @@ export async function loadCharFixture(name: string, dir: string): Promise<Loaded
   const m = await loadModel(path.join(repoRoot, 'test', 'fixtures', 'models', name));
   return { ...m, tokenizer: charTokenizer(m.description.vocab, dir) };
 }
+
+/** Runs fn with the given environment variables set (the CUDA test backend's hooks) and removes them afterwards. */
+export async function withEnv<T>(vars: Record<string, string>, fn: () => Promise<T>): Promise<T> {
+  Object.assign(process.env, vars);
+  try {
+    return await fn();
+  } finally {
+    for (const k of Object.keys(vars)) delete process.env[k];
+  }
+}
+
+/** A calibration text file in dir: enough varied text for 10 blocks of 48 tokens (one character per token). */
+export function writeCalibText(dir: string): string {
+  const file = path.join(dir, 'calib.txt');
+  fs.writeFileSync(file, Array.from({ length: 40 }, (_, i) => `verse ${i}: ${'and the evening and the morning were the day '.slice(i % 7)}${i * 37}`).join('\n\n'));
+  return file;
+}

@@ -4,21 +4,20 @@
 // run's numbers bitwise), saves no checkpoint on interruption, refuses to resume on cuda, and trains --loss lm on the
 // CPU after a warning. One backend library per
 // process, hence a file of its own.
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as core from '../src/index.js';
 import { native } from '../src/native.js';
-import { loadCharFixture, repoRoot } from './_helpers.js';
+import { loadCharFixture, repoRoot, withEnv, writeCalibText } from './_helpers.js';
 
 const old = path.join(repoRoot, 'packages', 'core', 'build', 'testlib', 'streamline_cuda_cpu_old.so');
 process.env.STREAMLINE_CUDA_LIBRARY = old;  // read at the first cudaInfo() of the process
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'streamline-cuda-train-old-'));
-const calib = path.join(tmp, 'calib.txt');
-writeFileSync(calib, Array.from({ length: 40 }, (_, i) => `verse ${i}: ${'and the evening and the morning were the day '.slice(i % 7)}${i * 37}`).join('\n\n'));
+const calib = writeCalibText(tmp);
 
 const fixture = (name: string): Promise<core.LoadedModel> => loadCharFixture(name, tmp);
 
@@ -68,13 +67,7 @@ if (!existsSync(old)) {
     const model = await fixture('llama-gqa');
     const cpu = await core.prune(model, { ...base('cpu'), device: 'cpu' });
     const calls = path.join(tmp, 'calls.log');
-    process.env.STREAMLINE_CUDA_CPU_CALLS = calls;
-    let gpu: core.PruneResult;
-    try {
-      gpu = await core.prune(model, { ...base('cuda'), device: 'cuda' });
-    } finally {
-      delete process.env.STREAMLINE_CUDA_CPU_CALLS;
-    }
+    const gpu = await withEnv({ STREAMLINE_CUDA_CPU_CALLS: calls }, () => core.prune(model, { ...base('cuda'), device: 'cuda' }));
     assert.is(gpu.training!.device, 'cuda');
     assert.equal(hist(gpu), hist(cpu));
     const a = core.openCheckpoint(cpu.exported!.outDir), b = core.openCheckpoint(gpu.exported!.outDir);

@@ -3,7 +3,7 @@
 // adamw_step. So prune with device 'cuda' must export bitwise the weights of device 'cpu', with the same losses:
 // a difference is a bug in the TypeScript path (data order, micro-batches, gradient scale, schedule, clipping,
 // validation, best weights) or the binding, not precision. The GPU's precision is checked by cuda/tests on a GPU.
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'uvu';
@@ -12,15 +12,13 @@ import * as core from '../src/index.js';
 import { native, type NativeHeadWeights, type NativeLayerWeights } from '../src/native.js';
 import { PairCache } from '../src/train/pair-cache.js';
 import { trainReplacement } from '../src/train/trainer.js';
-import { loadCharFixture, repoRoot } from './_helpers.js';
+import { loadCharFixture, repoRoot, withEnv, writeCalibText } from './_helpers.js';
 
 const fake = path.join(repoRoot, 'packages', 'core', 'build', 'testlib', 'streamline_cuda_cpu.so');
 process.env.STREAMLINE_CUDA_LIBRARY = fake;  // read at the first cudaInfo() of the process
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'streamline-cuda-train-'));
-const calib = path.join(tmp, 'calib.txt');
-// Enough varied text for 10 blocks of 48 tokens (one character per token).
-writeFileSync(calib, Array.from({ length: 40 }, (_, i) => `verse ${i}: ${'and the evening and the morning were the day '.slice(i % 7)}${i * 37}`).join('\n\n'));
+const calib = writeCalibText(tmp);
 
 const fixture = (name: string): Promise<core.LoadedModel> => loadCharFixture(name, tmp);
 
@@ -87,13 +85,7 @@ if (!existsSync(fake)) {
     const o = { ...base('eval-calls', 'layer'), validationFraction: 0.3, epochs: 4, evalEvery: 1, lr: 3, minLr: 3, clip: 5 };
     const cpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'eval-calls-cpu'), device: 'cpu' });
     const calls = path.join(tmp, 'calls-eval.log');
-    process.env.STREAMLINE_CUDA_CPU_CALLS = calls;
-    let r: core.PruneResult;
-    try {
-      r = await core.prune(model, { ...o, device: 'cuda' });
-    } finally {
-      delete process.env.STREAMLINE_CUDA_CPU_CALLS;
-    }
+    const r = await withEnv({ STREAMLINE_CUDA_CPU_CALLS: calls }, () => core.prune(model, { ...o, device: 'cuda' }));
     assert.is(r.training!.device, 'cuda');
     assert.equal(r.training!.history.map((h) => [h.loss, h.valLoss]), cpu.training!.history.map((h) => [h.loss, h.valLoss]));
     const a = core.openCheckpoint(cpu.exported!.outDir), b = core.openCheckpoint(r.exported!.outDir);
@@ -340,15 +332,7 @@ if (!existsSync(fake)) {
     const o = base('prefetch', 'layer');
     const cpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'prefetch-cpu'), device: 'cpu' });
     const calls = path.join(tmp, 'calls-prefetch.log');
-    process.env.STREAMLINE_CUDA_CPU_CALLS = calls;
-    process.env.STREAMLINE_CUDA_CPU_WAIT_STAGE_MS = '3000';
-    let r: core.PruneResult;
-    try {
-      r = await core.prune(model, { ...o, device: 'cuda' });
-    } finally {
-      delete process.env.STREAMLINE_CUDA_CPU_CALLS;
-      delete process.env.STREAMLINE_CUDA_CPU_WAIT_STAGE_MS;
-    }
+    const r = await withEnv({ STREAMLINE_CUDA_CPU_CALLS: calls, STREAMLINE_CUDA_CPU_WAIT_STAGE_MS: '3000' }, () => core.prune(model, { ...o, device: 'cuda' }));
     assert.equal(r.training!.history.map((h) => [h.step, h.loss, h.valLoss, h.lr]), cpu.training!.history.map((h) => [h.step, h.loss, h.valLoss, h.lr]));
     const a = core.openCheckpoint(cpu.exported!.outDir), b = core.openCheckpoint(r.exported!.outDir);
     for (const t of a.names()) assert.ok(Buffer.from(a.tensor(t).data).equals(Buffer.from(b.tensor(t).data)), t);
@@ -375,15 +359,7 @@ if (!existsSync(fake)) {
     const o = { ...base('pf-int', 'mlp'), checkpointFile: ckpt };
     const calls = path.join(tmp, 'calls-prefetch-int.log');
     const ac = new AbortController();
-    process.env.STREAMLINE_CUDA_CPU_CALLS = calls;
-    let code = 'none';
-    try {
-      await core.prune(model, { ...o, device: 'cuda', signal: ac.signal, onTrainStep: (s: core.StepRecord) => { if (s.step === 2) ac.abort(); } });
-    } catch (e) {
-      code = (e as { code: string }).code;
-    } finally {
-      delete process.env.STREAMLINE_CUDA_CPU_CALLS;
-    }
+    const code = await withEnv({ STREAMLINE_CUDA_CPU_CALLS: calls }, () => core.prune(model, { ...o, device: 'cuda', signal: ac.signal, onTrainStep: (s: core.StepRecord) => { if (s.step === 2) ac.abort(); } }).then(() => 'none', (e: { code: string }) => e.code));
     assert.is(code, 'E_INTERRUPTED');
     const lines = readFileSync(calls, 'utf8').trim().split('\n');
     const stages = lines.filter((l) => l.startsWith('train_stage')).length, ends = lines.filter((l) => l === 'train_step_staged end').length;
@@ -438,15 +414,7 @@ if (!existsSync(fake)) {
     const o = { ...base('pf-lm', 'layer'), loss: 'lm' as const, validationFraction: 0.3 };
     const cpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'pf-lm-cpu'), device: 'cpu' });
     const calls = path.join(tmp, 'calls-pf-lm.log');
-    process.env.STREAMLINE_CUDA_CPU_CALLS = calls;
-    process.env.STREAMLINE_CUDA_CPU_WAIT_STAGE_MS = '3000';
-    let r: core.PruneResult;
-    try {
-      r = await core.prune(model, { ...o, device: 'cuda' });
-    } finally {
-      delete process.env.STREAMLINE_CUDA_CPU_CALLS;
-      delete process.env.STREAMLINE_CUDA_CPU_WAIT_STAGE_MS;
-    }
+    const r = await withEnv({ STREAMLINE_CUDA_CPU_CALLS: calls, STREAMLINE_CUDA_CPU_WAIT_STAGE_MS: '3000' }, () => core.prune(model, { ...o, device: 'cuda' }));
     assert.is(r.training!.device, 'cuda');
     bitwiseSame(cpu, r, 'cuda vs cpu');
     const lines = readFileSync(calls, 'utf8').trim().split('\n');
@@ -472,15 +440,7 @@ if (!existsSync(fake)) {
     const ckpt = path.join(tmp, 'ckpt-pf-lm');
     const calls = path.join(tmp, 'calls-pf-lm-int.log');
     const ac = new AbortController();
-    process.env.STREAMLINE_CUDA_CPU_CALLS = calls;
-    let code = 'none';
-    try {
-      await core.prune(model, { ...o('pf-lm-int'), checkpointFile: ckpt, device: 'cuda', signal: ac.signal, onTrainStep: (s: core.StepRecord) => { if (s.step === 2) ac.abort(); } });
-    } catch (e) {
-      code = (e as { code: string }).code;
-    } finally {
-      delete process.env.STREAMLINE_CUDA_CPU_CALLS;
-    }
+    const code = await withEnv({ STREAMLINE_CUDA_CPU_CALLS: calls }, () => core.prune(model, { ...o('pf-lm-int'), checkpointFile: ckpt, device: 'cuda', signal: ac.signal, onTrainStep: (s: core.StepRecord) => { if (s.step === 2) ac.abort(); } }).then(() => 'none', (e: { code: string }) => e.code));
     assert.is(code, 'E_INTERRUPTED');
     const lines = readFileSync(calls, 'utf8').trim().split('\n');
     const stages = lines.filter((l) => l.startsWith('train_stage_lm ')).length, ends = lines.filter((l) => l === 'train_step_lm_staged end').length;
