@@ -279,6 +279,24 @@ std::vector<uint8_t> bwd_mask(size_t B, size_t T, int kind, Rng& r) {
   return m;
 }
 
+// The attention backward checks' NaN cases (batch 0): 1 in q (query T/2, head 0), 2 in k (a padding key when there is
+// one, else key T/3), 3 in dO (the last element).
+void inject_attention_nan(int nan, std::vector<float>& q, std::vector<float>& k, std::vector<float>& dout,
+                          const uint8_t* mask, size_t T, size_t Dh, size_t Hd, size_t Kd) {
+  if (nan == 1) q[(T / 2) * Hd + Dh / 2] = NAN;
+  if (nan == 2) {
+    size_t t = T / 3;
+    if (mask)
+      for (size_t j = 0; j < T; j++)
+        if (!mask[j]) {
+          t = j;
+          break;
+        }
+    k[t * Kd + Dh / 3] = NAN;
+  }
+  if (nan == 3) dout[(T - 1) * Hd + Hd - 1] = NAN;
+}
+
 void check_attention_backward(bool quick) {
   Rng r(27);
   struct C { size_t B, T, H, Hk, Dh; };
@@ -301,13 +319,7 @@ void check_attention_backward(bool quick) {
         // Forward on the CPU (f32 out, lse with -inf on queries that see nothing): the inputs of both backwards.
         std::vector<float> out(M * Hd), lse(c.B * c.H * c.T);
         cref::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), mp, c.B, c.T, c.H, c.Hk, c.Dh, scale);
-        if (nan == 1) q[(c.T / 2) * Hd + c.Dh / 2] = NAN;  // batch 0, query T/2, head 0
-        if (nan == 2) {
-          size_t t = c.T / 3;
-          if (mp) for (size_t j = 0; j < c.T; j++) if (!mask[j]) { t = j; break; }
-          k[t * Kd + c.Dh / 3] = NAN;
-        }
-        if (nan == 3) dout[(c.T - 1) * Hd + Hd - 1] = NAN;
+        inject_attention_nan(nan, q, k, dout, mp, c.T, c.Dh, Hd, Kd);
         std::vector<float> rq(M * Hd), rk(M * Kd), rv(M * Kd);
         cref::attention_backward(rq.data(), rk.data(), rv.data(), dout.data(), q.data(), k.data(), v.data(), out.data(),
                                  lse.data(), mp, c.B, c.T, c.H, c.Hk, c.Dh, scale);
@@ -390,13 +402,7 @@ void check_attention_backward_tc(bool quick) {
         std::vector<float> out(M * Hd), lse(c.B * c.H * c.T);
         cref::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), mp, c.B, c.T, c.H, c.Hk, c.Dh, scale);
         out = round_bf16(out);
-        if (nan == 1) q[(c.T / 2) * Hd + c.Dh / 2] = NAN;  // batch 0, query T/2, head 0
-        if (nan == 2) {
-          size_t t = c.T / 3;
-          if (mp) for (size_t j = 0; j < c.T; j++) if (!mask[j]) { t = j; break; }
-          k[t * Kd + c.Dh / 3] = NAN;
-        }
-        if (nan == 3) dout[(c.T - 1) * Hd + Hd - 1] = NAN;
+        inject_attention_nan(nan, q, k, dout, mp, c.T, c.Dh, Hd, Kd);
         std::vector<float> rq(M * Hd), rk(M * Kd), rv(M * Kd);
         cref::attention_backward(rq.data(), rk.data(), rv.data(), dout.data(), q.data(), k.data(), v.data(), out.data(),
                                  lse.data(), mp, c.B, c.T, c.H, c.Hk, c.Dh, scale);
