@@ -245,7 +245,6 @@ class TrainStep {
     std::vector<float*> h;  // h[k]: frozen layer k's output (layer k+1's input; the last one the head's)
     std::unique_ptr<LmHead> head;
     double *nll = nullptr, *seq = nullptr;  // nll [B*T], per-sequence sums [B]
-    size_t vocab = 0;
     ~Tail();
   };
   std::unique_ptr<Tail> tail_;

@@ -123,7 +123,6 @@ void TrainStep::set_lm_tail(const std::vector<const HostTensor*>& layers, const 
                                        s.norm_eps, norm_w, norm_b, lm_head, M);
     t->nll = static_cast<double*>(talloc(M * 8));
     t->seq = static_cast<double*>(talloc(s.B * 8));
-    t->vocab = vocab;
     SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
   } catch (...) {
     cudaStreamSynchronize(stream_);
@@ -153,9 +152,9 @@ size_t TrainStep::lm_check(const float* x, const int32_t* targets, const int32_t
   size_t count = 0;
   for (size_t m = 0; m < M; m++) {
     if (targets[m] < 0) continue;
-    if (size_t(targets[m]) >= tail_->vocab)
+    if (size_t(targets[m]) >= tail_->head->vocab())
       throw CudaError("train lm: target " + std::to_string(targets[m]) + " at row " + std::to_string(m) +
-                      " is outside the vocabulary [0, " + std::to_string(tail_->vocab) + ") (E_TOKEN_RANGE)");
+                      " is outside the vocabulary [0, " + std::to_string(tail_->head->vocab()) + ") (E_TOKEN_RANGE)");
     count++;
   }
   return count;
