@@ -7,7 +7,7 @@
 # Environment: CUDA_ARCH (default 90a: sm_90a code for H100/H200), STREAMLINE_CUBLASLT (path of libcublasLt.so.*;
 # found automatically in the CUDA toolkit or PyTorch's nvidia wheels), STREAMLINE_MODEL_DIR (a Llama checkpoint for
 # the model-level scoring check; default: shared/models/kjv-llama or ../shared/models/kjv-llama when present),
-# QUICK=1 (smaller sizes), SANITIZE=1 (also run the op checks under compute-sanitizer memcheck and racecheck).
+# QUICK=1 (smaller sizes), PREBUILT=0 (build here even when .gpu/prebuilt matches), SANITIZE=1 (also run the op checks under compute-sanitizer memcheck and racecheck).
 # Exit status: 0 when every check passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -60,17 +60,38 @@ fi
   > "$OUTDIR/machine.txt"
 cat "$OUTDIR/machine.txt"
 
-log "configure (CUDA arch $ARCH)"
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCH" > "$OUTDIR/configure.log" 2>&1 \
-  || { cat "$OUTDIR/configure.log"; log "configure failed"; exit 2; }
-grep -E "streamline: " "$OUTDIR/configure.log"
-log "build"
-cmake --build build-gpu -j "$(nproc)" > "$OUTDIR/build.log" 2>&1 || { tail -60 "$OUTDIR/build.log"; log "build failed"; exit 2; }
-grep -iE "warning" "$OUTDIR/build.log" | head -20
-CHECK=build-gpu/streamline_cuda_check
+# Binaries from scripts/gpu-prebuild.sh (.gpu/prebuilt, built elsewhere with the same nvcc) are used only when this
+# tree has exactly the files they were built from, with the same hashes; otherwise, or with PREBUILT=0, build here.
+PRE=.gpu/prebuilt
+prebuilt_matches() {
+  [ "${PREBUILT:-1}" != 0 ] && [ -f "$PRE/sources.sha256" ] && [ -f "$PRE/streamline_cuda_check.gz" ] || return 1
+  grep -q "arch $ARCH;" "$PRE/build-info.txt" 2>/dev/null || { log "prebuilt: built for another arch"; return 1; }
+  sha256sum -c --quiet "$PRE/sources.sha256" > "$OUTDIR/prebuilt-verify.log" 2>&1 \
+    || { log "prebuilt: sources changed since it was built ($(grep -c . "$OUTDIR/prebuilt-verify.log") lines in prebuilt-verify.log)"; return 1; }
+  local now; now=$(find CMakeLists.txt cuda native -type f ! -path 'cuda/dev/*' ! -name '*.md' | sort)
+  [ "$now" = "$(awk '{print $2}' "$PRE/sources.sha256" | sort)" ] || { log "prebuilt: the tree has files it was not built from"; return 1; }
+}
+if prebuilt_matches; then
+  BIN=build-gpu-prebuilt-bin
+  rm -rf "$BIN" && mkdir -p "$BIN"
+  for f in streamline_cuda_check streamline_cuda.so; do gunzip -c "$PRE/$f.gz" > "$BIN/$f"; done
+  chmod +x "$BIN/streamline_cuda_check"
+  log "using the prebuilt harness: $(head -1 "$PRE/build-info.txt")"
+  cp "$PRE/build-info.txt" "$OUTDIR/prebuilt-info.txt"
+else
+  BIN=build-gpu
+  log "configure (CUDA arch $ARCH)"
+  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCH" > "$OUTDIR/configure.log" 2>&1 \
+    || { cat "$OUTDIR/configure.log"; log "configure failed"; exit 2; }
+  grep -E "streamline: " "$OUTDIR/configure.log"
+  log "build"
+  cmake --build build-gpu -j "$(nproc)" > "$OUTDIR/build.log" 2>&1 || { tail -60 "$OUTDIR/build.log"; log "build failed"; exit 2; }
+  grep -iE "warning" "$OUTDIR/build.log" | head -20
+fi
+CHECK=$BIN/streamline_cuda_check
 [ -x "$CHECK" ] || { log "no $CHECK (was a CUDA compiler found?)"; exit 2; }
 if command -v cuobjdump >/dev/null 2>&1; then
-  { echo "tensor-core instructions in streamline_cuda.so:"; cuobjdump --dump-sass build-gpu/streamline_cuda.so 2>/dev/null \
+  { echo "tensor-core instructions in streamline_cuda.so:"; cuobjdump --dump-sass "$BIN/streamline_cuda.so" 2>/dev/null \
       | grep -oE "\b(HMMA|HGMMA|QGMMA|IMMA)\b[.A-Z0-9]*" | sort | uniq -c; } > "$OUTDIR/sass-summary.txt" 2>&1
   cat "$OUTDIR/sass-summary.txt"
 fi
