@@ -25,6 +25,12 @@ __global__ void gated_kernel(float* y, const float* g, const float* u, size_t n,
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
     y[i] = act_f(g[i], act) * u[i];
 }
+// The training step's MLP hidden activation, rounded once to bf16 for the down GEMM: the f32 value of act_kernel /
+// gated_kernel, so the result is bitwise theirs followed by a cast, without the f32 round trip through memory.
+__global__ void mlp_hidden_bf16_kernel(bf16* y, const float* g, const float* u, size_t n, int act) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    y[i] = __float2bfloat16_rn(g ? act_f(g[i], act) * u[i] : act_f(u[i], act));
+}
 // Row kernels: one block per row (grid-stride over rows), 32-bit indices inside the row, and 16-byte vectors of
 // eight bf16 when the row width allows it (no 64-bit division per element).
 __device__ __forceinline__ void load8(const bf16* p, float (&v)[8]) {
@@ -103,6 +109,12 @@ void activation_forward(float* y, const float* x, size_t n, Activation act, cuda
 void gated_forward(float* y, const float* gate, const float* up, size_t n, Activation act, cudaStream_t s) {
   if (!n) return;
   gated_kernel<<<grid_for(n, 256), 256, 0, s>>>(y, gate, up, n, int(act));
+  SL_LAUNCH_CHECK();
+}
+
+void mlp_hidden_bf16(bf16* y, const float* gate, const float* up, size_t n, Activation act, cudaStream_t s) {
+  if (n == 0) return;
+  mlp_hidden_bf16_kernel<<<grid_for(n, 256), 256, 0, s>>>(y, gate, up, n, int(act));
   SL_LAUNCH_CHECK();
 }
 void gated_rows_bf16(bf16* y, const bf16* gu, const float* gate_bias, const float* up_bias, size_t M, size_t F,

@@ -23,6 +23,11 @@ void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const 
 void activation_backward(float* dx, const float* dy, const float* x, size_t n, Activation act, cudaStream_t s);
 void gated_backward(float* dgate, float* dup, const float* dy, const float* gate, const float* up, size_t n,
                     Activation act, cudaStream_t s);
+// The training step's MLP activation backward, fused with the casts its GEMMs need: dgate_bf/dup_bf = bf16 of what
+// gated_backward (gate != nullptr) or activation_backward (gate == nullptr: d(up) = dy · act'(up)) would add into
+// zeroed buffers; dgate/dup (optional) receive the same values in f32. Everything written, not accumulated.
+void mlp_activation_backward_bf16(bf16* dgate_bf, bf16* dup_bf, float* dgate, float* dup, const float* dy,
+                                  const float* gate, const float* up, size_t n, Activation act, cudaStream_t s);
 void rope_backward(float* dx, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh, cudaStream_t s);
 // Flash-style: recomputes P tile by tile from q, k and lse (no T x T matrix in global memory). dq, dk, dv
 // overwritten; out and lse from attention_forward. dk/dv of a KV head sum over its H/Hk query heads.

@@ -60,6 +60,29 @@ __global__ void gated_bwd_kernel(float* dgate, float* dup, const float* dy, cons
   }
 }
 
+// The training step's MLP activation backward in one pass: d(gate) and d(up) written (not accumulated) as bf16 for the
+// dW/dX GEMMs, and in f32 only where a bias needs their column sums. gate == nullptr: the plain MLP, dup = dy · act'(up).
+// The same products as gated_bwd_kernel / act_bwd_kernel into zeroed buffers, so the values are theirs (a −0 that
+// 0 + (−0) would have made +0 aside).
+__global__ void mlp_act_bwd_bf16_kernel(bf16* dgate_bf, bf16* dup_bf, float* dgate, float* dup, const float* dy,
+                                        const float* gate, const float* up, size_t n, int act) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    float v, g, du;
+    if (gate) {
+      act_and_grad(gate[i], act, &v, &g);
+      const float dg = dy[i] * up[i] * g;
+      dgate_bf[i] = __float2bfloat16_rn(dg);
+      if (dgate) dgate[i] = dg;
+      du = dy[i] * v;
+    } else {
+      act_and_grad(up[i], act, &v, &g);
+      du = dy[i] * g;
+    }
+    dup_bf[i] = __float2bfloat16_rn(du);
+    if (dup) dup[i] = du;
+  }
+}
+
 // One thread per rotation pair (m, h, i): the pair lives at i and i + half of head h of row m (an odd Dh leaves
 // the last element of each head alone, as the CPU does).
 __global__ void rope_bwd_kernel(float* dx, const float* cos, const float* sin, size_t M, unsigned nheads,
@@ -131,6 +154,14 @@ void gated_backward(float* dgate, float* dup, const float* dy, const float* gate
                     Activation act, cudaStream_t s) {
   if (n == 0 || (!dgate && !dup)) return;
   gated_bwd_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(dgate, dup, dy, gate, up, n, int(act));
+  SL_LAUNCH_CHECK();
+}
+
+void mlp_activation_backward_bf16(bf16* dgate_bf, bf16* dup_bf, float* dgate, float* dup, const float* dy,
+                                  const float* gate, const float* up, size_t n, Activation act, cudaStream_t s) {
+  if (n == 0) return;
+  mlp_act_bwd_bf16_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(dgate_bf, dup_bf, dgate, dup, dy, gate, up, n,
+                                                                      int(act));
   SL_LAUNCH_CHECK();
 }
 

@@ -279,11 +279,9 @@ TrainStep::TrainStep(ReplacementKind kind, const ReplacementSpec& spec,
     dy_ = static_cast<float*>(alloc(M * D * 4));
     dy_bf_ = static_cast<bf16*>(alloc(M * D * 2));
     dmid_ = static_cast<float*>(alloc(M * F * 4));
-    if (s.gated) {
-      dgate_ = static_cast<float*>(alloc(M * F * 4));
-      dgate_bf_ = static_cast<bf16*>(alloc(M * F * 2));
-    }
-    dup_ = static_cast<float*>(alloc(M * F * 4));
+    if (s.gated) dgate_bf_ = static_cast<bf16*>(alloc(M * F * 2));
+    // The MLP backward writes d(up) in f32 only for the up bias's gradient (a frozen layer's bias has none).
+    if (numel_[kRoleUpB]) dup_ = static_cast<float*>(alloc(M * F * 4));
     dup_bf_ = static_cast<bf16*>(alloc(M * F * 2));
     dn_ = static_cast<float*>(alloc(M * D * 4));
     loss_ = static_cast<double*>(alloc(sizeof(double)));
@@ -378,20 +376,15 @@ void TrainStep::forward(const LayerDev& w, ReplacementKind kind, const float* x,
     norm_rows(nk, nullptr, n2_bf_, nullptr, x, nullptr, nullptr, w.vec[kRoleMlpNormW], w.vec[kRoleMlpNormB],
               DType::F32, M, D, s.norm_eps, st);
   }
-  // MLP: up (+ bias) and gate in f32 (saved for the backward), the hidden activation through the f32 contract
-  // kernels (the CPU's formulas) and rounded once to bf16 for the down GEMM.
+  // MLP: up (+ bias) and gate in f32 (saved for the backward), the hidden activation in f32 with the contract
+  // kernels' formulas (the CPU's), rounded once to bf16 for the down GEMM in the same pass.
   gemm_.run(up_, DType::F32, n2_bf_, w.wup, M, F, D, 0.f, st);
   if (w.vec[kRoleUpB]) {
     add_bias_kernel<<<rows_grid(M), 256, 0, st>>>(up_, w.vec[kRoleUpB], M, unsigned(F));
     SL_LAUNCH_CHECK();
   }
-  if (s.gated) {
-    gemm_.run(gate_, DType::F32, n2_bf_, w.wgate, M, F, D, 0.f, st);
-    gated_forward(dmid_, gate_, up_, M * F, s.act, st);
-  } else {
-    activation_forward(dmid_, up_, M * F, s.act, st);
-  }
-  cast_bf16(mid_bf_, dmid_, M * F, st);
+  if (s.gated) gemm_.run(gate_, DType::F32, n2_bf_, w.wgate, M, F, D, 0.f, st);
+  mlp_hidden_bf16(mid_bf_, s.gated ? gate_ : nullptr, up_, M * F, s.act, st);
   gemm_.run(t_, DType::F32, mid_bf_, w.wdown, M, D, F, 0.f, st);
   residual_kernel<<<rows_grid(M), 256, 0, st>>>(out, mlp_in, t_, w.vec[kRoleDownB], M, unsigned(D));
   SL_LAUNCH_CHECK();
@@ -409,16 +402,11 @@ void TrainStep::mlp_backward(const LayerDev& w, bool trainable, const float* dy,
   colsum_add(gr(kRoleDownB), dy, M, D, st);
   if (trainable) gemm_.run_dw(g(kRoleDownW), dy_bf_, mid_bf_, M, D, F, st);
   gemm_.run_dx(dmid_, dy_bf_, w.wdown, M, D, F, 0.f, st);
-  SL_CUDA_CHECK(cudaMemsetAsync(dup_, 0, M * F * 4, st));
-  if (s.gated) {
-    SL_CUDA_CHECK(cudaMemsetAsync(dgate_, 0, M * F * 4, st));
-    gated_backward(dgate_, dup_, dmid_, gate_, up_, M * F, s.act, st);
-    cast_bf16(dgate_bf_, dgate_, M * F, st);
-  } else {
-    activation_backward(dup_, dmid_, up_, M * F, s.act, st);
-  }
-  cast_bf16(dup_bf_, dup_, M * F, st);
-  colsum_add(gr(kRoleUpB), dup_, M, F, st);
+  // d(up) in f32 only for the up bias's column sums (there is no gate bias among the trainable roles).
+  float* dup_f32 = gr(kRoleUpB) ? dup_ : nullptr;
+  mlp_activation_backward_bf16(dgate_bf_, dup_bf_, nullptr, dup_f32, dmid_, s.gated ? gate_ : nullptr, up_, M * F,
+                               s.act, st);
+  colsum_add(gr(kRoleUpB), dup_f32, M, F, st);
   if (trainable) gemm_.run_dw(g(kRoleUpW), dup_bf_, n2_bf_, M, F, D, st);
   gemm_.run_dx(dn_, dup_bf_, w.wup, M, F, D, 0.f, st);
   if (s.gated) {

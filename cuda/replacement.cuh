@@ -229,7 +229,7 @@ class TrainStep {
   float *gate_ = nullptr, *up_ = nullptr;
   // scratch
   float *qkv_f_ = nullptr, *t_ = nullptr, *y_ = nullptr, *dy_ = nullptr, *dh_ = nullptr, *dmid_ = nullptr;
-  float *dgate_ = nullptr, *dup_ = nullptr, *dn_ = nullptr, *dattn_ = nullptr;
+  float *dup_ = nullptr, *dn_ = nullptr, *dattn_ = nullptr;  // dup_: only with an up bias to train
   bf16 *dy_bf_ = nullptr, *dgate_bf_ = nullptr, *dup_bf_ = nullptr, *dqkv_bf_ = nullptr;
   double *loss_ = nullptr, *sumsq_ = nullptr, *eval_loss_ = nullptr;  // eval_loss_[B]: one per sequence
   size_t Q_ = 0, KV_ = 0, Nqkv_ = 0;

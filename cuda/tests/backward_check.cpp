@@ -6,8 +6,10 @@
 // Also the benchmarks of these kernels (run_backward_benchmarks, in the bench group).
 #include <cstdlib>
 
+#include "activation.cuh"
 #include "attention.cuh"
 #include "backward.cuh"
+#include "convert.cuh"
 #include "harness.h"
 #include "streamline/ops.h"
 #include "streamline/train.h"
@@ -17,6 +19,7 @@ namespace harness {
 namespace sc = streamline::cuda;
 namespace cref = streamline::ref;
 using streamline::Activation;
+using streamline::cuda::bf16;
 
 namespace {
 const cudaStream_t S = nullptr;
@@ -30,6 +33,22 @@ size_t bit_mismatches(const float* a, const float* b, size_t n) {
     std::memcpy(&x, a + i, 4);
     std::memcpy(&y, b + i, 4);
     bad += x != y;
+  }
+  return bad;
+}
+
+// Elements whose values differ, for outputs that must be another computation's exactly: equal bits, or both NaN, or
+// both zero (a fused kernel that writes x where the composition added x to a zeroed buffer turns −0 into +0 there).
+template <typename T> size_t value_mismatches(const T* a, const T* b, size_t n) {
+  static_assert(sizeof(T) == 2 || sizeof(T) == 4, "bf16 bits or f32");
+  const uint32_t abs_mask = sizeof(T) == 2 ? 0x7fffu : 0x7fffffffu, inf = sizeof(T) == 2 ? 0x7f80u : 0x7f800000u;
+  size_t bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    uint32_t x = 0, y = 0;
+    std::memcpy(&x, a + i, sizeof(T));
+    std::memcpy(&y, b + i, sizeof(T));
+    if (x == y || ((x & abs_mask) > inf && (y & abs_mask) > inf) || ((x & abs_mask) == 0 && (y & abs_mask) == 0)) continue;
+    bad++;
   }
   return bad;
 }
@@ -96,6 +115,54 @@ void check_norm_backward(bool quick) {
   }
 }
 
+// The training step's fused MLP activation kernels must be exactly the composition of the kernels checked above and
+// a cast: mlp_hidden_bf16 = cast(gated_forward | activation_forward); mlp_activation_backward_bf16 = cast of
+// gated_backward | activation_backward into zeroed buffers, with the optional f32 copies equal to those buffers.
+void check_mlp_activation_fused(const DevBuf& gx, const DevBuf& gup, const DevBuf& gdy, size_t n, Activation act,
+                                const char* name) {
+  using bits16 = uint16_t;
+  for (int gated = 0; gated < 2; gated++) {
+    const float* gate = gated ? gx.as<float>() : nullptr;
+    const float* up = gated ? gup.as<float>() : gx.as<float>();
+    const std::string nm = fmt("%s%s n=%zu", gated ? "gated " : "", name, n);
+    DevBuf f32(n * 4), ref16(n * 2), fused16(n * 2);
+    if (gated) sc::gated_forward(f32.as<float>(), gate, up, n, act, S);
+    else sc::activation_forward(f32.as<float>(), up, n, act, S);
+    sc::cast_bf16(ref16.as<bf16>(), f32.as<float>(), n, S);
+    H_CHECK(cudaMemset(fused16.p, 0x7b, n * 2));
+    sc::mlp_hidden_bf16(fused16.as<bf16>(), gate, up, n, act, S);
+    H_CHECK(cudaGetLastError());
+    size_t bad = value_mismatches(host<bits16>(fused16, n).data(), host<bits16>(ref16, n).data(), n);
+    record("bwd-act", "mlp_hidden_bf16 " + nm + " = cast(forward)", bad == 0, double(bad), 0);
+
+    // The composition: zeroed buffers, the accumulating kernel, then the casts.
+    DevBuf zg(n * 4), zu(n * 4), rg16(n * 2), ru16(n * 2);
+    H_CHECK(cudaMemset(zg.p, 0, n * 4));
+    H_CHECK(cudaMemset(zu.p, 0, n * 4));
+    if (gated) sc::gated_backward(zg.as<float>(), zu.as<float>(), gdy.as<float>(), gate, up, n, act, S);
+    else sc::activation_backward(zu.as<float>(), gdy.as<float>(), up, n, act, S);
+    sc::cast_bf16(rg16.as<bf16>(), zg.as<float>(), n, S);
+    sc::cast_bf16(ru16.as<bf16>(), zu.as<float>(), n, S);
+    for (int f32_copies = 0; f32_copies < 2; f32_copies++) {
+      DevBuf g16(n * 2), u16(n * 2), gf(n * 4), uf(n * 4);
+      // Poisoned with ~1.3e36, a value no input gives: an element left unwritten fails.
+      for (const DevBuf* p : {&g16, &u16, &gf, &uf}) H_CHECK(cudaMemset(p->p, 0x7b, p->bytes));
+      sc::mlp_activation_backward_bf16(gated ? g16.as<bf16>() : nullptr, u16.as<bf16>(),
+                                       gated && f32_copies ? gf.as<float>() : nullptr,
+                                       f32_copies ? uf.as<float>() : nullptr, gdy.as<float>(), gate, up, n, act, S);
+      H_CHECK(cudaGetLastError());
+      const std::string v = nm + (f32_copies ? " (with f32 copies)" : "");
+      bad = value_mismatches(host<bits16>(u16, n).data(), host<bits16>(ru16, n).data(), n);
+      if (gated) bad += value_mismatches(host<bits16>(g16, n).data(), host<bits16>(rg16, n).data(), n);
+      if (f32_copies) {
+        bad += value_mismatches(host<float>(uf, n).data(), host<float>(zu, n).data(), n);
+        if (gated) bad += value_mismatches(host<float>(gf, n).data(), host<float>(zg, n).data(), n);
+      }
+      record("bwd-act", "mlp_activation_backward_bf16 " + v + " = cast(backward into zeros)", bad == 0, double(bad), 0);
+    }
+  }
+}
+
 void check_activation_backward() {
   Rng r(22);
   const Activation acts[] = {Activation::SiLU, Activation::ReLU, Activation::GELU, Activation::GELUTanh};
@@ -123,6 +190,7 @@ void check_activation_backward() {
         check("bwd-act", fmt("gated %s n=%zu dgate%s", names[a], n, wn[which]), compare(host<float>(gg, n).data(), rg.data(), n), kTolBwdAct);
         check("bwd-act", fmt("gated %s n=%zu dup%s", names[a], n, wn[which]), compare(host<float>(gu, n).data(), ru.data(), n), kTolBwdAct);
       }
+      check_mlp_activation_fused(gx, gup, gdy, n, acts[a], names[a]);
     }
   }
 }
