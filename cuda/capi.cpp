@@ -233,6 +233,15 @@ SL_EXPORT int streamline_cuda_train_stage(streamline_cuda_train* t, const float*
   });
 }
 
+SL_EXPORT int streamline_cuda_train_stage_bf16(streamline_cuda_train* t, const uint16_t* const* host_x_rows,
+                                               const uint16_t* const* host_target_rows, const int32_t* host_positions,
+                                               const uint8_t* host_mask, int64_t batch) {
+  return guarded([&] {
+    if (batch <= 0) throw CudaError("train_stage_bf16: batch must be positive");
+    t->stage_bf16(host_x_rows, host_target_rows, host_positions, host_mask, size_t(batch));
+  });
+}
+
 SL_EXPORT int streamline_cuda_train_step_staged(streamline_cuda_train* t, float grad_scale, double* loss) {
   return guarded([&] { *loss = t->step_staged(grad_scale); });
 }
@@ -292,6 +301,15 @@ SL_EXPORT int streamline_cuda_train_stage_lm(streamline_cuda_train* t, const flo
   return guarded([&] {
     if (batch <= 0) throw CudaError("train_stage_lm: batch must be positive");
     t->stage_lm(host_x, host_targets, host_positions, host_mask, size_t(batch));
+  });
+}
+
+SL_EXPORT int streamline_cuda_train_stage_lm_bf16(streamline_cuda_train* t, const uint16_t* const* host_x_rows,
+                                                  const int32_t* host_targets, const int32_t* host_positions,
+                                                  const uint8_t* host_mask, int64_t batch) {
+  return guarded([&] {
+    if (batch <= 0) throw CudaError("train_stage_lm_bf16: batch must be positive");
+    t->stage_lm_bf16(host_x_rows, host_targets, host_positions, host_mask, size_t(batch));
   });
 }
 

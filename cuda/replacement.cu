@@ -581,16 +581,50 @@ void TrainStep::stage(const float* x, const float* target, const int32_t* positi
     real = 0;
     for (size_t m = 0; m < batch * s_.T; m++) real += key_mask[m] ? 1 : 0;
   }
-  stage_any(x, target, nullptr, positions, key_mask, batch, false, real);
+  stage_any({x, nullptr}, {target, nullptr}, nullptr, positions, key_mask, batch, false, real);
 }
 
-void TrainStep::stage_any(const float* x, const float* target, const int32_t* tg, const int32_t* positions,
+void TrainStep::stage_bf16(const uint16_t* const* x_rows, const uint16_t* const* target_rows, const int32_t* positions,
+                           const uint8_t* key_mask, size_t batch) {
+  check(batch > 0 && batch <= s_.B, "stage_bf16: batch must be in [1, spec.B]");
+  check(x_rows && target_rows, "stage_bf16: x and target rows are required");
+  for (size_t b = 0; b < batch; b++)
+    check(x_rows[b] && target_rows[b], "stage_bf16: sequence " + std::to_string(b) + " has no x or target rows");
+  check(!rope_ || positions, "stage_bf16: positions are required for a layer with RoPE");
+  size_t real = batch * s_.T;
+  if (key_mask) {
+    real = 0;
+    for (size_t m = 0; m < batch * s_.T; m++) real += key_mask[m] ? 1 : 0;
+  }
+  stage_any({nullptr, x_rows}, {nullptr, target_rows}, nullptr, positions, key_mask, batch, false, real);
+}
+
+void TrainStep::stage_states(float* dst, bf16* landing, const HostStates& h, size_t batch) {
+  const size_t TD = s_.T * s_.D;
+  if (h.f32) {
+    stage_copy(dst, h.f32, batch * TD * 4);
+    return;
+  }
+  for (size_t b = 0; b < batch; b++) stage_copy(landing + b * TD, h.bf16_rows[b], TD * 2);
+  convert_device(dst, DType::F32, landing, DType::BF16, batch * TD, copy_);
+}
+
+void TrainStep::stage_any(HostStates x, HostStates target, const int32_t* tg, const int32_t* positions,
                           const uint8_t* key_mask, size_t batch, bool lm, size_t count) {
-  const size_t M = batch * s_.T, D = s_.D;
+  const size_t M = batch * s_.T, D = s_.D, Mmax = s_.B * s_.T;
   InputSlot* sl;
   {
     std::lock_guard<std::mutex> lk(mu_);
     sl = &take_slot(InputSlot::kStaging);
+    // The bf16 landing zones on a slot's first bf16 stage (under mu_, like every lazy allocation). If this throws the
+    // slot goes back: its state is still kStaging, which only this call can change.
+    try {
+      if (x.bf16_rows && !sl->x16) sl->x16 = static_cast<bf16*>(alloc(Mmax * D * 2));
+      if (target.bf16_rows && !sl->target16) sl->target16 = static_cast<bf16*>(alloc(Mmax * D * 2));
+    } catch (...) {
+      sl->state = InputSlot::kFree;
+      throw;
+    }
   }
   bool ok = false;
   auto done = on_exit([&] {
@@ -610,9 +644,9 @@ void TrainStep::stage_any(const float* x, const float* target, const int32_t* tg
     // The step that last read this slot (on stream_) must be done before the copy engine overwrites it.
     SL_CUDA_CHECK(cudaStreamWaitEvent(copy_, sl->consumed, 0));
     if (key_mask) stage_copy(sl->mask, key_mask, M);
-    stage_copy(sl->x, x, M * D * 4);
+    stage_states(sl->x, sl->x16, x, batch);
     if (lm) stage_copy(sl->tg, tg, M * 4);
-    else stage_copy(sl->target, target, M * D * 4);
+    else stage_states(sl->target, sl->target16, target, batch);
     if (positions) stage_copy(sl->pos, positions, M * 4);
     SL_CUDA_CHECK(cudaEventRecord(sl->copied, copy_));
   }

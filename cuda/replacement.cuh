@@ -74,6 +74,12 @@ class TrainStep {
   // read it) has completed on the GPU, so a later stage cannot overwrite inputs a kernel still reads.
   // Throws on misuse: a third batch while both slots are taken; step_staged with nothing staged.
   void stage(const float* x, const float* target, const int32_t* positions, const uint8_t* key_mask, size_t batch);
+  // stage() from a bf16 pair cache: x_rows[b] / target_rows[b] point at sequence b's [T, D] bf16 states (one pointer
+  // per sequence, so a batch of scattered cache blocks needs no gathering copy). They cross the bus as bf16 (half of
+  // stage()'s bytes, and the host widens nothing) and are widened on the copy stream; bf16 -> f32 is exact, so
+  // step_staged() is bitwise stage()'s on the widened values.
+  void stage_bf16(const uint16_t* const* x_rows, const uint16_t* const* target_rows, const int32_t* positions,
+                  const uint8_t* key_mask, size_t batch);
   double step_staged(float grad_scale);
   // Page-locked host bytes held (the staging halves; 0 until the first stage()).
   size_t pinned_bytes() const;
@@ -112,6 +118,9 @@ class TrainStep {
   // it staged) one staged for the other loss. Bitwise step_lm's results.
   void stage_lm(const float* x, const int32_t* targets, const int32_t* positions, const uint8_t* key_mask,
                 size_t batch);
+  // stage_lm() with x from a bf16 pair cache, one pointer per sequence (see stage_bf16()).
+  void stage_lm_bf16(const uint16_t* const* x_rows, const int32_t* targets, const int32_t* positions,
+                     const uint8_t* key_mask, size_t batch);
   double step_lm_staged(float grad_scale);
   // Tests: rows per logits chunk of the tail's head (see LmHead::set_chunk_rows).
   void set_lm_chunk_rows(size_t rows);
@@ -147,6 +156,7 @@ class TrainStep {
   struct InputSlot {
     enum State { kFree, kStaging, kStaged, kInUse };
     float *x = nullptr, *target = nullptr;
+    bf16 *x16 = nullptr, *target16 = nullptr;  // bf16 staging landing zones, allocated at a slot's first stage_bf16
     int32_t *pos = nullptr, *tg = nullptr;  // tg: the lm loss's token targets
     uint8_t* mask = nullptr;
     cudaEvent_t copied = nullptr, consumed = nullptr;
@@ -187,8 +197,9 @@ class TrainStep {
   // and dL/dx lands in dh_.
   void backward(const LayerDev& w, ReplacementKind kind, bool trainable, const float* x, const uint8_t* mask, size_t B);
   void mlp_backward(const LayerDev& w, bool trainable, const float* dy, const float* x_in, float* dx_accum, size_t M);
-  // The lm paths' host checks (a tail, positions where RoPE needs them, targets < vocab); returns the rows with a target.
-  size_t lm_check(const float* x, const int32_t* targets, const int32_t* positions, size_t batch) const;
+  // The lm paths' host checks (a tail, x given, positions where RoPE needs them, targets < vocab); returns the rows
+  // with a target.
+  size_t lm_check(bool has_x, const int32_t* targets, const int32_t* positions, size_t batch) const;
   // Copies an lm micro-batch into a taken slot (on stream_, pageable).
   void lm_upload(InputSlot& sl, const float* x, const int32_t* targets, const int32_t* positions,
                  const uint8_t* key_mask, size_t batch);
@@ -198,9 +209,18 @@ class TrainStep {
   // tail_->seq[0]. Asynchronous on stream_.
   void enqueue_step_lm(const InputSlot& sl, const int32_t* pos, const uint8_t* mask, size_t batch, size_t count,
                        float grad_scale);
-  // stage() and stage_lm(): one staging path (target f32 for mse, tg for lm).
-  void stage_any(const float* x, const float* target, const int32_t* tg, const int32_t* positions,
-                 const uint8_t* key_mask, size_t batch, bool lm, size_t count);
+  // A staged batch's hidden states as the host holds them: one f32 array [batch * T, D], or one bf16 pointer per
+  // sequence (stage_bf16).
+  struct HostStates {
+    const float* f32 = nullptr;
+    const uint16_t* const* bf16_rows = nullptr;
+  };
+  // stage(), stage_bf16(), stage_lm() and stage_lm_bf16(): one staging path (target states for mse, tg for lm).
+  void stage_any(HostStates x, HostStates target, const int32_t* tg, const int32_t* positions, const uint8_t* key_mask,
+                 size_t batch, bool lm, size_t count);
+  // One state array into a slot buffer on copy_: f32 as it is, bf16 rows into landing (lazily allocated by the
+  // caller) and widened into dst there.
+  void stage_states(float* dst, bf16* landing, const HostStates& h, size_t batch);
   // step_staged() and step_lm_staged(): the oldest staged slot, refused (left staged) when staged for the other loss.
   InputSlot& take_staged(bool lm);
   const float* p(int role) const { return numel_[role] ? params_ + off_[role] : nullptr; }

@@ -143,9 +143,9 @@ void TrainStep::set_lm_chunk_rows(size_t rows) {
   tail_->head->set_chunk_rows(rows);
 }
 
-size_t TrainStep::lm_check(const float* x, const int32_t* targets, const int32_t* positions, size_t batch) const {
+size_t TrainStep::lm_check(bool has_x, const int32_t* targets, const int32_t* positions, size_t batch) const {
   check(tail_ != nullptr, "no lm tail (call train_set_lm_tail first)");
-  check(x && targets, "x and targets are required");
+  check(has_x && targets, "x and targets are required");
   check(batch > 0 && batch <= s_.B, "batch must be in [1, spec.B]");
   check(!s_.use_rope || (!rope_ && tail_->layers.empty()) || positions, "positions are required with RoPE");
   const size_t M = batch * s_.T;
@@ -208,7 +208,7 @@ struct SlotGuard {
 
 double TrainStep::step_lm(const float* x, const int32_t* targets, const int32_t* positions, const uint8_t* key_mask,
                           size_t batch, float grad_scale) {
-  const size_t count = lm_check(x, targets, positions, batch);
+  const size_t count = lm_check(x != nullptr, targets, positions, batch);
   InputSlot* sl = &take_direct_slot(batch, positions);
   SlotGuard done{[&] { free_slot(*sl); }};
   if (count == 0) return 0.0;  // the CPU step: nothing to learn, no gradient
@@ -222,8 +222,17 @@ double TrainStep::step_lm(const float* x, const int32_t* targets, const int32_t*
 
 void TrainStep::stage_lm(const float* x, const int32_t* targets, const int32_t* positions, const uint8_t* key_mask,
                          size_t batch) {
-  const size_t count = lm_check(x, targets, positions, batch);
-  stage_any(x, nullptr, targets, positions, key_mask, batch, true, count);
+  const size_t count = lm_check(x != nullptr, targets, positions, batch);
+  stage_any({x, nullptr}, {}, targets, positions, key_mask, batch, true, count);
+}
+
+void TrainStep::stage_lm_bf16(const uint16_t* const* x_rows, const int32_t* targets, const int32_t* positions,
+                              const uint8_t* key_mask, size_t batch) {
+  check(batch > 0 && batch <= s_.B, "stage_lm_bf16: batch must be in [1, spec.B]");
+  bool rows = x_rows != nullptr;
+  for (size_t b = 0; rows && b < batch; b++) rows = x_rows[b] != nullptr;
+  const size_t count = lm_check(rows, targets, positions, batch);
+  stage_any({nullptr, x_rows}, {}, targets, positions, key_mask, batch, true, count);
 }
 
 double TrainStep::step_lm_staged(float grad_scale) {
@@ -244,7 +253,7 @@ double TrainStep::step_lm_staged(float grad_scale) {
 void TrainStep::eval_lm(const float* x, const int32_t* targets, const int32_t* positions, const uint8_t* key_mask,
                         size_t batch, double* losses) {
   check(losses != nullptr, "eval_lm: losses is required");
-  const size_t count = lm_check(x, targets, positions, batch);
+  const size_t count = lm_check(x != nullptr, targets, positions, batch);
   const size_t T = s_.T;
   for (size_t b = 0; b < batch; b++) losses[b] = 0.0;
   if (count == 0) return;

@@ -130,6 +130,13 @@ int streamline_cuda_train_step(streamline_cuda_train* t, const float* host_x, co
 int streamline_cuda_train_stage(streamline_cuda_train* t, const float* host_x, const float* host_target,
                                 const int32_t* host_positions, const uint8_t* host_mask, int64_t batch);
 int streamline_cuda_train_step_staged(streamline_cuda_train* t, float grad_scale, double* loss);
+/* Prefetch from a bf16 pair cache (optional, resolved with dlsym): train_stage with the states as bf16 bits and one
+ * pointer per sequence: host_x_rows[b] and host_target_rows[b] point at sequence b's [seq_len, hidden] bf16 rows. They
+ * cross the bus as bf16 and are widened on the GPU (exact), so train_step_staged is bitwise train_stage's on the
+ * widened values; no gathering copy on the host for a batch of scattered cache blocks. */
+int streamline_cuda_train_stage_bf16(streamline_cuda_train* t, const uint16_t* const* host_x_rows,
+                                     const uint16_t* const* host_target_rows, const int32_t* host_positions,
+                                     const uint8_t* host_mask, int64_t batch);
 /* Validation: the loss of the current weights on `batch` sequences (inputs as in train_step), forward only: no
  * gradient, weight or moment changes, so it may run between micro-batch steps. host_losses[batch] receives each
  * sequence's mean squared error over its own real tokens (0 when it has none): replacement_loss of that sequence
@@ -186,6 +193,10 @@ int streamline_cuda_train_eval_lm(streamline_cuda_train* t, const float* host_x,
 int streamline_cuda_train_stage_lm(streamline_cuda_train* t, const float* host_x, const int32_t* host_targets,
                                    const int32_t* host_positions, const uint8_t* host_mask, int64_t batch);
 int streamline_cuda_train_step_lm_staged(streamline_cuda_train* t, float grad_scale, double* loss);
+/* train_stage_lm with x from a bf16 pair cache, one pointer per sequence (as train_stage_bf16; optional). */
+int streamline_cuda_train_stage_lm_bf16(streamline_cuda_train* t, const uint16_t* const* host_x_rows,
+                                        const int32_t* host_targets, const int32_t* host_positions,
+                                        const uint8_t* host_mask, int64_t batch);
 
 #ifdef __cplusplus
 }

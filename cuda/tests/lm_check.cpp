@@ -355,6 +355,37 @@ void check_lm_staged(const LmCase& c, bool use_lt) {
   record("train", nm + ": staged lm steps accumulate step_lm's gradients bitwise",
          same_bits(gpu_grads(plain, p0), gpu_grads(staged, p0)), 0, 0);
 
+  // stage_lm_bf16: x rounded to bf16 as a pair cache holds it, one pointer per sequence; step_lm on the widened values.
+  {
+    const size_t TD = c.s.T * c.s.D;
+    std::vector<std::vector<std::vector<uint16_t>>> xs(bs.size());
+    std::vector<std::vector<const uint16_t*>> xp(bs.size());
+    std::vector<std::vector<float>> x32(bs.size());
+    for (size_t i = 0; i < bs.size(); i++) {
+      x32[i] = round_bf16(bs[i].x);
+      for (size_t b = 0; b < bs[i].B; b++) {
+        xs[i].push_back(to_bf16(std::vector<float>(bs[i].x.begin() + b * TD, bs[i].x.begin() + (b + 1) * TD)));
+        xp[i].push_back(xs[i].back().data());
+      }
+    }
+    sc::TrainStep plain16(c.kind, c.s, gpu_view(p0), ivp, use_lt), staged16(c.kind, c.s, gpu_view(p0), ivp, use_lt);
+    set_tail(plain16, fr, h, c.V);
+    set_tail(staged16, fr, h, c.V);
+    staged16.set_stage_chunk(4100);
+    std::vector<double> l32, l16;
+    for (size_t i = 0; i < bs.size(); i++)
+      l32.push_back(plain16.step_lm(x32[i].data(), tgs[i].data(), bs[i].pos.data(), bs[i].mask.data(), bs[i].B,
+                                    0.5f + 0.1f * float(i)));
+    l16 = pipelined(
+        bs.size(),
+        [&](size_t i) { staged16.stage_lm_bf16(xp[i].data(), tgs[i].data(), bs[i].pos.data(), bs[i].mask.data(), bs[i].B); },
+        [&](size_t i) { return staged16.step_lm_staged(0.5f + 0.1f * float(i)); });
+    record("train", nm + ": bf16-staged lm steps give step_lm's losses on the widened inputs bitwise",
+           same_losses(l32, l16, &detail), 0, 0, detail);
+    record("train", nm + ": bf16-staged lm steps accumulate step_lm's gradients bitwise",
+           same_bits(gpu_grads(plain16, p0), gpu_grads(staged16, p0)), 0, 0);
+  }
+
   std::vector<float> target(bs[0].x.size(), 0.25f);
   staged.stage(bs[0].x.data(), target.data(), bs[0].pos.data(), bs[0].mask.data(), bs[0].B);
   const bool mixed = throws_with([&] { staged.step_lm_staged(1.f); }, "staged for the mse loss");
