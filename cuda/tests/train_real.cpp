@@ -157,6 +157,28 @@ void check_capi_train() {
            pok && l1 == l2 && none.find("no staged batch") != std::string::npos &&
                zero.find("batch must be positive") != std::string::npos,
            0, 0, fmt("staged %.17g plain %.17g; '%s'; '%s'", l1, l2, none.c_str(), zero.c_str()));
+    // train_stage_bf16: the batch as bf16 rows, one pointer per sequence, = train_step on the widened values.
+    auto stage16 =
+        reinterpret_cast<decltype(&::streamline_cuda_train_stage_bf16)>(dlsym(h, "streamline_cuda_train_stage_bf16"));
+    double l4 = -1, l5 = -2;
+    bool ok16 = pok && stage16;
+    if (ok16) {
+      const size_t TD = size_t(s.seq_len * s.hidden);
+      std::vector<std::vector<uint16_t>> xs, ys;
+      std::vector<const uint16_t*> xp, yp;
+      for (size_t q = 0; q < b.B; q++) {
+        xs.push_back(to_bf16(std::vector<float>(b.x.begin() + q * TD, b.x.begin() + (q + 1) * TD)));
+        ys.push_back(to_bf16(std::vector<float>(b.target.begin() + q * TD, b.target.begin() + (q + 1) * TD)));
+      }
+      for (size_t q = 0; q < b.B; q++) xp.push_back(xs[q].data()), yp.push_back(ys[q].data());
+      const std::vector<float> x32 = round_bf16(b.x), y32 = round_bf16(b.target);
+      ok16 = stage16(pa, xp.data(), yp.data(), b.pos.data(), b.mask.data(), int64_t(b.B)) == 0 &&
+             step_staged(pa, 1.f, &l4) == 0 &&
+             streamline_cuda_train_step(pb, x32.data(), y32.data(), b.pos.data(), b.mask.data(), int64_t(b.B), 1.f,
+                                        &l5) == 0;
+    }
+    record("train", "C API: stage_bf16 + step_staged = train_step on the widened inputs (loss bitwise)",
+           ok16 && l4 == l5, 0, 0, fmt("staged %.17g plain %.17g%s", l4, l5, stage16 ? "" : " (symbol missing)"));
     if (pa) streamline_cuda_train_destroy(pa);
     if (pb) streamline_cuda_train_destroy(pb);
   }

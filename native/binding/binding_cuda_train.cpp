@@ -28,6 +28,10 @@
 //     trainer.stepLmStaged(gradScale?) -> Promise<loss> (prefetch for the lm loss: stage/stepStaged with stepLm's
 //     inputs, in the same two input slots; a staged step refuses a batch staged for the other loss, which stays
 //     staged. Optional: a backend without them steps lm micro-batches unpipelined)
+//   trainer.hasStageBf16() -> boolean; trainer.stageBf16(xRows, targetRows, positions, keyMask, batch) and
+//     trainer.stageLmBf16(xRows, targets, positions, keyMask, batch) -> Promise<void>: stage/stageLm with the states
+//     as bf16 bits, one Uint16Array[T*D] per sequence (a bf16 pair cache's blocks), widened on the GPU (exact).
+//     Optional: without them the caller widens on the host and stages f32
 #include <array>
 #include <cmath>
 #include <memory>
@@ -76,6 +80,11 @@ struct TrainApi {
   int (*eval_lm)(streamline_cuda_train*, const float*, const int32_t*, const int32_t*, const uint8_t*, int64_t, double*);
   // Optional (nullptr in a backend built before prefetch for the lm loss, or without the lm loss); both or neither.
   int (*stage_lm)(streamline_cuda_train*, const float*, const int32_t*, const int32_t*, const uint8_t*, int64_t);
+  // Optional (bf16 pair caches): the stages above with x/target as one bf16 row pointer per sequence.
+  int (*stage_bf16)(streamline_cuda_train*, const uint16_t* const*, const uint16_t* const*, const int32_t*,
+                    const uint8_t*, int64_t);
+  int (*stage_lm_bf16)(streamline_cuda_train*, const uint16_t* const*, const int32_t*, const int32_t*, const uint8_t*,
+                       int64_t);
   int (*step_lm_staged)(streamline_cuda_train*, float, double*);
 };
 
@@ -116,6 +125,11 @@ const TrainApi& train_api(Napi::Env env) {
       a.step_lm_staged = reinterpret_cast<decltype(a.step_lm_staged)>(cuda_symbol("streamline_cuda_train_step_lm_staged"));
       // Staged lm steps need the tail that only set_lm_tail uploads.
       if (!a.stage_lm || !a.step_lm_staged || !a.set_lm_tail) a.stage_lm = nullptr, a.step_lm_staged = nullptr;
+      a.stage_bf16 = a.stage ? reinterpret_cast<decltype(a.stage_bf16)>(cuda_symbol("streamline_cuda_train_stage_bf16"))
+                             : nullptr;
+      a.stage_lm_bf16 = a.stage_lm ? reinterpret_cast<decltype(a.stage_lm_bf16)>(
+                                         cuda_symbol("streamline_cuda_train_stage_lm_bf16"))
+                                   : nullptr;
       if (!missing.empty()) error = "the CUDA backend library lacks " + missing + " (built before GPU training existed)";
       else if (st.device_count == 0 || !st.reason.empty()) error = st.reason.empty() ? "no CUDA device" : st.reason;
     }
@@ -153,6 +167,9 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
                         InstanceMethod("setLmTail", &CudaTrainer::SetLmTail),
                         InstanceMethod("stepLm", &CudaTrainer::StepLm),
                         InstanceMethod("evalLm", &CudaTrainer::EvalLm),
+                        InstanceMethod("hasStageBf16", &CudaTrainer::HasStageBf16),
+                        InstanceMethod("stageBf16", &CudaTrainer::StageBf16),
+                        InstanceMethod("stageLmBf16", &CudaTrainer::StageLmBf16),
                         InstanceMethod("hasStageLm", &CudaTrainer::HasStageLm),
                         InstanceMethod("stageLm", &CudaTrainer::StageLm),
                         InstanceMethod("stepLmStaged", &CudaTrainer::StepLmStaged),
@@ -197,13 +214,28 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
   }
 
   // The inputs of one micro-batch, as step() and eval() take them (info[0..4]).
+  // bf16 rows (stageBf16/stageLmBf16): one pointer per sequence, read from an array of `batch` Uint16Array[T*D].
+  using Rows = std::shared_ptr<std::vector<const uint16_t*>>;
   struct BatchArgs {
     int64_t batch;
     const float *x, *y;
     const int32_t* pos;
     const uint8_t* mask;
+    Rows xr, yr;
   };
-  BatchArgs batch_args(const Napi::CallbackInfo& info, const char* fn) {
+  Rows rows_arg(Napi::Env env, const Napi::Value& v, int64_t batch, const std::string& what) {
+    if (!v.IsArray()) throw_error(env, "E_NATIVE_ARG", what + " must be an array of Uint16Array (one per sequence)");
+    Napi::Array a = v.As<Napi::Array>();
+    if (int64_t(a.Length()) != batch)
+      throw_error(env, "E_SHAPE", what + ": " + std::to_string(a.Length()) + " sequences for batch " + std::to_string(batch));
+    auto rows = std::make_shared<std::vector<const uint16_t*>>();
+    for (uint32_t b = 0; b < a.Length(); b++)
+      rows->push_back(typed<Napi::Uint16Array>(env, a.Get(b), napi_uint16_array, spec_.T * spec_.D,
+                                               what + "[" + std::to_string(b) + "]", "Uint16Array")
+                          .Data());
+    return rows;
+  }
+  BatchArgs batch_args(const Napi::CallbackInfo& info, const char* fn, bool bf16_rows = false) {
     Napi::Env env = info.Env();
     const std::string f(fn);
     BatchArgs b{};
@@ -211,8 +243,13 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
     if (b.batch < 1 || size_t(b.batch) > spec_.B)
       throw_error(env, "E_SHAPE", f + ": batch must be in [1, " + std::to_string(spec_.B) + "] (the spec's batch)");
     size_t M = size_t(b.batch) * spec_.T, n = M * spec_.D;
-    b.x = typed<Napi::Float32Array>(env, info[0], napi_float32_array, n, f + ": x", "Float32Array").Data();
-    b.y = typed<Napi::Float32Array>(env, info[1], napi_float32_array, n, f + ": target", "Float32Array").Data();
+    if (bf16_rows) {
+      b.xr = rows_arg(env, info[0], b.batch, f + ": xRows");
+      b.yr = rows_arg(env, info[1], b.batch, f + ": targetRows");
+    } else {
+      b.x = typed<Napi::Float32Array>(env, info[0], napi_float32_array, n, f + ": x", "Float32Array").Data();
+      b.y = typed<Napi::Float32Array>(env, info[1], napi_float32_array, n, f + ": target", "Float32Array").Data();
+    }
     if (spec_.use_rope)
       b.pos = typed<Napi::Int32Array>(env, info[2], napi_int32_array, M, f + ": positions", "Int32Array").Data();
     b.mask = absent(info[3]) ? nullptr
@@ -257,6 +294,26 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
     const TrainApi* a = api_;
     return async(info, {info[0], info[1], info[2], info[3]},
                  [=] { check_rc(*a, a->stage(t, b.x, b.y, b.pos, b.mask, b.batch), "train_stage"); }, nullptr, Lane::Stage);
+  }
+
+  // hasStageBf16() -> whether the backend exports train_stage_bf16 (and, for stageLmBf16, train_stage_lm_bf16).
+  Napi::Value HasStageBf16(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), api_ && api_->stage_bf16);
+  }
+
+  // stageBf16(xRows Uint16Array[T*D][batch], targetRows [batch], positions, keyMask, batch) -> Promise<void>: stage()
+  // with the states as bf16 bits, one array per sequence (a pair cache's blocks, no gathering copy); widened on the GPU,
+  // so stepStaged gives stage()'s result on the widened values. The arrays are kept alive until it settles.
+  Napi::Value StageBf16(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    streamline_cuda_train* t = ready(env, Lane::Stage);
+    if (!api_->stage_bf16)
+      throw_error(env, "E_UNSUPPORTED", "stageBf16: the CUDA backend library lacks streamline_cuda_train_stage_bf16");
+    const BatchArgs b = batch_args(info, "stageBf16", true);
+    const TrainApi* a = api_;
+    return async(info, {info[0], info[1], info[2], info[3]},
+                 [=] { check_rc(*a, a->stage_bf16(t, b.xr->data(), b.yr->data(), b.pos, b.mask, b.batch), "train_stage_bf16"); },
+                 nullptr, Lane::Stage);
   }
 
   // stepStaged(gradScale?) -> Promise<loss>: step() on the oldest staged batch.
@@ -357,8 +414,9 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
     const float* x;
     const int32_t *targets, *pos;
     const uint8_t* mask;
+    Rows xr;
   };
-  LmBatchArgs lm_batch_args(const Napi::CallbackInfo& info, const char* fn) {
+  LmBatchArgs lm_batch_args(const Napi::CallbackInfo& info, const char* fn, bool bf16_rows = false) {
     Napi::Env env = info.Env();
     const std::string f(fn);
     LmBatchArgs b{};
@@ -366,7 +424,8 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
     if (b.batch < 1 || size_t(b.batch) > spec_.B)
       throw_error(env, "E_SHAPE", f + ": batch must be in [1, " + std::to_string(spec_.B) + "] (the spec's batch)");
     size_t M = size_t(b.batch) * spec_.T, n = M * spec_.D;
-    b.x = typed<Napi::Float32Array>(env, info[0], napi_float32_array, n, f + ": x", "Float32Array").Data();
+    if (bf16_rows) b.xr = rows_arg(env, info[0], b.batch, f + ": xRows");
+    else b.x = typed<Napi::Float32Array>(env, info[0], napi_float32_array, n, f + ": x", "Float32Array").Data();
     b.targets = typed<Napi::Int32Array>(env, info[1], napi_int32_array, M, f + ": targets", "Int32Array").Data();
     if (spec_.use_rope || lm_layer_.use_rope)
       b.pos = typed<Napi::Int32Array>(env, info[2], napi_int32_array, M, f + ": positions", "Int32Array").Data();
@@ -434,6 +493,24 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
     return async(info, {info[0], info[1], info[2], info[3]},
                  [=] { check_rc(*a, a->stage_lm(t, b.x, b.targets, b.pos, b.mask, b.batch), "train_stage_lm"); }, nullptr,
                  Lane::Stage, true);
+  }
+
+  // stageLmBf16(xRows Uint16Array[T*D][batch], targets, positions, keyMask, batch) -> Promise<void>: stageLm() with x
+  // as bf16 rows, one array per sequence (see stageBf16). Needs hasStageBf16() and hasStageLm().
+  Napi::Value StageLmBf16(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    streamline_cuda_train* t = ready(env, Lane::Stage, true);
+    need_stage_lm(env, "stageLmBf16");
+    if (!api_->stage_lm_bf16)
+      throw_error(env, "E_UNSUPPORTED", "stageLmBf16: the CUDA backend library lacks streamline_cuda_train_stage_lm_bf16");
+    const LmBatchArgs b = lm_batch_args(info, "stageLmBf16", true);
+    const TrainApi* a = api_;
+    return async(info, {info[0], info[1], info[2], info[3]},
+                 [=] {
+                   check_rc(*a, a->stage_lm_bf16(t, b.xr->data(), b.targets, b.pos, b.mask, b.batch),
+                            "train_stage_lm_bf16");
+                 },
+                 nullptr, Lane::Stage, true);
   }
 
   // stepLmStaged(gradScale?) -> Promise<loss>: stepLm() on the oldest staged batch; E_CUDA when none is staged or it

@@ -19,7 +19,8 @@
 // those existed, so the callers' fallbacks are tested too. The lm functions log "train_set_lm_tail <n_layers>",
 // "train_step_lm <batch>" and "train_eval_lm <batch>". train_stage / train_step_staged log "train_stage <batch>",
 // "train_step_staged begin" and "train_step_staged end"; train_stage_lm / train_step_lm_staged log
-// "train_stage_lm <batch>", "train_step_lm_staged begin" and "... end". With STREAMLINE_CUDA_CPU_WAIT_STAGE_MS=<ms>, a
+// "train_stage_lm <batch>", "train_step_lm_staged begin" and "... end"; their bf16 forms (train_stage_bf16,
+// train_stage_lm_bf16, absent from the old build too) log the same lines with " bf16" appended. With STREAMLINE_CUDA_CPU_WAIT_STAGE_MS=<ms>, a
 // staged step (either loss) waits (at most that long) for a stage (either loss) issued after it began before it
 // returns, so the log shows deterministically whether the caller stages the next batch while a step is in flight (the
 // order a GPU overlaps); STREAMLINE_CUDA_CPU_FAIL_STAGED=<n> fails a trainer's n-th staged step (counting both losses)
@@ -41,6 +42,7 @@
 #include <vector>
 
 #include "streamline/cosine.h"
+#include "streamline/dtype.h"
 #include "streamline/error.h"
 #include "streamline/lm_loss.h"
 #include "streamline/model.h"
@@ -554,21 +556,34 @@ template <typename F> void run_staged(streamline_cuda_train* t, bool lm, const c
 }
 }  // namespace
 
+namespace {
+// train_stage and train_stage_bf16 once the states are f32 (logged "train_stage <batch>", " bf16" for the bf16 form).
+void stage_mse(streamline_cuda_train* t, std::vector<float> x, std::vector<float> y, const int32_t* host_positions,
+               const uint8_t* host_mask, int64_t batch, bool bf16) {
+  const size_t M = size_t(batch) * t->spec.T;
+  note_call("train_stage " + std::to_string(batch) + (bf16 ? " bf16" : ""));
+  Staged b;
+  b.x = std::move(x);
+  b.y = std::move(y);
+  if (host_positions) b.pos.assign(host_positions, host_positions + M);
+  if (host_mask) b.mask.assign(host_mask, host_mask + M);
+  b.batch = batch;
+  push_staged(t, std::move(b), "stage");
+}
+void check_stage_batch(const streamline_cuda_train* t, int64_t batch, const char* fn) {
+  if (batch <= 0 || size_t(batch) > t->spec.B)
+    throw Error("E_SHAPE", std::string(fn) + ": batch must be in [1, " + std::to_string(t->spec.B) + "]");
+}
+}  // namespace
+
 SL_EXPORT int streamline_cuda_train_stage(streamline_cuda_train* t, const float* host_x, const float* host_target,
                                           const int32_t* host_positions, const uint8_t* host_mask, int64_t batch) {
   return guarded([&] {
-    if (batch <= 0 || size_t(batch) > t->spec.B)
-      throw Error("E_SHAPE", "train_stage: batch must be in [1, " + std::to_string(t->spec.B) + "]");
+    check_stage_batch(t, batch, "train_stage");
     if (t->spec.use_rope && !host_positions) throw Error("E_SHAPE", "train_stage: RoPE needs positions");
-    note_call("train_stage " + std::to_string(batch));
-    const size_t M = size_t(batch) * t->spec.T, n = M * t->spec.D;
-    Staged b;
-    b.x.assign(host_x, host_x + n);
-    b.y.assign(host_target, host_target + n);
-    if (host_positions) b.pos.assign(host_positions, host_positions + M);
-    if (host_mask) b.mask.assign(host_mask, host_mask + M);
-    b.batch = batch;
-    push_staged(t, std::move(b), "stage");
+    const size_t n = size_t(batch) * t->spec.T * t->spec.D;
+    stage_mse(t, std::vector<float>(host_x, host_x + n), std::vector<float>(host_target, host_target + n),
+              host_positions, host_mask, batch, false);
   });
 }
 
@@ -739,6 +754,53 @@ SL_EXPORT int streamline_cuda_train_stage_lm(streamline_cuda_train* t, const flo
     if (host_mask) b.mask.assign(host_mask, host_mask + M);
     b.batch = batch;
     push_staged(t, std::move(b), "stage");  // the real backend's message: the slots are one pool
+  });
+}
+
+namespace {
+// bf16 rows, one pointer per sequence, widened exactly (as the GPU widens them).
+std::vector<float> widen_rows(const uint16_t* const* rows, int64_t batch, size_t TD, const char* fn) {
+  if (!rows) throw Error("E_SHAPE", std::string(fn) + ": rows are required");
+  std::vector<float> out(size_t(batch) * TD);
+  for (size_t b = 0; b < size_t(batch); b++) {
+    if (!rows[b]) throw Error("E_SHAPE", std::string(fn) + ": sequence " + std::to_string(b) + " has no x or target rows");
+    for (size_t i = 0; i < TD; i++) out[b * TD + i] = bf16_to_f32(rows[b][i]);
+  }
+  return out;
+}
+}  // namespace
+
+SL_EXPORT int streamline_cuda_train_stage_bf16(streamline_cuda_train* t, const uint16_t* const* host_x_rows,
+                                               const uint16_t* const* host_target_rows, const int32_t* host_positions,
+                                               const uint8_t* host_mask, int64_t batch) {
+  return guarded([&] {
+    check_stage_batch(t, batch, "train_stage_bf16");
+    if (t->spec.use_rope && !host_positions) throw Error("E_SHAPE", "train_stage_bf16: RoPE needs positions");
+    const size_t TD = t->spec.T * t->spec.D;
+    std::vector<float> x = widen_rows(host_x_rows, batch, TD, "train_stage_bf16");
+    std::vector<float> y = widen_rows(host_target_rows, batch, TD, "train_stage_bf16");
+    stage_mse(t, std::move(x), std::move(y), host_positions, host_mask, batch, true);
+  });
+}
+
+// train_stage_lm with x widened from bf16 rows (logged "train_stage_lm <batch> bf16").
+SL_EXPORT int streamline_cuda_train_stage_lm_bf16(streamline_cuda_train* t, const uint16_t* const* host_x_rows,
+                                                  const int32_t* host_targets, const int32_t* host_positions,
+                                                  const uint8_t* host_mask, int64_t batch) {
+  return guarded([&] {
+    check_stage_batch(t, batch, "train_stage_lm_bf16");
+    const size_t TD = t->spec.T * t->spec.D, M = size_t(batch) * t->spec.T;
+    std::vector<float> x = widen_rows(host_x_rows, batch, TD, "train_stage_lm_bf16");
+    check_lm_inputs(t, x.data(), host_targets, host_positions, batch, "train_stage_lm_bf16");
+    note_call("train_stage_lm " + std::to_string(batch) + " bf16");
+    Staged b;
+    b.lm = true;
+    b.x = std::move(x);
+    b.targets.assign(host_targets, host_targets + M);
+    if (host_positions) b.pos.assign(host_positions, host_positions + M);
+    if (host_mask) b.mask.assign(host_mask, host_mask + M);
+    b.batch = batch;
+    push_staged(t, std::move(b), "stage");
   });
 }
 

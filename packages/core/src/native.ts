@@ -323,6 +323,19 @@ export interface NativeCudaTrainer {
    * refuses a batch staged by stageLm.
    */
   stepLmStaged(gradScale?: number): Promise<number>;
+  /**
+   * Whether the backend exports the bf16 stages (streamline_cuda_train_stage_bf16, and train_stage_lm_bf16 where
+   * hasStageLm()); an older backend throws E_UNSUPPORTED from them, and the caller widens on the host and stages f32.
+   */
+  hasStageBf16(): boolean;
+  /**
+   * stage with the states as bf16 bits and one array per sequence (a bf16 pair cache's blocks as they are stored:
+   * xRows[b] and targetRows[b] are sequence b's [seqLen·hidden]). Half the bytes cross the bus, the host widens and
+   * gathers nothing, the GPU widens (exactly), so stepStaged gives stage's result on the widened values.
+   */
+  stageBf16(xRows: Uint16Array[], targetRows: Uint16Array[], positions: Int32Array | null, keyMask: Uint8Array | null, batch: number): Promise<void>;
+  /** stageLm with x as bf16 rows, one array per sequence (see stageBf16). */
+  stageLmBf16(xRows: Uint16Array[], targets: Int32Array, positions: Int32Array | null, keyMask: Uint8Array | null, batch: number): Promise<void>;
   /** Frees the device memory now (a finalizer does it otherwise). */
   destroy(): void;
 }

@@ -89,4 +89,37 @@ test('layer: an interrupted and resumed run ends with bitwise the same weights',
   }
 });
 
+// readBf16 hands out the stored bits (the CUDA trainer's stageBf16 widens them): widened, they are read()'s values,
+// from memory (views of the cache's own buffer, no copy) and from disk; with and without targets; f32 caches refuse.
+test('pair cache: readBf16 widens to read(), from memory and disk, with and without targets', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sl-pairs-'));
+  try {
+    const r = rng(11);
+    const xs = [randn(r, T * D), randn(r, T * D)], ys = [randn(r, T * D), randn(r, T * D)];
+    xs[1]![3] = NaN;
+    for (const budget of [1 << 20, 1]) {
+      for (const targets of [true, false]) {
+        const c = new PairCache({ blocks: 2, rows: T, hidden: D, budgetBytes: budget, dir, targets });
+        xs.forEach((x, i) => c.add(x, ys[i]!));
+        const what = `${c.location}${targets ? '' : ', no targets'}`;
+        for (let i = 0; i < 2; i++) {
+          const raw = c.readBf16(i), want = c.read(i);
+          const wx = new Float32Array(T * D), wy = new Float32Array(raw.y.length);
+          n.convertFloats(wx, 'f32', raw.x, 'bf16');
+          if (targets) n.convertFloats(wy, 'f32', raw.y, 'bf16');
+          assert.equal(Buffer.from(wx.buffer), Buffer.from(want.x.buffer), `${what}: x of block ${i}`);
+          assert.equal(Buffer.from(wy.buffer), Buffer.from(want.y.buffer), `${what}: y of block ${i}`);
+          assert.is(raw.y.length, targets ? T * D : 0, what);
+        }
+        if (c.location === 'memory') assert.is(c.readBf16(0).x.buffer, c.readBf16(0).x.buffer, 'a view, not a copy');
+        c.close();
+      }
+    }
+    const f32 = new PairCache({ blocks: 1, rows: T, hidden: D, dtype: 'f32', budgetBytes: 1 << 20, dir });
+    assert.throws(() => f32.readBf16(0), (e: { code?: string }) => e.code === 'E_STATE');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test.run();

@@ -60,6 +60,11 @@ if (!existsSync(old)) {
     assert.is(c3, 'E_UNSUPPORTED');
     assert.match(m3!, /lacks streamline_cuda_train_stage_lm/);
     assert.is((await code(() => t.stepLmStaged(1)))[0], 'E_UNSUPPORTED');
+    assert.is(t.hasStageBf16(), false);
+    const [c4, m4] = await code(() => t.stageBf16([new Uint16Array(x.length)], [new Uint16Array(x.length)], null, null, 1));
+    assert.is(c4, 'E_UNSUPPORTED');
+    assert.match(m4!, /lacks streamline_cuda_train_stage_bf16/);
+    assert.is((await code(() => t.stageLmBf16([new Uint16Array(x.length)], new Int32Array(T), null, null, 1)))[0], 'E_UNSUPPORTED');
     t.destroy();
   });
 

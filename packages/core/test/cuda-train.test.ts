@@ -341,12 +341,53 @@ if (!existsSync(fake)) {
     const seq = lines.filter((l) => l.startsWith('train_stage') || l === 'train_step_staged end');
     const stages = seq.filter((l) => l.startsWith('train_stage')).length, ends = seq.length - stages;
     assert.is(stages, ends, 'every staged batch is stepped once');
+    assert.ok(seq.filter((l) => l.startsWith('train_stage')).every((l) => l.endsWith(' bf16')), 'the bf16 cache staged as stored');
     assert.is(ends, micros(r), 'one stepStaged per micro-batch');
     let seen = 0;
     for (const [i, l] of seq.entries()) {
       if (l.startsWith('train_stage')) { seen++; continue; }
       const done = seq.slice(0, i).filter((x) => x === 'train_step_staged end').length;  // steps finished before this one
       if (done + 1 < ends) assert.ok(seen >= done + 2, `step ${done} ended before micro-batch ${done + 1} was staged: ${seq.join(', ')}`);
+    }
+  });
+
+  // A bf16 pair cache reaches the backend as stored (stageBf16: one block per sequence, widened there), from memory or
+  // from disk; an f32 cache, or a backend without the bf16 stages, stages f32 arrays. Widening is exact, so the runs
+  // from the bf16 cache are bitwise one another, for both losses.
+  test('prefetch: a bf16 cache is staged as stored (memory, disk), else f32 (f32 cache, older backend); the same bits', async () => {
+    const model = await fixture('llama-gqa');
+    const n = native();
+    const open = n.cudaTrainer;
+    for (const loss of ['mse', 'lm'] as const) {
+      const run = async (name: string, extra: Partial<core.PruneOptions>, noBf16 = false) => {
+        const calls = path.join(tmp, `calls-${name}-${loss}.log`);
+        if (noBf16) {
+          n.cudaTrainer = async (...a: Parameters<typeof open>) => {
+            const t = await open(...a);
+            Object.defineProperty(t, 'hasStageBf16', { value: () => false });
+            return t;
+          };
+        }
+        try {
+          const r = await withEnv({ STREAMLINE_CUDA_CPU_CALLS: calls }, () => core.prune(model, { ...base(`${name}-${loss}`, 'mlp'), loss, ...extra, device: 'cuda' }));
+          const stages = readFileSync(calls, 'utf8').trim().split('\n').filter((l) => l.startsWith('train_stage'));
+          assert.ok(stages.length > 0, `${name} ${loss}: staged`);
+          return { r, bf16: stages.filter((l) => l.endsWith(' bf16')).length, all: stages.length };
+        } finally {
+          n.cudaTrainer = open;
+        }
+      };
+      const mem = await run('pf16-mem', {});
+      const disk = await run('pf16-disk', { cacheBudget: 1 });
+      const old = await run('pf16-old', {}, true);
+      const f32 = await run('pf32', { cacheDtype: 'f32' });
+      assert.is(mem.bf16, mem.all, `${loss}: memory cache staged as bf16`);
+      assert.is(disk.bf16, disk.all, `${loss}: disk cache staged as bf16`);
+      assert.is(old.bf16, 0, `${loss}: a backend without stageBf16 stages f32`);
+      assert.is(f32.bf16, 0, `${loss}: an f32 cache stages f32`);
+      bitwiseSame(mem.r, disk.r, `${loss}: disk vs memory`);
+      bitwiseSame(mem.r, old.r, `${loss}: f32 staging of the bf16 cache vs bf16 staging`);
+      assert.is(f32.r.training!.device, 'cuda');
     }
   });
 
@@ -422,6 +463,7 @@ if (!existsSync(fake)) {
     const seq = lines.filter((l) => l.startsWith('train_stage_lm ') || l === 'train_step_lm_staged end');
     const stages = seq.filter((l) => l.startsWith('train_stage_lm')).length, ends = seq.length - stages;
     assert.is(stages, ends, 'every staged batch is stepped once');
+    assert.ok(seq.filter((l) => l.startsWith('train_stage_lm')).every((l) => l.endsWith(' bf16')), 'the bf16 cache staged as stored');
     assert.is(ends, micros(r), 'one stepLmStaged per micro-batch');
     let seen = 0;
     for (const [i, l] of seq.entries()) {
@@ -579,6 +621,38 @@ if (!existsSync(fake)) {
     assert.is(loss0, await u.step(xs[0]!, ys[0]!, null, mask, 2, 0.5));
     assert.is(loss1, await u.step(xs[1]!, ys[1]!, null, null, 2, 0.25));
     assert.is(loss2, await u.step(one(xs[2]!), one(ys[2]!), null, null, 1, 1));
+    for (const r of Object.keys(params)) assert.equal(await t.getGrads(r as never), await u.getGrads(r as never), r);
+    t.destroy();
+    u.destroy();
+  });
+
+  // stageBf16 / stageLmBf16: one Uint16Array per sequence, widened by the backend; a step on them equals step / stepLm
+  // on the widened f32 arrays. Argument errors are coded and stage nothing.
+  test('the binding: stageBf16/stageLmBf16 equal step/stepLm on the widened states, argument errors coded', async () => {
+    const { d, n, T, D, V, params, invFreq, layer, head, code } = await lmBindingSetup();
+    const spec = core.nativeLayerSpec(d.semantics, 2, T, true, 1);
+    const t = await n.cudaTrainer('mlp', spec, params, invFreq), u = await n.cudaTrainer('mlp', spec, params, invFreq);
+    assert.ok(t.hasStageBf16());
+    const bits = (k: number) => Uint16Array.from({ length: T * D }, (_, i) => 0x3f00 + ((i * 37 + k * 11) % 0x180));
+    const widen = (rows: Uint16Array[]) => {
+      const out = new Float32Array(rows.length * T * D);
+      rows.forEach((r, b) => n.convertFloats(out.subarray(b * T * D, (b + 1) * T * D), 'f32', r, 'bf16'));
+      return out;
+    };
+    const xr = [bits(0), bits(1)], yr = [bits(2), bits(3)];
+    const pos = Int32Array.from({ length: 2 * T }, (_, i) => i % T);
+    const tg = Int32Array.from({ length: 2 * T }, (_, i) => (i % T === T - 1 ? -1 : (i * 5) % V));
+    assert.is((await code(() => t.stageBf16([xr[0]!], yr, pos, null, 2)))[0], 'E_SHAPE', 'one row array per sequence');
+    assert.is((await code(() => t.stageBf16(xr, [yr[0]!, yr[1]!.subarray(1)], pos, null, 2)))[0], 'E_SHAPE', 'a short row array');
+    assert.is((await code(() => t.stageBf16(xr, [yr[0]!, new Float32Array(T * D) as never], pos, null, 2)))[0], 'E_NATIVE_ARG', 'not a Uint16Array');
+    assert.is((await code(() => t.stageBf16(xr[0] as never, yr, pos, null, 2)))[0], 'E_NATIVE_ARG', 'not an array');
+    assert.match((await code(() => t.stepStaged(1)))[1], /no staged batch/, 'nothing was staged by the refused calls');
+    await t.stageBf16(xr, yr, pos, null, 2);
+    assert.is(await t.stepStaged(0.5), await u.step(widen(xr), widen(yr), pos, null, 2, 0.5));
+    await t.setLmTail([layer], head);
+    await u.setLmTail([layer], head);
+    await t.stageLmBf16(xr, tg, pos, null, 2);
+    assert.is(await t.stepLmStaged(0.5), await u.stepLm(widen(xr), tg, pos, null, 2, 0.5));
     for (const r of Object.keys(params)) assert.equal(await t.getGrads(r as never), await u.getGrads(r as never), r);
     t.destroy();
     u.destroy();

@@ -96,17 +96,33 @@ export class PairCache {
     this.added++;
   }
 
+  /** Block i's stored bytes: the cache's own buffer (memory) or a fresh read (disk). */
+  private block(i: number): Uint8Array {
+    if (!(i >= 0 && i < this.added)) throw new StreamlineError('E_RANGE', `pair cache: block ${i} not in [0, ${this.added})`);
+    if (this.fd === null) return this.mem[i]!;
+    const buf = new Uint8Array(this.blockBytes);
+    const got = fs.readSync(this.fd, buf, 0, buf.length, i * this.blockBytes);
+    if (got !== buf.length) throw new StreamlineError('E_IO', `pair cache ${this.file}: short read of block ${i}`);
+    return buf;
+  }
+
+  /**
+   * Block i as the bf16 bits it is stored in (bf16 caches only), without widening or copying in memory: views of the
+   * cache's own buffer, which callers must not write (from disk, a fresh read). y is empty without targets. For
+   * backends that widen on their side (the CUDA trainer's stageBf16): bf16 -> f32 is exact, so they see read()'s values.
+   */
+  readBf16(i: number): { x: Uint16Array; y: Uint16Array } {
+    if (this.dtype !== 'bf16') throw new StreamlineError('E_STATE', 'pair cache: readBf16 needs a bf16 cache');
+    const buf = this.block(i), n = this.rows * this.hidden;
+    return {
+      x: new Uint16Array(buf.buffer, buf.byteOffset, n),
+      y: new Uint16Array(buf.buffer, buf.byteOffset + 2 * n, this.hasTargets ? n : 0),
+    };
+  }
+
   /** Block i as f32 states (a fresh copy). */
   read(i: number): { x: Float32Array; y: Float32Array } {
-    if (!(i >= 0 && i < this.added)) throw new StreamlineError('E_RANGE', `pair cache: block ${i} not in [0, ${this.added})`);
-    let buf: Uint8Array;
-    if (this.fd !== null) {
-      buf = new Uint8Array(this.blockBytes);
-      const got = fs.readSync(this.fd, buf, 0, buf.length, i * this.blockBytes);
-      if (got !== buf.length) throw new StreamlineError('E_IO', `pair cache ${this.file}: short read of block ${i}`);
-    } else {
-      buf = this.mem[i]!;
-    }
+    const buf = this.block(i);
     const n = this.rows * this.hidden, half = n * this.elemBytes;
     const x = new Float32Array(n), y = new Float32Array(this.hasTargets ? n : 0);
     if (this.dtype === 'f32') {

@@ -266,8 +266,18 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
     // index as before. Both losses feed the staged step the unpipelined loop's inputs and gradient scale, so the
     // results are the same bits.
     const pipe = gpu !== null && (lm ? gpu.hasStageLm() : gpu.hasStage()) ? gpu : null;
+    // A bf16 cache goes to the GPU as it is stored, one block per sequence: no widening, gathering or f32 copy on the
+    // host (at 8B shapes those cost more than the GPU's step) and half the bytes over the bus; the GPU widens exactly.
+    const stageRows = pipe !== null && o.train.dtype === 'bf16' && pipe.hasStageBf16();
     let stagedStep = -1;  // the optimiser step whose first micro-batch sits staged
     const stage = async (g: NativeCudaTrainer, idx: number[]) => {
+      if (stageRows) {
+        const blocks = idx.map((j) => o.train.readBf16(j));
+        const xRows = blocks.map((b) => b.x);
+        if (lm) await g.stageLmBf16(xRows, nextTokenTargets(idx.map((j) => lm.trainTokens[j]!), T), positions(idx.length), null, idx.length);
+        else await g.stageBf16(xRows, blocks.map((b) => b.y), positions(idx.length), null, idx.length);
+        return;
+      }
       const { x, y } = loadBatch(o.train, idx);
       if (lm) await g.stageLm(x, nextTokenTargets(idx.map((j) => lm.trainTokens[j]!), T), positions(idx.length), null, idx.length);
       else await g.stage(x, y, positions(idx.length), null, idx.length);
