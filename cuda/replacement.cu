@@ -131,6 +131,13 @@ void colsum_add(float* db, const float* x, size_t M, size_t N, cudaStream_t s) {
 
 constexpr size_t kAlign = 64;  // f32 elements: 256 bytes, the alignment cuBLASLt's heuristics assume by default
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+// Tokens with key_mask = 1 among M (all M without a mask): a batch with none has nothing to learn.
+size_t real_tokens(const uint8_t* key_mask, size_t M) {
+  if (!key_mask) return M;
+  size_t real = 0;
+  for (size_t m = 0; m < M; m++) real += key_mask[m] ? 1 : 0;
+  return real;
+}
 
 }  // namespace
 
@@ -492,9 +499,7 @@ bool TrainStep::upload_batch(InputSlot& sl, const float* x, const float* target,
                              const uint8_t* key_mask, size_t batch) {
   const size_t M = batch * s_.T, D = s_.D;
   if (key_mask) {
-    size_t real = 0;
-    for (size_t m = 0; m < M; m++) real += key_mask[m] ? 1 : 0;
-    if (real == 0) return false;
+    if (real_tokens(key_mask, M) == 0) return false;
     SL_CUDA_CHECK(cudaMemcpyAsync(sl.mask, key_mask, M, cudaMemcpyHostToDevice, stream_));
   }
   SL_CUDA_CHECK(cudaMemcpyAsync(sl.x, x, M * D * 4, cudaMemcpyHostToDevice, stream_));
@@ -576,12 +581,8 @@ void TrainStep::stage(const float* x, const float* target, const int32_t* positi
                       size_t batch) {
   check(batch > 0 && batch <= s_.B, "stage: batch must be in [1, spec.B]");
   check(!rope_ || positions, "stage: positions are required for a layer with RoPE");
-  size_t real = batch * s_.T;
-  if (key_mask) {
-    real = 0;
-    for (size_t m = 0; m < batch * s_.T; m++) real += key_mask[m] ? 1 : 0;
-  }
-  stage_any({x, nullptr}, {target, nullptr}, nullptr, positions, key_mask, batch, false, real);
+  stage_any({x, nullptr}, {target, nullptr}, nullptr, positions, key_mask, batch, false,
+            real_tokens(key_mask, batch * s_.T));
 }
 
 void TrainStep::stage_bf16(const uint16_t* const* x_rows, const uint16_t* const* target_rows, const int32_t* positions,
@@ -591,12 +592,8 @@ void TrainStep::stage_bf16(const uint16_t* const* x_rows, const uint16_t* const*
   for (size_t b = 0; b < batch; b++)
     check(x_rows[b] && target_rows[b], "stage_bf16: sequence " + std::to_string(b) + " has no x or target rows");
   check(!rope_ || positions, "stage_bf16: positions are required for a layer with RoPE");
-  size_t real = batch * s_.T;
-  if (key_mask) {
-    real = 0;
-    for (size_t m = 0; m < batch * s_.T; m++) real += key_mask[m] ? 1 : 0;
-  }
-  stage_any({nullptr, x_rows}, {nullptr, target_rows}, nullptr, positions, key_mask, batch, false, real);
+  stage_any({nullptr, x_rows}, {nullptr, target_rows}, nullptr, positions, key_mask, batch, false,
+            real_tokens(key_mask, batch * s_.T));
 }
 
 void TrainStep::stage_states(float* dst, bf16* landing, const HostStates& h, size_t batch) {

@@ -16,6 +16,7 @@
 #include "decoder_layer.cuh"
 #include "harness.h"
 #include "replacement.cuh"
+#include "train_util.h"
 
 namespace harness {
 
@@ -234,19 +235,12 @@ void bench_prefetch(sc::TrainStep& t, const streamline::ReplacementSpec& s, cons
   // The same pipeline from a bf16 pair cache as the trainer now feeds it: one bf16 pointer per sequence, half the
   // bytes through the pinned halves, widened on the copy stream (and no host widening, which the f32 rows above leave
   // out although the trainer paid it).
-  const size_t TD = s.T * s.D;
-  std::vector<std::vector<uint16_t>> xs, ys;
-  std::vector<const uint16_t*> xp, yp;
-  for (size_t b = 0; b < s.B; b++) {
-    xs.push_back(to_bf16(std::vector<float>(hx.begin() + b * TD, hx.begin() + (b + 1) * TD)));
-    ys.push_back(to_bf16(std::vector<float>(ht.begin() + b * TD, ht.begin() + (b + 1) * TD)));
-  }
-  for (size_t b = 0; b < s.B; b++) xp.push_back(xs[b].data()), yp.push_back(ys[b].data());
+  const tr::Bf16Rows xr = tr::bf16_rows(hx, s.B, s.T * s.D), yr = tr::bf16_rows(ht, s.B, s.T * s.D);
   const double piped16 = wall([&](int k) {
-    t.stage_bf16(xp.data(), yp.data(), pos.data(), nullptr, s.B);
+    t.stage_bf16(xr.ptrs.data(), yr.ptrs.data(), pos.data(), nullptr, s.B);
     for (int i = 0; i < k; i++) {
       std::thread next([&] {
-        if (i + 1 < k) t.stage_bf16(xp.data(), yp.data(), pos.data(), nullptr, s.B);
+        if (i + 1 < k) t.stage_bf16(xr.ptrs.data(), yr.ptrs.data(), pos.data(), nullptr, s.B);
       });
       t.step_staged(1.f);
       next.join();

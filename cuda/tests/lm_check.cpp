@@ -357,16 +357,11 @@ void check_lm_staged(const LmCase& c, bool use_lt) {
 
   // stage_lm_bf16: x rounded to bf16 as a pair cache holds it, one pointer per sequence; step_lm on the widened values.
   {
-    const size_t TD = c.s.T * c.s.D;
-    std::vector<std::vector<std::vector<uint16_t>>> xs(bs.size());
-    std::vector<std::vector<const uint16_t*>> xp(bs.size());
-    std::vector<std::vector<float>> x32(bs.size());
-    for (size_t i = 0; i < bs.size(); i++) {
-      x32[i] = round_bf16(bs[i].x);
-      for (size_t b = 0; b < bs[i].B; b++) {
-        xs[i].push_back(to_bf16(std::vector<float>(bs[i].x.begin() + b * TD, bs[i].x.begin() + (b + 1) * TD)));
-        xp[i].push_back(xs[i].back().data());
-      }
+    std::vector<Bf16Rows> xr;
+    std::vector<std::vector<float>> x32;
+    for (const Batch& b : bs) {
+      x32.push_back(round_bf16(b.x));
+      xr.push_back(bf16_rows(b.x, b.B, c.s.T * c.s.D));
     }
     sc::TrainStep plain16(c.kind, c.s, gpu_view(p0), ivp, use_lt), staged16(c.kind, c.s, gpu_view(p0), ivp, use_lt);
     set_tail(plain16, fr, h, c.V);
@@ -378,7 +373,7 @@ void check_lm_staged(const LmCase& c, bool use_lt) {
                                     0.5f + 0.1f * float(i)));
     l16 = pipelined(
         bs.size(),
-        [&](size_t i) { staged16.stage_lm_bf16(xp[i].data(), tgs[i].data(), bs[i].pos.data(), bs[i].mask.data(), bs[i].B); },
+        [&](size_t i) { staged16.stage_lm_bf16(xr[i].ptrs.data(), tgs[i].data(), bs[i].pos.data(), bs[i].mask.data(), bs[i].B); },
         [&](size_t i) { return staged16.step_lm_staged(0.5f + 0.1f * float(i)); });
     record("train", nm + ": bf16-staged lm steps give step_lm's losses on the widened inputs bitwise",
            same_losses(l32, l16, &detail), 0, 0, detail);

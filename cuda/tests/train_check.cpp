@@ -252,18 +252,12 @@ void check_staged(const Case& c, bool use_lt, bool big) {
   // into scattered buffers, must give step() on the widened f32 values bitwise.
   {
     std::vector<Batch> b32 = bs;
-    std::vector<std::vector<std::vector<uint16_t>>> xs(bs.size()), ys(bs.size());
-    std::vector<std::vector<const uint16_t*>> xp(bs.size()), yp(bs.size());
-    const size_t TD = c.s.T * c.s.D;
+    std::vector<Bf16Rows> xr, yr;
     for (size_t i = 0; i < bs.size(); i++) {
       b32[i].x = round_bf16(bs[i].x);
       b32[i].target = round_bf16(bs[i].target);
-      for (size_t b = 0; b < bs[i].B; b++) {  // one allocation per sequence, as cache blocks are
-        xs[i].push_back(to_bf16(std::vector<float>(bs[i].x.begin() + b * TD, bs[i].x.begin() + (b + 1) * TD)));
-        ys[i].push_back(to_bf16(std::vector<float>(bs[i].target.begin() + b * TD, bs[i].target.begin() + (b + 1) * TD)));
-        xp[i].push_back(xs[i].back().data());
-        yp[i].push_back(ys[i].back().data());
-      }
+      xr.push_back(bf16_rows(bs[i].x, bs[i].B, c.s.T * c.s.D));
+      yr.push_back(bf16_rows(bs[i].target, bs[i].B, c.s.T * c.s.D));
     }
     sc::TrainStep plain16(c.kind, c.s, gpu_view(p0), c.s.use_rope ? inv.data() : nullptr, use_lt);
     sc::TrainStep staged16(c.kind, c.s, gpu_view(p0), c.s.use_rope ? inv.data() : nullptr, use_lt);
@@ -272,7 +266,7 @@ void check_staged(const Case& c, bool use_lt, bool big) {
     for (size_t i = 0; i < b32.size(); i++) l32.push_back(gpu_step(plain16, b32[i], 0.5f + 0.1f * float(i)));
     l16 = pipelined(
         bs.size(),
-        [&](size_t i) { staged16.stage_bf16(xp[i].data(), yp[i].data(), bs[i].pos.data(), bs[i].mask.data(), bs[i].B); },
+        [&](size_t i) { staged16.stage_bf16(xr[i].ptrs.data(), yr[i].ptrs.data(), bs[i].pos.data(), bs[i].mask.data(), bs[i].B); },
         [&](size_t i) { return staged16.step_staged(0.5f + 0.1f * float(i)); });
     record("train", nm + ": bf16-staged steps give step()'s losses on the widened inputs bitwise",
            same_losses(l32, l16, &detail), 0, 0, detail);
@@ -280,17 +274,17 @@ void check_staged(const Case& c, bool use_lt, bool big) {
            same_bits(gpu_grads(plain16, p0), gpu_grads(staged16, p0)), 0, 0);
     if (!big) {
       // A missing sequence pointer is refused before a slot is taken; f32 and bf16 stages then share the two slots.
-      std::vector<const uint16_t*> holes = xp[0];
+      std::vector<const uint16_t*> holes = xr[0].ptrs;
       holes.back() = nullptr;
       bool refused = false;
       try {
-        staged16.stage_bf16(holes.data(), yp[0].data(), bs[0].pos.data(), bs[0].mask.data(), bs[0].B);
+        staged16.stage_bf16(holes.data(), yr[0].ptrs.data(), bs[0].pos.data(), bs[0].mask.data(), bs[0].B);
       } catch (const std::exception& e) {
         refused = std::string(e.what()).find("has no x or target rows") != std::string::npos;
       }
       const Batch& w = b32[0];
       staged16.stage(w.x.data(), w.target.data(), w.pos.data(), w.mask.data(), w.B);
-      staged16.stage_bf16(xp[0].data(), yp[0].data(), bs[0].pos.data(), bs[0].mask.data(), bs[0].B);
+      staged16.stage_bf16(xr[0].ptrs.data(), yr[0].ptrs.data(), bs[0].pos.data(), bs[0].mask.data(), bs[0].B);
       const double m1 = staged16.step_staged(1.f), m2 = staged16.step_staged(1.f);
       record("train", nm + ": stage_bf16 refuses a missing sequence pointer (no slot taken); f32 and bf16 stages share "
                            "the slots",

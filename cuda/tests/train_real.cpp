@@ -164,15 +164,9 @@ void check_capi_train() {
     bool ok16 = pok && stage16;
     if (ok16) {
       const size_t TD = size_t(s.seq_len * s.hidden);
-      std::vector<std::vector<uint16_t>> xs, ys;
-      std::vector<const uint16_t*> xp, yp;
-      for (size_t q = 0; q < b.B; q++) {
-        xs.push_back(to_bf16(std::vector<float>(b.x.begin() + q * TD, b.x.begin() + (q + 1) * TD)));
-        ys.push_back(to_bf16(std::vector<float>(b.target.begin() + q * TD, b.target.begin() + (q + 1) * TD)));
-      }
-      for (size_t q = 0; q < b.B; q++) xp.push_back(xs[q].data()), yp.push_back(ys[q].data());
+      const Bf16Rows xr = bf16_rows(b.x, b.B, TD), yr = bf16_rows(b.target, b.B, TD);
       const std::vector<float> x32 = round_bf16(b.x), y32 = round_bf16(b.target);
-      ok16 = stage16(pa, xp.data(), yp.data(), b.pos.data(), b.mask.data(), int64_t(b.B)) == 0 &&
+      ok16 = stage16(pa, xr.ptrs.data(), yr.ptrs.data(), b.pos.data(), b.mask.data(), int64_t(b.B)) == 0 &&
              step_staged(pa, 1.f, &l4) == 0 &&
              streamline_cuda_train_step(pb, x32.data(), y32.data(), b.pos.data(), b.mask.data(), int64_t(b.B), 1.f,
                                         &l5) == 0;

@@ -197,6 +197,13 @@ streamline_cuda_train_spec capi_train_spec(const ReplacementSpec& s, bool use_cu
   return c;
 }
 
+Bf16Rows bf16_rows(const std::vector<float>& v, size_t B, size_t TD) {
+  Bf16Rows r;
+  for (size_t b = 0; b < B; b++) r.data.push_back(to_bf16(std::vector<float>(v.begin() + b * TD, v.begin() + (b + 1) * TD)));
+  for (const auto& d : r.data) r.ptrs.push_back(d.data());
+  return r;
+}
+
 std::vector<double> pipelined(size_t n, const std::function<void(size_t)>& stage,
                               const std::function<double(size_t)>& step) {
   std::vector<double> out;

@@ -63,6 +63,14 @@ Compare worst_role(const Params& a, const Params& b, std::string* worst, double 
 // The C API's spec of a replacement spec (attn_scale 0: the default 1/sqrt(head_dim)).
 streamline_cuda_train_spec capi_train_spec(const ReplacementSpec& s, bool use_cublaslt);
 
+// A batch's states as a bf16 pair cache holds them: each sequence's [T*D] rows in its own allocation, and the row
+// pointers stage_bf16 / stage_lm_bf16 / the C API take.
+struct Bf16Rows {
+  std::vector<std::vector<uint16_t>> data;
+  std::vector<const uint16_t*> ptrs;
+};
+Bf16Rows bf16_rows(const std::vector<float>& v, size_t B, size_t TD);
+
 // The trainer's prefetch pattern: stage(0), then for each i step(i) while stage(i + 1) runs on a second thread (its
 // exception rethrown after the join); returns the steps' losses.
 std::vector<double> pipelined(size_t n, const std::function<void(size_t)>& stage,
