@@ -91,7 +91,7 @@ test('layer: an interrupted and resumed run ends with bitwise the same weights',
 
 // readBf16 hands out the stored bits (the CUDA trainer's stageBf16 widens them): widened, they are read()'s values,
 // from memory (views of the cache's own buffer, no copy) and from disk; with and without targets; f32 caches refuse.
-test('pair cache: readBf16 widens to read(), from memory and disk, with and without targets', () => {
+test('pair cache: readBf16 widens to read(), readInto writes it in place, from memory and disk', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sl-pairs-'));
   try {
     const r = rng(11);
@@ -117,6 +117,22 @@ test('pair cache: readBf16 widens to read(), from memory and disk, with and with
     }
     const f32 = new PairCache({ blocks: 1, rows: T, hidden: D, dtype: 'f32', budgetBytes: 1 << 20, dir });
     assert.throws(() => f32.readBf16(0), (e: { code?: string }) => e.code === 'E_STATE');
+    // readInto (the trainer's batch assembly) writes read()'s values into slices of a larger array, for both dtypes.
+    for (const dtype of ['f32', 'bf16'] as const) {
+      for (const budget of [1 << 20, 1]) {
+        const c = new PairCache({ blocks: 2, rows: T, hidden: D, dtype, budgetBytes: budget, dir });
+        xs.forEach((x, i) => c.add(x, ys[i]!));
+        const bx = new Float32Array(3 * T * D).fill(7), by = new Float32Array(3 * T * D).fill(7);
+        c.readInto(1, bx.subarray(T * D, 2 * T * D), by.subarray(T * D, 2 * T * D));
+        const want = c.read(1);
+        assert.equal(Buffer.from(bx.slice(T * D, 2 * T * D).buffer), Buffer.from(want.x.buffer), `${dtype} ${c.location}: x`);
+        assert.equal(Buffer.from(by.slice(T * D, 2 * T * D).buffer), Buffer.from(want.y.buffer), `${dtype} ${c.location}: y`);
+        assert.ok(bx.subarray(0, T * D).every((v) => v === 7) && bx.subarray(2 * T * D).every((v) => v === 7), 'only its slice');
+        if (dtype === 'f32') assert.equal(Array.from(want.x), Array.from(xs[1]!).map((v) => (Number.isNaN(v) ? NaN : v)), 'f32 keeps the values');
+        assert.throws(() => c.readInto(0, bx.subarray(0, 5), by), (e: { code?: string }) => e.code === 'E_SHAPE');
+        c.close();
+      }
+    }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -122,17 +122,28 @@ export class PairCache {
 
   /** Block i as f32 states (a fresh copy). */
   read(i: number): { x: Float32Array; y: Float32Array } {
+    const n = this.rows * this.hidden;
+    const x = new Float32Array(n), y = new Float32Array(this.hasTargets ? n : 0);
+    this.readInto(i, x, y);
+    return { x, y };
+  }
+
+  /**
+   * Block i as f32 states written into x and y (rows·hidden values each; y is not touched without targets): a batch
+   * is assembled in place, without a fresh array per block.
+   */
+  readInto(i: number, x: Float32Array, y: Float32Array): void {
     const buf = this.block(i);
     const n = this.rows * this.hidden, half = n * this.elemBytes;
-    const x = new Float32Array(n), y = new Float32Array(this.hasTargets ? n : 0);
+    if (x.length !== n || (this.hasTargets && y.length !== n)) throw new StreamlineError('E_SHAPE', `pair cache: expected ${n} values per state`);
     if (this.dtype === 'f32') {
-      x.set(new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + half)));
-      if (this.hasTargets) y.set(new Float32Array(buf.buffer.slice(buf.byteOffset + half, buf.byteOffset + 2 * half)));
+      // The stored bytes may sit at any offset of a disk read's buffer: copied as bytes, not viewed as f32.
+      new Uint8Array(x.buffer, x.byteOffset, x.byteLength).set(buf.subarray(0, half));
+      if (this.hasTargets) new Uint8Array(y.buffer, y.byteOffset, y.byteLength).set(buf.subarray(half, 2 * half));
     } else {
       native().convertFloats(x, 'f32', new Uint16Array(buf.buffer, buf.byteOffset, n), 'bf16');
       if (this.hasTargets) native().convertFloats(y, 'f32', new Uint16Array(buf.buffer, buf.byteOffset + half, n), 'bf16');
     }
-    return { x, y };
   }
 
   /** Releases memory and removes the file unless `keep`. */

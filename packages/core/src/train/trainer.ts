@@ -195,7 +195,7 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
 
   const loadBatch = (cache: PairCache, idx: number[]) => {
     const x = new Float32Array(idx.length * T * D), y = new Float32Array(cache.hasTargets ? idx.length * T * D : 0);
-    idx.forEach((j, b) => { const p = cache.read(j); x.set(p.x, b * T * D); if (cache.hasTargets) y.set(p.y, b * T * D); });
+    idx.forEach((j, b) => cache.readInto(j, x.subarray(b * T * D, (b + 1) * T * D), y.subarray(b * T * D, (b + 1) * T * D)));
     return { x, y };
   };
   const validateOnHost = async (params: Float32Array[]): Promise<number> => {
