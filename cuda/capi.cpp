@@ -242,6 +242,32 @@ SL_EXPORT int streamline_cuda_train_stage_bf16(streamline_cuda_train* t, const u
   });
 }
 
+SL_EXPORT int streamline_cuda_train_keep_pairs(streamline_cuda_train* t, int64_t blocks, int targets,
+                                               double max_fraction, int* kept) {
+  return guarded([&] {
+    if (blocks <= 0) throw CudaError("train_keep_pairs: blocks must be positive");
+    if (!kept) throw CudaError("train_keep_pairs: kept is required");
+    *kept = t->keep_pairs(size_t(blocks), targets != 0, max_fraction) ? 1 : 0;
+  });
+}
+
+SL_EXPORT int streamline_cuda_train_put_pair(streamline_cuda_train* t, int64_t block, const uint16_t* host_x,
+                                             const uint16_t* host_target) {
+  return guarded([&] {
+    if (block < 0) throw CudaError("train_put_pair: block must not be negative");
+    t->put_pair(size_t(block), host_x, host_target);
+  });
+}
+
+SL_EXPORT int streamline_cuda_train_stage_kept(streamline_cuda_train* t, const int64_t* blocks,
+                                               const int32_t* host_positions, const uint8_t* host_mask,
+                                               int64_t batch) {
+  return guarded([&] {
+    if (batch <= 0) throw CudaError("train_stage_kept: batch must be positive");
+    t->stage_kept(blocks, host_positions, host_mask, size_t(batch));
+  });
+}
+
 SL_EXPORT int streamline_cuda_train_step_staged(streamline_cuda_train* t, float grad_scale, double* loss) {
   return guarded([&] { *loss = t->step_staged(grad_scale); });
 }
@@ -310,6 +336,15 @@ SL_EXPORT int streamline_cuda_train_stage_lm_bf16(streamline_cuda_train* t, cons
   return guarded([&] {
     if (batch <= 0) throw CudaError("train_stage_lm_bf16: batch must be positive");
     t->stage_lm_bf16(host_x_rows, host_targets, host_positions, host_mask, size_t(batch));
+  });
+}
+
+SL_EXPORT int streamline_cuda_train_stage_lm_kept(streamline_cuda_train* t, const int64_t* blocks,
+                                                  const int32_t* host_targets, const int32_t* host_positions,
+                                                  const uint8_t* host_mask, int64_t batch) {
+  return guarded([&] {
+    if (batch <= 0) throw CudaError("train_stage_lm_kept: batch must be positive");
+    t->stage_lm_kept(blocks, host_targets, host_positions, host_mask, size_t(batch));
   });
 }
 

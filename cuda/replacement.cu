@@ -596,10 +596,66 @@ void TrainStep::stage_bf16(const uint16_t* const* x_rows, const uint16_t* const*
             real_tokens(key_mask, batch * s_.T));
 }
 
+bool TrainStep::keep_pairs(size_t blocks, bool targets, double max_fraction) {
+  check(kept_n_ == 0, "keep_pairs: pairs are kept already");
+  check(blocks > 0, "keep_pairs: blocks must be positive");
+  check(max_fraction > 0 && max_fraction <= 1, "keep_pairs: max_fraction must be in (0, 1]");
+  const size_t TD = s_.T * s_.D, M = s_.B * s_.T;
+  if (blocks > (SIZE_MAX / 4) / TD) return false;  // more bytes than any device has (and than size_t counts)
+  const size_t need = blocks * TD * 2 * (targets ? 2 : 1);
+  std::lock_guard<std::mutex> lk(mu_);
+  // The second input slot is allocated at the first stage: what it will take is not free for the pairs.
+  const size_t later = in_[1].x ? 0 : M * s_.D * 8 + M * 9;
+  size_t free_b = 0, total_b = 0;
+  SL_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  if (double(need + later) > max_fraction * double(free_b)) return false;
+  kept_x_ = static_cast<bf16*>(alloc(blocks * TD * 2));
+  if (targets) kept_target_ = static_cast<bf16*>(alloc(blocks * TD * 2));
+  kept_n_ = blocks;
+  kept_put_.assign(blocks, false);
+  return true;
+}
+
+void TrainStep::put_pair(size_t block, const uint16_t* x, const uint16_t* target) {
+  check(block < kept_n_, "put_pair: block " + std::to_string(block) + " is not among the " + std::to_string(kept_n_) +
+                             " kept (keep_pairs first)");
+  check(x != nullptr && (target != nullptr) == (kept_target_ != nullptr),
+        kept_target_ ? "put_pair: x and target are required" : "put_pair: x only (pairs kept without targets)");
+  const size_t TD = s_.T * s_.D;
+  SL_CUDA_CHECK(cudaMemcpy(kept_x_ + block * TD, x, TD * 2, cudaMemcpyHostToDevice));
+  if (target) SL_CUDA_CHECK(cudaMemcpy(kept_target_ + block * TD, target, TD * 2, cudaMemcpyHostToDevice));
+  kept_put_[block] = true;
+}
+
+void TrainStep::check_kept(const int64_t* blocks, size_t batch, const char* fn) const {
+  check(batch > 0 && batch <= s_.B, std::string(fn) + ": batch must be in [1, spec.B]");
+  check(blocks != nullptr, std::string(fn) + ": blocks are required");
+  for (size_t b = 0; b < batch; b++)
+    check(blocks[b] >= 0 && size_t(blocks[b]) < kept_n_ && kept_put_[size_t(blocks[b])],
+          std::string(fn) + ": block " + std::to_string(blocks[b]) + " (sequence " + std::to_string(b) +
+              ") was not put (put_pair fills blocks [0, " + std::to_string(kept_n_) + "))");
+}
+
+void TrainStep::stage_kept(const int64_t* blocks, const int32_t* positions, const uint8_t* key_mask, size_t batch) {
+  check_kept(blocks, batch, "stage_kept");
+  check(kept_target_ != nullptr, "stage_kept: the pairs were kept without targets (stage_lm_kept takes them)");
+  check(!rope_ || positions, "stage_kept: positions are required for a layer with RoPE");
+  HostStates x, y;
+  x.kept = y.kept = blocks;
+  x.kept_base = kept_x_;
+  y.kept_base = kept_target_;
+  stage_any(x, y, nullptr, positions, key_mask, batch, false, real_tokens(key_mask, batch * s_.T));
+}
+
 void TrainStep::stage_states(float* dst, bf16* landing, const HostStates& h, size_t batch) {
   const size_t TD = s_.T * s_.D;
   if (h.f32) {
     stage_copy(dst, h.f32, batch * TD * 4);
+    return;
+  }
+  if (h.kept) {  // device to device: only the widening, on the copy stream
+    for (size_t b = 0; b < batch; b++)
+      convert_device(dst + b * TD, DType::F32, h.kept_base + size_t(h.kept[b]) * TD, DType::BF16, TD, copy_);
     return;
   }
   for (size_t b = 0; b < batch; b++) stage_copy(landing + b * TD, h.bf16_rows[b], TD * 2);

@@ -81,6 +81,19 @@ class TrainStep {
   void stage_bf16(const uint16_t* const* x_rows, const uint16_t* const* target_rows, const int32_t* positions,
                   const uint8_t* key_mask, size_t batch);
   double step_staged(float grad_scale);
+  // Training pairs kept on the GPU, so that every epoch after the upload stages without host traffic. keep_pairs
+  // reserves bf16 storage for `blocks` blocks of [T, D] states (x, and the target when `targets`) only when that, plus
+  // what the trainer still allocates lazily (the second input slot), fits in max_fraction of the free device memory;
+  // false (nothing allocated) otherwise. put_pair copies one block in (host bf16; target nullptr without targets).
+  // stage_kept / stage_lm_kept stage a batch of put blocks by index, device to device, widened on the copy stream:
+  // step_staged / step_lm_staged then give stage_bf16's results on those blocks. Call keep_pairs and put_pair
+  // between steps (not while a stage or staged step runs); kept blocks are read-only to the stages.
+  bool keep_pairs(size_t blocks, bool targets, double max_fraction);
+  void put_pair(size_t block, const uint16_t* x, const uint16_t* target);
+  void stage_kept(const int64_t* blocks, const int32_t* positions, const uint8_t* key_mask, size_t batch);
+  void stage_lm_kept(const int64_t* blocks, const int32_t* targets, const int32_t* positions, const uint8_t* key_mask,
+                     size_t batch);
+  size_t kept_blocks() const { return kept_n_; }
   // Page-locked host bytes held (the staging halves; 0 until the first stage()).
   size_t pinned_bytes() const;
   // Bytes per staging half (default kStageChunk); only before the first stage(). Tests set a small odd size so that
@@ -214,7 +227,11 @@ class TrainStep {
   struct HostStates {
     const float* f32 = nullptr;
     const uint16_t* const* bf16_rows = nullptr;
+    const int64_t* kept = nullptr;   // or block indices into kept_base (keep_pairs)
+    const bf16* kept_base = nullptr;
   };
+  // stage_kept's checks: every index names a block put_pair filled.
+  void check_kept(const int64_t* blocks, size_t batch, const char* fn) const;
   // stage(), stage_bf16(), stage_lm() and stage_lm_bf16(): one staging path (target states for mse, tg for lm).
   void stage_any(HostStates x, HostStates target, const int32_t* tg, const int32_t* positions, const uint8_t* key_mask,
                  size_t batch, bool lm, size_t count);
@@ -277,6 +294,10 @@ class TrainStep {
   cudaEvent_t staging_free_[2] = {nullptr, nullptr};
   int next_half_ = 0;
   size_t stage_chunk_ = kStageChunk;
+  // kept pairs (keep_pairs): [kept_n_, T, D] bf16 each; kept_target_ null without targets
+  bf16 *kept_x_ = nullptr, *kept_target_ = nullptr;
+  size_t kept_n_ = 0;
+  std::vector<bool> kept_put_;
 };
 
 }  // namespace cuda

@@ -235,6 +235,16 @@ void TrainStep::stage_lm_bf16(const uint16_t* const* x_rows, const int32_t* targ
   stage_any({nullptr, x_rows}, {}, targets, positions, key_mask, batch, true, count);
 }
 
+void TrainStep::stage_lm_kept(const int64_t* blocks, const int32_t* targets, const int32_t* positions,
+                              const uint8_t* key_mask, size_t batch) {
+  check_kept(blocks, batch, "stage_lm_kept");
+  const size_t count = lm_check(true, targets, positions, batch);
+  HostStates x;
+  x.kept = blocks;
+  x.kept_base = kept_x_;
+  stage_any(x, {}, targets, positions, key_mask, batch, true, count);
+}
+
 double TrainStep::step_lm_staged(float grad_scale) {
   check(tail_ != nullptr, "no lm tail (call train_set_lm_tail first)");
   InputSlot* sl = &take_staged(true);

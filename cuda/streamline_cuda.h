@@ -137,6 +137,18 @@ int streamline_cuda_train_step_staged(streamline_cuda_train* t, float grad_scale
 int streamline_cuda_train_stage_bf16(streamline_cuda_train* t, const uint16_t* const* host_x_rows,
                                      const uint16_t* const* host_target_rows, const int32_t* host_positions,
                                      const uint8_t* host_mask, int64_t batch);
+/* Training pairs kept on the GPU (optional, dlsym): train_keep_pairs reserves bf16 storage for `blocks` blocks of
+ * [seq_len, hidden] states (x, and the target when targets != 0) when that and the trainer's own later allocations fit
+ * in max_fraction of the free device memory: *kept = 1, else 0 and nothing is allocated. train_put_pair copies block
+ * `block` in (bf16 bits; host_target NULL without targets). train_stage_kept stages a batch of put blocks by index
+ * (blocks[batch]), device to device: train_step_staged then gives train_stage_bf16's result on those blocks' rows.
+ * Not while a stage or staged step is in flight. */
+int streamline_cuda_train_keep_pairs(streamline_cuda_train* t, int64_t blocks, int targets, double max_fraction,
+                                     int* kept);
+int streamline_cuda_train_put_pair(streamline_cuda_train* t, int64_t block, const uint16_t* host_x,
+                                   const uint16_t* host_target);
+int streamline_cuda_train_stage_kept(streamline_cuda_train* t, const int64_t* blocks, const int32_t* host_positions,
+                                     const uint8_t* host_mask, int64_t batch);
 /* Validation: the loss of the current weights on `batch` sequences (inputs as in train_step), forward only: no
  * gradient, weight or moment changes, so it may run between micro-batch steps. host_losses[batch] receives each
  * sequence's mean squared error over its own real tokens (0 when it has none): replacement_loss of that sequence
@@ -197,6 +209,9 @@ int streamline_cuda_train_step_lm_staged(streamline_cuda_train* t, float grad_sc
 int streamline_cuda_train_stage_lm_bf16(streamline_cuda_train* t, const uint16_t* const* host_x_rows,
                                         const int32_t* host_targets, const int32_t* host_positions,
                                         const uint8_t* host_mask, int64_t batch);
+/* train_stage_lm from kept blocks (train_keep_pairs with or without targets; optional). */
+int streamline_cuda_train_stage_lm_kept(streamline_cuda_train* t, const int64_t* blocks, const int32_t* host_targets,
+                                        const int32_t* host_positions, const uint8_t* host_mask, int64_t batch);
 
 #ifdef __cplusplus
 }

@@ -379,6 +379,34 @@ void check_lm_staged(const LmCase& c, bool use_lt) {
            same_losses(l32, l16, &detail), 0, 0, detail);
     record("train", nm + ": bf16-staged lm steps accumulate step_lm's gradients bitwise",
            same_bits(gpu_grads(plain16, p0), gpu_grads(staged16, p0)), 0, 0);
+    // Kept on the GPU without targets (the lm loss needs x only), staged by index.
+    sc::TrainStep kept(c.kind, c.s, gpu_view(p0), ivp, use_lt);
+    set_tail(kept, fr, h, c.V);
+    size_t nblocks = 0;
+    for (const Batch& b : bs) nblocks += b.B;
+    const bool ok = kept.keep_pairs(nblocks, false, 0.5);
+    std::vector<std::vector<int64_t>> ids(bs.size());
+    for (size_t i = 0, k = 0; i < bs.size(); i++)
+      for (size_t b = 0; b < bs[i].B; b++, k++) {
+        ids[i].push_back(int64_t(k));
+        kept.put_pair(k, xr[i].ptrs[b], nullptr);
+      }
+    std::vector<double> lk;
+    if (ok)
+      lk = pipelined(
+          bs.size(),
+          [&](size_t i) { kept.stage_lm_kept(ids[i].data(), tgs[i].data(), bs[i].pos.data(), bs[i].mask.data(), bs[i].B); },
+          [&](size_t i) { return kept.step_lm_staged(0.5f + 0.1f * float(i)); });
+    bool mse_refused = false;
+    try {
+      kept.stage_kept(ids[0].data(), bs[0].pos.data(), bs[0].mask.data(), bs[0].B);
+    } catch (const std::exception& e) {
+      mse_refused = std::string(e.what()).find("without targets") != std::string::npos;
+    }
+    record("train", nm + ": kept-pair lm steps give step_lm's losses bitwise (mse staging of x-only pairs refused)",
+           ok && mse_refused && same_losses(l32, lk, &detail), 0, 0, detail);
+    record("train", nm + ": kept-pair lm steps accumulate step_lm's gradients bitwise",
+           ok && same_bits(gpu_grads(plain16, p0), gpu_grads(kept, p0)), 0, 0);
   }
 
   std::vector<float> target(bs[0].x.size(), 0.25f);

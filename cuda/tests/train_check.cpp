@@ -272,6 +272,48 @@ void check_staged(const Case& c, bool use_lt, bool big) {
            same_losses(l32, l16, &detail), 0, 0, detail);
     record("train", nm + ": bf16-staged steps accumulate step()'s gradients bitwise",
            same_bits(gpu_grads(plain16, p0), gpu_grads(staged16, p0)), 0, 0);
+    // Kept on the GPU: every sequence of every batch put as one block, then staged by index (in reverse order of
+    // putting, so an index mix-up shows), bitwise the same steps again.
+    {
+      sc::TrainStep kept(c.kind, c.s, gpu_view(p0), c.s.use_rope ? inv.data() : nullptr, use_lt);
+      size_t nblocks = 0;
+      for (const Batch& b : bs) nblocks += b.B;
+      const size_t before = kept.device_bytes();
+      const size_t huge = (size_t(1) << 44) / (c.s.T * c.s.D * 4) + 1;  // ~16 TiB of pairs
+      const bool no_room = !kept.keep_pairs(huge, true, 1.0) && kept.device_bytes() == before;
+      const bool ok = kept.keep_pairs(nblocks, true, 0.5);
+      std::vector<std::vector<int64_t>> ids(bs.size());
+      size_t next = nblocks;
+      for (size_t i = 0; i < bs.size(); i++)
+        for (size_t b = 0; b < bs[i].B; b++) {
+          ids[i].push_back(int64_t(--next));
+          kept.put_pair(size_t(ids[i].back()), xr[i].ptrs[b], yr[i].ptrs[b]);
+        }
+      std::vector<double> lk;
+      if (ok)
+        lk = pipelined(
+            bs.size(), [&](size_t i) { kept.stage_kept(ids[i].data(), bs[i].pos.data(), bs[i].mask.data(), bs[i].B); },
+            [&](size_t i) { return kept.step_staged(0.5f + 0.1f * float(i)); });
+      record("train", nm + fmt(": kept-pair steps (%zu blocks on the GPU) give step()'s losses bitwise", nblocks),
+             ok && same_losses(l32, lk, &detail), 0, 0, detail);
+      record("train", nm + ": kept-pair steps accumulate step()'s gradients bitwise",
+             ok && same_bits(gpu_grads(plain16, p0), gpu_grads(kept, p0)), 0, 0);
+      auto refuses = [&](auto&& f, const char* want) {
+        try {
+          f();
+        } catch (const std::exception& e) {
+          return std::string(e.what()).find(want) != std::string::npos;
+        }
+        return false;
+      };
+      const int64_t out_of_range[1] = {int64_t(nblocks)};
+      const bool range = refuses([&] { kept.stage_kept(out_of_range, bs[0].pos.data(), nullptr, 1); }, "was not put");
+      const bool twice = refuses([&] { kept.keep_pairs(1, true, 0.5); }, "kept already");
+      const bool lm_only = refuses([&] { kept.put_pair(0, xr[0].ptrs[0], nullptr); }, "x and target are required");
+      record("train", nm + ": keep_pairs refuses what does not fit (allocating nothing); misuse refused",
+             no_room && range && twice && lm_only, 0, 0,
+             fmt("no room %d, index %d, twice %d, missing target %d", no_room, range, twice, lm_only));
+    }
     if (!big) {
       // A missing sequence pointer is refused before a slot is taken; f32 and bf16 stages then share the two slots.
       std::vector<const uint16_t*> holes = xr[0].ptrs;

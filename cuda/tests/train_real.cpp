@@ -173,6 +173,27 @@ void check_capi_train() {
     }
     record("train", "C API: stage_bf16 + step_staged = train_step on the widened inputs (loss bitwise)",
            ok16 && l4 == l5, 0, 0, fmt("staged %.17g plain %.17g%s", l4, l5, stage16 ? "" : " (symbol missing)"));
+    // Kept pairs: keep_pairs + put_pair per sequence + stage_kept = the same loss again.
+    auto keep = reinterpret_cast<decltype(&::streamline_cuda_train_keep_pairs)>(dlsym(h, "streamline_cuda_train_keep_pairs"));
+    auto put = reinterpret_cast<decltype(&::streamline_cuda_train_put_pair)>(dlsym(h, "streamline_cuda_train_put_pair"));
+    auto stage_kept =
+        reinterpret_cast<decltype(&::streamline_cuda_train_stage_kept)>(dlsym(h, "streamline_cuda_train_stage_kept"));
+    double l6 = -3;
+    int kept = 0;
+    bool okk = ok16 && keep && put && stage_kept && keep(pa, int64_t(b.B), 1, 0.5, &kept) == 0 && kept == 1;
+    std::vector<int64_t> ids;
+    if (okk) {
+      const size_t TD = size_t(s.seq_len * s.hidden);
+      const Bf16Rows xr = bf16_rows(b.x, b.B, TD), yr = bf16_rows(b.target, b.B, TD);
+      for (size_t q = 0; q < b.B; q++) {
+        okk = okk && put(pa, int64_t(b.B - 1 - q), xr.ptrs[q], yr.ptrs[q]) == 0;
+        ids.push_back(int64_t(b.B - 1 - q));
+      }
+      okk = okk && stage_kept(pa, ids.data(), b.pos.data(), b.mask.data(), int64_t(b.B)) == 0 &&
+            step_staged(pa, 1.f, &l6) == 0;
+    }
+    record("train", "C API: keep_pairs + put_pair + stage_kept + step_staged = train_step on the widened inputs",
+           okk && l6 == l5, 0, 0, fmt("kept %.17g plain %.17g", l6, l5));
     if (pa) streamline_cuda_train_destroy(pa);
     if (pb) streamline_cuda_train_destroy(pb);
   }
