@@ -32,6 +32,10 @@
 //     trainer.stageLmBf16(xRows, targets, positions, keyMask, batch) -> Promise<void>: stage/stageLm with the states
 //     as bf16 bits, one Uint16Array[T*D] per sequence (a bf16 pair cache's blocks), widened on the GPU (exact).
 //     Optional: without them the caller widens on the host and stages f32
+//   trainer.hasKeptPairs() -> boolean; keepPairs(blocks, targets, maxFraction) -> Promise<boolean> (false: does not
+//     fit, nothing reserved); putPair(block, x Uint16Array, target | null) -> Promise<void>; stageKept(blocks
+//     Int32Array, positions, keyMask, batch) and stageLmKept(blocks, targets, positions, keyMask, batch) ->
+//     Promise<void>: training pairs kept on the GPU and staged by block index, device to device
 #include <array>
 #include <cmath>
 #include <memory>
@@ -85,6 +89,11 @@ struct TrainApi {
                     const uint8_t*, int64_t);
   int (*stage_lm_bf16)(streamline_cuda_train*, const uint16_t* const*, const int32_t*, const int32_t*, const uint8_t*,
                        int64_t);
+  // Optional (pairs kept on the GPU).
+  int (*keep_pairs)(streamline_cuda_train*, int64_t, int, double, int*);
+  int (*put_pair)(streamline_cuda_train*, int64_t, const uint16_t*, const uint16_t*);
+  int (*stage_kept)(streamline_cuda_train*, const int64_t*, const int32_t*, const uint8_t*, int64_t);
+  int (*stage_lm_kept)(streamline_cuda_train*, const int64_t*, const int32_t*, const int32_t*, const uint8_t*, int64_t);
   int (*step_lm_staged)(streamline_cuda_train*, float, double*);
 };
 
@@ -130,6 +139,15 @@ const TrainApi& train_api(Napi::Env env) {
       a.stage_lm_bf16 = a.stage_lm ? reinterpret_cast<decltype(a.stage_lm_bf16)>(
                                          cuda_symbol("streamline_cuda_train_stage_lm_bf16"))
                                    : nullptr;
+      a.keep_pairs = reinterpret_cast<decltype(a.keep_pairs)>(cuda_symbol("streamline_cuda_train_keep_pairs"));
+      a.put_pair = reinterpret_cast<decltype(a.put_pair)>(cuda_symbol("streamline_cuda_train_put_pair"));
+      a.stage_kept = reinterpret_cast<decltype(a.stage_kept)>(cuda_symbol("streamline_cuda_train_stage_kept"));
+      // Kept pairs are only ever consumed by staged steps.
+      if (!a.keep_pairs || !a.put_pair || !a.stage_kept || !a.stage)
+        a.keep_pairs = nullptr, a.put_pair = nullptr, a.stage_kept = nullptr;
+      a.stage_lm_kept = a.keep_pairs && a.stage_lm ? reinterpret_cast<decltype(a.stage_lm_kept)>(
+                                                         cuda_symbol("streamline_cuda_train_stage_lm_kept"))
+                                                   : nullptr;
       if (!missing.empty()) error = "the CUDA backend library lacks " + missing + " (built before GPU training existed)";
       else if (st.device_count == 0 || !st.reason.empty()) error = st.reason.empty() ? "no CUDA device" : st.reason;
     }
@@ -170,6 +188,11 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
                         InstanceMethod("hasStageBf16", &CudaTrainer::HasStageBf16),
                         InstanceMethod("stageBf16", &CudaTrainer::StageBf16),
                         InstanceMethod("stageLmBf16", &CudaTrainer::StageLmBf16),
+                        InstanceMethod("hasKeptPairs", &CudaTrainer::HasKeptPairs),
+                        InstanceMethod("keepPairs", &CudaTrainer::KeepPairs),
+                        InstanceMethod("putPair", &CudaTrainer::PutPair),
+                        InstanceMethod("stageKept", &CudaTrainer::StageKept),
+                        InstanceMethod("stageLmKept", &CudaTrainer::StageLmKept),
                         InstanceMethod("hasStageLm", &CudaTrainer::HasStageLm),
                         InstanceMethod("stageLm", &CudaTrainer::StageLm),
                         InstanceMethod("stepLmStaged", &CudaTrainer::StepLmStaged),
@@ -316,6 +339,78 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
                  nullptr, Lane::Stage);
   }
 
+  // hasKeptPairs() -> whether the backend can keep training pairs on the GPU (keepPairs, putPair, stageKept, and
+  // stageLmKept where it has stageLm).
+  Napi::Value HasKeptPairs(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), api_ && api_->keep_pairs);
+  }
+  void need_kept(Napi::Env env, const char* fn) {
+    if (!api_->keep_pairs)
+      throw_error(env, "E_UNSUPPORTED", std::string(fn) + ": the CUDA backend library lacks streamline_cuda_train_keep_pairs");
+  }
+  // keepPairs(blocks, targets, maxFraction) -> Promise<boolean>: reserves GPU storage for `blocks` bf16 pairs when it
+  // fits in maxFraction of the free device memory (with the trainer's own later allocations); false, nothing reserved,
+  // otherwise.
+  Napi::Value KeepPairs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    streamline_cuda_train* t = ready(env);
+    need_kept(env, "keepPairs");
+    const int64_t blocks = int_arg(env, info[0], "blocks");
+    if (blocks < 1) throw_error(env, "E_NATIVE_ARG", "keepPairs: blocks must be positive");
+    if (!info[1].IsBoolean()) throw_error(env, "E_NATIVE_ARG", "keepPairs: targets must be a boolean");
+    const bool targets = info[1].As<Napi::Boolean>().Value();
+    const double frac = number_arg(env, info[2], "maxFraction");
+    if (!(frac > 0 && frac <= 1)) throw_error(env, "E_NATIVE_ARG", "keepPairs: maxFraction must be in (0, 1]");
+    auto kept = std::make_shared<int>(0);
+    const TrainApi* a = api_;
+    return async(info, {}, [=] { check_rc(*a, a->keep_pairs(t, blocks, targets ? 1 : 0, frac, kept.get()), "train_keep_pairs"); },
+                 [kept](Napi::Env e) -> Napi::Value { return Napi::Boolean::New(e, *kept != 0); });
+  }
+
+  // putPair(block, x Uint16Array[T*D], target Uint16Array[T*D] | null) -> Promise<void>: one kept block's bf16 states.
+  Napi::Value PutPair(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    streamline_cuda_train* t = ready(env);
+    need_kept(env, "putPair");
+    const int64_t block = int_arg(env, info[0], "block");
+    const size_t n = spec_.T * spec_.D;
+    const uint16_t* x = typed<Napi::Uint16Array>(env, info[1], napi_uint16_array, n, "putPair: x", "Uint16Array").Data();
+    const uint16_t* y = absent(info[2]) ? nullptr
+                                        : typed<Napi::Uint16Array>(env, info[2], napi_uint16_array, n, "putPair: target",
+                                                                   "Uint16Array").Data();
+    const TrainApi* a = api_;
+    return async(info, {info[1], info[2]}, [=] { check_rc(*a, a->put_pair(t, block, x, y), "train_put_pair"); }, nullptr);
+  }
+
+  // Block indices of a kept-pair stage: an Int32Array of `batch` entries.
+  std::shared_ptr<std::vector<int64_t>> blocks_arg(Napi::Env env, const Napi::Value& v, int64_t batch, const std::string& f) {
+    const int32_t* p = typed<Napi::Int32Array>(env, v, napi_int32_array, size_t(batch), f + ": blocks", "Int32Array").Data();
+    return std::make_shared<std::vector<int64_t>>(p, p + batch);
+  }
+
+  // stageKept(blocks Int32Array[batch], positions, keyMask, batch) -> Promise<void>: stage() from kept pairs by block
+  // index, device to device; stepStaged then gives stageBf16's result on those blocks.
+  Napi::Value StageKept(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    streamline_cuda_train* t = ready(env, Lane::Stage);
+    need_kept(env, "stageKept");
+    const int64_t batch = int_arg(env, info[3], "batch");
+    if (batch < 1 || size_t(batch) > spec_.B)
+      throw_error(env, "E_SHAPE", "stageKept: batch must be in [1, " + std::to_string(spec_.B) + "] (the spec's batch)");
+    const size_t M = size_t(batch) * spec_.T;
+    auto blocks = blocks_arg(env, info[0], batch, "stageKept");
+    const int32_t* pos = spec_.use_rope
+                             ? typed<Napi::Int32Array>(env, info[1], napi_int32_array, M, "stageKept: positions", "Int32Array").Data()
+                             : nullptr;
+    const uint8_t* mask = absent(info[2]) ? nullptr
+                                          : typed<Napi::Uint8Array>(env, info[2], napi_uint8_array, M, "stageKept: keyMask",
+                                                                    "Uint8Array").Data();
+    const TrainApi* a = api_;
+    return async(info, {info[1], info[2]},
+                 [=] { check_rc(*a, a->stage_kept(t, blocks->data(), pos, mask, batch), "train_stage_kept"); }, nullptr,
+                 Lane::Stage);
+  }
+
   // stepStaged(gradScale?) -> Promise<loss>: step() on the oldest staged batch.
   Napi::Value StepStaged(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -416,7 +511,9 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
     const uint8_t* mask;
     Rows xr;
   };
-  LmBatchArgs lm_batch_args(const Napi::CallbackInfo& info, const char* fn, bool bf16_rows = false) {
+  // info[0]: x f32, one bf16 row array per sequence (stageLmBf16), or block indices the caller reads (stageLmKept).
+  enum class XMode { F32, Rows, Kept };
+  LmBatchArgs lm_batch_args(const Napi::CallbackInfo& info, const char* fn, XMode mode = XMode::F32) {
     Napi::Env env = info.Env();
     const std::string f(fn);
     LmBatchArgs b{};
@@ -424,8 +521,8 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
     if (b.batch < 1 || size_t(b.batch) > spec_.B)
       throw_error(env, "E_SHAPE", f + ": batch must be in [1, " + std::to_string(spec_.B) + "] (the spec's batch)");
     size_t M = size_t(b.batch) * spec_.T, n = M * spec_.D;
-    if (bf16_rows) b.xr = rows_arg(env, info[0], b.batch, f + ": xRows");
-    else b.x = typed<Napi::Float32Array>(env, info[0], napi_float32_array, n, f + ": x", "Float32Array").Data();
+    if (mode == XMode::Rows) b.xr = rows_arg(env, info[0], b.batch, f + ": xRows");
+    else if (mode == XMode::F32) b.x = typed<Napi::Float32Array>(env, info[0], napi_float32_array, n, f + ": x", "Float32Array").Data();
     b.targets = typed<Napi::Int32Array>(env, info[1], napi_int32_array, M, f + ": targets", "Int32Array").Data();
     if (spec_.use_rope || lm_layer_.use_rope)
       b.pos = typed<Napi::Int32Array>(env, info[2], napi_int32_array, M, f + ": positions", "Int32Array").Data();
@@ -503,12 +600,31 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
     need_stage_lm(env, "stageLmBf16");
     if (!api_->stage_lm_bf16)
       throw_error(env, "E_UNSUPPORTED", "stageLmBf16: the CUDA backend library lacks streamline_cuda_train_stage_lm_bf16");
-    const LmBatchArgs b = lm_batch_args(info, "stageLmBf16", true);
+    const LmBatchArgs b = lm_batch_args(info, "stageLmBf16", XMode::Rows);
     const TrainApi* a = api_;
     return async(info, {info[0], info[1], info[2], info[3]},
                  [=] {
                    check_rc(*a, a->stage_lm_bf16(t, b.xr->data(), b.targets, b.pos, b.mask, b.batch),
                             "train_stage_lm_bf16");
+                 },
+                 nullptr, Lane::Stage, true);
+  }
+
+  // stageLmKept(blocks Int32Array[batch], targets, positions, keyMask, batch) -> Promise<void>: stageLm() from kept
+  // pairs by block index (see stageKept).
+  Napi::Value StageLmKept(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    streamline_cuda_train* t = ready(env, Lane::Stage, true);
+    need_stage_lm(env, "stageLmKept");
+    if (!api_->stage_lm_kept)
+      throw_error(env, "E_UNSUPPORTED", "stageLmKept: the CUDA backend library lacks streamline_cuda_train_stage_lm_kept");
+    const LmBatchArgs b = lm_batch_args(info, "stageLmKept", XMode::Kept);
+    auto blocks = blocks_arg(env, info[0], b.batch, "stageLmKept");
+    const TrainApi* a = api_;
+    return async(info, {info[1], info[2], info[3]},
+                 [=] {
+                   check_rc(*a, a->stage_lm_kept(t, blocks->data(), b.targets, b.pos, b.mask, b.batch),
+                            "train_stage_lm_kept");
                  },
                  nullptr, Lane::Stage, true);
   }

@@ -385,6 +385,10 @@ struct streamline_cuda_train {
   uint64_t stages = 0;  // train_stage / train_stage_lm calls so far (the wait hook)
   std::atomic<int> staged_steps{0};  // train_step_staged / train_step_lm_staged calls so far (the failure hook)
   bool injected = false;  // the failure hook has failed its step
+  // Pairs kept "on the GPU" (train_keep_pairs): bf16 bits per block; kept_put says which blocks were put.
+  std::vector<std::vector<uint16_t>> kept_x, kept_y;
+  std::vector<bool> kept_put;
+  bool kept_targets = false;
 };
 
 namespace {
@@ -557,11 +561,11 @@ template <typename F> void run_staged(streamline_cuda_train* t, bool lm, const c
 }  // namespace
 
 namespace {
-// train_stage and train_stage_bf16 once the states are f32 (logged "train_stage <batch>", " bf16" for the bf16 form).
+// train_stage, train_stage_bf16 and train_stage_kept once the states are f32 (logged "train_stage <batch><tag>").
 void stage_mse(streamline_cuda_train* t, std::vector<float> x, std::vector<float> y, const int32_t* host_positions,
-               const uint8_t* host_mask, int64_t batch, bool bf16) {
+               const uint8_t* host_mask, int64_t batch, const char* tag) {
   const size_t M = size_t(batch) * t->spec.T;
-  note_call("train_stage " + std::to_string(batch) + (bf16 ? " bf16" : ""));
+  note_call("train_stage " + std::to_string(batch) + tag);
   Staged b;
   b.x = std::move(x);
   b.y = std::move(y);
@@ -583,7 +587,7 @@ SL_EXPORT int streamline_cuda_train_stage(streamline_cuda_train* t, const float*
     if (t->spec.use_rope && !host_positions) throw Error("E_SHAPE", "train_stage: RoPE needs positions");
     const size_t n = size_t(batch) * t->spec.T * t->spec.D;
     stage_mse(t, std::vector<float>(host_x, host_x + n), std::vector<float>(host_target, host_target + n),
-              host_positions, host_mask, batch, false);
+              host_positions, host_mask, batch, "");
   });
 }
 
@@ -779,28 +783,117 @@ SL_EXPORT int streamline_cuda_train_stage_bf16(streamline_cuda_train* t, const u
     const size_t TD = t->spec.T * t->spec.D;
     std::vector<float> x = widen_rows(host_x_rows, batch, TD, "train_stage_bf16");
     std::vector<float> y = widen_rows(host_target_rows, batch, TD, "train_stage_bf16");
-    stage_mse(t, std::move(x), std::move(y), host_positions, host_mask, batch, true);
+    stage_mse(t, std::move(x), std::move(y), host_positions, host_mask, batch, " bf16");
   });
 }
 
-// train_stage_lm with x widened from bf16 rows (logged "train_stage_lm <batch> bf16").
+// Pairs kept on the device, modelled by host copies. The free memory keep_pairs compares with is
+// STREAMLINE_CUDA_CPU_FREE_BYTES (default 64 GiB), so a test can make the pairs not fit; the second-slot allowance is
+// the real backend's.
+SL_EXPORT int streamline_cuda_train_keep_pairs(streamline_cuda_train* t, int64_t blocks, int targets,
+                                               double max_fraction, int* kept) {
+  return guarded([&] {
+    if (blocks <= 0) throw Error("E_SHAPE", "train_keep_pairs: blocks must be positive");
+    if (!kept) throw Error("E_SHAPE", "train_keep_pairs: kept is required");
+    if (!t->kept_x.empty()) throw Error("E_SHAPE", "keep_pairs: pairs are kept already");
+    if (!(max_fraction > 0 && max_fraction <= 1)) throw Error("E_SHAPE", "keep_pairs: max_fraction must be in (0, 1]");
+    const char* env = std::getenv("STREAMLINE_CUDA_CPU_FREE_BYTES");
+    const double free_b = env ? std::strtod(env, nullptr) : double(size_t(64) << 30);
+    const size_t TD = t->spec.T * t->spec.D, M = t->spec.B * t->spec.T;
+    const double need = double(blocks) * double(TD) * 2 * (targets ? 2 : 1) + double(M * t->spec.D * 8 + M * 9);
+    note_call("train_keep_pairs " + std::to_string(blocks));
+    *kept = need <= max_fraction * free_b ? 1 : 0;
+    if (!*kept) return;
+    t->kept_x.assign(size_t(blocks), {});
+    if (targets) t->kept_y.assign(size_t(blocks), {});
+    t->kept_put.assign(size_t(blocks), false);
+    t->kept_targets = targets != 0;
+  });
+}
+
+SL_EXPORT int streamline_cuda_train_put_pair(streamline_cuda_train* t, int64_t block, const uint16_t* host_x,
+                                             const uint16_t* host_target) {
+  return guarded([&] {
+    if (block < 0 || size_t(block) >= t->kept_x.size())
+      throw Error("E_SHAPE", "put_pair: block " + std::to_string(block) + " is not among the " +
+                                 std::to_string(t->kept_x.size()) + " kept (keep_pairs first)");
+    if (!host_x || (host_target != nullptr) != t->kept_targets)
+      throw Error("E_SHAPE", t->kept_targets ? "put_pair: x and target are required" : "put_pair: x only (pairs kept without targets)");
+    const size_t TD = t->spec.T * t->spec.D;
+    t->kept_x[size_t(block)].assign(host_x, host_x + TD);
+    if (host_target) t->kept_y[size_t(block)].assign(host_target, host_target + TD);
+    t->kept_put[size_t(block)] = true;
+  });
+}
+
+namespace {
+// The kept blocks of a stage as row pointers (the bf16 stages' input), after the real backend's checks.
+std::vector<const uint16_t*> kept_rows(streamline_cuda_train* t, const int64_t* blocks, int64_t batch, bool target,
+                                       const char* fn) {
+  check_stage_batch(t, batch, fn);
+  if (!blocks) throw Error("E_SHAPE", std::string(fn) + ": blocks are required");
+  std::vector<const uint16_t*> rows;
+  for (int64_t b = 0; b < batch; b++) {
+    const int64_t k = blocks[b];
+    if (k < 0 || size_t(k) >= t->kept_put.size() || !t->kept_put[size_t(k)])
+      throw Error("E_SHAPE", std::string(fn) + ": block " + std::to_string(k) + " (sequence " + std::to_string(b) +
+                                 ") was not put (put_pair fills blocks [0, " + std::to_string(t->kept_put.size()) + "))");
+    rows.push_back(target ? t->kept_y[size_t(k)].data() : t->kept_x[size_t(k)].data());
+  }
+  return rows;
+}
+}  // namespace
+
+SL_EXPORT int streamline_cuda_train_stage_kept(streamline_cuda_train* t, const int64_t* blocks,
+                                               const int32_t* host_positions, const uint8_t* host_mask,
+                                               int64_t batch) {
+  return guarded([&] {
+    const std::vector<const uint16_t*> xr = kept_rows(t, blocks, batch, false, "stage_kept");
+    if (!t->kept_targets) throw Error("E_SHAPE", "stage_kept: the pairs were kept without targets (stage_lm_kept takes them)");
+    const std::vector<const uint16_t*> yr = kept_rows(t, blocks, batch, true, "stage_kept");
+    if (t->spec.use_rope && !host_positions) throw Error("E_SHAPE", "stage_kept: RoPE needs positions");
+    const size_t TD = t->spec.T * t->spec.D;
+    std::vector<float> x = widen_rows(xr.data(), batch, TD, "stage_kept"), y = widen_rows(yr.data(), batch, TD, "stage_kept");
+    stage_mse(t, std::move(x), std::move(y), host_positions, host_mask, batch, " kept");
+  });
+}
+
+namespace {
+// train_stage_lm_bf16 and train_stage_lm_kept: bf16 rows widened, then train_stage_lm's checks and copy (logged
+// "train_stage_lm <batch><tag>").
+void stage_lm_rows(streamline_cuda_train* t, const uint16_t* const* rows, const int32_t* host_targets,
+                   const int32_t* host_positions, const uint8_t* host_mask, int64_t batch, const char* fn,
+                   const char* tag) {
+  check_stage_batch(t, batch, fn);
+  const size_t TD = t->spec.T * t->spec.D, M = size_t(batch) * t->spec.T;
+  std::vector<float> x = widen_rows(rows, batch, TD, fn);
+  check_lm_inputs(t, x.data(), host_targets, host_positions, batch, fn);
+  note_call("train_stage_lm " + std::to_string(batch) + tag);
+  Staged b;
+  b.lm = true;
+  b.x = std::move(x);
+  b.targets.assign(host_targets, host_targets + M);
+  if (host_positions) b.pos.assign(host_positions, host_positions + M);
+  if (host_mask) b.mask.assign(host_mask, host_mask + M);
+  b.batch = batch;
+  push_staged(t, std::move(b), "stage");
+}
+}  // namespace
+
 SL_EXPORT int streamline_cuda_train_stage_lm_bf16(streamline_cuda_train* t, const uint16_t* const* host_x_rows,
                                                   const int32_t* host_targets, const int32_t* host_positions,
                                                   const uint8_t* host_mask, int64_t batch) {
   return guarded([&] {
-    check_stage_batch(t, batch, "train_stage_lm_bf16");
-    const size_t TD = t->spec.T * t->spec.D, M = size_t(batch) * t->spec.T;
-    std::vector<float> x = widen_rows(host_x_rows, batch, TD, "train_stage_lm_bf16");
-    check_lm_inputs(t, x.data(), host_targets, host_positions, batch, "train_stage_lm_bf16");
-    note_call("train_stage_lm " + std::to_string(batch) + " bf16");
-    Staged b;
-    b.lm = true;
-    b.x = std::move(x);
-    b.targets.assign(host_targets, host_targets + M);
-    if (host_positions) b.pos.assign(host_positions, host_positions + M);
-    if (host_mask) b.mask.assign(host_mask, host_mask + M);
-    b.batch = batch;
-    push_staged(t, std::move(b), "stage");
+    stage_lm_rows(t, host_x_rows, host_targets, host_positions, host_mask, batch, "train_stage_lm_bf16", " bf16");
+  });
+}
+
+SL_EXPORT int streamline_cuda_train_stage_lm_kept(streamline_cuda_train* t, const int64_t* blocks,
+                                                  const int32_t* host_targets, const int32_t* host_positions,
+                                                  const uint8_t* host_mask, int64_t batch) {
+  return guarded([&] {
+    const std::vector<const uint16_t*> xr = kept_rows(t, blocks, batch, false, "stage_lm_kept");
+    stage_lm_rows(t, xr.data(), host_targets, host_positions, host_mask, batch, "stage_lm_kept", " kept");
   });
 }
 

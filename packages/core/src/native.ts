@@ -336,6 +336,20 @@ export interface NativeCudaTrainer {
   stageBf16(xRows: Uint16Array[], targetRows: Uint16Array[], positions: Int32Array | null, keyMask: Uint8Array | null, batch: number): Promise<void>;
   /** stageLm with x as bf16 rows, one array per sequence (see stageBf16). */
   stageLmBf16(xRows: Uint16Array[], targets: Int32Array, positions: Int32Array | null, keyMask: Uint8Array | null, batch: number): Promise<void>;
+  /** Whether the backend can keep training pairs on the GPU (keepPairs, putPair, stageKept; stageLmKept with hasStageLm()). */
+  hasKeptPairs(): boolean;
+  /**
+   * Reserves GPU storage for `blocks` bf16 pairs (x, and the target when `targets`) if that, with the trainer's own
+   * later allocations, fits in maxFraction of the free device memory: true; false (nothing reserved) otherwise.
+   * Between steps only; once per trainer.
+   */
+  keepPairs(blocks: number, targets: boolean, maxFraction: number): Promise<boolean>;
+  /** Copies block `block`'s bf16 states ([seqLen·hidden] each; target null when kept without targets) to the GPU. */
+  putPair(block: number, x: Uint16Array, target: Uint16Array | null): Promise<void>;
+  /** stage from kept blocks by index (blocks[batch]), device to device: stepStaged gives stageBf16's result on them. */
+  stageKept(blocks: Int32Array, positions: Int32Array | null, keyMask: Uint8Array | null, batch: number): Promise<void>;
+  /** stageLm from kept blocks by index (see stageKept). */
+  stageLmKept(blocks: Int32Array, targets: Int32Array, positions: Int32Array | null, keyMask: Uint8Array | null, batch: number): Promise<void>;
   /** Frees the device memory now (a finalizer does it otherwise). */
   destroy(): void;
 }

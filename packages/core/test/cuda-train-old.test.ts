@@ -61,6 +61,8 @@ if (!existsSync(old)) {
     assert.match(m3!, /lacks streamline_cuda_train_stage_lm/);
     assert.is((await code(() => t.stepLmStaged(1)))[0], 'E_UNSUPPORTED');
     assert.is(t.hasStageBf16(), false);
+    assert.is(t.hasKeptPairs(), false);
+    assert.is((await code(() => t.keepPairs(1, true, 0.5)))[0], 'E_UNSUPPORTED');
     const [c4, m4] = await code(() => t.stageBf16([new Uint16Array(x.length)], [new Uint16Array(x.length)], null, null, 1));
     assert.is(c4, 'E_UNSUPPORTED');
     assert.match(m4!, /lacks streamline_cuda_train_stage_bf16/);

@@ -150,7 +150,8 @@ if (!existsSync(fake)) {
       } finally {
         delete process.env.STREAMLINE_CUDA_CPU_CALLS;
       }
-      assert.equal(logs, []);
+      assert.equal(logs.filter((m) => m.level === 'warning'), []);
+      assert.ok(logs.some((m) => /training pairs kept in GPU memory/.test(m.message)), 'says where the pairs are');
       assert.is(plain.training!.device, 'cuda');
       bitwiseSame(plain, gpu, 'prefetched vs unpipelined');
       assert.is(cpu.training!.device, 'cpu');
@@ -341,7 +342,8 @@ if (!existsSync(fake)) {
     const seq = lines.filter((l) => l.startsWith('train_stage') || l === 'train_step_staged end');
     const stages = seq.filter((l) => l.startsWith('train_stage')).length, ends = seq.length - stages;
     assert.is(stages, ends, 'every staged batch is stepped once');
-    assert.ok(seq.filter((l) => l.startsWith('train_stage')).every((l) => l.endsWith(' bf16')), 'the bf16 cache staged as stored');
+    assert.ok(seq.filter((l) => l.startsWith('train_stage')).every((l) => l.endsWith(' kept')), 'the pairs kept on the GPU');
+    assert.is(r.training!.pairs, 'gpu');
     assert.is(ends, micros(r), 'one stepStaged per micro-batch');
     let seen = 0;
     for (const [i, l] of seq.entries()) {
@@ -351,15 +353,16 @@ if (!existsSync(fake)) {
     }
   });
 
-  // A bf16 pair cache reaches the backend as stored (stageBf16: one block per sequence, widened there), from memory or
-  // from disk; an f32 cache, or a backend without the bf16 stages, stages f32 arrays. Widening is exact, so the runs
-  // from the bf16 cache are bitwise one another, for both losses.
-  test('prefetch: a bf16 cache is staged as stored (memory, disk), else f32 (f32 cache, older backend); the same bits', async () => {
+  // Where the pairs come from on cuda: kept in GPU memory when they fit (uploaded once, staged by index); else a bf16
+  // cache reaches the backend as stored (stageBf16: one block per sequence, widened there), from memory or disk; an
+  // f32 cache, or a backend without the bf16 stages, stages f32 arrays. Widening is exact: every run from the bf16
+  // cache gives the same bits, for both losses.
+  test('prefetch: pairs kept on the GPU, else the bf16 cache staged as stored (memory, disk), else f32; the same bits', async () => {
     const model = await fixture('llama-gqa');
     const n = native();
     const open = n.cudaTrainer;
     for (const loss of ['mse', 'lm'] as const) {
-      const run = async (name: string, extra: Partial<core.PruneOptions>, noBf16 = false) => {
+      const run = async (name: string, extra: Partial<core.PruneOptions>, env: Record<string, string> = {}, noBf16 = false) => {
         const calls = path.join(tmp, `calls-${name}-${loss}.log`);
         if (noBf16) {
           n.cudaTrainer = async (...a: Parameters<typeof open>) => {
@@ -369,25 +372,29 @@ if (!existsSync(fake)) {
           };
         }
         try {
-          const r = await withEnv({ STREAMLINE_CUDA_CPU_CALLS: calls }, () => core.prune(model, { ...base(`${name}-${loss}`, 'mlp'), loss, ...extra, device: 'cuda' }));
+          const r = await withEnv({ STREAMLINE_CUDA_CPU_CALLS: calls, ...env }, () => core.prune(model, { ...base(`${name}-${loss}`, 'mlp'), loss, ...extra, device: 'cuda' }));
           const stages = readFileSync(calls, 'utf8').trim().split('\n').filter((l) => l.startsWith('train_stage'));
           assert.ok(stages.length > 0, `${name} ${loss}: staged`);
-          return { r, bf16: stages.filter((l) => l.endsWith(' bf16')).length, all: stages.length };
+          const tags = new Set(stages.map((l) => l.split(' ').slice(2).join(' ')));
+          return { r, tags: [...tags] };
         } finally {
           n.cudaTrainer = open;
         }
       };
-      const mem = await run('pf16-mem', {});
-      const disk = await run('pf16-disk', { cacheBudget: 1 });
-      const old = await run('pf16-old', {}, true);
-      const f32 = await run('pf32', { cacheDtype: 'f32' });
-      assert.is(mem.bf16, mem.all, `${loss}: memory cache staged as bf16`);
-      assert.is(disk.bf16, disk.all, `${loss}: disk cache staged as bf16`);
-      assert.is(old.bf16, 0, `${loss}: a backend without stageBf16 stages f32`);
-      assert.is(f32.bf16, 0, `${loss}: an f32 cache stages f32`);
-      bitwiseSame(mem.r, disk.r, `${loss}: disk vs memory`);
-      bitwiseSame(mem.r, old.r, `${loss}: f32 staging of the bf16 cache vs bf16 staging`);
-      assert.is(f32.r.training!.device, 'cuda');
+      const full = { STREAMLINE_CUDA_CPU_FREE_BYTES: '1' };  // no room on the "GPU" for the pairs
+      const gpu = await run('pfk-gpu', {});
+      const mem = await run('pfk-mem', {}, full);
+      const disk = await run('pfk-disk', { cacheBudget: 1 }, full);
+      const old = await run('pfk-old', {}, full, true);
+      const f32 = await run('pfk-f32', { cacheDtype: 'f32' });
+      assert.equal([gpu.tags, gpu.r.training!.pairs], [['kept'], 'gpu'], `${loss}: kept on the GPU`);
+      assert.equal([mem.tags, mem.r.training!.pairs], [['bf16'], 'memory'], `${loss}: bf16 from memory`);
+      assert.equal([disk.tags, disk.r.training!.pairs], [['bf16'], 'disk'], `${loss}: bf16 from disk`);
+      assert.equal(old.tags, [''], `${loss}: a backend without stageBf16 stages f32`);
+      assert.equal([f32.tags, f32.r.training!.pairs], [[''], 'memory'], `${loss}: an f32 cache stages f32, never kept`);
+      bitwiseSame(gpu.r, mem.r, `${loss}: memory vs kept`);
+      bitwiseSame(gpu.r, disk.r, `${loss}: disk vs kept`);
+      bitwiseSame(gpu.r, old.r, `${loss}: f32 staging of the bf16 cache vs kept`);
     }
   });
 
@@ -463,7 +470,7 @@ if (!existsSync(fake)) {
     const seq = lines.filter((l) => l.startsWith('train_stage_lm ') || l === 'train_step_lm_staged end');
     const stages = seq.filter((l) => l.startsWith('train_stage_lm')).length, ends = seq.length - stages;
     assert.is(stages, ends, 'every staged batch is stepped once');
-    assert.ok(seq.filter((l) => l.startsWith('train_stage_lm')).every((l) => l.endsWith(' bf16')), 'the bf16 cache staged as stored');
+    assert.ok(seq.filter((l) => l.startsWith('train_stage_lm')).every((l) => l.endsWith(' kept')), 'the pairs kept on the GPU');
     assert.is(ends, micros(r), 'one stepLmStaged per micro-batch');
     let seen = 0;
     for (const [i, l] of seq.entries()) {
@@ -628,7 +635,7 @@ if (!existsSync(fake)) {
 
   // stageBf16 / stageLmBf16: one Uint16Array per sequence, widened by the backend; a step on them equals step / stepLm
   // on the widened f32 arrays. Argument errors are coded and stage nothing.
-  test('the binding: stageBf16/stageLmBf16 equal step/stepLm on the widened states, argument errors coded', async () => {
+  test('the binding: stageBf16/stageLmBf16 and kept pairs (keepPairs/putPair/stageKept/stageLmKept) equal step/stepLm on the widened states, errors coded', async () => {
     const { d, n, T, D, V, params, invFreq, layer, head, code } = await lmBindingSetup();
     const spec = core.nativeLayerSpec(d.semantics, 2, T, true, 1);
     const t = await n.cudaTrainer('mlp', spec, params, invFreq), u = await n.cudaTrainer('mlp', spec, params, invFreq);
@@ -654,8 +661,27 @@ if (!existsSync(fake)) {
     await t.stageLmBf16(xr, tg, pos, null, 2);
     assert.is(await t.stepLmStaged(0.5), await u.stepLm(widen(xr), tg, pos, null, 2, 0.5));
     for (const r of Object.keys(params)) assert.equal(await t.getGrads(r as never), await u.getGrads(r as never), r);
+    // Kept pairs: put once, staged by index (here in the other order), the same steps again.
+    const k = await n.cudaTrainer('mlp', spec, params, invFreq);
+    assert.ok(k.hasKeptPairs());
+    assert.is(await withEnv({ STREAMLINE_CUDA_CPU_FREE_BYTES: '1' }, () => k.keepPairs(2, true, 0.5)), false, 'no room: not kept');
+    assert.is(await k.keepPairs(2, true, 0.5), true);
+    assert.match((await code(() => k.keepPairs(2, true, 0.5)))[1], /kept already/);
+    assert.is((await code(() => k.keepPairs(2, true, 1.5)))[0], 'E_NATIVE_ARG', 'maxFraction out of (0, 1]');
+    await k.putPair(0, xr[0]!, yr[0]!);
+    assert.match((await code(() => k.stageKept(Int32Array.of(1, 0), pos, null, 2)))[1], /block 1 \(sequence 0\) was not put/);
+    assert.match((await code(() => k.putPair(2, xr[0]!, yr[0]!)))[1], /not among the 2 kept/);
+    assert.is((await code(() => k.putPair(1, xr[0]!.subarray(1), yr[0]!)))[0], 'E_SHAPE', 'a short block');
+    assert.is((await code(() => k.stageKept(Int32Array.of(0), pos, null, 2)))[0], 'E_SHAPE', 'one index per sequence');
+    await k.putPair(1, xr[1]!, yr[1]!);
+    await k.stageKept(Int32Array.of(1, 0), pos, null, 2);
+    assert.is(await k.stepStaged(0.5), await u.step(widen([xr[1]!, xr[0]!]), widen([yr[1]!, yr[0]!]), pos, null, 2, 0.5));
+    await k.setLmTail([layer], head);
+    await k.stageLmKept(Int32Array.of(0, 1), tg, pos, null, 2);
+    assert.is(await k.stepLmStaged(0.5), await u.stepLm(widen(xr), tg, pos, null, 2, 0.5));
     t.destroy();
     u.destroy();
+    k.destroy();
   });
 
   // The lm functions against the CPU lm binding on the same inputs: stepLm is lmLossStep (loss and gradients bitwise),

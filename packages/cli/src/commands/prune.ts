@@ -37,7 +37,7 @@ export function pruneSummary(r: PruneResult): string {
     `${human(p.parametersRemoved)} parameters removed, ${human(p.parametersAdded)} added (net sparsity ${(100 * p.sparsity).toFixed(1)}%)\n`;
   out += table(rows);
   if (r.relativeError !== null) out += `relative hidden-state error on held-out blocks ‖R(h[${p.window.start}]) − h[${p.window.end}]‖ / ‖h[${p.window.end}]‖: ${fmt(r.relativeError, 4)}\n`;
-  if (r.training) out += `training: ${r.training.steps} steps, ${r.training.tokens} tokens, best validation loss ${fmt(r.training.bestValLoss, 6)}${r.training.loss === 'lm' ? ' (next-token NLL, loss lm)' : ''} at step ${r.training.bestStep}, ${r.training.seconds.toFixed(1)} s on ${r.training.device} (pairs in ${r.training.cache})\n`;
+  if (r.training) out += `training: ${r.training.steps} steps, ${r.training.tokens} tokens, best validation loss ${fmt(r.training.bestValLoss, 6)}${r.training.loss === 'lm' ? ' (next-token NLL, loss lm)' : ''} at step ${r.training.bestStep}, ${r.training.seconds.toFixed(1)} s on ${r.training.device} (pairs in ${r.training.pairs === 'gpu' ? 'GPU memory' : r.training.cache})\n`;
   if (r.exported) out += `wrote ${r.exported.outDir} (${r.exported.files.length} files, ${(r.exported.bytes / 2 ** 20).toFixed(1)} MiB)\n`;
   return out;
 }

@@ -104,6 +104,11 @@ export interface TrainResult {
   checkpointSaved?: true;
   /** Where the optimiser steps ran. */
   device: Device;
+  /**
+   * Where the training pairs were fed from: 'gpu' (kept in device memory, uploaded once), or the pair cache's
+   * 'memory' or 'disk'.
+   */
+  pairs: 'gpu' | 'memory' | 'disk';
 }
 
 /** The frozen rest of the model for the `lm` loss. */
@@ -232,6 +237,7 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
     return sum / val.size;
   };
   let interrupted = false, checkpointSaved = false;
+  let pairsOn: TrainResult['pairs'] = o.train.location;
   try {
     log = o.logFile ? fs.openSync(o.logFile, st.step > 0 ? 'a' : 'w') : null;
     if (gpu !== null) {
@@ -269,8 +275,24 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
     // A bf16 cache goes to the GPU as it is stored, one block per sequence: no widening, gathering or f32 copy on the
     // host (at 8B shapes those cost more than the GPU's step) and half the bytes over the bus; the GPU widens exactly.
     const stageRows = pipe !== null && o.train.dtype === 'bf16' && pipe.hasStageBf16();
+    // Pairs that fit in half the free device memory (after the trainer and the lm tail) are kept there: one upload,
+    // then every epoch stages device to device.
+    if (stageRows && pipe!.hasKeptPairs() && (!lm || pipe!.hasStageLm()) && await pipe!.keepPairs(N, !lm, 0.5)) {
+      for (let j = 0; j < N; j++) {
+        const b = o.train.readBf16(j);
+        await pipe!.putPair(j, b.x, lm ? null : b.y);
+      }
+      pairsOn = 'gpu';
+      o.onLog?.({ level: 'info', message: `training pairs kept in GPU memory (${N} blocks, ${(N * T * D * 2 * (lm ? 1 : 2) / 2 ** 30).toFixed(2)} GiB)` });
+    }
     let stagedStep = -1;  // the optimiser step whose first micro-batch sits staged
     const stage = async (g: NativeCudaTrainer, idx: number[]) => {
+      if (pairsOn === 'gpu') {
+        const blocks = Int32Array.from(idx);
+        if (lm) await g.stageLmKept(blocks, nextTokenTargets(idx.map((j) => lm.trainTokens[j]!), T), positions(idx.length), null, idx.length);
+        else await g.stageKept(blocks, positions(idx.length), null, idx.length);
+        return;
+      }
       if (stageRows) {
         const blocks = idx.map((j) => o.train.readBf16(j));
         const xRows = blocks.map((b) => b.x);
@@ -380,7 +402,7 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
   return {
     weights: Object.fromEntries(roles.map((r, i) => [r, final[i]!])),
     history: st.history, steps: st.step, bestStep: st.best ? st.bestStep : st.step, bestValLoss: st.bestValLoss,
-    tokens: st.tokens, seconds: (Date.now() - t0) / 1000, interrupted, ...(checkpointSaved ? { checkpointSaved: true as const } : {}), device,
+    tokens: st.tokens, seconds: (Date.now() - t0) / 1000, interrupted, ...(checkpointSaved ? { checkpointSaved: true as const } : {}), device, pairs: pairsOn,
   };
 }
 
