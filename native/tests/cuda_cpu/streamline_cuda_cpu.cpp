@@ -20,7 +20,9 @@
 // "train_step_lm <batch>" and "train_eval_lm <batch>". train_stage / train_step_staged log "train_stage <batch>",
 // "train_step_staged begin" and "train_step_staged end"; train_stage_lm / train_step_lm_staged log
 // "train_stage_lm <batch>", "train_step_lm_staged begin" and "... end"; their bf16 forms (train_stage_bf16,
-// train_stage_lm_bf16, absent from the old build too) log the same lines with " bf16" appended. With STREAMLINE_CUDA_CPU_WAIT_STAGE_MS=<ms>, a
+// train_stage_lm_bf16) and kept-pair forms (train_stage_kept, train_stage_lm_kept; train_keep_pairs logs
+// "train_keep_pairs <blocks>" and compares with STREAMLINE_CUDA_CPU_FREE_BYTES, default 64 GiB, as the free device
+// memory) log the same lines with " bf16" or " kept" appended; the old build lacks them all. With STREAMLINE_CUDA_CPU_WAIT_STAGE_MS=<ms>, a
 // staged step (either loss) waits (at most that long) for a stage (either loss) issued after it began before it
 // returns, so the log shows deterministically whether the caller stages the next batch while a step is in flight (the
 // order a GPU overlaps); STREAMLINE_CUDA_CPU_FAIL_STAGED=<n> fails a trainer's n-th staged step (counting both losses)
