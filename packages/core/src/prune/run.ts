@@ -164,8 +164,6 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
   const gpuPeak = () => (device === 'cuda' ? gpuMemory()?.peak ?? null : null);
 
   if (!o.dryRun) {
-    const parent = path.dirname(path.resolve(o.outDir));
-    if (!fs.existsSync(parent)) throw new StreamlineError('E_OUTPUT', `cannot write ${o.outDir}: folder ${parent} does not exist`);
     checkOutput(model.dir, o.outDir, o.force ?? false);  // fail before hours of work, not after
   }
 
