@@ -152,6 +152,9 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
   if (given > 1) throw new StreamlineError('E_INVALID_OPTION', 'give only one of --n, --sparsity and --range');
   if ((kind === 'mlp' || kind === 'layer') && !desc.semantics.preNorm)
     throw new StreamlineError('E_REPLACEMENT', `the '${kind}' replacement needs pre-norm decoder layers; this model normalises after the residual add (OPT do_layer_norm_before=false). Use --replacement none or linear`);
+  // The native trainer has no gate-projection bias (Llama mlp_bias); refuse here rather than after scoring.
+  if ((kind === 'mlp' || kind === 'layer') && desc.semantics.gatedMlp && model.config.mlpBias)
+    throw new StreamlineError('E_REPLACEMENT', `the '${kind}' replacement cannot be trained for a gated MLP with biases (mlp_bias = true in ${model.dir}/config.json); use --replacement none or linear`);
   if (o.range) {
     if (!(Number.isInteger(o.range.start) && Number.isInteger(o.range.end) && 0 <= o.range.start && o.range.start < o.range.end && o.range.end <= L))
       throw new StreamlineError('E_RANGE', `--range ${o.range.start}:${o.range.end} is not a window inside [0, ${L})`);
