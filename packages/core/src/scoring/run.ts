@@ -47,6 +47,8 @@ export interface WindowChoice {
 /** The window length for a request: n directly, or from the target sparsity. */
 export function resolveN(model: LoadedModel, c: WindowChoice): number {
   if (c.n !== undefined && c.sparsity !== undefined) throw new StreamlineError('E_INVALID_OPTION', 'give either --n or --sparsity, not both');
+  // A window must leave at least one layer; with one layer the option checks below would print "[1, 0]".
+  if (model.layers < 2) throw new StreamlineError('E_RANGE', `${model.dir} has ${model.layers} decoder layer${model.layers === 1 ? '' : 's'}; a window must leave at least one layer, so there is nothing to score or remove`);
   if (c.n !== undefined) {
     if (!Number.isInteger(c.n) || c.n < 1 || c.n >= model.layers)
       throw new StreamlineError('E_INVALID_OPTION', `--n must be an integer in [1, ${model.layers - 1}], got ${c.n}`);
