@@ -191,6 +191,13 @@ export async function tokenLogprobs(desc: ModelDescription, sequences: readonly 
       idx.forEach((j, b) => {
         const len = batch.lengths[b]!;
         results[j] = logprobs.slice(b * batch.T, b * batch.T + len);
+        // A NaN here would surface as a perplexity or accuracy that JSON writes as null (or an argmax that
+        // silently picks choice 0): stop with the position instead.
+        const bad = results[j]!.findIndex((v) => !Number.isFinite(v));
+        if (bad >= 0) {
+          throw new StreamlineError('E_NUMERIC', `the log-probability of sequence ${j} at position ${bad + 1} is ${results[j]![bad]}: ` +
+            'the model\'s weights hold NaN/Inf or its activations overflow');
+        }
       });
       opts.onProgress?.(Math.min(order.length, i + batchSize), order.length);
     }
