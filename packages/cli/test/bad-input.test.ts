@@ -1,0 +1,103 @@
+// The CLI on models and inputs an independent checker would try (tiny models of unusual shapes, written here with a
+// character tokenizer, so ../shared is not needed): every failure is one line `error [E_CODE]: message` with exit
+// status 2, before any long work where the input allows it, and nothing half-written is left behind.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { makeTinyModel, repoRoot, TINY_LLAMA, tmpDir, writeCalibText, writeCharTokenizer } from '../../core/test/_helpers.js';
+
+function cli(...args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, ['--conditions=@streamline/source', '--import', 'tsx', 'packages/cli/src/bin.ts', ...args], {
+    cwd: repoRoot, encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' },
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Exit status 2 and exactly one stderr line `error [code]: …` matching `message`. */
+function fails(r: ReturnType<typeof cli>, code: string, message?: RegExp): void {
+  assert.is(r.code, 2, `exit status (stderr: ${r.stderr})`);
+  const lines = r.stderr.trim().split('\n');
+  assert.is(lines.length, 1, `one stderr line, got:\n${r.stderr}`);
+  assert.match(lines[0]!, new RegExp(`^error \\[${code}\\]: `));
+  if (message) assert.match(lines[0]!, message);
+}
+
+const tmp = tmpDir('cli-bad-input');
+const calib = writeCalibText(tmp);
+const LLAMA = { ...TINY_LLAMA, vocab_size: 101, num_hidden_layers: 4 };
+
+async function model(name: string, config: Record<string, unknown>): Promise<string> {
+  const dir = path.join(tmp, name);
+  await makeTinyModel(dir, config);
+  writeCharTokenizer(dir);
+  return dir;
+}
+
+test('a file where the model directory goes is E_MODEL_DIR, not a safetensors header error', () => {
+  fails(cli('score', calib, '--calib', calib, '-q'), 'E_MODEL_DIR', /is a file, not a model directory/);
+  fails(cli('eval', path.join(tmp, 'nope'), '--ppl', calib), 'E_MODEL_DIR', /does not exist/);
+});
+
+test('prune -o below a regular file fails with E_OUTPUT before scoring, not with a stack trace after training', async () => {
+  const dir = await model('llama', LLAMA);
+  const r = cli('prune', dir, '-o', path.join(calib, 'out'), '--calib', calib, '--samples', '2', '--seq-len', '16', '--n', '1', '-q');
+  fails(r, 'E_OUTPUT', /is not a folder/);
+  assert.not.match(r.stderr, /score|E_INTERNAL/);
+});
+
+test('mlp/layer on a gated MLP with biases (Llama mlp_bias) is refused up front with E_REPLACEMENT; linear works', async () => {
+  const dir = await model('llama-mlp-bias', { ...LLAMA, mlp_bias: true });
+  const out = path.join(tmp, 'mlp-bias-out');
+  for (const kind of ['mlp', 'layer']) {
+    fails(cli('prune', dir, '-o', out, '--replacement', kind, '--calib', calib, '--samples', '2', '--seq-len', '16', '--n', '1', '-q'),
+      'E_REPLACEMENT', /mlp_bias/);
+    assert.not.ok(fs.existsSync(out), 'nothing written');
+  }
+  const ok = cli('prune', dir, '-o', out, '--replacement', 'linear', '--calib', calib, '--samples', '2', '--seq-len', '16', '--n', '1', '-q');
+  assert.is(ok.code, 0, ok.stderr);
+});
+
+test('a one-layer model has no window: E_RANGE naming the layer count', async () => {
+  const dir = await model('llama-1', { ...LLAMA, num_hidden_layers: 1 });
+  fails(cli('score', dir, '--calib', calib, '--samples', '2', '--seq-len', '16', '--n', '1', '-q'), 'E_RANGE', /1 decoder layer/);
+  fails(cli('score', dir, '--calib', calib, '--samples', '2', '--seq-len', '16', '-q'), 'E_RANGE', /1 decoder layer/);
+});
+
+test('sliding-window attention: inputs longer than the window are refused (the engine attends fully), shorter ones run', async () => {
+  const dir = await model('mistral-window', { ...LLAMA, architectures: ['MistralForCausalLM'], model_type: 'mistral', sliding_window: 16 });
+  fails(cli('score', dir, '--calib', calib, '--samples', '2', '--seq-len', '32', '--n', '1', '-q'), 'E_INVALID_OPTION', /sliding_window 16/);
+  const ok = cli('score', dir, '--calib', calib, '--samples', '2', '--seq-len', '16', '--n', '1', '-q');
+  assert.is(ok.code, 0, ok.stderr);
+  // Qwen2 declares a window but uses it only with use_sliding_window.
+  const qwen = await model('qwen2-no-window', { ...LLAMA, architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', sliding_window: 16, use_sliding_window: false });
+  const q = cli('score', qwen, '--calib', calib, '--samples', '2', '--seq-len', '32', '--n', '1', '-q');
+  assert.is(q.code, 0, q.stderr);
+});
+
+test('eval: rolling perplexity of an empty file is E_DATA_TOO_SMALL naming it, not ppl null with exit 0', async () => {
+  const dir = await model('llama-eval', LLAMA);
+  const empty = path.join(tmp, 'empty.txt');
+  fs.writeFileSync(empty, '');
+  const json = path.join(tmp, 'empty.json');
+  fails(cli('eval', dir, '--ppl', empty, '--ppl-mode', 'rolling', '--json', json), 'E_DATA_TOO_SMALL', /empty\.txt/);
+  assert.not.ok(fs.existsSync(json));
+});
+
+test('eval: a model whose weights hold NaN is E_NUMERIC, not a perplexity written as null with exit 0', async () => {
+  const dir = await model('llama-nan', LLAMA);
+  const file = path.join(dir, 'model.safetensors');
+  const bytes = fs.readFileSync(file);
+  const n = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + n).toString('utf8'));
+  const [begin] = header['model.layers.1.self_attn.q_proj.weight'].data_offsets;
+  bytes.writeUInt16LE(0x7fc0, 8 + n + begin);  // bf16 NaN
+  fs.writeFileSync(file, bytes);
+  const json = path.join(tmp, 'nan.json');
+  fails(cli('eval', dir, '--ppl', calib, '--seq-len', '32', '--json', json), 'E_NUMERIC', /NaN/);
+  assert.not.ok(fs.existsSync(json));
+});
+
+test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+test.run();
