@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { gpuMemory, resolveDevice, type Device, type DeviceOptions } from '../device.js';
+import { gpuMemory, resolveDevice, type Device, type DeviceMessage, type DeviceOptions } from '../device.js';
 import { StreamlineError } from '../errors.js';
 import { native, type NativeHeadWeights, type NativeLayerWeights } from '../native.js';
 import type { LayerRole, WeightView } from '../engine/description.js';
@@ -17,7 +17,7 @@ import { calibrationBlocks, runScore, type CalibrationOptions, type RunScoreResu
 import type { ScoreMetric } from '../scoring/score.js';
 import { paramBudget, removedParams, replacementParams, type ReplacementKind } from '../scoring/sparsity.js';
 import { PairCache, type CacheDtype } from '../train/pair-cache.js';
-import { trainReplacement, type LmTail, type StepRecord, type TrainResult } from '../train/trainer.js';
+import { isTrainCheckpoint, trainReplacement, type LmTail, type StepRecord, type TrainResult } from '../train/trainer.js';
 import { collectPairs } from './collect.js';
 import { checkOutput, exportPruned, type ExportReplacement, type ExportResult } from './export.js';
 import { fitLinear } from './linear.js';
@@ -131,6 +131,40 @@ async function perplexity(desc: Parameters<typeof tokenLogprobs>[0], blocks: Int
 }
 
 /**
+ * The checkpoint is written over on Ctrl-C and removed after a finished run, so it must not be some other file
+ * (a typo such as the model's tokenizer.json was deleted) and must not be inside the source model.
+ */
+function checkCheckpointFile(source: string, file: string, resume: boolean, onLog?: (m: DeviceMessage) => void): void {
+  let target = path.resolve(file);
+  if (fs.existsSync(path.dirname(target))) target = path.join(fs.realpathSync(path.dirname(target)), path.basename(target));
+  const rel = path.relative(fs.realpathSync(source), target);
+  if (rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel)))
+    throw new StreamlineError('E_OUTPUT_INSIDE_SOURCE', `training checkpoint ${file} is inside the source model directory ${source}; choose another place`, { file });
+  if (fs.existsSync(target)) {
+    if (!isTrainCheckpoint(target))
+      throw new StreamlineError('E_CHECKPOINT', `${file} exists and is not a Streamline training checkpoint; it would be overwritten on Ctrl-C and removed after training. Choose another --checkpoint`, { file });
+  } else if (resume) {
+    onLog?.({ level: 'warning', message: `--resume: no checkpoint at ${file}; training starts from the beginning` });
+  }
+}
+
+/** The pair cache may spill there during training: a writable place outside the source model, checked before the work. */
+function checkCacheDir(source: string, dir: string): void {
+  let existing = path.resolve(dir);
+  while (!fs.existsSync(existing) && path.dirname(existing) !== existing) existing = path.dirname(existing);
+  const real = fs.realpathSync(existing);
+  const rel = path.relative(fs.realpathSync(source), real);
+  if (rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel)))
+    throw new StreamlineError('E_OUTPUT_INSIDE_SOURCE', `--cache-dir ${dir} is inside the source model directory ${source}; choose another place`, { file: dir });
+  if (!fs.statSync(real).isDirectory()) throw new StreamlineError('E_OUTPUT', `--cache-dir ${dir}: ${existing} is not a folder`, { file: dir });
+  try {
+    fs.accessSync(real, fs.constants.W_OK | fs.constants.X_OK);
+  } catch (e) {
+    throw new StreamlineError('E_OUTPUT', `--cache-dir ${dir}: folder ${existing} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { file: dir, cause: e });
+  }
+}
+
+/**
  * Prunes a model and writes the result (unless dryRun).
  * @throws StreamlineError E_INVALID_OPTION, E_RANGE, E_REPLACEMENT, E_OUTPUT_*, E_DISK_SPACE, data and model errors.
  */
@@ -168,6 +202,8 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
 
   if (!o.dryRun) {
     checkOutput(model.dir, o.outDir, o.force ?? false);  // fail before hours of work, not after
+    if (o.checkpointFile) checkCheckpointFile(model.dir, o.checkpointFile, o.resume === true, o.onLog);
+    if (o.cacheDir) checkCacheDir(model.dir, o.cacheDir);
   }
 
   // 1. Score and choose.
