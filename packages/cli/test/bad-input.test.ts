@@ -99,5 +99,40 @@ test('eval: a model whose weights hold NaN is E_NUMERIC, not a perplexity writte
   assert.not.ok(fs.existsSync(json));
 });
 
+test('output files (--json, --report, --plot, --log, --checkpoint) that cannot be written fail before the work', async () => {
+  const dir = await model('llama-files', LLAMA);
+  const below = path.join(calib, 'x');  // below a regular file
+  const args = ['--calib', calib, '--samples', '2', '--seq-len', '16', '--n', '1', '-q'];
+  fails(cli('score', dir, ...args, '--json', below), 'E_WRITE', /--json .*is not a folder/);
+  fails(cli('score', dir, ...args, '--json', tmp), 'E_WRITE', /it is a folder/);
+  fails(cli('score', dir, ...args, '--plot', path.join(tmp, 'map.jpg')), 'E_PLOT_FORMAT');
+  const out = path.join(tmp, 'files-out');
+  for (const flag of ['--report', '--log', '--checkpoint']) {
+    fails(cli('prune', dir, '-o', out, ...args, flag, below), 'E_WRITE', new RegExp(`${flag} `));
+    assert.not.ok(fs.existsSync(out), `${flag}: nothing written`);
+  }
+  fails(cli('prune', dir, '-o', out, ...args, '--cache-dir', below), 'E_OUTPUT', /--cache-dir/);
+  fails(cli('prune', dir, '-o', out, ...args, '--cache-dir', path.join(dir, 'cache')), 'E_OUTPUT_INSIDE_SOURCE', /--cache-dir/);
+  fails(cli('eval', dir, '--ppl', calib, '--seq-len', '16', '--log-samples', below), 'E_WRITE', /--log-samples/);
+});
+
+test('--checkpoint naming another file: refused before training, the file is neither overwritten nor deleted', async () => {
+  const dir = await model('llama-ckpt', LLAMA);
+  const args = ['--calib', calib, '--samples', '2', '--seq-len', '16', '--train-samples', '4', '--n', '1', '-q'];
+  const out = path.join(tmp, 'ckpt-out');
+  // A finished run removes its checkpoint: pointed at the model's tokenizer.json, it used to delete it.
+  fails(cli('prune', dir, '-o', out, ...args, '--checkpoint', path.join(dir, 'tokenizer.json')), 'E_OUTPUT_INSIDE_SOURCE', /checkpoint/);
+  assert.ok(fs.existsSync(path.join(dir, 'tokenizer.json')));
+  const precious = path.join(tmp, 'notes.txt');
+  fs.writeFileSync(precious, 'keep me\n');
+  for (const resume of [[], ['--resume']]) {
+    fails(cli('prune', dir, '-o', out, ...args, '--checkpoint', precious, ...resume), 'E_CHECKPOINT', /not a Streamline training checkpoint/);
+    assert.is(fs.readFileSync(precious, 'utf8'), 'keep me\n');
+  }
+  const ok = cli('prune', dir, '-o', out, ...args, '--checkpoint', path.join(tmp, 'none.ckpt'), '--resume');
+  assert.is(ok.code, 0, ok.stderr);
+  assert.match(ok.stderr, /warning: --resume: no checkpoint at .*none\.ckpt; training starts from the beginning/);
+});
+
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 test.run();

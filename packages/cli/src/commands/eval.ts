@@ -6,7 +6,7 @@
 import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import path from 'node:path';
-import { writeFileAtomic } from '../ui/files.js';
+import { checkOutputFiles, writeFileAtomic } from '../ui/files.js';
 import { commandLine, writeOutputs } from '../ui/outputs.js';
 import type { ComparisonData } from '../report/types.js';
 import { bad, commandDevice, deviceOption, intOption } from '../ui/options.js';
@@ -149,6 +149,7 @@ export function registerEval(program: Command, deps: EvalDeps): Command {
       const started = new Date();
       if (o.ppl.length === 0 && o.task.length === 0) bad('nothing to evaluate: give --ppl FILE and/or --task NAME=FILE');
       if (o.stabilityCompat && !o.baseline) bad('--stability-compat needs --baseline (stability compares a pruned model with its original)');
+      checkOutputFiles({ '--json': o.json, '--report': o.report, '--log-samples': o.logSamples });
       const write = deps.write ?? ((s: string) => void process.stdout.write(s));
       const device = commandDevice(o.device, !(deps.progress ?? Boolean(process.stderr.isTTY))).device;
       const model = await deps.loadModel(modelDir, { device });

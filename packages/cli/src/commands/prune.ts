@@ -10,6 +10,7 @@ import { bytesOption, commandDevice, deviceOption, fractionOption, intOption, po
 import { note, progress, type Progress } from '../ui/progress.js';
 import { fmt, human, table } from '../ui/table.js';
 import { commandLine, writeOutputs } from '../ui/outputs.js';
+import { checkOutputFiles } from '../ui/files.js';
 import { trainingRun } from '../ui/report-data.js';
 import type { ComparisonData } from '../report/types.js';
 
@@ -106,6 +107,7 @@ export function registerPrune(program: Command): Command {
     .option('-q, --quiet', 'no progress output')
     .action(async (modelDir: string, o: PruneCommandOptions) => {
       const started = new Date();
+      checkOutputFiles({ '--json': o.json, '--report': o.report, '--log': o.log, '--checkpoint': o.checkpoint });
       const model = await loadModel(modelDir);
       const device = commandDevice(o.device, o.quiet).device;
       const controller = new AbortController();
