@@ -134,5 +134,11 @@ test('--checkpoint naming another file: refused before training, the file is nei
   assert.match(ok.stderr, /warning: --resume: no checkpoint at .*none\.ckpt; training starts from the beginning/);
 });
 
+test('too little training data names --train-samples, not the scoring option --samples', async () => {
+  const dir = await model('llama-train-data', LLAMA);
+  fails(cli('prune', dir, '-o', path.join(tmp, 'train-data-out'), '--calib', calib, '--samples', '2', '--seq-len', '16', '--n', '1',
+    '--train-samples', '100000', '-q'), 'E_DATA_TOO_SMALL', /^error \[E_DATA_TOO_SMALL\]: training data .*lower --train-samples or --seq-len/);
+});
+
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 test.run();

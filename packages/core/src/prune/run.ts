@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { gpuMemory, resolveDevice, type Device, type DeviceMessage, type DeviceOptions } from '../device.js';
-import { StreamlineError } from '../errors.js';
+import { isStreamlineError, StreamlineError } from '../errors.js';
 import { native, type NativeHeadWeights, type NativeLayerWeights } from '../native.js';
 import type { LayerRole, WeightView } from '../engine/description.js';
 import { ropeFrequencies } from '../engine/rope.js';
@@ -245,7 +245,17 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
 
   // 2. Training data: blocks drawn from the training source; the last ~10% are held out.
   o.onStage?.('data');
-  const trainCal = await calibrationBlocks(model, { ...calibrationOf(o), calib: o.trainData ?? o.calib, samples: trainSamples, seqLen, seed: (o.seed ?? 0) + 1 });
+  let trainCal: Awaited<ReturnType<typeof calibrationBlocks>>;
+  try {
+    trainCal = await calibrationBlocks(model, { ...calibrationOf(o), calib: o.trainData ?? o.calib, samples: trainSamples, seqLen, seed: (o.seed ?? 0) + 1 });
+  } catch (e) {
+    // The packer speaks of calibration and --samples; here the count is --train-samples (default: --samples).
+    if (isStreamlineError(e, 'E_DATA_TOO_SMALL')) {
+      throw new StreamlineError(e.code, e.message.replace(/^calibration data/, 'training data').replace('lower --samples', 'lower --train-samples'),
+        { ...(e.file !== undefined ? { file: e.file } : {}), cause: e });
+    }
+    throw e;
+  }
   const valCount = trainCal.blocks.length >= 2 ? Math.max(1, Math.round(trainCal.blocks.length * (o.validationFraction ?? 0.1))) : 0;
   const trainBlocks = trainCal.blocks.slice(0, trainCal.blocks.length - valCount);
   const valBlocks = trainCal.blocks.slice(trainCal.blocks.length - valCount);
