@@ -140,5 +140,11 @@ test('too little training data names --train-samples, not the scoring option --s
     '--train-samples', '100000', '-q'), 'E_DATA_TOO_SMALL', /^error \[E_DATA_TOO_SMALL\]: training data .*lower --train-samples or --seq-len/);
 });
 
+test('linear replacement with a singular system (fewer tokens than the hidden size, --ridge 0) is E_LINEAR_SOLVE, not E_INTERNAL', async () => {
+  const dir = await model('llama-linear-solve', LLAMA);
+  fails(cli('prune', dir, '-o', path.join(tmp, 'linear-solve-out'), '--replacement', 'linear', '--ridge', '0', '--calib', calib,
+    '--samples', '2', '--seq-len', '8', '--train-samples', '2', '--n', '1', '-q'), 'E_LINEAR_SOLVE', /ridge/);
+});
+
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 test.run();
