@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { makeTinyModel, repoRoot, TINY_LLAMA, tmpDir, writeCalibText, writeCharTokenizer } from '../../core/test/_helpers.js';
+import { makeTinyModel, repoRoot, TINY_LLAMA, TINY_OPT, tmpDir, writeCalibText, writeCharTokenizer } from '../../core/test/_helpers.js';
 
 function cli(...args: string[]): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, ['--conditions=@streamline/source', '--import', 'tsx', 'packages/cli/src/bin.ts', ...args], {
@@ -144,6 +144,15 @@ test('linear replacement with a singular system (fewer tokens than the hidden si
   const dir = await model('llama-linear-solve', LLAMA);
   fails(cli('prune', dir, '-o', path.join(tmp, 'linear-solve-out'), '--replacement', 'linear', '--ridge', '0', '--calib', calib,
     '--samples', '2', '--seq-len', '8', '--train-samples', '2', '--n', '1', '-q'), 'E_LINEAR_SOLVE', /ridge/);
+});
+
+test('post-norm OPT with tied embeddings: linear fits no window, refused before scoring; the mlp message offers only none', async () => {
+  const dir = await model('opt-post-tied', { ...TINY_OPT, vocab_size: 101, num_hidden_layers: 3, do_layer_norm_before: false, tie_word_embeddings: true });
+  const args = ['--calib', calib, '--samples', '2', '--seq-len', '16', '--n', '1', '-q'];
+  fails(cli('prune', dir, '-o', path.join(tmp, 'opt-post-out'), '--replacement', 'linear', ...args), 'E_REPLACEMENT', /ties its embeddings\. Use --replacement none$/);
+  fails(cli('prune', dir, '-o', path.join(tmp, 'opt-post-out'), '--replacement', 'mlp', ...args), 'E_REPLACEMENT', /Use --replacement none$/);
+  const ok = cli('prune', dir, '-o', path.join(tmp, 'opt-post-out'), '--replacement', 'none', ...args);
+  assert.is(ok.code, 0, ok.stderr);
 });
 
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));

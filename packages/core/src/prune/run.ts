@@ -185,7 +185,11 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     throw new StreamlineError('E_UNSUPPORTED', '--loss lm does not support models with project_out (OPT word_embed_proj_dim != hidden_size); use --loss mse');
   if (given > 1) throw new StreamlineError('E_INVALID_OPTION', 'give only one of --n, --sparsity and --range');
   if ((kind === 'mlp' || kind === 'layer') && !desc.semantics.preNorm)
-    throw new StreamlineError('E_REPLACEMENT', `the '${kind}' replacement needs pre-norm decoder layers; this model normalises after the residual add (OPT do_layer_norm_before=false). Use --replacement none or linear`);
+    throw new StreamlineError('E_REPLACEMENT', `the '${kind}' replacement needs pre-norm decoder layers; this model normalises after the residual add (OPT do_layer_norm_before=false). Use --replacement none${model.config.tieWordEmbeddings ? '' : ', or linear with a window that starts at layer 0'}`);
+  // linear folds into layer start−1's MLP output, which post-norm layers do not allow, or (start 0) into untied
+  // embeddings: refuse what no window can satisfy before scoring rather than after.
+  if (kind === 'linear' && !desc.semantics.preNorm && (model.config.tieWordEmbeddings || (o.range !== undefined && o.range.start > 0)))
+    throw new StreamlineError('E_REPLACEMENT', `the linear replacement needs pre-norm decoder layers, or a window starting at layer 0 with untied embeddings; this model normalises after the residual add (OPT do_layer_norm_before=false)${model.config.tieWordEmbeddings ? ' and ties its embeddings' : ''}. Use --replacement none${model.config.tieWordEmbeddings ? '' : ', or --range 0:N'}`);
   // The native trainer has no gate-projection bias (Llama mlp_bias); refuse here rather than after scoring.
   if ((kind === 'mlp' || kind === 'layer') && desc.semantics.gatedMlp && model.config.mlpBias)
     throw new StreamlineError('E_REPLACEMENT', `the '${kind}' replacement cannot be trained for a gated MLP with biases (mlp_bias = true in ${model.dir}/config.json); use --replacement none or linear`);
