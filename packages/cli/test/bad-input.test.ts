@@ -155,5 +155,12 @@ test('post-norm OPT with tied embeddings: linear fits no window, refused before 
   assert.is(ok.code, 0, ok.stderr);
 });
 
+test('--range 0:N with linear on tied embeddings is refused before the data and pair stages', async () => {
+  const dir = await model('llama-tied', { ...LLAMA, tie_word_embeddings: true });
+  const r = cli('prune', dir, '-o', path.join(tmp, 'tied-out'), '--replacement', 'linear', '--range', '0:2', '--calib', calib, '--samples', '2', '--seq-len', '16');
+  fails(r, 'E_REPLACEMENT', /tied to the LM head/);
+  assert.not.match(r.stderr, /data|pairs/);
+});
+
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 test.run();

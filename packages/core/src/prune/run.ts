@@ -197,6 +197,9 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     if (!(Number.isInteger(o.range.start) && Number.isInteger(o.range.end) && 0 <= o.range.start && o.range.start < o.range.end && o.range.end <= L))
       throw new StreamlineError('E_RANGE', `--range ${o.range.start}:${o.range.end} is not a window inside [0, ${L})`);
     if (o.range.end - o.range.start >= L) throw new StreamlineError('E_RANGE', '--range would remove every layer');
+    // With the window known, fitLinear's own refusal (after the data and pair stages) can be given now.
+    if (kind === 'linear' && o.range.start === 0 && (model.config.tieWordEmbeddings || desc.projDim !== null))
+      throw new StreamlineError('E_REPLACEMENT', `--range 0:${o.range.end} with the linear replacement would fold into the input embeddings, which ${model.config.tieWordEmbeddings ? 'are tied to the LM head' : 'this model projects (project_in)'}; choose a window that starts later`);
   }
 
   // Resolved once: the one fallback message, and every stage after it on the same backend.
