@@ -74,7 +74,8 @@ function isInside(parent: string, child: string): boolean {
  * and it is empty unless force. Run before scoring and training, so a bad -o fails in seconds, not after hours.
  */
 export function checkOutput(source: string, out: string, force: boolean): void {
-  const parentPath = path.dirname(path.resolve(out));
+  const resolved = path.resolve(out);
+  const parentPath = path.dirname(resolved);
   let parent: string;
   try {
     parent = fs.realpathSync(parentPath);
@@ -89,12 +90,17 @@ export function checkOutput(source: string, out: string, force: boolean): void {
     throw new StreamlineError('E_OUTPUT', `cannot write ${out}: folder ${parentPath} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { file: out, cause: e });
   }
   const src = fs.realpathSync(source);
-  const target = path.join(parent, path.basename(out));
+  // basename of the resolved path: for `-o .` or `-o dir/..`, path.basename(out) is '.' or '..' and named another folder.
+  const target = path.join(parent, path.basename(resolved));
   if (isInside(src, target)) throw new StreamlineError('E_OUTPUT_INSIDE_SOURCE', `output ${out} is inside the source model directory ${source}; choose another place`);
   if (isInside(target, src)) throw new StreamlineError('E_OUTPUT_INSIDE_SOURCE', `output ${out} contains the source model directory ${source}`);
   if (fs.existsSync(target)) {
     if (!fs.statSync(target).isDirectory()) throw new StreamlineError('E_OUTPUT_EXISTS', `output ${out} exists and is not a directory`);
-    if (fs.readdirSync(target).length > 0 && !force) throw new StreamlineError('E_OUTPUT_EXISTS', `output directory ${out} is not empty; pass --force to replace it`);
+    const empty = fs.readdirSync(target).length === 0;
+    if (!empty && !force) throw new StreamlineError('E_OUTPUT_EXISTS', `output directory ${out} is not empty; pass --force to replace it`);
+    // --force replaces the whole folder: never the one the user is working in, or one above it.
+    if (!empty && isInside(target, fs.realpathSync(process.cwd())))
+      throw new StreamlineError('E_OUTPUT_EXISTS', `output ${out} is the current directory or contains it; --force would delete it. Choose a new folder`);
   }
 }
 
