@@ -162,5 +162,16 @@ test('--range 0:N with linear on tied embeddings is refused before the data and 
   assert.not.match(r.stderr, /data|pairs/);
 });
 
+test('prune -o DIR --force where DIR holds the calibration data: refused, the data survives', async () => {
+  const dir = await model('llama-force', LLAMA);
+  const data = path.join(tmp, 'data-dir');
+  fs.mkdirSync(data);
+  const text = path.join(data, 'calib.txt');
+  fs.copyFileSync(calib, text);
+  fails(cli('prune', dir, '-o', data, '--force', '--calib', text, '--samples', '2', '--seq-len', '16', '--n', '1', '--replacement', 'none', '-q'),
+    'E_OUTPUT_EXISTS', /--calib data/);
+  assert.ok(fs.existsSync(text));
+});
+
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 test.run();

@@ -209,6 +209,14 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
 
   if (!o.dryRun) {
     checkOutput(model.dir, o.outDir, o.force ?? false);  // fail before hours of work, not after
+    // The export replaces the output folder as a whole: it must not hold the data this run reads.
+    const outReal = path.join(fs.realpathSync(path.dirname(path.resolve(o.outDir))), path.basename(path.resolve(o.outDir)));
+    for (const [flag, data] of [['--calib', o.calib], ['--train-data', o.trainData]] as const) {
+      if (!data || !fs.existsSync(data)) continue;
+      const rel = path.relative(outReal, fs.realpathSync(data));
+      if (rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel)))
+        throw new StreamlineError('E_OUTPUT_EXISTS', `output ${o.outDir} holds the ${flag} data ${data}, which replacing it would delete; choose another output folder`);
+    }
     if (o.checkpointFile) checkCheckpointFile(model.dir, o.checkpointFile, o.resume === true, o.onLog);
     if (o.cacheDir) checkCacheDir(model.dir, o.cacheDir);
   }
