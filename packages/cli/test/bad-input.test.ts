@@ -173,5 +173,18 @@ test('prune -o DIR --force where DIR holds the calibration data: refused, the da
   assert.ok(fs.existsSync(text));
 });
 
+test('--log inside the output folder is refused up front (it made the folder non-empty and the export failed after training)', async () => {
+  const dir = await model('llama-log-inside', LLAMA);
+  const out = path.join(tmp, 'log-inside-out');
+  fails(cli('prune', dir, '-o', out, '--log', path.join(out, 'train.jsonl'), '--calib', calib, '--samples', '2', '--seq-len', '16',
+    '--train-samples', '4', '--n', '1', '--replacement', 'mlp', '-q'), 'E_INVALID_OPTION', /--log .*inside the output folder/);
+  assert.not.ok(fs.existsSync(out));
+  // --json is written after the export and may go inside it.
+  const ok = cli('prune', dir, '-o', out, '--json', path.join(out, 'result.json'), '--calib', calib, '--samples', '2', '--seq-len', '16',
+    '--train-samples', '4', '--n', '1', '--replacement', 'mlp', '-q');
+  assert.is(ok.code, 0, ok.stderr);
+  assert.ok(fs.existsSync(path.join(out, 'result.json')));
+});
+
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 test.run();

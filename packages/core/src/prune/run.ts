@@ -217,6 +217,14 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
       if (rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel)))
         throw new StreamlineError('E_OUTPUT_EXISTS', `output ${o.outDir} holds the ${flag} data ${data}, which replacing it would delete; choose another output folder`);
     }
+    // Files written during training would make the output folder non-empty (the export then refused it) or be
+    // deleted with it; --json and --report are written after the export and may go there.
+    for (const [flag, file] of [['--log', o.logFile], ['--checkpoint', o.checkpointFile], ['--cache-dir', o.cacheDir]] as const) {
+      if (!file) continue;
+      const rel = path.relative(outReal, path.resolve(file));
+      if (rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel)))
+        throw new StreamlineError('E_INVALID_OPTION', `${flag} ${file} is inside the output folder ${o.outDir}, which the export replaces; put it next to the output instead`);
+    }
     if (o.checkpointFile) checkCheckpointFile(model.dir, o.checkpointFile, o.resume === true, o.onLog);
     if (o.cacheDir) checkCacheDir(model.dir, o.cacheDir);
   }
