@@ -3,10 +3,9 @@
  * splice → export → before/after summary (parameters, layers, held-out perplexity on calibration blocks that
  * training never saw). The CLI's `prune` and `demo` call this; it never prints.
  */
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { gpuMemory, resolveDevice, type Device, type DeviceMessage, type DeviceOptions } from '../device.js';
+import { gpuMemory, resolveDevice, type Device, type DeviceOptions } from '../device.js';
 import { isStreamlineError, StreamlineError } from '../errors.js';
 import { native, type NativeHeadWeights, type NativeLayerWeights } from '../native.js';
 import type { LayerRole, WeightView } from '../engine/description.js';
@@ -17,9 +16,10 @@ import { calibrationBlocks, runScore, type CalibrationOptions, type RunScoreResu
 import type { ScoreMetric } from '../scoring/score.js';
 import { paramBudget, removedParams, replacementParams, type ReplacementKind } from '../scoring/sparsity.js';
 import { PairCache, type CacheDtype } from '../train/pair-cache.js';
-import { isTrainCheckpoint, trainReplacement, type LmTail, type StepRecord, type TrainResult } from '../train/trainer.js';
+import { trainReplacement, type LmTail, type StepRecord, type TrainResult } from '../train/trainer.js';
 import { collectPairs } from './collect.js';
-import { checkOutput, exportPruned, type ExportReplacement, type ExportResult } from './export.js';
+import { exportPruned, type ExportReplacement, type ExportResult } from './export.js';
+import { checkRunPaths } from './paths.js';
 import { fitLinear } from './linear.js';
 import { hashData, hashDirectory } from './manifest.js';
 import { f32View, prunedDescription, type InMemoryReplacement } from './pruned-model.js';
@@ -131,40 +131,6 @@ async function perplexity(desc: Parameters<typeof tokenLogprobs>[0], blocks: Int
 }
 
 /**
- * The checkpoint is written over on Ctrl-C and removed after a finished run, so it must not be some other file
- * (a typo such as the model's tokenizer.json was deleted) and must not be inside the source model.
- */
-function checkCheckpointFile(source: string, file: string, resume: boolean, onLog?: (m: DeviceMessage) => void): void {
-  let target = path.resolve(file);
-  if (fs.existsSync(path.dirname(target))) target = path.join(fs.realpathSync(path.dirname(target)), path.basename(target));
-  const rel = path.relative(fs.realpathSync(source), target);
-  if (rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel)))
-    throw new StreamlineError('E_OUTPUT_INSIDE_SOURCE', `training checkpoint ${file} is inside the source model directory ${source}; choose another place`, { file });
-  if (fs.existsSync(target)) {
-    if (!isTrainCheckpoint(target))
-      throw new StreamlineError('E_CHECKPOINT', `${file} exists and is not a Streamline training checkpoint; it would be overwritten on Ctrl-C and removed after training. Choose another --checkpoint`, { file });
-  } else if (resume) {
-    onLog?.({ level: 'warning', message: `--resume: no checkpoint at ${file}; training starts from the beginning` });
-  }
-}
-
-/** The pair cache may spill there during training: a writable place outside the source model, checked before the work. */
-function checkCacheDir(source: string, dir: string): void {
-  let existing = path.resolve(dir);
-  while (!fs.existsSync(existing) && path.dirname(existing) !== existing) existing = path.dirname(existing);
-  const real = fs.realpathSync(existing);
-  const rel = path.relative(fs.realpathSync(source), real);
-  if (rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel)))
-    throw new StreamlineError('E_OUTPUT_INSIDE_SOURCE', `--cache-dir ${dir} is inside the source model directory ${source}; choose another place`, { file: dir });
-  if (!fs.statSync(real).isDirectory()) throw new StreamlineError('E_OUTPUT', `--cache-dir ${dir}: ${existing} is not a folder`, { file: dir });
-  try {
-    fs.accessSync(real, fs.constants.W_OK | fs.constants.X_OK);
-  } catch (e) {
-    throw new StreamlineError('E_OUTPUT', `--cache-dir ${dir}: folder ${existing} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { file: dir, cause: e });
-  }
-}
-
-/**
  * Prunes a model and writes the result (unless dryRun).
  * @throws StreamlineError E_INVALID_OPTION, E_RANGE, E_REPLACEMENT, E_OUTPUT_*, E_DISK_SPACE, data and model errors.
  */
@@ -208,25 +174,7 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
   const gpuPeak = () => (device === 'cuda' ? gpuMemory()?.peak ?? null : null);
 
   if (!o.dryRun) {
-    checkOutput(model.dir, o.outDir, o.force ?? false);  // fail before hours of work, not after
-    // The export replaces the output folder as a whole: it must not hold the data this run reads.
-    const outReal = path.join(fs.realpathSync(path.dirname(path.resolve(o.outDir))), path.basename(path.resolve(o.outDir)));
-    for (const [flag, data] of [['--calib', o.calib], ['--train-data', o.trainData]] as const) {
-      if (!data || !fs.existsSync(data)) continue;
-      const rel = path.relative(outReal, fs.realpathSync(data));
-      if (rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel)))
-        throw new StreamlineError('E_OUTPUT_EXISTS', `output ${o.outDir} holds the ${flag} data ${data}, which replacing it would delete; choose another output folder`);
-    }
-    // Files written during training would make the output folder non-empty (the export then refused it) or be
-    // deleted with it; --json and --report are written after the export and may go there.
-    for (const [flag, file] of [['--log', o.logFile], ['--checkpoint', o.checkpointFile], ['--cache-dir', o.cacheDir]] as const) {
-      if (!file) continue;
-      const rel = path.relative(outReal, path.resolve(file));
-      if (rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel)))
-        throw new StreamlineError('E_INVALID_OPTION', `${flag} ${file} is inside the output folder ${o.outDir}, which the export replaces; put it next to the output instead`);
-    }
-    if (o.checkpointFile) checkCheckpointFile(model.dir, o.checkpointFile, o.resume === true, o.onLog);
-    if (o.cacheDir) checkCacheDir(model.dir, o.cacheDir);
+    checkRunPaths(model.dir, o);  // fail before hours of work, not after
   }
 
   // 1. Score and choose.
