@@ -186,5 +186,13 @@ test('--log inside the output folder is refused up front (it made the folder non
   assert.ok(fs.existsSync(path.join(out, 'result.json')));
 });
 
+test('a --sparsity out of reach is reported on stderr with what the chosen window removes (the run still succeeds)', async () => {
+  const dir = await model('llama-sparsity', LLAMA);
+  const r = cli('prune', dir, '-o', path.join(tmp, 'sparsity-out'), '--sparsity', '0.9', '--replacement', 'none', '--calib', calib,
+    '--samples', '2', '--seq-len', '16', '--dry-run', '-q');
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stderr, /^warning: --sparsity 0\.9 asked for; the closest window removes \d+\.\d% net \(3 of 4 layers, none replacement\)$/m);
+});
+
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 test.run();

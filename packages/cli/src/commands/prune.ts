@@ -154,6 +154,12 @@ export function registerPrune(program: Command): Command {
       } else {
         process.stdout.write(pruneSummary(r));
       }
+      // n is chosen as the closest window length, so a target out of reach (embeddings and head are never removed)
+      // would otherwise pass unnoticed.
+      const target = o.range || o.n !== undefined ? undefined : (o.sparsity ?? 0.25);
+      if (target !== undefined && Math.abs(r.plan.sparsity - target) > 0.05) {
+        note(`warning: --sparsity ${target} asked for; the closest window removes ${(100 * r.plan.sparsity).toFixed(1)}% net (${r.plan.n} of ${r.plan.layersBefore} layers, ${r.plan.replacement} replacement)`);
+      }
       await writeOutputs({ json: o.json, report: o.report }, {
         json: () => JSON.stringify({
           model: modelDir, out: o.out, ...r, pruned: undefined, gpuPeakBytes: r.gpuPeakBytes ?? undefined,
