@@ -156,9 +156,11 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
   // embeddings: refuse what no window can satisfy before scoring rather than after.
   if (kind === 'linear' && !desc.semantics.preNorm && (model.config.tieWordEmbeddings || (o.range !== undefined && o.range.start > 0)))
     throw new StreamlineError('E_REPLACEMENT', `the linear replacement needs pre-norm decoder layers, or a window starting at layer 0 with untied embeddings; this model normalises after the residual add (OPT do_layer_norm_before=false)${model.config.tieWordEmbeddings ? ' and ties its embeddings' : ''}. Use --replacement none${model.config.tieWordEmbeddings ? '' : ', or --range 0:N'}`);
-  // The native trainer has no gate-projection bias (Llama mlp_bias); refuse here rather than after scoring.
-  if ((kind === 'mlp' || kind === 'layer') && desc.semantics.gatedMlp && model.config.mlpBias)
-    throw new StreamlineError('E_REPLACEMENT', `the '${kind}' replacement cannot be trained for a gated MLP with biases (mlp_bias = true in ${model.dir}/config.json); use --replacement none or linear`);
+  // The lm loss backpropagates through the frozen layers after the window, and neither backward (CPU or CUDA) has the
+  // gate-projection bias of Llama mlp_bias; refuse here rather than after scoring.
+  const gateBias = desc.semantics.gatedMlp && model.config.mlpBias;
+  if (lossKind === 'lm' && gateBias)
+    throw new StreamlineError('E_UNSUPPORTED', `--loss lm cannot backpropagate through layers with a gate-projection bias (mlp_bias = true in ${model.dir}/config.json); use --loss mse`);
   if (o.range) {
     if (!(Number.isInteger(o.range.start) && Number.isInteger(o.range.end) && 0 <= o.range.start && o.range.start < o.range.end && o.range.end <= L))
       throw new StreamlineError('E_RANGE', `--range ${o.range.start}:${o.range.end} is not a window inside [0, ${L})`);
@@ -267,7 +269,10 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     exportRep = { kind: 'linear', tensors };
     t = lap('replacement', t);
   } else if (kind === 'mlp' || kind === 'layer') {
-    const roles = (Object.keys(srcLayer) as LayerRole[]).filter((r) => kind === 'layer' || r.startsWith('mlp_norm') || r.startsWith('gate') || r.startsWith('up') || r.startsWith('down'));
+    // The trainer has no gate-projection bias (Llama mlp_bias): it is held at zero, in training, in memory and in the
+    // exported tensor, so the replacement keeps the architecture's shape with one parameter vector fixed.
+    const roles = (Object.keys(srcLayer) as LayerRole[]).filter((r) => r !== 'gate.bias' &&
+      (kind === 'layer' || r.startsWith('mlp_norm') || r.startsWith('gate') || r.startsWith('up') || r.startsWith('down')));
     const init: Partial<Record<LayerRole, Float32Array>> = {};
     const shapes: Partial<Record<LayerRole, number[]>> = {};
     for (const r of roles) {
@@ -320,6 +325,10 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
       for (const role of roles) {
         rounded[role] = roundTo(weights[role]!, srcLayer[role]!);
         views[role] = f32View(rounded[role]!, shapes[role]!);
+      }
+      if (srcLayer['gate.bias']) {
+        rounded['gate.bias'] = new Float32Array(desc.semantics.intermediate);
+        views['gate.bias'] = f32View(rounded['gate.bias'], [desc.semantics.intermediate]);
       }
       inMemory = { kind, weights: views };
       exportRep = { kind, weights: rounded };
