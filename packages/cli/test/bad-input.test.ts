@@ -28,6 +28,19 @@ const tmp = tmpDir('cli-bad-input');
 const calib = writeCalibText(tmp);
 const LLAMA = { ...TINY_LLAMA, vocab_size: 101, num_hidden_layers: 4 };
 
+/** Overwrites every element of the named bf16 tensors of dir/model.safetensors with `bits`. */
+function patchTensors(dir: string, names: string[], bits: number, count = Infinity): void {
+  const file = path.join(dir, 'model.safetensors');
+  const bytes = fs.readFileSync(file);
+  const n = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + n).toString('utf8'));
+  for (const name of names) {
+    const [begin, end] = header[name].data_offsets as [number, number];
+    for (let o = begin, k = 0; o < end && k < count; o += 2, k++) bytes.writeUInt16LE(bits, 8 + n + o);
+  }
+  fs.writeFileSync(file, bytes);
+}
+
 async function model(name: string, config: Record<string, unknown>): Promise<string> {
   const dir = path.join(tmp, name);
   await makeTinyModel(dir, config);
@@ -91,13 +104,7 @@ test('eval: rolling perplexity of an empty file is E_DATA_TOO_SMALL naming it, n
 
 test('eval: a model whose weights hold NaN is E_NUMERIC, not a perplexity written as null with exit 0', async () => {
   const dir = await model('llama-nan', LLAMA);
-  const file = path.join(dir, 'model.safetensors');
-  const bytes = fs.readFileSync(file);
-  const n = Number(bytes.readBigUInt64LE(0));
-  const header = JSON.parse(bytes.subarray(8, 8 + n).toString('utf8'));
-  const [begin] = header['model.layers.1.self_attn.q_proj.weight'].data_offsets;
-  bytes.writeUInt16LE(0x7fc0, 8 + n + begin);  // bf16 NaN
-  fs.writeFileSync(file, bytes);
+  patchTensors(dir, ['model.layers.1.self_attn.q_proj.weight'], 0x7fc0, 1);  // one bf16 NaN
   const json = path.join(tmp, 'nan.json');
   fails(cli('eval', dir, '--ppl', calib, '--seq-len', '32', '--json', json), 'E_NUMERIC', /NaN/);
   assert.not.ok(fs.existsSync(json));
@@ -196,6 +203,20 @@ test('a --sparsity out of reach is reported on stderr with what the chosen windo
     '--samples', '2', '--seq-len', '16', '--dry-run', '-q');
   assert.is(r.code, 0, r.stderr);
   assert.match(r.stderr, /^warning: --sparsity 0\.9 asked for; the closest window removes \d+\.\d% net \(3 of 4 layers, none replacement\)$/m);
+});
+
+test('linear on tied embeddings when the best window starts at layer 0: the best window starting later is used, with a warning', async () => {
+  const dir = await model('llama-tied-identity0', { ...LLAMA, num_hidden_layers: 3, tie_word_embeddings: true });
+  // Layer 0 adds nothing (zero output projections): cos(h[0], h[1]) = 1, the best window of one layer is [0, 1).
+  patchTensors(dir, ['model.layers.0.self_attn.o_proj.weight', 'model.layers.0.mlp.down_proj.weight'], 0);
+  const json = path.join(tmp, 'tied-identity0.json');
+  const r = cli('prune', dir, '-o', path.join(tmp, 'tied-identity0-out'), '--replacement', 'linear', '--n', '1', '--calib', calib,
+    '--samples', '2', '--seq-len', '16', '--json', json, '-q');
+  assert.is(r.code, 0, r.stderr);
+  const out = JSON.parse(fs.readFileSync(json, 'utf8'));
+  assert.equal(out.score.best, { ...out.score.best, start: 0, end: 1 });
+  assert.ok(out.plan.window.start > 0, JSON.stringify(out.plan.window));
+  assert.match(r.stderr, /warning: the best window \[0, 1\) cannot take the linear replacement \(tied embeddings\)/);
 });
 
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
