@@ -21,7 +21,8 @@ Conventions for every command:
 - Errors print one line, \`error [E_CODE]: message\`, and exit with status 2 (usage errors from the option parser:
   status 1). The codes are listed in [errors.md](errors.md); [troubleshooting.md](troubleshooting.md) covers the
   common ones.
-- \`--json FILE\`, \`--report FILE\` and \`--plot FILE\` are written atomically (temporary name, then rename).
+- \`--json FILE\`, \`--report FILE\` and \`--plot FILE\` are written atomically (temporary name, then rename); they, and
+  \`prune\`'s output folder, \`--log\`, \`--checkpoint\` and \`--cache-dir\`, are checked before any work starts.
 - Environment: \`STREAMLINE_CPU\` lowers the CPU kernel level (\`scalar\`, \`avx2\`, …; never raises it),
   \`STREAMLINE_NUM_THREADS\` sets the thread count; \`streamline info\` shows both.
 `;

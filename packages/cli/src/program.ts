@@ -52,6 +52,13 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`error [${e.code}]: ${e.message}\n`);
       return 2;
     }
+    // The addon rejects with plain Errors that carry a documented E_ code; a path that forgot to re-type one is still
+    // a typed error for the user, not an unexpected exception (Node's own codes are ENOENT, ERR_…, never E_…).
+    const code = (e as { code?: unknown } | null)?.code;
+    if (e instanceof Error && typeof code === 'string' && /^E_[A-Z0-9_]+$/.test(code)) {
+      process.stderr.write(`error [${code}]: ${e.message}\n`);
+      return 2;
+    }
     throw e;
   }
 }

@@ -47,6 +47,13 @@ export function openModelDir(dir: string, options: OpenCheckpointOptions = {}): 
   let st: fs.Stats | undefined;
   try { st = fs.statSync(dir); } catch { st = undefined; }
   if (!st?.isDirectory()) throw new StreamlineError('E_MODEL_DIR', `${dir} is not a model directory`, { file: dir });
+  const snapshots = path.join(dir, 'snapshots');
+  if (!fs.existsSync(path.join(dir, 'config.json')) && fs.existsSync(snapshots) && fs.statSync(snapshots).isDirectory()) {
+    // A Hugging Face cache repository folder (models--org--name): the model itself is one of its snapshots.
+    const revisions = fs.readdirSync(snapshots).sort();
+    throw new StreamlineError('E_CONFIG_MISSING', `${dir} has no config.json; it looks like a Hugging Face cache folder: give ${path.join(dir, 'snapshots', revisions[0] ?? '<revision>')}` +
+      (revisions.length > 1 ? ` (revisions: ${revisions.join(', ')})` : ''), { file: dir });
+  }
   const config = loadModelConfig(path.join(dir, 'config.json'));
   const adapter = getAdapter(config.modelType);
   const checkpoint = openCheckpoint(dir, options);

@@ -3,6 +3,7 @@
  * the weights and loads the tokenizer; the result runs forward passes (layer slices, hidden states, logits,
  * log-probabilities) through the layer-streaming engine and scores sequences for @streamline/eval.
  */
+import fs from 'node:fs';
 import type { ModelConfig } from './config.js';
 import { StreamlineError } from './errors.js';
 import { assertModelValid, inspect, type ModelReport } from './inspect.js';
@@ -83,8 +84,16 @@ export async function forwardDescription(desc: ModelDescription, sequences: Int3
  * const [lp] = await model.tokenLogprobs([model.tokenizer!.encode('In the beginning')]);
  */
 export async function loadModel(dir: string): Promise<LoadedModel> {
+  // inspect() also reads single files as safetensors: a calibration file given where the model goes would otherwise
+  // fail with a safetensors header error that says nothing about the mix-up.
+  let st: fs.Stats | undefined;
+  try { st = fs.statSync(dir); } catch { st = undefined; }
+  if (!st) throw new StreamlineError('E_MODEL_DIR', `model directory ${dir} does not exist`, { file: dir });
+  if (!st.isDirectory()) {
+    throw new StreamlineError('E_MODEL_DIR', dir.endsWith('.safetensors') ? `${dir} is a single safetensors file; give the model directory`
+      : `${dir} is a file, not a model directory (config.json, safetensors weights, tokenizer.json)`, { file: dir });
+  }
   const report = inspect(dir);
-  if (report.kind !== 'model') throw new StreamlineError('E_MODEL_DIR', `${dir} is a single safetensors file; give the model directory`, { file: dir });
   assertModelValid(report as ModelReport);
   const modelDir = openModelDir(dir);
   const description = describeModel(modelDir);

@@ -107,3 +107,24 @@ export function writeCalibText(dir: string): string {
   fs.writeFileSync(file, Array.from({ length: 40 }, (_, i) => `verse ${i}: ${'and the evening and the morning were the day '.slice(i % 7)}${i * 37}`).join('\n\n'));
   return file;
 }
+
+/**
+ * A real tokenizer.json (BPE without merges: one printable ASCII character or newline per token, ids 2..97; 0 = <unk>,
+ * 1 = <s> added in front) so that tiny models run through the CLI without ../shared. Needs a vocabulary of ≥ 98.
+ */
+export function writeCharTokenizer(dir: string): void {
+  const chars = ['<unk>', '<s>', ...Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)), '\n'];
+  const special = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify({
+    version: '1.0', truncation: null, padding: null, added_tokens: [special(0, '<unk>'), special(1, '<s>')], normalizer: null, pre_tokenizer: null,
+    post_processor: {
+      type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [{ Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }],
+      special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
+    },
+    decoder: null,
+    model: { type: 'BPE', dropout: null, unk_token: '<unk>', continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false,
+      byte_fallback: false, vocab: Object.fromEntries(chars.map((c, i) => [c, i])), merges: [] },
+  }));
+  fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<s>' }));
+}

@@ -6,6 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { exportPruned, keptLayers, loadModel, pruneConfig } from '../src/index.js';
 import { native } from '../src/native.js';
+import { checkOutput } from '../src/prune/export.js';
 import { prng, repoRoot, tmpDir } from './_helpers.js';
 
 const src = path.join(repoRoot, 'test', 'fixtures', 'models', 'llama-gqa');
@@ -53,6 +54,26 @@ test('pruneConfig keeps per-layer lists and max_window_layers consistent', () =>
   assert.equal(config.other, [1, 2]);
   assert.ok(changed.includes('layer_types'));
   assert.equal(keptLayers(6, 2, 5, false), [0, 1, 5]);
+});
+
+test("checkOutput: '-o .' is the current folder (not its parent), and --force never replaces the folder the user is in", () => {
+  const root = tmpDir('cwd');
+  const inner = path.join(root, 'inner');
+  fs.mkdirSync(inner);
+  fs.writeFileSync(path.join(root, 'sibling.txt'), 'x');  // the parent is not empty; inner is
+  const cwd = process.cwd();
+  process.chdir(inner);
+  try {
+    checkOutput(src, '.', false);  // inner is empty: fine (the parent's contents used to count)
+    fs.writeFileSync(path.join(inner, 'work.txt'), 'mine');
+    assert.throws(() => checkOutput(src, '.', false), (e: unknown) => (e as { code?: string }).code === 'E_OUTPUT_EXISTS');
+    assert.throws(() => checkOutput(src, '.', true), (e: unknown) => (e as { code?: string }).code === 'E_OUTPUT_EXISTS' && /current directory/.test((e as Error).message));
+    assert.throws(() => checkOutput(src, '..', true), (e: unknown) => /current directory/.test((e as Error).message));
+  } finally {
+    process.chdir(cwd);
+  }
+  checkOutput(src, inner, true);  // from elsewhere, --force may replace it
+  fs.rmSync(root, { recursive: true });
 });
 
 test.run();

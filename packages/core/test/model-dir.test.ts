@@ -21,6 +21,13 @@ test('bad input: not a directory, no config, no weights, unsupported model_type'
   fs.rmSync(dir, { recursive: true });
 });
 
+test('a Hugging Face cache repository folder given as the model names the snapshot to give instead', () => {
+  const repo = tmpDir('hub-repo');
+  fs.mkdirSync(path.join(repo, 'snapshots', 'f00d'), { recursive: true });
+  assert.throws(() => openModelDir(repo), (e: unknown) => isStreamlineError(e, 'E_CONFIG_MISSING') && (e as Error).message.includes(path.join('snapshots', 'f00d')));
+  fs.rmSync(repo, { recursive: true });
+});
+
 test('a complete tiny llama: valid, parameter counts are sums of element counts, tensors by role', async () => {
   const dir = tmpDir('llama');
   await makeTinyModel(dir, TINY_LLAMA);

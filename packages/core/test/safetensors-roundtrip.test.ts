@@ -160,6 +160,24 @@ test('E_SAFETENSORS_INDEX: paths outside the directory, missing files, wrong fil
   }
 });
 
+test('a Hugging Face hub cache snapshot (shards linked to ../../blobs) opens; links elsewhere from a snapshot do not', async () => {
+  const src = await shardedDir();
+  const repo = path.join(tmpDir('hub'), 'models--org--tiny');
+  const snap = path.join(repo, 'snapshots', '0123abc');
+  fs.mkdirSync(path.join(repo, 'blobs'), { recursive: true });
+  fs.mkdirSync(snap, { recursive: true });
+  for (const [i, f] of fs.readdirSync(src).entries()) {
+    fs.copyFileSync(path.join(src, f), path.join(repo, 'blobs', `blob${i}`));
+    fs.symlinkSync(`../../blobs/blob${i}`, path.join(snap, f));
+  }
+  assert.is(openCheckpoint(snap).tensor('b').numel, 4);
+  // A link out of the blobs folder (here: to the source directory) is still an escape.
+  const shard = fs.readdirSync(snap).find((f) => f.endsWith('.safetensors'))!;
+  fs.rmSync(path.join(snap, shard));
+  fs.symlinkSync(path.join(src, shard), path.join(snap, shard));
+  assert.throws(() => openCheckpoint(snap), (e: unknown) => isStreamlineError(e, 'E_SAFETENSORS_INDEX') && e.message.includes('outside the model directory'));
+});
+
 test('openCheckpoint: missing weights, a single file given directly', async () => {
   const dir = tmpDir('ck');
   fs.writeFileSync(path.join(dir, 'pytorch_model.bin'), 'x');

@@ -3,7 +3,7 @@
  * original, unpruned model), with stability and agreement when both are given. Produces the JSON report that
  * `streamline eval --json` writes and the per-sample log behind `--log-samples`.
  */
-import { readTextDocuments, StreamlineError } from '@streamline/core';
+import { isStreamlineError, readTextDocuments, StreamlineError } from '@streamline/core';
 import type { EvalTokenizer, LogprobModel } from './types.js';
 import { chunkedPerplexity, rollingPerplexity, type ChunkedPerplexity, type RollingPerplexity } from './perplexity.js';
 import { scoreItems, type ItemResult, type McItem, type McMode } from './multiple-choice.js';
@@ -93,9 +93,15 @@ async function runModel(
   const progress = (stage: string) => (done: number, total: number) => opts.onProgress?.({ stage, model: which, done, total });
   for (const [file, documents] of docs) {
     const common = { model, tokenizer, documents, batchSize: opts.batchSize, onProgress: progress(`ppl:${file}`) };
-    report.ppl[file] = opts.pplMode === 'rolling'
-      ? await rollingPerplexity({ ...common, maxLength: opts.seqLen })
-      : await chunkedPerplexity({ ...common, seqLen: opts.seqLen });
+    try {
+      report.ppl[file] = opts.pplMode === 'rolling'
+        ? await rollingPerplexity({ ...common, maxLength: opts.seqLen })
+        : await chunkedPerplexity({ ...common, seqLen: opts.seqLen });
+    } catch (e) {
+      // The perplexity functions see documents, not files: name the file that was too short.
+      if (isStreamlineError(e, 'E_DATA_TOO_SMALL')) throw new StreamlineError(e.code, `${file}: ${e.message}`, { file, cause: e });
+      throw e;
+    }
   }
   for (const t of tasks) {
     const r = await scoreItems({ model, tokenizer, items: t.items, mode: opts.mode, batchSize: opts.batchSize, onProgress: progress(`task:${t.name}`), label: `task ${t.name} (${t.file})` });

@@ -137,7 +137,8 @@ export function countWords(doc: string): number {
 
 /**
  * Rolling perplexity (file comment). `maxLength` defaults to the model's; `prefixToken` to BOS, else EOS.
- * @throws StreamlineError E_INVALID_OPTION when there is no prefix token or maxLength is out of range.
+ * @throws StreamlineError E_INVALID_OPTION when there is no prefix token or maxLength is out of range; E_DATA_TOO_SMALL
+ *   when the documents encode to no tokens.
  */
 export async function rollingPerplexity(opts: PerplexityOptions & { maxLength?: number; prefixToken?: number }): Promise<RollingPerplexity> {
   const { model, tokenizer, documents, batchSize, onProgress } = opts;
@@ -165,6 +166,8 @@ export async function rollingPerplexity(opts: PerplexityOptions & { maxLength?: 
       predLens.push(continuation.length);
     }
   });
+  // Nothing to predict would make every figure 0/0 (NaN, written as null in JSON) and still look like a result.
+  if (tokens === 0) throw new StreamlineError('E_DATA_TOO_SMALL', `the text (${documents.length} document${documents.length === 1 ? '' : 's'}) encodes to no tokens; nothing to score`);
   const lps = await model.tokenLogprobs(seqs, { batchSize, onProgress });
   const perDoc = new Float64Array(documents.length);
   let predicted = 0;

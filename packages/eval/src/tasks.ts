@@ -163,6 +163,8 @@ export function buildTaskItems(name: string, records: Rec[], file = name): McIte
  */
 export async function loadTask(name: string, file: string, limit?: number): Promise<LoadedTask> {
   let records = await readRecords(file);
+  // No items would give accuracies of 0/0, written as null in JSON, under exit status 0.
+  if (records.length === 0) throw new StreamlineError('E_TASK_FORMAT', `${file} (task ${name}) holds no records`, { file });
   if (limit !== undefined) records = records.slice(0, limit);
   return { name, schema: schemaFor(name), file, items: buildTaskItems(name, records, file) };
 }

@@ -20,6 +20,11 @@ test('bad options are E_INVALID_OPTION; too little text is E_DATA_TOO_SMALL', as
   const noSpecials = { ...greedyTokenizer({}, { bos: false }), eosId: undefined };
   try { await rollingPerplexity({ model, tokenizer: noSpecials, documents: ['ab'] }); assert.unreachable(); }
   catch (e) { assert.ok(isStreamlineError(e, 'E_INVALID_OPTION'), String(e)); }
+  // Documents with no tokens: every rolling figure would be 0/0 (NaN, null in JSON) under exit status 0.
+  for (const documents of [[], ['']]) {
+    try { await rollingPerplexity({ model, tokenizer: charTokenizer, documents }); assert.unreachable(); }
+    catch (e) { assert.ok(isStreamlineError(e, 'E_DATA_TOO_SMALL'), String(e)); }
+  }
 });
 
 test('get_rolling_token_windows: lm-eval test gold (0..33, prefix -100, max 10, context 1)', () => {

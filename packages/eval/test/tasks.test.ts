@@ -98,6 +98,11 @@ test('loadTask: JSONL and Parquet files, --limit keeps the first N', async () =>
   assert.is(j.items.length, 3);
   assert.is((await loadTask('piqa', pf, 2)).items.length, 2);
   assert.is(j.schema, 'piqa');
+  // An empty file used to load as a task of 0 items: accuracy 0/0, written as null, exit status 0.
+  const empty = path.join(d, 'empty.jsonl');
+  writeFileSync(empty, '');
+  try { await loadTask('piqa', empty); assert.unreachable(); }
+  catch (e) { assert.ok(isStreamlineError(e, 'E_TASK_FORMAT') && (e as Error).message.includes('empty.jsonl'), String(e)); }
 });
 
 test.run();

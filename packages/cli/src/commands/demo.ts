@@ -14,6 +14,7 @@ import { trainingRun } from '../ui/report-data.js';
 import { demoPaths } from '../demo/paths.js';
 import { note, progress, type Progress } from '../ui/progress.js';
 import { commandLine, writeOutputs } from '../ui/outputs.js';
+import { checkOutputFiles } from '../ui/files.js';
 import { commandDevice, deviceOption } from '../ui/options.js';
 import { fmt } from '../ui/table.js';
 import { formatScore } from './score.js';
@@ -45,6 +46,7 @@ export function registerDemo(program: Command): Command {
     .option('-q, --quiet', 'no progress output (the tables are still printed)')
     .action(async (o: DemoCommandOptions) => {
       const started = new Date();
+      checkOutputFiles({ '--json': o.json, '--report': o.report });
       const paths = demoPaths();
       const settings = DEMO_PRESETS[o.quick ? 'quick' : 'default'];
       const kinds = o.replacement ? [o.replacement] : [...DEMO_KINDS];

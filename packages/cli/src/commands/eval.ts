@@ -6,7 +6,7 @@
 import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import path from 'node:path';
-import { writeFileAtomic } from '../ui/files.js';
+import { checkOutputFiles, writeFileAtomic } from '../ui/files.js';
 import { commandLine, writeOutputs } from '../ui/outputs.js';
 import type { ComparisonData } from '../report/types.js';
 import { bad, commandDevice, deviceOption, intOption } from '../ui/options.js';
@@ -149,12 +149,13 @@ export function registerEval(program: Command, deps: EvalDeps): Command {
       const started = new Date();
       if (o.ppl.length === 0 && o.task.length === 0) bad('nothing to evaluate: give --ppl FILE and/or --task NAME=FILE');
       if (o.stabilityCompat && !o.baseline) bad('--stability-compat needs --baseline (stability compares a pruned model with its original)');
+      checkOutputFiles({ '--json': o.json, '--report': o.report, '--log-samples': o.logSamples });
       const write = deps.write ?? ((s: string) => void process.stdout.write(s));
       const device = commandDevice(o.device, !(deps.progress ?? Boolean(process.stderr.isTTY))).device;
       const model = await deps.loadModel(modelDir, { device });
       const baseline = o.baseline ? await deps.loadModel(o.baseline, { device }) : undefined;
       if (device === 'cuda') gpuMemory(true);
-      if (o.seqLen !== undefined && o.seqLen > model.maxLength) bad(`--seq-len ${o.seqLen} exceeds the model's maximum length ${model.maxLength}`);
+      if (o.seqLen !== undefined && o.seqLen > model.maxLength) bad(`--seq-len ${o.seqLen} exceeds the model's maximum length ${model.maxLength} (max_position_embeddings, or the sliding window when shorter)`);
 
       const showBar = deps.progress ?? Boolean(process.stderr.isTTY);
       const bar = showBar ? new cliProgress.SingleBar({ format: '{stage} |{bar}| {value}/{total} ETA {eta_formatted}', stream: process.stderr, clearOnComplete: true }, cliProgress.Presets.shades_classic) : undefined;

@@ -10,6 +10,7 @@ import { bytesOption, commandDevice, deviceOption, fractionOption, intOption, po
 import { note, progress, type Progress } from '../ui/progress.js';
 import { fmt, human, table } from '../ui/table.js';
 import { commandLine, writeOutputs } from '../ui/outputs.js';
+import { checkOutputFiles } from '../ui/files.js';
 import { trainingRun } from '../ui/report-data.js';
 import type { ComparisonData } from '../report/types.js';
 
@@ -106,6 +107,7 @@ export function registerPrune(program: Command): Command {
     .option('-q, --quiet', 'no progress output')
     .action(async (modelDir: string, o: PruneCommandOptions) => {
       const started = new Date();
+      checkOutputFiles({ '--json': o.json, '--report': o.report, '--log': o.log, '--checkpoint': o.checkpoint });
       const model = await loadModel(modelDir);
       const device = commandDevice(o.device, o.quiet).device;
       const controller = new AbortController();
@@ -151,6 +153,12 @@ export function registerPrune(program: Command): Command {
         ]));
       } else {
         process.stdout.write(pruneSummary(r));
+      }
+      // n is chosen as the closest window length, so a target out of reach (embeddings and head are never removed)
+      // would otherwise pass unnoticed.
+      const target = o.range || o.n !== undefined ? undefined : (o.sparsity ?? 0.25);
+      if (target !== undefined && Math.abs(r.plan.sparsity - target) > 0.05) {
+        note(`warning: --sparsity ${target} asked for; the closest window removes ${(100 * r.plan.sparsity).toFixed(1)}% net (${r.plan.n} of ${r.plan.layersBefore} layers, ${r.plan.replacement} replacement)`);
       }
       await writeOutputs({ json: o.json, report: o.report }, {
         json: () => JSON.stringify({

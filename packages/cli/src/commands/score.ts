@@ -8,6 +8,7 @@ import { commandDevice, deviceOption, fractionOption, intOption } from '../ui/op
 import { note, progress } from '../ui/progress.js';
 import { fmt, table } from '../ui/table.js';
 import { commandLine, writeOutputs } from '../ui/outputs.js';
+import { checkOutputFiles } from '../ui/files.js';
 
 export interface ScoreCommandOptions {
   calib: string;
@@ -76,6 +77,7 @@ export function registerScore(program: Command): Command {
     .option('-q, --quiet', 'no progress output')
     .action(async (modelDir: string, o: ScoreCommandOptions) => {
       const started = new Date();
+      checkOutputFiles({ '--json': o.json, '--plot': o.plot, '--report': o.report });
       const model = await loadModel(modelDir);
       const device = commandDevice(o.device, o.quiet).device;
       const bar = progress('calibrate', { quiet: o.quiet });

@@ -2,6 +2,7 @@
  * Output files of the CLI (reports, plots, JSON): written atomically, so a reader or an interrupted run never
  * sees a half-written file.
  */
+import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -31,5 +32,29 @@ export async function writeFileAtomic(file: string, content: string | Uint8Array
     await unlink(tmp).catch(() => {});
     const reason = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
     throw new StreamlineError('E_WRITE', `could not write ${file}: ${reason}`, { file, cause: e });
+  }
+}
+
+/**
+ * Checks, before any long work, that each output file can be written later: the file is not a folder, and its nearest
+ * existing parent is a writable folder (writeFileAtomic creates the missing ones). A plot must end in .svg or .png.
+ * Without it, `--json /dev/full/x` or a misspelt `--plot x.jpg` failed only after scoring or hours of training.
+ * @throws StreamlineError E_WRITE naming the option and the file; E_PLOT_FORMAT for a plot of another kind.
+ */
+export function checkOutputFiles(files: Record<string, string | undefined>): void {
+  for (const [flag, file] of Object.entries(files)) {
+    if (!file) continue;
+    if (flag === '--plot' && !/\.(svg|png)$/i.test(file)) throw new StreamlineError('E_PLOT_FORMAT', `plot file ${file} must end in .svg or .png`, { file });
+    const target = path.resolve(file);
+    const fail = (why: string): never => { throw new StreamlineError('E_WRITE', `${flag} ${file} cannot be written: ${why}`, { file }); };
+    if (existsSync(target) && statSync(target).isDirectory()) fail('it is a folder');
+    let dir = path.dirname(target);
+    while (!existsSync(dir) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+    if (!statSync(dir).isDirectory()) fail(`${dir} is not a folder`);
+    try {
+      accessSync(dir, constants.W_OK | constants.X_OK);
+    } catch (e) {
+      fail(`folder ${dir} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
   }
 }

@@ -38,6 +38,10 @@ export function describeModel(md: ModelDir): ModelDescription {
       },
     });
   }
+  // HF masks key j for query i when i − j ≥ sliding_window: up to that many positions nothing is masked, and beyond
+  // it the engine (full causal attention) would silently differ, so the window bounds the input length instead.
+  const window = c.slidingWindow !== null && c.layerTypes.includes('sliding_attention') && c.slidingWindow < c.maxPositionEmbeddings
+    ? c.slidingWindow : null;
   return {
     modelType: c.modelType,
     vocab: c.vocabSize,
@@ -50,7 +54,8 @@ export function describeModel(md: ModelDir): ModelDescription {
     learnedPositionOffset: t.positions === 'learned' ? t.positionOffset : null,
     finalNorm: t.finalNorm,
     projDim: t.projectInOut ? t.embedDim : null,
-    maxPositionEmbeddings: c.maxPositionEmbeddings,
+    maxPositionEmbeddings: window ?? c.maxPositionEmbeddings,
+    ...(window !== null ? { slidingWindow: window } : {}),
     layers,
     global: () => {
       const g: Partial<Record<GlobalRole, WeightView>> = {};

@@ -56,7 +56,14 @@ export interface ModelDescription {
   finalNorm: boolean;
   /** OPT: word_embed_proj_dim when it differs from hidden. */
   projDim: number | null;
+  /**
+   * Longest input in positions: max_position_embeddings, or the sliding window when smaller and some layer uses
+   * sliding-window attention (the engine computes full causal attention, which equals sliding-window attention
+   * only while every query sees at most `slidingWindow` keys).
+   */
   maxPositionEmbeddings: number;
+  /** The sliding window that capped maxPositionEmbeddings, when it did (for messages). */
+  slidingWindow?: number;
   layers: LayerSource[];
   global: () => Partial<Record<GlobalRole, WeightView>>;
 }

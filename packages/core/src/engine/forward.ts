@@ -141,12 +141,19 @@ export interface LogprobOptions extends DeviceOptions {
   signal?: AbortSignal;
 }
 
+/** Why the length limit is below max_position_embeddings, when the sliding window set it. */
+export function windowNote(desc: ModelDescription): string {
+  return desc.slidingWindow !== undefined
+    ? ` (sliding_window ${desc.slidingWindow}: Streamline computes full causal attention, which is exact only up to the window)` : '';
+}
+
 /**
  * Per-token log-probabilities: result[i][t] = log p(seq[t+1] | seq[0..t]) for t in 0..len-2. The forward pass
  * runs on seq[0..len-2] (the last token is only a target), so a sequence may be maxPositionEmbeddings + 1 long.
  * Sequences are batched longest first; every result is independent of the batch it ran in. `device` picks the
  * backend (see resolveDevice); on CUDA the layers and the head run on the GPU, the embeddings on the CPU.
- * @throws StreamlineError E_INVALID_OPTION (batchSize, device), E_SEQ_LEN, E_TOKEN_RANGE, E_CUDA.
+ * @throws StreamlineError E_INVALID_OPTION (batchSize, device), E_SEQ_LEN, E_TOKEN_RANGE, E_CUDA, E_NUMERIC (a NaN or
+ *   infinite log-probability).
  */
 export async function tokenLogprobs(desc: ModelDescription, sequences: readonly Int32Array[], opts: LogprobOptions = {}):
   Promise<Float32Array[]> {
@@ -154,7 +161,7 @@ export async function tokenLogprobs(desc: ModelDescription, sequences: readonly 
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new StreamlineError('E_INVALID_OPTION', `batchSize must be a positive integer, got ${batchSize}`);
   for (const [i, s] of sequences.entries())
     if (s.length - 1 > desc.maxPositionEmbeddings)
-      throw new StreamlineError('E_SEQ_LEN', `sequence ${i} has ${s.length} tokens; the model takes at most ${desc.maxPositionEmbeddings} positions (+1 target)`);
+      throw new StreamlineError('E_SEQ_LEN', `sequence ${i} has ${s.length} tokens; the model takes at most ${desc.maxPositionEmbeddings} positions (+1 target)${windowNote(desc)}`);
   const results: Float32Array[] = new Array(sequences.length);
   const scored = sequences.map((s, i) => i).filter((i) => sequences[i]!.length >= 2);
   for (const i of sequences.keys()) if (sequences[i]!.length < 2) results[i] = new Float32Array(0);
@@ -184,6 +191,13 @@ export async function tokenLogprobs(desc: ModelDescription, sequences: readonly 
       idx.forEach((j, b) => {
         const len = batch.lengths[b]!;
         results[j] = logprobs.slice(b * batch.T, b * batch.T + len);
+        // A NaN here would surface as a perplexity or accuracy that JSON writes as null (or an argmax that
+        // silently picks choice 0): stop with the position instead.
+        const bad = results[j]!.findIndex((v) => !Number.isFinite(v));
+        if (bad >= 0) {
+          throw new StreamlineError('E_NUMERIC', `the log-probability of sequence ${j} at position ${bad + 1} is ${results[j]![bad]}: ` +
+            'the model\'s weights hold NaN/Inf or its activations overflow');
+        }
       });
       opts.onProgress?.(Math.min(order.length, i + batchSize), order.length);
     }

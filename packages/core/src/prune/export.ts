@@ -10,7 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { type DType, dtypeSize } from '../dtype.js';
-import { StreamlineError } from '../errors.js';
+import { isStreamlineError, StreamlineError } from '../errors.js';
 import type { Checkpoint } from '../safetensors/checkpoint.js';
 import { writeSafetensors, type WriteEntry, type WriteProgress } from '../safetensors/writer.js';
 import { Tensor } from '../tensor.js';
@@ -69,16 +69,38 @@ function isInside(parent: string, child: string): boolean {
   return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
 }
 
-/** Checks an output directory before any work: not inside the source, empty unless force. */
+/**
+ * Checks an output directory before any work: its folder exists and can be written, it is not inside the source,
+ * and it is empty unless force. Run before scoring and training, so a bad -o fails in seconds, not after hours.
+ */
 export function checkOutput(source: string, out: string, force: boolean): void {
+  const resolved = path.resolve(out);
+  const parentPath = path.dirname(resolved);
+  let parent: string;
+  try {
+    parent = fs.realpathSync(parentPath);
+  } catch (e) {
+    throw new StreamlineError('E_OUTPUT', `cannot write ${out}: folder ${parentPath} does not exist (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { file: out, cause: e });
+  }
+  if (!fs.statSync(parent).isDirectory()) throw new StreamlineError('E_OUTPUT', `cannot write ${out}: ${parentPath} is not a folder`, { file: out });
+  try {
+    // W_OK also reports a read-only file system (EROFS), which permissions alone would not show.
+    fs.accessSync(parent, fs.constants.W_OK | fs.constants.X_OK);
+  } catch (e) {
+    throw new StreamlineError('E_OUTPUT', `cannot write ${out}: folder ${parentPath} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { file: out, cause: e });
+  }
   const src = fs.realpathSync(source);
-  const parent = fs.realpathSync(path.dirname(path.resolve(out)));
-  const target = path.join(parent, path.basename(out));
+  // basename of the resolved path: for `-o .` or `-o dir/..`, path.basename(out) is '.' or '..' and named another folder.
+  const target = path.join(parent, path.basename(resolved));
   if (isInside(src, target)) throw new StreamlineError('E_OUTPUT_INSIDE_SOURCE', `output ${out} is inside the source model directory ${source}; choose another place`);
   if (isInside(target, src)) throw new StreamlineError('E_OUTPUT_INSIDE_SOURCE', `output ${out} contains the source model directory ${source}`);
   if (fs.existsSync(target)) {
     if (!fs.statSync(target).isDirectory()) throw new StreamlineError('E_OUTPUT_EXISTS', `output ${out} exists and is not a directory`);
-    if (fs.readdirSync(target).length > 0 && !force) throw new StreamlineError('E_OUTPUT_EXISTS', `output directory ${out} is not empty; pass --force to replace it`);
+    const empty = fs.readdirSync(target).length === 0;
+    if (!empty && !force) throw new StreamlineError('E_OUTPUT_EXISTS', `output directory ${out} is not empty; pass --force to replace it`);
+    // --force replaces the whole folder: never the one the user is working in, or one above it.
+    if (!empty && isInside(target, fs.realpathSync(process.cwd())))
+      throw new StreamlineError('E_OUTPUT_EXISTS', `output ${out} is the current directory or contains it; --force would delete it. Choose a new folder`);
   }
 }
 
@@ -170,8 +192,8 @@ export async function exportPruned(o: ExportOptions): Promise<ExportResult> {
   checkFreeSpace(parent, bytes);
 
   const tmp = path.join(parent, `.${base}.streamline-tmp-${process.pid}`);
-  fs.mkdirSync(tmp);
   try {
+    fs.mkdirSync(tmp);
     const maxShard = shardSize(source);
     const written = await writeSafetensors(tmp, entries, {
       ...(maxShard ? { maxShardBytes: maxShard } : {}),
@@ -202,7 +224,10 @@ export async function exportPruned(o: ExportOptions): Promise<ExportResult> {
     return { outDir: out, files: manifest.output.files, numLayers: kept.length, parameters, bytes };
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
-    throw e;
+    if (isStreamlineError(e)) throw e;
+    // The output was checked before the work began; a file system that fills up or turns read-only since is still
+    // the user's to fix, so it gets the system's reason, not a stack trace.
+    throw new StreamlineError('E_IO', `cannot write the pruned model to ${o.outDir}: ${(e as Error).message}`, { file: o.outDir, cause: e });
   }
 }
 

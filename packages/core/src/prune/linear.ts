@@ -5,7 +5,7 @@
  * When s = 0, M is the token embedding (Y the rest of h[0], e.g. OPT's positions) and T folds into untied input
  * embeddings: E' = E·T. Normal equations accumulate in f64; Eigen's LDLT solves them.
  */
-import { StreamlineError } from '../errors.js';
+import { fromNative, StreamlineError } from '../errors.js';
 import { native } from '../native.js';
 import { makeTokenBatch } from '../engine/batch.js';
 import type { ModelDescription } from '../engine/description.js';
@@ -77,7 +77,12 @@ export async function fitLinear(desc: ModelDescription, start: number, end: numb
   for (let i = 0; i < D; i++) trace += XtX[i * D + i]!;
   const ridge = (o.ridge ?? 1e-6) * (trace / D);
   const T = new Float32Array(D * D);
-  await n.solveNormalEquations(T, XtX, XtY, D, D, ridge);
+  try {
+    await n.solveNormalEquations(T, XtX, XtY, D, D, ridge);
+  } catch (e) {
+    // The addon's rejection is a plain Error carrying the code; without re-typing it the CLI saw an unexpected exception.
+    throw fromNative(e, `linear replacement for [${start}, ${end}) from ${tokens} tokens (hidden size ${D}), ridge ${ridge}`);
+  }
 
   const folded: LinearFit['folded'] = {};
   if (start === 0) {

@@ -3,11 +3,10 @@
  * splice → export → before/after summary (parameters, layers, held-out perplexity on calibration blocks that
  * training never saw). The CLI's `prune` and `demo` call this; it never prints.
  */
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { gpuMemory, resolveDevice, type Device, type DeviceOptions } from '../device.js';
-import { StreamlineError } from '../errors.js';
+import { isStreamlineError, StreamlineError } from '../errors.js';
 import { native, type NativeHeadWeights, type NativeLayerWeights } from '../native.js';
 import type { LayerRole, WeightView } from '../engine/description.js';
 import { ropeFrequencies } from '../engine/rope.js';
@@ -19,7 +18,8 @@ import { paramBudget, removedParams, replacementParams, type ReplacementKind } f
 import { PairCache, type CacheDtype } from '../train/pair-cache.js';
 import { trainReplacement, type LmTail, type StepRecord, type TrainResult } from '../train/trainer.js';
 import { collectPairs } from './collect.js';
-import { checkOutput, exportPruned, type ExportReplacement, type ExportResult } from './export.js';
+import { exportPruned, type ExportReplacement, type ExportResult } from './export.js';
+import { checkRunPaths } from './paths.js';
 import { fitLinear } from './linear.js';
 import { hashData, hashDirectory } from './manifest.js';
 import { f32View, prunedDescription, type InMemoryReplacement } from './pruned-model.js';
@@ -151,11 +151,23 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     throw new StreamlineError('E_UNSUPPORTED', '--loss lm does not support models with project_out (OPT word_embed_proj_dim != hidden_size); use --loss mse');
   if (given > 1) throw new StreamlineError('E_INVALID_OPTION', 'give only one of --n, --sparsity and --range');
   if ((kind === 'mlp' || kind === 'layer') && !desc.semantics.preNorm)
-    throw new StreamlineError('E_REPLACEMENT', `the '${kind}' replacement needs pre-norm decoder layers; this model normalises after the residual add (OPT do_layer_norm_before=false). Use --replacement none or linear`);
+    throw new StreamlineError('E_REPLACEMENT', `the '${kind}' replacement needs pre-norm decoder layers; this model normalises after the residual add (OPT do_layer_norm_before=false). Use --replacement none${model.config.tieWordEmbeddings ? '' : ', or linear with a window that starts at layer 0'}`);
+  // linear folds into layer start−1's MLP output, which post-norm layers do not allow, or (start 0) into untied
+  // embeddings: refuse what no window can satisfy before scoring rather than after.
+  if (kind === 'linear' && !desc.semantics.preNorm && (model.config.tieWordEmbeddings || (o.range !== undefined && o.range.start > 0)))
+    throw new StreamlineError('E_REPLACEMENT', `the linear replacement needs pre-norm decoder layers, or a window starting at layer 0 with untied embeddings; this model normalises after the residual add (OPT do_layer_norm_before=false)${model.config.tieWordEmbeddings ? ' and ties its embeddings' : ''}. Use --replacement none${model.config.tieWordEmbeddings ? '' : ', or --range 0:N'}`);
+  // The lm loss backpropagates through the frozen layers after the window, and neither backward (CPU or CUDA) has the
+  // gate-projection bias of Llama mlp_bias; refuse here rather than after scoring.
+  const gateBias = desc.semantics.gatedMlp && model.config.mlpBias;
+  if (lossKind === 'lm' && gateBias)
+    throw new StreamlineError('E_UNSUPPORTED', `--loss lm cannot backpropagate through layers with a gate-projection bias (mlp_bias = true in ${model.dir}/config.json); use --loss mse`);
   if (o.range) {
     if (!(Number.isInteger(o.range.start) && Number.isInteger(o.range.end) && 0 <= o.range.start && o.range.start < o.range.end && o.range.end <= L))
       throw new StreamlineError('E_RANGE', `--range ${o.range.start}:${o.range.end} is not a window inside [0, ${L})`);
     if (o.range.end - o.range.start >= L) throw new StreamlineError('E_RANGE', '--range would remove every layer');
+    // With the window known, fitLinear's own refusal (after the data and pair stages) can be given now.
+    if (kind === 'linear' && o.range.start === 0 && (model.config.tieWordEmbeddings || desc.projDim !== null))
+      throw new StreamlineError('E_REPLACEMENT', `--range 0:${o.range.end} with the linear replacement would fold into the input embeddings, which ${model.config.tieWordEmbeddings ? 'are tied to the LM head' : 'this model projects (project_in)'}; choose a window that starts later`);
   }
 
   // Resolved once: the one fallback message, and every stage after it on the same backend.
@@ -164,9 +176,7 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
   const gpuPeak = () => (device === 'cuda' ? gpuMemory()?.peak ?? null : null);
 
   if (!o.dryRun) {
-    const parent = path.dirname(path.resolve(o.outDir));
-    if (!fs.existsSync(parent)) throw new StreamlineError('E_OUTPUT', `cannot write ${o.outDir}: folder ${parent} does not exist`);
-    checkOutput(model.dir, o.outDir, o.force ?? false);  // fail before hours of work, not after
+    checkRunPaths(model.dir, o);  // fail before hours of work, not after
   }
 
   // 1. Score and choose.
@@ -184,6 +194,15 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     });
     if (!score.best) throw new StreamlineError('E_RANGE', 'no window was scored');
     ({ start, end } = score.best);
+    // linear cannot fold a window at layer 0 into tied (or projected) embeddings: take the best window that starts
+    // later rather than fail after the scoring pass (Llama 3.2, Qwen2.5 and OPT tie their embeddings).
+    if (kind === 'linear' && start === 0 && (model.config.tieWordEmbeddings || desc.projDim !== null)) {
+      const better = (a: { score: number }, b: { score: number }) => (score!.metric === 'cosine' ? a.score > b.score : a.score < b.score);
+      const feasible = score.windows.filter((w) => w.start > 0).reduce<typeof score.windows[number] | null>((b, w) => (!b || better(w, b) ? w : b), null);
+      if (!feasible) throw new StreamlineError('E_REPLACEMENT', `the only window of ${end - start} layers starts at layer 0, where linear cannot fold into ${model.config.tieWordEmbeddings ? 'tied' : 'projected'} embeddings; use a smaller --n or another --replacement`);
+      o.onLog?.({ level: 'warning', message: `the best window [0, ${end}) cannot take the linear replacement (${model.config.tieWordEmbeddings ? 'tied' : 'projected'} embeddings); using the best window that starts later, [${feasible.start}, ${feasible.end})` });
+      ({ start, end } = feasible);
+    }
     t = lap('score', t);
   }
   const n = end - start;
@@ -208,7 +227,17 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
 
   // 2. Training data: blocks drawn from the training source; the last ~10% are held out.
   o.onStage?.('data');
-  const trainCal = await calibrationBlocks(model, { ...calibrationOf(o), calib: o.trainData ?? o.calib, samples: trainSamples, seqLen, seed: (o.seed ?? 0) + 1 });
+  let trainCal: Awaited<ReturnType<typeof calibrationBlocks>>;
+  try {
+    trainCal = await calibrationBlocks(model, { ...calibrationOf(o), calib: o.trainData ?? o.calib, samples: trainSamples, seqLen, seed: (o.seed ?? 0) + 1 });
+  } catch (e) {
+    // The packer speaks of calibration and --samples; here the count is --train-samples (default: --samples).
+    if (isStreamlineError(e, 'E_DATA_TOO_SMALL')) {
+      throw new StreamlineError(e.code, e.message.replace(/^calibration data/, 'training data').replace('lower --samples', 'lower --train-samples'),
+        { ...(e.file !== undefined ? { file: e.file } : {}), cause: e });
+    }
+    throw e;
+  }
   const valCount = trainCal.blocks.length >= 2 ? Math.max(1, Math.round(trainCal.blocks.length * (o.validationFraction ?? 0.1))) : 0;
   const trainBlocks = trainCal.blocks.slice(0, trainCal.blocks.length - valCount);
   const valBlocks = trainCal.blocks.slice(trainCal.blocks.length - valCount);
@@ -249,7 +278,10 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     exportRep = { kind: 'linear', tensors };
     t = lap('replacement', t);
   } else if (kind === 'mlp' || kind === 'layer') {
-    const roles = (Object.keys(srcLayer) as LayerRole[]).filter((r) => kind === 'layer' || r.startsWith('mlp_norm') || r.startsWith('gate') || r.startsWith('up') || r.startsWith('down'));
+    // The trainer has no gate-projection bias (Llama mlp_bias): it is held at zero, in training, in memory and in the
+    // exported tensor, so the replacement keeps the architecture's shape with one parameter vector fixed.
+    const roles = (Object.keys(srcLayer) as LayerRole[]).filter((r) => r !== 'gate.bias' &&
+      (kind === 'layer' || r.startsWith('mlp_norm') || r.startsWith('gate') || r.startsWith('up') || r.startsWith('down')));
     const init: Partial<Record<LayerRole, Float32Array>> = {};
     const shapes: Partial<Record<LayerRole, number[]>> = {};
     for (const r of roles) {
@@ -302,6 +334,10 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
       for (const role of roles) {
         rounded[role] = roundTo(weights[role]!, srcLayer[role]!);
         views[role] = f32View(rounded[role]!, shapes[role]!);
+      }
+      if (srcLayer['gate.bias']) {
+        rounded['gate.bias'] = new Float32Array(desc.semantics.intermediate);
+        views['gate.bias'] = f32View(rounded['gate.bias'], [desc.semantics.intermediate]);
       }
       inMemory = { kind, weights: views };
       exportRep = { kind, weights: rounded };

@@ -36,8 +36,8 @@ export interface Checkpoint {
 /** Options of openCheckpoint. */
 export interface OpenCheckpointOptions {
   /**
-   * Accept shard files that are symlinks to places outside the model directory (as in a Hugging Face hub
-   * cache snapshot, where files link to ../../blobs). Default false.
+   * Accept shard files that are symlinks to any place outside the model directory. Default false; the links of a
+   * Hugging Face hub cache snapshot (`snapshots/<revision>/…` → `../../blobs/<hash>`) are accepted without it.
    */
   allowSymlinkEscape?: boolean;
 }
@@ -144,6 +144,17 @@ function openSharded(dir: string, indexFile: string, options: OpenCheckpointOpti
   return new CheckpointImpl(dir, files, where, opened.get(files[0]!), { ...(metadata as Record<string, unknown> | undefined) });
 }
 
+/**
+ * A Hugging Face hub cache snapshot (`<cache>/models--org--name/snapshots/<revision>/`) holds symlinks into the
+ * repository's own `blobs/` folder: every sharded model downloaded with `from_pretrained` or `huggingface-cli download`
+ * (without --local-dir) looks like this, so such links are followed; links anywhere else still need allowSymlinkEscape.
+ */
+function isInsideHubBlobs(realDir: string, real: string): boolean {
+  if (path.basename(path.dirname(realDir)) !== 'snapshots') return false;
+  const blobs = path.join(path.dirname(path.dirname(realDir)), 'blobs');
+  return isInside(blobs, real) && path.dirname(real) === blobs;
+}
+
 function openShard(dir: string, realDir: string, rel: string, name: string, indexFile: string, options: OpenCheckpointOptions): SafetensorsFile {
   const parts = rel.split(/[\\/]/);
   if (path.isAbsolute(rel) || parts.includes('..') || rel.includes('\0')) {
@@ -157,8 +168,8 @@ function openShard(dir: string, realDir: string, rel: string, name: string, inde
   } catch {
     indexError(indexFile, `weight_map['${name}'] names ${rel}, which does not exist`);
   }
-  if (!options.allowSymlinkEscape && !isInside(realDir, real)) {
-    indexError(indexFile, `weight_map['${name}'] = '${rel}' is a symlink to ${real}, outside the model directory (allowSymlinkEscape permits it)`);
+  if (!options.allowSymlinkEscape && !isInside(realDir, real) && !isInsideHubBlobs(realDir, real)) {
+    indexError(indexFile, `weight_map['${name}'] = '${rel}' is a symlink to ${real}, outside the model directory (only a Hugging Face cache snapshot's links into its ../../blobs are followed; allowSymlinkEscape permits others)`);
   }
   if (!fs.statSync(real).isFile()) indexError(indexFile, `weight_map['${name}'] = '${rel}' is not a regular file`);
   return openSafetensors(full);

@@ -5,6 +5,7 @@
 import { packCalibration, type PackedCalibration, type PackProgress } from '../data/pack.js';
 import type { DeviceOptions } from '../device.js';
 import { StreamlineError } from '../errors.js';
+import { windowNote } from '../engine/forward.js';
 import type { LoadedModel } from '../model.js';
 import { scoreLayers, type ScoreMetric, type ScoreResult } from './score.js';
 import { nForSparsity, paramBudget, type ReplacementKind } from './sparsity.js';
@@ -27,7 +28,7 @@ export async function calibrationBlocks(model: LoadedModel, o: CalibrationOption
   if (!model.tokenizer) throw new StreamlineError('E_TOKENIZER_MISSING', `${model.dir} has no tokenizer.json; calibration text cannot be tokenized`, { file: model.dir });
   const seqLen = o.seqLen ?? Math.min(2048, model.maxLength);
   if (seqLen > model.maxLength)
-    throw new StreamlineError('E_INVALID_OPTION', `--seq-len ${seqLen} exceeds the model's max_position_embeddings (${model.maxLength})`);
+    throw new StreamlineError('E_INVALID_OPTION', `--seq-len ${seqLen} exceeds the model's maximum length ${model.maxLength}${model.description.slidingWindow !== undefined ? windowNote(model.description) : ' (max_position_embeddings)'}`);
   const packed = await packCalibration({
     source: o.calib, tokenizer: model.tokenizer, seqLen, samples: o.samples ?? 50, seed: o.seed ?? 0,
     ...(o.field ? { field: o.field } : {}), ...(o.onProgress ? { onProgress: o.onProgress } : {}),
@@ -47,6 +48,8 @@ export interface WindowChoice {
 /** The window length for a request: n directly, or from the target sparsity. */
 export function resolveN(model: LoadedModel, c: WindowChoice): number {
   if (c.n !== undefined && c.sparsity !== undefined) throw new StreamlineError('E_INVALID_OPTION', 'give either --n or --sparsity, not both');
+  // A window must leave at least one layer; with one layer the option checks below would print "[1, 0]".
+  if (model.layers < 2) throw new StreamlineError('E_RANGE', `${model.dir} has ${model.layers} decoder layer${model.layers === 1 ? '' : 's'}; a window must leave at least one layer, so there is nothing to score or remove`);
   if (c.n !== undefined) {
     if (!Number.isInteger(c.n) || c.n < 1 || c.n >= model.layers)
       throw new StreamlineError('E_INVALID_OPTION', `--n must be an integer in [1, ${model.layers - 1}], got ${c.n}`);

@@ -52,7 +52,9 @@ export function nForSparsity(b: ParamBudget, kind: ReplacementKind, sparsity: nu
     const diff = Math.abs(net - target);
     if (diff < bestDiff) { best = n; bestDiff = diff; }
   }
-  if (best < 0) throw new StreamlineError('E_INVALID_OPTION', `no window length removes parameters with the '${kind}' replacement`);
+  if (best < 0) {
+    throw new StreamlineError('E_INVALID_OPTION', `no window length removes parameters with the '${kind}' replacement: the model has ${L} layers and a window leaves at least one${kind === 'none' ? '' : `, while the replacement adds back about ${Math.round(repl)} parameters`}; give --n (or --range), or another --replacement`);
+  }
   return best;
 }
 

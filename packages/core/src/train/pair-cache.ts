@@ -60,10 +60,14 @@ export class PairCache {
     const total = this.totalBytes;
     this.location = total > o.budgetBytes ? 'disk' : 'memory';
     if (this.location === 'disk') {
-      fs.mkdirSync(o.dir, { recursive: true });
       // A per-process counter: two caches made in the same millisecond (train and validation) must not share a file.
       this.file = path.join(o.dir, `pairs-${process.pid}-${Date.now().toString(36)}-${cacheCounter++}.bin`);
-      this.fd = fs.openSync(this.file, 'w+');
+      try {
+        fs.mkdirSync(o.dir, { recursive: true });
+        this.fd = fs.openSync(this.file, 'w+');
+      } catch (e) {
+        throw new StreamlineError('E_IO', `cannot create the pair cache in ${o.dir}: ${(e as Error).message}`, { file: o.dir, cause: e });
+      }
     } else {
       this.file = null;
     }

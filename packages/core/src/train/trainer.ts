@@ -239,7 +239,13 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
   let interrupted = false, checkpointSaved = false;
   let pairsOn: TrainResult['pairs'] = o.train.location;
   try {
-    log = o.logFile ? fs.openSync(o.logFile, st.step > 0 ? 'a' : 'w') : null;
+    try {
+      // Missing folders are created, as for the CLI's other output files.
+      if (o.logFile) fs.mkdirSync(path.dirname(path.resolve(o.logFile)), { recursive: true });
+      log = o.logFile ? fs.openSync(o.logFile, st.step > 0 ? 'a' : 'w') : null;
+    } catch (e) {
+      throw new StreamlineError('E_IO', `cannot open the training log ${o.logFile}: ${(e as Error).message}`, { file: o.logFile!, cause: e });
+    }
     if (gpu !== null) {
       const g = gpu;
       if (lm) await g.setLmTail(lm.layers, lm.head);
@@ -387,7 +393,8 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
       saveCheckpoint(o.checkpointFile, roles, st);
       checkpointSaved = true;
     }
-    if (!interrupted && o.checkpointFile) fs.rmSync(o.checkpointFile, { force: true });
+    // Only a file that is a checkpoint is removed: --checkpoint may name any path, and a typo must not delete it.
+    if (!interrupted && o.checkpointFile && isTrainCheckpoint(o.checkpointFile)) fs.rmSync(o.checkpointFile, { force: true });
   } catch (e) {
     // The addon's errors (a stable E_ code on a plain Error, e.g. a CUDA backend's refusal) surface as StreamlineError
     // with their code and message unchanged.
@@ -422,11 +429,37 @@ function saveCheckpoint(file: string, roles: LayerRole[], st: State): void {
   fs.renameSync(tmp, file);
 }
 
+/** True when `file` exists and starts with a training checkpoint's header line (the first 64 KiB are read). */
+export function isTrainCheckpoint(file: string): boolean {
+  let fd: number;
+  try { fd = fs.openSync(file, 'r'); } catch { return false; }
+  try {
+    const buf = Buffer.alloc(65536);
+    const n = fs.readSync(fd, buf, 0, buf.length, 0);
+    const nl = buf.subarray(0, n).indexOf(10);
+    if (nl < 0) return false;
+    const h = JSON.parse(buf.subarray(0, nl).toString('utf8'));
+    return h !== null && typeof h === 'object' && h.format === 'streamline-train-checkpoint';
+  } catch {
+    return false;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 function loadCheckpoint(file: string, roles: LayerRole[]): State {
   const buf = fs.readFileSync(file);
   const nl = buf.indexOf(10);
-  const h = JSON.parse(buf.subarray(0, nl).toString('utf8'));
-  if (h.format !== 'streamline-train-checkpoint' || JSON.stringify(h.roles) !== JSON.stringify(roles))
+  let h;
+  try {
+    h = JSON.parse(buf.subarray(0, nl < 0 ? buf.length : nl).toString('utf8'));
+  } catch {
+    h = null;
+  }
+  // Any other file given as --checkpoint (a typo, the model's config) is not a checkpoint: say so, not "SyntaxError".
+  if (h === null || typeof h !== 'object' || h.format !== 'streamline-train-checkpoint' || !Array.isArray(h.lengths))
+    throw new StreamlineError('E_CHECKPOINT', `${file} is not a Streamline training checkpoint`, { file });
+  if (JSON.stringify(h.roles) !== JSON.stringify(roles))
     throw new StreamlineError('E_CHECKPOINT', `${file} is not a checkpoint of this replacement (roles differ)`, { file });
   let off = nl + 1;
   const take = (len: number) => { const a = new Float32Array(buf.buffer.slice(buf.byteOffset + off, buf.byteOffset + off + len * 4)); off += len * 4; return a; };
