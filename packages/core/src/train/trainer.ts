@@ -283,7 +283,7 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
     const stageRows = pipe !== null && o.train.dtype === 'bf16' && pipe.hasStageBf16();
     // Pairs that fit in half the free device memory (after the trainer and the lm tail) are kept there: one upload,
     // then every epoch stages device to device.
-    if (stageRows && pipe!.hasKeptPairs() && (!lm || pipe!.hasStageLm()) && await pipe!.keepPairs(N, !lm, 0.5)) {
+    if (stageRows && pipe!.hasKeptPairs() && await pipe!.keepPairs(N, !lm, 0.5)) {
       for (let j = 0; j < N; j++) {
         const b = o.train.readBf16(j);
         await pipe!.putPair(j, b.x, lm ? null : b.y);
