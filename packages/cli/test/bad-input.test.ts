@@ -48,6 +48,17 @@ async function model(name: string, config: Record<string, unknown>): Promise<str
   return dir;
 }
 
+test('--warmup longer than the run fails before scoring, naming the steps and the options that set them', async () => {
+  const dir = await model('llama-warmup', LLAMA);
+  const out = path.join(tmp, 'warmup-out');
+  // 4 training samples: 1 held out, 3 blocks, 1 per step, 1 epoch = 3 steps.
+  const r = cli('prune', dir, '-o', out, '--calib', calib, '--samples', '2', '--seq-len', '16', '--train-samples', '4', '--n', '1', '--warmup', '1000', '-q');
+  fails(r, 'E_INVALID_OPTION', /--warmup 1000 is not in \[0, 3\]: the run takes 3 optimiser steps \(3 training blocks/);
+  assert.not.ok(fs.existsSync(out), 'nothing written');
+  const ok = cli('prune', dir, '-o', out, '--calib', calib, '--samples', '2', '--seq-len', '16', '--train-samples', '4', '--n', '1', '--warmup', '3', '-q');
+  assert.is(ok.code, 0, ok.stderr);
+});
+
 test('a file where the model directory goes is E_MODEL_DIR, not a safetensors header error', () => {
   fails(cli('score', calib, '--calib', calib, '-q'), 'E_MODEL_DIR', /is a file, not a model directory/);
   fails(cli('eval', path.join(tmp, 'nope'), '--ppl', calib), 'E_MODEL_DIR', /does not exist/);

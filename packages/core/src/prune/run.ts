@@ -16,7 +16,7 @@ import { calibrationBlocks, runScore, type CalibrationOptions, type RunScoreResu
 import type { ScoreMetric } from '../scoring/score.js';
 import { paramBudget, removedParams, replacementParams, type ReplacementKind } from '../scoring/sparsity.js';
 import { PairCache, type CacheDtype } from '../train/pair-cache.js';
-import { trainReplacement, type LmTail, type StepRecord, type TrainResult } from '../train/trainer.js';
+import { optimiserSteps, trainReplacement, type LmTail, type StepRecord, type TrainResult } from '../train/trainer.js';
 import { collectPairs } from './collect.js';
 import { exportPruned, type ExportReplacement, type ExportResult } from './export.js';
 import { checkRunPaths } from './paths.js';
@@ -134,6 +134,11 @@ async function perplexity(desc: Parameters<typeof tokenLogprobs>[0], blocks: Int
  * Prunes a model and writes the result (unless dryRun).
  * @throws StreamlineError E_INVALID_OPTION, E_RANGE, E_REPLACEMENT, E_OUTPUT_*, E_DISK_SPACE, data and model errors.
  */
+/** Validation blocks held out of `blocks` training blocks: ~fraction (default 0.1) of them, at least one when there are two or more. */
+export function heldOutBlocks(blocks: number, fraction = 0.1): number {
+  return blocks >= 2 ? Math.max(1, Math.round(blocks * fraction)) : 0;
+}
+
 export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneResult> {
   const t0 = Date.now();
   const timings: Record<string, number> = {};
@@ -168,6 +173,15 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     // With the window known, fitLinear's own refusal (after the data and pair stages) can be given now.
     if (kind === 'linear' && o.range.start === 0 && (model.config.tieWordEmbeddings || desc.projDim !== null))
       throw new StreamlineError('E_REPLACEMENT', `--range 0:${o.range.end} with the linear replacement would fold into the input embeddings, which ${model.config.tieWordEmbeddings ? 'are tied to the LM head' : 'this model projects (project_in)'}; choose a window that starts later`);
+  }
+
+  // --warmup against the steps the run will take (the training blocks are exactly --train-samples, or the data stage
+  // fails): known now, so a warmup longer than the run fails before scoring, not after it.
+  if ((kind === 'mlp' || kind === 'layer') && o.warmup !== undefined) {
+    const blocks = o.trainSamples ?? o.samples ?? 50;
+    const steps = optimiserSteps(blocks - heldOutBlocks(blocks, o.validationFraction), o);
+    if (!Number.isInteger(o.warmup) || o.warmup < 0 || o.warmup > steps)
+      throw new StreamlineError('E_INVALID_OPTION', `--warmup ${o.warmup} is not in [0, ${steps}]: the run takes ${steps} optimiser steps (${blocks - heldOutBlocks(blocks, o.validationFraction)} training blocks of --train-samples ${blocks}, --micro-batch ${o.microBatch ?? 1} x --grad-accum ${o.gradAccum ?? 1} per step, --epochs ${o.epochs ?? 1}); lower --warmup or train longer`);
   }
 
   // Resolved once: the one fallback message, and every stage after it on the same backend.
@@ -238,7 +252,7 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     }
     throw e;
   }
-  const valCount = trainCal.blocks.length >= 2 ? Math.max(1, Math.round(trainCal.blocks.length * (o.validationFraction ?? 0.1))) : 0;
+  const valCount = heldOutBlocks(trainCal.blocks.length, o.validationFraction);
   const trainBlocks = trainCal.blocks.slice(0, trainCal.blocks.length - valCount);
   const valBlocks = trainCal.blocks.slice(trainCal.blocks.length - valCount);
   if (trainBlocks.length === 0) throw new StreamlineError('E_DATA_TOO_SMALL', 'no training blocks left after holding out validation blocks; raise --train-samples');

@@ -141,6 +141,14 @@ interface State {
   tokens: number;
 }
 
+/**
+ * Optimiser steps of a run over `blocks` training blocks: ceil(blocks / (microBatch · gradAccum)) per epoch (the
+ * last step of an epoch may be short). prune checks --warmup against it before any work.
+ */
+export function optimiserSteps(blocks: number, o: { microBatch?: number; gradAccum?: number; epochs?: number }): number {
+  return Math.ceil(blocks / ((o.microBatch ?? 1) * (o.gradAccum ?? 1))) * (o.epochs ?? 1);
+}
+
 export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
   const n = native();
   const roles = (Object.keys(o.init) as LayerRole[]).sort();
@@ -163,8 +171,10 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
   if (N === 0) throw new StreamlineError('E_DATA_TOO_SMALL', 'no training pairs');
   const perStep = micro * accum;
   const stepsPerEpoch = Math.ceil(N / perStep);
-  const total = stepsPerEpoch * epochs;
+  const total = optimiserSteps(N, { microBatch: micro, gradAccum: accum, epochs });
   const warmup = o.warmup ?? (total >= 20 ? Math.max(1, Math.round(total * 0.05)) : 0);
+  if (!Number.isInteger(warmup) || warmup < 0 || warmup > total)
+    throw new StreamlineError('E_INVALID_OPTION', `warmup must be an integer in [0, ${total}] (the run's optimiser steps: ${N} blocks, ${perStep} per step, ${epochs} epoch${epochs === 1 ? '' : 's'}), got ${warmup}`);
   const evalEvery = o.evalEvery ?? Math.max(1, Math.round(total / 10));
   const T = o.train.rows, D = o.train.hidden;
   const positions = (B: number) => { const p = new Int32Array(B * T); for (let i = 0; i < p.length; i++) p[i] = i % T; return p; };
