@@ -227,7 +227,24 @@ test('linear on tied embeddings when the best window starts at layer 0: the best
   const out = JSON.parse(fs.readFileSync(json, 'utf8'));
   assert.equal(out.score.best, { ...out.score.best, start: 0, end: 1 });
   assert.ok(out.plan.window.start > 0, JSON.stringify(out.plan.window));
-  assert.match(r.stderr, /warning: the best window \[0, 1\) cannot take the linear replacement \(tied embeddings\)/);
+  assert.match(r.stderr, /warning: the best window \[0, 1\) cannot take the linear replacement \(tied embeddings\); using the best window that can/);
+});
+
+test('linear on post-norm OPT with untied embeddings: only a window at layer 0 can take it, so that one is used', async () => {
+  const dir = await model('opt-post-untied', { ...TINY_OPT, vocab_size: 101, num_hidden_layers: 3, word_embed_proj_dim: 16, do_layer_norm_before: false, tie_word_embeddings: false });
+  // Layer 2 made nearly the identity (no attention or MLP output, plain norms: h[3] is h[2] centred and scaled), so
+  // [2, 3) scores best.
+  const l2 = (t: string) => `model.decoder.layers.2.${t}`;
+  patchTensors(dir, ['self_attn.out_proj.weight', 'self_attn.out_proj.bias', 'fc2.weight', 'fc2.bias', 'self_attn_layer_norm.bias', 'final_layer_norm.bias'].map(l2), 0);
+  patchTensors(dir, ['self_attn_layer_norm.weight', 'final_layer_norm.weight'].map(l2), 0x3f80);
+  const json = path.join(tmp, 'opt-post-untied.json');
+  const r = cli('prune', dir, '-o', path.join(tmp, 'opt-post-untied-out'), '--replacement', 'linear', '--n', '1', '--calib', calib,
+    '--samples', '2', '--seq-len', '16', '--json', json, '-q');
+  assert.is(r.code, 0, r.stderr);
+  const out = JSON.parse(fs.readFileSync(json, 'utf8'));
+  assert.equal(out.plan.window, { start: 0, end: 1 });
+  assert.ok(out.score.best.start > 0, JSON.stringify(out.score.best));
+  assert.match(r.stderr, /cannot take the linear replacement \(post-norm layers leave no MLP output to fold into\); using the best window that can, \[0, 1\)/);
 });
 
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));

@@ -208,13 +208,18 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     });
     if (!score.best) throw new StreamlineError('E_RANGE', 'no window was scored');
     ({ start, end } = score.best);
-    // linear cannot fold a window at layer 0 into tied (or projected) embeddings: take the best window that starts
-    // later rather than fail after the scoring pass (Llama 3.2, Qwen2.5 and OPT tie their embeddings).
-    if (kind === 'linear' && start === 0 && (model.config.tieWordEmbeddings || desc.projDim !== null)) {
+    // Where linear can fold T (fitLinear's rules): into layer start−1's MLP output, which needs pre-norm layers, or at
+    // layer 0 into untied, unprojected input embeddings. When the best window is not such a place, take the best one
+    // that is rather than fail after the scoring pass (Llama 3.2, Qwen2.5 and OPT tie their embeddings; OPT-350m is
+    // post-norm).
+    const embedsFold = !model.config.tieWordEmbeddings && desc.projDim === null;
+    const linearFits = (s: number) => (s === 0 ? embedsFold : desc.semantics.preNorm);
+    if (kind === 'linear' && !linearFits(start)) {
+      const why = start === 0 ? `${model.config.tieWordEmbeddings ? 'tied' : 'projected'} embeddings` : 'post-norm layers leave no MLP output to fold into';
       const better = (a: { score: number }, b: { score: number }) => (score!.metric === 'cosine' ? a.score > b.score : a.score < b.score);
-      const feasible = score.windows.filter((w) => w.start > 0).reduce<typeof score.windows[number] | null>((b, w) => (!b || better(w, b) ? w : b), null);
-      if (!feasible) throw new StreamlineError('E_REPLACEMENT', `the only window of ${end - start} layers starts at layer 0, where linear cannot fold into ${model.config.tieWordEmbeddings ? 'tied' : 'projected'} embeddings; use a smaller --n or another --replacement`);
-      o.onLog?.({ level: 'warning', message: `the best window [0, ${end}) cannot take the linear replacement (${model.config.tieWordEmbeddings ? 'tied' : 'projected'} embeddings); using the best window that starts later, [${feasible.start}, ${feasible.end})` });
+      const feasible = score.windows.filter((w) => linearFits(w.start)).reduce<typeof score.windows[number] | null>((b, w) => (!b || better(w, b) ? w : b), null);
+      if (!feasible) throw new StreamlineError('E_REPLACEMENT', `no window of ${end - start} layers can take the linear replacement here (${why}); use a smaller --n or another --replacement`);
+      o.onLog?.({ level: 'warning', message: `the best window [${start}, ${end}) cannot take the linear replacement (${why}); using the best window that can, [${feasible.start}, ${feasible.end})` });
       ({ start, end } = feasible);
     }
     t = lap('score', t);
