@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { loadModel, prune } from '../../core/src/index.js';
 import { makeTinyModel, repoRoot, TINY_LLAMA, TINY_OPT, tmpDir, writeCalibText, writeCharTokenizer } from '../../core/test/_helpers.js';
 
 function cli(...args: string[]): { code: number | null; stdout: string; stderr: string } {
@@ -57,6 +58,19 @@ test('--warmup longer than the run fails before scoring, naming the steps and th
   assert.not.ok(fs.existsSync(out), 'nothing written');
   const ok = cli('prune', dir, '-o', out, '--calib', calib, '--samples', '2', '--seq-len', '16', '--train-samples', '4', '--n', '1', '--warmup', '3', '-q');
   assert.is(ok.code, 0, ok.stderr);
+});
+
+test('too little training data fails before the scoring pass', async () => {
+  const dir = await model('llama-short-train', LLAMA);
+  const r = cli('prune', dir, '-o', path.join(tmp, 'short-train-out'), '--calib', calib, '--samples', '2', '--seq-len', '16', '--n', '1',
+    '--replacement', 'none', '--train-samples', '100000');
+  fails(r, 'E_DATA_TOO_SMALL', /^error \[E_DATA_TOO_SMALL\]: training data .* lower --train-samples or --seq-len/);
+  // The stages the run reached (the CLI's status lines do not name them all): the data stage, never the scoring.
+  const stages: string[] = [];
+  const err = await prune(await loadModel(dir), { outDir: path.join(tmp, 'short-train-out'), calib, samples: 2, seqLen: 16, n: 1,
+    replacement: 'none', trainSamples: 100000, onStage: (s: string) => stages.push(s) }).then(() => null, (e: { code?: string }) => e);
+  assert.is(err?.code, 'E_DATA_TOO_SMALL');
+  assert.equal(stages, ['data']);
 });
 
 test('a file where the model directory goes is E_MODEL_DIR, not a safetensors header error', () => {

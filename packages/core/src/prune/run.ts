@@ -193,10 +193,36 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     checkRunPaths(model.dir, o);  // fail before hours of work, not after
   }
 
-  // 1. Score and choose.
+  const trainSamples = o.trainSamples ?? o.samples ?? 50;
+  const seqLen = o.seqLen ?? Math.min(2048, model.maxLength);
+  let t = Date.now();
+  // 1. Training data, before scoring (tokenising and packing take seconds), so that too little of it fails before the
+  // scoring pass: blocks drawn from the training source; the last ~10% are held out.
+  let trainBlocks: Awaited<ReturnType<typeof calibrationBlocks>>['blocks'] = [];
+  let valBlocks: typeof trainBlocks = [];
+  if (!o.dryRun) {
+    o.onStage?.('data');
+    let trainCal: Awaited<ReturnType<typeof calibrationBlocks>>;
+    try {
+      trainCal = await calibrationBlocks(model, { ...calibrationOf(o), calib: o.trainData ?? o.calib, samples: trainSamples, seqLen, seed: (o.seed ?? 0) + 1 });
+    } catch (e) {
+      // The packer speaks of calibration and --samples; here the count is --train-samples (default: --samples).
+      if (isStreamlineError(e, 'E_DATA_TOO_SMALL')) {
+        throw new StreamlineError(e.code, e.message.replace(/^calibration data/, 'training data').replace('lower --samples', 'lower --train-samples'),
+          { ...(e.file !== undefined ? { file: e.file } : {}), cause: e });
+      }
+      throw e;
+    }
+    const valCount = heldOutBlocks(trainCal.blocks.length, o.validationFraction);
+    trainBlocks = trainCal.blocks.slice(0, trainCal.blocks.length - valCount);
+    valBlocks = trainCal.blocks.slice(trainCal.blocks.length - valCount);
+    if (trainBlocks.length === 0) throw new StreamlineError('E_DATA_TOO_SMALL', 'no training blocks left after holding out validation blocks; raise --train-samples');
+    t = lap('data', t);
+  }
+
+  // 2. Score and choose.
   let score: RunScoreResult | null = null;
   let start: number, end: number;
-  let t = Date.now();
   if (o.range) {
     ({ start, end } = o.range);
   } else {
@@ -230,8 +256,6 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
   const removed = removedParams(budget, kind, start, n);
   const before = budget.total;
   const bytesPerParam = model.report.tensors > 0 ? model.modelDir.checkpoint.names().reduce((a, k) => a + model.modelDir.checkpoint.info(k).nbytes, 0) / before : 2;
-  const trainSamples = o.trainSamples ?? o.samples ?? 50;
-  const seqLen = o.seqLen ?? Math.min(2048, model.maxLength);
   const plan: PrunePlan = {
     window: { start, end }, n, replacement: kind,
     layersBefore: L, layersAfter: L - n + (kind === 'mlp' || kind === 'layer' ? 1 : 0),
@@ -244,24 +268,6 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
   };
   if (o.dryRun) return { plan, score, training: null, linear: null, heldOut: null, relativeError: null, exported: null, pruned: null, timings, device, gpuPeakBytes: gpuPeak() };
 
-  // 2. Training data: blocks drawn from the training source; the last ~10% are held out.
-  o.onStage?.('data');
-  let trainCal: Awaited<ReturnType<typeof calibrationBlocks>>;
-  try {
-    trainCal = await calibrationBlocks(model, { ...calibrationOf(o), calib: o.trainData ?? o.calib, samples: trainSamples, seqLen, seed: (o.seed ?? 0) + 1 });
-  } catch (e) {
-    // The packer speaks of calibration and --samples; here the count is --train-samples (default: --samples).
-    if (isStreamlineError(e, 'E_DATA_TOO_SMALL')) {
-      throw new StreamlineError(e.code, e.message.replace(/^calibration data/, 'training data').replace('lower --samples', 'lower --train-samples'),
-        { ...(e.file !== undefined ? { file: e.file } : {}), cause: e });
-    }
-    throw e;
-  }
-  const valCount = heldOutBlocks(trainCal.blocks.length, o.validationFraction);
-  const trainBlocks = trainCal.blocks.slice(0, trainCal.blocks.length - valCount);
-  const valBlocks = trainCal.blocks.slice(trainCal.blocks.length - valCount);
-  if (trainBlocks.length === 0) throw new StreamlineError('E_DATA_TOO_SMALL', 'no training blocks left after holding out validation blocks; raise --train-samples');
-  t = lap('data', t);
 
   // 3. Replacement.
   let inMemory: InMemoryReplacement = { kind: 'none' };
