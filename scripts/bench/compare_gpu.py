@@ -74,6 +74,14 @@ def main():
         st, sp = find(ours, f"8B {kind} train step ", "tok/s"), find(theirs, f"8B {kind} train step ", "tok/s")
         if st and sp and sp["value"]:
             print(f"{kind} training step vs PyTorch autocast + AdamW: {st['value'] / sp['value']:.2f}x")
+    # Feeding the step from the host (prefetch): the f32 pipeline and the bf16 cache's against train_step's upload
+    # + step; the bf16 one should come down to about the step alone (cuda/NOTES.md).
+    fed = [(what, find(ours, prefix)) for what, prefix in (
+        ("upload + step", "8B layer micro-batch from host, train_step"),
+        ("f32 staged", "8B layer micro-batch from host, stage+step_staged"),
+        ("bf16 staged", "8B layer micro-batch from a bf16 cache"))]
+    if any(r for _, r in fed):
+        print("8B layer micro-batch fed from the host: " + ", ".join(f"{w} {r['value']:.1f} ms" for w, r in fed if r))
 
 
 if __name__ == "__main__":
