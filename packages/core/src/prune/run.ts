@@ -130,15 +130,15 @@ async function perplexity(desc: Parameters<typeof tokenLogprobs>[0], blocks: Int
   return { ppl: Math.exp(nll / n), tokens: n };
 }
 
-/**
- * Prunes a model and writes the result (unless dryRun).
- * @throws StreamlineError E_INVALID_OPTION, E_RANGE, E_REPLACEMENT, E_OUTPUT_*, E_DISK_SPACE, data and model errors.
- */
 /** Validation blocks held out of `blocks` training blocks: ~fraction (default 0.1) of them, at least one when there are two or more. */
 export function heldOutBlocks(blocks: number, fraction = 0.1): number {
   return blocks >= 2 ? Math.max(1, Math.round(blocks * fraction)) : 0;
 }
 
+/**
+ * Prunes a model and writes the result (unless dryRun).
+ * @throws StreamlineError E_INVALID_OPTION, E_RANGE, E_REPLACEMENT, E_OUTPUT_*, E_DISK_SPACE, data and model errors.
+ */
 export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneResult> {
   const t0 = Date.now();
   const timings: Record<string, number> = {};
@@ -178,10 +178,10 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
   // --warmup against the steps the run will take (the training blocks are exactly --train-samples, or the data stage
   // fails): known now, so a warmup longer than the run fails before scoring, not after it.
   if ((kind === 'mlp' || kind === 'layer') && o.warmup !== undefined) {
-    const blocks = o.trainSamples ?? o.samples ?? 50;
-    const steps = optimiserSteps(blocks - heldOutBlocks(blocks, o.validationFraction), o);
+    const blocks = o.trainSamples ?? o.samples ?? 50, training = blocks - heldOutBlocks(blocks, o.validationFraction);
+    const steps = optimiserSteps(training, o);
     if (!Number.isInteger(o.warmup) || o.warmup < 0 || o.warmup > steps)
-      throw new StreamlineError('E_INVALID_OPTION', `--warmup ${o.warmup} is not in [0, ${steps}]: the run takes ${steps} optimiser steps (${blocks - heldOutBlocks(blocks, o.validationFraction)} training blocks of --train-samples ${blocks}, --micro-batch ${o.microBatch ?? 1} x --grad-accum ${o.gradAccum ?? 1} per step, --epochs ${o.epochs ?? 1}); lower --warmup or train longer`);
+      throw new StreamlineError('E_INVALID_OPTION', `--warmup ${o.warmup} is not in [0, ${steps}]: the run takes ${steps} optimiser steps (${training} training blocks of --train-samples ${blocks}, --micro-batch ${o.microBatch ?? 1} x --grad-accum ${o.gradAccum ?? 1} per step, --epochs ${o.epochs ?? 1}); lower --warmup or train longer`);
   }
 
   // Resolved once: the one fallback message, and every stage after it on the same backend.

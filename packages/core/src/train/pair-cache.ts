@@ -100,7 +100,7 @@ export class PairCache {
     this.added++;
   }
 
-  /** Block i's stored bytes: the cache's own buffer (memory) or a fresh read (disk). */
+  // Block i's stored bytes: the cache's own buffer (memory) or a fresh read (disk).
   private block(i: number): Uint8Array {
     if (!(i >= 0 && i < this.added)) throw new StreamlineError('E_RANGE', `pair cache: block ${i} not in [0, ${this.added})`);
     if (this.fd === null) return this.mem[i]!;
