@@ -4,6 +4,8 @@
  */
 export { StreamlineError, isStreamlineError } from './errors.js';
 export { runtimeInfo } from './runtime.js';
+// Path checks for tools that write files (the CLI's output options use them).
+export { folderProblem, isInside, nearestExisting } from './fs-paths.js';
 export type { RuntimeInfo } from './runtime.js';
 export { resolveDevice, checkDeviceOption, cudaMissingPiece, gpuMemory, DEVICE_OPTIONS } from './device.js';
 export type { Device, DeviceOption, DeviceOptions, DeviceMessage, ResolvedDevice, GpuMemory } from './device.js';

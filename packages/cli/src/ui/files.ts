@@ -2,11 +2,11 @@
  * Output files of the CLI (reports, plots, JSON): written atomically, so a reader or an interrupted run never
  * sees a half-written file.
  */
-import { accessSync, constants, existsSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { StreamlineError } from '@streamline/core';
+import { folderProblem, nearestExisting, StreamlineError } from '@streamline/core';
 
 /**
  * Writes `content` to `file` through a temporary file in the same directory (same file system) that is flushed
@@ -48,13 +48,7 @@ export function checkOutputFiles(files: Record<string, string | undefined>): voi
     const target = path.resolve(file);
     const fail = (why: string): never => { throw new StreamlineError('E_WRITE', `${flag} ${file} cannot be written: ${why}`, { file }); };
     if (existsSync(target) && statSync(target).isDirectory()) fail('it is a folder');
-    let dir = path.dirname(target);
-    while (!existsSync(dir) && path.dirname(dir) !== dir) dir = path.dirname(dir);
-    if (!statSync(dir).isDirectory()) fail(`${dir} is not a folder`);
-    try {
-      accessSync(dir, constants.W_OK | constants.X_OK);
-    } catch (e) {
-      fail(`folder ${dir} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-    }
+    const problem = folderProblem(nearestExisting(path.dirname(target)));
+    if (problem) fail(problem.why);
   }
 }

@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { type DType, dtypeSize } from '../dtype.js';
 import { isStreamlineError, StreamlineError } from '../errors.js';
+import { folderProblem, isInside } from '../fs-paths.js';
 import type { Checkpoint } from '../safetensors/checkpoint.js';
 import { writeSafetensors, type WriteEntry, type WriteProgress } from '../safetensors/writer.js';
 import { Tensor } from '../tensor.js';
@@ -64,11 +65,6 @@ const WEIGHT_FILE = /(\.safetensors|\.bin|\.pt|\.pth|\.gguf|\.h5|\.msgpack)$|^mo
 const ATTENTION_ROLES: LayerRole[] = ['q.weight', 'q.bias', 'k.weight', 'k.bias', 'v.weight', 'v.bias', 'o.weight', 'o.bias'];
 const LAYER_NAME = /^(.*?\.?layers\.)(\d+)(\..+)$/;
 
-function isInside(parent: string, child: string): boolean {
-  const rel = path.relative(parent, child);
-  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
-}
-
 /**
  * Checks an output directory before any work: its folder exists and can be written, it is not inside the source,
  * and it is empty unless force. Run before scoring and training, so a bad -o fails in seconds, not after hours.
@@ -82,13 +78,8 @@ export function checkOutput(source: string, out: string, force: boolean): void {
   } catch (e) {
     throw new StreamlineError('E_OUTPUT', `cannot write ${out}: folder ${parentPath} does not exist (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { file: out, cause: e });
   }
-  if (!fs.statSync(parent).isDirectory()) throw new StreamlineError('E_OUTPUT', `cannot write ${out}: ${parentPath} is not a folder`, { file: out });
-  try {
-    // W_OK also reports a read-only file system (EROFS), which permissions alone would not show.
-    fs.accessSync(parent, fs.constants.W_OK | fs.constants.X_OK);
-  } catch (e) {
-    throw new StreamlineError('E_OUTPUT', `cannot write ${out}: folder ${parentPath} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { file: out, cause: e });
-  }
+  const problem = folderProblem(parentPath);
+  if (problem) throw new StreamlineError('E_OUTPUT', `cannot write ${out}: ${problem.why}`, { file: out, ...(problem.cause ? { cause: problem.cause } : {}) });
   const src = fs.realpathSync(source);
   // basename of the resolved path: for `-o .` or `-o dir/..`, path.basename(out) is '.' or '..' and named another folder.
   const target = path.join(parent, path.basename(resolved));

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { DeviceMessage } from '../device.js';
 import { StreamlineError } from '../errors.js';
+import { folderProblem, isInside, nearestExisting } from '../fs-paths.js';
 import { isTrainCheckpoint } from '../train/trainer.js';
 import { checkOutput } from './export.js';
 
@@ -23,20 +24,10 @@ export interface RunPaths {
   onLog?: (m: DeviceMessage) => void;
 }
 
-function isInside(parent: string, child: string): boolean {
-  const rel = path.relative(parent, child);
-  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
-}
-
 /** `p` resolved, with the symlinks of its nearest existing ancestor resolved too (the path itself may not exist yet). */
 function realish(p: string): string {
-  let existing = path.resolve(p);
-  const rest: string[] = [];
-  while (!fs.existsSync(existing) && path.dirname(existing) !== existing) {
-    rest.unshift(path.basename(existing));
-    existing = path.dirname(existing);
-  }
-  return path.join(fs.realpathSync(existing), ...rest);
+  const existing = nearestExisting(p);
+  return path.join(fs.realpathSync(existing), path.relative(existing, path.resolve(p)));
 }
 
 /**
@@ -79,12 +70,6 @@ function checkCheckpointFile(file: string, resume: boolean, onLog?: (m: DeviceMe
 
 /** The pair cache may spill there during training: its nearest existing folder must be a writable folder. */
 function checkCacheDir(dir: string): void {
-  let existing = path.resolve(dir);
-  while (!fs.existsSync(existing) && path.dirname(existing) !== existing) existing = path.dirname(existing);
-  if (!fs.statSync(existing).isDirectory()) throw new StreamlineError('E_OUTPUT', `--cache-dir ${dir}: ${existing} is not a folder`, { file: dir });
-  try {
-    fs.accessSync(existing, fs.constants.W_OK | fs.constants.X_OK);
-  } catch (e) {
-    throw new StreamlineError('E_OUTPUT', `--cache-dir ${dir}: folder ${existing} is not writable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { file: dir, cause: e });
-  }
+  const problem = folderProblem(nearestExisting(dir));
+  if (problem) throw new StreamlineError('E_OUTPUT', `--cache-dir ${dir}: ${problem.why}`, { file: dir, ...(problem.cause ? { cause: problem.cause } : {}) });
 }
