@@ -28,7 +28,7 @@ export async function calibrationBlocks(model: LoadedModel, o: CalibrationOption
   if (!model.tokenizer) throw new StreamlineError('E_TOKENIZER_MISSING', `${model.dir} has no tokenizer.json; calibration text cannot be tokenized`, { file: model.dir });
   const seqLen = o.seqLen ?? Math.min(2048, model.maxLength);
   if (seqLen > model.maxLength)
-    throw new StreamlineError('E_INVALID_OPTION', `--seq-len ${seqLen} exceeds the model's maximum length ${model.maxLength}${model.description.slidingWindow !== undefined ? windowNote(model.description) : ' (max_position_embeddings)'}`);
+    throw new StreamlineError('E_INVALID_OPTION', `--seq-len ${seqLen} exceeds the model's maximum length ${model.maxLength}${windowNote(model.description) || ' (max_position_embeddings)'}`);
   const packed = await packCalibration({
     source: o.calib, tokenizer: model.tokenizer, seqLen, samples: o.samples ?? 50, seed: o.seed ?? 0,
     ...(o.field ? { field: o.field } : {}), ...(o.onProgress ? { onProgress: o.onProgress } : {}),

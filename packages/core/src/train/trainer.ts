@@ -303,22 +303,18 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
     }
     let stagedStep = -1;  // the optimiser step whose first micro-batch sits staged
     const stage = async (g: NativeCudaTrainer, idx: number[]) => {
+      const B = idx.length, pos = positions(B);
+      const targets = lm ? nextTokenTargets(idx.map((j) => lm.trainTokens[j]!), T) : null;
       if (pairsOn === 'gpu') {
         const blocks = Int32Array.from(idx);
-        if (lm) await g.stageLmKept(blocks, nextTokenTargets(idx.map((j) => lm.trainTokens[j]!), T), positions(idx.length), null, idx.length);
-        else await g.stageKept(blocks, positions(idx.length), null, idx.length);
-        return;
+        await (targets ? g.stageLmKept(blocks, targets, pos, null, B) : g.stageKept(blocks, pos, null, B));
+      } else if (stageRows) {
+        const blocks = idx.map((j) => o.train.readBf16(j)), xRows = blocks.map((b) => b.x);
+        await (targets ? g.stageLmBf16(xRows, targets, pos, null, B) : g.stageBf16(xRows, blocks.map((b) => b.y), pos, null, B));
+      } else {
+        const { x, y } = loadBatch(o.train, idx);
+        await (targets ? g.stageLm(x, targets, pos, null, B) : g.stage(x, y, pos, null, B));
       }
-      if (stageRows) {
-        const blocks = idx.map((j) => o.train.readBf16(j));
-        const xRows = blocks.map((b) => b.x);
-        if (lm) await g.stageLmBf16(xRows, nextTokenTargets(idx.map((j) => lm.trainTokens[j]!), T), positions(idx.length), null, idx.length);
-        else await g.stageBf16(xRows, blocks.map((b) => b.y), positions(idx.length), null, idx.length);
-        return;
-      }
-      const { x, y } = loadBatch(o.train, idx);
-      if (lm) await g.stageLm(x, nextTokenTargets(idx.map((j) => lm.trainTokens[j]!), T), positions(idx.length), null, idx.length);
-      else await g.stage(x, y, positions(idx.length), null, idx.length);
     };
     while (st.step < total) {
       if (o.signal?.aborted) { interrupted = true; break; }
