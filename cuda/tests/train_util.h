@@ -2,6 +2,8 @@
 // the CPU step and optimiser as the reference, the GPU step's host accessors, and the per-role comparison.
 #pragma once
 #include <array>
+#include <cstring>
+#include <exception>
 #include <functional>
 #include <string>
 #include <vector>
@@ -62,6 +64,16 @@ Compare worst_role(const Params& a, const Params& b, std::string* worst, double 
 
 // The C API's spec of a replacement spec (attn_scale 0: the default 1/sqrt(head_dim)).
 streamline_cuda_train_spec capi_train_spec(const ReplacementSpec& s, bool use_cublaslt);
+
+// True when fn throws and the message contains want.
+template <typename F> bool throws_with(F&& fn, const char* want) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    return std::strstr(e.what(), want) != nullptr;
+  }
+  return false;
+}
 
 // A batch's states as a bf16 pair cache holds them: each sequence's [T*D] rows in its own allocation, and the row
 // pointers stage_bf16 / stage_lm_bf16 / the C API take.
