@@ -199,8 +199,9 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
                                       " elements, expected B*T = " + std::to_string(B * T));
     mask = m.Data();
   }
-  if (kRef) ref::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, mask, B, T, H, Hk, Dh, scale);
-  else attention_backward(dq, dk, dv, dout, q, k, v, out, lse, mask, B, T, H, Hk, Dh, scale);
+  size_t window = absent(info[16]) ? 0 : dim_arg(env, info[16], fn, "window");
+  if (kRef) ref::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, mask, B, T, H, Hk, Dh, scale, window);
+  else attention_backward(dq, dk, dv, dout, q, k, v, out, lse, mask, B, T, H, Hk, Dh, scale, window);
   return env.Undefined();
 }
 

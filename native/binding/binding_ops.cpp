@@ -90,7 +90,7 @@ Napi::Value RopeForward(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// attentionForward(out, lse|null, q, k, v, keyMask|null, B, T, H, Hk, Dh, scale)
+// attentionForward(out, lse|null, q, k, v, keyMask|null, B, T, H, Hk, Dh, scale, window = 0)
 template <bool Ref>
 Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -107,7 +107,8 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
   const float* k = f32_array(env, info[3], nk, "k");
   const float* v = f32_array(env, info[4], nk, "v");
   const uint8_t* mask = u8_array_or_null(env, info[5], M, "keyMask");
-  (Ref ? ref::attention_forward : attention_forward)(out, lse, q, k, v, mask, B, T, H, Hk, Dh, scale);
+  size_t window = info.Length() > 12 && !info[12].IsUndefined() ? size_arg(env, info[12], "window") : 0;
+  (Ref ? ref::attention_forward : attention_forward)(out, lse, q, k, v, mask, B, T, H, Hk, Dh, scale, window);
   return env.Undefined();
 }
 

@@ -32,11 +32,15 @@ void rope_tables(float* cos, float* sin, const int32_t* positions, const float* 
 void rope_forward(float* x, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh);
 
 // Causal grouped-query attention. q[B,T,H,Dh], k/v[B,T,Hk,Dh], out[B,T,H,Dh]. key_mask[B,T] (1 = real token,
-// 0 = padding; nullptr = all real). Query i attends to keys j <= i with key_mask[j] = 1; softmax in f32 with
-// scores scaled by `scale`. A query with no visible key (padding) gets zeros. lse[B,H,T] (optional) receives the
-// log-sum-exp of the scaled scores, for the backward pass (-inf for a query with no visible key).
+// 0 = padding; nullptr = all real). Query i attends to keys j <= i with key_mask[j] = 1 and, when window > 0, only
+// to the last `window` of them by index: i - j < window (Hugging Face's sliding_window, e.g. Mistral; keys masked by
+// the window never enter a sum, like future keys). Softmax in f32 with scores scaled by `scale`. A query with no
+// visible key gets zeros. lse[B,H,T] (optional) receives the log-sum-exp of the scaled scores, for the backward pass
+// (-inf for a query with no visible key).
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const uint8_t* key_mask,
-                       size_t B, size_t T, size_t H, size_t Hk, size_t Dh, float scale);
+                       size_t B, size_t T, size_t H, size_t Hk, size_t Dh, float scale, size_t window = 0);
+// The first key index query i sees under that window (0 without one).
+inline size_t window_first_key(size_t i, size_t window) { return window && i >= window ? i + 1 - window : 0; }
 
 // out[n] = act(x[n]).
 void activation_forward(float* y, const float* x, size_t n, Activation act);
@@ -59,10 +63,10 @@ void activation_backward(float* dx, const float* dy, const float* x, size_t n, A
 void gated_backward(float* dgate, float* dup, const float* dy, const float* gate, const float* up, size_t n, Activation act);
 // Inverse rotation, in place on dx[M, nheads, Dh].
 void rope_backward(float* dx, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh);
-// dq, dk, dv overwritten. out and lse from attention_forward.
+// dq, dk, dv overwritten. out and lse from attention_forward with the same window.
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const uint8_t* key_mask, size_t B, size_t T,
-                        size_t H, size_t Hk, size_t Dh, float scale);
+                        size_t H, size_t Hk, size_t Dh, float scale, size_t window = 0);
 // loss = mean((a - b)^2) over n elements (f64 accumulation); da = 2 (a - b) / n when da is not nullptr.
 double mse_forward_backward(float* da, const float* a, const float* b, size_t n);
 
@@ -80,7 +84,7 @@ void gated_backward(float* dgate, float* dup, const float* dy, const float* gate
 void rope_backward(float* dx, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh);
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const uint8_t* key_mask, size_t B, size_t T,
-                        size_t H, size_t Hk, size_t Dh, float scale);
+                        size_t H, size_t Hk, size_t Dh, float scale, size_t window = 0);
 double mse_forward_backward(float* da, const float* a, const float* b, size_t n);
 }  // namespace ref
 
@@ -89,7 +93,7 @@ void rmsnorm_forward(float* y, const float* x, const void* w, DType wdt, size_t 
 void layernorm_forward(float* y, const float* x, const void* w, const void* b, DType wdt, size_t M, size_t D, float eps);
 void rope_forward(float* x, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh);
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const uint8_t* key_mask,
-                       size_t B, size_t T, size_t H, size_t Hk, size_t Dh, float scale);
+                       size_t B, size_t T, size_t H, size_t Hk, size_t Dh, float scale, size_t window = 0);
 void activation_forward(float* y, const float* x, size_t n, Activation act);
 void gated_forward(float* y, const float* gate, const float* up, size_t n, Activation act);
 void log_softmax_forward(float* y, const float* x, size_t M, size_t V);

@@ -11,8 +11,9 @@
 // balances across threads.
 //
 // Masked keys never contribute: their scores are set to -inf without reading S, padded value rows are
-// packed as zeros, and keys after a query (inside its diagonal block) are excluded from its P·V sum, so a
-// NaN or inf stored at a masked or future position cannot leak into a visible output. A NaN in a visible
+// packed as zeros, and keys after a query (inside its diagonal block) or before its sliding window are excluded
+// from its P·V sum, so a NaN or inf stored at a masked, future or out-of-window position cannot leak into a
+// visible output. Key blocks wholly before a query block's window are not visited. A NaN in a visible
 // score makes the row NaN (sticky max). A query with no visible key gets zeros and lse = -inf.
 //
 // The reference is the plain two-pass softmax per (b, h, query) with f64 sums.
@@ -156,7 +157,7 @@ STREAMLINE_AVX2 float exp_row(float* p, float m, size_t n) {
   return s;
 }
 
-struct Dims { size_t B, T, H, Hk, Dh, G, Bq, Bk, nqb; float scale; };
+struct Dims { size_t B, T, H, Hk, Dh, G, Bq, Bk, nqb, window; float scale; };
 
 STREAMLINE_AVX2 void attention_task(const Dims& d, size_t b, size_t hk, size_t qb, float* out, float* lse, const float* q,
                                     const float* k, const float* v, const uint8_t* key_mask, float* Qp, float* O,
@@ -173,9 +174,11 @@ STREAMLINE_AVX2 void attention_task(const Dims& d, size_t b, size_t hk, size_t q
   std::fill(mrow, mrow + R, -INFINITY);
   std::fill(lrow, lrow + R, 0.0f);
   const uint8_t* km = key_mask ? key_mask + b * T : nullptr;
-  const size_t kend = i0 + nq;  // keys [0, kend) can be visible to this block
+  const size_t kend = i0 + nq;  // keys [kbegin, kend) can be visible to this block
+  const size_t kbegin = window_first_key(i0, d.window) / Bk * Bk;
+  const size_t last_first = window_first_key(kend - 1, d.window);  // the last query's first key
   const size_t nkb = (T + Bk - 1) / Bk;
-  for (size_t j0 = 0; j0 < kend; j0 += Bk) {
+  for (size_t j0 = kbegin; j0 < kend; j0 += Bk) {
     const size_t nk = std::min(Bk, kend - j0);
     const size_t tile = ((b * Hk + hk) * nkb + j0 / Bk) * Dh * Bk;
     const float* Kt = Kpack + tile;  // [Dh, Bk]
@@ -188,17 +191,20 @@ STREAMLINE_AVX2 void attention_task(const Dims& d, size_t b, size_t hk, size_t q
       }
     if (!any) continue;
     small_gemm(S, Bk, Qp, Dh, Kt, Bk, R, nk, Dh, false);
-    const bool full = j0 + nk <= i0 + 1;  // every key of the block is <= the block's first query
+    // every key of the block is <= the block's first query and inside the last query's window
+    const bool full = j0 + nk <= i0 + 1 && j0 >= last_first;
     for (size_t r = 0; r < R; r++) {
-      const size_t t = i0 + r % nq;
-      if (t < j0) continue;  // whole key block is in this query's future
+      const size_t t = i0 + r % nq, first = window_first_key(t, d.window);
+      if (t < j0 || first >= j0 + nk) continue;  // whole key block is in this query's future or before its window
       const size_t lim = full ? nk : std::min(nk, t - j0 + 1);
+      const size_t lo = first > j0 ? first - j0 : 0;  // keys before the window: -inf, and left out of P·V below
       float* s = S + r * Bk;
+      std::fill(s, s + lo, -INFINITY);
       float mb = -INFINITY;
       if (all) {
-        mb = scale_max(s, d.scale, lim);
+        mb = scale_max(s + lo, d.scale, lim - lo);
       } else {
-        for (size_t jj = 0; jj < lim; jj++) {
+        for (size_t jj = lo; jj < lim; jj++) {
           if (!km[j0 + jj]) { s[jj] = -INFINITY; continue; }
           s[jj] *= d.scale;
           mb = detail::max_nan(mb, s[jj]);
@@ -215,7 +221,7 @@ STREAMLINE_AVX2 void attention_task(const Dims& d, size_t b, size_t hk, size_t q
       lrow[r] = lrow[r] * alpha + sum;
       mrow[r] = mnew;
       if (alpha != 1.0f) scale_inplace(O + r * Dh, alpha, Dh);
-      if (!full) small_gemm(O + r * Dh, Dh, s, Bk, Vp, Dh, 1, Dh, lim, true);
+      if (!full) small_gemm(O + r * Dh, Dh, s + lo, Bk, Vp + lo * Dh, Dh, 1, Dh, lim - lo, true);
     }
     if (full) small_gemm(O, Dh, S, Bk, Vp, Dh, R, Dh, nk, true);
   }
@@ -236,12 +242,14 @@ STREAMLINE_AVX2 void attention_task(const Dims& d, size_t b, size_t hk, size_t q
 
 // One (b, h, query) row of the reference; also the scalar fallback of the fast path.
 void attention_row_ref(float* out, float* lse, const float* q, const float* k, const float* v, const uint8_t* key_mask,
-                       size_t b, size_t h, size_t i, size_t T, size_t H, size_t Hk, size_t Dh, float scale) {
+                       size_t b, size_t h, size_t i, size_t T, size_t H, size_t Hk, size_t Dh, float scale,
+                       size_t window) {
   const size_t hk = h / (H / Hk);
   const float* qr = q + ((b * T + i) * H + h) * Dh;
+  const size_t lo = window_first_key(i, window);
   std::vector<float> s(i + 1, -INFINITY);
   float m = -INFINITY;
-  for (size_t j = 0; j <= i; j++) {
+  for (size_t j = lo; j <= i; j++) {
     if (key_mask && !key_mask[b * T + j]) continue;
     const float* kr = k + ((b * T + j) * Hk + hk) * Dh;
     double dot = 0;
@@ -257,7 +265,7 @@ void attention_row_ref(float* out, float* lse, const float* q, const float* k, c
   }
   double l = 0;
   std::vector<double> acc(Dh, 0.0);
-  for (size_t j = 0; j <= i; j++) {
+  for (size_t j = lo; j <= i; j++) {
     if (s[j] == -INFINITY) continue;
     double p = std::exp(double(s[j]) - double(m));
     l += p;
@@ -271,19 +279,19 @@ void attention_row_ref(float* out, float* lse, const float* q, const float* k, c
 }  // namespace
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const uint8_t* key_mask,
-                       size_t B, size_t T, size_t H, size_t Hk, size_t Dh, float scale) {
+                       size_t B, size_t T, size_t H, size_t Hk, size_t Dh, float scale, size_t window) {
   if (B == 0 || T == 0 || H == 0 || Dh == 0) return;
   if (!detail::use_avx2()) {
     parallel_for(B * H * T, 16, [&](size_t b0, size_t e0, int) {
       for (size_t x = b0; x < e0; x++) {
         size_t i = x % T, h = (x / T) % H, b = x / (T * H);
-        attention_row_ref(out, lse, q, k, v, key_mask, b, h, i, T, H, Hk, Dh, scale);
+        attention_row_ref(out, lse, q, k, v, key_mask, b, h, i, T, H, Hk, Dh, scale, window);
       }
     });
     return;
   }
   Dims d;
-  d.B = B; d.T = T; d.H = H; d.Hk = Hk; d.Dh = Dh; d.G = H / Hk; d.scale = scale;
+  d.B = B; d.T = T; d.H = H; d.Hk = Hk; d.Dh = Dh; d.G = H / Hk; d.scale = scale; d.window = window;
   d.Bk = 64;
   d.Bq = std::clamp<size_t>(128 / d.G, 8, 64);
   d.Bq = std::min(d.Bq, T);
@@ -329,10 +337,10 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 
 namespace ref {
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const uint8_t* key_mask,
-                       size_t B, size_t T, size_t H, size_t Hk, size_t Dh, float scale) {
+                       size_t B, size_t T, size_t H, size_t Hk, size_t Dh, float scale, size_t window) {
   for (size_t b = 0; b < B; b++)
     for (size_t h = 0; h < H; h++)
-      for (size_t i = 0; i < T; i++) attention_row_ref(out, lse, q, k, v, key_mask, b, h, i, T, H, Hk, Dh, scale);
+      for (size_t i = 0; i < T; i++) attention_row_ref(out, lse, q, k, v, key_mask, b, h, i, T, H, Hk, Dh, scale, window);
 }
 }  // namespace ref
 

@@ -1,7 +1,7 @@
 // Backward pass of causal grouped-query attention (see attention_forward in ops.h), FlashAttention-2 style:
 // the probabilities are recomputed from q, k and the forward log-sum-exp one key block at a time, so no T×T
 // matrix is ever stored. For query head h (KV head h / (H/Hk)), with P_ij = exp(scale·q_i·k_j − lse_i) on the
-// visible keys (j ≤ i, key_mask[j] = 1) and 0 elsewhere:
+// visible keys (j ≤ i, key_mask[j] = 1, i − j < window when there is one) and 0 elsewhere:
 //   dP_ij = dO_i·v_j,  D_i = dO_i·O_i,  dS_ij = P_ij·(dP_ij − D_i)
 //   dq_i = scale·Σ_j dS_ij·k_j,  dk_j = scale·Σ_{h in group} Σ_i dS_ij·q_i,  dv_j = Σ_{h in group} Σ_i P_ij·dO_i
 // Work is split by (batch, query head): a task owns dq for its head and writes dk/dv for that head alone (into
@@ -32,10 +32,10 @@ struct Kernels {
   // C[M, N] += A[M, K] · B[K, N]; row strides lda/ldb/ldc; N a multiple of 16.
   void (*gemm)(float* C, size_t ldc, const float* A, size_t lda, const float* B, size_t ldb, size_t M, size_t N,
                size_t K);
-  // Row r of S (kBlock wide): P = exp(scale·S − lse[r]) where j < lim[r] and kvalid[j], else 0 (written over S);
-  // dS = P·(dP − Dv[r]) written over dP.
-  void (*softmax_grad)(float* S, float* dP, size_t rows, const float* lse, const float* Dv, const int* lim,
-                       const uint32_t* kvalid, float scale);
+  // Row r of S (kBlock wide): P = exp(scale·S − lse[r]) where lo[r] <= j < lim[r] and kvalid[j], else 0 (written
+  // over S); dS = P·(dP − Dv[r]) written over dP.
+  void (*softmax_grad)(float* S, float* dP, size_t rows, const float* lse, const float* Dv, const int* lo,
+                       const int* lim, const uint32_t* kvalid, float scale);
 };
 
 void gemm_generic(float* C, size_t ldc, const float* A, size_t lda, const float* B, size_t ldb, size_t M, size_t N,
@@ -49,13 +49,13 @@ void gemm_generic(float* C, size_t ldc, const float* A, size_t lda, const float*
     }
 }
 
-void softmax_grad_generic(float* S, float* dP, size_t rows, const float* lse, const float* Dv, const int* lim,
-                          const uint32_t* kvalid, float scale) {
+void softmax_grad_generic(float* S, float* dP, size_t rows, const float* lse, const float* Dv, const int* lo,
+                          const int* lim, const uint32_t* kvalid, float scale) {
   for (size_t r = 0; r < rows; r++)
     for (size_t j = 0; j < kBlock; j++) {
       float* s = S + r * kBlock + j;
       float* d = dP + r * kBlock + j;
-      const float p = (int(j) < lim[r] && kvalid[j]) ? std::exp(scale * *s - lse[r]) : 0.f;
+      const float p = (int(j) >= lo[r] && int(j) < lim[r] && kvalid[j]) ? std::exp(scale * *s - lse[r]) : 0.f;
       *s = p;
       *d = p * (*d - Dv[r]);
     }
@@ -123,20 +123,21 @@ __attribute__((target("avx2,fma"), always_inline)) inline __m256 exp_avx2(__m256
 }
 
 __attribute__((target("avx2,fma"))) void softmax_grad_avx2(float* S, float* dP, size_t rows, const float* lse,
-                                                           const float* Dv, const int* lim, const uint32_t* kvalid,
-                                                           float scale) {
+                                                           const float* Dv, const int* lo, const int* lim,
+                                                           const uint32_t* kvalid, float scale) {
   const __m256 vs = _mm256_set1_ps(scale);
   const __m256i step = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (size_t r = 0; r < rows; r++) {
     const __m256 vl = _mm256_set1_ps(lse[r]), vd = _mm256_set1_ps(Dv[r]);
-    const __m256i vlim = _mm256_set1_epi32(lim[r]);
+    const __m256i vlim = _mm256_set1_epi32(lim[r]), vlo = _mm256_set1_epi32(lo[r] - 1);
     for (size_t j = 0; j < kBlock; j += 8) {
       float* s = S + r * kBlock + j;
       float* d = dP + r * kBlock + j;
       const __m256i idx = _mm256_add_epi32(step, _mm256_set1_epi32(int(j)));
-      // keep where j < lim (lim > j) and the key is real; masked lanes become exactly 0 (bitwise and).
-      const __m256i keep = _mm256_and_si256(_mm256_cmpgt_epi32(vlim, idx),
-                                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kvalid + j)));
+      // keep where lo <= j < lim (j > lo - 1, lim > j) and the key is real; masked lanes become exactly 0 (bitwise
+      // and).
+      const __m256i in = _mm256_and_si256(_mm256_cmpgt_epi32(vlim, idx), _mm256_cmpgt_epi32(idx, vlo));
+      const __m256i keep = _mm256_and_si256(in, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kvalid + j)));
       const __m256 p = _mm256_and_ps(exp_avx2(_mm256_fmsub_ps(vs, _mm256_loadu_ps(s), vl)), _mm256_castsi256_ps(keep));
       _mm256_storeu_ps(s, p);
       _mm256_storeu_ps(d, _mm256_mul_ps(p, _mm256_sub_ps(_mm256_loadu_ps(d), vd)));
@@ -150,13 +151,14 @@ struct AttnBwd {
   const uint8_t* mask;
   size_t B, T, H, Hk, Dh;
   float scale;
+  size_t window;
   float *sk, *sv;  // per-head scratch [B, H, T, Dh] when H > Hk, else nullptr
 };
 
 // Per-thread working memory, reused across the tasks of a chunk.
 struct Work {
   std::vector<float> Qp, dOp, Kp, Vp, dQp, KT, VT, S, dP, PT, dST, dKacc, dVacc, Dv, lse;
-  std::vector<int> lim;
+  std::vector<int> lo, lim;
   std::vector<uint32_t> kvalid;
 };
 
@@ -198,12 +200,13 @@ void head_task(const AttnBwd& a, const Kernels& kern, Work& w, size_t b, size_t 
       s += double(dO[i * qs + d]) * O[i * qs + d];
     }
     w.Dv[i] = float(s);
-    w.lse[i] = i >= first_real ? lse[i] : 0.f;
+    // rows that see no key (before the first real one, or a window of padding) have lse = -inf and P = 0
+    w.lse[i] = i >= first_real && lse[i] != -INFINITY ? lse[i] : 0.f;
   }
   w.KT.resize(Dhp * kBlock), w.VT.resize(Dhp * kBlock);
   w.S.resize(kBlock * kBlock), w.dP.resize(kBlock * kBlock), w.PT.resize(kBlock * kBlock), w.dST.resize(kBlock * kBlock);
   w.dKacc.resize(kBlock * Dhp), w.dVacc.resize(kBlock * Dhp);
-  w.lim.resize(kBlock), w.kvalid.resize(kBlock);
+  w.lo.resize(kBlock), w.lim.resize(kBlock), w.kvalid.resize(kBlock);
 
   for (size_t j0 = 0; j0 < T; j0 += kBlock) {
     const size_t bk = std::min(kBlock, T - j0);
@@ -220,20 +223,24 @@ void head_task(const AttnBwd& a, const Kernels& kern, Work& w, size_t b, size_t 
     std::fill(w.dKacc.begin(), w.dKacc.end(), 0.f);
     std::fill(w.dVacc.begin(), w.dVacc.end(), 0.f);
     if (any) {
-      for (size_t i0 = j0; i0 < T; i0 += kBlock) {
+      // with a window, queries from j0 + bk - 1 + window on see none of this block's keys
+      const size_t iend = a.window ? std::min(T, j0 + bk - 1 + a.window) : T;
+      for (size_t i0 = j0; i0 < iend; i0 += kBlock) {
         const size_t bq = std::min(kBlock, T - i0);
         if (i0 + bq <= first_real) continue;
         for (size_t r = 0; r < bq; r++) {
-          const size_t i = i0 + r;
-          // causal: key j0 + j is visible when j <= i - j0; rows that see no key at all are zeroed.
+          const size_t i = i0 + r, first = window_first_key(i, a.window);
+          // causal: key j0 + j is visible when j <= i - j0, and inside the window when j0 + j >= first; rows that
+          // see no key at all are zeroed.
           w.lim[r] = i < first_real ? 0 : int(std::min<size_t>(kBlock, i - j0 + 1));
+          w.lo[r] = first > j0 ? int(std::min<size_t>(kBlock, first - j0)) : 0;
         }
         std::fill(w.S.begin(), w.S.end(), 0.f);
         std::fill(w.dP.begin(), w.dP.end(), 0.f);
         kern.gemm(w.S.data(), kBlock, w.Qp.data() + i0 * Dhp, Dhp, w.KT.data(), kBlock, bq, kBlock, Dhp);
         kern.gemm(w.dP.data(), kBlock, w.dOp.data() + i0 * Dhp, Dhp, w.VT.data(), kBlock, bq, kBlock, Dhp);
-        kern.softmax_grad(w.S.data(), w.dP.data(), bq, w.lse.data() + i0, w.Dv.data() + i0, w.lim.data(),
-                          w.kvalid.data(), a.scale);
+        kern.softmax_grad(w.S.data(), w.dP.data(), bq, w.lse.data() + i0, w.Dv.data() + i0, w.lo.data(),
+                          w.lim.data(), w.kvalid.data(), a.scale);
         for (size_t j = 0; j < kBlock; j++)
           for (size_t r = 0; r < bq; r++) {
             w.PT[j * kBlock + r] = w.S[r * kBlock + j];
@@ -258,7 +265,7 @@ void head_task(const AttnBwd& a, const Kernels& kern, Work& w, size_t b, size_t 
 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const uint8_t* key_mask, size_t B, size_t T,
-                        size_t H, size_t Hk, size_t Dh, float scale) {
+                        size_t H, size_t Hk, size_t Dh, float scale, size_t window) {
   if (B == 0 || T == 0 || H == 0 || Dh == 0) return;
   const size_t nrep = H / Hk;
   std::vector<float> sk, sv;
@@ -266,7 +273,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
     sk.resize(B * H * T * Dh);
     sv.resize(B * H * T * Dh);
   }
-  AttnBwd a{dq, dk, dv, dout, q, k, v, out, lse, key_mask, B, T, H, Hk, Dh, scale,
+  AttnBwd a{dq, dk, dv, dout, q, k, v, out, lse, key_mask, B, T, H, Hk, Dh, scale, window,
             nrep > 1 ? sk.data() : nullptr, nrep > 1 ? sv.data() : nullptr};
   const Kernels kern = cpu_level() >= CpuLevel::AVX2 ? Kernels{gemm_avx2, softmax_grad_avx2}
                                                      : Kernels{gemm_generic, softmax_grad_generic};
@@ -298,7 +305,7 @@ namespace ref {
 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const uint8_t* key_mask, size_t B, size_t T,
-                        size_t H, size_t Hk, size_t Dh, float scale) {
+                        size_t H, size_t Hk, size_t Dh, float scale, size_t window) {
   const size_t nrep = H / Hk;
   std::vector<double> gq(B * T * H * Dh, 0.0), gk(B * T * Hk * Dh, 0.0), gv(B * T * Hk * Dh, 0.0);
   std::vector<double> P(T), dS(T);
@@ -311,11 +318,12 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
         const float* oi = out + ((b * T + i) * H + h) * Dh;
         double Di = 0;
         for (size_t d = 0; d < Dh; d++) Di += double(doi[d]) * oi[d];
+        const size_t lo = window_first_key(i, window);
         bool visible = false;
-        for (size_t j = 0; j <= i; j++) visible = visible || !key_mask || key_mask[b * T + j];
+        for (size_t j = lo; j <= i; j++) visible = visible || !key_mask || key_mask[b * T + j];
         if (!visible) continue;
-        for (size_t j = 0; j <= i; j++) {
-          P[j] = 0, dS[j] = 0;
+        for (size_t j = 0; j <= i; j++) P[j] = 0, dS[j] = 0;
+        for (size_t j = lo; j <= i; j++) {
           if (key_mask && !key_mask[b * T + j]) continue;
           const float* kj = k + ((b * T + j) * Hk + g) * Dh;
           const float* vj = v + ((b * T + j) * Hk + g) * Dh;
@@ -324,7 +332,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
           P[j] = std::exp(double(scale) * s - double(lse[(b * H + h) * T + i]));
           dS[j] = P[j] * (dp - Di);
         }
-        for (size_t j = 0; j <= i; j++) {
+        for (size_t j = lo; j <= i; j++) {
           const float* kj = k + ((b * T + j) * Hk + g) * Dh;
           for (size_t d = 0; d < Dh; d++) {
             gq[((b * T + i) * H + h) * Dh + d] += double(scale) * dS[j] * kj[d];

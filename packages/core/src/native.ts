@@ -63,8 +63,8 @@ export type NativeAddon = Record<string, any> & NativeScoring & NativeLinalg & N
   gatedBackwardRef(dgate: Float32Array | null, dup: Float32Array | null, dy: Float32Array, gate: Float32Array, up: Float32Array, kind: NativeActivation): void;
   ropeBackward(dx: Float32Array, cos: Float32Array, sin: Float32Array, M: number, nheads: number, Dh: number): void;
   ropeBackwardRef(dx: Float32Array, cos: Float32Array, sin: Float32Array, M: number, nheads: number, Dh: number): void;
-  attentionBackward(dq: Float32Array, dk: Float32Array, dv: Float32Array, dout: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, keyMask: Uint8Array | null, B: number, T: number, H: number, Hk: number, Dh: number, scale: number): void;
-  attentionBackwardRef(dq: Float32Array, dk: Float32Array, dv: Float32Array, dout: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, keyMask: Uint8Array | null, B: number, T: number, H: number, Hk: number, Dh: number, scale: number): void;
+  attentionBackward(dq: Float32Array, dk: Float32Array, dv: Float32Array, dout: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, keyMask: Uint8Array | null, B: number, T: number, H: number, Hk: number, Dh: number, scale: number, window?: number): void;
+  attentionBackwardRef(dq: Float32Array, dk: Float32Array, dv: Float32Array, dout: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, keyMask: Uint8Array | null, B: number, T: number, H: number, Hk: number, Dh: number, scale: number, window?: number): void;
   mseForwardBackward(da: Float32Array | null, a: Float32Array, b: Float32Array): number;
   mseForwardBackwardRef(da: Float32Array | null, a: Float32Array, b: Float32Array): number;
   adamwStep(params: Float32Array[], grads: Float32Array[], m: Float32Array[], v: Float32Array[], options: NativeAdamWOptions): void;
@@ -108,9 +108,10 @@ export type NativeAddon = Record<string, any> & NativeScoring & NativeLinalg & N
   /** In place on x[M, nheads, Dh], rotate-half layout. */
   ropeForward(x: Float32Array, cos: Float32Array, sin: Float32Array, M: number, nheads: number, Dh: number): void;
   ropeForwardRef(x: Float32Array, cos: Float32Array, sin: Float32Array, M: number, nheads: number, Dh: number): void;
-  /** Causal GQA: q[B,T,H,Dh], k/v[B,T,Hk,Dh], out[B,T,H,Dh], lse[B,H,T], keyMask[B,T] (1 = real). */
-  attentionForward(out: Float32Array, lse: Float32Array | null, q: Float32Array, k: Float32Array, v: Float32Array, keyMask: Uint8Array | null, B: number, T: number, H: number, Hk: number, Dh: number, scale: number): void;
-  attentionForwardRef(out: Float32Array, lse: Float32Array | null, q: Float32Array, k: Float32Array, v: Float32Array, keyMask: Uint8Array | null, B: number, T: number, H: number, Hk: number, Dh: number, scale: number): void;
+  /** Causal GQA: q[B,T,H,Dh], k/v[B,T,Hk,Dh], out[B,T,H,Dh], lse[B,H,T], keyMask[B,T] (1 = real); window > 0: query i
+   * sees only keys j with i - j < window (sliding-window attention). */
+  attentionForward(out: Float32Array, lse: Float32Array | null, q: Float32Array, k: Float32Array, v: Float32Array, keyMask: Uint8Array | null, B: number, T: number, H: number, Hk: number, Dh: number, scale: number, window?: number): void;
+  attentionForwardRef(out: Float32Array, lse: Float32Array | null, q: Float32Array, k: Float32Array, v: Float32Array, keyMask: Uint8Array | null, B: number, T: number, H: number, Hk: number, Dh: number, scale: number, window?: number): void;
   activationForward(y: Float32Array, x: Float32Array, kind: NativeActivation): void;
   activationForwardRef(y: Float32Array, x: Float32Array, kind: NativeActivation): void;
   /** y = act(gate) * up. */

@@ -1,6 +1,6 @@
 // attentionBackward (causal GQA with key mask): bad arguments, then the blockwise fast path against the plain
-// reference on a sweep of shapes (GQA 1/2/4, odd T and Dh, several key blocks, left padding and holes). Forward
-// out and lse come from the f64 JavaScript attention in backward-helpers.ts.
+// reference on a sweep of shapes (GQA 1/2/4, odd T and Dh, several key blocks, left padding and holes, sliding
+// windows). Forward out and lse come from the f64 JavaScript attention in backward-helpers.ts.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { native } from '../src/native.js';
@@ -9,7 +9,7 @@ import { attentionF64, f32, f64, lseF32, randn, relErr, rng } from './backward-h
 const n = native();
 const code = (c: string) => (e: any) => e.code === c;
 
-type Case = { B: number; T: number; H: number; Hk: number; Dh: number; mask: 'none' | 'left' | 'holes' };
+type Case = { B: number; T: number; H: number; Hk: number; Dh: number; mask: 'none' | 'left' | 'holes'; window?: number };
 
 function setup(c: Case, seed: number) {
   const r = rng(seed);
@@ -25,7 +25,7 @@ function setup(c: Case, seed: number) {
     }
   }
   const scale = 1 / Math.sqrt(Dh);
-  const { out, lse } = attentionF64(f64(q), f64(k), f64(v), mask, B, T, H, Hk, Dh, scale);
+  const { out, lse } = attentionF64(f64(q), f64(k), f64(v), mask, B, T, H, Hk, Dh, scale, c.window ?? 0);
   return { q, k, v, dout, mask, scale, out: f32(out), lse: lseF32(lse) };
 }
 
@@ -34,7 +34,7 @@ function run(c: Case, s: ReturnType<typeof setup>, ref: boolean) {
   const dq = new Float32Array(B * T * H * Dh).fill(7), dk = new Float32Array(B * T * Hk * Dh).fill(7);
   const dv = new Float32Array(B * T * Hk * Dh).fill(7); // overwritten, whatever was there
   (ref ? n.attentionBackwardRef : n.attentionBackward)(dq, dk, dv, s.dout, s.q, s.k, s.v, s.out, s.lse, s.mask,
-    B, T, H, Hk, Dh, s.scale);
+    B, T, H, Hk, Dh, s.scale, c.window ?? 0);
   return { dq, dk, dv };
 }
 
@@ -61,10 +61,17 @@ const cases: Case[] = [
   { B: 3, T: 70, H: 4, Hk: 1, Dh: 16, mask: 'holes' },
   { B: 1, T: 130, H: 2, Hk: 1, Dh: 32, mask: 'left' },
   { B: 2, T: 65, H: 8, Hk: 2, Dh: 12, mask: 'none' },
+  // sliding windows: inside one key block, straddling blocks, wider than a block, two keys, and with padding (a
+  // window of one key has dq = dk = 0 up to rounding, which a relative comparison cannot judge)
+  { B: 2, T: 70, H: 4, Hk: 2, Dh: 8, mask: 'none', window: 5 },
+  { B: 1, T: 200, H: 2, Hk: 1, Dh: 16, mask: 'none', window: 70 },
+  { B: 2, T: 150, H: 4, Hk: 4, Dh: 12, mask: 'holes', window: 64 },
+  { B: 1, T: 40, H: 2, Hk: 1, Dh: 5, mask: 'none', window: 2 },
+  { B: 3, T: 66, H: 4, Hk: 1, Dh: 16, mask: 'left', window: 3 },
 ];
 
 for (const [i, c] of cases.entries()) {
-  test(`fast == reference: B${c.B} T${c.T} H${c.H} Hk${c.Hk} Dh${c.Dh} mask=${c.mask}`, () => {
+  test(`fast == reference: B${c.B} T${c.T} H${c.H} Hk${c.Hk} Dh${c.Dh} mask=${c.mask}${c.window ? ` window ${c.window}` : ''}`, () => {
     const s = setup(c, 100 + i);
     const a = run(c, s, false), b = run(c, s, true);
     for (const key of ['dq', 'dk', 'dv'] as const) {
@@ -82,7 +89,7 @@ for (const [i, c] of cases.entries()) {
             assert.is(a.dv[(bb * T + t) * Hk * Dh + e], 0);
           }
           let seen = false;
-          for (let j = 0; j <= t; j++) seen = seen || s.mask[bb * T + j] === 1;
+          for (let j = c.window ? Math.max(0, t - c.window + 1) : 0; j <= t; j++) seen = seen || s.mask[bb * T + j] === 1;
           if (!seen) for (let e = 0; e < H * Dh; e++) assert.is(a.dq[(bb * T + t) * H * Dh + e], 0);
         }
     }

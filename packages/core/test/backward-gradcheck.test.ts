@@ -98,19 +98,23 @@ const attnCases = [
   { B: 1, T: 5, H: 2, Hk: 2, Dh: 4, mask: null as number[] | null },
   { B: 2, T: 6, H: 4, Hk: 2, Dh: 3, mask: [0, 0, 1, 1, 1, 1, 1, 0, 1, 1, 0, 1] },
   { B: 1, T: 7, H: 4, Hk: 1, Dh: 4, mask: [1, 1, 0, 1, 1, 1, 1] },
+  // sliding windows of 3 keys (some of them padding) and 2 (a window of 1 makes dq and dk exactly zero: P = 1)
+  { B: 2, T: 7, H: 4, Hk: 2, Dh: 3, mask: [1, 1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1, 1], window: 3 },
+  { B: 1, T: 6, H: 2, Hk: 1, Dh: 4, mask: null, window: 2 },
 ];
 for (const c of attnCases) {
-  test(`attention: dq, dk, dv (H${c.H} Hk${c.Hk} mask=${c.mask ? 'yes' : 'no'})`, () => {
+  const window = 'window' in c ? c.window : 0;
+  test(`attention: dq, dk, dv (H${c.H} Hk${c.Hk} mask=${c.mask ? 'yes' : 'no'}${window ? ` window ${window}` : ''})`, () => {
     const r = rng(16);
     const { B, T, H, Hk, Dh } = c, scale = 1 / Math.sqrt(Dh);
     const mask = c.mask ? Uint8Array.from(c.mask) : null;
     const q = randn(r, B * T * H * Dh), k = randn(r, B * T * Hk * Dh), v = randn(r, B * T * Hk * Dh);
     const G = randn(r, B * T * H * Dh);
     const Q = f64(q), K = f64(k), V = f64(v);
-    const L = () => dot(G, attentionF64(Q, K, V, mask, B, T, H, Hk, Dh, scale).out);
-    const { out, lse } = attentionF64(Q, K, V, mask, B, T, H, Hk, Dh, scale);
+    const L = () => dot(G, attentionF64(Q, K, V, mask, B, T, H, Hk, Dh, scale, window).out);
+    const { out, lse } = attentionF64(Q, K, V, mask, B, T, H, Hk, Dh, scale, window);
     const dq = new Float32Array(q.length), dk = new Float32Array(k.length), dv = new Float32Array(v.length);
-    n.attentionBackward(dq, dk, dv, G, q, k, v, f32(out), lseF32(lse), mask, B, T, H, Hk, Dh, scale);
+    n.attentionBackward(dq, dk, dv, G, q, k, v, f32(out), lseF32(lse), mask, B, T, H, Hk, Dh, scale, window);
     check('attention dq', dq, numericGrad(Q, L));
     check('attention dk', dk, numericGrad(K, L));
     check('attention dv', dv, numericGrad(V, L));

@@ -165,8 +165,9 @@ export function ropeF64(x: F64, cos: ArrayLike<number>, sin: ArrayLike<number>, 
  * Causal GQA attention in f64: q[B,T,H,Dh], k/v[B,T,Hk,Dh], mask[B,T] (null = all real). Returns out and
  * lse[B,H,T] (−Infinity for a query that sees no key; its output is 0).
  */
+/** Causal GQA attention in f64; window > 0: query i sees only keys j with i - j < window (sliding window). */
 export function attentionF64(q: F64, k: F64, v: F64, mask: Uint8Array | null, B: number, T: number, H: number,
-  Hk: number, Dh: number, scale: number): { out: F64; lse: F64 } {
+  Hk: number, Dh: number, scale: number, window = 0): { out: F64; lse: F64 } {
   const out = new Float64Array(B * T * H * Dh), lse = new Float64Array(B * H * T).fill(-Infinity);
   const nrep = H / Hk, s = new Float64Array(T);
   for (let b = 0; b < B; b++)
@@ -175,7 +176,7 @@ export function attentionF64(q: F64, k: F64, v: F64, mask: Uint8Array | null, B:
       for (let i = 0; i < T; i++) {
         let mx = -Infinity;
         for (let j = 0; j <= i; j++) {
-          if (mask && !mask[b * T + j]) { s[j] = -Infinity; continue; }
+          if ((mask && !mask[b * T + j]) || (window > 0 && i - j >= window)) { s[j] = -Infinity; continue; }
           let d = 0;
           for (let e = 0; e < Dh; e++) d += q[((b * T + i) * H + h) * Dh + e]! * k[((b * T + j) * Hk + g) * Dh + e]!;
           s[j] = d * scale;

@@ -1,6 +1,6 @@
 // Causal grouped-query attention: fast (blocked, online softmax) against the reference over a sweep of
-// shapes (odd T and Dh, GQA ratios 1/2/4/8, several query/key blocks), padding masks, lse, NaN, and the
-// reference against a direct JS f64 implementation.
+// shapes (odd T and Dh, GQA ratios 1/2/4/8, several query/key blocks), padding masks, sliding windows, lse, NaN,
+// and the reference against a direct JS f64 implementation.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { native } from '../src/native.js';
@@ -8,7 +8,7 @@ import { assertClose, randn, throwsCode } from './ops-helpers.js';
 
 const n = native();
 
-interface Case { B: number; T: number; H: number; Hk: number; Dh: number; mask: 'none' | 'left' | 'right' | 'holes' }
+interface Case { B: number; T: number; H: number; Hk: number; Dh: number; mask: 'none' | 'left' | 'right' | 'holes'; window?: number }
 
 function makeMask(B: number, T: number, kind: Case['mask']): Uint8Array | null {
   if (kind === 'none') return null;
@@ -24,7 +24,7 @@ function makeMask(B: number, T: number, kind: Case['mask']): Uint8Array | null {
 
 function run(c: Case, seed: number, fn: 'attentionForward' | 'attentionForwardRef', q: Float32Array, k: Float32Array, v: Float32Array, mask: Uint8Array | null) {
   const out = new Float32Array(c.B * c.T * c.H * c.Dh), lse = new Float32Array(c.B * c.H * c.T);
-  n[fn](out, lse, q, k, v, mask, c.B, c.T, c.H, c.Hk, c.Dh, 1 / Math.sqrt(c.Dh));
+  n[fn](out, lse, q, k, v, mask, c.B, c.T, c.H, c.Hk, c.Dh, 1 / Math.sqrt(c.Dh), c.window);
   return { out, lse };
 }
 
@@ -38,7 +38,7 @@ function jsAttention(c: Case, q: Float32Array, k: Float32Array, v: Float32Array,
       for (let i = 0; i < T; i++) {
         const s: number[] = [];
         const js: number[] = [];
-        for (let j = 0; j <= i; j++) {
+        for (let j = c.window ? Math.max(0, i - c.window + 1) : 0; j <= i; j++) {
           if (mask && !mask[b * T + j]) continue;
           let d = 0;
           for (let x = 0; x < Dh; x++) d += q[((b * T + i) * H + h) * Dh + x]! * k[((b * T + j) * Hk + hk) * Dh + x]!;
@@ -74,6 +74,8 @@ test('reference equals a direct f64 implementation (GQA, masks, lse)', () => {
     { B: 2, T: 9, H: 4, Hk: 2, Dh: 5, mask: 'left' },
     { B: 3, T: 6, H: 2, Hk: 1, Dh: 8, mask: 'right' },
     { B: 1, T: 11, H: 3, Hk: 3, Dh: 4, mask: 'holes' },
+    { B: 2, T: 12, H: 4, Hk: 2, Dh: 5, mask: 'holes', window: 3 },
+    { B: 1, T: 9, H: 2, Hk: 1, Dh: 4, mask: 'none', window: 1 },
   ] as Case[]) {
     const q = randn(c.B * c.T * c.H * c.Dh, 1), k = randn(c.B * c.T * c.Hk * c.Dh, 2), v = randn(c.B * c.T * c.Hk * c.Dh, 3);
     const mask = makeMask(c.B, c.T, c.mask);
@@ -151,6 +153,54 @@ test('masked and future keys cannot leak (even NaN), a NaN in a visible key make
         if (t >= 30 && h < 2) assert.ok(Number.isNaN(val), `${fn} t${t} h${h} should be NaN`);
         else assert.ok(Number.isFinite(val), `${fn} t${t} h${h} should be finite`);
       }
+  }
+});
+
+test('sliding window: fast equals the reference (windows inside a key block, straddling blocks, wider than one)', () => {
+  const cases: Case[] = [
+    { B: 2, T: 70, H: 4, Hk: 2, Dh: 8, mask: 'none', window: 5 },
+    { B: 1, T: 200, H: 8, Hk: 2, Dh: 16, mask: 'none', window: 70 },
+    { B: 2, T: 150, H: 4, Hk: 4, Dh: 12, mask: 'holes', window: 64 },
+    { B: 1, T: 40, H: 2, Hk: 1, Dh: 5, mask: 'none', window: 1 },
+    { B: 3, T: 66, H: 8, Hk: 1, Dh: 16, mask: 'left', window: 3 },
+    { B: 2, T: 130, H: 6, Hk: 3, Dh: 20, mask: 'right', window: 129 },
+    { B: 1, T: 33, H: 2, Hk: 2, Dh: 8, mask: 'none', window: 1000 },
+  ];
+  for (const [i, c] of cases.entries()) {
+    const q = randn(c.B * c.T * c.H * c.Dh, 40 + i, 2), k = randn(c.B * c.T * c.Hk * c.Dh, 50 + i, 2);
+    const v = randn(c.B * c.T * c.Hk * c.Dh, 60 + i);
+    const mask = makeMask(c.B, c.T, c.mask);
+    const f = run(c, i, 'attentionForward', q, k, v, mask), r = run(c, i, 'attentionForwardRef', q, k, v, mask);
+    assertClose(f.out, r.out, 5e-6, `out ${JSON.stringify(c)}`);
+    assertClose(finiteLse(f.lse), finiteLse(r.lse), 5e-6, `lse ${JSON.stringify(c)}`);
+    if (c.T <= 70) assertClose(r.out, jsAttention(c, q, k, v, mask).out, 1e-6, `ref vs js ${JSON.stringify(c)}`);
+    // the window matters: without it the outputs differ once a query has more than `window` keys
+    if (c.window! < c.T) {
+      const full = run({ ...c, window: 0 }, i, 'attentionForward', q, k, v, mask);
+      assert.ok(f.out.some((x, j) => x !== full.out[j]), `window ${c.window} changed nothing`);
+    } else {
+      assert.equal(Array.from(f.out), Array.from(run({ ...c, window: 0 }, i, 'attentionForward', q, k, v, mask).out));
+    }
+  }
+});
+
+test("sliding window: keys before a query's window cannot leak into it (even NaN / inf)", () => {
+  const c: Case = { B: 1, T: 150, H: 4, Hk: 2, Dh: 8, mask: 'none', window: 20 };
+  const q = randn(c.T * c.H * c.Dh, 1), k = randn(c.T * c.Hk * c.Dh, 2), v = randn(c.T * c.Hk * c.Dh, 3);
+  const clean = run(c, 0, 'attentionForward', q, k, v, null);
+  const k2 = k.slice(), v2 = v.slice(), bad = 60;
+  for (let x = 0; x < c.Hk * c.Dh; x++) { k2[bad * c.Hk * c.Dh + x] = NaN; v2[bad * c.Hk * c.Dh + x] = Infinity; }
+  for (const fn of ['attentionForward', 'attentionForwardRef'] as const) {
+    const p = run(c, 0, fn, q, k2, v2, null);
+    for (let t = 0; t < c.T; t++) {
+      const sees = t >= bad && t - bad < c.window!;
+      for (let x = 0; x < c.H * c.Dh; x++) {
+        const j = t * c.H * c.Dh + x;
+        if (sees) assert.ok(Number.isNaN(p.out[j]), `${fn} t${t} sees the poisoned key`);
+        else assert.is(p.out[j], fn === 'attentionForward' ? clean.out[j] : p.out[j], `${fn} t${t}`);
+        if (!sees) assert.ok(Number.isFinite(p.out[j]), `${fn} t${t} finite`);
+      }
+    }
   }
 });
 
