@@ -43,6 +43,8 @@ struct Api {
   int (*cosine_states)(streamline_cuda_ctx*, int, int, streamline_cuda_cosine*);
   int (*synchronize)(streamline_cuda_ctx*);
   int (*memory)(uint64_t*, uint64_t*, int);
+  // Optional (nullptr in a backend built before sliding-window attention on the GPU).
+  int (*set_window)(streamline_cuda_ctx*, int64_t);
 };
 
 template <typename F> void resolve(F*& f, const char* name, std::string* missing) {
@@ -75,6 +77,7 @@ const Api& api(Napi::Env env) {
       resolve(a.cosine_states, "streamline_cuda_cosine_states", &missing);
       resolve(a.synchronize, "streamline_cuda_synchronize", &missing);
       resolve(a.memory, "streamline_cuda_memory", &missing);
+      a.set_window = reinterpret_cast<decltype(a.set_window)>(cuda_symbol("streamline_cuda_set_window"));
       if (!missing.empty()) error = "the CUDA backend library lacks " + missing;
       else if (st.device_count == 0 || !st.reason.empty()) error = st.reason.empty() ? "no CUDA device" : st.reason;
     }
@@ -247,14 +250,23 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     return async(info, keep, [=] { check_rc(*a, a->upload_layer(c, slot, roles->data()), "upload_layer"); });
   }
 
-  // runLayer(slot) -> Promise: h = layer(h) with that slot's weights (queued on the GPU).
+  // runLayer(slot, window = 0) -> Promise: h = layer(h) with that slot's weights (queued on the GPU), with
+  // sliding-window attention when window > 0 (keys per query).
   Napi::Value RunLayer(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     streamline_cuda_ctx* c = ready(env);
     int slot = int(int_arg(env, info[0], "slot"));
     if (slot != 0 && slot != 1) throw_error(env, "E_NATIVE_ARG", "slot: must be 0 or 1");
+    const int64_t window = is_nullish(info[1]) ? 0 : int_arg(env, info[1], "window");
+    if (window < 0) throw_error(env, "E_NATIVE_ARG", "window: must be >= 0");
+    if (window > 0 && !api_->set_window)
+      throw_error(env, "E_UNSUPPORTED", "sliding-window attention: the CUDA backend library lacks streamline_cuda_set_window "
+                                        "(built before sliding windows on the GPU); rebuild it, or use --device cpu");
     const Api* a = api_;
-    return async(info, {}, [=] { check_rc(*a, a->run_layer(c, slot), "run_layer"); });
+    return async(info, {}, [=] {
+      if (a->set_window) check_rc(*a, a->set_window(c, window), "set_window");
+      check_rc(*a, a->run_layer(c, slot), "run_layer");
+    });
   }
 
   // saveState(index): keep a device copy of the current hidden state (queued; synchronous call).

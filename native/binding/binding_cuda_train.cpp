@@ -36,6 +36,9 @@
 //     fit, nothing reserved); putPair(block, x Uint16Array, target | null) -> Promise<void>; stageKept(blocks
 //     Int32Array, positions, keyMask, batch) and stageLmKept(blocks, targets, positions, keyMask, batch) ->
 //     Promise<void>: training pairs kept on the GPU and staged by block index, device to device
+//   trainer.hasWindows() -> boolean; setWindows(window, tailWindows) (synchronous): the layer replacement's sliding
+//     window and the lm tail's, one per frozen layer (0 = full causal). Optional: without it the caller trains a
+//     windowed model on the CPU
 #include <array>
 #include <cmath>
 #include <memory>
@@ -95,6 +98,8 @@ struct TrainApi {
   int (*stage_kept)(streamline_cuda_train*, const int64_t*, const int32_t*, const uint8_t*, int64_t);
   int (*stage_lm_kept)(streamline_cuda_train*, const int64_t*, const int32_t*, const int32_t*, const uint8_t*, int64_t);
   int (*step_lm_staged)(streamline_cuda_train*, float, double*);
+  // Optional (nullptr in a backend built before sliding-window attention on the GPU).
+  int (*set_windows)(streamline_cuda_train*, int64_t, int64_t, const int64_t*);
 };
 
 template <typename F> void resolve(F*& f, const char* name, std::string* missing) {
@@ -148,6 +153,7 @@ const TrainApi& train_api(Napi::Env env) {
       a.stage_lm_kept = a.keep_pairs && a.stage_lm ? reinterpret_cast<decltype(a.stage_lm_kept)>(
                                                          cuda_symbol("streamline_cuda_train_stage_lm_kept"))
                                                    : nullptr;
+      a.set_windows = reinterpret_cast<decltype(a.set_windows)>(cuda_symbol("streamline_cuda_train_set_windows"));
       if (!missing.empty()) error = "the CUDA backend library lacks " + missing + " (built before GPU training existed)";
       else if (st.device_count == 0 || !st.reason.empty()) error = st.reason.empty() ? "no CUDA device" : st.reason;
     }
@@ -193,6 +199,8 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
                         InstanceMethod("putPair", &CudaTrainer::PutPair),
                         InstanceMethod("stageKept", &CudaTrainer::StageKept),
                         InstanceMethod("stageLmKept", &CudaTrainer::StageLmKept),
+                        InstanceMethod("hasWindows", &CudaTrainer::HasWindows),
+                        InstanceMethod("setWindows", &CudaTrainer::SetWindows),
                         InstanceMethod("hasStageLm", &CudaTrainer::HasStageLm),
                         InstanceMethod("stageLm", &CudaTrainer::StageLm),
                         InstanceMethod("stepLmStaged", &CudaTrainer::StepLmStaged),
@@ -337,6 +345,33 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
     return async(info, {info[0], info[1], info[2], info[3]},
                  [=] { check_rc(*a, a->stage_bf16(t, b.xr->data(), b.yr->data(), b.pos, b.mask, b.batch), "train_stage_bf16"); },
                  nullptr, Lane::Stage);
+  }
+
+  // hasWindows() -> whether the backend takes sliding windows (setWindows).
+  Napi::Value HasWindows(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), api_ && api_->set_windows);
+  }
+  // setWindows(window, tailWindows): synchronous, the backend only records them for the next steps.
+  Napi::Value SetWindows(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const char* fn = "setWindows";
+    streamline_cuda_train* t = ready(env);
+    if (!api_->set_windows)
+      throw_error(env, "E_UNSUPPORTED", std::string(fn) + ": the CUDA backend library lacks streamline_cuda_train_set_windows");
+    const int64_t window = int_arg(env, info[0], "window");
+    if (window < 0) throw_error(env, "E_NATIVE_ARG", std::string(fn) + ": window must be >= 0");
+    if (!info[1].IsArray()) throw_error(env, "E_NATIVE_ARG", std::string(fn) + ": tailWindows must be an array of numbers");
+    Napi::Array a = info[1].As<Napi::Array>();
+    std::vector<int64_t> tail(a.Length());
+    for (uint32_t k = 0; k < a.Length(); k++) {
+      tail[k] = int_arg(env, a.Get(k), "tailWindows[]");
+      if (tail[k] < 0) throw_error(env, "E_NATIVE_ARG", std::string(fn) + ": tailWindows entries must be >= 0");
+    }
+    rethrow(env, [&] {
+      check_rc(*api_, api_->set_windows(t, window, int64_t(tail.size()), tail.empty() ? nullptr : tail.data()),
+               "train_set_windows");
+    });
+    return env.Undefined();
   }
 
   // hasKeptPairs() -> whether the backend can keep training pairs on the GPU (keepPairs, putPair, stageKept, and

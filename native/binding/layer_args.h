@@ -52,6 +52,7 @@ inline LayerSpec layer_spec(Napi::Env env, Napi::Value v) {
   s.use_rope = bool_field(env, o, "useRope", true);
   s.attn_scale = number_field(env, o, "attnScale", 0.0f);
   s.rope_attention_scaling = number_field(env, o, "ropeAttentionScaling", 1.0f);
+  if (!is_nullish(o.Get("window"))) s.window = size_field(env, o, "window");
   return s;
 }
 

@@ -102,6 +102,7 @@ inline ReplacementSpec spec_arg(Napi::Env env, const Napi::Value& v, Replacement
     double scale = spec_num(env, o, "attnScale", 0.0, fn);  // 0 or absent: 1/sqrt(headDim), as the engine's spec
     s.attn_scale = float(scale != 0.0 ? scale : 1.0 / std::sqrt(double(s.Dh)));
     s.rope_attention_scaling = float(spec_num(env, o, "ropeAttentionScaling", 1.0, fn));
+    s.window = spec_dim(env, o, "window", false, fn);
   } else {
     s.use_rope = false;
   }

@@ -27,16 +27,20 @@ double head_loss_backward(float* dh, const float* x, size_t M, const HeadSpec& s
                           const int32_t* targets, float grad_scale = 1.f);
 
 // The frozen rest of the model after the window: decoder layers (same spec as the replacement's, in order)
-// and the head.
+// and the head. windows[k]: layer k's sliding window (0 = full causal; empty = all 0), which overrides
+// layer.window.
 struct FrozenTail {
   LayerSpec layer;
   std::vector<LayerWeights> layers;
+  std::vector<size_t> windows;
   HeadSpec head;
   HeadWeights head_w;
 };
 
 // LayerSpec of a replacement spec (same model, same batch).
 LayerSpec layer_spec_of(const ReplacementSpec& s);
+// Frozen layer k's spec: tail.layer with its own window.
+LayerSpec tail_layer_spec(const FrozenTail& tail, size_t k);
 
 // One lm-loss training step: forward R(x) → frozen layers (their inputs kept) → head loss; backward in reverse;
 // grads[r] += grad_scale · dloss/dparam as in replacement_step. Returns the loss (0 when no row has a target).

@@ -38,6 +38,7 @@ struct LayerSpec {
   bool use_rope = true;
   float attn_scale = 0;    // 0 means 1/sqrt(head_dim)
   float rope_attention_scaling = 1.0f;
+  size_t window = 0;       // sliding-window attention: keys per query (i - j < window); 0 = full causal
 };
 
 // One view per role; names in comments are the role strings the binding accepts.

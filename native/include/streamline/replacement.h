@@ -36,6 +36,7 @@ struct ReplacementSpec {
   bool use_rope = true;                // layer only; inv_freq has Dh/2 entries
   float attn_scale = 1.f;
   float rope_attention_scaling = 1.f;
+  size_t window = 0;                   // layer only: sliding-window attention (keys per query; 0 = full causal)
   float grad_scale = 1.f;              // gradients are scaled by this (e.g. 1/accumulation steps); the loss is not
 };
 

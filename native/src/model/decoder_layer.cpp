@@ -204,7 +204,7 @@ void decoder_layer_forward(float* out, const float* x, const LayerSpec& s, const
     rope_forward(q.data(), cs.data(), sn.data(), M, H, Dh);
     rope_forward(k.data(), cs.data(), sn.data(), M, Hk, Dh);
   }
-  attention_forward(att.data(), nullptr, q.data(), k.data(), v.data(), key_mask, B, T, H, Hk, Dh, scale);
+  attention_forward(att.data(), nullptr, q.data(), k.data(), v.data(), key_mask, B, T, H, Hk, Dh, scale, s.window);
   q.release(); k.release(); v.release();
   linear(a.data(), att.data(), w.o_w, ob, M, D, QD);
   att.release();

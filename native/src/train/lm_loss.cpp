@@ -43,7 +43,13 @@ LayerSpec layer_spec_of(const ReplacementSpec& s) {
   l.intermediate = s.F;
   l.norm = s.layer_norm ? NormKind::Layer : NormKind::Rms;
   l.norm_eps = s.norm_eps, l.act = s.act, l.gated_mlp = s.gated, l.pre_norm = true, l.use_rope = s.use_rope;
-  l.attn_scale = s.attn_scale, l.rope_attention_scaling = s.rope_attention_scaling;
+  l.attn_scale = s.attn_scale, l.rope_attention_scaling = s.rope_attention_scaling, l.window = s.window;
+  return l;
+}
+
+LayerSpec tail_layer_spec(const FrozenTail& tail, size_t k) {
+  LayerSpec l = tail.layer;
+  l.window = k < tail.windows.size() ? tail.windows[k] : 0;
   return l;
 }
 
@@ -58,6 +64,7 @@ void frozen_layer_backward(float* dx, const float* dy, const float* x, const Lay
   rs.B = s.batch, rs.T = s.seq_len, rs.D = s.hidden, rs.H = s.heads, rs.Hk = s.kv_heads, rs.Dh = s.head_dim;
   rs.F = s.intermediate, rs.layer_norm = s.norm == NormKind::Layer, rs.norm_eps = s.norm_eps, rs.act = s.act;
   rs.gated = s.gated_mlp, rs.use_rope = s.use_rope, rs.rope_attention_scaling = s.rope_attention_scaling;
+  rs.window = s.window;
   rs.attn_scale = s.attn_scale != 0.f ? s.attn_scale : 1.f / std::sqrt(float(s.head_dim));
   const WeightView* views[kRoleCount] = {&w.attn_norm_w, &w.attn_norm_b, &w.q_w, &w.q_b, &w.k_w, &w.k_b, &w.v_w,
                                          &w.v_b, &w.o_w, &w.o_b, &w.mlp_norm_w, &w.mlp_norm_b, &w.gate_w, &w.up_w,
@@ -142,13 +149,15 @@ double lm_loss_step(ReplacementKind kind, const ReplacementSpec& s, const Replac
     fvec cur(y, y + n);
     for (size_t k = 0; k < L; k++) {
       inputs[k] = cur;
-      decoder_layer_forward(cur.data(), inputs[k].data(), tail.layer, tail.layers[k], positions, key_mask, inv_freq, nullptr);
+      decoder_layer_forward(cur.data(), inputs[k].data(), tail_layer_spec(tail, k), tail.layers[k], positions, key_mask,
+                            inv_freq, nullptr);
     }
     fvec d(n), dprev(n);
     double loss = head_loss_backward(d.data(), cur.data(), M, tail.head, tail.head_w, targets, s.grad_scale);
     if (loss < 0) return -1.0;
     for (size_t k = L; k-- > 0;) {
-      frozen_layer_backward(dprev.data(), d.data(), inputs[k].data(), tail.layer, tail.layers[k], positions, key_mask, inv_freq);
+      frozen_layer_backward(dprev.data(), d.data(), inputs[k].data(), tail_layer_spec(tail, k), tail.layers[k],
+                            positions, key_mask, inv_freq);
       std::swap(d, dprev);
       inputs[k].clear();
       inputs[k].shrink_to_fit();
@@ -166,8 +175,9 @@ double lm_loss_eval(ReplacementKind kind, const ReplacementSpec& s, const Replac
   if (M == 0 || s.D == 0) return 0.0;
   fvec h(M * s.D);
   replacement_forward(kind, s, p, h.data(), x, positions, key_mask, inv_freq);
-  for (const LayerWeights& w : tail.layers)
-    decoder_layer_forward(h.data(), h.data(), tail.layer, w, positions, key_mask, inv_freq, nullptr);
+  for (size_t k = 0; k < tail.layers.size(); k++)
+    decoder_layer_forward(h.data(), h.data(), tail_layer_spec(tail, k), tail.layers[k], positions, key_mask, inv_freq,
+                          nullptr);
   double loss = head_loss_backward(nullptr, h.data(), M, tail.head, tail.head_w, targets);
   return loss < 0 ? 0.0 : loss;
 }

@@ -108,7 +108,7 @@ void attn_forward(const ReplacementSpec& s, const ReplacementParams& p, float* h
   A.attn.resize(M * Q);
   A.lse.resize(s.B * s.H * s.T);
   attention_forward(A.attn.data(), A.lse.data(), A.q.data(), A.k.data(), A.v.data(), key_mask, s.B, s.T, s.H, s.Hk,
-                    s.Dh, s.attn_scale);
+                    s.Dh, s.attn_scale, s.window);
   std::memcpy(h1, x, M * D * sizeof(float));
   train_linear(h1, A.attn.data(), p[kRoleOW], p[kRoleOB], M, D, Q, /*accumulate=*/true);
 }
@@ -120,7 +120,7 @@ void attn_backward(const ReplacementSpec& s, const ReplacementParams& p, const R
   fvec dattn(M * Q), dq(M * Q), dk(M * KV), dv(M * KV), da(M * D);
   linear_backward(dattn.data(), g[kRoleOW], g[kRoleOB], dh, A.attn.data(), p[kRoleOW], M, D, Q);
   attention_backward(dq.data(), dk.data(), dv.data(), dattn.data(), A.q.data(), A.k.data(), A.v.data(), A.attn.data(),
-                     A.lse.data(), key_mask, s.B, s.T, s.H, s.Hk, s.Dh, s.attn_scale);
+                     A.lse.data(), key_mask, s.B, s.T, s.H, s.Hk, s.Dh, s.attn_scale, s.window);
   if (s.use_rope) {
     rope_backward(dq.data(), A.cos.data(), A.sin.data(), M, s.H, s.Dh);
     rope_backward(dk.data(), A.cos.data(), A.sin.data(), M, s.Hk, s.Dh);

@@ -267,6 +267,14 @@ SL_EXPORT int streamline_cuda_run_layer(streamline_cuda_ctx* c, int slot) {
   });
 }
 
+SL_EXPORT int streamline_cuda_set_window(streamline_cuda_ctx* c, int64_t window) {
+  return guarded([&] {
+    if (window < 0) throw Error("E_SHAPE", "set_window: window must be >= 0");
+    if (window > 0 && size_t(window) != c->spec.window) note_call("set_window " + std::to_string(window));
+    c->spec.window = size_t(window);
+  });
+}
+
 SL_EXPORT int streamline_cuda_upload_head(streamline_cuda_ctx* c, const streamline_cuda_weight* norm_w,
                                           const streamline_cuda_weight* norm_b, const streamline_cuda_weight* project_out,
                                           int64_t proj_dim, const streamline_cuda_weight* lm_head, int64_t vocab) {
@@ -690,6 +698,31 @@ SL_EXPORT int streamline_cuda_train_set_lm_tail(streamline_cuda_train* t, int64_
     }
     note_call(std::string(fn) + " " + std::to_string(n_layers));
     t->lm = std::move(lm);
+  });
+}
+
+SL_EXPORT int streamline_cuda_train_set_windows(streamline_cuda_train* t, int64_t window, int64_t n_tail,
+                                                const int64_t* tail_windows) {
+  return guarded([&] {
+    const char* fn = "train_set_windows";
+    if (window < 0 || n_tail < 0) throw Error("E_SHAPE", std::string(fn) + ": window and n_tail must be >= 0");
+    if (window > 0 && t->kind != ReplacementKind::Layer)
+      throw Error("E_SHAPE", std::string(fn) + ": an mlp replacement has no attention window");
+    const int64_t have = t->lm ? int64_t(t->lm->tail.layers.size()) : 0;
+    if (n_tail != have)
+      throw Error("E_SHAPE", std::string(fn) + ": " + std::to_string(n_tail) + " tail windows for a tail of " +
+                                 std::to_string(have) + " layers");
+    std::vector<size_t> tail(size_t(n_tail), 0);
+    std::string log = std::string(fn) + " " + std::to_string(window);
+    for (int64_t k = 0; k < n_tail; k++) {
+      const int64_t w = tail_windows ? tail_windows[k] : 0;
+      if (w < 0) throw Error("E_SHAPE", std::string(fn) + ": tail windows must be >= 0");
+      tail[size_t(k)] = size_t(w);
+      log += " " + std::to_string(w);
+    }
+    t->spec.window = size_t(window);
+    if (t->lm) t->lm->tail.windows = tail;
+    note_call(log);
   });
 }
 

@@ -20,8 +20,10 @@ export interface NativeTensor {
  * Spec of a trained replacement: the engine's layer spec (heads, kvHeads, headDim needed only for `layer`;
  * preNorm must be true) plus `gradScale` (default 1), which multiplies the gradients but not the loss.
  */
-export type NativeReplacementSpec = NativeMlpSpec & Partial<Pick<NativeLayerSpec, 'heads' | 'kvHeads' | 'headDim' | 'useRope' | 'attnScale' | 'ropeAttentionScaling'>> & {
+export type NativeReplacementSpec = NativeMlpSpec & Partial<Pick<NativeLayerSpec, 'heads' | 'kvHeads' | 'headDim' | 'useRope' | 'attnScale' | 'ropeAttentionScaling' | 'window'>> & {
   gradScale?: number;
+  /** lmLossStep / lmLossEval: the frozen layers' sliding windows (one per layer, 0 = full causal); absent = none. */
+  tailWindows?: number[];
 };
 /**
  * f32 parameters (or gradients) of a replacement by role, row-major ([out, in] for linear weights): a flat
@@ -162,6 +164,8 @@ export interface NativeLayerSpec extends NativeMlpSpec {
   attnScale?: number;
   /** Multiplies cos and sin (llama3/yarn attention scaling). Default 1. */
   ropeAttentionScaling?: number;
+  /** Sliding-window attention: keys per query (i − j < window). 0 or absent: full causal attention. */
+  window?: number;
 }
 
 export type NativeLayerRole =
@@ -294,6 +298,14 @@ export interface NativeCudaTrainer {
    * memory (nothing changed then).
    */
   setLmTail(layers: NativeLayerWeights[], head: NativeHeadWeights): Promise<void>;
+  /** Whether the backend takes sliding windows (streamline_cuda_train_set_windows); an older one throws E_UNSUPPORTED. */
+  hasWindows(): boolean;
+  /**
+   * Sliding-window attention for the following steps and evaluations: the `layer` replacement's window and the lm
+   * tail's, one per frozen layer ([] without a tail); 0 = full causal. Call after setLmTail, which resets the tail's.
+   * E_CUDA when tailWindows does not match the tail, or a window is given to an `mlp` replacement.
+   */
+  setWindows(window: number, tailWindows: readonly number[]): void;
   /**
    * One micro-batch with the next-token loss (lmLossStep's semantics): targets[batch·seqLen] is the token id each row
    * predicts (-1 = none; see nextTokenTargets); gradients += gradScale · dloss; resolves to the mean NLL (nats) over
@@ -379,7 +391,11 @@ export interface NativeCudaContext {
    * host memory is staged; the device copy overlaps with the other slot's layer.
    */
   uploadLayer(slot: 0 | 1, weights: Partial<Record<NativeLayerRole, NativeTensor | Float32Array | null>>): Promise<void>;
-  runLayer(slot: 0 | 1): Promise<void>;
+  /**
+   * h = layer(h) with that slot's weights; window > 0: sliding-window attention (keys per query). E_UNSUPPORTED for a
+   * window when the backend library predates streamline_cuda_set_window.
+   */
+  runLayer(slot: 0 | 1, window?: number): Promise<void>;
   saveState(index: number): void;
   /** [sum of cosines, tokens counted, zero-norm tokens] of saved states i and j over the batch's real tokens. */
   cosineStates(i: number, j: number): Promise<[number, number, number]>;

@@ -75,6 +75,43 @@ if (!existsSync(fake)) {
     }
   }
 
+  // Sliding windows (qwen2-window: layer 0 full, layers 1 and 2 with a 4-key window; blocks of 48 tokens). The `layer`
+  // replacement of [1, 2) starts as a copy of layer 1, so its first loss is ~0 only if training applies layer 1's
+  // window (measured: 1.4e-5, the bf16 pair cache's rounding; 0.39 with full attention); for lm the frozen layer 2 keeps its
+  // own window. The cuda path passes both to the backend (train_set_windows <replacement> <tail...>) and trains
+  // bitwise what the CPU trains; a backend without train_set_windows trains on the CPU, with a warning.
+  for (const loss of ['mse', 'lm'] as const) {
+    test(`qwen2-window layer, loss ${loss}: windows reach training on both devices; an older backend falls back to the CPU`, async () => {
+      const model = await fixture('qwen2-window');
+      const o = { ...base(`window-${loss}`, 'layer'), loss, warmup: 0 };
+      const cpu = await core.prune(model, { ...o, outDir: path.join(tmp, `window-${loss}-cpu`), device: 'cpu' });
+      if (loss === 'mse') assert.ok(cpu.training!.history[0]!.loss < 1e-3, `first loss ${cpu.training!.history[0]!.loss}`);
+      const calls = path.join(tmp, `calls-window-${loss}.log`);
+      const gpu = await withEnv({ STREAMLINE_CUDA_CPU_CALLS: calls }, () =>
+        core.prune(model, { ...o, outDir: path.join(tmp, `window-${loss}-cuda`), device: 'cuda' }));
+      assert.is(gpu.training!.device, 'cuda');
+      bitwiseSame(cpu, gpu, `window ${loss}`);
+      const set = readFileSync(calls, 'utf8').split('\n').filter((l) => l.startsWith('train_set_windows'));
+      assert.equal(set, [loss === 'lm' ? 'train_set_windows 4 4' : 'train_set_windows 4']);
+      const n = native();
+      const open = n.cudaTrainer;
+      const logs: core.DeviceMessage[] = [];
+      n.cudaTrainer = async (...a: Parameters<typeof open>) => {
+        const t = await open(...a);
+        Object.defineProperty(t, 'hasWindows', { value: () => false });
+        return t;
+      };
+      try {
+        const old = await core.prune(model, { ...o, outDir: path.join(tmp, `window-${loss}-old`), device: 'cuda', onLog: (m) => logs.push(m) });
+        assert.is(old.training!.device, 'cpu');
+        bitwiseSame(cpu, old, `window ${loss}, old backend`);
+      } finally {
+        n.cudaTrainer = open;
+      }
+      assert.ok(logs.some((m) => m.level === 'warning' && /train_set_windows/.test(m.message)), JSON.stringify(logs));
+    });
+  }
+
   // Validation runs on the device (streamline_cuda_train_eval), as many blocks per call as the trainer takes (3
   // held-out blocks, micro-batch 2: calls of 2 and 1), each block's loss the CPU's bitwise. The backend's call log
   // shows that the weights come back only for a new best (one getParams per role), never to validate. The learning

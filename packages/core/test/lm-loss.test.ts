@@ -112,6 +112,7 @@ const layerCases: { name: string; spec: Spec; biases: boolean; mask: number[] | 
   { name: 'Llama GQA, RoPE, padding, f32', spec: base, biases: false, mask: [1, 1, 1, 1, 0, 1, 1, 1, 1, 1], dtype: 'f32' },
   { name: 'Llama GQA, RoPE, bf16 weights', spec: base, biases: false, mask: null, dtype: 'bf16' },
   { name: 'LayerNorm + biases, GELU plain MLP, no RoPE', spec: { ...base, kvHeads: 4, norm: 'layer', activation: 'gelu', gatedMlp: false, useRope: false }, biases: true, mask: null, dtype: 'f32' },
+  { name: 'sliding window of 2 keys, padding', spec: { ...base, window: 2 }, biases: false, mask: [1, 1, 0, 1, 1, 1, 1, 1, 1, 1], dtype: 'f32' },
 ];
 for (const [ci, c] of layerCases.entries()) {
   test(`frozenLayerBackward (${c.name}): dx vs f64 finite differences`, async () => {
@@ -184,6 +185,45 @@ for (const kind of ['mlp', 'layer'] as const) {
     assert.ok(Math.abs(nll / cnt - loss) <= 1e-5 * loss, `engine NLL ${nll / cnt} vs ${loss}`);
   });
 }
+
+// Sliding windows: the replacement's own (spec.window) and each frozen layer's (spec.tailWindows), against the f64
+// forward with the same windows, and the engine's forward with each layer's window.
+test('lmLossStep (layer replacement, window 2; frozen layers with windows 3 and none): loss and gradients vs f64', async () => {
+  const r = rng(42), M = base.batch * base.seqLen;
+  const s: Spec & { tailWindows: number[] } = { ...base, window: 2, tailWindows: [3, 0] };
+  const params = randomLayer(r, 'layer', s, false);
+  const f0 = asTensors(randomLayer(r, 'layer', s, false), s, 'f32'), f1 = asTensors(randomLayer(r, 'layer', s, false), s, 'f32');
+  const h = headSetup(s, r, false);
+  const { positions, invFreq, targets } = inputs(s, r);
+  const x = randn(r, M * s.hidden);
+  const grads: Params = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, new Float32Array(v.length)]));
+  const layers = [f0.tensors, f1.tensors] as any;
+  const loss = await n.lmLossStep('layer', s, params, grads, x, layers, h.weights, targets, positions, null, invFreq);
+  const P = toF64(params), F0 = toF64(f0.values), F1 = toF64(f1.values), X = f64(x);
+  const L = (windows = [2, 3, 0]) => {
+    let y = forwardF64('layer', { ...s, window: windows[0] }, P, X, positions, null, invFreq);
+    y = forwardF64('layer', { ...s, window: windows[1] }, F0, y, positions, null, invFreq);
+    y = forwardF64('layer', { ...s, window: windows[2] }, F1, y, positions, null, invFreq);
+    return headNllF64(s, y, h.NW, null, h.LM, targets);
+  };
+  const l64 = L();
+  assert.ok(Math.abs(loss - l64) <= 1e-5 * l64, `loss ${loss} vs ${l64}`);
+  assert.ok(Math.abs(L([0, 0, 0]) - l64) > 1e-3 * l64, 'the windows change the loss (else this test could not fail)');
+  const numeric = Object.fromEntries(Object.keys(params).map((role) => [role, numericGrad(P[role]!, L)]));
+  const floor = 1e-3 * Math.max(...Object.values(numeric).map((g) => Math.max(...Array.from(g, Math.abs))));
+  for (const role of Object.keys(params)) check(`lmLossStep windowed ${role}`, grads[role]!, numeric[role]!, floor);
+  const ev = await n.lmLossEval('layer', s, params, x, layers, h.weights, targets, positions, null, invFreq);
+  assert.ok(Math.abs(ev - loss) <= 1e-6 * loss, `eval ${ev} vs step ${loss}`);
+  const y = new Float32Array(M * s.hidden);
+  await n.replacementForward('layer', s, params, y, x, positions, null, invFreq);
+  for (const [k, w] of layers.entries()) await n.decoderLayerForward(y, y, { ...s, window: s.tailWindows[k] }, w, positions, null, invFreq, null);
+  const lp = new Float32Array(M);
+  await n.headForward(y, M, { hidden: s.hidden, vocab: V, norm: 'rms', normEps: s.normEps }, h.weights as any, targets, null, lp);
+  let nll = 0, cnt = 0;
+  targets.forEach((t, m) => { if (t >= 0) { nll -= lp[m]!; cnt++; } });
+  assert.ok(Math.abs(nll / cnt - loss) <= 1e-5 * loss, `engine NLL ${nll / cnt} vs ${loss}`);
+  assert.throws(() => n.lmLossStep('layer', { ...s, tailWindows: [3] }, params, grads, x, layers, h.weights, targets, positions, null, invFreq), code('E_NATIVE_ARG'));
+});
 
 test('trainer, loss lm: x-only cache, next-token targets, the student learns the teacher\'s tokens', async () => {
   assert.equal(Array.from(nextTokenTargets([Int32Array.from([5, 6, 7]), Int32Array.from([1, 2, 3])], 3)), [6, 7, -1, 2, 3, -1]);

@@ -8,6 +8,8 @@ export interface Spec {
   batch: number; seqLen: number; hidden: number; heads: number; kvHeads: number; headDim: number;
   intermediate: number; norm: 'rms' | 'layer'; normEps: number; activation: ActName; gatedMlp: boolean;
   preNorm: boolean; useRope: boolean; attnScale: number; ropeAttentionScaling: number; gradScale?: number;
+  /** Sliding window (keys per query; absent or 0: full causal). */
+  window?: number;
 }
 export type Kind = 'mlp' | 'layer';
 export type Params = Record<string, Float32Array>;
@@ -65,7 +67,7 @@ export function forwardF64(kind: Kind, s: Spec, P: Record<string, F64>, x: F64, 
     q = ropeF64(q, cos, sin, M, H, Dh);
     k = ropeF64(k, cos, sin, M, Hk, Dh);
   }
-  const { out } = attentionF64(q, k, v, mask, s.batch, s.seqLen, H, Hk, Dh, s.attnScale);
+  const { out } = attentionF64(q, k, v, mask, s.batch, s.seqLen, H, Hk, Dh, s.attnScale, s.window ?? 0);
   const o = linearF64(out, P['o.weight']!, P['o.bias'] ?? null, M, D, Q);
   return mlpF64(s, P, x.map((xv, i) => xv + o[i]!), M);
 }

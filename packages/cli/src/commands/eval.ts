@@ -155,7 +155,7 @@ export function registerEval(program: Command, deps: EvalDeps): Command {
       const model = await deps.loadModel(modelDir, { device });
       const baseline = o.baseline ? await deps.loadModel(o.baseline, { device }) : undefined;
       if (device === 'cuda') gpuMemory(true);
-      if (o.seqLen !== undefined && o.seqLen > model.maxLength) bad(`--seq-len ${o.seqLen} exceeds the model's maximum length ${model.maxLength} (max_position_embeddings, or the sliding window when shorter)`);
+      if (o.seqLen !== undefined && o.seqLen > model.maxLength) bad(`--seq-len ${o.seqLen} exceeds the model's maximum length ${model.maxLength} (max_position_embeddings)`);
 
       const showBar = deps.progress ?? Boolean(process.stderr.isTTY);
       const bar = showBar ? new cliProgress.SingleBar({ format: '{stage} |{bar}| {value}/{total} ETA {eta_formatted}', stream: process.stderr, clearOnComplete: true }, cliProgress.Presets.shades_classic) : undefined;

@@ -117,7 +117,9 @@ export class CudaEngine {
       if (opts.signal?.aborted) throw new StreamlineError('E_ABORTED', 'forward pass aborted');
       const layer = layers[k]!;
       if (layer.kind === 'decoder') {
-        await call(`run_layer (${layer.label})`, () => ctx.runLayer(slotOf.get(k)!));
+        // a window of the whole padded length or more masks nothing (and needs nothing an older backend lacks)
+        const window = layer.window !== undefined && layer.window < this.cap.T ? layer.window : 0;
+        await call(`run_layer (${layer.label})`, () => ctx.runLayer(slotOf.get(k)!, window));
         await stageNext();
       } else {
         await this.runMlpBlock(k);

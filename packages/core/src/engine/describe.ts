@@ -25,9 +25,12 @@ export function describeModel(md: ModelDir): ModelDescription {
   }
   const layers: LayerSource[] = [];
   for (let i = 0; i < c.numLayers; i++) {
+    // HF masks key j for query i when i − j ≥ sliding_window, on the layers its layer_types mark as sliding
+    const window = c.slidingWindow !== null && c.layerTypes[i] === 'sliding_attention' ? c.slidingWindow : 0;
     layers.push({
       kind: 'decoder',
       label: `layer ${i}`,
+      ...(window > 0 ? { window } : {}),
       weights: () => {
         const w: Partial<Record<LayerRole, WeightView>> = {};
         for (const role of LAYER_ROLES) {
@@ -38,10 +41,6 @@ export function describeModel(md: ModelDir): ModelDescription {
       },
     });
   }
-  // HF masks key j for query i when i − j ≥ sliding_window: up to that many positions nothing is masked, and beyond
-  // it the engine (full causal attention) would silently differ, so the window bounds the input length instead.
-  const window = c.slidingWindow !== null && c.layerTypes.includes('sliding_attention') && c.slidingWindow < c.maxPositionEmbeddings
-    ? c.slidingWindow : null;
   return {
     modelType: c.modelType,
     vocab: c.vocabSize,
@@ -54,8 +53,7 @@ export function describeModel(md: ModelDir): ModelDescription {
     learnedPositionOffset: t.positions === 'learned' ? t.positionOffset : null,
     finalNorm: t.finalNorm,
     projDim: t.projectInOut ? t.embedDim : null,
-    maxPositionEmbeddings: window ?? c.maxPositionEmbeddings,
-    ...(window !== null ? { slidingWindow: window } : {}),
+    maxPositionEmbeddings: c.maxPositionEmbeddings,
     layers,
     global: () => {
       const g: Partial<Record<GlobalRole, WeightView>> = {};

@@ -42,6 +42,11 @@ export interface LayerSource {
   weights: () => Partial<Record<LayerRole, WeightView>>;
   /** Where the layer came from, for reports (e.g. "layer 12", "replacement of [4, 8)"). */
   label: string;
+  /**
+   * Sliding-window attention: query i sees only keys j with i − j < window (Mistral's `sliding_window`, Qwen2's
+   * sliding layers). Absent or 0: full causal attention.
+   */
+  window?: number;
 }
 
 export interface ModelDescription {
@@ -56,14 +61,8 @@ export interface ModelDescription {
   finalNorm: boolean;
   /** OPT: word_embed_proj_dim when it differs from hidden. */
   projDim: number | null;
-  /**
-   * Longest input in positions: max_position_embeddings, or the sliding window when smaller and some layer uses
-   * sliding-window attention (the engine computes full causal attention, which equals sliding-window attention
-   * only while every query sees at most `slidingWindow` keys).
-   */
+  /** Longest input in positions (max_position_embeddings). */
   maxPositionEmbeddings: number;
-  /** The sliding window that capped maxPositionEmbeddings, when it did (for messages). */
-  slidingWindow?: number;
   layers: LayerSource[];
   global: () => Partial<Record<GlobalRole, WeightView>>;
 }

@@ -78,7 +78,7 @@ export async function runLayer(desc: ModelDescription, layer: LayerSource, h: Hi
   // is the longest real row (our rows are padded further, for batch invariance of the GEMMs).
   const longest = Math.max(...h.lengths);
   const { invFreq, attentionScaling } = desc.rope ? ropeFrequencies(desc.rope, longest) : { invFreq: null, attentionScaling: 1 };
-  const spec = nativeLayerSpec(desc.semantics, h.B, h.T, desc.rope !== null, attentionScaling);
+  const spec = nativeLayerSpec(desc.semantics, h.B, h.T, desc.rope !== null, attentionScaling, layer.window);
   try {
     if (layer.kind === 'mlp') await n.mlpBlockForward(out, h.data, spec, layer.weights());
     else await n.decoderLayerForward(out, h.data, spec, layer.weights(), h.positions, h.mask, invFreq, captures ?? null);
@@ -141,12 +141,6 @@ export interface LogprobOptions extends DeviceOptions {
   signal?: AbortSignal;
 }
 
-/** Why the length limit is below max_position_embeddings, when the sliding window set it. */
-export function windowNote(desc: ModelDescription): string {
-  return desc.slidingWindow !== undefined
-    ? ` (sliding_window ${desc.slidingWindow}: Streamline computes full causal attention, which is exact only up to the window)` : '';
-}
-
 /**
  * Per-token log-probabilities: result[i][t] = log p(seq[t+1] | seq[0..t]) for t in 0..len-2. The forward pass
  * runs on seq[0..len-2] (the last token is only a target), so a sequence may be maxPositionEmbeddings + 1 long.
@@ -161,7 +155,7 @@ export async function tokenLogprobs(desc: ModelDescription, sequences: readonly 
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new StreamlineError('E_INVALID_OPTION', `batchSize must be a positive integer, got ${batchSize}`);
   for (const [i, s] of sequences.entries())
     if (s.length - 1 > desc.maxPositionEmbeddings)
-      throw new StreamlineError('E_SEQ_LEN', `sequence ${i} has ${s.length} tokens; the model takes at most ${desc.maxPositionEmbeddings} positions (+1 target)${windowNote(desc)}`);
+      throw new StreamlineError('E_SEQ_LEN', `sequence ${i} has ${s.length} tokens; the model takes at most ${desc.maxPositionEmbeddings} positions (+1 target)`);
   const results: Float32Array[] = new Array(sequences.length);
   const scored = sequences.map((s, i) => i).filter((i) => sequences[i]!.length >= 2);
   for (const i of sequences.keys()) if (sequences[i]!.length < 2) results[i] = new Float32Array(0);

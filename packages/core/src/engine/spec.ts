@@ -9,11 +9,13 @@ import type { LayerSemantics } from './description.js';
  * Spec of a batch of B rows of T tokens.
  * @param useRope whether the model rotates q and k (false for learned positions, e.g. OPT)
  * @param ropeAttentionScaling multiplies cos and sin (1 unless the RoPE variant scales attention)
+ * @param window the layer's sliding window (LayerSource.window; absent or 0 = full causal attention)
  */
-export function nativeLayerSpec(s: LayerSemantics, B: number, T: number, useRope: boolean, ropeAttentionScaling: number): NativeLayerSpec {
+export function nativeLayerSpec(s: LayerSemantics, B: number, T: number, useRope: boolean, ropeAttentionScaling: number,
+                                window = 0): NativeLayerSpec {
   return {
     batch: B, seqLen: T, hidden: s.hidden, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
     intermediate: s.intermediate, norm: s.norm, normEps: s.normEps, activation: s.activation, gatedMlp: s.gatedMlp,
-    preNorm: s.preNorm, useRope, attnScale: s.attnScale, ropeAttentionScaling,
+    preNorm: s.preNorm, useRope, attnScale: s.attnScale, ropeAttentionScaling, window,
   };
 }

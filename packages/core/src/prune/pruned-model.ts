@@ -25,7 +25,13 @@ export function prunedDescription(desc: ModelDescription, start: number, end: nu
   for (let i = 0; i < L; i++) {
     if (i === start && (r.kind === 'mlp' || r.kind === 'layer')) {
       const w = r.weights;
-      layers.push({ kind: r.kind === 'mlp' ? 'mlp' : 'decoder', weights: () => w, label: `${r.kind} replacement of [${start}, ${end})` });
+      // a layer replacement sits where layer `start` was and keeps its attention type (config-edit.ts keeps its
+      // layer_types entry), so its sliding window too
+      const window = r.kind === 'layer' ? desc.layers[start]!.window : undefined;
+      layers.push({
+        kind: r.kind === 'mlp' ? 'mlp' : 'decoder', weights: () => w, label: `${r.kind} replacement of [${start}, ${end})`,
+        ...(window ? { window } : {}),
+      });
     }
     if (i >= start && i < end) continue;
     const src = desc.layers[i]!;

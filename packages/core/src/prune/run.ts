@@ -337,12 +337,13 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
         if (!lmHead) throw new StreamlineError('E_MODEL_TENSORS', 'the model has no LM head');
         const head: Record<string, WeightView> = { 'lm_head.weight': lmHead };
         if (desc.finalNorm) for (const r of ['final_norm.weight', 'final_norm.bias'] as const) if (g[r]) head[r] = g[r]!;
-        lm = { layers: desc.layers.slice(end).map((l) => l.weights()) as NativeLayerWeights[], head: head as NativeHeadWeights,
+        lm = { layers: desc.layers.slice(end).map((l) => l.weights()) as NativeLayerWeights[],
+               windows: desc.layers.slice(end).map((l) => l.window ?? 0), head: head as NativeHeadWeights,
                trainTokens: trainBlocks, validationTokens: valBlocks };
       }
       const r = await trainReplacement({
         kind, semantics: desc.semantics, ropeInvFreq: rope?.invFreq ?? null, ropeAttentionScaling: rope?.attentionScaling ?? 1,
-        init, shapes, train: trainCache, validation: valCache, loss: lossKind, ...(lm ? { lm } : {}),
+        ...(desc.layers[start]!.window ? { window: desc.layers[start]!.window } : {}), init, shapes, train: trainCache, validation: valCache, loss: lossKind, ...(lm ? { lm } : {}),
         ...pick(o, ['lr', 'minLr', 'warmup', 'weightDecay', 'clip', 'microBatch', 'gradAccum', 'epochs', 'evalEvery', 'logFile', 'checkpointFile', 'resume', 'signal']),
         seed: o.seed ?? 0, device, ...(o.onLog ? { onLog: o.onLog } : {}),
         ...(o.onTrainStep ? { onStep: o.onTrainStep } : {}),

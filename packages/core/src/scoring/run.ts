@@ -5,7 +5,6 @@
 import { packCalibration, type PackedCalibration, type PackProgress } from '../data/pack.js';
 import type { DeviceOptions } from '../device.js';
 import { StreamlineError } from '../errors.js';
-import { windowNote } from '../engine/forward.js';
 import type { LoadedModel } from '../model.js';
 import { scoreLayers, type ScoreMetric, type ScoreResult } from './score.js';
 import { nForSparsity, paramBudget, type ReplacementKind } from './sparsity.js';
@@ -28,7 +27,7 @@ export async function calibrationBlocks(model: LoadedModel, o: CalibrationOption
   if (!model.tokenizer) throw new StreamlineError('E_TOKENIZER_MISSING', `${model.dir} has no tokenizer.json; calibration text cannot be tokenized`, { file: model.dir });
   const seqLen = o.seqLen ?? Math.min(2048, model.maxLength);
   if (seqLen > model.maxLength)
-    throw new StreamlineError('E_INVALID_OPTION', `--seq-len ${seqLen} exceeds the model's maximum length ${model.maxLength}${windowNote(model.description) || ' (max_position_embeddings)'}`);
+    throw new StreamlineError('E_INVALID_OPTION', `--seq-len ${seqLen} exceeds the model's maximum length ${model.maxLength} (max_position_embeddings)`);
   const packed = await packCalibration({
     source: o.calib, tokenizer: model.tokenizer, seqLen, samples: o.samples ?? 50, seed: o.seed ?? 0,
     ...(o.field ? { field: o.field } : {}), ...(o.onProgress ? { onProgress: o.onProgress } : {}),

@@ -40,6 +40,11 @@ export interface TrainOptions {
   /** RoPE inverse frequencies for the block length (null: learned positions, no rotation). */
   ropeInvFreq: Float32Array | null;
   ropeAttentionScaling: number;
+  /**
+   * A `layer` replacement's sliding window (keys per query; the window's first layer's, LayerSource.window). Absent
+   * or 0: full causal attention.
+   */
+  window?: number;
   /** Initial weights by role (f32 copies; they are trained in place). */
   init: Partial<Record<LayerRole, Float32Array>>;
   shapes: Partial<Record<LayerRole, number[]>>;
@@ -115,6 +120,8 @@ export interface TrainResult {
 export interface LmTail {
   /** Weights of the model's layers [end, L), in order (read in place). */
   layers: NativeLayerWeights[];
+  /** Their sliding windows (LayerSource.window; absent = none). */
+  windows?: readonly number[];
   /** final_norm.weight (and .bias) when the model has a final norm, and lm_head.weight (or the tied embedding). */
   head: NativeHeadWeights;
   /** Token ids of block i of `train` / `validation` (seqLen each, in cache order). */
@@ -187,7 +194,15 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
     st = { step: 0, params: roles.map((r) => Float32Array.from(o.init[r]!)), m: [], v: [], best: null, bestValLoss: null, bestStep: 0, history: [], tokens: 0 };
   }
   const byRole = (arrs: Float32Array[]) => Object.fromEntries(roles.map((r, i) => [r, { data: arrs[i]!, dtype: 'f32', shape: o.shapes[r] ?? [arrs[i]!.length] }]));
-  const spec = (B: number) => nativeLayerSpec(o.semantics, B, T, o.ropeInvFreq !== null, o.ropeAttentionScaling);
+  // A window of T keys or more masks nothing: 0 then, so that it needs nothing a backend may lack.
+  const effective = (w: number | undefined) => (w !== undefined && w > 0 && w < T ? w : 0);
+  const window = o.kind === 'layer' ? effective(o.window) : 0;
+  const tailWindows = lm ? lm.layers.map((_, k) => effective(lm.windows?.[k])) : [];
+  const windowed = window > 0 || tailWindows.some((w) => w > 0);
+  const spec = (B: number) => ({
+    ...nativeLayerSpec(o.semantics, B, T, o.ropeInvFreq !== null, o.ropeAttentionScaling, window),
+    ...(lm ? { tailWindows } : {}),
+  });
 
   // On cuda the trainer holds the current weights; st.params is refreshed from it only where the host needs them. It
   // is opened first because only it says whether the backend has the lm loss; without, `lm` trains on the CPU.
@@ -197,6 +212,9 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
     if (lm && !g.hasLm()) {
       g.destroy();
       o.onLog?.({ level: 'warning', message: '--loss lm: the replacement trains on the CPU (this CUDA backend library lacks streamline_cuda_train_step_lm: it was built before the lm loss on the GPU existed; rebuild it)' });
+    } else if (windowed && !g.hasWindows()) {
+      g.destroy();
+      o.onLog?.({ level: 'warning', message: 'sliding-window attention: the replacement trains on the CPU (this CUDA backend library lacks streamline_cuda_train_set_windows: it was built before sliding windows on the GPU existed; rebuild it)' });
     } else {
       gpu = g;
     }
@@ -259,6 +277,7 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
     if (gpu !== null) {
       const g = gpu;
       if (lm) await g.setLmTail(lm.layers, lm.head);
+      if (windowed) g.setWindows(window, tailWindows);  // after setLmTail, which resets the tail's windows
       if (resumed) {
         if (!g.hasState())
           throw new StreamlineError('E_UNSUPPORTED', `resuming ${o.checkpointFile} on cuda: this CUDA backend library cannot load AdamW moments (built before streamline_cuda_train_set_state); rebuild it, or resume with --device cpu`, { file: o.checkpointFile });
