@@ -43,6 +43,17 @@ test('a sharded fixture written by the writer passes inspect, in text and JSON',
   fs.rmSync(dir, { recursive: true });
 });
 
+test('sliding windows: which layers use one, in text and JSON (null without)', () => {
+  const fixtures = path.join(repoRoot, 'test', 'fixtures', 'models');
+  const qwen = cli('inspect', path.join(fixtures, 'qwen2-window'));
+  assert.match(qwen.stdout, /blocks\s+RMSNorm, silu, RoPE, sliding window 4 on layers \[1, 3\)/);
+  const json = (name: string) => JSON.parse(cli('inspect', path.join(fixtures, name), '--json').stdout).slidingWindow;
+  assert.equal(json('qwen2-window'), { size: 4, layers: [1, 2] });
+  assert.equal(json('mistral-window'), { size: 5, layers: [0, 1, 2] });
+  assert.is(json('qwen2-bias'), null, 'use_sliding_window false');
+  assert.is(json('llama-gqa'), null);
+});
+
 test('streamline inspect ../shared/models/kjv-llama: llama with 12,853,504 parameters', () => {
   if (!fs.existsSync(kjvLlama)) { console.log('skip: ../shared not found'); return; }
   const r = cli('inspect', kjvLlama);

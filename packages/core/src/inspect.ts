@@ -33,6 +33,8 @@ export interface ModelReport {
   intermediate: number;
   vocab: number;
   maxPositions: number;
+  /** Sliding-window attention: keys per query and the layers that use it (null: full causal attention everywhere). */
+  slidingWindow: { size: number; layers: number[] } | null;
   tieWordEmbeddings: boolean;
   norm: 'rms' | 'layer';
   activation: string;
@@ -149,6 +151,8 @@ function inspectModel(dir: string): ModelReport {
     intermediate: c.intermediateSize,
     vocab: c.vocabSize,
     maxPositions: c.maxPositionEmbeddings,
+    slidingWindow: c.slidingWindow !== null && c.layerTypes.includes('sliding_attention')
+      ? { size: c.slidingWindow, layers: c.layerTypes.flatMap((t, i) => (t === 'sliding_attention' ? [i] : [])) } : null,
     tieWordEmbeddings: c.tieWordEmbeddings,
     norm: traits.norm,
     activation: c.hiddenAct,

@@ -7,6 +7,18 @@ function dtypeLine(h: DTypeHistogram): string {
   return Object.entries(h).map(([d, e]) => `${d} (${e.tensors} tensors, ${fmt(e.parameters)} params)`).join(', ');
 }
 
+/** Layer indices as half-open runs: [1, 2, 3, 7] -> "[1, 4), [7, 8)". */
+function ranges(layers: readonly number[]): string {
+  const out: string[] = [];
+  for (let i = 0; i < layers.length; ) {
+    let j = i;
+    while (j + 1 < layers.length && layers[j + 1] === layers[j]! + 1) j++;
+    out.push(`[${layers[i]}, ${layers[j]! + 1})`);
+    i = j + 1;
+  }
+  return out.join(', ');
+}
+
 function modelText(r: ModelReport): string {
   const per = r.parameters.perLayer;
   const uniform = per.every((p) => p === per[0]);
@@ -16,7 +28,8 @@ function modelText(r: ModelReport): string {
     `layers        ${r.layers}`,
     `hidden        ${r.hidden}   heads ${r.heads}   kv heads ${r.kvHeads}   head dim ${r.headDim}   intermediate ${r.intermediate}`,
     `vocab         ${r.vocab}   max positions ${r.maxPositions}   tied embeddings ${r.tieWordEmbeddings ? 'yes' : 'no'}`,
-    `blocks        ${r.norm === 'rms' ? 'RMSNorm' : 'LayerNorm'}, ${r.activation}, ${r.positions === 'rope' ? 'RoPE' : 'learned positions'}`,
+    `blocks        ${r.norm === 'rms' ? 'RMSNorm' : 'LayerNorm'}, ${r.activation}, ${r.positions === 'rope' ? 'RoPE' : 'learned positions'}` +
+      (r.slidingWindow ? `, sliding window ${r.slidingWindow.size} on ${r.slidingWindow.layers.length === r.layers ? 'every layer' : `layers ${ranges(r.slidingWindow.layers)}`}` : ''),
     `parameters    ${fmt(r.parameters.total)} total; per layer ${uniform && per.length ? fmt(per[0]!) : per.map(fmt).join(' ')}; outside layers ${fmt(r.parameters.nonLayer)}`,
     `dtypes        ${dtypeLine(r.dtypes)}`,
     `files         ${r.files.join(', ')}${r.tokenizer ? `   tokenizer ${r.tokenizer}` : '   (no tokenizer.json)'}`,
