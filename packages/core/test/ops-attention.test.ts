@@ -85,6 +85,17 @@ test('reference equals a direct f64 implementation (GQA, masks, lse)', () => {
   }
 });
 
+/** Random inputs for a case (seeds seed, seed+10, seed+20), the fast and reference results, compared (5e-6). */
+function fastVsRef(c: Case, seed: number) {
+  const q = randn(c.B * c.T * c.H * c.Dh, seed, 2), k = randn(c.B * c.T * c.Hk * c.Dh, seed + 10, 2);
+  const v = randn(c.B * c.T * c.Hk * c.Dh, seed + 20);
+  const mask = makeMask(c.B, c.T, c.mask);
+  const f = run(c, 0, 'attentionForward', q, k, v, mask), r = run(c, 0, 'attentionForwardRef', q, k, v, mask);
+  assertClose(f.out, r.out, 5e-6, `out ${JSON.stringify(c)}`);
+  assertClose(finiteLse(f.lse), finiteLse(r.lse), 5e-6, `lse ${JSON.stringify(c)}`);
+  return { q, k, v, mask, f, r };
+}
+
 test('fast equals the reference over shapes, GQA ratios 1/2/4/8 and padding masks', () => {
   const cases: Case[] = [
     { B: 1, T: 1, H: 1, Hk: 1, Dh: 1, mask: 'none' },
@@ -97,12 +108,7 @@ test('fast equals the reference over shapes, GQA ratios 1/2/4/8 and padding mask
     { B: 1, T: 129, H: 6, Hk: 3, Dh: 20, mask: 'holes' },
   ];
   for (const [i, c] of cases.entries()) {
-    const q = randn(c.B * c.T * c.H * c.Dh, 10 + i, 2), k = randn(c.B * c.T * c.Hk * c.Dh, 20 + i, 2);
-    const v = randn(c.B * c.T * c.Hk * c.Dh, 30 + i);
-    const mask = makeMask(c.B, c.T, c.mask);
-    const f = run(c, i, 'attentionForward', q, k, v, mask), r = run(c, i, 'attentionForwardRef', q, k, v, mask);
-    assertClose(f.out, r.out, 5e-6, `out ${JSON.stringify(c)}`);
-    assertClose(finiteLse(f.lse), finiteLse(r.lse), 5e-6, `lse ${JSON.stringify(c)}`);
+    const { mask, f } = fastVsRef(c, 10 + i);
     // fully padded query rows (no visible key) are exact zeros with lse = -inf
     if (mask)
       for (let b = 0; b < c.B; b++)
@@ -167,12 +173,7 @@ test('sliding window: fast equals the reference (windows inside a key block, str
     { B: 1, T: 33, H: 2, Hk: 2, Dh: 8, mask: 'none', window: 1000 },
   ];
   for (const [i, c] of cases.entries()) {
-    const q = randn(c.B * c.T * c.H * c.Dh, 40 + i, 2), k = randn(c.B * c.T * c.Hk * c.Dh, 50 + i, 2);
-    const v = randn(c.B * c.T * c.Hk * c.Dh, 60 + i);
-    const mask = makeMask(c.B, c.T, c.mask);
-    const f = run(c, i, 'attentionForward', q, k, v, mask), r = run(c, i, 'attentionForwardRef', q, k, v, mask);
-    assertClose(f.out, r.out, 5e-6, `out ${JSON.stringify(c)}`);
-    assertClose(finiteLse(f.lse), finiteLse(r.lse), 5e-6, `lse ${JSON.stringify(c)}`);
+    const { q, k, v, mask, f, r } = fastVsRef(c, 40 + i);
     if (c.T <= 70) assertClose(r.out, jsAttention(c, q, k, v, mask).out, 1e-6, `ref vs js ${JSON.stringify(c)}`);
     // the window matters: without it the outputs differ once a query has more than `window` keys
     if (c.window! < c.T) {
