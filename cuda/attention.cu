@@ -9,6 +9,14 @@
 // over its 16 rows, writes P in bf16, rescales its rows of the f32 O tile and adds P V with tensor cores.
 // Invalid keys (beyond T, padding, or in the future of every query of the tile) are zeroed in K/V and get
 // probability exactly 0, so NaN in a padding row can never leak into a real query.
+//
+// Sliding window (W > 0: query i sees keys j with i - j < W): both kernels start a query tile's key loop at the
+// tile holding the first query's first key (window_first), so key tiles wholly before the tile's windows are never
+// read. The scalar kernel skips each key outside a query's window exactly as it skips future keys (never multiplied:
+// NaN/inf there cannot reach the output). The wmma kernel zeroes keys before the first query's window in K/V (exact
+// exclusion, like padding) and gives the keys inside some rows' windows but before others' probability exactly 0 in
+// those other rows, as it does for future keys; so, as on the diagonal, a NaN/inf stored in a *real* value row of
+// that band reaches the later queries of the same 64-query tile that no longer see it (0 * NaN).
 #include <mma.h>
 
 #include <cstdlib>
@@ -31,7 +39,7 @@ constexpr int kMaxDhLane = 8;  // Dh <= 256
 template <typename T>
 __global__ void attn_scalar_kernel(T* out, size_t out_stride, float* lse, const T* q, size_t q_stride, const T* k,
                                    const T* v, size_t kv_stride, const uint8_t* mask, int T_, int H, int Hk, int Dh,
-                                   float scale) {
+                                   float scale, int W) {
   extern __shared__ float sm[];
   float* Ks = sm;                 // [kSK][Dh]
   float* Vs = sm + kSK * Dh;      // [kSK][Dh]
@@ -55,7 +63,7 @@ __global__ void attn_scalar_kernel(T* out, size_t out_stride, float* lse, const 
     }
   }
   const int last_q = min(q0 + kSQ, T_) - 1;
-  for (int k0 = 0; k0 <= last_q; k0 += kSK) {
+  for (int k0 = window_first(q0, W) / kSK * kSK; k0 <= last_q; k0 += kSK) {
     __syncthreads();
     for (int e = threadIdx.x; e < kSK * Dh; e += blockDim.x) {
       const int j = k0 + e / Dh, d = e % Dh;
@@ -77,9 +85,10 @@ __global__ void attn_scalar_kernel(T* out, size_t out_stride, float* lse, const 
     for (int r = 0; r < kQPerWarp; r++) {
       const int i = q0 + warp * kQPerWarp + r;
       if (i >= T_) continue;
+      const int lo = window_first(i, W);
       for (int jj = 0; jj < kSK; jj++) {
         const int j = k0 + jj;
-        if (j > i || !valid[jj]) continue;
+        if (j > i || j < lo || !valid[jj]) continue;
         float dot = 0.f;
 #pragma unroll
         for (int u = 0; u < kMaxDhLane; u++) {
@@ -122,13 +131,14 @@ __global__ void attn_scalar_kernel(T* out, size_t out_stride, float* lse, const 
 template <typename T>
 void launch_scalar(T* out, size_t out_stride, float* lse, const T* q, size_t q_stride, const T* k, const T* v,
                    size_t kv_stride, const uint8_t* mask, size_t B, size_t T_, size_t H, size_t Hk, size_t Dh,
-                   float scale, cudaStream_t s) {
+                   float scale, size_t window, cudaStream_t s) {
   if (Dh > 32 * kMaxDhLane) throw CudaError("attention: head_dim " + std::to_string(Dh) + " exceeds 256");
   if (Hk == 0 || H % Hk != 0) throw CudaError("attention: heads must be a multiple of kv_heads");
   dim3 grid(unsigned((T_ + kSQ - 1) / kSQ), unsigned(H), unsigned(B));
   size_t smem = 2 * kSK * Dh * sizeof(float);
   attn_scalar_kernel<T><<<grid, kSWarps * 32, smem, s>>>(out, out_stride, lse, q, q_stride, k, v, kv_stride, mask,
-                                                         int(T_), int(H), int(Hk), int(Dh), scale);
+                                                         int(T_), int(H), int(Hk), int(Dh), scale,
+                                                         window_arg(window, T_));
   SL_LAUNCH_CHECK();
 }
 
@@ -166,7 +176,7 @@ struct WmmaSmem {
 template <int D, bool RegO>
 __global__ void __launch_bounds__(kWWarps * 32)
 attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t q_stride, const bf16* k,
-                 const bf16* v, size_t kv_stride, const uint8_t* mask, int T_, int H, int Hk, float scale) {
+                 const bf16* v, size_t kv_stride, const uint8_t* mask, int T_, int H, int Hk, float scale, int W) {
   using L = WmmaSmem<D, RegO>;
   using AccFrag = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -219,11 +229,12 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
   }
 
   const int last_q = min(q0 + kBr, T_) - 1;
-  for (int k0 = 0; k0 <= last_q; k0 += kBc) {
+  const int tile_first = window_first(q0, W);  // keys before it are outside every row's window: never loaded
+  for (int k0 = tile_first / kBc * kBc; k0 <= last_q; k0 += kBc) {
     __syncthreads();  // previous tile fully consumed (and Q/O/stat init visible on the first pass)
     if (tid < kBc) {
       const int j = k0 + tid;
-      valid[tid] = j < T_ && (!mask || mask[size_t(b) * T_ + j]);
+      valid[tid] = j < T_ && j >= tile_first && (!mask || mask[size_t(b) * T_ + j]);
     }
     __syncthreads();
     for (int e = tid; e < kBc * kRowVecs; e += blockDim.x) {
@@ -256,13 +267,13 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
 
     // Online softmax over this warp's 16 rows; each lane handles columns lane and lane + 32.
     for (int rr = 0; rr < 16; rr++) {
-      const int r = r0 + rr, i = q0 + r;
+      const int r = r0 + rr, i = q0 + r, lo = window_first(i, W);
       float s[2];
       float mx = -INFINITY;
 #pragma unroll
       for (int u = 0; u < 2; u++) {
         const int c = lane + 32 * u, j = k0 + c;
-        const bool ok = i < T_ && j <= i && valid[c];
+        const bool ok = i < T_ && j <= i && j >= lo && valid[c];
         s[u] = ok ? Ss[r * L::lds + c] * scale : -INFINITY;
         mx = nan_max(mx, s[u]);
       }
@@ -365,7 +376,7 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
 template <int D, bool RegO>
 void launch_wmma_variant(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t q_stride, const bf16* k,
                          const bf16* v, size_t kv_stride, const uint8_t* mask, size_t B, size_t T_, size_t H, size_t Hk,
-                         float scale, cudaStream_t s) {
+                         float scale, size_t window, cudaStream_t s) {
   const size_t smem = WmmaSmem<D, RegO>::bytes;
   static bool raised = false;
   if (!raised) {
@@ -374,7 +385,8 @@ void launch_wmma_variant(bf16* out, size_t out_stride, float* lse, const bf16* q
   }
   dim3 grid(unsigned((T_ + kBr - 1) / kBr), unsigned(H), unsigned(B));
   attn_wmma_kernel<D, RegO><<<grid, kWWarps * 32, smem, s>>>(out, out_stride, lse, q, q_stride, k, v, kv_stride, mask,
-                                                             int(T_), int(H), int(Hk), scale);
+                                                             int(T_), int(H), int(Hk), scale,
+                                                             window_arg(window, T_));
   SL_LAUNCH_CHECK();
 }
 
@@ -391,10 +403,10 @@ bool use_reg_o() {
 template <int D>
 void launch_wmma(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t q_stride, const bf16* k, const bf16* v,
                  size_t kv_stride, const uint8_t* mask, size_t B, size_t T_, size_t H, size_t Hk, float scale,
-                 cudaStream_t s) {
+                 size_t window, cudaStream_t s) {
   // D = 256 keeps its output in shared memory: 16 accumulator fragments per warp would spill registers.
-  if (D <= 128 && use_reg_o()) launch_wmma_variant<D, (D <= 128)>(out, out_stride, lse, q, q_stride, k, v, kv_stride, mask, B, T_, H, Hk, scale, s);
-  else launch_wmma_variant<D, false>(out, out_stride, lse, q, q_stride, k, v, kv_stride, mask, B, T_, H, Hk, scale, s);
+  if (D <= 128 && use_reg_o()) launch_wmma_variant<D, (D <= 128)>(out, out_stride, lse, q, q_stride, k, v, kv_stride, mask, B, T_, H, Hk, scale, window, s);
+  else launch_wmma_variant<D, false>(out, out_stride, lse, q, q_stride, k, v, kv_stride, mask, B, T_, H, Hk, scale, window, s);
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -412,20 +424,21 @@ const char* attention_bf16_path(size_t Dh, size_t q_stride, size_t kv_stride, si
 }
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const uint8_t* key_mask,
-                       size_t B, size_t T, size_t H, size_t Hk, size_t Dh, float scale, cudaStream_t s) {
+                       size_t B, size_t T, size_t H, size_t Hk, size_t Dh, float scale, size_t window, cudaStream_t s) {
   if (B * T * H == 0) return;
-  launch_scalar<float>(out, H * Dh, lse, q, H * Dh, k, v, Hk * Dh, key_mask, B, T, H, Hk, Dh, scale, s);
+  launch_scalar<float>(out, H * Dh, lse, q, H * Dh, k, v, Hk * Dh, key_mask, B, T, H, Hk, Dh, scale, window, s);
 }
 
 void attention_forward_bf16(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t q_stride, const bf16* k,
                             const bf16* v, size_t kv_stride, const uint8_t* key_mask, size_t B, size_t T, size_t H,
-                            size_t Hk, size_t Dh, float scale, cudaStream_t s) {
+                            size_t Hk, size_t Dh, float scale, size_t window, cudaStream_t s) {
   if (B * T * H == 0) return;
   if (Hk == 0 || H % Hk != 0) throw CudaError("attention: heads must be a multiple of kv_heads");
   const char* path = attention_bf16_path(Dh, q_stride, kv_stride, out_stride, q, k, v, out);
   if (path[0] == 'w') {
 #define SL_WMMA_CASE(d) \
-  case d: launch_wmma<d>(out, out_stride, lse, q, q_stride, k, v, kv_stride, key_mask, B, T, H, Hk, scale, s); return;
+  case d: launch_wmma<d>(out, out_stride, lse, q, q_stride, k, v, kv_stride, key_mask, B, T, H, Hk, scale, window, s); \
+    return;
     switch (Dh) {
       SL_WMMA_CASE(32)
       SL_WMMA_CASE(64)
@@ -437,7 +450,7 @@ void attention_forward_bf16(bf16* out, size_t out_stride, float* lse, const bf16
     }
 #undef SL_WMMA_CASE
   }
-  launch_scalar<bf16>(out, out_stride, lse, q, q_stride, k, v, kv_stride, key_mask, B, T, H, Hk, Dh, scale, s);
+  launch_scalar<bf16>(out, out_stride, lse, q, q_stride, k, v, kv_stride, key_mask, B, T, H, Hk, Dh, scale, window, s);
 }
 
 }  // namespace cuda
