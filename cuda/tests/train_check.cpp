@@ -533,6 +533,22 @@ int cpu_train_selftest(const std::string& model_dir) {
     }
     expect(same, "train role names and shapes agree with replacement.h");
   }
+  // The windowed step's reference (cpu_window_step) with a window of T is the full-attention step: every query's
+  // window is its whole prefix. Checks the re-batching, padding, self-targets and scales against cpu_step.
+  for (const Case& c : {cases()[2], cases()[3]}) {
+    Rng r(808);
+    const Params p0 = make_params(c, r);
+    const std::vector<float> inv = inv_freq(c);
+    const Batch b = make_batch(c, c.s.B, r, nullptr, inv);
+    Params ga = zeros_like(p0), gb = zeros_like(p0);
+    const double la = cpu_step(c, p0, ga, b, inv, 0.7f), lb = cpu_window_step(c, c.s.T, p0, gb, b, inv, 0.7f);
+    std::string role;
+    const Compare g = worst_role(gb, ga, &role, kGradFloor);  // k.bias without RoPE: exactly zero, noise on both
+    const double lerr = std::fabs(lb - la) / la;
+    expect(lerr < 1e-5 && g.nan_mismatch == 0 && g.rel_l2 < 1e-4,
+           fmt("%s: the per-query-window CPU step with window T is the full step (loss %.1e, gradients %.1e %s)", c.name,
+               lerr, g.rel_l2, role.c_str()));
+  }
   auto round_params = [](Params p) {
     for (auto& x : p)
       if (!x.empty()) x = round_bf16(x);
