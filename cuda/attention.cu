@@ -95,8 +95,11 @@ __global__ void attn_scalar_kernel(T* out, size_t out_stride, float* lse, const 
           const int d = lane + 32 * u;
           if (d < Dh) dot += qr[r][u] * Ks[jj * Dh + d];
         }
-        dot = warp_sum(dot);
+        dot = warp_sum(dot);  // the same value in every lane (xor butterfly): the branch below is warp-uniform
         const float s = dot * scale;
+        // A -inf score leaves its key out, value row included (as the reference does; only non-finite inputs get
+        // here): 0 * NaN must not reach the row, and a first key at -inf must not make exp(-inf - -inf) = NaN.
+        if (s == -INFINITY) continue;
         const float mn = nan_max(mrow[r], s);
         const float corr = mrow[r] == -INFINITY ? 0.f : expf(mrow[r] - mn);
         const float p = expf(s - mn);

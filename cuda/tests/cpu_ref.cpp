@@ -77,7 +77,9 @@ void attention_forward(float* out, size_t os, float* lse, const float* q, size_t
           any = true;
         }
         float* oi = out + (b * T + i) * os + h * Dh;
-        if (!any) {
+        // As the shared reference: keys whose score is -inf are left out (value rows too), and a row whose visible
+        // scores are all -inf is a row without a visible key.
+        if (!any || mx == -std::numeric_limits<float>::infinity()) {
           for (size_t e = 0; e < Dh; e++) oi[e] = 0.f;
           if (lse) lse[(b * H + h) * T + i] = -std::numeric_limits<float>::infinity();
           continue;
@@ -85,7 +87,7 @@ void attention_forward(float* out, size_t os, float* lse, const float* q, size_t
         double sum = 0;
         std::fill(acc.begin(), acc.end(), 0.0);
         for (size_t j = lo; j <= i; j++) {
-          if (mask && !mask[b * T + j]) continue;
+          if ((mask && !mask[b * T + j]) || sc[j] == -std::numeric_limits<float>::infinity()) continue;
           const double p = std::exp(double(sc[j]) - mx);
           sum += p;
           const float* vj = v + (b * T + j) * kvs + kh * Dh;

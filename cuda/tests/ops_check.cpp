@@ -242,8 +242,9 @@ void check_attention_window(bool quick, Rng& r) {
       sc::set_attention_variant(true);
     }
   }
-  // Non-finite values outside a query's window (batch 0, all real keys, W = 20): +inf in key 10's k and NaN in key
-  // 12's v. Queries 10..31 see one of them (NaN rows), the later ones must equal the reference, finite. The f32 and
+  // Non-finite values outside a query's window (batch 0, all real keys, W = 20): +inf in key 10's k (a score of +inf,
+  // NaN row, or -inf, key left out, by the sign of q) and NaN in key 12's v (dim 3 of the group's heads NaN). Queries
+  // 10..31 see one of them, the later ones must equal the reference, finite. The f32 and
   // the scalar bf16 kernels never multiply an out-of-window key, so they match the reference element for element.
   // The wmma kernel excludes keys before a 64-query tile's first window exactly (query tiles from 64 on) but, as on
   // its causal diagonal, multiplies a value row inside some rows' windows by an exact 0 in the tile's other rows:
@@ -256,11 +257,11 @@ void check_attention_window(bool quick, Rng& r) {
     const float scale = 0.125f;
     std::vector<float> ref(M * Hd);
     ref::attention_forward(ref.data(), Hd, nullptr, q.data(), Hd, k.data(), v.data(), Kd, nullptr, B, T, H, Hk, Dh, scale, W);
-    // The case itself: NaN on every query that sees key 12 (12..31), nothing non-finite outside 10..31 (the inf
-    // score of key 10 may be -inf, which only drops that key).
+    // The case itself: dim 3 of head 0 NaN on every query that sees key 12 (12..31), nothing non-finite outside
+    // 10..31.
     size_t ref_nan_rows = 0, ref_nonfinite_outside = 0;
     for (size_t i = 0; i < T; i++) {
-      ref_nan_rows += i >= 12 && i <= 31 && std::isnan(ref[i * Hd]);
+      ref_nan_rows += i >= 12 && i <= 31 && std::isnan(ref[i * Hd + 3]);
       for (size_t e = 0; e < Hd; e++) ref_nonfinite_outside += (i < 10 || i > 31) && !std::isfinite(ref[i * Hd + e]);
     }
     record("attention", fmt("window NaN/inf case: the reference's NaN rows are those that see the keys (Dh=%zu)", Dh),
