@@ -14,9 +14,9 @@
 // tile holding the first query's first key (window_first), so key tiles wholly before the tile's windows are never
 // read. The scalar kernel skips each key outside a query's window exactly as it skips future keys (never multiplied:
 // NaN/inf there cannot reach the output). The wmma kernel zeroes keys before the first query's window in K/V (exact
-// exclusion, like padding) and gives the keys inside some rows' windows but before others' probability exactly 0 in
-// those other rows, as it does for future keys; so, as on the diagonal, a NaN/inf stored in a *real* value row of
-// that band reaches the later queries of the same 64-query tile that no longer see it (0 * NaN).
+// exclusion, like padding); in P·V each warp skips the 16-key chunks before all of its rows' windows and computes
+// the chunks its rows' window edges cross with scalar products over each row's visible keys only, so no
+// out-of-window value row is ever multiplied (the mma's 0 · NaN). Future keys keep the diagonal's caveat.
 #include <mma.h>
 
 #include <cstdlib>
@@ -172,6 +172,19 @@ struct WmmaSmem {
   static_assert(kBr == kBc, "the Q tile is staged in the K buffer");
 };
 
+// Row rr's share of P·V over the 16-key chunk at kk (first key j0) for output column d, over the keys row i sees
+// (its window, not its future; padding keys are zero rows): the exact form of the chunk's product where a window
+// edge crosses it.
+__device__ __forceinline__ float chunk_pv(const bf16* Ps, int ldp, const bf16* Vs, int ldq, int kk, int j0, int rr, int d,
+                                          int i, int W) {
+  const int lo = window_first(i, W);
+  const int c0 = lo > j0 ? lo - j0 : 0, c1 = i - j0 < 15 ? i - j0 : 15;
+  float sum = 0.f;
+  for (int c = c0; c <= c1; c++)
+    sum += __bfloat162float(Ps[rr * ldp + kk + c]) * __bfloat162float(Vs[(kk + c) * ldq + d]);
+  return sum;
+}
+
 // RegO = false (version 1): the f32 output tile lives in shared memory, reloaded into fragments for every P V.
 // RegO = true (version 2): the output stays in accumulator fragments across tiles; the rows they hold are found
 // once by loading a matrix whose entries are their own row numbers (the fragment layout is opaque but fixed), so
@@ -221,8 +234,8 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
   if (RegO) {
 #pragma unroll
     for (int dt = 0; dt < (RegO ? D / 16 : 1); dt++) wmma::fill_fragment(of[dt], 0.f);
-    // Row of each accumulator element: load a 16 x 16 matrix whose entries are their row numbers.
-    for (int e = lane; e < 256; e += 32) Ss[(r0 + e / 16) * L::lds + e % 16] = float(e / 16);
+    // 16 * row + column of each accumulator element: load a 16 x 16 matrix whose entries are those numbers.
+    for (int e = lane; e < 256; e += 32) Ss[(r0 + e / 16) * L::lds + e % 16] = float(e);
     __syncwarp();
     AccFrag rf;
     wmma::load_matrix_sync(rf, Ss + r0 * L::lds, L::lds, wmma::mem_row_major);
@@ -301,17 +314,28 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
       }
     }
     __syncwarp();
+    // Window edges in this warp's rows (W > 0 only): chunks wholly before lo_first add nothing and are skipped;
+    // chunks starting before lo_last hold keys outside some row's window and take chunk_pv. Warp-uniform.
+    const int lo_first = window_first(q0 + r0, W), lo_last = window_first(q0 + r0 + 15, W);
     if (RegO) {
       // Rescale the accumulator rows in registers, then O += P V.
       float alpha[AccFrag::num_elements];
 #pragma unroll
-      for (int i = 0; i < AccFrag::num_elements; i++) alpha[i] = ast[r0 + int(rowmap[i])];
+      for (int i = 0; i < AccFrag::num_elements; i++) alpha[i] = ast[r0 + (int(rowmap[i]) >> 4)];
 #pragma unroll
       for (int dt = 0; dt < (RegO ? D / 16 : 1); dt++) {
 #pragma unroll
         for (int i = 0; i < AccFrag::num_elements; i++) of[dt].x[i] *= alpha[i];
 #pragma unroll
         for (int kk = 0; kk < kBc; kk += 16) {
+          if (W && k0 + kk + 15 < lo_first) continue;
+          if (W && k0 + kk < lo_last) {
+            for (int i = 0; i < AccFrag::num_elements; i++) {
+              const int rc = int(rowmap[i]), rr = rc >> 4;
+              of[dt].x[i] += chunk_pv(Ps, L::ldp, Vs, L::ldq, kk, k0 + kk, rr, dt * 16 + (rc & 15), q0 + r0 + rr, W);
+            }
+            continue;
+          }
           wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pf;
           wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> vf;
           wmma::load_matrix_sync(pf, Ps + kk, L::ldp);
@@ -332,6 +356,7 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
       wmma::load_matrix_sync(acc, Os + r0 * L::ldo + dt * 16, L::ldo, wmma::mem_row_major);
 #pragma unroll
       for (int kk = 0; kk < kBc; kk += 16) {
+        if (W && k0 + kk < lo_last) continue;  // skipped, or below by chunk_pv
         wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pf;
         wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> vf;
         wmma::load_matrix_sync(pf, Ps + kk, L::ldp);
@@ -339,6 +364,16 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
         wmma::mma_sync(acc, pf, vf, acc);
       }
       wmma::store_matrix_sync(Os + r0 * L::ldo + dt * 16, acc, L::ldo, wmma::mem_row_major);
+    }
+    if (W) {
+      __syncwarp();  // the fragments' stores are visible to every lane
+      for (int kk = 0; kk < kBc; kk += 16) {
+        if (k0 + kk + 15 < lo_first || k0 + kk >= lo_last) continue;
+        for (int e = lane; e < 16 * D; e += 32) {
+          const int rr = e / D, c = e % D;
+          Os[(r0 + rr) * L::ldo + c] += chunk_pv(Ps, L::ldp, Vs, L::ldq, kk, k0 + kk, rr, c, q0 + r0 + rr, W);
+        }
+      }
     }
     }
   }
