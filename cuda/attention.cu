@@ -9,6 +9,14 @@
 // over its 16 rows, writes P in bf16, rescales its rows of the f32 O tile and adds P V with tensor cores.
 // Invalid keys (beyond T, padding, or in the future of every query of the tile) are zeroed in K/V and get
 // probability exactly 0, so NaN in a padding row can never leak into a real query.
+//
+// Sliding window (W > 0: query i sees keys j with i - j < W): both kernels start a query tile's key loop at the
+// tile holding the first query's first key (window_first), so key tiles wholly before the tile's windows are never
+// read. The scalar kernel skips each key outside a query's window exactly as it skips future keys (never multiplied:
+// NaN/inf there cannot reach the output). The wmma kernel zeroes keys before the first query's window in K/V (exact
+// exclusion, like padding); in P·V each warp skips the 16-key chunks before all of its rows' windows and computes
+// the chunks its rows' window edges cross with scalar products over each row's visible keys only, so no
+// out-of-window value row is ever multiplied (the mma's 0 · NaN). Future keys keep the diagonal's caveat.
 #include <mma.h>
 
 #include <cstdlib>
@@ -31,7 +39,7 @@ constexpr int kMaxDhLane = 8;  // Dh <= 256
 template <typename T>
 __global__ void attn_scalar_kernel(T* out, size_t out_stride, float* lse, const T* q, size_t q_stride, const T* k,
                                    const T* v, size_t kv_stride, const uint8_t* mask, int T_, int H, int Hk, int Dh,
-                                   float scale) {
+                                   float scale, int W) {
   extern __shared__ float sm[];
   float* Ks = sm;                 // [kSK][Dh]
   float* Vs = sm + kSK * Dh;      // [kSK][Dh]
@@ -55,7 +63,7 @@ __global__ void attn_scalar_kernel(T* out, size_t out_stride, float* lse, const 
     }
   }
   const int last_q = min(q0 + kSQ, T_) - 1;
-  for (int k0 = 0; k0 <= last_q; k0 += kSK) {
+  for (int k0 = window_first(q0, W) / kSK * kSK; k0 <= last_q; k0 += kSK) {
     __syncthreads();
     for (int e = threadIdx.x; e < kSK * Dh; e += blockDim.x) {
       const int j = k0 + e / Dh, d = e % Dh;
@@ -77,17 +85,21 @@ __global__ void attn_scalar_kernel(T* out, size_t out_stride, float* lse, const 
     for (int r = 0; r < kQPerWarp; r++) {
       const int i = q0 + warp * kQPerWarp + r;
       if (i >= T_) continue;
+      const int lo = window_first(i, W);
       for (int jj = 0; jj < kSK; jj++) {
         const int j = k0 + jj;
-        if (j > i || !valid[jj]) continue;
+        if (j > i || j < lo || !valid[jj]) continue;
         float dot = 0.f;
 #pragma unroll
         for (int u = 0; u < kMaxDhLane; u++) {
           const int d = lane + 32 * u;
           if (d < Dh) dot += qr[r][u] * Ks[jj * Dh + d];
         }
-        dot = warp_sum(dot);
+        dot = warp_sum(dot);  // the same value in every lane (xor butterfly): the branch below is warp-uniform
         const float s = dot * scale;
+        // A -inf score leaves its key out, value row included (as the reference does; only non-finite inputs get
+        // here): 0 * NaN must not reach the row, and a first key at -inf must not make exp(-inf - -inf) = NaN.
+        if (s == -INFINITY) continue;
         const float mn = nan_max(mrow[r], s);
         const float corr = mrow[r] == -INFINITY ? 0.f : expf(mrow[r] - mn);
         const float p = expf(s - mn);
@@ -122,13 +134,14 @@ __global__ void attn_scalar_kernel(T* out, size_t out_stride, float* lse, const 
 template <typename T>
 void launch_scalar(T* out, size_t out_stride, float* lse, const T* q, size_t q_stride, const T* k, const T* v,
                    size_t kv_stride, const uint8_t* mask, size_t B, size_t T_, size_t H, size_t Hk, size_t Dh,
-                   float scale, cudaStream_t s) {
+                   float scale, size_t window, cudaStream_t s) {
   if (Dh > 32 * kMaxDhLane) throw CudaError("attention: head_dim " + std::to_string(Dh) + " exceeds 256");
   if (Hk == 0 || H % Hk != 0) throw CudaError("attention: heads must be a multiple of kv_heads");
   dim3 grid(unsigned((T_ + kSQ - 1) / kSQ), unsigned(H), unsigned(B));
   size_t smem = 2 * kSK * Dh * sizeof(float);
   attn_scalar_kernel<T><<<grid, kSWarps * 32, smem, s>>>(out, out_stride, lse, q, q_stride, k, v, kv_stride, mask,
-                                                         int(T_), int(H), int(Hk), int(Dh), scale);
+                                                         int(T_), int(H), int(Hk), int(Dh), scale,
+                                                         window_arg(window, T_));
   SL_LAUNCH_CHECK();
 }
 
@@ -159,6 +172,19 @@ struct WmmaSmem {
   static_assert(kBr == kBc, "the Q tile is staged in the K buffer");
 };
 
+// Row rr's share of P·V over the 16-key chunk at kk (first key j0) for output column d, over the keys row i sees
+// (its window, not its future; padding keys are zero rows): the exact form of the chunk's product where a window
+// edge crosses it.
+__device__ __forceinline__ float chunk_pv(const bf16* Ps, int ldp, const bf16* Vs, int ldq, int kk, int j0, int rr, int d,
+                                          int i, int W) {
+  const int lo = window_first(i, W);
+  const int c0 = lo > j0 ? lo - j0 : 0, c1 = i - j0 < 15 ? i - j0 : 15;
+  float sum = 0.f;
+  for (int c = c0; c <= c1; c++)
+    sum += __bfloat162float(Ps[rr * ldp + kk + c]) * __bfloat162float(Vs[(kk + c) * ldq + d]);
+  return sum;
+}
+
 // RegO = false (version 1): the f32 output tile lives in shared memory, reloaded into fragments for every P V.
 // RegO = true (version 2): the output stays in accumulator fragments across tiles; the rows they hold are found
 // once by loading a matrix whose entries are their own row numbers (the fragment layout is opaque but fixed), so
@@ -166,7 +192,7 @@ struct WmmaSmem {
 template <int D, bool RegO>
 __global__ void __launch_bounds__(kWWarps * 32)
 attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t q_stride, const bf16* k,
-                 const bf16* v, size_t kv_stride, const uint8_t* mask, int T_, int H, int Hk, float scale) {
+                 const bf16* v, size_t kv_stride, const uint8_t* mask, int T_, int H, int Hk, float scale, int W) {
   using L = WmmaSmem<D, RegO>;
   using AccFrag = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -208,8 +234,8 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
   if (RegO) {
 #pragma unroll
     for (int dt = 0; dt < (RegO ? D / 16 : 1); dt++) wmma::fill_fragment(of[dt], 0.f);
-    // Row of each accumulator element: load a 16 x 16 matrix whose entries are their row numbers.
-    for (int e = lane; e < 256; e += 32) Ss[(r0 + e / 16) * L::lds + e % 16] = float(e / 16);
+    // 16 * row + column of each accumulator element: load a 16 x 16 matrix whose entries are those numbers.
+    for (int e = lane; e < 256; e += 32) Ss[(r0 + e / 16) * L::lds + e % 16] = float(e);
     __syncwarp();
     AccFrag rf;
     wmma::load_matrix_sync(rf, Ss + r0 * L::lds, L::lds, wmma::mem_row_major);
@@ -219,11 +245,12 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
   }
 
   const int last_q = min(q0 + kBr, T_) - 1;
-  for (int k0 = 0; k0 <= last_q; k0 += kBc) {
+  const int tile_first = window_first(q0, W);  // keys before it are outside every row's window: never loaded
+  for (int k0 = tile_first / kBc * kBc; k0 <= last_q; k0 += kBc) {
     __syncthreads();  // previous tile fully consumed (and Q/O/stat init visible on the first pass)
     if (tid < kBc) {
       const int j = k0 + tid;
-      valid[tid] = j < T_ && (!mask || mask[size_t(b) * T_ + j]);
+      valid[tid] = j < T_ && j >= tile_first && (!mask || mask[size_t(b) * T_ + j]);
     }
     __syncthreads();
     for (int e = tid; e < kBc * kRowVecs; e += blockDim.x) {
@@ -256,13 +283,13 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
 
     // Online softmax over this warp's 16 rows; each lane handles columns lane and lane + 32.
     for (int rr = 0; rr < 16; rr++) {
-      const int r = r0 + rr, i = q0 + r;
+      const int r = r0 + rr, i = q0 + r, lo = window_first(i, W);
       float s[2];
       float mx = -INFINITY;
 #pragma unroll
       for (int u = 0; u < 2; u++) {
         const int c = lane + 32 * u, j = k0 + c;
-        const bool ok = i < T_ && j <= i && valid[c];
+        const bool ok = i < T_ && j <= i && j >= lo && valid[c];
         s[u] = ok ? Ss[r * L::lds + c] * scale : -INFINITY;
         mx = nan_max(mx, s[u]);
       }
@@ -287,17 +314,28 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
       }
     }
     __syncwarp();
+    // Window edges in this warp's rows (W > 0 only): chunks wholly before lo_first add nothing and are skipped;
+    // chunks starting before lo_last hold keys outside some row's window and take chunk_pv. Warp-uniform.
+    const int lo_first = window_first(q0 + r0, W), lo_last = window_first(q0 + r0 + 15, W);
     if (RegO) {
       // Rescale the accumulator rows in registers, then O += P V.
       float alpha[AccFrag::num_elements];
 #pragma unroll
-      for (int i = 0; i < AccFrag::num_elements; i++) alpha[i] = ast[r0 + int(rowmap[i])];
+      for (int i = 0; i < AccFrag::num_elements; i++) alpha[i] = ast[r0 + (int(rowmap[i]) >> 4)];
 #pragma unroll
       for (int dt = 0; dt < (RegO ? D / 16 : 1); dt++) {
 #pragma unroll
         for (int i = 0; i < AccFrag::num_elements; i++) of[dt].x[i] *= alpha[i];
 #pragma unroll
         for (int kk = 0; kk < kBc; kk += 16) {
+          if (W && k0 + kk + 15 < lo_first) continue;
+          if (W && k0 + kk < lo_last) {
+            for (int i = 0; i < AccFrag::num_elements; i++) {
+              const int rc = int(rowmap[i]), rr = rc >> 4;
+              of[dt].x[i] += chunk_pv(Ps, L::ldp, Vs, L::ldq, kk, k0 + kk, rr, dt * 16 + (rc & 15), q0 + r0 + rr, W);
+            }
+            continue;
+          }
           wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pf;
           wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> vf;
           wmma::load_matrix_sync(pf, Ps + kk, L::ldp);
@@ -318,6 +356,7 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
       wmma::load_matrix_sync(acc, Os + r0 * L::ldo + dt * 16, L::ldo, wmma::mem_row_major);
 #pragma unroll
       for (int kk = 0; kk < kBc; kk += 16) {
+        if (W && k0 + kk < lo_last) continue;  // skipped, or below by chunk_pv
         wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pf;
         wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> vf;
         wmma::load_matrix_sync(pf, Ps + kk, L::ldp);
@@ -325,6 +364,16 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
         wmma::mma_sync(acc, pf, vf, acc);
       }
       wmma::store_matrix_sync(Os + r0 * L::ldo + dt * 16, acc, L::ldo, wmma::mem_row_major);
+    }
+    if (W) {
+      __syncwarp();  // the fragments' stores are visible to every lane
+      for (int kk = 0; kk < kBc; kk += 16) {
+        if (k0 + kk + 15 < lo_first || k0 + kk >= lo_last) continue;
+        for (int e = lane; e < 16 * D; e += 32) {
+          const int rr = e / D, c = e % D;
+          Os[(r0 + rr) * L::ldo + c] += chunk_pv(Ps, L::ldp, Vs, L::ldq, kk, k0 + kk, rr, c, q0 + r0 + rr, W);
+        }
+      }
     }
     }
   }
@@ -365,7 +414,7 @@ attn_wmma_kernel(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t
 template <int D, bool RegO>
 void launch_wmma_variant(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t q_stride, const bf16* k,
                          const bf16* v, size_t kv_stride, const uint8_t* mask, size_t B, size_t T_, size_t H, size_t Hk,
-                         float scale, cudaStream_t s) {
+                         float scale, size_t window, cudaStream_t s) {
   const size_t smem = WmmaSmem<D, RegO>::bytes;
   static bool raised = false;
   if (!raised) {
@@ -374,7 +423,8 @@ void launch_wmma_variant(bf16* out, size_t out_stride, float* lse, const bf16* q
   }
   dim3 grid(unsigned((T_ + kBr - 1) / kBr), unsigned(H), unsigned(B));
   attn_wmma_kernel<D, RegO><<<grid, kWWarps * 32, smem, s>>>(out, out_stride, lse, q, q_stride, k, v, kv_stride, mask,
-                                                             int(T_), int(H), int(Hk), scale);
+                                                             int(T_), int(H), int(Hk), scale,
+                                                             window_arg(window, T_));
   SL_LAUNCH_CHECK();
 }
 
@@ -391,10 +441,10 @@ bool use_reg_o() {
 template <int D>
 void launch_wmma(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t q_stride, const bf16* k, const bf16* v,
                  size_t kv_stride, const uint8_t* mask, size_t B, size_t T_, size_t H, size_t Hk, float scale,
-                 cudaStream_t s) {
+                 size_t window, cudaStream_t s) {
   // D = 256 keeps its output in shared memory: 16 accumulator fragments per warp would spill registers.
-  if (D <= 128 && use_reg_o()) launch_wmma_variant<D, (D <= 128)>(out, out_stride, lse, q, q_stride, k, v, kv_stride, mask, B, T_, H, Hk, scale, s);
-  else launch_wmma_variant<D, false>(out, out_stride, lse, q, q_stride, k, v, kv_stride, mask, B, T_, H, Hk, scale, s);
+  if (D <= 128 && use_reg_o()) launch_wmma_variant<D, (D <= 128)>(out, out_stride, lse, q, q_stride, k, v, kv_stride, mask, B, T_, H, Hk, scale, window, s);
+  else launch_wmma_variant<D, false>(out, out_stride, lse, q, q_stride, k, v, kv_stride, mask, B, T_, H, Hk, scale, window, s);
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -412,20 +462,21 @@ const char* attention_bf16_path(size_t Dh, size_t q_stride, size_t kv_stride, si
 }
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const uint8_t* key_mask,
-                       size_t B, size_t T, size_t H, size_t Hk, size_t Dh, float scale, cudaStream_t s) {
+                       size_t B, size_t T, size_t H, size_t Hk, size_t Dh, float scale, size_t window, cudaStream_t s) {
   if (B * T * H == 0) return;
-  launch_scalar<float>(out, H * Dh, lse, q, H * Dh, k, v, Hk * Dh, key_mask, B, T, H, Hk, Dh, scale, s);
+  launch_scalar<float>(out, H * Dh, lse, q, H * Dh, k, v, Hk * Dh, key_mask, B, T, H, Hk, Dh, scale, window, s);
 }
 
 void attention_forward_bf16(bf16* out, size_t out_stride, float* lse, const bf16* q, size_t q_stride, const bf16* k,
                             const bf16* v, size_t kv_stride, const uint8_t* key_mask, size_t B, size_t T, size_t H,
-                            size_t Hk, size_t Dh, float scale, cudaStream_t s) {
+                            size_t Hk, size_t Dh, float scale, size_t window, cudaStream_t s) {
   if (B * T * H == 0) return;
   if (Hk == 0 || H % Hk != 0) throw CudaError("attention: heads must be a multiple of kv_heads");
   const char* path = attention_bf16_path(Dh, q_stride, kv_stride, out_stride, q, k, v, out);
   if (path[0] == 'w') {
 #define SL_WMMA_CASE(d) \
-  case d: launch_wmma<d>(out, out_stride, lse, q, q_stride, k, v, kv_stride, key_mask, B, T, H, Hk, scale, s); return;
+  case d: launch_wmma<d>(out, out_stride, lse, q, q_stride, k, v, kv_stride, key_mask, B, T, H, Hk, scale, window, s); \
+    return;
     switch (Dh) {
       SL_WMMA_CASE(32)
       SL_WMMA_CASE(64)
@@ -437,7 +488,7 @@ void attention_forward_bf16(bf16* out, size_t out_stride, float* lse, const bf16
     }
 #undef SL_WMMA_CASE
   }
-  launch_scalar<bf16>(out, out_stride, lse, q, q_stride, k, v, kv_stride, key_mask, B, T, H, Hk, Dh, scale, s);
+  launch_scalar<bf16>(out, out_stride, lse, q, q_stride, k, v, kv_stride, key_mask, B, T, H, Hk, Dh, scale, window, s);
 }
 
 }  // namespace cuda

@@ -30,10 +30,11 @@ void mlp_activation_backward_bf16(bf16* dgate_bf, bf16* dup_bf, float* dgate, fl
                                   const float* gate, const float* up, size_t n, Activation act, cudaStream_t s);
 void rope_backward(float* dx, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh, cudaStream_t s);
 // Flash-style: recomputes P tile by tile from q, k and lse (no T x T matrix in global memory). dq, dk, dv
-// overwritten; out and lse from attention_forward. dk/dv of a KV head sum over its H/Hk query heads.
+// overwritten; out and lse from attention_forward with the same window (0 = none: plain causal; i - j < window
+// otherwise). dk/dv of a KV head sum over its H/Hk query heads.
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const uint8_t* key_mask, size_t B,
-                        size_t T, size_t H, size_t Hk, size_t Dh, float scale, cudaStream_t s);
+                        size_t T, size_t H, size_t Hk, size_t Dh, float scale, size_t window, cudaStream_t s);
 // The same on bf16 tensor cores for the training step: q/k/v bf16 rows with strides (TrainStep's packed q|k|v
 // rows), out bf16 with a stride, dout f32 dense [B*T, H*Dh] (rounded to bf16 once for the products); dq [B*T, H*Dh],
 // dk/dv [B*T, Hk*Dh] f32, overwritten, deterministic. P and dS are rounded to bf16 for the products, and a NaN
@@ -44,10 +45,13 @@ bool attention_backward_tc_supported(size_t Dh, size_t q_stride, size_t kv_strid
 void attention_backward_tc(float* dq, float* dk, float* dv, const float* dout, const bf16* q, size_t q_stride,
                            const bf16* k, const bf16* v, size_t kv_stride, const bf16* out, size_t out_stride,
                            const float* lse, const uint8_t* key_mask, size_t B, size_t T, size_t H, size_t Hk,
-                           size_t Dh, float scale, cudaStream_t s);
+                           size_t Dh, float scale, size_t window, cudaStream_t s);
 // first_real[b] (device, B ints) = index of the first real key of batch row b (T when none, 0 without a mask): where
 // a query's visible keys begin. Shared by the f32 and the tensor-core attention backward.
 void attention_first_real_keys(int* first_real, const uint8_t* key_mask, size_t B, size_t T, cudaStream_t s);
+// last_real[b*T + t] (device, B*T ints) = the latest real key at or before t (-1 when none; key_mask not null): a
+// query i sees a key under a sliding window W exactly when last_real >= i + 1 - W.
+void attention_last_real_keys(int* last_real, const uint8_t* key_mask, size_t B, size_t T, cudaStream_t s);
 // da[n] = 2 (a - b) / n (overwritten, when da != nullptr); *loss_dev (f64, device) = mean((a - b)^2), summed in f64
 // in a fixed order. row_mask[n / D rows] (optional, 1 = counted): masked rows get da = 0 and do not count in n.
 void mse_forward_backward(float* da, double* loss_dev, const float* a, const float* b, size_t rows, size_t D,

@@ -18,6 +18,12 @@
 // to it is padding) contributes nothing at all; a visible query i takes every key j <= i, and a padding key among
 // them has P = dS = 0 exactly, which still multiplies its k/v row and the query's q/dO rows (0·NaN = NaN, as in
 // the reference). Pairs with j > i are skipped, never multiplied. So NaN lands exactly where the reference puts it.
+//
+// Sliding window (W > 0): query i takes the keys j in [i + 1 - W, i] (window_first). A query is visible when a real
+// key lies in that range (last_real, a [B, T] scratch, says where the latest real key at or before i is; only with
+// a window and a mask); pairs before the window are skipped like future pairs. The dK/dV pass stops at the last
+// query tile that sees the key tile (i < j0 + kTile - 1 + W), the dQ pass starts at the key tile holding the tile's
+// first query's first key: the same (query tile, key tile) pairs in both passes.
 #include "backward.cuh"
 
 namespace streamline {
@@ -56,6 +62,29 @@ __global__ void attn_bwd_rowdot(float* Dv, const float* dout, const float* out, 
   }
 }
 
+// last_real[b*T + t] = the latest real key at or before t (-1 when none): one block per batch row, a chunk of rows
+// per thread, the chunks' results combined in order by thread 0 (T steps per block at most once, cheap next to
+// the attention passes).
+__global__ void attn_bwd_last_real(int* last_real, const uint8_t* mask, int T) {
+  __shared__ int chunk_last[kThreads];
+  const uint8_t* m = mask + size_t(blockIdx.x) * T;
+  int* out = last_real + size_t(blockIdx.x) * T;
+  const int per = (T + kThreads - 1) / kThreads, t0 = threadIdx.x * per, t1 = min(T, t0 + per);
+  int last = -1;
+  for (int t = t0; t < t1; t++)
+    if (m[t]) last = t;
+  chunk_last[threadIdx.x] = last;
+  __syncthreads();
+  if (threadIdx.x == 0)
+    for (int c = 1; c < kThreads; c++) chunk_last[c] = max(chunk_last[c], chunk_last[c - 1]);
+  __syncthreads();
+  last = threadIdx.x ? chunk_last[threadIdx.x - 1] : -1;
+  for (int t = t0; t < t1; t++) {
+    if (m[t]) last = t;
+    out[t] = last;
+  }
+}
+
 // first_real[b] = index of the first real key of batch row b (T when there is none, 0 without a mask).
 __global__ void attn_bwd_first_real(int* first_real, const uint8_t* mask, size_t T) {
   __shared__ int best;
@@ -89,7 +118,7 @@ __device__ __forceinline__ void load_tile(float* dst, const float* src, size_t s
 template <int DH>
 __device__ __forceinline__ void tile_p_ds(float* sP, float* sdS, const float* sQ, const float* sdO, const float* sK,
                                           const float* sV, const float* sL, const float* sD, const int* sQvis,
-                                          const int* sKreal, size_t i0, size_t j0, unsigned Dh, float scale) {
+                                          const int* sKreal, size_t i0, size_t j0, unsigned Dh, float scale, int W) {
   constexpr int kLd = Smem<DH>::kLd, kC = kTile / kLanesPerRow;
   const int rr = threadIdx.x / kLanesPerRow, c0 = threadIdx.x % kLanesPerRow;
   float s[kC], dp[kC];
@@ -112,11 +141,12 @@ __device__ __forceinline__ void tile_p_ds(float* sP, float* sdS, const float* sQ
   const size_t i = i0 + rr;
   const float lse = sL[rr], Di = sD[rr];
   const bool qvis = sQvis[rr] != 0;
+  const size_t lo = size_t(window_first(int(i), W));
 #pragma unroll
   for (int k = 0; k < kC; k++) {
     const int c = c0 + kLanesPerRow * k;
     float p = 0.f, ds = 0.f;
-    if (qvis && sKreal[c] && j0 + c <= i) {
+    if (qvis && sKreal[c] && j0 + c <= i && j0 + c >= lo) {
       p = expf(scale * s[k] - lse);
       ds = p * (dp[k] - Di);
     }
@@ -129,9 +159,11 @@ struct Args {
   const float *dout, *q, *k, *v, *lse, *Dv;
   const uint8_t* mask;
   const int* first_real;
+  const int* last_real;  // [B, T] with a window and a mask, else nullptr
   size_t T, H, Hk;
   unsigned Dh;
   float scale;
+  int W;  // window_arg: 0 = none
 };
 
 // Carves the dynamic shared memory of Smem<DH>.
@@ -146,7 +178,8 @@ template <int DH> struct Tiles {
   }
 };
 
-// Query tile of head h: Q, dO, lse, D and visibility (i < T and at or after the first real key).
+// Query tile of head h: Q, dO, lse, D and visibility (i < T, at or after the first real key, and a real key in its
+// window).
 template <int DH>
 __device__ __forceinline__ void load_query_tile(const Tiles<DH>& t, const Args& a, size_t b, size_t h, size_t i0,
                                                 int first) {
@@ -157,7 +190,8 @@ __device__ __forceinline__ void load_query_tile(const Tiles<DH>& t, const Args& 
   if (threadIdx.x < kTile) {
     const int r = threadIdx.x;
     const size_t i = i0 + r;
-    const bool vis = r < nrows && i >= size_t(first);
+    const bool vis = r < nrows && i >= size_t(first) &&
+                     (!a.last_real || a.last_real[b * a.T + i] >= window_first(int(i), a.W));
     t.qvis[r] = vis ? 1 : 0;
     // lse is -inf (or anything) on invisible rows; those rows are never used, keep the tile finite.
     t.L[r] = vis ? a.lse[(b * a.H + h) * a.T + i] : 0.f;
@@ -195,17 +229,19 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dkdv(float* dk, float* dv, 
   load_key_tile<DH>(t, a, b, g, j0);
   for (size_t r = 0; r < nrep; r++) {
     const size_t h = g * nrep + r;
-    // Queries before j0 cannot see these keys; tiles entirely before the first real key see nothing.
-    for (size_t i0 = j0; i0 < a.T; i0 += kTile) {
+    // Queries before j0 cannot see these keys, nor those from j0 + kTile - 1 + W on (window); tiles entirely
+    // before the first real key see nothing.
+    const size_t iend = a.W && j0 + kTile - 1 + size_t(a.W) < a.T ? j0 + kTile - 1 + size_t(a.W) : a.T;
+    for (size_t i0 = j0; i0 < iend; i0 += kTile) {
       if (i0 + kTile <= size_t(first)) continue;
       __syncthreads();  // the previous tile's Q/dO/P/dS are no longer read
       load_query_tile<DH>(t, a, b, h, i0, first);
       __syncthreads();
-      tile_p_ds<DH>(t.P, t.dS, t.Q, t.dO, t.K, t.V, t.L, t.D, t.qvis, t.kreal, i0, j0, a.Dh, a.scale);
+      tile_p_ds<DH>(t.P, t.dS, t.Q, t.dO, t.K, t.V, t.L, t.D, t.qvis, t.kreal, i0, j0, a.Dh, a.scale, a.W);
       __syncthreads();
       if (j < a.T) {
         for (int rr = 0; rr < kTile; rr++) {
-          if (!t.qvis[rr] || j > i0 + rr) continue;
+          if (!t.qvis[rr] || j > i0 + rr || int(j) < window_first(int(i0 + rr), a.W)) continue;
           const float p = t.P[rr * kPLd + c], ds = t.dS[rr * kPLd + c];
           const float4* qrow = reinterpret_cast<const float4*>(t.Q + rr * kLd);
           const float4* grow = reinterpret_cast<const float4*>(t.dO + rr * kLd);
@@ -249,15 +285,17 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dq(float* dq, Args a) {
   load_query_tile<DH>(t, a, b, h, i0, first);
   if (i0 + kTile > size_t(first)) {
     const size_t jend = i0 + kTile < a.T ? i0 + kTile : a.T;  // keys j <= i < i0 + kTile
-    for (size_t j0 = 0; j0 < jend; j0 += kTile) {
+    // key tiles from the one holding the first query's first key (window) up to the diagonal
+    for (size_t j0 = size_t(window_first(int(i0), a.W)) / kTile * kTile; j0 < jend; j0 += kTile) {
       __syncthreads();  // the previous key tile and P/dS are no longer read (first pass: the query tile is loaded)
       load_key_tile<DH>(t, a, b, g, j0);
       __syncthreads();
-      tile_p_ds<DH>(t.P, t.dS, t.Q, t.dO, t.K, t.V, t.L, t.D, t.qvis, t.kreal, i0, j0, a.Dh, a.scale);
+      tile_p_ds<DH>(t.P, t.dS, t.Q, t.dO, t.K, t.V, t.L, t.D, t.qvis, t.kreal, i0, j0, a.Dh, a.scale, a.W);
       __syncthreads();
       if (t.qvis[rr]) {
         const size_t cend = i + 1 - j0 < size_t(kTile) ? i + 1 - j0 : size_t(kTile);  // j <= i (and j < T: i < T)
-        for (size_t c = 0; c < cend; c++) {
+        const size_t lo = size_t(window_first(int(i), a.W)), cbeg = lo > j0 ? lo - j0 : 0;  // j in i's window
+        for (size_t c = cbeg; c < cend; c++) {
           const float ds = t.dS[rr * kPLd + c];
           const float4* krow = reinterpret_cast<const float4*>(t.K + c * kLd);
 #pragma unroll
@@ -301,9 +339,13 @@ void attention_first_real_keys(int* first_real, const uint8_t* key_mask, size_t 
   attn_bwd_first_real<<<unsigned(B), kThreads, 0, s>>>(first_real, key_mask, T);
 }
 
+void attention_last_real_keys(int* last_real, const uint8_t* key_mask, size_t B, size_t T, cudaStream_t s) {
+  attn_bwd_last_real<<<unsigned(B), kThreads, 0, s>>>(last_real, key_mask, int(T));
+}
+
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const uint8_t* key_mask, size_t B,
-                        size_t T, size_t H, size_t Hk, size_t Dh, float scale, cudaStream_t s) {
+                        size_t T, size_t H, size_t Hk, size_t Dh, float scale, size_t window, cudaStream_t s) {
   if (B == 0 || T == 0 || H == 0 || Dh == 0) return;
   if (Hk == 0 || H % Hk != 0) throw CudaError("attention_backward: H must be a multiple of Hk");
   if (Dh > 256) throw CudaError("attention_backward: head size over 256");
@@ -316,11 +358,19 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   SL_LAUNCH_CHECK();
   attention_first_real_keys(first_real, key_mask, B, T, s);
   SL_LAUNCH_CHECK();
-  const Args a{dout, q, k, v, lse, Dv, key_mask, first_real, T, H, Hk, unsigned(Dh), scale};
+  const int W = window_arg(window, T);
+  int* last_real = nullptr;
+  if (W && key_mask) {
+    SL_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&last_real), sizeof(int) * B * T, s));
+    attention_last_real_keys(last_real, key_mask, B, T, s);
+    SL_LAUNCH_CHECK();
+  }
+  const Args a{dout, q, k, v, lse, Dv, key_mask, first_real, last_real, T, H, Hk, unsigned(Dh), scale, W};
   if (Dh <= 32) launch<32>(dq, dk, dv, a, B, s);
   else if (Dh <= 64) launch<64>(dq, dk, dv, a, B, s);
   else if (Dh <= 128) launch<128>(dq, dk, dv, a, B, s);
   else launch<256>(dq, dk, dv, a, B, s);
+  if (last_real) SL_CUDA_CHECK(cudaFreeAsync(last_real, s));
   SL_CUDA_CHECK(cudaFreeAsync(first_real, s));
   SL_CUDA_CHECK(cudaFreeAsync(Dv, s));
 }

@@ -21,6 +21,13 @@
 //   dv[j][d] for those keys, and k[j][d] reaches dq[i][d] for the visible queries i < j of j's tile.
 // Everything else is the reference's exactly: invisible queries (every key up to them is padding) are zero rows in
 // the tiles and get dq = 0; pairs that contribute carry NaN from S or dP to whole rows as in the reference.
+//
+// Sliding window (W > 0): the pairs that contribute are those of the reference, j in [i + 1 - W, i] (window_first);
+// a query whose window holds no real key is invisible (zero row, dq = 0), found through last_real as in the f32
+// kernel. Tile pairs no query sees are skipped: the dK/dV pass stops at query tiles i0 >= j0 + kTile - 1 + W, the
+// dQ pass starts at the key tile holding the first query's first key (the same pairs). In the pairs that remain the
+// zero products reach keys before a visible query's window as they reach its tile's future keys: the rule above
+// holds with "j <= i" read as "the tile pair (tile(i), tile(j)) is visited".
 #include <mma.h>
 
 #include "backward.cuh"
@@ -60,9 +67,11 @@ struct TcArgs {
   const float *lse, *Dv;
   const uint8_t* mask;
   const int* first_real;
+  const int* last_real;  // [B, T] with a window and a mask, else nullptr
   size_t q_stride, kv_stride;
   int T, H, Hk;
   float scale;
+  int W;  // window_arg: 0 = none
 };
 
 template <int DH> struct TcTiles {
@@ -101,33 +110,42 @@ __global__ void tc_prep(bf16* dob, float* Dv, const float* dout, const bf16* out
   }
 }
 
-// dst [kTile][ld] <- rows [lo, hi) of src (row r at src + r * stride), zero elsewhere; 16-byte vectors.
+// dst [kTile][ld] <- rows [lo, hi) of src (row r at src + r * stride) that keep[r] allows (keep null: all), zero
+// elsewhere; 16-byte vectors.
 template <int DH>
-__device__ __forceinline__ void load_rows(bf16* dst, const bf16* src, size_t stride, int lo, int hi) {
+__device__ __forceinline__ void load_rows(bf16* dst, const bf16* src, size_t stride, int lo, int hi,
+                                          const int* keep = nullptr) {
   constexpr int ld = TcSmem<DH>::ld, kVecs = DH / 8;
   for (int e = threadIdx.x; e < kTile * kVecs; e += kThreads) {
     const int r = e / kVecs, c = (e % kVecs) * 8;
     uint4 val = {0u, 0u, 0u, 0u};
-    if (r >= lo && r < hi) val = *reinterpret_cast<const uint4*>(src + size_t(r) * stride + c);
+    if (r >= lo && r < hi && (!keep || keep[r])) val = *reinterpret_cast<const uint4*>(src + size_t(r) * stride + c);
     *reinterpret_cast<uint4*>(dst + r * ld + c) = val;
   }
 }
 
-// Query tile of head h: Q and dO with invisible rows (before the first real key, or past T) zeroed, lse, D and
-// visibility. Zero rows make an invisible query contribute nothing, as in the reference.
+// Query tile of head h: Q and dO with invisible rows (before the first real key, past T, or no real key in the
+// window) zeroed, lse, D and visibility. Zero rows make an invisible query contribute nothing, as in the reference.
+// Called by every thread of the block (a barrier inside when there is a window).
 template <int DH>
 __device__ __forceinline__ void load_query_tile(const TcTiles<DH>& t, const TcArgs& a, int b, int h, int i0, int first) {
   const int hi = a.T - i0 < kTile ? a.T - i0 : kTile, lo = first > i0 ? first - i0 : 0;
   const size_t row0 = size_t(b) * a.T + i0;
-  load_rows<DH>(t.Q, a.q + row0 * a.q_stride + size_t(h) * DH, a.q_stride, lo, hi);
-  load_rows<DH>(t.dO, a.dob + row0 * size_t(a.H) * DH + size_t(h) * DH, size_t(a.H) * DH, lo, hi);
   if (threadIdx.x < kTile) {
     const int r = threadIdx.x, i = i0 + r;
-    const bool vis = r >= lo && r < hi;
+    const bool vis = r >= lo && r < hi && (!a.last_real || a.last_real[row0 + r] >= window_first(i, a.W));
     t.qvis[r] = vis ? 1 : 0;
     t.L[r] = vis ? a.lse[(size_t(b) * a.H + h) * a.T + i] : 0.f;  // lse of an invisible row is -inf: never read
     t.D[r] = vis ? a.Dv[(size_t(b) * a.H + h) * a.T + i] : 0.f;
   }
+  // Without last_real the visible rows are exactly [lo, hi): no need to wait for qvis (W = 0 as before).
+  const int* keep = nullptr;
+  if (a.last_real) {
+    __syncthreads();
+    keep = t.qvis;
+  }
+  load_rows<DH>(t.Q, a.q + row0 * a.q_stride + size_t(h) * DH, a.q_stride, lo, hi, keep);
+  load_rows<DH>(t.dO, a.dob + row0 * size_t(a.H) * DH + size_t(h) * DH, size_t(a.H) * DH, lo, hi, keep);
 }
 
 // Key tile of KV head g: every key before T (padding keys too: the reference multiplies them by P = dS = 0).
@@ -157,11 +175,11 @@ __device__ __forceinline__ void element_coords(int* rc, float* buf) {
 }
 
 // S = Q K^T and dP = dO V^T for query strip qs and key strip ks; P and dS of the pairs that contribute (visible
-// query, real key, j <= i; 0 for every other pair, whatever S holds), rounded to bf16 into the tiles (dS only
-// when P is null).
+// query, real key, j <= i, j in i's window; 0 for every other pair, whatever S holds), rounded to bf16 into the
+// tiles (dS only when P is null).
 template <int DH>
 __device__ __forceinline__ void strip_p_ds(const TcTiles<DH>& t, const int* rc, int qs, int ks, int i0, int j0,
-                                           float scale, bool want_p) {
+                                           float scale, int W, bool want_p) {
   constexpr int ld = TcSmem<DH>::ld, ldp = TcSmem<DH>::ldp;
   AccFrag sf, pf;
   wmma::fill_fragment(sf, 0.f);
@@ -181,7 +199,7 @@ __device__ __forceinline__ void strip_p_ds(const TcTiles<DH>& t, const int* rc, 
   for (int e = 0; e < AccFrag::num_elements; e++) {
     const int r = qs * 16 + (rc[e] >> 4), c = ks * 16 + (rc[e] & 15);
     float p = 0.f, ds = 0.f;
-    if (t.qvis[r] && t.kreal[c] && j0 + c <= i0 + r) {
+    if (t.qvis[r] && t.kreal[c] && j0 + c <= i0 + r && j0 + c >= window_first(i0 + r, W)) {
       p = expf(scale * sf.x[e] - t.L[r]);
       ds = p * (pf.x[e] - t.D[r]);
     }
@@ -207,14 +225,16 @@ __global__ void __launch_bounds__(kThreads, 2) tc_dkdv(float* dk, float* dv, TcA
   load_key_tile<DH>(t, a, b, g, j0);
   for (int r = 0; r < nrep; r++) {
     const int h = g * nrep + r;
-    // Queries before j0 cannot see these keys; tiles entirely before the first real key see nothing.
-    for (int i0 = j0; i0 < a.T; i0 += kTile) {
+    // Queries before j0 cannot see these keys, nor those from j0 + kTile - 1 + W on (window); tiles entirely
+    // before the first real key see nothing.
+    const int iend = a.W && j0 + kTile - 1 + a.W < a.T ? j0 + kTile - 1 + a.W : a.T;
+    for (int i0 = j0; i0 < iend; i0 += kTile) {
       if (i0 + kTile <= first) continue;
       __syncthreads();  // the previous tile's Q/dO/P/dS are no longer read (first pass: index matrices read)
       load_query_tile<DH>(t, a, b, h, i0, first);
       __syncthreads();
-      strip_p_ds<DH>(t, rc, 2 * hh, kr, i0, j0, a.scale, true);
-      strip_p_ds<DH>(t, rc, 2 * hh + 1, kr, i0, j0, a.scale, true);
+      strip_p_ds<DH>(t, rc, 2 * hh, kr, i0, j0, a.scale, a.W, true);
+      strip_p_ds<DH>(t, rc, 2 * hh + 1, kr, i0, j0, a.scale, a.W, true);
       __syncthreads();
 #pragma unroll
       for (int u = 0; u < kU; u++) {
@@ -269,12 +289,13 @@ __global__ void __launch_bounds__(kThreads, 2) tc_dq(float* dq, TcArgs a) {
   for (int u = 0; u < kU; u++) wmma::fill_fragment(acc[u], 0.f);
   if (i0 + kTile > first) {
     load_query_tile<DH>(t, a, b, h, i0, first);
-    for (int j0 = 0; j0 <= i0; j0 += kTile) {  // key tiles up to the diagonal one (j0 < T since i0 < T)
+    // key tiles from the one holding the first query's first key (window) up to the diagonal one (j0 < T: i0 < T)
+    for (int j0 = window_first(i0, a.W) / kTile * kTile; j0 <= i0; j0 += kTile) {
       __syncthreads();  // the previous key tile and dS are no longer read (first pass: the query tile is loaded)
       load_key_tile<DH>(t, a, b, g, j0);
       __syncthreads();
-      strip_p_ds<DH>(t, rc, qs, 2 * hh, i0, j0, a.scale, false);
-      strip_p_ds<DH>(t, rc, qs, 2 * hh + 1, i0, j0, a.scale, false);
+      strip_p_ds<DH>(t, rc, qs, 2 * hh, i0, j0, a.scale, a.W, false);
+      strip_p_ds<DH>(t, rc, qs, 2 * hh + 1, i0, j0, a.scale, a.W, false);
       __syncthreads();
 #pragma unroll
       for (int u = 0; u < kU; u++) {
@@ -298,10 +319,12 @@ __global__ void __launch_bounds__(kThreads, 2) tc_dq(float* dq, TcArgs a) {
     if (ct >= kCt) break;
 #pragma unroll
     for (int e = 0; e < AccFrag::num_elements; e++) {
-      const int i = i0 + qs * 16 + (rc[e] >> 4), d = ct * 16 + (rc[e] & 15);
+      const int r = qs * 16 + (rc[e] >> 4), i = i0 + r, d = ct * 16 + (rc[e] & 15);
       if (i >= a.T) continue;
-      // An invisible query gets exactly 0 (its dS row is 0, but 0·NaN from a key row must not reach it).
-      dq[(size_t(b) * a.T + i) * hd + size_t(h) * DH + d] = i >= first ? a.scale * acc[u].x[e] : 0.f;
+      // An invisible query gets exactly 0 (its dS row is 0, but 0·NaN from a key row must not reach it). qvis is
+      // that query tile's (loaded when any row is at or after the first real key).
+      const bool vis = i >= first && (!a.last_real || t.qvis[r]);
+      dq[(size_t(b) * a.T + i) * hd + size_t(h) * DH + d] = vis ? a.scale * acc[u].x[e] : 0.f;
     }
   }
 }
@@ -335,7 +358,7 @@ bool attention_backward_tc_supported(size_t Dh, size_t q_stride, size_t kv_strid
 void attention_backward_tc(float* dq, float* dk, float* dv, const float* dout, const bf16* q, size_t q_stride,
                            const bf16* k, const bf16* v, size_t kv_stride, const bf16* out, size_t out_stride,
                            const float* lse, const uint8_t* key_mask, size_t B, size_t T, size_t H, size_t Hk,
-                           size_t Dh, float scale, cudaStream_t s) {
+                           size_t Dh, float scale, size_t window, cudaStream_t s) {
   if (B == 0 || T == 0 || H == 0 || Dh == 0) return;
   if (Hk == 0 || H % Hk != 0) throw CudaError("attention_backward_tc: H must be a multiple of Hk");
   if (!attention_backward_tc_supported(Dh, q_stride, kv_stride, out_stride, q, k, v, out))
@@ -351,7 +374,15 @@ void attention_backward_tc(float* dq, float* dk, float* dv, const float* dout, c
   SL_LAUNCH_CHECK();
   attention_first_real_keys(first_real, key_mask, B, T, s);
   SL_LAUNCH_CHECK();
-  const TcArgs a{q, k, v, dob, lse, Dv, key_mask, first_real, q_stride, kv_stride, int(T), int(H), int(Hk), scale};
+  const int W = window_arg(window, T);
+  int* last_real = nullptr;
+  if (W && key_mask) {
+    SL_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&last_real), sizeof(int) * B * T, s));
+    attention_last_real_keys(last_real, key_mask, B, T, s);
+    SL_LAUNCH_CHECK();
+  }
+  const TcArgs a{q,         k,         v,      dob,    lse,    Dv,     key_mask, first_real, last_real,
+                 q_stride,  kv_stride, int(T), int(H), int(Hk), scale, W};
   switch (Dh) {
     case 16: launch_tc<16>(dq, dk, dv, a, B, s); break;
     case 32: launch_tc<32>(dq, dk, dv, a, B, s); break;
@@ -362,6 +393,7 @@ void attention_backward_tc(float* dq, float* dk, float* dv, const float* dout, c
     case 112: launch_tc<112>(dq, dk, dv, a, B, s); break;
     default: launch_tc<128>(dq, dk, dv, a, B, s); break;
   }
+  if (last_real) SL_CUDA_CHECK(cudaFreeAsync(last_real, s));
   SL_CUDA_CHECK(cudaFreeAsync(dob, s));
   SL_CUDA_CHECK(cudaFreeAsync(first_real, s));
   SL_CUDA_CHECK(cudaFreeAsync(Dv, s));

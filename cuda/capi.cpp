@@ -114,6 +114,13 @@ SL_EXPORT int streamline_cuda_head_logprobs(streamline_cuda_ctx* c, const int32_
 
 SL_EXPORT int streamline_cuda_run_layer(streamline_cuda_ctx* c, int slot) { return guarded([&] { c->run_layer(slot); }); }
 
+SL_EXPORT int streamline_cuda_set_window(streamline_cuda_ctx* c, int64_t window) {
+  return guarded([&] {
+    if (window < 0) throw CudaError("set_window: window must be >= 0 (0 = full causal attention)");
+    c->set_window(size_t(window));
+  });
+}
+
 SL_EXPORT int streamline_cuda_save_state(streamline_cuda_ctx* c, int index) { return guarded([&] { c->save_state(index); }); }
 
 SL_EXPORT int streamline_cuda_cosine_states(streamline_cuda_ctx* c, int i, int j, streamline_cuda_cosine* out) {
@@ -300,6 +307,21 @@ SL_EXPORT int streamline_cuda_train_set_lm_tail(streamline_cuda_train* t, int64_
       layers.push_back(roles[size_t(k)].data());
     }
     t->set_lm_tail(layers, host_tensor(norm_w), host_tensor(norm_b), host_tensor(lm_head), size_t(vocab));
+  });
+}
+
+SL_EXPORT int streamline_cuda_train_set_windows(streamline_cuda_train* t, int64_t window, int64_t n_tail,
+                                               const int64_t* tail_windows) {
+  return guarded([&] {
+    if (window < 0) throw CudaError("train_set_windows: window must be >= 0 (0 = full causal attention)");
+    if (n_tail < 0) throw CudaError("train_set_windows: n_tail must be >= 0");
+    std::vector<size_t> tw(size_t(n_tail), 0);
+    for (int64_t k = 0; tail_windows && k < n_tail; k++) {
+      if (tail_windows[k] < 0)
+        throw CudaError("train_set_windows: tail_windows[" + std::to_string(k) + "] must be >= 0");
+      tw[size_t(k)] = size_t(tail_windows[k]);
+    }
+    t->set_windows(size_t(window), tw);
   });
 }
 

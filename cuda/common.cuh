@@ -69,6 +69,12 @@ template <typename T> __device__ __forceinline__ T warp_sum(T v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
+// Sliding-window attention: the first key query i sees with a window of w keys (0 = none), as
+// streamline::window_first_key. Callers pass w < T (a window >= T is no window and is passed as 0).
+__host__ __device__ __forceinline__ int window_first(int i, int w) { return w && i >= w ? i + 1 - w : 0; }
+// The window as the kernels take it: 0 when it cannot exclude anything (none, or at least T keys).
+inline int window_arg(size_t window, size_t T) { return window == 0 || window >= T ? 0 : int(window); }
+
 // NaN-propagating max (fmaxf drops NaN, which would let a NaN input pass silently).
 __device__ __forceinline__ float nan_max(float a, float b) { return (a > b || a != a) ? a : b; }
 __device__ __forceinline__ float warp_max(float v) {

@@ -264,7 +264,7 @@ void Context::run_layer(int slot) {
                        has_rope_tables_ ? sin_ : nullptr, M, s.heads, s.kv_heads, s.head_dim, s.rot_dim, st);
     attention_forward_bf16(attn_, Hd, nullptr, qkv_, Nqkv_, qkv_ + Hd, qkv_ + Hd + s.kv_heads * s.head_dim, Nqkv_,
                            has_mask_ ? mask_ : nullptr, s.batch, s.seq_len, s.heads, s.kv_heads, s.head_dim,
-                           s.attn_scale, st);
+                           s.attn_scale, window_, st);
     gemm_.run(tmp_, DType::F32, attn_, sl.o_w, M, D, Hd, 0.f, st);
     if (s.pre_norm) {
       // h = h + o (+ o.bias); nrm = n2(h)

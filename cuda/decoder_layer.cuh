@@ -76,6 +76,10 @@ class Context {
   void upload_layer(int slot, const HostTensor* roles);
   // h = layer(h) with the weights of `slot` (asynchronous on the compute stream).
   void run_layer(int slot);
+  // The sliding attention window of later run_layer calls (keys per query; 0 = full causal attention): set per layer
+  // by the caller (Mistral: every layer; Qwen2: the layers its config marks sliding). Default 0.
+  void set_window(size_t window) { window_ = window; }
+  size_t window() const { return window_; }
 
   // Model head for evaluation: final norm (optional; kind and eps of the layers), OPT project_out [P, D] (optional)
   // and the LM head [V, D or P], uploaded once (bf16 on the device). head_logprobs: lp[m] = log_softmax(logits)[m,
@@ -106,6 +110,7 @@ class Context {
   void upload_tensor(void* dst, DType dst_dt, const HostTensor& src, size_t expect_numel, const char* what);
 
   LayerSpec spec_;
+  size_t window_ = 0;
   size_t M_, Nqkv_, Ngu_;
   Gemm gemm_;
   cudaStream_t compute_ = nullptr, copy_ = nullptr;

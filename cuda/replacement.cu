@@ -348,6 +348,7 @@ TrainStep::LayerDev TrainStep::own_weights() const {
   LayerDev w;
   for (int r = 0; r < kTrainRoles; r++) w.vec[r] = p(r);
   w.wqkv = wqkv_, w.wo = wo_, w.wgate = wgate_, w.wup = wup_, w.wdown = wdown_;
+  w.window = window_;
   return w;
 }
 
@@ -369,7 +370,7 @@ void TrainStep::forward(const LayerDev& w, ReplacementKind kind, const float* x,
                                                      unsigned(s.Dh));
     SL_LAUNCH_CHECK();
     attention_forward_bf16(attn_bf_, Q_, lse_, qkv_bf_, Nqkv_, qkv_bf_ + Q_, qkv_bf_ + Q_ + KV_, Nqkv_, mask, B, s.T,
-                           s.H, s.Hk, s.Dh, s.attn_scale, st);
+                           s.H, s.Hk, s.Dh, s.attn_scale, w.window, st);
     if (attn_) {
       bf16_to_f32_kernel<<<grid_for(M * Q_, 256), 256, 0, st>>>(attn_, attn_bf_, M * Q_);
       SL_LAUNCH_CHECK();
@@ -454,9 +455,10 @@ void TrainStep::backward(const LayerDev& w, ReplacementKind kind, bool trainable
   const bf16 *qb = qkv_bf_, *kb = qkv_bf_ + Q_, *vb = qkv_bf_ + Q_ + KV_;
   if (attn_tc_)
     attention_backward_tc(dq, dk, dv, dattn_, qb, Nqkv_, kb, vb, Nqkv_, attn_bf_, Q_, lse_, mask, B, s.T, s.H, s.Hk,
-                          s.Dh, s.attn_scale, st);
+                          s.Dh, s.attn_scale, w.window, st);
   else
-    attention_backward(dq, dk, dv, dattn_, q_, k_, v_act_, attn_, lse_, mask, B, s.T, s.H, s.Hk, s.Dh, s.attn_scale, st);
+    attention_backward(dq, dk, dv, dattn_, q_, k_, v_act_, attn_, lse_, mask, B, s.T, s.H, s.Hk, s.Dh, s.attn_scale,
+                       w.window, st);
   if (s.use_rope) {
     rope_backward(dq, cos_, sin_, M, s.H, s.Dh, st);
     rope_backward(dk, cos_, sin_, M, s.Hk, s.Dh, st);

@@ -137,6 +137,13 @@ class TrainStep {
   double step_lm_staged(float grad_scale);
   // Tests: rows per logits chunk of the tail's head (see LmHead::set_chunk_rows).
   void set_lm_chunk_rows(size_t rows);
+  // Sliding attention windows (keys per query, 0 = full causal; query i sees keys j with i - j < window): the
+  // replacement's (must be 0 for an mlp replacement) and one per frozen tail layer in model order (Qwen2 mixes full
+  // and sliding layers): tail_windows.size() must equal the tail's layer count (0 without a tail). set_lm_tail resets
+  // the tail's windows to 0 and keeps the replacement's. Applies to every later step, eval and staged step. Throws
+  // CudaError on a mismatch (nothing changed).
+  void set_windows(size_t window, const std::vector<size_t>& tail_windows);
+  size_t window() const { return window_; }
 
   // clip_grad_norm_(max_norm) (max_norm <= 0: no clipping) and one AdamW step on every parameter, then gradients are
   // zeroed. Returns the norm before clipping. When it is not finite nothing is updated and the gradients are kept
@@ -198,6 +205,7 @@ class TrainStep {
   struct LayerDev {
     std::array<const float*, kTrainRoles> vec{};
     const bf16 *wqkv = nullptr, *wo = nullptr, *wgate = nullptr, *wup = nullptr, *wdown = nullptr;
+    size_t window = 0;  // the layer's sliding attention window (0 = none)
   };
   LayerDev own_weights() const;
   // The activation buffers of a layer (attention, residual, RoPE tables): at construction for a layer replacement,
@@ -245,6 +253,7 @@ class TrainStep {
 
   ReplacementKind kind_;
   ReplacementSpec s_;
+  size_t window_ = 0;  // the replacement layer's sliding attention window (set_windows)
   Gemm gemm_;
   cudaStream_t stream_ = nullptr;
   std::vector<std::pair<void*, size_t>> allocs_;

@@ -143,6 +143,17 @@ void TrainStep::set_lm_chunk_rows(size_t rows) {
   tail_->head->set_chunk_rows(rows);
 }
 
+void TrainStep::set_windows(size_t window, const std::vector<size_t>& tail_windows) {
+  check(kind_ == ReplacementKind::Layer || window == 0, "an mlp replacement has no attention window (must be 0)");
+  const size_t L = tail_ ? tail_->layers.size() : 0;
+  check(tail_windows.size() == L,
+        tail_ ? "tail windows: " + std::to_string(tail_windows.size()) + " given, the lm tail has " + std::to_string(L) +
+                    " frozen layers"
+              : std::string("tail windows given without an lm tail (call train_set_lm_tail first)"));
+  window_ = window;
+  for (size_t k = 0; k < L; k++) tail_->layers[k].window = tail_windows[k];
+}
+
 size_t TrainStep::lm_check(bool has_x, const int32_t* targets, const int32_t* positions, size_t batch) const {
   check(tail_ != nullptr, "no lm tail (call train_set_lm_tail first)");
   check(has_x && targets, "x and targets are required");

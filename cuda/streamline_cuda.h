@@ -59,6 +59,10 @@ int streamline_cuda_upload_hidden(streamline_cuda_ctx* ctx, const float* host_h)
 int streamline_cuda_download_hidden(streamline_cuda_ctx* ctx, float* host_h);
 int streamline_cuda_upload_layer(streamline_cuda_ctx* ctx, int slot, const streamline_cuda_weight* roles);
 int streamline_cuda_run_layer(streamline_cuda_ctx* ctx, int slot);
+/* The sliding window (keys per query; 0 = full causal attention) applied by later run_layer calls. Default 0.
+ * Query i then sees keys j with i - j < window (Hugging Face's sliding_window). Negative fails. Optional: libraries
+ * built before it lack the symbol (the addon resolves it with dlsym). */
+int streamline_cuda_set_window(streamline_cuda_ctx* ctx, int64_t window);
 /* Evaluation head: final norm (weight/bias NULL or data NULL = none; the layers' norm kind and eps), OPT project_out
  * [proj_dim, D] (proj_dim 0 = none), LM head [vocab, D or proj_dim]; uploaded once. head_logprobs: host_logprobs[m] =
  * log_softmax(logits[m])[host_targets[m]] for the current hidden state (0 where the target is < 0). */
@@ -197,6 +201,14 @@ int streamline_cuda_train_step_lm(streamline_cuda_train* t, const float* host_x,
 int streamline_cuda_train_eval_lm(streamline_cuda_train* t, const float* host_x, const int32_t* host_targets,
                                   const int32_t* host_positions, const uint8_t* host_mask, int64_t batch,
                                   double* host_losses);
+/* Training: the layer replacement's attention window (must be 0 for an mlp replacement) and the lm tail's
+ * per-layer windows (n_tail = the tail's layer count, in model order; tail_windows NULL = all 0; fails when
+ * n_tail differs from the tail set by train_set_lm_tail, or 0 without a tail). set_lm_tail resets the tail's
+ * windows to 0; the replacement window is kept. Applies to train_step*, train_eval*, staged and kept steps.
+ * Windows are keys per query (0 = full causal); negative fails. Optional (dlsym), like the lm calls. Call it
+ * between steps, not while a staged step runs. */
+int streamline_cuda_train_set_windows(streamline_cuda_train* t, int64_t window, int64_t n_tail,
+                                      const int64_t* tail_windows);
 /* Prefetch for the lm loss (optional, like train_stage): train_stage_lm copies a micro-batch (x, targets, positions,
  * mask as in train_step_lm; targets are checked here) into the idle input slot exactly as train_stage does, and
  * train_step_lm_staged runs train_step_lm on the oldest staged batch: bitwise train_step_lm's loss and gradients. The

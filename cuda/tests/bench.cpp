@@ -165,7 +165,7 @@ void bench_layer(bool quick) {
       sc::set_attention_variant(variant == 0);
       const double am = time_ms([&] {
         sc::attention_forward_bf16(ao.as<sc::bf16>(), Hd, nullptr, q, W_, q + Hd, q + Hd + Kd, W_, nullptr, s.batch,
-                                   s.seq_len, s.heads, s.kv_heads, s.head_dim, 1.f / std::sqrt(128.f), nullptr);
+                                   s.seq_len, s.heads, s.kv_heads, s.head_dim, 1.f / std::sqrt(128.f), 0, nullptr);
       }, 1, 3, nullptr);
       bench_record(variant == 0 ? "  attention (flash, bf16 wmma, O in registers)" : "  attention v1 (O in shared memory)",
                    attn_flops / (am * 1e-3) / 1e12, "TFLOP/s", fmt("%.3f ms", am));

@@ -51,9 +51,10 @@ void rope_forward(float* x, const float* c, const float* s, size_t M, size_t nhe
 }
 
 void attention_forward(float* out, size_t os, float* lse, const float* q, size_t qs, const float* k, const float* v,
-                       size_t kvs, const uint8_t* mask, size_t B, size_t T, size_t H, size_t Hk, size_t Dh, float scale) {
+                       size_t kvs, const uint8_t* mask, size_t B, size_t T, size_t H, size_t Hk, size_t Dh, float scale,
+                       size_t window) {
   if (os == H * Dh && qs == H * Dh && kvs == Hk * Dh)
-    return streamline::ref::attention_forward(out, lse, q, k, v, mask, B, T, H, Hk, Dh, scale);
+    return streamline::ref::attention_forward(out, lse, q, k, v, mask, B, T, H, Hk, Dh, scale, window);
   // Strided rows (q, k, v inside packed QKV rows): the same loops as the shared reference.
   std::vector<float> sc(T);
   std::vector<double> acc(Dh);
@@ -62,9 +63,10 @@ void attention_forward(float* out, size_t os, float* lse, const float* q, size_t
       const size_t kh = h / (H / Hk);
       for (size_t i = 0; i < T; i++) {
         const float* qi = q + (b * T + i) * qs + h * Dh;
+        const size_t lo = streamline::window_first_key(i, window);
         float mx = -std::numeric_limits<float>::infinity();
         bool any = false;
-        for (size_t j = 0; j <= i; j++) {
+        for (size_t j = lo; j <= i; j++) {
           if (mask && !mask[b * T + j]) continue;
           const float* kj = k + (b * T + j) * kvs + kh * Dh;
           double d = 0;
@@ -75,15 +77,17 @@ void attention_forward(float* out, size_t os, float* lse, const float* q, size_t
           any = true;
         }
         float* oi = out + (b * T + i) * os + h * Dh;
-        if (!any) {
+        // As the shared reference: keys whose score is -inf are left out (value rows too), and a row whose visible
+        // scores are all -inf is a row without a visible key.
+        if (!any || mx == -std::numeric_limits<float>::infinity()) {
           for (size_t e = 0; e < Dh; e++) oi[e] = 0.f;
           if (lse) lse[(b * H + h) * T + i] = -std::numeric_limits<float>::infinity();
           continue;
         }
         double sum = 0;
         std::fill(acc.begin(), acc.end(), 0.0);
-        for (size_t j = 0; j <= i; j++) {
-          if (mask && !mask[b * T + j]) continue;
+        for (size_t j = lo; j <= i; j++) {
+          if ((mask && !mask[b * T + j]) || sc[j] == -std::numeric_limits<float>::infinity()) continue;
           const double p = std::exp(double(sc[j]) - mx);
           sum += p;
           const float* vj = v + (b * T + j) * kvs + kh * Dh;
@@ -163,7 +167,8 @@ void decoder_layer(std::vector<float>& h, const LayerSpecRef& s, const LayerWeig
     }
     round_inplace(q, emu); round_inplace(k, emu); round_inplace(v, emu);
     std::vector<float> a(M * Hd);
-    attention_forward(a.data(), Hd, nullptr, q.data(), Hd, k.data(), v.data(), Kd, mask, s.B, s.T, s.H, s.Hk, s.Dh, s.scale);
+    attention_forward(a.data(), Hd, nullptr, q.data(), Hd, k.data(), v.data(), Kd, mask, s.B, s.T, s.H, s.Hk, s.Dh, s.scale,
+                      s.window);
     round_inplace(a, emu);
     linear(t, a, w.ow, w.ob, M, D, Hd);
     for (size_t i = 0; i < M * D; i++) h[i] += t[i];

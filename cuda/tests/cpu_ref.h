@@ -27,10 +27,11 @@ void rope_tables(float* cos, float* sin, const int32_t* positions, const float* 
                  float attention_scaling);
 // Rotates the first rot dims of each head (rot = Dh for the ops.h contract).
 void rope_forward(float* x, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh, size_t rot);
-// q/k/v/out with row strides (elements) as in the packed layer layout; lse[B,H,T] may be nullptr.
+// q/k/v/out with row strides (elements) as in the packed layer layout; lse[B,H,T] may be nullptr. window as in
+// ops.h (0 = plain causal; else query i sees keys i - window < j <= i).
 void attention_forward(float* out, size_t out_stride, float* lse, const float* q, size_t q_stride, const float* k,
                        const float* v, size_t kv_stride, const uint8_t* mask, size_t B, size_t T, size_t H, size_t Hk,
-                       size_t Dh, float scale);
+                       size_t Dh, float scale, size_t window = 0);
 float act(float x, Activation a);
 void log_softmax_forward(float* y, const float* x, size_t M, size_t V);
 void token_logprobs(float* lp, const float* logits, const int32_t* target, size_t M, size_t V);
@@ -44,6 +45,7 @@ struct LayerSpecRef {
   bool rms, gated, pre_norm, use_rope, mlp_only;
   Activation act;
   float eps, scale;
+  size_t window = 0;  // sliding attention window (0 = none)
 };
 struct LayerWeightsRef {  // f32 host copies, empty vector = absent role
   std::vector<float> n1w, n1b, qw, qb, kw, kb, vw, vb, ow, ob, n2w, n2b, gw, gb, uw, ub, dw, db;

@@ -1,5 +1,6 @@
 // Harness helpers: data generation, device buffers, comparison and the result tables.
 #include <cstdarg>
+#include <cstring>
 
 #include "harness.h"
 
@@ -58,6 +59,18 @@ Compare compare(const float* out, const float* ref, size_t n) {
   }
   c.rel_l2 = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
   return c;
+}
+
+size_t bit_mismatches(const float* a, const float* b, size_t n) {
+  size_t bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (std::isnan(a[i]) && std::isnan(b[i])) continue;
+    uint32_t x, y;
+    std::memcpy(&x, a + i, 4);
+    std::memcpy(&y, b + i, 4);
+    bad += x != y;
+  }
+  return bad;
 }
 
 namespace {

@@ -108,6 +108,8 @@ struct Compare {
   size_t n = 0, nan_mismatch = 0;  // NaN in one and not the other (incl. unwritten poisoned outputs)
 };
 Compare compare(const float* out, const float* ref, size_t n);
+// Bitwise comparison (NaN = NaN whatever the payload): the number of elements whose bits differ.
+size_t bit_mismatches(const float* a, const float* b, size_t n);
 
 // Results: each check is one row of the report.
 struct Result {

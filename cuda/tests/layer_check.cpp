@@ -170,6 +170,57 @@ void check_streaming() {
   record("layer", "wrong q.weight size is rejected with a message", msg.find("q.weight") != std::string::npos, 0, 0, msg);
 }
 
+// Sliding-window attention per layer (Context::set_window): three streamed layers with windows 20, 0 and 70 (Qwen2
+// mixes sliding and full layers) at T = 129 (three 64-query tiles, a right-padded row), against the same chain of
+// reference layers with those windows; then one Mistral-style layer whose window the output must depend on.
+// TODO(lead): also against the CPU decoder_layer_forward once its LayerSpec takes the window (ref::contract_layer).
+void check_windows() {
+  Rng r(91);
+  const Style st{"qwen2", true, true, true, true, false, true, false, false, false, Activation::SiLU};
+  ref::LayerSpecRef s{2, 129, 256, 4, 2, 64, 512, 64, true, true, true, true, false, Activation::SiLU, 1e-5f, 0.125f};
+  const size_t windows[] = {20, 0, 70};
+  std::vector<HostLayer> layers;
+  for (int k = 0; k < 3; k++) layers.push_back(make_layer(s, st, DType::BF16, r));
+  Inputs in = make_inputs(s, 1000000.0);
+  std::vector<float> h = randn(s.B * s.T * s.D, r), ref_emu = h, ref_f32 = h, ref_full = h;
+  for (int k = 0; k < 3; k++) {
+    ref::LayerSpecRef sk = s;
+    sk.window = windows[k];
+    ref::decoder_layer(ref_emu, sk, layers[k].w, in.cos.data(), in.sin.data(), in.mask.data(), true);
+    ref::decoder_layer(ref_f32, sk, layers[k].w, in.cos.data(), in.sin.data(), in.mask.data(), false);
+    ref::decoder_layer(ref_full, s, layers[k].w, in.cos.data(), in.sin.data(), in.mask.data(), true);
+  }
+  sc::Context ctx(gpu_spec(s), true, size_t(256) << 10);
+  ctx.set_inputs(in.pos.data(), in.mask.data(), in.inv.data(), 1.f);
+  ctx.upload_hidden(h.data());
+  ctx.upload_layer(0, layers[0].roles);
+  for (int k = 0; k < 3; k++) {
+    ctx.set_window(windows[k]);
+    ctx.run_layer(k % 2);
+    if (k + 1 < 3) ctx.upload_layer((k + 1) % 2, layers[k + 1].roles);
+  }
+  std::vector<float> out(h.size());
+  ctx.download_hidden(out.data());
+  const std::string nm = "3 streamed qwen2 layers, windows 20/0/70, T=129";
+  check("layer", nm + " vs bf16-emulating ref", compare_real(out, ref_emu, in.mask, s.D), kTolLayerEmu * 2);
+  check("layer", nm + " vs f32 ref", compare_real(out, ref_f32, in.mask, s.D), kTolLayerF32);
+  // The windows must matter: the full-attention chain differs from the windowed one by far more than the tolerance.
+  const Compare full = compare_real(out, ref_full, in.mask, s.D);
+  record("layer", nm + ": differs from the full-attention chain", full.rel_l2 > 10 * kTolLayerEmu, full.rel_l2,
+         10 * kTolLayerEmu);
+  // A window of at least T is no window: bitwise the same as 0.
+  std::vector<float> a(h.size()), b(h.size());
+  for (size_t w : {size_t(0), s.T}) {
+    ctx.upload_hidden(h.data());
+    ctx.set_window(w);
+    ctx.run_layer(0);  // slot 0 holds layer 2 now
+    ctx.download_hidden(w ? b.data() : a.data());
+  }
+  const size_t bad = bit_mismatches(a.data(), b.data(), a.size());
+  record("layer", "window = T runs bitwise as no window", bad == 0, double(bad), 0);
+  ctx.set_window(0);
+}
+
 // The C API as the addon will use it: streamline_cuda.so opened with dlopen (its own static runtime), host pointers
 // only. Same layer as the in-process Context; errors come back as -1 plus a message.
 void check_capi() {
@@ -184,6 +235,7 @@ void check_capi() {
   SYM(streamline_cuda_upload_hidden); SYM(streamline_cuda_download_hidden); SYM(streamline_cuda_upload_layer);
   SYM(streamline_cuda_run_layer); SYM(streamline_cuda_save_state); SYM(streamline_cuda_cosine_states);
   SYM(streamline_cuda_last_error); SYM(streamline_cuda_memory); SYM(streamline_cuda_cosine_host);
+  SYM(streamline_cuda_set_window);
 #undef SYM
   if (!streamline_cuda_create || !streamline_cuda_cosine_host || !streamline_cuda_memory || !streamline_cuda_last_error) {
     record("capi", "symbols", false, 0, 0, "missing exports in " + so);
@@ -226,6 +278,24 @@ void check_capi() {
   const int bad = ctx ? streamline_cuda_run_layer(ctx, 5) : 0;
   const std::string msg = streamline_cuda_last_error();
   record("capi", "bad slot returns -1 with a message", bad == -1 && msg.find("slot") != std::string::npos, 0, 0, msg);
+  // The sliding window (optional symbol): layer 1 again on h0 with a window of 9 keys, against the reference.
+  if (!streamline_cuda_set_window) {
+    record("capi", "streamline_cuda_set_window exported", false, 0, 0, "missing in " + so);
+  } else if (ctx) {
+    ref::LayerSpecRef sw = s;
+    sw.window = 9;
+    std::vector<float> ref_w = h0, out_w(h0.size());
+    ref::decoder_layer(ref_w, sw, L.w, in.cos.data(), in.sin.data(), in.mask.data(), true);
+    const bool wok = streamline_cuda_set_window(ctx, 9) == 0 && streamline_cuda_upload_hidden(ctx, h0.data()) == 0 &&
+                     streamline_cuda_run_layer(ctx, 1) == 0 && streamline_cuda_download_hidden(ctx, out_w.data()) == 0;
+    record("capi", "set_window(9) / run / download through dlopen", wok, 0, 0, wok ? "" : streamline_cuda_last_error());
+    if (wok) check("capi", "windowed layer through the C API vs bf16-emulating ref", compare_real(out_w, ref_w, in.mask, s.D), kTolLayerEmu);
+    const int neg = streamline_cuda_set_window(ctx, -1);
+    const std::string nmsg = streamline_cuda_last_error();
+    record("capi", "set_window(-1) returns -1 with a message", neg == -1 && nmsg.find("window") != std::string::npos, 0, 0,
+           nmsg);
+    streamline_cuda_set_window(ctx, 0);
+  }
   uint64_t cur = 0, peak = 0;
   streamline_cuda_memory(&cur, &peak, 0);
   record("capi", fmt("memory report (current %.1f MiB, peak %.1f MiB)", double(cur) / (1 << 20), double(peak) / (1 << 20)),
@@ -239,7 +309,7 @@ void check_capi() {
 void run_layer_checks(bool quick) {
   std::printf("layer checks%s\n", quick ? " (quick)" : "");
   check_styles(quick);
-  for (auto fn : {check_streaming, check_capi}) {
+  for (auto fn : {check_streaming, check_windows, check_capi}) {
     try {
       fn();
     } catch (const std::exception& e) {

@@ -463,6 +463,60 @@ void check_lm_edges(bool use_lt) {
 
 // The lm functions of the C API through dlopen, on an mlp trainer whose tail has a RoPE layer (the spec's heads and
 // inv_freq reach the tail only through train_create): step and eval bitwise the in-process TrainStep's.
+// Sliding windows on the lm path (TrainStep::set_windows: the replacement's and one per frozen layer). The CPU
+// reference has no windows yet (TODO(lead): against lm_loss_step once FrozenTail takes per-layer windows), so the
+// checks are the GPU's own: windows >= T run bitwise as none; a windowed step (R 5, tail 3 and 0) changes the loss,
+// and eval_lm's real-target-weighted mean is that step's loss (both run the windows); a tail count that is not the
+// tail's is refused; set_lm_tail resets the tail windows to 0 and keeps R's.
+void check_lm_windows(bool use_lt) {
+  const LmCase c = lm_cases()[0];
+  Fixture f = make_fixture(c, 4711, c.frozen);
+  const size_t B = c.s.B, T = c.s.T;
+  const float* ivp = c.s.use_rope ? f.inv.data() : nullptr;
+  auto run = [&](size_t w, std::vector<size_t> tw, bool reset_tail, std::vector<double>* eval) {
+    sc::TrainStep t(c.kind, c.s, gpu_view(f.p0), ivp, use_lt);
+    set_tail(t, f.fr, f.h, c.V);
+    t.set_windows(w, tw);
+    if (reset_tail) set_tail(t, f.fr, f.h, c.V);
+    if (eval) {
+      eval->assign(B, -1.0);
+      t.eval_lm(f.b.x.data(), f.tg.data(), f.b.pos.data(), f.b.mask.data(), B, eval->data());
+    }
+    const double l = t.step_lm(f.b.x.data(), f.tg.data(), f.b.pos.data(), f.b.mask.data(), B, 1.f);
+    return std::make_pair(l, gpu_grads(t, f.p0));
+  };
+  const std::string nm = fmt("%s (%s)", c.name, use_lt ? "cublaslt" : "fallback");
+  const auto none = run(0, {0, 0}, false, nullptr), wide = run(T, {T, 5 * T}, false, nullptr);
+  std::string role;
+  const Compare cw = worst_role(wide.second, none.second, &role);
+  record("train", nm + ": windows >= T (R and tail) run bitwise as none",
+         wide.first == none.first && cw.rel_l2 == 0 && cw.nan_mismatch == 0, cw.rel_l2, 0, role);
+  std::vector<double> le;
+  const auto win = run(5, {3, 0}, false, &le);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < B; i++) {
+    double n = 0;
+    for (size_t k = 0; k < T; k++) n += f.tg[i * T + k] >= 0 ? 1 : 0;
+    num += le[i] * n;
+    den += n;
+  }
+  const double serr = std::fabs(num / den - win.first) / win.first;
+  record("train", nm + ": windows R 5, tail 3/0: eval_lm's weighted mean is step_lm's loss", serr <= kTolF64Sum, serr,
+         kTolF64Sum, fmt("step %.9g, no window %.9g", win.first, none.first));
+  record("train", nm + ": the windows change the lm loss", std::fabs(win.first - none.first) > 1e-4 * none.first,
+         std::fabs(win.first - none.first), 0);
+  // Only R's window differs from `none` after the reset: the same as setting R 5 and tail 0/0.
+  const auto reset = run(5, {3, 0}, true, nullptr), r_only = run(5, {0, 0}, false, nullptr);
+  const Compare cr = worst_role(reset.second, r_only.second, &role);
+  record("train", nm + ": set_lm_tail resets the tail windows, keeps R's",
+         reset.first == r_only.first && cr.rel_l2 == 0 && cr.nan_mismatch == 0 && r_only.first != none.first, cr.rel_l2,
+         0);
+  sc::TrainStep t(c.kind, c.s, gpu_view(f.p0), ivp, use_lt);
+  set_tail(t, f.fr, f.h, c.V);
+  record("train", nm + ": a tail window count that is not the tail's is refused",
+         throws_with([&] { t.set_windows(5, {3}); }, "frozen layers"), 0, 0);
+}
+
 void check_capi_lm() {
   std::string so;
   void* lib = open_backend_library(&so);
@@ -559,6 +613,7 @@ void run_train_lm_checks(bool use_cublaslt) {
     if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_lm_step(c, true); });
   }
   guard("lm edges", [&] { check_lm_edges(use_cublaslt); });
+  guard("lm windows", [&] { check_lm_windows(false); });
   guard("lm staged", [&] { check_lm_staged(lm_cases()[0], use_cublaslt); });
   guard("lm staged (mlp)", [&] { check_lm_staged(lm_cases()[2], use_cublaslt); });
 }

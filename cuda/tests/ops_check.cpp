@@ -166,6 +166,142 @@ void check_rope() {
   }
 }
 
+// Sliding-window attention (query i sees keys i - W < j <= i): f32 and bf16 on every path against the reference
+// with the same window. Windows of one key, inside a tile (16 keys scalar, 64 wmma), straddling tiles, over a
+// tile, and >= T (bitwise the same as no window: the kernels take it as none). Masks leave windows with no real key
+// (zeros, lse = -inf). Then non-finite values stored in keys outside a query's window.
+void check_attention_window(bool quick, Rng& r) {
+  struct C { size_t B, T, H, Hk, Dh, W; };
+  const C cases[] = {{2, 130, 4, 2, 64, 1},  {2, 130, 4, 2, 64, 10}, {2, 130, 4, 2, 64, 40}, {2, 130, 4, 2, 64, 70},
+                     {2, 130, 4, 2, 64, 130}, {1, 200, 2, 1, 128, 64}, {2, 77, 2, 1, 80, 33}, {2, 45, 4, 2, 40, 7},
+                     {1, 150, 2, 1, 256, 100}, {1, 100, 2, 2, 96, 1000}, {3, 70, 4, 4, 32, 17}};
+  for (const C& c : cases) {
+    for (int mk = 0; mk < 4; mk++) {
+      if (quick && (mk == 1 || mk == 2)) continue;
+      const size_t M = c.B * c.T, Hd = c.H * c.Dh, Kd = c.Hk * c.Dh;
+      const float scale = 1.f / std::sqrt(float(c.Dh));
+      std::vector<float> q = randn(M * Hd, r), k = randn(M * Kd, r), v = randn(M * Kd, r);
+      std::vector<uint8_t> mask = make_mask(c.B, c.T, mk, r);
+      const uint8_t* mp = mk ? mask.data() : nullptr;
+      const std::string base = fmt("B=%zu T=%zu H=%zu Hk=%zu Dh=%zu mask=%s window=%zu", c.B, c.T, c.H, c.Hk, c.Dh,
+                                   mk == 0 ? "none" : mk == 1 ? "right" : mk == 2 ? "left" : "random", c.W);
+      DevBuf dm = dev(mask);
+      const uint8_t* gm = mk ? dm.as<uint8_t>() : nullptr;
+      {
+        std::vector<float> ref(M * Hd), lse(c.B * c.H * c.T);
+        ref::attention_forward(ref.data(), Hd, lse.data(), q.data(), Hd, k.data(), v.data(), Kd, mp, c.B, c.T, c.H, c.Hk,
+                               c.Dh, scale, c.W);
+        DevBuf dq = dev(q), dk = dev(k), dv = dev(v), dout(M * Hd * 4), dl(lse.size() * 4);
+        dout.poison(); dl.poison();
+        sc::attention_forward(dout.as<float>(), dl.as<float>(), dq.as<float>(), dk.as<float>(), dv.as<float>(), gm, c.B,
+                              c.T, c.H, c.Hk, c.Dh, scale, c.W, S);
+        const std::vector<float> o = host<float>(dout, M * Hd);
+        check("attention", "f32 " + base, compare(o.data(), ref.data(), M * Hd), kTolF32);
+        check("attention", "f32 lse " + base, compare(host<float>(dl, lse.size()).data(), lse.data(), lse.size()), kTolF32);
+        if (c.W >= c.T) {
+          dout.poison();
+          sc::attention_forward(dout.as<float>(), nullptr, dq.as<float>(), dk.as<float>(), dv.as<float>(), gm, c.B, c.T,
+                                c.H, c.Hk, c.Dh, scale, 0, S);
+          const size_t bad = bit_mismatches(host<float>(dout, M * Hd).data(), o.data(), M * Hd);
+          record("attention", "f32 window >= T is bitwise no window " + base, bad == 0, double(bad), 0);
+        }
+      }
+      const size_t W_ = Hd + 2 * Kd;
+      std::vector<float> packed(M * W_);
+      for (size_t m = 0; m < M; m++) {
+        std::memcpy(&packed[m * W_], &q[m * Hd], Hd * 4);
+        std::memcpy(&packed[m * W_ + Hd], &k[m * Kd], Kd * 4);
+        std::memcpy(&packed[m * W_ + Hd + Kd], &v[m * Kd], Kd * 4);
+      }
+      packed = round_bf16(packed);
+      std::vector<float> ref(M * Hd), lse(c.B * c.H * c.T);
+      ref::attention_forward(ref.data(), Hd, lse.data(), packed.data(), W_, packed.data() + Hd, packed.data() + Hd + Kd,
+                             W_, mp, c.B, c.T, c.H, c.Hk, c.Dh, scale, c.W);
+      DevBuf dp = dev(to_bf16(packed)), dout(M * Hd * 2), dl(lse.size() * 4);
+      const sc::bf16* pq = dp.as<sc::bf16>();
+      for (int variant = 0; variant < 2; variant++) {
+        sc::set_attention_variant(variant == 0);
+        const char* path = sc::attention_bf16_path(c.Dh, W_, W_, Hd, pq, pq + Hd, pq + Hd + Kd, dout.p);
+        if (variant == 1 && std::string(path) == "scalar") break;
+        dout.poison(); dl.poison();
+        sc::attention_forward_bf16(dout.as<sc::bf16>(), Hd, dl.as<float>(), pq, W_, pq + Hd, pq + Hd + Kd, W_, gm, c.B,
+                                   c.T, c.H, c.Hk, c.Dh, scale, c.W, S);
+        const std::vector<uint16_t> ob = host<uint16_t>(dout, M * Hd);
+        const std::vector<float> o = from_bf16(ob);
+        check("attention", fmt("bf16 %s ", path) + base, compare(o.data(), ref.data(), M * Hd), kTolBf16);
+        check("attention", fmt("bf16 %s lse ", path) + base,
+              compare(host<float>(dl, lse.size()).data(), lse.data(), lse.size()), kTolBf16Out);
+        if (c.W >= c.T) {
+          dout.poison();
+          sc::attention_forward_bf16(dout.as<sc::bf16>(), Hd, nullptr, pq, W_, pq + Hd, pq + Hd + Kd, W_, gm, c.B, c.T,
+                                     c.H, c.Hk, c.Dh, scale, 0, S);
+          const bool same = host<uint16_t>(dout, M * Hd) == ob;
+          record("attention", fmt("bf16 %s window >= T is bitwise no window ", path) + base, same, same ? 0 : 1, 0);
+        }
+      }
+      sc::set_attention_variant(true);
+    }
+  }
+  // Non-finite values outside a query's window (batch 0, all real keys, W = 20): +inf in key 10's k (a score of +inf,
+  // NaN row, or -inf, key left out, by the sign of q) and NaN in key 12's v (dim 3 of the group's heads NaN). Queries
+  // 10..31 see one of them, the later ones must equal the reference, finite. No kernel multiplies an out-of-window
+  // key, so the f32 and scalar bf16 kernels match the reference element for element, and so does the wmma kernel
+  // from query 12 on (rows 32..47 take key 12's chunk through chunk_pv, rows 48..63 skip it, later tiles never load
+  // it); before 12 its causal-diagonal caveat stands (key 12's NaN value row times an exact 0 in the earlier rows of
+  // its 16-key chunk): required there is every NaN of the reference.
+  for (const size_t Dh : {size_t(64), size_t(40)}) {  // 64: wmma paths, 40: the scalar bf16 kernel
+    const size_t B = 2, T = 150, H = 2, Hk = 1, W = 20, M = B * T, Hd = H * Dh, Kd = Hk * Dh;
+    std::vector<float> q = randn(M * Hd, r), k = randn(M * Kd, r), v = randn(M * Kd, r);
+    k[10 * Kd + 1] = INFINITY;
+    v[12 * Kd + 3] = NAN;
+    const float scale = 0.125f;
+    std::vector<float> ref(M * Hd);
+    ref::attention_forward(ref.data(), Hd, nullptr, q.data(), Hd, k.data(), v.data(), Kd, nullptr, B, T, H, Hk, Dh, scale, W);
+    // The case itself: dim 3 of head 0 NaN on every query that sees key 12 (12..31), nothing non-finite outside
+    // 10..31.
+    size_t ref_nan_rows = 0, ref_nonfinite_outside = 0;
+    for (size_t i = 0; i < T; i++) {
+      ref_nan_rows += i >= 12 && i <= 31 && std::isnan(ref[i * Hd + 3]);
+      for (size_t e = 0; e < Hd; e++) ref_nonfinite_outside += (i < 10 || i > 31) && !std::isfinite(ref[i * Hd + e]);
+    }
+    record("attention", fmt("window NaN/inf case: the reference's NaN rows are those that see the keys (Dh=%zu)", Dh),
+           ref_nan_rows == 20 && ref_nonfinite_outside == 0, double(ref_nonfinite_outside), 0,
+           fmt("%zu of 20 NaN rows", ref_nan_rows));
+    if (Dh == 64) {
+      DevBuf dq = dev(q), dk = dev(k), dv = dev(v), dout(M * Hd * 4);
+      dout.poison();
+      sc::attention_forward(dout.as<float>(), nullptr, dq.as<float>(), dk.as<float>(), dv.as<float>(), nullptr, B, T, H,
+                            Hk, Dh, scale, W, S);
+      check("attention", "f32 window: inf/NaN in out-of-window keys stays out",
+            compare(host<float>(dout, M * Hd).data(), ref.data(), M * Hd), kTolF32);
+    }
+    std::vector<float> qb = round_bf16(q), kb = round_bf16(k), vb = round_bf16(v);
+    ref::attention_forward(ref.data(), Hd, nullptr, qb.data(), Hd, kb.data(), vb.data(), Kd, nullptr, B, T, H, Hk, Dh, scale, W);
+    DevBuf bq = dev(to_bf16(qb)), bk = dev(to_bf16(kb)), bv = dev(to_bf16(vb)), bout(M * Hd * 2);
+    for (int variant = 0; variant < 2; variant++) {
+      sc::set_attention_variant(variant == 0);
+      const char* path = sc::attention_bf16_path(Dh, Hd, Kd, Hd, bq.p, bk.p, bv.p, bout.p);
+      if (variant == 1 && std::string(path) == "scalar") break;
+      bout.poison();
+      sc::attention_forward_bf16(bout.as<sc::bf16>(), Hd, nullptr, bq.as<sc::bf16>(), Hd, bk.as<sc::bf16>(),
+                                 bv.as<sc::bf16>(), Kd, nullptr, B, T, H, Hk, Dh, scale, W, S);
+      const std::vector<float> o = from_bf16(host<uint16_t>(bout, M * Hd));
+      const std::string nm = fmt("bf16 %s window: inf/NaN in out-of-window keys stays out", path);
+      if (std::string(path) == "scalar") {
+        check("attention", nm, compare(o.data(), ref.data(), M * Hd), kTolBf16);
+      } else {
+        size_t missing = 0;
+        for (size_t i = 0; i < 12 * Hd; i++) missing += std::isnan(ref[i]) && !std::isnan(o[i]);
+        const Compare later = compare(o.data() + 12 * Hd, ref.data() + 12 * Hd, (M - 12) * Hd);
+        const bool ok = missing == 0 && later.nan_mismatch == 0 && later.rel_l2 <= kTolBf16;
+        record("attention", nm + " (queries >= 12 exactly the reference's NaN/inf)", ok, later.rel_l2, kTolBf16,
+               fmt("%zu missing NaN before query 12, %zu NaN/inf mismatches from 12 on", missing, later.nan_mismatch));
+      }
+    }
+    sc::set_attention_variant(true);
+  }
+}
+
 // Attention: f32 contract and bf16 (packed strides, wmma and scalar paths) against the f64-accumulating reference.
 void check_attention(bool quick) {
   Rng r(14);
@@ -191,7 +327,7 @@ void check_attention(bool quick) {
         DevBuf dq = dev(q), dk = dev(k), dv = dev(v), dm = dev(mask), dout(M * Hd * 4), dl(lse.size() * 4);
         dout.poison(); dl.poison();
         sc::attention_forward(dout.as<float>(), dl.as<float>(), dq.as<float>(), dk.as<float>(), dv.as<float>(),
-                              mk ? dm.as<uint8_t>() : nullptr, c.B, c.T, c.H, c.Hk, c.Dh, scale, S);
+                              mk ? dm.as<uint8_t>() : nullptr, c.B, c.T, c.H, c.Hk, c.Dh, scale, 0, S);
         check("attention", "f32 " + base, compare(host<float>(dout, M * Hd).data(), ref.data(), M * Hd), kTolF32);
         check("attention", "f32 lse " + base, compare(host<float>(dl, lse.size()).data(), lse.data(), lse.size()), kTolF32);
       }
@@ -216,7 +352,7 @@ void check_attention(bool quick) {
           if (variant == 1 && std::string(path) == "scalar") break;
           dout.poison(); dl.poison();
           sc::attention_forward_bf16(dout.as<sc::bf16>(), Hd, dl.as<float>(), pq, W_, pq + Hd, pq + Hd + Kd, W_,
-                                     mk ? dm.as<uint8_t>() : nullptr, c.B, c.T, c.H, c.Hk, c.Dh, scale, S);
+                                     mk ? dm.as<uint8_t>() : nullptr, c.B, c.T, c.H, c.Hk, c.Dh, scale, 0, S);
           std::vector<float> o = from_bf16(host<uint16_t>(dout, M * Hd));
           check("attention", fmt("bf16 %s ", path) + base, compare(o.data(), ref.data(), M * Hd), kTolBf16);
           check("attention", fmt("bf16 %s lse ", path) + base, compare(host<float>(dl, lse.size()).data(), lse.data(), lse.size()), kTolBf16Out);
@@ -238,7 +374,7 @@ void check_attention(bool quick) {
     ref::attention_forward(ref.data(), Hd, nullptr, q.data(), Hd, k.data(), v.data(), Kd, mask.data(), B, T, H, Hk, Dh, 0.125f);
     DevBuf dq = dev(q), dk = dev(k), dv = dev(v), dm = dev(mask), dout(M * Hd * 4);
     dout.poison();
-    sc::attention_forward(dout.as<float>(), nullptr, dq.as<float>(), dk.as<float>(), dv.as<float>(), dm.as<uint8_t>(), B, T, H, Hk, Dh, 0.125f, S);
+    sc::attention_forward(dout.as<float>(), nullptr, dq.as<float>(), dk.as<float>(), dv.as<float>(), dm.as<uint8_t>(), B, T, H, Hk, Dh, 0.125f, 0, S);
     check("attention", pad ? "f32 NaN in a padding value is ignored" : "f32 NaN in a real value propagates",
           compare(host<float>(dout, M * Hd).data(), ref.data(), M * Hd), kTolF32);
     std::vector<float> qb = round_bf16(q), kb = round_bf16(k), vb = round_bf16(v);
@@ -246,7 +382,7 @@ void check_attention(bool quick) {
     DevBuf bq = dev(to_bf16(qb)), bk = dev(to_bf16(kb)), bv = dev(to_bf16(vb)), bout(M * Hd * 2);
     bout.poison();
     sc::attention_forward_bf16(bout.as<sc::bf16>(), Hd, nullptr, bq.as<sc::bf16>(), Hd, bk.as<sc::bf16>(), bv.as<sc::bf16>(), Kd,
-                               dm.as<uint8_t>(), B, T, H, Hk, Dh, 0.125f, S);
+                               dm.as<uint8_t>(), B, T, H, Hk, Dh, 0.125f, 0, S);
     std::vector<float> o = from_bf16(host<uint16_t>(bout, M * Hd));
     if (pad) {
       check("attention", "bf16 wmma NaN in a padding value is ignored", compare(o.data(), ref.data(), M * Hd), kTolBf16);
@@ -264,6 +400,7 @@ void check_attention(bool quick) {
              fmt("%zu missing NaN, %zu non-finite in batch 1", missing, leaked_other_batch));
     }
   }
+  check_attention_window(quick, r);
 }
 
 void check_activations() {

@@ -189,6 +189,62 @@ int run_cpu_selftest() {
     expect(throws_with(p, "larger than 100 MB"), "safetensors: oversized header length is rejected");
     std::remove(p.c_str());
   }
+  // Sliding-window attention references: the strided (packed-row) loops against the shared reference with the same
+  // window; a window >= T is no window; a window of one gives each real query its own value row; one row by hand.
+  {
+    const size_t B = 2, T = 23, H = 4, Hk = 2, Dh = 8, Hd = H * Dh, Kd = Hk * Dh, N = Hd + 2 * Kd;
+    std::vector<float> q = randn(B * T * Hd, r), k = randn(B * T * Kd, r), v = randn(B * T * Kd, r), packed(B * T * N);
+    for (size_t m = 0; m < B * T; m++) {
+      std::copy(q.begin() + m * Hd, q.begin() + (m + 1) * Hd, packed.begin() + m * N);
+      std::copy(k.begin() + m * Kd, k.begin() + (m + 1) * Kd, packed.begin() + m * N + Hd);
+      std::copy(v.begin() + m * Kd, v.begin() + (m + 1) * Kd, packed.begin() + m * N + Hd + Kd);
+    }
+    std::vector<uint8_t> mask(B * T, 1);
+    for (size_t t = 0; t < T; t += 3) mask[T + t] = 0;
+    auto run = [&](bool strided, size_t W, std::vector<float>& lse) {
+      std::vector<float> out(B * T * Hd);
+      lse.assign(B * H * T, 0.f);
+      if (strided)
+        ref::attention_forward(out.data(), Hd, lse.data(), packed.data(), N, packed.data() + Hd, packed.data() + Hd + Kd,
+                               N, mask.data(), B, T, H, Hk, Dh, 0.3f, W);
+      else
+        ref::attention_forward(out.data(), Hd, lse.data(), q.data(), Hd, k.data(), v.data(), Kd, mask.data(), B, T, H,
+                               Hk, Dh, 0.3f, W);
+      return out;
+    };
+    std::vector<float> l1, l2, l3;
+    const std::vector<float> a = run(true, 5, l1), b = run(false, 5, l2);
+    const Compare c = compare(a.data(), b.data(), a.size()), cl = compare(l1.data(), l2.data(), l1.size());
+    expect(c.nan_mismatch == 0 && c.rel_l2 < 1e-6 && cl.nan_mismatch == 0 && cl.rel_l2 < 1e-6,
+           fmt("attention ref, window 5: strided loops = shared reference (%.1e)", c.rel_l2));
+    const std::vector<float> w = run(false, T, l1), none = run(false, 0, l2);
+    expect(bit_mismatches(w.data(), none.data(), w.size()) == 0, "attention ref: window T = no window (bitwise)");
+    const std::vector<float> one = run(true, 1, l3);
+    double worst = 0;
+    bool zeros = true;
+    for (size_t b = 0; b < B; b++)
+      for (size_t t = 0; t < T; t++)
+        for (size_t h = 0; h < H; h++)
+          for (size_t d = 0; d < Dh; d++) {
+            const float o = one[((b * T + t) * H + h) * Dh + d];
+            if (mask[b * T + t]) worst = std::max(worst, double(std::fabs(o - v[((b * T + t) * Hk + h / 2) * Dh + d])));
+            else zeros = zeros && o == 0.f;
+          }
+    expect(worst < 1e-6 && zeros, "attention ref, window 1: a real query's output is its value row, a padded one 0");
+    // Batch 1, query 19, head 3 (KV head 1), window 5: keys 15..19 less the padded 15 and 18.
+    const size_t i = 19, h = 3;
+    double s[3], mx = -1e30, z = 0, o0 = 0;
+    const size_t js[3] = {16, 17, 19};
+    for (int n = 0; n < 3; n++) {
+      double d = 0;
+      for (size_t e = 0; e < Dh; e++) d += double(q[((T + i) * H + h) * Dh + e]) * k[((T + js[n]) * Hk + 1) * Dh + e];
+      s[n] = d * 0.3;
+      mx = std::max(mx, s[n]);
+    }
+    for (double x : s) z += std::exp(x - mx);
+    for (int n = 0; n < 3; n++) o0 += std::exp(s[n] - mx) / z * v[((T + js[n]) * Hk + 1) * Dh];
+    expect(std::fabs(a[((T + i) * H + h) * Dh] - o0) < 1e-5, "attention ref, window 5: one row by hand");
+  }
   std::printf("cpu-selftest: %d passed, %d failed\n", g_pass, g_fail);
   return g_fail == 0 ? 0 : 1;
 }

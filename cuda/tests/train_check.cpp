@@ -344,6 +344,136 @@ void check_staged(const Case& c, bool use_lt, bool big) {
          fmt("device %zu (plain trainer %zu: the second input slot)", staged.device_bytes(), plain.device_bytes()));
 }
 
+// The CPU reference of a sliding-window step, from the CPU's full-attention step (no window on the CPU step yet):
+// within one layer, query i's output depends on the tokens of its window [i - W + 1, i] alone, so it is the last
+// token's output of the full-attention layer run on that window as a sequence of its own (left-padded to W with
+// masked tokens, positions kept). One such sequence per real query; the other tokens of each get the CPU's own
+// forward output as their target, so they add exactly nothing to the loss or the gradients, and the scales undo the
+// larger real-token count: loss and gradients are those of the windowed step on the original batch.
+double cpu_window_step(const Case& c, size_t W, const Params& p, Params& g, const Batch& b,
+                       const std::vector<float>& inv, float scale) {
+  const size_t T = c.s.T, D = c.s.D;
+  std::vector<std::pair<size_t, size_t>> queries;  // (sequence, position) of each real query
+  for (size_t bi = 0; bi < b.B; bi++)
+    for (size_t i = 0; i < T; i++)
+      if (b.mask[bi * T + i]) queries.emplace_back(bi, i);
+  const size_t n = queries.size();
+  if (n == 0) return 0;
+  ReplacementSpec s = c.s;
+  s.B = n;
+  s.T = W;
+  Batch w;
+  w.B = n;
+  w.x.assign(n * W * D, 0.f);
+  w.target.assign(n * W * D, 0.f);
+  w.pos.assign(n * W, 0);
+  w.mask.assign(n * W, 0);
+  size_t real = 0;
+  for (size_t q = 0; q < n; q++) {
+    const auto [bi, i] = queries[q];
+    for (size_t k = 0; k < W; k++) {
+      if (i + k + 1 < W) continue;  // before the sequence: padding
+      const size_t t = i + k + 1 - W, src = bi * T + t, dst = q * W + k;
+      std::copy(b.x.begin() + std::ptrdiff_t(src * D), b.x.begin() + std::ptrdiff_t((src + 1) * D),
+                w.x.begin() + std::ptrdiff_t(dst * D));
+      w.pos[dst] = b.pos[src];
+      w.mask[dst] = b.mask[src];
+      real += b.mask[src];
+    }
+  }
+  std::vector<float> y(n * W * D);
+  streamline::replacement_forward(c.kind, s, cpu_params(p), y.data(), w.x.data(), w.pos.data(), w.mask.data(),
+                                  inv.data());
+  w.target = y;
+  for (size_t q = 0; q < n; q++) {
+    const auto [bi, i] = queries[q];
+    std::copy(b.target.begin() + std::ptrdiff_t((bi * T + i) * D), b.target.begin() + std::ptrdiff_t((bi * T + i + 1) * D),
+              w.target.begin() + std::ptrdiff_t(((q + 1) * W - 1) * D));
+  }
+  const double ratio = double(real) / double(n);
+  s.grad_scale = float(double(scale) * ratio);
+  return ratio * streamline::replacement_step(c.kind, s, cpu_params(p), cpu_grads(g), w.x.data(), w.target.data(),
+                                              w.pos.data(), w.mask.data(), inv.data());
+}
+
+// A layer replacement with a sliding window (TrainStep::set_windows): two micro-batches' loss and accumulated
+// gradients against cpu_window_step, the first update against the CPU's, eval against the step's loss, and the
+// window's refusals. Cases: Dh 32 (wmma forward, tensor-core backward) at T = 150 with W = 70 (three query tiles, a
+// window wider than a tile), and the odd OPT-style layer (Dh 24: scalar forward, f32 backward) with W = 5.
+void check_window_step(const Case& c, size_t W, bool use_lt) {
+  Rng r(700 + uint64_t(W));
+  const Params p0 = make_params(c, r);
+  const std::vector<float> inv = inv_freq(c);
+  const Batch b1 = make_batch(c, c.s.B, r, nullptr, inv), b2 = make_batch(c, c.s.B - 1, r, nullptr, inv);
+  const std::string nm = fmt("%s, window %zu (%s)", c.name, W, use_lt ? "cublaslt" : "fallback");
+  const float w1 = 0.6f, w2 = 0.4f;
+  Params pc = p0, gc = zeros_like(p0), mc = zeros_like(p0), vc = zeros_like(p0);
+  const double lc1 = cpu_window_step(c, W, pc, gc, b1, inv, w1), lc2 = cpu_window_step(c, W, pc, gc, b2, inv, w2);
+  sc::TrainStep t(c.kind, c.s, gpu_view(p0), c.s.use_rope ? inv.data() : nullptr, use_lt);
+  t.set_windows(W, {});
+  std::vector<double> le(b1.B);
+  t.eval(b1.x.data(), b1.target.data(), b1.pos.data(), b1.mask.data(), b1.B, le.data());
+  const double lg1 = gpu_step(t, b1, w1), lg2 = gpu_step(t, b2, w2);
+  const double lerr = std::max(std::fabs(lg1 - lc1) / lc1, std::fabs(lg2 - lc2) / lc2);
+  record("train", nm + ": loss of two micro-batches vs the CPU on each query's window", lerr <= kTolTrainLoss, lerr,
+         kTolTrainLoss, fmt("gpu %.6g %.6g cpu %.6g %.6g", lg1, lg2, lc1, lc2));
+  double num = 0, den = 0;
+  for (size_t i = 0; i < b1.B; i++) {
+    double real = 0;
+    for (size_t k = 0; k < c.s.T; k++) real += b1.mask[i * c.s.T + k];
+    num += le[i] * real;
+    den += real;
+  }
+  const double serr = std::fabs(num / den - lg1) / lg1;
+  record("train", nm + ": eval takes the window (weighted eval = the step's loss)", serr <= kTolF64Sum, serr, kTolF64Sum);
+  const Params gg = gpu_grads(t, p0);
+  std::string worst;
+  const Compare gerr = worst_role(gg, gc, &worst, kGradFloor);
+  record("train", nm + ": accumulated gradients (worst role)", gerr.nan_mismatch == 0 && gerr.rel_l2 <= kTolTrainGrad,
+         gerr.rel_l2, kTolTrainGrad, worst);
+  streamline::AdamWOptions opt;
+  opt.lr = 1e-3;
+  opt.step = 1;
+  cpu_apply(pc, gc, mc, vc, opt, 1e9);  // no clipping in effect
+  t.apply(opt, 1e9);
+  const Params pg = gpu_params(t, p0);
+  double unum = 0, uden = 0;
+  for (int k = 0; k < kRoles; k++)
+    for (size_t i = 0; i < pg[k].size(); i++) {
+      const double d = double(pg[k][i]) - pc[k][i], e = double(pc[k][i]) - p0[k][i];
+      unum += d * d;
+      uden += e * e;
+    }
+  const double uerr = std::sqrt(unum / uden);
+  record("train", nm + ": update vs the CPU's step (all parameters)", uerr <= kTolTrainUpdate, uerr, kTolTrainUpdate);
+  // The checks can tell the window from none: the full-attention CPU step on b1 is further from the windowed one
+  // than the tolerances (gradients: several times over; the loss moves less, random targets dominate it).
+  Params gf = zeros_like(p0), gw = zeros_like(p0);
+  const double lf = cpu_step(c, p0, gf, b1, inv, 1.f), lw = cpu_window_step(c, W, p0, gw, b1, inv, 1.f);
+  const Compare fw = worst_role(gf, gw, &worst, kGradFloor);
+  record("train", nm + ": the full-attention step is outside the tolerances",
+         fw.rel_l2 > 3 * kTolTrainGrad && std::fabs(lf - lw) / lw > kTolTrainLoss, fw.rel_l2, 3 * kTolTrainGrad,
+         fmt("gradients %s; loss full %.6g windowed %.6g", worst.c_str(), lf, lw));
+  const bool refuse = throws_with([&] { t.set_windows(W, {size_t(3)}); }, "without an lm tail");
+  record("train", nm + ": tail windows without an lm tail are refused", refuse && t.window() == W, 0, 0);
+}
+
+// An mlp replacement has no attention: a window is refused, 0 accepted.
+void check_window_mlp() {
+  const Case c = cases()[0];
+  Rng r(702);
+  const Params p0 = make_params(c, r);
+  sc::TrainStep t(c.kind, c.s, gpu_view(p0), nullptr, false);
+  const bool refused = throws_with([&] { t.set_windows(4, {}); }, "mlp replacement");
+  bool zero_ok = true;
+  try {
+    t.set_windows(0, {});
+  } catch (const std::exception&) {
+    zero_ok = false;
+  }
+  record("train", "mlp replacement: window 4 refused, 0 accepted", refused && zero_ok && t.window() == 0, 0, 0);
+}
+
 }  // namespace
 
 void run_train_step_checks(bool use_cublaslt) {
@@ -354,6 +484,14 @@ void run_train_step_checks(bool use_cublaslt) {
     if (use_cublaslt) guard(std::string(c.name) + " eval (cublaslt)", [&] { check_eval(c, true); });
   }
   guard("edges", [&] { check_edges(use_cublaslt); });
+  {
+    const Case wide{"layer gqa rope padded T=150", ReplacementKind::Layer,
+                    spec(2, 150, 64, 4, 2, 32, 96, false, Activation::SiLU, true, true), false};
+    guard("window step", [&] { check_window_step(wide, 70, false); });
+    if (use_cublaslt) guard("window step (cublaslt)", [&] { check_window_step(wide, 70, true); });
+    guard("window step odd", [&] { check_window_step(cases()[3], 5, false); });
+    guard("window mlp", [] { check_window_mlp(); });
+  }
   for (const Case& c : cases()) guard(std::string(c.name) + " staged", [&] { check_staged(c, use_cublaslt, false); });
   run_train_lm_checks(use_cublaslt);
 }
@@ -397,6 +535,22 @@ int cpu_train_selftest(const std::string& model_dir) {
       same = same && a == c && b == d && std::string(streamline::role_name(r)) == sc::train_role_name(r);
     }
     expect(same, "train role names and shapes agree with replacement.h");
+  }
+  // The windowed step's reference (cpu_window_step) with a window of T is the full-attention step: every query's
+  // window is its whole prefix. Checks the re-batching, padding, self-targets and scales against cpu_step.
+  for (const Case& c : {cases()[2], cases()[3]}) {
+    Rng r(808);
+    const Params p0 = make_params(c, r);
+    const std::vector<float> inv = inv_freq(c);
+    const Batch b = make_batch(c, c.s.B, r, nullptr, inv);
+    Params ga = zeros_like(p0), gb = zeros_like(p0);
+    const double la = cpu_step(c, p0, ga, b, inv, 0.7f), lb = cpu_window_step(c, c.s.T, p0, gb, b, inv, 0.7f);
+    std::string role;
+    const Compare g = worst_role(gb, ga, &role, kGradFloor);  // k.bias without RoPE: exactly zero, noise on both
+    const double lerr = std::fabs(lb - la) / la;
+    expect(lerr < 1e-5 && g.nan_mismatch == 0 && g.rel_l2 < 1e-4,
+           fmt("%s: the per-query-window CPU step with window T is the full step (loss %.1e, gradients %.1e %s)", c.name,
+               lerr, g.rel_l2, role.c_str()));
   }
   auto round_params = [](Params p) {
     for (auto& x : p)

@@ -212,6 +212,44 @@ void check_capi_train() {
   const int bad4 = streamline_cuda_train_create(1, &s, hp, inv.data(), &t2);
   msg = streamline_cuda_last_error();
   record("train", "C API: a missing gate.weight is rejected", bad4 == -1 && msg.find("gate.weight") != std::string::npos, 0, 0, msg);
+  for (int k = 0; k < kRoles; k++) hp[k] = p0[k].empty() ? nullptr : p0[k].data();
+  // Sliding window (optional symbol): a windowed step through the C API is bitwise the in-process windowed step;
+  // negative windows and tail windows without a tail come back as -1 with a message.
+  auto set_windows =
+      reinterpret_cast<decltype(&::streamline_cuda_train_set_windows)>(dlsym(h, "streamline_cuda_train_set_windows"));
+  if (!set_windows) {
+    record("train", "C API: streamline_cuda_train_set_windows exported", false, 0, 0, "missing in " + so);
+  } else {
+    sc::TrainStep tw(c.kind, c.s, gpu_view(p0), inv.data(), lt);
+    tw.set_windows(9, {});
+    const double lw = gpu_step(tw, b, 1.f);
+    const Params gw = gpu_grads(tw, p0);
+    streamline_cuda_train* t3 = nullptr;
+    double l3 = 0;
+    bool wok = streamline_cuda_train_create(1, &s, hp, inv.data(), &t3) == 0 && set_windows(t3, 9, 0, nullptr) == 0 &&
+               streamline_cuda_train_step(t3, b.x.data(), b.target.data(), b.pos.data(), b.mask.data(), int64_t(b.B),
+                                          1.f, &l3) == 0;
+    Params g3 = zeros_like(p0);
+    for (int k = 0; k < kRoles && wok; k++)
+      if (!g3[k].empty()) wok = streamline_cuda_train_get_grads(t3, k, g3[k].data(), int64_t(g3[k].size())) == 0;
+    std::string w;
+    const Compare cg = worst_role(g3, gw, &w);
+    record("train", "C API: train_set_windows(9) step is bitwise the in-process windowed step",
+           wok && l3 == lw && l3 != lref && cg.rel_l2 == 0 && cg.nan_mismatch == 0, cg.rel_l2, 0,
+           wok ? fmt("loss %.9g (no window %.9g)", l3, lref) : streamline_cuda_last_error());
+    const int64_t tw1[1] = {4};
+    const int neg = t3 ? set_windows(t3, -1, 0, nullptr) : 0;
+    const std::string m1 = streamline_cuda_last_error();
+    const int notail = t3 ? set_windows(t3, 9, 1, tw1) : 0;
+    const std::string m2 = streamline_cuda_last_error();
+    const int negtail = t3 ? set_windows(t3, 9, -1, nullptr) : 0;
+    const std::string m3 = streamline_cuda_last_error();
+    record("train", "C API: train_set_windows refuses a negative window, tail windows without a tail, n_tail < 0",
+           neg == -1 && notail == -1 && negtail == -1 && m1.find("window") != std::string::npos &&
+               m2.find("tail") != std::string::npos && m3.find("n_tail") != std::string::npos,
+           0, 0, m1 + " | " + m2 + " | " + m3);
+    if (t3) streamline_cuda_train_destroy(t3);
+  }
   if (tr) streamline_cuda_train_destroy(tr);
   dlclose(h);
 }
