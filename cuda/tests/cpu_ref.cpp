@@ -199,6 +199,7 @@ void contract_layer(std::vector<float>& h, const LayerSpecRef& s, const LayerWei
   ls.batch = s.B; ls.seq_len = s.T; ls.hidden = s.D; ls.heads = s.H; ls.kv_heads = s.Hk; ls.head_dim = s.Dh;
   ls.intermediate = s.F; ls.norm = s.rms ? streamline::NormKind::Rms : streamline::NormKind::Layer; ls.norm_eps = s.eps;
   ls.act = s.act; ls.gated_mlp = s.gated; ls.pre_norm = s.pre_norm; ls.use_rope = s.use_rope; ls.attn_scale = s.scale;
+  ls.window = s.window;
   streamline::LayerWeights lw;
   auto view = [](const std::vector<float>& v, std::vector<int64_t> shape) {
     streamline::WeightView wv;

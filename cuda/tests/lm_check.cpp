@@ -463,10 +463,10 @@ void check_lm_edges(bool use_lt) {
 
 // The lm functions of the C API through dlopen, on an mlp trainer whose tail has a RoPE layer (the spec's heads and
 // inv_freq reach the tail only through train_create): step and eval bitwise the in-process TrainStep's.
-// Sliding windows on the lm path (TrainStep::set_windows: the replacement's and one per frozen layer). The CPU
-// reference has no windows yet (TODO(lead): against lm_loss_step once FrozenTail takes per-layer windows), so the
-// checks are the GPU's own: windows >= T run bitwise as none; a windowed step (R 5, tail 3 and 0) changes the loss,
-// and eval_lm's real-target-weighted mean is that step's loss (both run the windows); a tail count that is not the
+// Sliding windows on the lm path (TrainStep::set_windows: the replacement's and one per frozen layer): a windowed
+// step (R 5, tail 3 and 0) against the CPU's lm_loss_step with the same windows (ReplacementSpec::window,
+// FrozenTail::windows), loss and gradients; windows >= T run bitwise as none; the windows change the loss, and
+// eval_lm's real-target-weighted mean is that step's loss (both run the windows); a tail count that is not the
 // tail's is refused; set_lm_tail resets the tail windows to 0 and keeps R's.
 void check_lm_windows(bool use_lt) {
   const LmCase c = lm_cases()[0];
@@ -505,6 +505,22 @@ void check_lm_windows(bool use_lt) {
          kTolF64Sum, fmt("step %.9g, no window %.9g", win.first, none.first));
   record("train", nm + ": the windows change the lm loss", std::fabs(win.first - none.first) > 1e-4 * none.first,
          std::fabs(win.first - none.first), 0);
+  {
+    ReplacementSpec s = c.s;
+    s.B = B;
+    s.window = 5;
+    streamline::FrozenTail tail = cpu_tail(c, f.fr, f.h, B);
+    tail.windows = {3, 0};
+    Params gc = zeros_like(f.p0);
+    const double lc = streamline::lm_loss_step(c.kind, s, cpu_params(f.p0), cpu_grads(gc), f.b.x.data(), tail,
+                                               f.tg.data(), f.b.pos.data(), f.b.mask.data(), ivp);
+    const double lerr = std::fabs(win.first - lc) / lc;
+    record("train", nm + ": windows R 5, tail 3/0: lm loss vs lm_loss_step with the same windows",
+           lerr <= kTolTrainLoss, lerr, kTolTrainLoss, fmt("gpu %.6g cpu %.6g", win.first, lc));
+    const Compare ge = worst_role(win.second, gc, &role, kGradFloor);
+    record("train", nm + ": windows R 5, tail 3/0: gradients vs lm_loss_step (worst role)",
+           ge.nan_mismatch == 0 && ge.rel_l2 <= kTolLmGrad, ge.rel_l2, kTolLmGrad, role);
+  }
   // Only R's window differs from `none` after the reset: the same as setting R 5 and tail 0/0.
   const auto reset = run(5, {3, 0}, true, nullptr), r_only = run(5, {0, 0}, false, nullptr);
   const Compare cr = worst_role(reset.second, r_only.second, &role);

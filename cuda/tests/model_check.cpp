@@ -258,6 +258,28 @@ void check_fixture_head(const std::string& name, const Json& cfg, const SafeTens
   (void)cfg;
 }
 
+// Layer k's sliding window as transformers applies it (0 = none): Mistral's sliding_window on every layer; Qwen2's
+// only with use_sliding_window, on the layers layer_types marks (default: from max_window_layers on). The same rule as
+// scripts/fixtures/hf_reference.py and the TypeScript config parser (packages/core/src/arch).
+std::vector<size_t> layer_windows(const Json& cfg, const std::string& type, size_t L) {
+  std::vector<size_t> w(L, 0);
+  const Json* sw = cfg.get("sliding_window");
+  if (!sw || sw->kind != Json::Number || (type != "mistral" && type != "qwen2")) return w;
+  if (type == "qwen2") {
+    const Json* use = cfg.get("use_sliding_window");
+    if (!use || use->kind != Json::Bool || !use->b) return w;
+  }
+  const Json* types = cfg.get("layer_types");
+  const size_t from = type == "qwen2" ? size_t(cfg.number_or("max_window_layers", 28)) : 0;
+  for (size_t k = 0; k < L; k++) {
+    const bool sliding = types && types->kind == Json::Array && k < types->arr.size()
+                             ? types->arr[k].kind == Json::String && types->arr[k].str == "sliding_attention"
+                             : k >= from;
+    if (sliding) w[k] = size_t(sw->num);
+  }
+  return w;
+}
+
 // GPU layers against the f64 PyTorch goldens of one fixture: each layer k from golden h.k compared with golden h.k+1
 // on real tokens (no compounding), then the chained boundary states' (L+1) x (L+1) cosine matrix against the one
 // computed from the goldens. gpu = false runs the same with the CPU layer that rounds to bf16 where the GPU does
@@ -293,6 +315,7 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
   }
   const float eps = opt ? 1e-5f : float(cfg.number_or("rms_norm_eps", 1e-6));
   ref::LayerSpecRef s{B, T, D, H, Hk, Dh, F, Dh, !opt, !opt, pre_norm, !opt, false, act, eps, 1.f / std::sqrt(float(Dh))};
+  const std::vector<size_t> windows = layer_windows(cfg, type, L);
   std::vector<uint8_t> mask(M);
   for (size_t i = 0; i < M; i++) mask[i] = static_cast<const uint8_t*>(am->data)[i];
   std::vector<int32_t> pos(M);
@@ -359,9 +382,12 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
     roles_of(k, roles);
     if (gpu) {
       ctxp->upload_layer(int(k % 2), roles);
+      ctxp->set_window(windows[k]);
       ctxp->run_layer(int(k % 2));
     } else {
-      ref::decoder_layer(h, s, cpu_weights(roles), opt ? nullptr : cosv.data(), opt ? nullptr : sinv.data(), mask.data(), true);
+      ref::LayerSpecRef sk = s;
+      sk.window = windows[k];
+      ref::decoder_layer(h, sk, cpu_weights(roles), opt ? nullptr : cosv.data(), opt ? nullptr : sinv.data(), mask.data(), true);
     }
   };
   const char* who = gpu ? "GPU" : "CPU bf16-emulating";

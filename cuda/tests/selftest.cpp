@@ -112,18 +112,19 @@ int run_cpu_selftest() {
   }
   // The harness's local layer (f32, no bf16 emulation) against the project's CPU decoder_layer_forward.
   {
-    struct St { const char* name; bool rms, gated, pre, rope, mlp_only, qkvb, ob, mlpb, nb; streamline::Activation act; };
+    struct St { const char* name; bool rms, gated, pre, rope, mlp_only, qkvb, ob, mlpb, nb; streamline::Activation act; size_t window = 0; };
     const St styles[] = {{"llama", true, true, true, true, false, false, false, false, false, streamline::Activation::SiLU},
                          {"qwen2", true, true, true, true, false, true, false, false, false, streamline::Activation::SiLU},
                          {"llama mlp_bias", true, true, true, true, false, true, true, true, false, streamline::Activation::SiLU},
                          {"opt pre-norm", false, false, true, false, false, true, true, true, true, streamline::Activation::ReLU},
                          {"opt post-norm", false, false, false, false, false, true, true, true, true, streamline::Activation::ReLU},
                          {"gelu_tanh", true, true, true, true, false, false, false, false, false, streamline::Activation::GELUTanh},
+                         {"mistral window 3", true, true, true, true, false, false, false, false, false, streamline::Activation::SiLU, 3},
                          {"mlp block", true, true, true, false, true, false, false, false, false, streamline::Activation::SiLU},
                          {"mlp block post-norm", false, false, false, false, true, false, false, true, true, streamline::Activation::ReLU}};
     for (const St& st : styles) {
       const size_t B = 2, T = 11, D = 64, H = 4, Hk = 2, Dh = 16, F = 96, M = B * T;
-      ref::LayerSpecRef s{B, T, D, H, Hk, Dh, F, Dh, st.rms, st.gated, st.pre, st.rope, st.mlp_only, st.act, 1e-5f, 0.25f};
+      ref::LayerSpecRef s{B, T, D, H, Hk, Dh, F, Dh, st.rms, st.gated, st.pre, st.rope, st.mlp_only, st.act, 1e-5f, 0.25f, st.window};
       ref::LayerWeightsRef w;
       auto mk = [&](size_t n, float sc, float off = 0.f) { auto v = randn(n, r, sc); for (auto& t : v) t += off; return v; };
       if (!st.mlp_only) {
