@@ -209,6 +209,9 @@ TrainStep::TrainStep(ReplacementKind kind, const ReplacementSpec& spec,
     check(!s.use_rope || (s.Dh % 2 == 0 && inv_freq), "RoPE needs an even head_dim and inv_freq");
   }
   rope_ = layer && s.use_rope;
+  // the CPU step's spec field, so a caller of both passes the window once (set_windows may change it later)
+  check(layer || s.window == 0, "an mlp replacement has no attention window (spec.window must be 0)");
+  window_ = s.window;
   if (s.use_rope && inv_freq && s.Dh % 2 == 0) inv_freq_host_.assign(inv_freq, inv_freq + s.Dh / 2);
   Q_ = s.H * s.Dh;
   KV_ = s.Hk * s.Dh;

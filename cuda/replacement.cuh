@@ -138,10 +138,10 @@ class TrainStep {
   // Tests: rows per logits chunk of the tail's head (see LmHead::set_chunk_rows).
   void set_lm_chunk_rows(size_t rows);
   // Sliding attention windows (keys per query, 0 = full causal; query i sees keys j with i - j < window): the
-  // replacement's (must be 0 for an mlp replacement) and one per frozen tail layer in model order (Qwen2 mixes full
-  // and sliding layers): tail_windows.size() must equal the tail's layer count (0 without a tail). set_lm_tail resets
-  // the tail's windows to 0 and keeps the replacement's. Applies to every later step, eval and staged step. Throws
-  // CudaError on a mismatch (nothing changed).
+  // replacement's (must be 0 for an mlp replacement; spec.window until set here) and one per frozen tail layer in
+  // model order (Qwen2 mixes full and sliding layers): tail_windows.size() must equal the tail's layer count (0
+  // without a tail). set_lm_tail resets the tail's windows to 0 and keeps the replacement's. Applies to every later
+  // step, eval and staged step. Throws CudaError on a mismatch (nothing changed).
   void set_windows(size_t window, const std::vector<size_t>& tail_windows);
   size_t window() const { return window_; }
 

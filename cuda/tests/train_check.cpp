@@ -456,6 +456,16 @@ void check_window_step(const Case& c, size_t W, bool use_lt) {
          fmt("gradients %s; loss full %.6g windowed %.6g", worst.c_str(), lf, lw));
   const bool refuse = throws_with([&] { t.set_windows(W, {size_t(3)}); }, "without an lm tail");
   record("train", nm + ": tail windows without an lm tail are refused", refuse && t.window() == W, 0, 0);
+  // The spec's window (the CPU step's field) is the same as set_windows: bitwise the same first step.
+  ReplacementSpec sw = c.s;
+  sw.window = W;
+  sc::TrainStep ts(c.kind, sw, gpu_view(p0), c.s.use_rope ? inv.data() : nullptr, use_lt);
+  sc::TrainStep tw(c.kind, c.s, gpu_view(p0), c.s.use_rope ? inv.data() : nullptr, use_lt);
+  tw.set_windows(W, {});
+  const double ls = gpu_step(ts, b1, w1), lw2 = gpu_step(tw, b1, w1);
+  const Compare sg = worst_role(gpu_grads(ts, p0), gpu_grads(tw, p0), &worst);
+  record("train", nm + ": spec.window at construction = set_windows (bitwise)",
+         ts.window() == W && ls == lw2 && sg.rel_l2 == 0 && sg.nan_mismatch == 0, sg.rel_l2, 0);
 }
 
 // An mlp replacement has no attention: a window is refused, 0 accepted.
@@ -471,7 +481,11 @@ void check_window_mlp() {
   } catch (const std::exception&) {
     zero_ok = false;
   }
-  record("train", "mlp replacement: window 4 refused, 0 accepted", refused && zero_ok && t.window() == 0, 0, 0);
+  ReplacementSpec sw = c.s;
+  sw.window = 4;
+  const bool spec_refused = throws_with([&] { sc::TrainStep bad(c.kind, sw, gpu_view(p0), nullptr, false); }, "mlp replacement");
+  record("train", "mlp replacement: window 4 refused (set_windows and spec.window), 0 accepted",
+         refused && spec_refused && zero_ok && t.window() == 0, 0, 0);
 }
 
 }  // namespace
