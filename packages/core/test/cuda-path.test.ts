@@ -118,16 +118,29 @@ if (!existsSync(fake)) {
     }
   });
 
-  test('pair collection for training: x = h[start], y = h[end] from the GPU equal the CPU ones', async () => {
-    const model = await core.loadModel(path.join(fixtures, 'mistral'));
-    const d = model.description;
-    const blocks = [32, 32, 32].map((n, s) => Int32Array.from({ length: n }, (_, i) => (i * 3 + s) % d.vocab));
-    const caches = ['cpu', 'cuda'].map(() => new PairCache({ blocks: 3, rows: 32, hidden: d.semantics.hidden, dtype: 'f32', budgetBytes: 1 << 24, dir: '/tmp', keep: false, targets: true }));
-    await collectPairs(d, 1, 2, blocks, caches[0]!, { device: 'cpu' });
-    await collectPairs(d, 1, 2, blocks, caches[1]!, { device: 'cuda' });
-    for (let b = 0; b < 3; b++) assert.equal(caches[1]!.read(b), caches[0]!.read(b), `block ${b}`);
-    for (const c of caches) c.close();
-  });
+  // Batches of blocks (collectPairs' batchSize: the weights streamed once per batch) give the same pairs, block by block
+  // in order: bitwise on the CPU, and here on the test backend (a real GPU may differ by GEMM rounding). 5 blocks: the
+  // last batch is short (it runs padded in the open context on cuda). mistral-window: windows shorter than a block.
+  for (const name of ['mistral', 'mistral-window']) {
+    test(`${name}: pair collection x = h[start], y = h[end]: the GPU's equal the CPU's, for any batch size`, async () => {
+      const model = await core.loadModel(path.join(fixtures, name));
+      const d = model.description;
+      const blocks = [0, 1, 2, 3, 4].map((s) => Int32Array.from({ length: 32 }, (_, i) => (i * 3 + s * 7) % d.vocab));
+      const collect = async (device: 'cpu' | 'cuda', batchSize: number) => {
+        const c = new PairCache({ blocks: 5, rows: 32, hidden: d.semantics.hidden, dtype: 'f32', budgetBytes: 1 << 24, dir: '/tmp', keep: false, targets: true });
+        await collectPairs(d, 1, 2, blocks, c, { device, batchSize });
+        const out = blocks.map((_, b) => c.read(b));
+        c.close();
+        return out;
+      };
+      const want = await collect('cpu', 1);
+      for (const [device, batchSize] of [['cpu', 2], ['cpu', 4], ['cuda', 1], ['cuda', 3]] as const)
+        assert.equal(await collect(device, batchSize), want, `${device}, batch size ${batchSize}`);
+      let code = '';
+      await collect('cpu', 0).catch((e) => { code = e.code; });
+      assert.is(code, 'E_INVALID_OPTION');
+    });
+  }
 
   test('the binding: one layer with weights as bare Float32Arrays equals decoderLayerForward on the mapped views', async () => {
     const model = await core.loadModel(path.join(fixtures, 'llama-gqa'));

@@ -19,7 +19,7 @@ interface PruneCommandOptions {
   n?: number; sparsity?: number; range?: { start: number; end: number };
   replacement: 'none' | 'linear' | 'mlp' | 'layer';
   calib: string; field: string; samples: number; seqLen?: number; seed: number;
-  metric: 'cosine' | 'angular' | 'bi';
+  metric: 'cosine' | 'angular' | 'bi'; batchSize: number;
   trainData?: string; trainSamples?: number; loss: 'mse' | 'lm';
   lr: number; minLr: number; warmup?: number; weightDecay: number; clip: number;
   microBatch: number; gradAccum: number; epochs: number; evalEvery?: number; validationFraction: number;
@@ -78,6 +78,7 @@ export function registerPrune(program: Command): Command {
     .option('--seq-len <T>', 'tokens per block (default: 2048, capped by the model maximum)', intOption('--seq-len', 2))
     .option('--seed <S>', 'seed for data sampling and training order', intOption('--seed', 0), 0)
     .addOption(new Option('--metric <metric>', 'window score').choices(['cosine', 'angular', 'bi']).default('cosine'))
+    .option('--batch-size <B>', 'blocks per forward batch when scoring and collecting training pairs (results do not depend on it)', intOption('--batch-size', 1), 1)
     .option('--train-data <path>', 'training text for the replacement (default: the calibration source)')
     .option('--train-samples <N>', 'training blocks (default: --samples); about 10% are held out for validation', intOption('--train-samples', 2))
     .addOption(new Option('--loss <loss>', 'training objective of an mlp/layer replacement: mse on the hidden state h[end], or lm, the next-token loss through the frozen layers after the window and the LM head (slower)').choices(['mse', 'lm']).default('mse'))
@@ -118,7 +119,7 @@ export function registerPrune(program: Command): Command {
       let stage = '';
       const opts: PruneOptions = {
         outDir: o.out, replacement: o.replacement, calib: o.calib, field: o.field, samples: o.samples, seed: o.seed, metric: o.metric,
-        loss: o.loss, lr: o.lr, minLr: o.minLr, weightDecay: o.weightDecay, clip: o.clip, microBatch: o.microBatch, gradAccum: o.gradAccum, epochs: o.epochs,
+        batchSize: o.batchSize, loss: o.loss, lr: o.lr, minLr: o.minLr, weightDecay: o.weightDecay, clip: o.clip, microBatch: o.microBatch, gradAccum: o.gradAccum, epochs: o.epochs,
         validationFraction: o.validationFraction, cacheDtype: o.cacheDtype, checkpointFile, signal: controller.signal, device,
         // Device messages after the resolution above (e.g. --loss lm training on the CPU with an old CUDA backend) are warnings: always shown.
         onLog: (m) => { if (m.level === 'warning') note(`warning: ${m.message}`); else if (!o.quiet && process.stderr.isTTY) note(m.message); },

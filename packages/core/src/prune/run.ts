@@ -71,6 +71,11 @@ export interface PruneOptions extends Omit<CalibrationOptions, 'onProgress'>, Tr
   /** Explicit window [start, end): skips scoring. */
   range?: { start: number; end: number };
   metric?: ScoreMetric;
+  /**
+   * Blocks per forward batch when scoring and collecting training pairs (default 1): the weights are read (on cuda:
+   * streamed to the GPU) once per batch. Results do not depend on it on the CPU; on cuda within GEMM rounding.
+   */
+  batchSize?: number;
   /** Training data (default: the calibration source) and how many blocks of it. */
   trainData?: string;
   trainSamples?: number;
@@ -155,6 +160,8 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
   if (lossKind === 'lm' && desc.projDim)
     throw new StreamlineError('E_UNSUPPORTED', '--loss lm does not support models with project_out (OPT word_embed_proj_dim != hidden_size); use --loss mse');
   if (given > 1) throw new StreamlineError('E_INVALID_OPTION', 'give only one of --n, --sparsity and --range');
+  if (o.batchSize !== undefined && !(Number.isInteger(o.batchSize) && o.batchSize >= 1))
+    throw new StreamlineError('E_INVALID_OPTION', `--batch-size must be a positive integer, got ${o.batchSize}`);
   if ((kind === 'mlp' || kind === 'layer') && !desc.semantics.preNorm)
     throw new StreamlineError('E_REPLACEMENT', `the '${kind}' replacement needs pre-norm decoder layers; this model normalises after the residual add (OPT do_layer_norm_before=false). Use --replacement none${model.config.tieWordEmbeddings ? '' : ', or linear with a window that starts at layer 0'}`);
   // linear folds into layer start−1's MLP output, which post-norm layers do not allow, or (start 0) into untied
@@ -229,6 +236,7 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     o.onStage?.('score');
     score = await runScore(model, {
       ...calibrationOf(o), replacement: kind, metric: o.metric ?? 'cosine', ...(o.signal ? { signal: o.signal } : {}), device,
+      ...(o.batchSize !== undefined ? { batchSize: o.batchSize } : {}),
       onScoreProgress: (d, tot) => o.onStageProgress?.('score', d, tot),
       ...(o.n !== undefined ? { n: o.n } : {}), ...(o.sparsity !== undefined ? { sparsity: o.sparsity } : {}),
     });
@@ -325,8 +333,9 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     const valCache = new PairCache({ blocks: valBlocks.length, rows: seqLen, hidden: D, dtype: cacheDtype, budgetBytes: Math.max(0, cacheBudget - trainCache.totalBytes), dir: cacheDir, keep: o.keepCache ?? false, targets });
     try {
       o.onStage?.('pairs', `${trainBlocks.length + valBlocks.length} blocks through layers [0, ${end}) (${trainCache.location})`);
-      await collectPairs(desc, start, end, trainBlocks, trainCache, { onProgress: (d, tot) => o.onStageProgress?.('pairs', d, tot + valBlocks.length), ...(o.signal ? { signal: o.signal } : {}), device });
-      await collectPairs(desc, start, end, valBlocks, valCache, { onProgress: (d, tot) => o.onStageProgress?.('pairs', trainBlocks.length + d, trainBlocks.length + tot), ...(o.signal ? { signal: o.signal } : {}), device });
+      const collect = { ...(o.signal ? { signal: o.signal } : {}), device, ...(o.batchSize !== undefined ? { batchSize: o.batchSize } : {}) };
+      await collectPairs(desc, start, end, trainBlocks, trainCache, { ...collect, onProgress: (d, tot) => o.onStageProgress?.('pairs', d, tot + valBlocks.length) });
+      await collectPairs(desc, start, end, valBlocks, valCache, { ...collect, onProgress: (d, tot) => o.onStageProgress?.('pairs', trainBlocks.length + d, trainBlocks.length + tot) });
       t = lap('pairs', t);
       o.onStage?.('train', `${kind} replacement of [${start}, ${end}), loss ${lossKind}`);
       const rope = desc.rope ? ropeFrequencies(desc.rope, seqLen) : null;
