@@ -9,11 +9,14 @@ import { defineAdapter } from './common.js';
 import { LLAMA_SPEC, parseLlamaLike } from './llama.js';
 import type { ArchSpec } from './types.js';
 
+/** configuration_qwen2.py's default: layers from index 28 on use the window. */
+const LAYER_INDEX_DEFAULTS = { max_window_layers: 28 } as const;
+
 function qwen2Window(r: RawConfig, n: number): { slidingWindow: number | null; layerTypes: ModelConfig['layerTypes'] } {
   const use = boolField(r, 'use_sliding_window', false);
   const window = r.json.sliding_window === null ? null : intField(r, 'sliding_window', 4096);
   const slidingWindow = use ? window : null;
-  const maxWindowLayers = intField(r, 'max_window_layers', 28, 0);
+  const maxWindowLayers = intField(r, 'max_window_layers', LAYER_INDEX_DEFAULTS.max_window_layers, 0);
   const given = r.json.layer_types;
   if (given !== undefined && given !== null) {
     if (!Array.isArray(given) || given.length !== n || !given.every((t) => t === 'full_attention' || t === 'sliding_attention')) {
@@ -29,6 +32,7 @@ export const QWEN2_SPEC: ArchSpec = {
   ...LLAMA_SPEC,
   modelType: 'qwen2',
   causalLMClass: 'Qwen2ForCausalLM',
+  layerIndexDefaults: LAYER_INDEX_DEFAULTS,
   parseConfig: (raw) => parseLlamaLike(raw, {
     modelType: 'qwen2', causalLMClass: 'Qwen2ForCausalLM', kvHeadsIfAbsent: 32, maxPositionEmbeddings: 32768,
     rmsNormEps: 1e-6, bosTokenId: null, eosTokenId: null,

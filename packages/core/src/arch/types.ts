@@ -82,6 +82,11 @@ export interface ArchSpec {
   globalNames: Readonly<Partial<Record<GlobalRole, string>>>;
   /** Checkpoint tensors that transformers ignores on load (e.g. rotary inv_freq buffers). */
   ignoredTensors: readonly RegExp[];
+  /**
+   * Defaults of config keys whose value is a layer index (Qwen2 `max_window_layers`): a pruned model's config must
+   * spell them out, since the default no longer points at the same layers once layers are removed.
+   */
+  layerIndexDefaults?: Readonly<Record<string, number>>;
   parseConfig(raw: RawConfig): ModelConfig;
   traits(config: ModelConfig): ArchTraits;
   /** Shapes of the per-layer tensors (same for every layer). */

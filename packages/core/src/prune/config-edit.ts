@@ -2,6 +2,7 @@
  * config.json of a pruned model: the new `num_hidden_layers`, and every per-layer field kept consistent with
  * the layers that remain. Works on the raw JSON so fields we do not model survive untouched.
  */
+import { getAdapter, SUPPORTED_MODEL_TYPES } from '../arch/index.js';
 
 /**
  * Which source layer each layer of the pruned model comes from: the window [start, end) is replaced by the
@@ -20,7 +21,8 @@ export function keptLayers(L: number, start: number, end: number, hasReplacement
  * Rewrites a raw config for the kept layers. Per-layer lists (any array whose length equals the old layer count,
  * e.g. `layer_types`, per-layer sliding windows) keep the entries of the kept layers; `max_window_layers`
  * (Qwen2: layers below it use full attention when sliding windows are on) becomes the number of kept layers
- * whose source index was below it. Returns the new object (the input is not modified) and the fields changed.
+ * whose source index was below it, also when the source leaves it at its default (the pruned model's default would
+ * mark other layers). Returns the new object (the input is not modified) and the fields changed.
  */
 export function pruneConfig(raw: Record<string, unknown>, kept: number[]): { config: Record<string, unknown>; changed: string[] } {
   const L = Number(raw.num_hidden_layers);
@@ -34,8 +36,10 @@ export function pruneConfig(raw: Record<string, unknown>, kept: number[]): { con
       changed.push(key);
     }
   }
-  if (typeof raw.max_window_layers === 'number') {
-    const m = raw.max_window_layers;
+  const modelType = raw.model_type;
+  const defaults = typeof modelType === 'string' && SUPPORTED_MODEL_TYPES.includes(modelType) ? getAdapter(modelType).layerIndexDefaults : undefined;
+  const m = typeof raw.max_window_layers === 'number' ? raw.max_window_layers : defaults?.max_window_layers;
+  if (m !== undefined) {
     config.max_window_layers = kept.filter((i) => i < m).length;
     changed.push('max_window_layers');
   }
