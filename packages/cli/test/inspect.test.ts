@@ -46,7 +46,9 @@ test('a sharded fixture written by the writer passes inspect, in text and JSON',
 test('sliding windows: which layers use one, in text and JSON (null without)', () => {
   const fixtures = path.join(repoRoot, 'test', 'fixtures', 'models');
   const qwen = cli('inspect', path.join(fixtures, 'qwen2-window'));
-  assert.match(qwen.stdout, /blocks\s+RMSNorm, silu, RoPE, sliding window 4 on layers \[1, 3\)/);
+  assert.match(qwen.stdout, /blocks\s+RMSNorm, silu, RoPE, sliding window 4 on layers \[1, 3\)\n/);
+  // mistral: 4096 > max_position_embeddings 256, true to the config but masking nothing
+  assert.match(cli('inspect', path.join(fixtures, 'mistral')).stdout, /sliding window 4096 on every layer \(no effect: not shorter than max positions\)/);
   const json = (name: string) => JSON.parse(cli('inspect', path.join(fixtures, name), '--json').stdout).slidingWindow;
   assert.equal(json('qwen2-window'), { size: 4, layers: [1, 2] });
   assert.equal(json('mistral-window'), { size: 5, layers: [0, 1, 2] });

@@ -29,7 +29,8 @@ function modelText(r: ModelReport): string {
     `hidden        ${r.hidden}   heads ${r.heads}   kv heads ${r.kvHeads}   head dim ${r.headDim}   intermediate ${r.intermediate}`,
     `vocab         ${r.vocab}   max positions ${r.maxPositions}   tied embeddings ${r.tieWordEmbeddings ? 'yes' : 'no'}`,
     `blocks        ${r.norm === 'rms' ? 'RMSNorm' : 'LayerNorm'}, ${r.activation}, ${r.positions === 'rope' ? 'RoPE' : 'learned positions'}` +
-      (r.slidingWindow ? `, sliding window ${r.slidingWindow.size} on ${r.slidingWindow.layers.length === r.layers ? 'every layer' : `layers ${ranges(r.slidingWindow.layers)}`}` : ''),
+      (r.slidingWindow ? `, sliding window ${r.slidingWindow.size} on ${r.slidingWindow.layers.length === r.layers ? 'every layer' : `layers ${ranges(r.slidingWindow.layers)}`}` +
+        (r.slidingWindow.size >= r.maxPositions ? ' (no effect: not shorter than max positions)' : '') : ''),
     `parameters    ${fmt(r.parameters.total)} total; per layer ${uniform && per.length ? fmt(per[0]!) : per.map(fmt).join(' ')}; outside layers ${fmt(r.parameters.nonLayer)}`,
     `dtypes        ${dtypeLine(r.dtypes)}`,
     `files         ${r.files.join(', ')}${r.tokenizer ? `   tokenizer ${r.tokenizer}` : '   (no tokenizer.json)'}`,
