@@ -52,6 +52,9 @@ void attention_first_real_keys(int* first_real, const uint8_t* key_mask, size_t 
 // last_real[b*T + t] (device, B*T ints) = the latest real key at or before t (-1 when none; key_mask not null): a
 // query i sees a key under a sliding window W exactly when last_real >= i + 1 - W.
 void attention_last_real_keys(int* last_real, const uint8_t* key_mask, size_t B, size_t T, cudaStream_t s);
+// The same in a fresh stream-ordered allocation (the caller frees it with cudaFreeAsync on s) when the kernels need it
+// (a window W != 0 and a key mask), else nullptr. Shared by the f32 and the tensor-core attention backward.
+int* attention_window_scratch(int W, const uint8_t* key_mask, size_t B, size_t T, cudaStream_t s);
 // da[n] = 2 (a - b) / n (overwritten, when da != nullptr); *loss_dev (f64, device) = mean((a - b)^2), summed in f64
 // in a fixed order. row_mask[n / D rows] (optional, 1 = counted): masked rows get da = 0 and do not count in n.
 void mse_forward_backward(float* da, double* loss_dev, const float* a, const float* b, size_t rows, size_t D,

@@ -339,6 +339,15 @@ void attention_first_real_keys(int* first_real, const uint8_t* key_mask, size_t 
   attn_bwd_first_real<<<unsigned(B), kThreads, 0, s>>>(first_real, key_mask, T);
 }
 
+int* attention_window_scratch(int W, const uint8_t* key_mask, size_t B, size_t T, cudaStream_t s) {
+  if (!W || !key_mask) return nullptr;
+  int* last_real = nullptr;
+  SL_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&last_real), sizeof(int) * B * T, s));
+  attention_last_real_keys(last_real, key_mask, B, T, s);
+  SL_LAUNCH_CHECK();
+  return last_real;
+}
+
 void attention_last_real_keys(int* last_real, const uint8_t* key_mask, size_t B, size_t T, cudaStream_t s) {
   attn_bwd_last_real<<<unsigned(B), kThreads, 0, s>>>(last_real, key_mask, int(T));
 }
@@ -359,12 +368,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   attention_first_real_keys(first_real, key_mask, B, T, s);
   SL_LAUNCH_CHECK();
   const int W = window_arg(window, T);
-  int* last_real = nullptr;
-  if (W && key_mask) {
-    SL_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&last_real), sizeof(int) * B * T, s));
-    attention_last_real_keys(last_real, key_mask, B, T, s);
-    SL_LAUNCH_CHECK();
-  }
+  int* last_real = attention_window_scratch(W, key_mask, B, T, s);
   const Args a{dout, q, k, v, lse, Dv, key_mask, first_real, last_real, T, H, Hk, unsigned(Dh), scale, W};
   if (Dh <= 32) launch<32>(dq, dk, dv, a, B, s);
   else if (Dh <= 64) launch<64>(dq, dk, dv, a, B, s);

@@ -375,12 +375,7 @@ void attention_backward_tc(float* dq, float* dk, float* dv, const float* dout, c
   attention_first_real_keys(first_real, key_mask, B, T, s);
   SL_LAUNCH_CHECK();
   const int W = window_arg(window, T);
-  int* last_real = nullptr;
-  if (W && key_mask) {
-    SL_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&last_real), sizeof(int) * B * T, s));
-    attention_last_real_keys(last_real, key_mask, B, T, s);
-    SL_LAUNCH_CHECK();
-  }
+  int* last_real = attention_window_scratch(W, key_mask, B, T, s);
   const TcArgs a{q,         k,         v,      dob,    lse,    Dv,     key_mask, first_real, last_real,
                  q_stride,  kv_stride, int(T), int(H), int(Hk), scale, W};
   switch (Dh) {

@@ -166,6 +166,19 @@ void check_rope() {
   }
 }
 
+// q, k, v rows packed as the layer lays them out ([M, H+2Hk, Dh]: q | k | v per token), rounded to bf16.
+std::vector<float> packed_qkv_bf16(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+                                   size_t M, size_t Hd, size_t Kd) {
+  const size_t W = Hd + 2 * Kd;
+  std::vector<float> packed(M * W);
+  for (size_t m = 0; m < M; m++) {
+    std::memcpy(&packed[m * W], &q[m * Hd], Hd * 4);
+    std::memcpy(&packed[m * W + Hd], &k[m * Kd], Kd * 4);
+    std::memcpy(&packed[m * W + Hd + Kd], &v[m * Kd], Kd * 4);
+  }
+  return round_bf16(packed);
+}
+
 // Sliding-window attention (query i sees keys i - W < j <= i): f32 and bf16 on every path against the reference
 // with the same window. Windows of one key, inside a tile (16 keys scalar, 64 wmma), straddling tiles, over a
 // tile, and >= T (bitwise the same as no window: the kernels take it as none). Masks leave windows with no real key
@@ -207,13 +220,7 @@ void check_attention_window(bool quick, Rng& r) {
         }
       }
       const size_t W_ = Hd + 2 * Kd;
-      std::vector<float> packed(M * W_);
-      for (size_t m = 0; m < M; m++) {
-        std::memcpy(&packed[m * W_], &q[m * Hd], Hd * 4);
-        std::memcpy(&packed[m * W_ + Hd], &k[m * Kd], Kd * 4);
-        std::memcpy(&packed[m * W_ + Hd + Kd], &v[m * Kd], Kd * 4);
-      }
-      packed = round_bf16(packed);
+      const std::vector<float> packed = packed_qkv_bf16(q, k, v, M, Hd, Kd);
       std::vector<float> ref(M * Hd), lse(c.B * c.H * c.T);
       ref::attention_forward(ref.data(), Hd, lse.data(), packed.data(), W_, packed.data() + Hd, packed.data() + Hd + Kd,
                              W_, mp, c.B, c.T, c.H, c.Hk, c.Dh, scale, c.W);
@@ -334,13 +341,7 @@ void check_attention(bool quick) {
       // bf16, packed [M, H+2Hk, Dh] rows as the layer lays them out.
       {
         const size_t W_ = Hd + 2 * Kd;
-        std::vector<float> packed(M * W_);
-        for (size_t m = 0; m < M; m++) {
-          std::memcpy(&packed[m * W_], &q[m * Hd], Hd * 4);
-          std::memcpy(&packed[m * W_ + Hd], &k[m * Kd], Kd * 4);
-          std::memcpy(&packed[m * W_ + Hd + Kd], &v[m * Kd], Kd * 4);
-        }
-        packed = round_bf16(packed);
+        const std::vector<float> packed = packed_qkv_bf16(q, k, v, M, Hd, Kd);
         std::vector<float> ref(M * Hd), lse(c.B * c.H * c.T);
         ref::attention_forward(ref.data(), Hd, lse.data(), packed.data(), W_, packed.data() + Hd, packed.data() + Hd + Kd,
                                W_, mp, c.B, c.T, c.H, c.Hk, c.Dh, scale);
