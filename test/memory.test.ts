@@ -38,9 +38,11 @@ test('peak memory does not grow with the number of layers (forward and scoring)'
     const a = runs(small), b = runs(large);
     const growth = (b - a) / a;
     console.log(`  ${mode}: peak RssAnon ${(a / 2 ** 20).toFixed(1)} MiB (6 layers) vs ${(b / 2 ** 20).toFixed(1)} MiB (12 layers), ${(100 * growth).toFixed(1)} %`);
-    // Holding the 6 extra layers' weights (even as bf16) would add 113 MB. Allocator and V8 noise is a few MiB on a
-    // ~45 MiB peak (measured up to 2.5 MiB), so the bound is 5 % of the peak or a quarter of one layer's weights.
-    const allowed = Math.max(0.05 * a, 0.25 * layerBytes);
+    // Holding the 6 extra layers' weights (even as bf16) would add 113 MB, holding even one of them 18 MB. Allocator
+    // and V8 noise is a few MiB on a ~45 MiB peak (measured 0.4 to 4.8 MiB over repeated runs on an idle machine: the
+    // 6-layer peak alone moves between 43.7 and 46.0 MiB), so the bound is 5 % of the peak or half of one layer's
+    // weights.
+    const allowed = Math.max(0.05 * a, 0.5 * layerBytes);
     assert.ok(b - a <= allowed, `${mode}: peak grew ${(100 * growth).toFixed(1)} % (${((b - a) / 2 ** 20).toFixed(1)} MiB; one layer is ${(layerBytes / 2 ** 20).toFixed(1)} MiB)`);
   }
   fs.rmSync(tmp, { recursive: true, force: true });
