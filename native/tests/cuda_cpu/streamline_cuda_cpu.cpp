@@ -14,8 +14,9 @@
 // Test hooks: with STREAMLINE_CUDA_CPU_CALLS=<file> in the environment, the calls whose number matters for speed on
 // a GPU (context creation, head upload, training downloads and evals) each append one line to that file, so a test
 // can count uploads. Built a second time with STREAMLINE_CUDA_CPU_OLD_TRAINER defined (streamline_cuda_cpu_old.so),
-// it lacks streamline_cuda_train_eval, train_get_state/set_state, train_stage/step_staged and the lm functions
-// (train_set_lm_tail, train_step_lm, train_eval_lm, train_stage_lm, train_step_lm_staged), like a backend built before
+// it lacks streamline_cuda_train_eval, train_get_state/set_state, train_stage/step_staged, the lm functions
+// (train_set_lm_tail, train_step_lm, train_eval_lm, train_stage_lm, train_step_lm_staged) and the sliding-window
+// calls (set_window, train_set_windows), like a backend built before
 // those existed, so the callers' fallbacks are tested too. The lm functions log "train_set_lm_tail <n_layers>",
 // "train_step_lm <batch>" and "train_eval_lm <batch>". train_stage / train_step_staged log "train_stage <batch>",
 // "train_step_staged begin" and "train_step_staged end"; train_stage_lm / train_step_lm_staged log
@@ -267,6 +268,7 @@ SL_EXPORT int streamline_cuda_run_layer(streamline_cuda_ctx* c, int slot) {
   });
 }
 
+#ifndef STREAMLINE_CUDA_CPU_OLD_TRAINER
 SL_EXPORT int streamline_cuda_set_window(streamline_cuda_ctx* c, int64_t window) {
   return guarded([&] {
     if (window < 0) throw Error("E_SHAPE", "set_window: window must be >= 0");
@@ -274,6 +276,7 @@ SL_EXPORT int streamline_cuda_set_window(streamline_cuda_ctx* c, int64_t window)
     c->spec.window = size_t(window);
   });
 }
+#endif
 
 SL_EXPORT int streamline_cuda_upload_head(streamline_cuda_ctx* c, const streamline_cuda_weight* norm_w,
                                           const streamline_cuda_weight* norm_b, const streamline_cuda_weight* project_out,

@@ -1,5 +1,5 @@
-// Replacement training on a CUDA backend built before streamline_cuda_train_eval, train_get_state/set_state and the
-// lm functions existed: streamline_cuda_cpu_old.so is the test backend (native/tests/cuda_cpu) compiled without them.
+// Replacement training on a CUDA backend built before streamline_cuda_train_eval, train_get_state/set_state, the lm
+// functions and the sliding-window calls existed: streamline_cuda_cpu_old.so is the test backend (native/tests/cuda_cpu) compiled without them.
 // The binding resolves them optionally; the trainer then validates on the CPU with downloaded weights (still the CPU
 // run's numbers bitwise), saves no checkpoint on interruption, refuses to resume on cuda, and trains --loss lm on the
 // CPU after a warning. One backend library per
@@ -67,6 +67,10 @@ if (!existsSync(old)) {
     assert.is(c4, 'E_UNSUPPORTED');
     assert.match(m4!, /lacks streamline_cuda_train_stage_bf16/);
     assert.is((await code(() => t.stageLmBf16([new Uint16Array(x.length)], new Int32Array(T), null, null, 1)))[0], 'E_UNSUPPORTED');
+    assert.is(t.hasWindows(), false);
+    const [c5, m5] = await code(() => t.setWindows(0, []));
+    assert.is(c5, 'E_UNSUPPORTED');
+    assert.match(m5!, /lacks streamline_cuda_train_set_windows/);
     t.destroy();
   });
 
@@ -123,6 +127,19 @@ if (!existsSync(old)) {
     assert.equal(hist(gpu), hist(cpu));
     const a = core.openCheckpoint(cpu.exported!.outDir), b = core.openCheckpoint(gpu.exported!.outDir);
     for (const t of a.names()) assert.ok(Buffer.from(a.tensor(t).data).equals(Buffer.from(b.tensor(t).data)), t);
+  });
+
+  // Nor has it the sliding-window calls: a forward that needs a window (blocks longer than it) is refused with the
+  // remedy; a model whose window masks nothing (mistral: 4096 > the padded blocks) runs on the GPU as before.
+  test('sliding windows: refused with the remedy where they would mask something, run where they mask nothing', async () => {
+    const blocks = (vocab: number) => [0, 1].map((s) => Int32Array.from({ length: 40 }, (_, i) => (i * 5 + s) % vocab));
+    const windowed = (await fixture('qwen2-window')).description;  // window 4 on layers 1 and 2
+    const [c, m] = await code(() => core.scoreLayers(windowed, { blocks: blocks(windowed.vocab), n: 1, device: 'cuda' }));
+    assert.is(c, 'E_UNSUPPORTED');
+    assert.match(m!, /lacks streamline_cuda_set_window .*rebuild it, or use --device cpu/);
+    const wide = (await fixture('mistral')).description;
+    const r = await core.scoreLayers(wide, { blocks: blocks(wide.vocab), n: 1, device: 'cuda' });
+    assert.is(r.device, 'cuda');
   });
 
   test.after(() => rmSync(tmp, { recursive: true, force: true }));
