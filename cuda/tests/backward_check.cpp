@@ -372,6 +372,27 @@ void check_cancelled(const char* group, const std::string& name, const std::vect
          fmt("max_abs %.3g, dv scale %.3g, %zu NaN mismatches", c.max_abs, scale, c.nan_mismatch));
 }
 
+// A backward attention case's name in the records: shape, mask (bwd_mask's kinds), NaN injection, window.
+std::string bwd_attention_case(size_t B, size_t T, size_t H, size_t Hk, size_t Dh, int mk, int nan, size_t W) {
+  static const char* const masks[] = {"none", "right", "left", "random", "fully padded row"};
+  static const char* const nans[] = {"", " NaN in q", " NaN in k", " NaN in dO"};
+  return fmt("B=%zu T=%zu H=%zu Hk=%zu Dh=%zu mask=%s%s", B, T, H, Hk, Dh, masks[mk], nans[nan]) + window_name(W);
+}
+
+// dq, dk, dv of one case against the reference; with a window of one key, dq and dk by check_cancelled.
+void check_dqkv(const char* group, const std::string& base, size_t W, const std::vector<float>& hq,
+                const std::vector<float>& hk, const std::vector<float>& hv, const std::vector<float>& rq,
+                const std::vector<float>& rk, const std::vector<float>& rv, double tol) {
+  if (W == 1) {
+    check_cancelled(group, "dq " + base, hq, rq, rv, tol);
+    check_cancelled(group, "dk " + base, hk, rk, rv, tol);
+  } else {
+    check(group, "dq " + base, compare(hq.data(), rq.data(), rq.size()), tol);
+    check(group, "dk " + base, compare(hk.data(), rk.data(), rk.size()), tol);
+  }
+  check(group, "dv " + base, compare(hv.data(), rv.data(), rv.size()), tol);
+}
+
 void check_attention_backward(bool quick) {
   Rng r(27);
   struct C { size_t B, T, H, Hk, Dh, W = 0; };
@@ -380,7 +401,6 @@ void check_attention_backward(bool quick) {
                      {2, 97, 8, 1, 128}, {1, 64, 4, 4, 32},
                      {2, 97, 4, 1, 64, 1}, {2, 70, 4, 2, 16, 5}, {1, 130, 4, 2, 128, 39}, {2, 100, 8, 2, 32, 70},
                      {2, 33, 4, 4, 80, 33}, {3, 31, 4, 2, 5, 12}, {2, 40, 2, 1, 256, 17}};
-  const char* mnames[] = {"none", "right", "left", "random", "fully padded row"};
   for (const C& c : cases) {
     for (int mk = 0; mk < 5; mk++) {
       if (mk == 4 && c.B < 2) continue;
@@ -408,18 +428,9 @@ void check_attention_backward(bool quick) {
                                gk.as<float>(), gv.as<float>(), go.as<float>(), gl.as<float>(), mk ? gm.as<uint8_t>() : nullptr,
                                c.B, c.T, c.H, c.Hk, c.Dh, scale, c.W, S);
         H_CHECK(cudaGetLastError());
-        const char* nn[] = {"", " NaN in q", " NaN in k", " NaN in dO"};
-        const std::string base = fmt("B=%zu T=%zu H=%zu Hk=%zu Dh=%zu mask=%s%s", c.B, c.T, c.H, c.Hk, c.Dh, mnames[mk],
-                                     nn[nan]) + window_name(c.W);
+        const std::string base = bwd_attention_case(c.B, c.T, c.H, c.Hk, c.Dh, mk, nan, c.W);
         const std::vector<float> hq = host<float>(dq, M * Hd), hk = host<float>(dk, M * Kd), hv = host<float>(dv, M * Kd);
-        if (c.W == 1) {
-          check_cancelled("bwd-attention", "dq " + base, hq, rq, rv, kTolBwdAttn);
-          check_cancelled("bwd-attention", "dk " + base, hk, rk, rv, kTolBwdAttn);
-        } else {
-          check("bwd-attention", "dq " + base, compare(hq.data(), rq.data(), M * Hd), kTolBwdAttn);
-          check("bwd-attention", "dk " + base, compare(hk.data(), rk.data(), M * Kd), kTolBwdAttn);
-        }
-        check("bwd-attention", "dv " + base, compare(hv.data(), rv.data(), M * Kd), kTolBwdAttn);
+        check_dqkv("bwd-attention", base, c.W, hq, hk, hv, rq, rk, rv, kTolBwdAttn);
         if (nan == 0 && mk == 3) {  // determinism: a second run gives the same bits
           sc::attention_backward(dq.as<float>(), dk.as<float>(), dv.as<float>(), gdo.as<float>(), gq.as<float>(),
                                  gk.as<float>(), gv.as<float>(), go.as<float>(), gl.as<float>(), gm.as<uint8_t>(), c.B, c.T,
@@ -475,7 +486,6 @@ void check_attention_backward_tc(bool quick) {
                      {1, 130, 4, 1, 64}, {2, 65, 4, 2, 128}, {1, 129, 2, 2, 48},
                      {1, 130, 4, 2, 64, 1}, {2, 97, 4, 1, 32, 20}, {1, 200, 2, 2, 64, 94}, {2, 150, 4, 2, 48, 130},
                      {1, 70, 4, 2, 32, 70}};
-  const char* mnames[] = {"none", "right", "left", "random", "fully padded row"};
   for (const C& c : cases) {
     for (int mk = 0; mk < 5; mk++) {
       if (mk == 4 && c.B < 2) continue;
@@ -517,18 +527,9 @@ void check_attention_backward_tc(bool quick) {
         };
         run();
         H_CHECK(cudaGetLastError());
-        const char* nn[] = {"", " NaN in q", " NaN in k", " NaN in dO"};
-        const std::string base = fmt("B=%zu T=%zu H=%zu Hk=%zu Dh=%zu mask=%s%s", c.B, c.T, c.H, c.Hk, c.Dh, mnames[mk],
-                                     nn[nan]) + window_name(c.W);
+        const std::string base = bwd_attention_case(c.B, c.T, c.H, c.Hk, c.Dh, mk, nan, c.W);
         const std::vector<float> hq = host<float>(dq, M * Hd), hk = host<float>(dk, M * Kd), hv = host<float>(dv, M * Kd);
-        if (c.W == 1) {
-          check_cancelled("bwd-attention-tc", "dq " + base, hq, rq, rv, kTolBwdAttnTc);
-          check_cancelled("bwd-attention-tc", "dk " + base, hk, rk, rv, kTolBwdAttnTc);
-        } else {
-          check("bwd-attention-tc", "dq " + base, compare(hq.data(), rq.data(), M * Hd), kTolBwdAttnTc);
-          check("bwd-attention-tc", "dk " + base, compare(hk.data(), rk.data(), M * Kd), kTolBwdAttnTc);
-        }
-        check("bwd-attention-tc", "dv " + base, compare(hv.data(), rv.data(), M * Kd), kTolBwdAttnTc);
+        check_dqkv("bwd-attention-tc", base, c.W, hq, hk, hv, rq, rk, rv, kTolBwdAttnTc);
         // The f32 kernel on the same rounded inputs (its own NaN placement is the reference's: no NaN cases here).
         // Not at T = 1: with one key O = v and dS = P·(dO·v − D) is exactly 0 in the reference; the two kernels
         // leave different rounding noise (1e-8), and relative to each other that is 100 %.

@@ -56,6 +56,9 @@ std::vector<uint8_t> make_mask(size_t B, size_t T, int kind, Rng& r) {
   return m;
 }
 
+// make_mask's kinds by name, for the records.
+const char* mask_name(int mk) { return mk == 0 ? "none" : mk == 1 ? "right" : mk == 2 ? "left" : "random"; }
+
 const char* dn(DType d) { return streamline::dtype_name(d); }
 
 void check_norms(bool quick) {
@@ -197,7 +200,7 @@ void check_attention_window(bool quick, Rng& r) {
       std::vector<uint8_t> mask = make_mask(c.B, c.T, mk, r);
       const uint8_t* mp = mk ? mask.data() : nullptr;
       const std::string base = fmt("B=%zu T=%zu H=%zu Hk=%zu Dh=%zu mask=%s window=%zu", c.B, c.T, c.H, c.Hk, c.Dh,
-                                   mk == 0 ? "none" : mk == 1 ? "right" : mk == 2 ? "left" : "random", c.W);
+                                   mask_name(mk), c.W);
       DevBuf dm = dev(mask);
       const uint8_t* gm = mk ? dm.as<uint8_t>() : nullptr;
       {
@@ -326,7 +329,7 @@ void check_attention(bool quick) {
       std::vector<uint8_t> mask = make_mask(c.B, c.T, mk, r);
       const uint8_t* mp = mk ? mask.data() : nullptr;
       const std::string base = fmt("B=%zu T=%zu H=%zu Hk=%zu Dh=%zu mask=%s", c.B, c.T, c.H, c.Hk, c.Dh,
-                                   mk == 0 ? "none" : mk == 1 ? "right" : mk == 2 ? "left" : "random");
+                                   mask_name(mk));
       // f32
       {
         std::vector<float> ref(M * Hd), lse(c.B * c.H * c.T);
