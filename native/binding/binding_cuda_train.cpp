@@ -360,13 +360,7 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
       throw_error(env, "E_UNSUPPORTED", std::string(fn) + ": the CUDA backend library lacks streamline_cuda_train_set_windows");
     const int64_t window = int_arg(env, info[0], "window");
     if (window < 0) throw_error(env, "E_NATIVE_ARG", std::string(fn) + ": window must be >= 0");
-    if (!info[1].IsArray()) throw_error(env, "E_NATIVE_ARG", std::string(fn) + ": tailWindows must be an array of numbers");
-    Napi::Array a = info[1].As<Napi::Array>();
-    std::vector<int64_t> tail(a.Length());
-    for (uint32_t k = 0; k < a.Length(); k++) {
-      tail[k] = int_arg(env, a.Get(k), "tailWindows[]");
-      if (tail[k] < 0) throw_error(env, "E_NATIVE_ARG", std::string(fn) + ": tailWindows entries must be >= 0");
-    }
+    const std::vector<int64_t> tail = window_list(env, info[1], std::string(fn) + ": tailWindows");
     rethrow(env, [&] {
       check_rc(*api_, api_->set_windows(t, window, int64_t(tail.size()), tail.empty() ? nullptr : tail.data()),
                "train_set_windows");

@@ -78,15 +78,11 @@ LmCall lm_args(const Napi::CallbackInfo& info, const char* fn, size_t a, std::ve
   c.tail->layer.window = 0;
   Napi::Value tw = info[1].As<Napi::Object>().Get("tailWindows");
   if (!absent(tw)) {
-    if (!tw.IsArray() || tw.As<Napi::Array>().Length() != layers.Length())
-      throw_error(env, "E_NATIVE_ARG", std::string(fn) + ": spec.tailWindows must be an array with one window per frozen layer (" +
-                                           std::to_string(layers.Length()) + ")");
-    Napi::Array a = tw.As<Napi::Array>();
-    for (uint32_t k = 0; k < a.Length(); k++) {
-      int64_t w = int_arg(env, a.Get(k), "spec.tailWindows[]");
-      if (w < 0) throw_error(env, "E_NATIVE_ARG", std::string(fn) + ": spec.tailWindows entries must be >= 0");
-      c.tail->windows.push_back(size_t(w));
-    }
+    const std::vector<int64_t> w = window_list(env, tw, std::string(fn) + ": spec.tailWindows");
+    if (w.size() != layers.Length())
+      throw_error(env, "E_NATIVE_ARG", std::string(fn) + ": spec.tailWindows must have one window per frozen layer (" +
+                                           std::to_string(layers.Length()) + "), got " + std::to_string(w.size()));
+    c.tail->windows.assign(w.begin(), w.end());
   }
   c.tail->head_w = lm_head_weights(env, info[a + 2], keep, std::string(fn) + ": headWeights");
   c.tail->head = lm_head_spec(c.spec, c.tail->head_w);

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "args.h"
 #include "streamline/replacement.h"
@@ -35,6 +36,18 @@ inline size_t spec_dim(Napi::Env env, Napi::Object o, const char* key, bool requ
   if (d < 0 || (required && d == 0))
     throw_error(env, "E_SHAPE", std::string(fn) + ": spec." + key + " must be a positive integer");
   return size_t(d);
+}
+
+// An array of sliding windows (keys per query, 0 = none), each >= 0; `what` names it in errors.
+inline std::vector<int64_t> window_list(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  if (!v.IsArray()) throw_error(env, "E_NATIVE_ARG", what + " must be an array of windows (numbers >= 0)");
+  Napi::Array a = v.As<Napi::Array>();
+  std::vector<int64_t> out(a.Length());
+  for (uint32_t k = 0; k < a.Length(); k++) {
+    out[k] = int_arg(env, a.Get(k), (what + "[]").c_str());
+    if (out[k] < 0) throw_error(env, "E_NATIVE_ARG", what + " entries must be >= 0");
+  }
+  return out;
 }
 
 inline double spec_num(Napi::Env env, Napi::Object o, const char* key, double dflt, const char* fn) {
