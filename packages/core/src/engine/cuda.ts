@@ -16,7 +16,7 @@ import { native, type NativeCudaContext, type NativeHeadSpec, type NativeHeadWei
 import type { HiddenBatch } from './batch.js';
 import type { ModelDescription } from './description.js';
 import { ropeFrequencies } from './rope.js';
-import { nativeLayerSpec } from './spec.js';
+import { maskingWindow, nativeLayerSpec } from './spec.js';
 
 export interface CudaLoadOptions {
   /**
@@ -117,8 +117,7 @@ export class CudaEngine {
       if (opts.signal?.aborted) throw new StreamlineError('E_ABORTED', 'forward pass aborted');
       const layer = layers[k]!;
       if (layer.kind === 'decoder') {
-        // a window of the whole padded length or more masks nothing (and needs nothing an older backend lacks)
-        const window = layer.window !== undefined && layer.window < this.cap.T ? layer.window : 0;
+        const window = maskingWindow(layer.window, this.cap.T);
         await call(`run_layer (${layer.label})`, () => ctx.runLayer(slotOf.get(k)!, window));
         await stageNext();
       } else {

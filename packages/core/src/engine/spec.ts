@@ -6,6 +6,14 @@ import type { NativeLayerSpec } from '../native.js';
 import type { LayerSemantics } from './description.js';
 
 /**
+ * The window the kernels need for rows of T positions: 0 when there is none or it is at least T (it then masks
+ * nothing, and asks nothing of a backend built before sliding windows).
+ */
+export function maskingWindow(window: number | undefined, T: number): number {
+  return window !== undefined && window > 0 && window < T ? window : 0;
+}
+
+/**
  * Spec of a batch of B rows of T tokens.
  * @param useRope whether the model rotates q and k (false for learned positions, e.g. OPT)
  * @param ropeAttentionScaling multiplies cos and sin (1 unless the RoPE variant scales attention)

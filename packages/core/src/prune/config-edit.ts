@@ -36,12 +36,16 @@ export function pruneConfig(raw: Record<string, unknown>, kept: number[]): { con
       changed.push(key);
     }
   }
+  // Keys whose value is a layer index count the kept layers below it; one left at the family's default is spelled out
+  // (the pruned model's default would point at other layers).
   const modelType = raw.model_type;
-  const defaults = typeof modelType === 'string' && SUPPORTED_MODEL_TYPES.includes(modelType) ? getAdapter(modelType).layerIndexDefaults : undefined;
-  const m = typeof raw.max_window_layers === 'number' ? raw.max_window_layers : defaults?.max_window_layers;
-  if (m !== undefined) {
-    config.max_window_layers = kept.filter((i) => i < m).length;
-    changed.push('max_window_layers');
+  const defaults = (typeof modelType === 'string' && SUPPORTED_MODEL_TYPES.includes(modelType) ? getAdapter(modelType).layerIndexDefaults : undefined) ?? {};
+  for (const key of new Set(['max_window_layers', ...Object.keys(defaults)])) {
+    const given = raw[key];
+    const m = typeof given === 'number' ? given : defaults[key];
+    if (m === undefined) continue;
+    config[key] = kept.filter((i) => i < m).length;
+    changed.push(key);
   }
   return { config, changed };
 }

@@ -29,7 +29,7 @@ import { fromNative, StreamlineError } from '../errors.js';
 import { native, type NativeCudaTrainer, type NativeHeadWeights, type NativeLayerWeights } from '../native.js';
 import type { Device, DeviceMessage } from '../device.js';
 import type { LayerRole, LayerSemantics } from '../engine/description.js';
-import { nativeLayerSpec } from '../engine/spec.js';
+import { maskingWindow, nativeLayerSpec } from '../engine/spec.js';
 import { learningRate } from './schedule.js';
 import type { PairCache } from './pair-cache.js';
 import { shuffledIndices } from '../data/prng.js';
@@ -194,10 +194,8 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
     st = { step: 0, params: roles.map((r) => Float32Array.from(o.init[r]!)), m: [], v: [], best: null, bestValLoss: null, bestStep: 0, history: [], tokens: 0 };
   }
   const byRole = (arrs: Float32Array[]) => Object.fromEntries(roles.map((r, i) => [r, { data: arrs[i]!, dtype: 'f32', shape: o.shapes[r] ?? [arrs[i]!.length] }]));
-  // A window of T keys or more masks nothing: 0 then, so that it needs nothing a backend may lack.
-  const effective = (w: number | undefined) => (w !== undefined && w > 0 && w < T ? w : 0);
-  const window = o.kind === 'layer' ? effective(o.window) : 0;
-  const tailWindows = lm ? lm.layers.map((_, k) => effective(lm.windows?.[k])) : [];
+  const window = o.kind === 'layer' ? maskingWindow(o.window, T) : 0;
+  const tailWindows = lm ? lm.layers.map((_, k) => maskingWindow(lm.windows?.[k], T)) : [];
   const windowed = window > 0 || tailWindows.some((w) => w > 0);
   const spec = (B: number) => ({
     ...nativeLayerSpec(o.semantics, B, T, o.ropeInvFreq !== null, o.ropeAttentionScaling, window),
