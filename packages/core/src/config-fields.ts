@@ -89,21 +89,82 @@ function scalingNumber(cfg: RawConfig, obj: Record<string, unknown>, where: stri
   return v;
 }
 
+/** What ropeField needs beyond the RoPE keys themselves. */
+export interface RopeContext {
+  /** Rotated dimensions per head (head_dim: partial rotation is refused). */
+  rotaryDim: number;
+  /** The model's max_position_embeddings, defaulted. */
+  maxPositionEmbeddings: number;
+  /**
+   * The family's default of the top-level `original_max_position_embeddings` (Phi-3: 4096), or undefined when the
+   * family has no such key: longrope then takes its scaling factor from `factor`.
+   */
+  originalMaxPositionEmbeddings?: number;
+  /** Older spellings the family reads as longrope (configuration_phi3.py renames 'su' and 'yarn'). */
+  longropeAliases?: readonly string[];
+}
+
+function factorList(cfg: RawConfig, obj: Record<string, unknown>, where: string, key: string, n: number): number[] {
+  const v = obj[key];
+  if (!Array.isArray(v) || v.length !== n || !v.every((x) => typeof x === 'number' && Number.isFinite(x) && x > 0))
+    fieldError(cfg, `${where}.${key}`, `a list of ${n} positive numbers (rotary dimension / 2)`, v);
+  return [...v] as number[];
+}
+
+/**
+ * LongRoPE (Phi-3 128k, Phi-3.5): per-frequency divisors, `short_factor` while the sequence fits the original context
+ * and `long_factor` beyond it, and cos/sin scaled by `attention_factor`, by default sqrt(1 + ln(f) / ln(original))
+ * with f = max_position_embeddings / original_max_position_embeddings when the config has the latter, else `factor`
+ * (modeling_rope_utils._compute_longrope_parameters).
+ */
+function longrope(cfg: RawConfig, s: Record<string, unknown>, where: string, ctx: RopeContext): RopeScaling {
+  const n = ctx.rotaryDim / 2;
+  const shortFactor = factorList(cfg, s, where, 'short_factor', n), longFactor = factorList(cfg, s, where, 'long_factor', n);
+  const topOriginal = cfg.json.original_max_position_embeddings;
+  let original: number, factor: number;
+  if (present(topOriginal) || ctx.originalMaxPositionEmbeddings !== undefined) {
+    original = intField(cfg, 'original_max_position_embeddings', ctx.originalMaxPositionEmbeddings);
+    factor = ctx.maxPositionEmbeddings / original;
+  } else {
+    original = ctx.maxPositionEmbeddings;
+    factor = scalingNumber(cfg, s, where, 'factor', false) ?? 1;
+  }
+  const given = scalingNumber(cfg, s, where, 'attention_factor', false);
+  const attentionFactor = given ?? (factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(original)));
+  return { type: 'longrope', shortFactor, longFactor, attentionFactor, originalMaxPositionEmbeddings: original };
+}
+
+/**
+ * Refuses partial rotation (`partial_rotary_factor` < 1, e.g. Phi-4-mini's 0.75): the kernels rotate whole heads,
+ * and ignoring the key would give silently different logits.
+ */
+function checkFullRotation(cfg: RawConfig, obj: Record<string, unknown> | null, where: string): void {
+  for (const [field, v] of [['partial_rotary_factor', cfg.json.partial_rotary_factor], [`${where}.partial_rotary_factor`, obj?.partial_rotary_factor]] as const) {
+    if (!present(v)) continue;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || v > 1) fieldError(cfg, field, 'a number in (0, 1]', v);
+    if (v !== 1) throw new StreamlineError('E_CONFIG_UNSUPPORTED', `${cfg.file}: ${field} ${v} (rotary embedding on part of each head) is not supported; only 1.0`, { file: cfg.file });
+  }
+}
+
 /**
  * RoPE settings: `rope_theta` (default `defTheta`) and `rope_scaling` (`rope_type`, or the legacy `type` key),
- * or the newer single `rope_parameters` object. Supported types: default, linear, dynamic, llama3.
+ * or the newer single `rope_parameters` object. Supported types: default, linear, dynamic, llama3, longrope.
  */
-export function ropeField(cfg: RawConfig, defTheta: number): RopeConfig {
+export function ropeField(cfg: RawConfig, defTheta: number, ctx: RopeContext): RopeConfig {
   const params = cfg.json.rope_parameters;
   const where = present(params) ? 'rope_parameters' : 'rope_scaling';
   const obj = present(params) ? params : cfg.json.rope_scaling;
   let theta = numField(cfg, 'rope_theta', defTheta);
-  if (!present(obj)) return { theta, scaling: { type: 'default' } };
+  if (!present(obj)) {
+    checkFullRotation(cfg, null, where);
+    return { theta, scaling: { type: 'default' } };
+  }
   if (typeof obj !== 'object' || Array.isArray(obj)) fieldError(cfg, where, 'an object or null', obj);
   const s = obj as Record<string, unknown>;
+  checkFullRotation(cfg, s, where);
   if (where === 'rope_parameters' && present(s.rope_theta)) theta = scalingNumber(cfg, s, where, 'rope_theta', true)!;
   const type = s.rope_type ?? s.type ?? (where === 'rope_parameters' ? 'default' : undefined);
-  if (typeof type !== 'string') fieldError(cfg, `${where}.rope_type`, 'a string (default, linear, dynamic or llama3)', type);
+  if (typeof type !== 'string') fieldError(cfg, `${where}.rope_type`, 'a string (default, linear, dynamic, llama3 or longrope)', type);
   const num = (key: string, required: boolean) => scalingNumber(cfg, s, where, key, required);
   let scaling: RopeScaling;
   switch (type) {
@@ -126,8 +187,15 @@ export function ropeField(cfg: RawConfig, defTheta: number): RopeConfig {
       if (scaling.highFreqFactor <= scaling.lowFreqFactor) fieldError(cfg, `${where}.high_freq_factor`, `greater than low_freq_factor (${scaling.lowFreqFactor})`, scaling.highFreqFactor);
       break;
     }
+    case 'longrope':
+      scaling = longrope(cfg, s, where, ctx);
+      break;
     default:
-      throw new StreamlineError('E_CONFIG_UNSUPPORTED', `${cfg.file}: ${where}.rope_type '${type}' is not supported (supported: default, linear, dynamic, llama3)`, { file: cfg.file });
+      if (ctx.longropeAliases?.includes(type)) {
+        scaling = longrope(cfg, s, where, ctx);
+        break;
+      }
+      throw new StreamlineError('E_CONFIG_UNSUPPORTED', `${cfg.file}: ${where}.rope_type '${type}' is not supported (supported: default, linear, dynamic, llama3, longrope)`, { file: cfg.file });
   }
   return { theta, scaling };
 }

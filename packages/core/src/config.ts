@@ -8,7 +8,7 @@ import { getAdapter, SUPPORTED_MODEL_TYPES } from './arch/index.js';
 import { StreamlineError } from './errors.js';
 
 /** Model families Streamline understands. */
-export type ModelType = 'llama' | 'mistral' | 'qwen2' | 'opt';
+export type ModelType = 'llama' | 'mistral' | 'qwen2' | 'phi3' | 'opt';
 
 /** Activations the kernels implement (`gelu_tanh` is the tanh approximation: gelu_new / gelu_pytorch_tanh). */
 export type Activation = 'silu' | 'relu' | 'gelu' | 'gelu_tanh';
@@ -18,7 +18,9 @@ export type RopeScaling =
   | { type: 'default' }
   | { type: 'linear'; factor: number }
   | { type: 'dynamic'; factor: number; originalMaxPositionEmbeddings?: number }
-  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number };
+  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number }
+  /** LongRoPE: divisors per frequency (short while seqLen <= originalMaxPositionEmbeddings, else long), cos/sin × attentionFactor. */
+  | { type: 'longrope'; shortFactor: number[]; longFactor: number[]; attentionFactor: number; originalMaxPositionEmbeddings: number };
 
 export interface RopeConfig {
   /** Base period (`rope_theta`). */

@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { fusedShape } from './arch/common.js';
 import { getAdapter } from './arch/index.js';
 import type { ArchAdapter, GlobalRole, LayerRole, NamingOptions } from './arch/types.js';
 import { loadModelConfig, type ModelConfig } from './config.js';
@@ -23,12 +24,13 @@ export interface ModelDir {
   tokenizerFile?: string;
   /** Every file in the directory (names relative to it, sorted). */
   files: string[];
-  /** Full tensor name of a per-layer role in this checkpoint, or undefined when the family has no such role. */
+  /** Full name of the checkpoint tensor holding a per-layer role (a fused one for Phi-3 q/k/v, gate/up), or undefined when the family has no such role. */
   layerTensorName(role: LayerRole, layer: number): string | undefined;
   globalTensorName(role: GlobalRole): string | undefined;
   /**
    * The tensor for a role (zero-copy, read-only), or undefined when the role does not exist for this model
-   * (e.g. `q.bias` in Llama, `lm_head.weight` when tied: use `embed.weight`).
+   * (e.g. `q.bias` in Llama, `lm_head.weight` when tied: use `embed.weight`). A role stored in a fused tensor
+   * (Phi-3 `qkv_proj`) is its row range.
    * @throws StreamlineError E_MODEL_TENSORS when the architecture expects it but the checkpoint lacks it.
    */
   layerTensor(role: LayerRole, layer: number): Tensor | undefined;
@@ -75,7 +77,21 @@ export function openModelDir(dir: string, options: OpenCheckpointOptions = {}): 
       if (!Number.isSafeInteger(layer) || layer < 0 || layer >= config.numLayers) {
         throw new StreamlineError('E_MODEL_LAYER', `layer ${layer} is outside [0, ${config.numLayers})`);
       }
-      return get(adapter.layerTensorName(role, layer, naming), shapes.layer[role] !== undefined, `layer ${layer} ${role}`);
+      const name = adapter.layerTensorName(role, layer, naming);
+      const whole = get(name, shapes.layer[role] !== undefined, `layer ${layer} ${role}`);
+      const parts = adapter.fusedGroup(role);
+      if (!whole || !parts) return whole;
+      // A fused tensor (Phi-3 qkv_proj): the role is a row range of it, and only the expected stacked shape says where.
+      const want = fusedShape(parts, shapes.layer);
+      if (whole.shape.length !== want.length || whole.shape.some((d, k) => d !== want[k]))
+        throw new StreamlineError('E_MODEL_TENSORS', `${dir}: ${name} has shape [${whole.shape.join(', ')}]; the config implies [${want.join(', ')}] (${parts.join(' | ')} stacked)`, { file: dir });
+      let start = 0;
+      for (const p of parts) {
+        const rows = shapes.layer[p]![0]!;
+        if (p === role) return whole.rows(start, start + rows);
+        start += rows;
+      }
+      return undefined;
     },
     globalTensor(role) {
       if (role === 'lm_head.weight' && config.tieWordEmbeddings) return undefined;

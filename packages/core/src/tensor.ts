@@ -106,6 +106,20 @@ export class Tensor {
     return new Tensor(this.dtype, this.shape, this.data.slice());
   }
 
+  /**
+   * Rows [start, end) of the outermost dimension, sharing the bytes (no copy; `readonly` carries over). Row-major
+   * storage makes them contiguous, so a fused checkpoint tensor (Phi-3 `qkv_proj`) yields each part zero-copy.
+   * @throws StreamlineError E_SHAPE for a scalar or a range outside [0, shape[0]]
+   */
+  rows(start: number, end: number): Tensor {
+    const n = this.shape[0];
+    if (n === undefined) throw new StreamlineError('E_SHAPE', 'rows: a scalar has no rows');
+    if (!(Number.isInteger(start) && Number.isInteger(end) && 0 <= start && start <= end && end <= n))
+      throw new StreamlineError('E_SHAPE', `rows: [${start}, ${end}) is not inside [0, ${n}) of [${this.shape.join(', ')}]`);
+    const rowBytes = n === 0 ? 0 : this.data.byteLength / n;
+    return new Tensor(this.dtype, [end - start, ...this.shape.slice(1)], this.data.subarray(start * rowBytes, end * rowBytes), { readonly: this.readonly });
+  }
+
   /** The same bytes with another shape of the same element count. @throws StreamlineError E_SHAPE */
   reshape(shape: readonly number[]): Tensor {
     if (shapeNumel(shape) !== this.numel) {

@@ -1,12 +1,25 @@
 /** Builds an ArchAdapter from a family's ArchSpec: naming, expected tensors, parameter counts. */
 import type { ModelConfig } from '../config.js';
-import { GLOBAL_ROLES, LAYER_ROLES, type ArchAdapter, type ArchSpec, type ExpectedTensor, type GlobalRole, type LayerRole, type NamingOptions } from './types.js';
+import { GLOBAL_ROLES, LAYER_ROLES, type ArchAdapter, type ArchSpec, type ExpectedTensor, type GlobalRole, type LayerRole, type NamingOptions, type RoleShapes } from './types.js';
 
 function spell(template: string, naming?: NamingOptions): string {
   return naming?.stripModelPrefix && template.startsWith('model.') ? template.slice('model.'.length) : template;
 }
 
+/** The shape of a fused tensor: its parts' rows stacked (their other dimensions agree by construction). */
+export function fusedShape(parts: readonly LayerRole[], shapes: RoleShapes<LayerRole>): number[] {
+  const first = shapes[parts[0]!]!;
+  return [parts.reduce((n, r) => n + shapes[r]![0]!, 0), ...first.slice(1)];
+}
+
 export function defineAdapter(spec: ArchSpec): ArchAdapter {
+  const groups = new Map<LayerRole, readonly LayerRole[]>();
+  for (const parts of spec.fusedLayerRoles ?? []) {
+    const names = new Set(parts.map((r) => spec.layerNames[r]));
+    // A family file that names the parts differently would make the stacking silently wrong: fail at load.
+    if (parts.length < 2 || names.size !== 1 || names.has(undefined)) throw new Error(`${spec.modelType}: fused roles ${parts.join(', ')} must share one layer tensor name`);
+    for (const r of parts) groups.set(r, parts);
+  }
   const adapter: ArchAdapter = {
     ...spec,
     layerTensorName(role: LayerRole, layer: number, naming?: NamingOptions) {
@@ -16,6 +29,9 @@ export function defineAdapter(spec: ArchSpec): ArchAdapter {
     globalTensorName(role: GlobalRole, naming?: NamingOptions) {
       const t = spec.globalNames[role];
       return t === undefined ? undefined : spell(t, naming);
+    },
+    fusedGroup(role: LayerRole) {
+      return groups.get(role);
     },
     expectedTensors(config: ModelConfig, naming?: NamingOptions): ExpectedTensor[] {
       const out: ExpectedTensor[] = [];
@@ -29,7 +45,10 @@ export function defineAdapter(spec: ArchSpec): ArchAdapter {
       for (let i = 0; i < config.numLayers; i++) {
         for (const role of LAYER_ROLES) {
           const shape = l[role], name = adapter.layerTensorName(role, i, naming);
-          if (shape && name) out.push({ name, role, layer: i, shape, required: true });
+          if (!shape || !name) continue;
+          const parts = groups.get(role);
+          if (!parts) out.push({ name, role, layer: i, shape, required: true });
+          else if (parts[0] === role) out.push({ name, role, layer: i, shape: fusedShape(parts, l), required: true, parts });
         }
       }
       return out;

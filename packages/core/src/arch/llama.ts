@@ -44,6 +44,12 @@ export interface LlamaLikeDefaults {
   rmsNormEps: number;
   bosTokenId: number | null;
   eosTokenId: number | null;
+  /** pad_token_id when absent (null unless the family sets one). */
+  padTokenId?: number | null;
+  /** The family's default of `original_max_position_embeddings` (a LongRoPE input), when its config class has one. */
+  originalMaxPositionEmbeddings?: number;
+  /** rope_type spellings the family reads as longrope. */
+  longropeAliases?: readonly string[];
   /** Reads the family's bias flags. */
   biases(raw: RawConfig): { attentionBias: boolean; attentionOutBias: boolean; mlpBias: boolean };
   /** Reads the family's sliding-window fields. */
@@ -67,6 +73,7 @@ export function parseLlamaLike(raw: RawConfig, d: LlamaLikeDefaults): ModelConfi
   }
   const numLayers = intField(raw, 'num_hidden_layers');
   const act = activationField(raw, 'hidden_act', 'silu');
+  const maxPositionEmbeddings = intField(raw, 'max_position_embeddings', d.maxPositionEmbeddings);
   return {
     modelType: d.modelType,
     architectures: architectures(raw, d.causalLMClass),
@@ -77,19 +84,23 @@ export function parseLlamaLike(raw: RawConfig, d: LlamaLikeDefaults): ModelConfi
     numHeads,
     numKvHeads,
     headDim,
-    maxPositionEmbeddings: intField(raw, 'max_position_embeddings', d.maxPositionEmbeddings),
+    maxPositionEmbeddings,
     hiddenAct: act.name,
     activation: act.activation,
     normEps: numField(raw, 'rms_norm_eps', d.rmsNormEps),
     tieWordEmbeddings: boolField(raw, 'tie_word_embeddings', false),
     ...d.biases(raw),
-    rope: ropeField(raw, 10000),
+    rope: ropeField(raw, 10000, {
+      rotaryDim: headDim, maxPositionEmbeddings,
+      ...(d.originalMaxPositionEmbeddings !== undefined ? { originalMaxPositionEmbeddings: d.originalMaxPositionEmbeddings } : {}),
+      ...(d.longropeAliases ? { longropeAliases: d.longropeAliases } : {}),
+    }),
     ...d.window(raw, numLayers),
     opt: null,
     torchDtype: torchDtype(raw),
     bosTokenId: tokenIdField(raw, 'bos_token_id', d.bosTokenId),
     eosTokenId: tokenIdField(raw, 'eos_token_id', d.eosTokenId),
-    padTokenId: tokenIdField(raw, 'pad_token_id', null),
+    padTokenId: tokenIdField(raw, 'pad_token_id', d.padTokenId ?? null),
     raw: Object.freeze({ ...raw.json }),
   };
 }

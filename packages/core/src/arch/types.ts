@@ -61,6 +61,8 @@ export interface ExpectedTensor {
   shape: number[];
   /** False for tensors that may be present or absent (lm_head when tied). */
   required: boolean;
+  /** The roles a fused tensor stacks along its rows, in order (Phi-3 `qkv_proj`: q, k, v); absent for a plain tensor. */
+  parts?: readonly LayerRole[];
 }
 
 /** How names are spelled in a particular checkpoint. */
@@ -80,6 +82,12 @@ export interface ArchSpec {
   /** Name templates with `{i}` for the layer index, spelled with the `model.` prefix. */
   layerNames: Readonly<Partial<Record<LayerRole, string>>>;
   globalNames: Readonly<Partial<Record<GlobalRole, string>>>;
+  /**
+   * Roles stored together in one checkpoint tensor, stacked along its rows in this order (Phi-3 `qkv_proj` holds
+   * q | k | v, `gate_up_proj` gate | up). Each part's `layerNames` entry names the fused tensor; each part keeps its
+   * own role shape, and the fused tensor's shape is theirs stacked.
+   */
+  fusedLayerRoles?: readonly (readonly LayerRole[])[];
   /** Checkpoint tensors that transformers ignores on load (e.g. rotary inv_freq buffers). */
   ignoredTensors: readonly RegExp[];
   /**
@@ -101,7 +109,9 @@ export interface ArchAdapter extends ArchSpec {
   layerTensorName(role: LayerRole, layer: number, naming?: NamingOptions): string | undefined;
   /** Full tensor name of a global role, or undefined when the family has no such role. */
   globalTensorName(role: GlobalRole, naming?: NamingOptions): string | undefined;
-  /** Every tensor the config implies, with its shape; lm_head is optional when embeddings are tied. */
+  /** The roles of the fused tensor that holds `role`, in row order, or undefined when the role has a tensor of its own. */
+  fusedGroup(role: LayerRole): readonly LayerRole[] | undefined;
+  /** Every tensor the config implies, with its shape (a fused tensor once, with its parts); lm_head is optional when tied. */
   expectedTensors(config: ModelConfig, naming?: NamingOptions): ExpectedTensor[];
   /** Parameters (elements) of one decoder layer. */
   layerParamCount(config: ModelConfig): number;

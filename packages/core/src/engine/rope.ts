@@ -1,6 +1,7 @@
 /**
  * Rotary position embedding frequencies, with Hugging Face's scaling variants (modeling_rope_utils.py):
- * `default`, `linear`, `dynamic` (NTK-aware, depends on the sequence length) and `llama3`.
+ * `default`, `linear`, `dynamic` (NTK-aware, depends on the sequence length), `llama3` and `longrope` (its short or
+ * long factors by the sequence length, like dynamic_rope_update's longrope_frequency_update).
  * Computed in f64 and rounded once to f32; HF computes them in f32 (difference ≤ 1 ulp per frequency).
  */
 
@@ -16,6 +17,12 @@ export interface RopeParams {
     lowFreqFactor?: number;
     highFreqFactor?: number;
     originalMaxPositionEmbeddings?: number;
+  } | {
+    type: 'longrope';
+    shortFactor: readonly number[];
+    longFactor: readonly number[];
+    attentionFactor: number;
+    originalMaxPositionEmbeddings: number;
   };
 }
 
@@ -32,6 +39,12 @@ export function ropeFrequencies(p: RopeParams, seqLen: number): { invFreq: Float
   }
   const inv = new Float64Array(half);
   for (let i = 0; i < half; i++) inv[i] = 1 / base ** ((2 * i) / p.dim);
+  if (s?.type === 'longrope') {
+    // HF picks by max(position_ids) + 1; our positions run 0..seqLen-1, so that is seqLen.
+    const ext = seqLen > s.originalMaxPositionEmbeddings ? s.longFactor : s.shortFactor;
+    for (let i = 0; i < half; i++) inv[i] = inv[i]! / ext[i]!;
+    return { invFreq: Float32Array.from(inv), attentionScaling: s.attentionFactor };
+  }
   if (s?.type === 'linear') for (let i = 0; i < half; i++) inv[i] = inv[i]! / s.factor;
   if (s?.type === 'llama3') {
     const factor = s.factor, low = s.lowFreqFactor ?? 1, high = s.highFreqFactor ?? 4;

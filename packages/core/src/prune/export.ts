@@ -26,6 +26,8 @@ export interface ExportSource {
   numLayers: number;
   /** Tensor name of a layer role (absent roles may still be named; the checkpoint decides). */
   layerTensorName(role: LayerRole, layer: number): string;
+  /** The roles stacked in the fused tensor that holds `role` (Phi-3 q | k | v), in row order; undefined for a plain one. */
+  fusedGroup?(role: LayerRole): readonly LayerRole[] | undefined;
   /** Tensor name of the input embedding. */
   embedTensorName: string;
   tiedEmbeddings: boolean;
@@ -130,7 +132,7 @@ export async function exportPruned(o: ExportOptions): Promise<ExportResult> {
   const ckpt = source.checkpoint;
 
   // Names of the replacement layer's tensors, by role.
-  const replacedByName = new Map<string, { role: LayerRole; values: Float32Array | null }>();
+  const replacedByName = new Map<string, { role: string; values: Float32Array | null }>();
   if (hasLayer) {
     const w = (replacement as { weights: Partial<Record<LayerRole, Float32Array>> }).weights;
     const roles = new Set<LayerRole>([...(Object.keys(w) as LayerRole[]), ...(replacement.kind === 'mlp' ? ATTENTION_ROLES : [])]);
@@ -140,8 +142,10 @@ export async function exportPruned(o: ExportOptions): Promise<ExportResult> {
         if (w[role]) throw new StreamlineError('E_EXPORT', `replacement has '${role}' but the source layer ${start} has no tensor ${name}`);
         continue;
       }
+      if (replacedByName.has(name)) continue;
+      const parts = source.fusedGroup?.(role);
       // `mlp`: attention weights are zero so the layer computes exactly x + MLP(norm(x)).
-      replacedByName.set(name, { role, values: w[role] ?? null });
+      replacedByName.set(name, parts ? { role: parts.join(' | '), values: stackParts(parts, w, name) } : { role, values: w[role] ?? null });
     }
   }
   const linearTensors = replacement.kind === 'linear' ? replacement.tensors : {};
@@ -220,6 +224,23 @@ export async function exportPruned(o: ExportOptions): Promise<ExportResult> {
     // the user's to fix, so it gets the system's reason, not a stack trace.
     throw new StreamlineError('E_IO', `cannot write the pruned model to ${o.outDir}: ${(e as Error).message}`, { file: o.outDir, cause: e });
   }
+}
+
+/**
+ * The values of a fused tensor from its parts' values, stacked in row order; null (zeros) when the replacement has
+ * none of them (the attention of an `mlp` replacement). Some but not all would leave rows undefined: an error.
+ */
+function stackParts(parts: readonly LayerRole[], w: Partial<Record<LayerRole, Float32Array>>, name: string): Float32Array | null {
+  const have = parts.filter((r) => w[r]);
+  if (have.length === 0) return null;
+  if (have.length !== parts.length) throw new StreamlineError('E_EXPORT', `${name} stacks ${parts.join(' | ')}, but the replacement has only ${have.join(', ')}`);
+  const out = new Float32Array(parts.reduce((n, r) => n + w[r]!.length, 0));
+  let at = 0;
+  for (const r of parts) {
+    out.set(w[r]!, at);
+    at += w[r]!.length;
+  }
+  return out;
 }
 
 /** The source's largest shard size when it is sharded (so the output shards alike), else undefined. */

@@ -417,6 +417,7 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     source: {
       dir: model.dir, rawConfig: model.config.raw as Record<string, unknown>, checkpoint: model.modelDir.checkpoint, numLayers: L,
       layerTensorName: (role, i) => model.modelDir.layerTensorName(role, i) ?? `missing.${role}.${i}`,
+      fusedGroup: (role) => model.modelDir.adapter.fusedGroup(role),
       embedTensorName: model.modelDir.globalTensorName('embed.weight')!, tiedEmbeddings: model.config.tieWordEmbeddings,
     },
     start, end, replacement: exportRep, outDir: o.outDir, force: o.force ?? false, manifest,

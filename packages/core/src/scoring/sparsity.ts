@@ -63,11 +63,10 @@ const MLP_ROLES: LayerRole[] = ['mlp_norm.weight', 'mlp_norm.bias', 'gate.weight
 /** Parameter budget of a model from its inspect() report and checkpoint. */
 export function paramBudget(report: ModelReport, md: ModelDir): ParamBudget {
   const mlpPerLayer = report.parameters.perLayer.map((_, i) => {
+    // A set: fused roles (Phi-3 gate_up_proj) name one tensor that must count once.
+    const names = new Set(MLP_ROLES.map((role) => md.layerTensorName(role, i)));
     let n = 0;
-    for (const role of MLP_ROLES) {
-      const name = md.layerTensorName(role, i);
-      if (name && md.checkpoint.has(name)) n += md.checkpoint.info(name).shape.reduce((a, b) => a * b, 1);
-    }
+    for (const name of names) if (name && md.checkpoint.has(name)) n += md.checkpoint.info(name).shape.reduce((a, b) => a * b, 1);
     return n;
   });
   return { total: report.parameters.total, perLayer: report.parameters.perLayer, mlpPerLayer };
