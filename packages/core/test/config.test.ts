@@ -14,7 +14,7 @@ const fails = (fn: () => unknown, code: string, mention: string) =>
 test('bad input: not an object, unknown or missing model_type, missing and invalid fields', () => {
   fails(() => parseModelConfig([]), 'E_CONFIG_FIELD', 'JSON object');
   fails(() => parseModelConfig({ ...base }), 'E_CONFIG_FIELD', 'model_type');
-  fails(() => parseModelConfig({ model_type: 'gpt2', ...base }), 'E_CONFIG_UNSUPPORTED', 'llama, mistral, qwen2, opt');
+  fails(() => parseModelConfig({ model_type: 'gpt2', ...base }), 'E_CONFIG_UNSUPPORTED', 'llama, mistral, qwen2, phi3, opt');
   for (const key of Object.keys(base)) {
     const c: Record<string, unknown> = { model_type: 'llama', ...base };
     delete c[key];

@@ -21,7 +21,8 @@ process.env.STREAMLINE_CUDA_LIBRARY = fake;
 
 const fixtures = path.join(repoRoot, 'test', 'fixtures', 'models');
 const MODELS = ['llama-gqa', 'llama-gqa-bf16', 'llama-bias', 'llama-dynamic-rope', 'llama-linear-rope', 'llama3-rope-tied', 'mistral',
-  'mistral-window', 'qwen2-bias', 'qwen2-bias-bf16', 'qwen2-window', 'opt', 'opt-gelu', 'opt-postnorm', 'opt-proj'];
+  'mistral-window', 'qwen2-bias', 'qwen2-bias-bf16', 'qwen2-window', 'phi3', 'phi3-longrope-short', 'phi3-longrope-long', 'opt', 'opt-gelu',
+  'opt-postnorm', 'opt-proj'];
 // Rows of different lengths (padded in a batch); the longest is the model's maximum, up to 70 (more than one
 // ROW_ALIGN block of 64).
 const seqs = (d: { vocab: number; maxPositionEmbeddings: number }) => {
