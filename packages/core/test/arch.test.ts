@@ -1,16 +1,16 @@
 // Architecture adapters: tensor names by role, expected tensors and shapes, parameter counts, prefix detection.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { GLOBAL_ROLES, LAYER_ROLES, getAdapter, isStreamlineError, llama, mistral, opt, parseModelConfig, qwen2, SUPPORTED_MODEL_TYPES } from '../src/index.js';
+import { GLOBAL_ROLES, LAYER_ROLES, getAdapter, isStreamlineError, llama, mistral, opt, parseModelConfig, phi3, qwen2, SUPPORTED_MODEL_TYPES } from '../src/index.js';
 import { TINY_LLAMA, TINY_OPT } from './_helpers.js';
 
 test('bad input: unknown model type', () => {
-  assert.throws(() => getAdapter('gpt_neox'), (e: unknown) => isStreamlineError(e, 'E_CONFIG_UNSUPPORTED') && e.message.includes('llama, mistral, qwen2, opt'));
-  assert.equal([...SUPPORTED_MODEL_TYPES], ['llama', 'mistral', 'qwen2', 'opt']);
+  assert.throws(() => getAdapter('gpt_neox'), (e: unknown) => isStreamlineError(e, 'E_CONFIG_UNSUPPORTED') && e.message.includes('llama, mistral, qwen2, phi3, opt'));
+  assert.equal([...SUPPORTED_MODEL_TYPES], ['llama', 'mistral', 'qwen2', 'phi3', 'opt']);
 });
 
 test('every adapter names only known roles; role tables are complete for the families', () => {
-  for (const a of [llama, mistral, qwen2, opt]) {
+  for (const a of [llama, mistral, qwen2, phi3, opt]) {
     for (const r of Object.keys(a.layerNames)) assert.ok((LAYER_ROLES as readonly string[]).includes(r), `${a.modelType} ${r}`);
     for (const r of Object.keys(a.globalNames)) assert.ok((GLOBAL_ROLES as readonly string[]).includes(r), `${a.modelType} ${r}`);
   }
