@@ -7,9 +7,10 @@ import { llama } from './llama.js';
 import { mistral } from './mistral.js';
 import { opt } from './opt.js';
 import { qwen2 } from './qwen2.js';
+import { qwen3 } from './qwen3.js';
 import type { ArchAdapter } from './types.js';
 
-const ADAPTERS: ReadonlyMap<string, ArchAdapter> = new Map([llama, mistral, qwen2, opt].map((a) => [a.modelType, a]));
+const ADAPTERS: ReadonlyMap<string, ArchAdapter> = new Map([llama, mistral, qwen2, qwen3, opt].map((a) => [a.modelType, a]));
 
 /** The model_type values Streamline supports. */
 export const SUPPORTED_MODEL_TYPES: readonly string[] = [...ADAPTERS.keys()];
@@ -27,5 +28,5 @@ export function getAdapter(modelType: string, file?: string): ArchAdapter {
   return a;
 }
 
-export { llama, mistral, opt, qwen2 };
+export { llama, mistral, opt, qwen2, qwen3 };
 export * from './types.js';
