@@ -48,7 +48,7 @@ export { embed, runLayer, runLayers, head, tokenLogprobs } from './engine/forwar
 export type { RunLayersOptions, HeadOptions, LogprobOptions, LayerCaptures } from './engine/forward.js';
 export { ropeFrequencies } from './engine/rope.js';
 export { nativeLayerSpec } from './engine/spec.js';
-export { CudaEngine } from './engine/cuda.js';
+export { CudaEngine, cudaUnsupported } from './engine/cuda.js';
 export type { CudaLoadOptions, CudaRunOptions } from './engine/cuda.js';
 export type { RopeParams } from './engine/rope.js';
 export { scoreLayers } from './scoring/score.js';
