@@ -61,7 +61,7 @@ export function bytesOption(flag: string) {
 
 /** `--device <auto|cpu|cuda>` for the commands that run forward passes (a bad value is E_INVALID_OPTION). */
 export function deviceOption(): Option {
-  return new Option('--device <device>', 'where the forward passes (and prune\'s mse training) run: auto (CUDA when a GPU, its driver and cuBLASLt are usable, else the CPU), cpu, or cuda (falls back to the CPU with a warning naming what is missing)')
+  return new Option('--device <device>', 'where the forward passes (and prune\'s mse training) run: auto (CUDA when a GPU, its driver and cuBLASLt are usable, else the CPU), cpu, or cuda (falls back to the CPU with a warning naming what is missing, or why this model cannot run there: Qwen3 q/k norm)')
     .argParser((v: string): DeviceOption => {
       if (!(DEVICE_OPTIONS as readonly string[]).includes(v)) bad(`--device expects auto, cpu or cuda, got "${v}"`);
       return v as DeviceOption;
