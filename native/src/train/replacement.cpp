@@ -1,7 +1,8 @@
 // Forward + backward of the `mlp` and `layer` replacements (see replacement.h), built from the kernels of ops.h
 // with f32 master weights. Saved activations: the normed inputs, q/k (after RoPE), v, the attention output and
-// its log-sum-exp, the q/k projections before their per-head norm (when there is one), the residual after attention, and the MLP's gate/up/hidden values; nothing is recomputed
-// except the attention probabilities (blockwise, inside attention_backward). The same code gives the input
+// its log-sum-exp, the q/k projections before their per-head norm (Qwen3 q_norm/k_norm, when present), the residual
+// after attention, and the MLP's gate/up/hidden values; nothing is recomputed except the attention probabilities
+// (blockwise, inside attention_backward). The same code gives the input
 // gradient of a frozen layer (lm_loss.cpp: null gradient buffers, dx requested).
 #include "streamline/replacement.h"
 
