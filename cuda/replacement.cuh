@@ -31,7 +31,8 @@ namespace streamline {
 namespace cuda {
 
 // Replacement roles (streamline::ReplacementRole), named apart from the decoder layer's Role enum of this namespace.
-constexpr int kTrainRoles = streamline::kRoleCount;
+// The q/k norms (streamline::kRoleQNormW on) are CPU-only: the C API numbers the roles before them.
+constexpr int kTrainRoles = streamline::kCudaTrainRoles;
 // role_name / role_shape of replacement.h: streamline_cuda.so does not link the CPU core, so they are restated here
 // (the harness checks they agree).
 const char* train_role_name(int role);

@@ -22,7 +22,7 @@ int layer_role_of(int train_role) { return train_role <= kRoleGateW ? train_role
 }  // namespace
 
 static_assert(int(streamline::kRoleGateW) == int(kGateW) && int(streamline::kRoleUpW) == int(kUpW) - 1 &&
-                  int(streamline::kRoleCount) == int(kRoleCount) - 1,
+                  int(streamline::kCudaTrainRoles) == int(kRoleCount) - 1,
               "the two role tables differ only by gate.bias after gate.weight");
 
 TrainStep::Tail::~Tail() {

@@ -271,15 +271,15 @@ void bench_prefetch(sc::TrainStep& t, const streamline::ReplacementSpec& s, cons
 // Llama-3 RoPE frequencies (theta 500000), and the parameter count.
 struct Replacement8B {
   std::vector<std::vector<float>> host;
-  std::array<const float*, streamline::kRoleCount> params{};
+  std::array<const float*, streamline::kCudaTrainRoles> params{};
   size_t count = 0;
   std::vector<float> inv;
 };
 Replacement8B replacement_8b(streamline::ReplacementKind kind, const streamline::ReplacementSpec& s, uint64_t seed) {
   using streamline::ReplacementKind;
   Replacement8B out;
-  out.host.resize(streamline::kRoleCount);
-  for (int r = 0; r < streamline::kRoleCount; r++) {
+  out.host.resize(streamline::kCudaTrainRoles);
+  for (int r = 0; r < streamline::kCudaTrainRoles; r++) {
     const bool layer_role = r == streamline::kRoleAttnNormW || r == streamline::kRoleQW || r == streamline::kRoleKW ||
                             r == streamline::kRoleVW || r == streamline::kRoleOW;
     const bool mlp_role = r == streamline::kRoleMlpNormW || r == streamline::kRoleGateW || r == streamline::kRoleUpW ||

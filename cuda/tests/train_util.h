@@ -21,7 +21,7 @@ namespace sc = streamline::cuda;
 using streamline::Activation;
 using streamline::ReplacementKind;
 using streamline::ReplacementSpec;
-constexpr int kRoles = streamline::kRoleCount;
+constexpr int kRoles = streamline::kCudaTrainRoles;  // the roles the GPU trainer learns (no q/k norm)
 constexpr double kGradFloor = 1e-2;  // see worst_role
 
 struct Case {

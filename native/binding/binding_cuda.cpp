@@ -244,6 +244,9 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     std::vector<Napi::Value> keep;
     LayerWeights w = cuda_layer_weights(env, spec_, info[1], &keep);
     rethrow(env, [&] { validate_layer(spec_, w, mlp_only_); });
+    // The C API's roles array has no q/k norm: uploading the rest would run a different layer.
+    if (w.q_norm_w || w.k_norm_w)
+      throw_error(env, "E_UNSUPPORTED", "uploadLayer: q_norm.weight/k_norm.weight (Qwen3): the CUDA backend does not run q/k norms");
     auto roles = std::make_shared<std::vector<streamline_cuda_weight>>(STREAMLINE_CUDA_ROLES);
     for (int r = 0; r < STREAMLINE_CUDA_ROLES; r++) (*roles)[r] = cuda_weight(*layer_weight_role(w, kCudaRoleNames[r]));
     const Api* a = api_;

@@ -167,8 +167,9 @@ void check_rc(const TrainApi& a, int rc, const char* what) {
   if (rc != 0) throw Error("E_CUDA", std::string(what) + ": " + a.last_error());
 }
 
-// The C API's role numbering is streamline::ReplacementRole's (one table, role_name()).
-static_assert(int(STREAMLINE_CUDA_TRAIN_ROLES) == int(kRoleCount) && int(STREAMLINE_CUDA_TRAIN_GATE_W) == int(kRoleGateW) &&
+// The C API's role numbering is streamline::ReplacementRole's (one table, role_name()) up to kCudaTrainRoles: the
+// q/k norms after it are CPU-only, and a trainer with them is refused below.
+static_assert(int(STREAMLINE_CUDA_TRAIN_ROLES) == int(kCudaTrainRoles) && int(STREAMLINE_CUDA_TRAIN_GATE_W) == int(kRoleGateW) &&
                   int(STREAMLINE_CUDA_TRAIN_DOWN_B) == int(kRoleDownB),
               "role numbering of streamline_cuda_train_create");
 
@@ -514,6 +515,8 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
         }
       });
       if (w.gate_b) throw_error(env, "E_UNSUPPORTED", what + ": gate.bias (Llama mlp_bias) is not supported by --loss lm");
+      if (w.q_norm_w || w.k_norm_w)
+        throw_error(env, "E_UNSUPPORTED", what + ": q_norm.weight/k_norm.weight (Qwen3): the CUDA backend does not run q/k norms");
       for (int r = 0; r < STREAMLINE_CUDA_ROLES; r++)
         (*roles)[size_t(k) * STREAMLINE_CUDA_ROLES + r] = cuda_weight(*layer_weight_role(w, kCudaRoleNames[r]));
     }
@@ -818,6 +821,11 @@ Napi::Value OpenTrainer(const Napi::CallbackInfo& info) {
   auto params = std::make_shared<ReplacementParams>();
   params->fill(nullptr);
   roles_arg(env, info[2], kind, s, params.get(), fn, "params", nullptr);
+  // The C API has no slot for them: dropping them would train a different layer than the one exported.
+  for (int r = kCudaTrainRoles; r < kRoleCount; r++)
+    if ((*params)[r])
+      throw_error(env, "E_UNSUPPORTED", std::string(fn) + ": params['" + role_name(r) + "']: the CUDA trainer does not "
+                                        "learn q/k norms (Qwen3); train this replacement on the CPU");
   // The frozen layers of an lm tail (setLmTail) are full decoder layers of the trainer's spec: for an mlp replacement
   // the spec is read a second time as a layer's (heads, RoPE, attention scale), as lmLossStep reads it, and those
   // fields go to the backend too (the mlp's own step ignores them).

@@ -126,6 +126,7 @@ inline ReplacementSpec spec_arg(Napi::Env env, const Napi::Value& v, Replacement
 inline bool role_used(ReplacementKind kind, const ReplacementSpec& s, int r) {
   bool layer = kind == ReplacementKind::Layer;
   if (r <= kRoleOB) return layer && !(r == kRoleAttnNormB && !s.layer_norm);
+  if (r == kRoleQNormW || r == kRoleKNormW) return layer && !s.layer_norm;  // Qwen3's q/k RMSNorms
   if (r == kRoleMlpNormB) return s.layer_norm;
   if (r == kRoleGateW) return s.gated;
   return true;
@@ -175,10 +176,14 @@ inline void roles_arg(Napi::Env env, const Napi::Value& v, ReplacementKind kind,
     auto a = typed<Napi::Float32Array>(env, t, napi_float32_array, rows * cols, name, "Float32Array");
     (*out)[r] = a.Data();
   }
-  if (!params)
+  if (!params) {
     for (int r = 0; r < kRoleCount; r++)
       if (role_required(kind, s, r) && !(*out)[r])
         throw_error(env, "E_NATIVE_ARG", std::string(fn) + ": " + what + "['" + role_name(r) + "'] is required");
+    // replacement.cpp keys the per-head norm on q_norm.weight: a lone k_norm.weight would be silently skipped.
+    if (!(*out)[kRoleQNormW] != !(*out)[kRoleKNormW])
+      throw_error(env, "E_NATIVE_ARG", std::string(fn) + ": " + what + "['q_norm.weight'] and ['k_norm.weight'] go together");
+  }
 }
 
 }  // namespace streamline::binding

@@ -52,6 +52,7 @@ struct LayerWeights {
   WeightView gate_w, gate_b;            // gate.weight [F, D], gate.bias [F] (gated MLP only; Llama mlp_bias)
   WeightView up_w, up_b;                // up.weight [F, D], up.bias [F]
   WeightView down_w, down_b;            // down.weight [D, F], down.bias [D]
+  WeightView q_norm_w, k_norm_w;        // q_norm.weight, k_norm.weight [Dh]: per-head RMSNorm of q/k (Qwen3)
 };
 
 // Checks a weight view: float dtype and exactly the shape `want`; absent is an error only when required.

@@ -3,7 +3,8 @@
 //   mlp:   y = x + down(act(gate(n)) · up(n))   (gated)   or   y = x + down(act(up(n)))   (plain, e.g. OPT fc1/fc2)
 //          with n = norm(x; mlp_norm)
 //   layer: h = x + o(attn(rope(q(a)), rope(k(a)), v(a))), a = norm(x; attn_norm)   (pre-norm decoder layer,
-//          causal GQA attention with key mask), then y = h + MLP(norm(h; mlp_norm)) as above.
+//          causal GQA attention with key mask), then y = h + MLP(norm(h; mlp_norm)) as above. With q_norm/k_norm
+//          (Qwen3) q(a) and k(a) are RMS-normed per head ([M·H, Dh] and [M·Hk, Dh] rows, eps norm_eps) before RoPE.
 // Linear weights are [out, in] as Hugging Face stores them; biases and norm weights are optional (nullptr).
 // The loss is the mean of (y − target)² over the elements of real tokens (key_mask = 1; all when no mask).
 #pragma once
@@ -20,8 +21,13 @@ enum class ReplacementKind : int { MLP = 0, Layer = 1 };
 
 enum ReplacementRole : int {
   kRoleAttnNormW, kRoleAttnNormB, kRoleQW, kRoleQB, kRoleKW, kRoleKB, kRoleVW, kRoleVB, kRoleOW, kRoleOB,
-  kRoleMlpNormW, kRoleMlpNormB, kRoleGateW, kRoleUpW, kRoleUpB, kRoleDownW, kRoleDownB, kRoleCount
+  kRoleMlpNormW, kRoleMlpNormB, kRoleGateW, kRoleUpW, kRoleUpB, kRoleDownW, kRoleDownB,
+  kRoleQNormW, kRoleKNormW,  // [Dh] each; RMS norm only, both or neither (layer only)
+  kRoleCount
 };
+// The roles the CUDA trainer knows (STREAMLINE_CUDA_TRAIN_ROLES, its C API numbering): all but the q/k norms, which
+// it does not learn; a model with them trains on the CPU (packages/core/src/engine/cuda.ts says why).
+constexpr int kCudaTrainRoles = kRoleQNormW;
 // "attn_norm.weight", "q.bias", …: the role names of LayerRole in packages/core/src/engine/description.ts.
 const char* role_name(int role);
 

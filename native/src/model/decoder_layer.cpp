@@ -7,7 +7,8 @@
 // Post-norm (OPT do_layer_norm_before = false):
 //   r   = n1(x + o(attn(q(x), k(x), v(x))))
 //   out = n2(r + mlp(r))
-// Linear layers add their bias when present (Qwen2 q/k/v, OPT everywhere). RoPE tables come from
+// Linear layers add their bias when present (Qwen2 q/k/v, OPT everywhere). With q_norm/k_norm (Qwen3) each head's
+// row of q(n1(x)) and k(n1(x)) is RMS-normed over head_dim (eps norm_eps) before RoPE. RoPE tables come from
 // rope_tables(positions, inv_freq) times rope_attention_scaling; the caller computes inv_freq for the
 // model's scaling type. Attention is causal with the padding key mask and scale attn_scale
 // (1/sqrt(head_dim) when 0). Scratch is allocated per call: about five [M, max(D, H*Dh)] buffers plus two
@@ -39,6 +40,7 @@ const struct { const char* name; WeightView LayerWeights::*member; } kRoles[] = 
     {"up.weight", &LayerWeights::up_w},
     {"up.bias", &LayerWeights::up_b},                 {"down.weight", &LayerWeights::down_w},
     {"down.bias", &LayerWeights::down_b},
+    {"q_norm.weight", &LayerWeights::q_norm_w},       {"k_norm.weight", &LayerWeights::k_norm_w},
 };
 
 
@@ -154,6 +156,13 @@ void validate_layer(const LayerSpec& s, const LayerWeights& w, bool mlp_only) {
   check_weight(w.v_b, "v.bias", {Hk * Dh}, false);
   check_weight(w.o_w, "o.weight", {D, H * Dh}, true);
   check_weight(w.o_b, "o.bias", {D}, false);
+  check_weight(w.q_norm_w, "q_norm.weight", {Dh}, false);
+  check_weight(w.k_norm_w, "k_norm.weight", {Dh}, false);
+  if (s.norm != NormKind::Rms) {
+    check_absent(w.q_norm_w, "q_norm.weight", "with a LayerNorm (q/k norms are RMSNorms)");
+    check_absent(w.k_norm_w, "k_norm.weight", "with a LayerNorm (q/k norms are RMSNorms)");
+  }
+  if (bool(w.q_norm_w) != bool(w.k_norm_w)) throw Error("E_SHAPE", "q_norm.weight and k_norm.weight: give both or neither");
 }
 
 void mlp_block_forward(float* out, const float* x, const LayerSpec& s, const LayerWeights& w, float* mlp_out) {
@@ -197,6 +206,9 @@ void decoder_layer_forward(float* out, const float* x, const LayerSpec& s, const
   linear(q.data(), ain, w.q_w, qb, M, QD, D);
   linear(k.data(), ain, w.k_w, kb, M, KD, D);
   linear(v.data(), ain, w.v_w, vb, M, KD, D);
+  // Rows of [M*heads, Dh]: one norm per head and token, as HF views the projection as [.., heads, head_dim].
+  if (w.q_norm_w) rmsnorm_forward(q.data(), q.data(), w.q_norm_w.data, w.q_norm_w.dtype, M * H, Dh, s.norm_eps);
+  if (w.k_norm_w) rmsnorm_forward(k.data(), k.data(), w.k_norm_w.data, w.k_norm_w.dtype, M * Hk, Dh, s.norm_eps);
   if (s.use_rope) {
     const size_t half = Dh / 2;
     Scratch cs(M * half), sn(M * half);

@@ -1,7 +1,8 @@
 // Forward + backward of the `mlp` and `layer` replacements (see replacement.h), built from the kernels of ops.h
 // with f32 master weights. Saved activations: the normed inputs, q/k (after RoPE), v, the attention output and
-// its log-sum-exp, the residual after attention, and the MLP's gate/up/hidden values; nothing is recomputed
-// except the attention probabilities (blockwise, inside attention_backward). The same code gives the input
+// its log-sum-exp, the q/k projections before their per-head norm (Qwen3 q_norm/k_norm, when present), the residual
+// after attention, and the MLP's gate/up/hidden values; nothing is recomputed except the attention probabilities
+// (blockwise, inside attention_backward). The same code gives the input
 // gradient of a frozen layer (lm_loss.cpp: null gradient buffers, dx requested).
 #include "streamline/replacement.h"
 
@@ -20,7 +21,7 @@ namespace {
 const char* const kRoleNames[kRoleCount] = {
     "attn_norm.weight", "attn_norm.bias", "q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias",
     "o.weight", "o.bias", "mlp_norm.weight", "mlp_norm.bias", "gate.weight", "up.weight", "up.bias",
-    "down.weight", "down.bias"};
+    "down.weight", "down.bias", "q_norm.weight", "k_norm.weight"};
 
 // Work buffers come from the scratch cache (scratch.h): the same sizes every micro-batch.
 using fvec = scratch_vector<float>;
@@ -28,6 +29,7 @@ using fvec = scratch_vector<float>;
 struct Saved {
   // attention block (layer only)
   fvec a, q, k, v, attn, lse, h1, cos, sin;
+  fvec q_pre, k_pre;  // q(a), k(a) before the per-head q/k norm (only with q_norm/k_norm)
   // MLP block
   fvec n2, gate, up, mid;
 };
@@ -97,6 +99,12 @@ void attn_forward(const ReplacementSpec& s, const ReplacementParams& p, float* h
   train_linear(A.q.data(), A.a.data(), p[kRoleQW], p[kRoleQB], M, Q, D);
   train_linear(A.k.data(), A.a.data(), p[kRoleKW], p[kRoleKB], M, KV, D);
   train_linear(A.v.data(), A.a.data(), p[kRoleVW], p[kRoleVB], M, KV, D);
+  if (p[kRoleQNormW]) {  // per-head rows [M·H, Dh]; the norm's input is kept for its backward
+    A.q_pre.assign(A.q.begin(), A.q.end());
+    A.k_pre.assign(A.k.begin(), A.k.end());
+    rmsnorm_forward(A.q.data(), A.q_pre.data(), p[kRoleQNormW], DType::F32, M * s.H, s.Dh, s.norm_eps);
+    rmsnorm_forward(A.k.data(), A.k_pre.data(), p[kRoleKNormW], DType::F32, M * s.Hk, s.Dh, s.norm_eps);
+  }
   if (s.use_rope) {
     const size_t half = s.Dh / 2;
     A.cos.resize(M * half);
@@ -124,6 +132,13 @@ void attn_backward(const ReplacementSpec& s, const ReplacementParams& p, const R
   if (s.use_rope) {
     rope_backward(dq.data(), A.cos.data(), A.sin.data(), M, s.H, s.Dh);
     rope_backward(dk.data(), A.cos.data(), A.sin.data(), M, s.Hk, s.Dh);
+  }
+  if (p[kRoleQNormW]) {  // dq/dk become the gradients of the projections; the weight gradients sum over all rows
+    fvec dqp(M * Q, 0.f), dkp(M * KV, 0.f);
+    rmsnorm_backward(dqp.data(), g[kRoleQNormW], dq.data(), A.q_pre.data(), p[kRoleQNormW], M * s.H, s.Dh, s.norm_eps);
+    rmsnorm_backward(dkp.data(), g[kRoleKNormW], dk.data(), A.k_pre.data(), p[kRoleKNormW], M * s.Hk, s.Dh, s.norm_eps);
+    std::swap(dq, dqp);
+    std::swap(dk, dkp);
   }
   linear_backward(da.data(), g[kRoleQW], g[kRoleQB], dq.data(), A.a.data(), p[kRoleQW], M, Q, D);
   linear_backward(nullptr, g[kRoleKW], g[kRoleKB], dk.data(), A.a.data(), p[kRoleKW], M, KV, D);
@@ -189,6 +204,7 @@ void role_shape(const ReplacementSpec& s, int role, size_t* rows, size_t* cols) 
     case kRoleGateW: case kRoleUpW: r = s.F, c = s.D; break;
     case kRoleUpB: r = s.F; break;
     case kRoleDownW: r = s.D, c = s.F; break;
+    case kRoleQNormW: case kRoleKNormW: r = s.Dh; break;
     default: break;  // norms, o.bias, down.bias: [D]
   }
   *rows = r;

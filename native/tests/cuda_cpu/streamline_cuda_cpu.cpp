@@ -472,7 +472,7 @@ SL_EXPORT int streamline_cuda_train_create(int32_t kind, const streamline_cuda_t
     ls.use_rope = in->use_rope != 0;
     t->lm_layer = layer_spec_of(ls);
     size_t bytes = 0;
-    for (int r = 0; r < kRoleCount; r++) {
+    for (int r = 0; r < kCudaTrainRoles; r++) {  // host_params has STREAMLINE_CUDA_TRAIN_ROLES entries
       if (!host_params[r]) continue;
       size_t rows, cols;
       role_shape(s, r, &rows, &cols);

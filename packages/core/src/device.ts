@@ -62,14 +62,18 @@ export function cudaMissingPiece(c: RuntimeInfo['cuda']): string | null {
 
 /**
  * Resolves a device option to what will run, reporting a fallback through onLog exactly once per call.
+ * `modelUnsupported` (engine/cuda.ts cudaUnsupported) says why the CUDA backend cannot run this particular model;
+ * then 'cuda' falls back with a warning and 'auto' with an info line, naming that reason.
  * @throws StreamlineError E_INVALID_OPTION for a value other than auto, cpu or cuda.
  * @example
  * const d = resolveDevice('cuda', (m) => console.error(m.message)); // d.device === 'cpu' on a machine without a GPU
  */
-export function resolveDevice(requested: DeviceOption | undefined = 'auto', onLog?: (m: DeviceMessage) => void): ResolvedDevice {
+export function resolveDevice(requested: DeviceOption | undefined = 'auto', onLog?: (m: DeviceMessage) => void,
+  modelUnsupported: string | null = null): ResolvedDevice {
   const want = checkDeviceOption(requested, 'device');
   if (want === 'cpu') return { requested: want, device: 'cpu', missing: null };
-  const missing = cudaMissingPiece(runtimeInfo().cuda);
+  // A model the backend cannot run is named before the machine's state: it would not run on any GPU.
+  const missing = modelUnsupported ?? cudaMissingPiece(runtimeInfo().cuda);
   if (missing === null) return { requested: want, device: 'cuda', missing: null };
   onLog?.(want === 'cuda'
     ? { level: 'warning', message: `--device cuda: CUDA cannot be used: ${missing}; running on the CPU` }

@@ -26,7 +26,7 @@ export type { LazyTensorEntry, WriteEntry, WriteOptions, WriteProgress, WriteRes
 
 export { parseModelConfig, loadModelConfig } from './config.js';
 export type { ModelConfig, ModelType, Activation, RopeConfig, RopeScaling, OptConfig } from './config.js';
-export { getAdapter, SUPPORTED_MODEL_TYPES, llama, mistral, qwen2, phi3, opt, LAYER_ROLES, GLOBAL_ROLES } from './arch/index.js';
+export { getAdapter, SUPPORTED_MODEL_TYPES, llama, mistral, qwen2, qwen3, phi3, opt, LAYER_ROLES, GLOBAL_ROLES } from './arch/index.js';
 export type { ArchAdapter, ArchSpec, ArchTraits, ExpectedTensor, GlobalRole, LayerRole, NamingOptions, TensorRole } from './arch/index.js';
 
 export { openModelDir } from './model-dir.js';
@@ -48,7 +48,7 @@ export { embed, runLayer, runLayers, head, tokenLogprobs } from './engine/forwar
 export type { RunLayersOptions, HeadOptions, LogprobOptions, LayerCaptures } from './engine/forward.js';
 export { ropeFrequencies } from './engine/rope.js';
 export { nativeLayerSpec } from './engine/spec.js';
-export { CudaEngine } from './engine/cuda.js';
+export { CudaEngine, cudaUnsupported } from './engine/cuda.js';
 export type { CudaLoadOptions, CudaRunOptions } from './engine/cuda.js';
 export type { RopeParams } from './engine/rope.js';
 export { scoreLayers } from './scoring/score.js';

@@ -171,7 +171,7 @@ export interface NativeLayerSpec extends NativeMlpSpec {
 export type NativeLayerRole =
   | 'attn_norm.weight' | 'attn_norm.bias' | 'q.weight' | 'q.bias' | 'k.weight' | 'k.bias' | 'v.weight' | 'v.bias'
   | 'o.weight' | 'o.bias' | 'mlp_norm.weight' | 'mlp_norm.bias' | 'gate.weight' | 'gate.bias' | 'up.weight' | 'up.bias'
-  | 'down.weight' | 'down.bias';
+  | 'down.weight' | 'down.bias' | 'q_norm.weight' | 'k_norm.weight';
 export type NativeLayerWeights = Partial<Record<NativeLayerRole, NativeTensor | null>>;
 
 export interface NativeHeadSpec {

@@ -1,16 +1,18 @@
 // Architecture adapters: tensor names by role, expected tensors and shapes, parameter counts, prefix detection.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { GLOBAL_ROLES, LAYER_ROLES, getAdapter, isStreamlineError, llama, mistral, opt, parseModelConfig, phi3, qwen2, SUPPORTED_MODEL_TYPES } from '../src/index.js';
+import { GLOBAL_ROLES, LAYER_ROLES, getAdapter, isStreamlineError, llama, mistral, opt, parseModelConfig, phi3, qwen2, qwen3, SUPPORTED_MODEL_TYPES } from '../src/index.js';
 import { TINY_LLAMA, TINY_OPT } from './_helpers.js';
 
 test('bad input: unknown model type', () => {
-  assert.throws(() => getAdapter('gpt_neox'), (e: unknown) => isStreamlineError(e, 'E_CONFIG_UNSUPPORTED') && e.message.includes('llama, mistral, qwen2, phi3, opt'));
-  assert.equal([...SUPPORTED_MODEL_TYPES], ['llama', 'mistral', 'qwen2', 'phi3', 'opt']);
+  assert.throws(() => getAdapter('gpt_neox'), (e: unknown) => isStreamlineError(e, 'E_CONFIG_UNSUPPORTED') && e.message.includes('llama, mistral, qwen2, qwen3, phi3, opt'));
+  assert.equal([...SUPPORTED_MODEL_TYPES], ['llama', 'mistral', 'qwen2', 'qwen3', 'phi3', 'opt']);
+  // The MoE sibling shares a prefix, not a layout: refused by name.
+  assert.throws(() => getAdapter('qwen3_moe'), (e: unknown) => isStreamlineError(e, 'E_CONFIG_UNSUPPORTED') && e.message.includes("model_type 'qwen3_moe' is not supported"));
 });
 
 test('every adapter names only known roles; role tables are complete for the families', () => {
-  for (const a of [llama, mistral, qwen2, phi3, opt]) {
+  for (const a of [llama, mistral, qwen2, qwen3, phi3, opt]) {
     for (const r of Object.keys(a.layerNames)) assert.ok((LAYER_ROLES as readonly string[]).includes(r), `${a.modelType} ${r}`);
     for (const r of Object.keys(a.globalNames)) assert.ok((GLOBAL_ROLES as readonly string[]).includes(r), `${a.modelType} ${r}`);
   }
@@ -48,6 +50,23 @@ test('qwen2 has q/k/v biases but no o bias; mistral none; llama mlp_bias adds ga
   assert.not.ok(mistral.expectedTensors(m).some((e) => e.role.endsWith('.bias')));
   const b = parseModelConfig({ ...TINY_LLAMA, mlp_bias: true });
   assert.equal(llama.expectedTensors(b).filter((e) => e.layer === 0 && e.role.endsWith('.bias')).map((e) => e.role), ['gate.bias', 'up.bias', 'down.bias']);
+});
+
+test('qwen3 expected tensors: q_norm/k_norm [head_dim] per layer, no biases by default, head_dim 128 when absent', () => {
+  const c = parseModelConfig({ ...TINY_LLAMA, model_type: 'qwen3', head_dim: 6 });
+  const ex = qwen3.expectedTensors(c).filter((e) => e.layer === 1);
+  const by = new Map(ex.map((e) => [e.role, e]));
+  assert.is(by.get('q_norm.weight')!.name, 'model.layers.1.self_attn.q_norm.weight');
+  assert.is(by.get('k_norm.weight')!.name, 'model.layers.1.self_attn.k_norm.weight');
+  assert.equal([by.get('q_norm.weight')!.shape, by.get('k_norm.weight')!.shape], [[6], [6]]);
+  assert.equal(by.get('q.weight')!.shape, [c.numHeads * 6, 16]);
+  assert.not.ok(ex.some((e) => e.role.endsWith('.bias')));
+  assert.ok(qwen3.traits(c).qkNorm);
+  assert.not.ok(llama.traits(parseModelConfig(TINY_LLAMA)).qkNorm);
+  const biased = parseModelConfig({ ...TINY_LLAMA, model_type: 'qwen3', attention_bias: true });
+  assert.equal(qwen3.expectedTensors(biased).filter((e) => e.layer === 0 && e.role.endsWith('.bias')).map((e) => e.role), ['q.bias', 'k.bias', 'v.bias', 'o.bias']);
+  assert.is(biased.headDim, 128);
+  assert.is(qwen3.layerParamCount(c) - llama.layerParamCount(parseModelConfig({ ...TINY_LLAMA, head_dim: 6 })), 12);
 });
 
 test('opt expected tensors: positions with offset 2, project_in/out when word_embed_proj_dim differs, post-norm without final norm', () => {

@@ -15,8 +15,14 @@ const ROLE: Record<string, string> = {
   'input_layernorm.weight': 'attn_norm.weight', 'self_attn.q_proj.weight': 'q.weight', 'self_attn.k_proj.weight': 'k.weight',
   'self_attn.v_proj.weight': 'v.weight', 'self_attn.o_proj.weight': 'o.weight', 'post_attention_layernorm.weight': 'mlp_norm.weight',
   'mlp.gate_proj.weight': 'gate.weight', 'mlp.up_proj.weight': 'up.weight', 'mlp.down_proj.weight': 'down.weight',
+  'self_attn.q_norm.weight': 'q_norm.weight', 'self_attn.k_norm.weight': 'k_norm.weight',
 };
-const B = 2, T = 16, D = 32, H = 4, Hk = 2, Dh = 8, F = 64;
+const B = 2, T = 16, D = 32, H = 4, Hk = 2, F = 64;
+// The source model of each fixture (test/fixtures/models): llama-gqa, or qwen3 for the q/k-norm layer.
+const SOURCE = {
+  'llama-gqa': { Dh: 8, normEps: 1e-5, theta: 10000 },
+  qwen3: { Dh: 16, normEps: 1e-6, theta: 1e6 },
+};
 
 function normwise(ours: ArrayLike<number>, gold: ArrayLike<number>): number {
   let d = 0, g = 0;
@@ -28,22 +34,24 @@ function normwise(ours: ArrayLike<number>, gold: ArrayLike<number>): number {
   return d / g;
 }
 
-for (const name of ['mlp', 'mlp-clip', 'layer', 'layer-clip']) {
+for (const name of ['mlp', 'mlp-clip', 'layer', 'layer-clip', 'layer-qknorm']) {
   test(`${name}: two steps (loss, gradients, norm, clip coefficient, AdamW updates) match f64 autograd`, async () => {
     const f = openSafetensors(path.join(dir, `${name}.safetensors`));
     const m = f.metadata;
     const kind = name.startsWith('layer') ? 'layer' : 'mlp';
+    const { Dh, normEps, theta } = SOURCE[name.endsWith('qknorm') ? 'qwen3' : 'llama-gqa'];
+    if (name.endsWith('qknorm')) assert.ok(m.source!.includes('qwen3'), m.source);
     const hf = f.names().filter((k) => k.startsWith('param.')).map((k) => k.slice('param.'.length));
     const params: Record<string, Float32Array> = {}, mom: Float32Array[] = [], vel: Float32Array[] = [];
     for (const k of hf) params[ROLE[k]!] = f.tensor(`param.${k}`).toFloat32();
     for (const k of hf) mom.push(new Float32Array(params[ROLE[k]!]!.length)), vel.push(new Float32Array(params[ROLE[k]!]!.length));
     const spec = {
       batch: B, seqLen: T, hidden: D, heads: H, kvHeads: Hk, headDim: Dh, intermediate: F, norm: 'rms' as const,
-      normEps: 1e-5, activation: 'silu' as const, gatedMlp: true, preNorm: true, useRope: true, attnScale: 1 / Math.sqrt(Dh),
+      normEps, activation: 'silu' as const, gatedMlp: true, preNorm: true, useRope: true, attnScale: 1 / Math.sqrt(Dh),
       ropeAttentionScaling: 1,
     };
     const positions = Int32Array.from({ length: B * T }, (_, i) => i % T);
-    const invFreq = Float32Array.from({ length: Dh / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / Dh));
+    const invFreq = Float32Array.from({ length: Dh / 2 }, (_, i) => 1 / theta ** ((2 * i) / Dh));
     const report: string[] = [];
     for (const step of [1, 2]) {
       const sfx = step === 1 ? '' : '2';

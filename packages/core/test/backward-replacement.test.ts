@@ -28,11 +28,13 @@ const base: Spec = {
   batch: 2, seqLen: 5, hidden: 8, heads: 4, kvHeads: 2, headDim: 4, intermediate: 12, norm: 'rms', normEps: 1e-5,
   activation: 'silu', gatedMlp: true, preNorm: true, useRope: true, attnScale: 0.5, ropeAttentionScaling: 1,
 };
-const cases: { name: string; kind: Kind; spec: Spec; biases: boolean; mask: number[] | null }[] = [
+const cases: { name: string; kind: Kind; spec: Spec; biases: boolean; mask: number[] | null; qkNorm?: boolean }[] = [
   { name: 'mlp, SwiGLU + RMSNorm (Llama)', kind: 'mlp', spec: base, biases: false, mask: null },
   { name: 'mlp, fc1-ReLU-fc2 + LayerNorm with biases (OPT)', kind: 'mlp', spec: { ...base, norm: 'layer', activation: 'relu', gatedMlp: false }, biases: true, mask: null },
   { name: 'layer, Llama GQA 4/2 with RoPE and padding', kind: 'layer', spec: base, biases: false, mask: [0, 1, 1, 1, 1, 1, 1, 1, 1, 0] },
   { name: 'layer, Qwen2-like biases, MQA 4/1, gelu_tanh', kind: 'layer', spec: { ...base, kvHeads: 1, activation: 'gelu_tanh', ropeAttentionScaling: 1.1 }, biases: true, mask: null },
+  { name: 'layer, Qwen3 per-head q/k RMSNorm, GQA 4/2, head_dim 4 != hidden/heads, RoPE and padding', kind: 'layer', spec: base, biases: false, mask: [1, 1, 1, 1, 0, 0, 1, 1, 1, 1], qkNorm: true },
+  { name: 'layer, q/k norm with biases and a sliding window of 2', kind: 'layer', spec: { ...base, window: 2 }, biases: true, mask: null, qkNorm: true },
   { name: 'layer, LayerNorm + GELU plain MLP, no RoPE, MHA', kind: 'layer', spec: { ...base, kvHeads: 4, norm: 'layer', activation: 'gelu', gatedMlp: false, useRope: false }, biases: true, mask: [1, 1, 1, 0, 0, 1, 1, 1, 1, 1] },
 ];
 
@@ -40,7 +42,7 @@ function setup(c: (typeof cases)[number], seed: number) {
   const r = rng(seed);
   const s = c.spec, M = s.batch * s.seqLen;
   const params: Params = {};
-  for (const [role, size] of Object.entries(shapes(c.kind, s, c.biases)))
+  for (const [role, size] of Object.entries(shapes(c.kind, s, c.biases, c.qkNorm)))
     params[role] = role.includes('norm.weight') ? Float32Array.from(randn(r, size, 0.2), (v) => 1 + v) : randn(r, size, role.endsWith('bias') ? 0.3 : 0.4);
   const x = randn(r, M * s.hidden), target = randn(r, M * s.hidden);
   const positions = Int32Array.from({ length: M }, (_, i) => (i % s.seqLen) + 3 * Math.floor(i / s.seqLen));
@@ -68,6 +70,16 @@ test('bad arguments are typed errors', async () => {
   assert.throws(() => call({ spec: { ...s, norm: 'batch' } }), code('E_NATIVE_ARG'));
   assert.throws(() => call({ x: new Float32Array(5) }), code('E_SHAPE'));
   assert.throws(() => n.replacementStep(c.kind, s, d.params, zeros(d.params), d.x, d.target, null, d.mask, d.invFreq), code('E_NATIVE_ARG'));
+  // q/k norms: [headDim] each, both or neither, RMS layers only, never in an mlp replacement
+  const qn = new Float32Array(s.headDim).fill(1);
+  assert.throws(() => call({ params: { ...d.params, 'q_norm.weight': qn } }), code('E_NATIVE_ARG'));
+  assert.throws(() => call({ params: { ...d.params, 'q_norm.weight': qn, 'k_norm.weight': new Float32Array(3) } }), code('E_SHAPE'));
+  const ln = setup(cases[cases.length - 1]!, 2);
+  assert.throws(() => n.replacementStep('layer', cases[cases.length - 1]!.spec, { ...ln.params, 'q_norm.weight': qn, 'k_norm.weight': qn },
+    zeros(ln.params), ln.x, ln.target, ln.positions, ln.mask, ln.invFreq), code('E_NATIVE_ARG'));
+  const mlp = setup(cases[0]!, 3);
+  assert.throws(() => n.replacementStep('mlp', cases[0]!.spec, { ...mlp.params, 'q_norm.weight': qn, 'k_norm.weight': qn },
+    zeros(mlp.params), mlp.x, mlp.target, mlp.positions, mlp.mask, mlp.invFreq), code('E_NATIVE_ARG'));
 });
 
 const worst = new Map<string, number>();

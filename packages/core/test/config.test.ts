@@ -14,7 +14,9 @@ const fails = (fn: () => unknown, code: string, mention: string) =>
 test('bad input: not an object, unknown or missing model_type, missing and invalid fields', () => {
   fails(() => parseModelConfig([]), 'E_CONFIG_FIELD', 'JSON object');
   fails(() => parseModelConfig({ ...base }), 'E_CONFIG_FIELD', 'model_type');
-  fails(() => parseModelConfig({ model_type: 'gpt2', ...base }), 'E_CONFIG_UNSUPPORTED', 'llama, mistral, qwen2, phi3, opt');
+  fails(() => parseModelConfig({ model_type: 'gpt2', ...base }), 'E_CONFIG_UNSUPPORTED', 'llama, mistral, qwen2, qwen3, phi3, opt');
+  fails(() => parseModelConfig({ model_type: 'qwen3_moe', ...base }), 'E_CONFIG_UNSUPPORTED', "model_type 'qwen3_moe' is not supported");
+  fails(() => parseModelConfig({ model_type: 'qwen3', ...base, num_key_value_heads: 2, head_dim: null }), 'E_CONFIG_FIELD', "field 'head_dim'");
   for (const key of Object.keys(base)) {
     const c: Record<string, unknown> = { model_type: 'llama', ...base };
     delete c[key];
@@ -92,6 +94,21 @@ test('qwen2 defaults (configuration_qwen2.py): q/k/v biases always, 32 KV heads 
   assert.equal(w.layerTypes, ['full_attention', 'full_attention', 'sliding_attention', 'sliding_attention']);
   const t = parseModelConfig({ model_type: 'qwen2', ...base, num_key_value_heads: 2, tie_word_embeddings: true, attention_bias: false });
   assert.equal([t.tieWordEmbeddings, t.attentionBias], [true, true]);
+});
+
+test('qwen3 defaults (configuration_qwen3.py): head_dim 128 when absent, 32 KV heads, attention_bias for q/k/v and o, Qwen2 windows', () => {
+  const c = parseModelConfig({ model_type: 'qwen3', ...base, num_attention_heads: 32, hidden_size: 256 });
+  assert.equal([c.headDim, c.numKvHeads, c.attentionBias, c.attentionOutBias, c.mlpBias, c.slidingWindow, c.maxPositionEmbeddings, c.normEps, c.tieWordEmbeddings],
+    [128, 32, false, false, false, null, 32768, 1e-6, false]);
+  assert.equal([c.rope!.theta, c.bosTokenId, c.eosTokenId, c.architectures], [10000, null, null, ['Qwen3ForCausalLM']]);
+  assert.ok(c.layerTypes.every((t) => t === 'full_attention'));
+  const n = parseModelConfig({ model_type: 'qwen3', ...base, num_key_value_heads: null, head_dim: 16, attention_bias: true });
+  assert.equal([n.numKvHeads, n.headDim, n.attentionBias, n.attentionOutBias], [8, 16, true, true]);
+  const w = parseModelConfig({ model_type: 'qwen3', ...base, num_key_value_heads: 2, use_sliding_window: true, sliding_window: 128, max_window_layers: 2 });
+  assert.is(w.slidingWindow, 128);
+  assert.equal(w.layerTypes, ['full_attention', 'full_attention', 'sliding_attention', 'sliding_attention']);
+  const off = parseModelConfig({ model_type: 'qwen3', ...base, num_key_value_heads: 2, sliding_window: 128, max_window_layers: 0 });
+  assert.equal([off.slidingWindow, off.layerTypes.every((t) => t === 'full_attention')], [null, true]);
 });
 
 test('opt defaults (configuration_opt.py): tied, relu, biases, pre-norm, LayerNorm eps 1e-5; opt-350m style', () => {

@@ -50,6 +50,27 @@ test('a complete tiny llama: valid, parameter counts are sums of element counts,
   fs.rmSync(dir, { recursive: true });
 });
 
+test('a tiny qwen3: valid with q_norm/k_norm [head_dim] per layer; a missing k_norm or a wrong q_norm shape makes it invalid', async () => {
+  const cfg = { ...TINY_LLAMA, architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', head_dim: 6 };
+  const dir = tmpDir('qwen3');
+  await makeTinyModel(dir, cfg);
+  const r = asModel(inspect(dir));
+  assertModelValid(r);
+  assert.equal([r.architecture, r.layers, r.kvHeads, r.headDim], ['Qwen3ForCausalLM', 3, 2, 6]);
+  const m = openModelDir(dir);
+  assert.equal([...m.layerTensor('q_norm.weight', 2)!.shape], [6]);
+  assert.equal([...m.layerTensor('k_norm.weight', 0)!.shape], [6]);
+  assert.equal([...m.layerTensor('q.weight', 0)!.shape], [24, 16]);
+  const bad = tmpDir('qwen3-bad');
+  await makeTinyModel(bad, cfg, { drop: ['model.layers.1.self_attn.k_norm.weight'], reshape: { 'model.layers.0.self_attn.q_norm.weight': [4] } });
+  const b = asModel(inspect(bad));
+  assert.not.ok(b.valid);
+  assert.equal(b.missing.map((x) => x.name), ['model.layers.1.self_attn.k_norm.weight']);
+  assert.equal(b.wrongShape.map((x) => [x.name, x.expected, x.actual]), [['model.layers.0.self_attn.q_norm.weight', [6], [4]]]);
+  fs.rmSync(dir, { recursive: true });
+  fs.rmSync(bad, { recursive: true });
+});
+
 test('missing, wrong-shape and unexpected tensors make the report invalid (E_MODEL_TENSORS); inv_freq is ignored', async () => {
   const dir = tmpDir('bad');
   await makeTinyModel(dir, TINY_LLAMA, {

@@ -14,7 +14,8 @@ export interface Spec {
 export type Kind = 'mlp' | 'layer';
 export type Params = Record<string, Float32Array>;
 
-export function shapes(kind: Kind, s: Spec, biases: boolean): Record<string, number> {
+/** qkNorm: Qwen3's per-head q_norm/k_norm weights [headDim] (layer only). */
+export function shapes(kind: Kind, s: Spec, biases: boolean, qkNorm = false): Record<string, number> {
   const D = s.hidden, F = s.intermediate, Q = s.heads * s.headDim, KV = s.kvHeads * s.headDim;
   const r: Record<string, number> = { 'mlp_norm.weight': D, 'up.weight': F * D, 'down.weight': D * F };
   if (s.gatedMlp) r['gate.weight'] = F * D;
@@ -24,6 +25,7 @@ export function shapes(kind: Kind, s: Spec, biases: boolean): Record<string, num
     Object.assign(r, { 'attn_norm.weight': D, 'q.weight': Q * D, 'k.weight': KV * D, 'v.weight': KV * D, 'o.weight': D * Q });
     if (s.norm === 'layer') r['attn_norm.bias'] = D;
     if (biases) Object.assign(r, { 'q.bias': Q, 'k.bias': KV, 'v.bias': KV, 'o.bias': D });
+    if (qkNorm) Object.assign(r, { 'q_norm.weight': s.headDim, 'k_norm.weight': s.headDim });
   }
   return r;
 }
@@ -56,6 +58,10 @@ export function forwardF64(kind: Kind, s: Spec, P: Record<string, F64>, x: F64, 
   let q = linearF64(a, P['q.weight']!, P['q.bias'] ?? null, M, Q, D);
   let k = linearF64(a, P['k.weight']!, P['k.bias'] ?? null, M, KV, D);
   const v = linearF64(a, P['v.weight']!, P['v.bias'] ?? null, M, KV, D);
+  if (P['q_norm.weight']) {  // HF Qwen3: RMSNorm over head_dim of each head's row, before RoPE
+    q = rmsnormF64(q, P['q_norm.weight'], M * H, Dh, s.normEps);
+    k = rmsnormF64(k, P['k_norm.weight']!, M * Hk, Dh, s.normEps);
+  }
   if (s.useRope) {
     const half = Dh / 2, cos = new Float64Array(M * half), sin = new Float64Array(M * half);
     for (let m = 0; m < M; m++)

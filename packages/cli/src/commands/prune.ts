@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { loadModel, prune, type DeviceOption, type PruneOptions, type PruneResult } from '@streamline/core';
+import { cudaUnsupported, loadModel, prune, type DeviceOption, type PruneOptions, type PruneResult } from '@streamline/core';
 import { bytesOption, commandDevice, deviceOption, fractionOption, intOption, positiveOption, rangeOption } from '../ui/options.js';
 import { note, progress, type Progress } from '../ui/progress.js';
 import { fmt, human, table } from '../ui/table.js';
@@ -110,7 +110,7 @@ export function registerPrune(program: Command): Command {
       const started = new Date();
       checkOutputFiles({ '--json': o.json, '--report': o.report, '--log': o.log, '--checkpoint': o.checkpoint });
       const model = await loadModel(modelDir);
-      const device = commandDevice(o.device, o.quiet).device;
+      const device = commandDevice(o.device, o.quiet, cudaUnsupported(model.description)).device;
       const controller = new AbortController();
       const onSigint = () => { note('\ninterrupt: stopping after the current step…'); controller.abort(); };
       process.once('SIGINT', onSigint);

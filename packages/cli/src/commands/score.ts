@@ -3,7 +3,7 @@
  * every window of n layers ranked. Windows are printed 0-based half-open: [20, 28) removes layers 20..27.
  */
 import { Command, Option } from 'commander';
-import { loadModel, runScore, type DeviceOption, type RunScoreResult } from '@streamline/core';
+import { cudaUnsupported, loadModel, runScore, type DeviceOption, type RunScoreResult } from '@streamline/core';
 import { commandDevice, deviceOption, fractionOption, intOption } from '../ui/options.js';
 import { note, progress } from '../ui/progress.js';
 import { fmt, table } from '../ui/table.js';
@@ -79,7 +79,7 @@ export function registerScore(program: Command): Command {
       const started = new Date();
       checkOutputFiles({ '--json': o.json, '--plot': o.plot, '--report': o.report });
       const model = await loadModel(modelDir);
-      const device = commandDevice(o.device, o.quiet).device;
+      const device = commandDevice(o.device, o.quiet, cudaUnsupported(model.description)).device;
       const bar = progress('calibrate', { quiet: o.quiet });
       const scoreBar = progress('score', { quiet: o.quiet });
       let r: RunScoreResult;

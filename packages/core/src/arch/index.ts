@@ -8,9 +8,10 @@ import { mistral } from './mistral.js';
 import { opt } from './opt.js';
 import { phi3 } from './phi3.js';
 import { qwen2 } from './qwen2.js';
+import { qwen3 } from './qwen3.js';
 import type { ArchAdapter } from './types.js';
 
-const ADAPTERS: ReadonlyMap<string, ArchAdapter> = new Map([llama, mistral, qwen2, phi3, opt].map((a) => [a.modelType, a]));
+const ADAPTERS: ReadonlyMap<string, ArchAdapter> = new Map([llama, mistral, qwen2, qwen3, phi3, opt].map((a) => [a.modelType, a]));
 
 /** The model_type values Streamline supports. */
 export const SUPPORTED_MODEL_TYPES: readonly string[] = [...ADAPTERS.keys()];
@@ -28,5 +29,5 @@ export function getAdapter(modelType: string, file?: string): ArchAdapter {
   return a;
 }
 
-export { llama, mistral, opt, phi3, qwen2 };
+export { llama, mistral, opt, phi3, qwen2, qwen3 };
 export * from './types.js';

@@ -8,7 +8,7 @@ import { activationField, boolField, fieldError, intField, numField, ropeField, 
 import { defineAdapter } from './common.js';
 import type { ArchSpec, ArchTraits, GlobalRole, LayerRole, RoleShapes } from './types.js';
 
-/** Tensor names shared by Llama, Mistral and Qwen2. */
+/** Tensor names shared by Llama, Mistral, Qwen2 and Qwen3 (q_norm/k_norm exist only where traits say qkNorm). */
 export const LLAMA_LAYER_NAMES: Readonly<Partial<Record<LayerRole, string>>> = {
   'attn_norm.weight': 'model.layers.{i}.input_layernorm.weight',
   'q.weight': 'model.layers.{i}.self_attn.q_proj.weight',
@@ -26,6 +26,8 @@ export const LLAMA_LAYER_NAMES: Readonly<Partial<Record<LayerRole, string>>> = {
   'up.bias': 'model.layers.{i}.mlp.up_proj.bias',
   'down.weight': 'model.layers.{i}.mlp.down_proj.weight',
   'down.bias': 'model.layers.{i}.mlp.down_proj.bias',
+  'q_norm.weight': 'model.layers.{i}.self_attn.q_norm.weight',
+  'k_norm.weight': 'model.layers.{i}.self_attn.k_norm.weight',
 };
 
 export const LLAMA_GLOBAL_NAMES: Readonly<Partial<Record<GlobalRole, string>>> = {
@@ -41,6 +43,12 @@ export interface LlamaLikeDefaults {
   /** num_key_value_heads when the key is absent ('heads' = num_attention_heads); null always means heads. */
   kvHeadsIfAbsent: number | 'heads';
   maxPositionEmbeddings: number;
+  /**
+   * head_dim when the key is absent (Qwen3: 128, whatever hidden_size / num_attention_heads is); then an explicit
+   * null is an error, since that family's attention has no fallback for it. Undefined: absent or null both mean
+   * hidden_size / num_attention_heads.
+   */
+  headDimIfAbsent?: number;
   rmsNormEps: number;
   bosTokenId: number | null;
   eosTokenId: number | null;
@@ -66,7 +74,10 @@ export function parseLlamaLike(raw: RawConfig, d: LlamaLikeDefaults): ModelConfi
     : intField(raw, 'num_key_value_heads', numHeads);
   if (numHeads % numKvHeads !== 0) fieldError(raw, 'num_key_value_heads', `a divisor of num_attention_heads (${numHeads})`, numKvHeads);
   let headDim: number;
-  if (j.head_dim !== undefined && j.head_dim !== null) headDim = intField(raw, 'head_dim');
+  if (d.headDimIfAbsent !== undefined) {
+    if (j.head_dim === null) fieldError(raw, 'head_dim', 'an integer >= 1 (absent means ' + d.headDimIfAbsent + ')', null);
+    headDim = intField(raw, 'head_dim', d.headDimIfAbsent);
+  } else if (j.head_dim !== undefined && j.head_dim !== null) headDim = intField(raw, 'head_dim');
   else {
     if (hiddenSize % numHeads !== 0) fieldError(raw, 'head_dim', `given when hidden_size (${hiddenSize}) is not a multiple of num_attention_heads (${numHeads})`);
     headDim = hiddenSize / numHeads;
@@ -121,7 +132,7 @@ export function llamaTraits(c: ModelConfig): ArchTraits {
   return {
     norm: 'rms', normEps: c.normEps, normBias: false, normWeight: true, activation: c.activation, gatedMlp: true,
     preNorm: true, positions: 'rope', positionOffset: 0, finalNorm: true, qkvBias: c.attentionBias,
-    oBias: c.attentionOutBias, mlpBias: c.mlpBias, tiedEmbeddings: c.tieWordEmbeddings, embedDim: c.hiddenSize, projectInOut: false,
+    oBias: c.attentionOutBias, qkNorm: false, mlpBias: c.mlpBias, tiedEmbeddings: c.tieWordEmbeddings, embedDim: c.hiddenSize, projectInOut: false,
   };
 }
 

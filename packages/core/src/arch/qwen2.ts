@@ -10,9 +10,11 @@ import { LLAMA_SPEC, parseLlamaLike } from './llama.js';
 import type { ArchSpec } from './types.js';
 
 /** configuration_qwen2.py's default: layers from index 28 on use the window. */
-const LAYER_INDEX_DEFAULTS = { max_window_layers: 28 } as const;
+export const QWEN2_LAYER_INDEX_DEFAULTS = { max_window_layers: 28 } as const;
+const LAYER_INDEX_DEFAULTS = QWEN2_LAYER_INDEX_DEFAULTS;
 
-function qwen2Window(r: RawConfig, n: number): { slidingWindow: number | null; layerTypes: ModelConfig['layerTypes'] } {
+/** Qwen2's sliding-window fields (shared by Qwen3, whose configuration reads them the same way). */
+export function qwen2Window(r: RawConfig, n: number): { slidingWindow: number | null; layerTypes: ModelConfig['layerTypes'] } {
   const use = boolField(r, 'use_sliding_window', false);
   const window = r.json.sliding_window === null ? null : intField(r, 'sliding_window', 4096);
   const slidingWindow = use ? window : null;

@@ -5,12 +5,15 @@
 import type { Activation, ModelConfig, ModelType } from '../config.js';
 import type { RawConfig } from '../config-fields.js';
 
-/** Per-layer tensor roles. OPT maps self_attn_layer_norm → attn_norm, final_layer_norm → mlp_norm, fc1 → up, fc2 → down. */
+/**
+ * Per-layer tensor roles. `q_norm.weight` / `k_norm.weight` are Qwen3's per-head RMSNorm weights [head_dim] on the
+ * projected queries and keys (before RoPE). OPT maps self_attn_layer_norm → attn_norm, final_layer_norm → mlp_norm, fc1 → up, fc2 → down. */
 export const LAYER_ROLES = [
   'attn_norm.weight', 'attn_norm.bias',
   'q.weight', 'q.bias', 'k.weight', 'k.bias', 'v.weight', 'v.bias', 'o.weight', 'o.bias',
   'mlp_norm.weight', 'mlp_norm.bias',
   'gate.weight', 'gate.bias', 'up.weight', 'up.bias', 'down.weight', 'down.bias',
+  'q_norm.weight', 'k_norm.weight',
 ] as const;
 export type LayerRole = (typeof LAYER_ROLES)[number];
 
@@ -43,6 +46,8 @@ export interface ArchTraits {
   finalNorm: boolean;
   qkvBias: boolean;
   oBias: boolean;
+  /** Per-head RMSNorm on queries and keys after their projection, before RoPE (Qwen3 q_norm / k_norm). */
+  qkNorm: boolean;
   mlpBias: boolean;
   /** lm_head shares the embedding matrix. */
   tiedEmbeddings: boolean;

@@ -42,6 +42,15 @@ async function call<T>(what: string, p: () => Promise<T> | T): Promise<T> {
   }
 }
 
+/**
+ * Why the CUDA backend cannot run this model, in words, or null when it can. Today: the per-head q/k RMSNorm of Qwen3
+ * (q_norm / k_norm), which neither the CUDA forward nor the CUDA trainer implements; running there would drop it.
+ */
+export function cudaUnsupported(desc: Pick<ModelDescription, 'semantics' | 'modelType'>): string | null {
+  if (desc.semantics.qkNorm) return `the CUDA backend does not implement the per-head q/k norm (q_norm/k_norm) of ${desc.modelType}`;
+  return null;
+}
+
 /** A model description bound to the GPU for batches of one shape at a time; close() frees the device memory. */
 export class CudaEngine {
   private ctx: NativeCudaContext | null = null;
@@ -53,7 +62,11 @@ export class CudaEngine {
   private batch: HiddenBatch | null = null;
   private gpuBatch: HiddenBatch | null = null;
 
-  constructor(private readonly desc: ModelDescription) {}
+  /** @throws StreamlineError E_UNSUPPORTED when cudaUnsupported(desc) names a reason (callers resolve the device first). */
+  constructor(private readonly desc: ModelDescription) {
+    const why = cudaUnsupported(desc);
+    if (why !== null) throw new StreamlineError('E_UNSUPPORTED', `CUDA engine: ${why}`);
+  }
 
   /** Puts h (h[start] of some layer range, usually the embeddings) on the GPU; see CudaLoadOptions for the shape. */
   async load(h: HiddenBatch, opts: CudaLoadOptions = {}): Promise<void> {

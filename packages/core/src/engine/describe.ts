@@ -49,6 +49,7 @@ export function describeModel(md: ModelDir): ModelDescription {
       hidden: c.hiddenSize, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, intermediate: c.intermediateSize,
       norm: t.norm, normEps: t.normEps, activation: t.activation, gatedMlp: t.gatedMlp, preNorm: t.preNorm,
       attnScale: 1 / Math.sqrt(c.headDim),
+      ...(t.qkNorm ? { qkNorm: true } : {}),
     },
     rope,
     learnedPositionOffset: t.positions === 'learned' ? t.positionOffset : null,

@@ -8,7 +8,7 @@ import { resolveDevice, type DeviceOptions } from '../device.js';
 import { fromNative, StreamlineError } from '../errors.js';
 import { native } from '../native.js';
 import { makeTokenBatch, type HiddenBatch, type TokenBatch } from './batch.js';
-import { CudaEngine } from './cuda.js';
+import { CudaEngine, cudaUnsupported } from './cuda.js';
 import type { LayerSource, ModelDescription } from './description.js';
 import { ropeFrequencies } from './rope.js';
 import { nativeLayerSpec } from './spec.js';
@@ -161,7 +161,7 @@ export async function tokenLogprobs(desc: ModelDescription, sequences: readonly 
   for (const i of sequences.keys()) if (sequences[i]!.length < 2) results[i] = new Float32Array(0);
   const order = scored.sort((a, b) => sequences[b]!.length - sequences[a]!.length || a - b);
   const L = desc.layers.length;
-  const gpu = resolveDevice(opts.device, opts.onLog).device === 'cuda' ? new CudaEngine(desc) : null;
+  const gpu = resolveDevice(opts.device, opts.onLog, cudaUnsupported(desc)).device === 'cuda' ? new CudaEngine(desc) : null;
   try {
     for (let i = 0; i < order.length; i += batchSize) {
       const idx = order.slice(i, i + batchSize);

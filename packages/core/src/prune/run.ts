@@ -9,6 +9,7 @@ import { gpuMemory, resolveDevice, type Device, type DeviceOptions } from '../de
 import { isStreamlineError, StreamlineError } from '../errors.js';
 import { native, type NativeHeadWeights, type NativeLayerWeights } from '../native.js';
 import type { LayerRole, WeightView } from '../engine/description.js';
+import { cudaUnsupported } from '../engine/cuda.js';
 import { ropeFrequencies } from '../engine/rope.js';
 import { tokenLogprobs } from '../engine/forward.js';
 import type { LoadedModel } from '../model.js';
@@ -192,7 +193,7 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
   }
 
   // Resolved once: the one fallback message, and every stage after it on the same backend.
-  const device = resolveDevice(o.device, o.onLog).device;
+  const device = resolveDevice(o.device, o.onLog, cudaUnsupported(desc)).device;
   if (device === 'cuda') gpuMemory(true);
   const gpuPeak = () => (device === 'cuda' ? gpuMemory()?.peak ?? null : null);
 

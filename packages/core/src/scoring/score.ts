@@ -10,7 +10,7 @@ import { StreamlineError } from '../errors.js';
 import { native } from '../native.js';
 import { makeTokenBatch, type HiddenBatch } from '../engine/batch.js';
 import type { ModelDescription } from '../engine/description.js';
-import { CudaEngine } from '../engine/cuda.js';
+import { CudaEngine, cudaUnsupported } from '../engine/cuda.js';
 import { embed, runLayers } from '../engine/forward.js';
 
 export type ScoreMetric = 'cosine' | 'angular' | 'bi';
@@ -99,7 +99,7 @@ export async function scoreLayers(desc: ModelDescription, opts: ScoreOptions): P
   const D = desc.semantics.hidden;
   let tokens = 0;
   const batches = Math.ceil(opts.blocks.length / batchSize);
-  const device = resolveDevice(opts.device, opts.onLog).device;
+  const device = resolveDevice(opts.device, opts.onLog, cudaUnsupported(desc)).device;
   let done = 0;
   let gpuPeakBytes: number | null = null;
   if (device === 'cuda') gpuPeakBytes = await scoreOnGpu();

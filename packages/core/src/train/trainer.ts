@@ -205,7 +205,11 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
   // On cuda the trainer holds the current weights; st.params is refreshed from it only where the host needs them. It
   // is opened first because only it says whether the backend has the lm loss; without, `lm` trains on the CPU.
   let gpu: NativeCudaTrainer | null = null;
-  if (o.device === 'cuda') {
+  // The CUDA trainer has no q/k norm roles (streamline_cuda.h): the binding refuses them rather than drop them.
+  const qkNorm = roles.some((r) => r === 'q_norm.weight' || r === 'k_norm.weight');
+  if (o.device === 'cuda' && qkNorm) {
+    o.onLog?.({ level: 'warning', message: 'q/k norm (q_norm/k_norm): the replacement trains on the CPU (the CUDA trainer does not implement the per-head q/k norm)' });
+  } else if (o.device === 'cuda') {
     const g = await n.cudaTrainer(o.kind, spec(Math.min(micro, N)), byRole(st.params), o.ropeInvFreq);
     if (lm && !g.hasLm()) {
       g.destroy();
