@@ -3,7 +3,7 @@
  * commands parse and check options, call @streamline/core or @streamline/eval, and present results.
  */
 import { Command, CommanderError } from 'commander';
-import { isStreamlineError, loadModel, StreamlineError } from '@streamline/core';
+import { cudaUnsupported, isStreamlineError, loadModel, StreamlineError } from '@streamline/core';
 import { registerDemo } from './commands/demo.js';
 import { registerEval } from './commands/eval.js';
 import { registerInfo } from './commands/info.js';
@@ -30,7 +30,7 @@ export function buildProgram(): Command {
     loadModel: async (dir, { device }) => {
       const m = await loadModel(dir);
       if (!m.tokenizer) throw new StreamlineError('E_TOKENIZER_MISSING', `${dir} has no tokenizer.json`, { file: dir });
-      return { maxLength: m.maxLength, tokenLogprobs: (seqs, o) => m.tokenLogprobs(seqs, { ...o, device }), tokenizer: m.tokenizer };
+      return { maxLength: m.maxLength, tokenLogprobs: (seqs, o) => m.tokenLogprobs(seqs, { ...o, device }), tokenizer: m.tokenizer, cudaUnsupported: cudaUnsupported(m.description) };
     },
   });
   registerDemo(program);

@@ -6,13 +6,14 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runtimeInfo } from '@streamline/core';
 import { demoPaths } from '../src/demo/paths.js';
 import { main } from '../src/program.js';
+import { writeCharTokenizer } from '../../core/test/_helpers.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const p = demoPaths();
@@ -145,6 +146,29 @@ test('prune: the training runs where --device says (cuda through the test backen
   assert.match(lmOld.stderr, /^warning: --loss lm: the replacement trains on the CPU \(this CUDA backend library lacks streamline_cuda_train_step_lm/m);
   assert.is(read(path.join(tmp, 't-old-lm.json')).training.device, 'cpu');
   assert.ok(weights('t-old-lm').equals(weights('t-cpu-lm')), 'lm fallback: the CPU weights');
+});
+
+test('eval of a model the backend cannot run (Qwen3 q/k norm on a library without it): one message, the CPU numbers, device cpu in the JSON', () => {
+  const old = fake.replace(/\.so$/, '_old.so');
+  if (!existsSync(old) || cudaUsable) { console.log(`skip: ${old} not built (or a real GPU is present)`); return; }
+  const model = path.join(tmp, 'qwen3');
+  cpSync(path.join(repoRoot, 'test', 'fixtures', 'models', 'qwen3'), model, { recursive: true });
+  writeCharTokenizer(model);
+  const text = path.join(tmp, 'q.txt');
+  writeFileSync(text, 'In the beginning God created the heaven and the earth. And the earth was without form, and void.');
+  const run = (out: string, ...extra: string[]) => spawnSync(process.execPath, ['--conditions=@streamline/source', '--import', 'tsx', path.join(repoRoot, 'packages/cli/src/bin.ts'),
+    'eval', model, '--baseline', model, '--ppl', text, '--seq-len', '32', '--json', path.join(tmp, out), ...extra], { cwd: repoRoot, encoding: 'utf8', env: { ...process.env, NO_COLOR: '1', STREAMLINE_CUDA_LIBRARY: old } });
+  const cpu = run('q-cpu.json', '--device', 'cpu'), cuda = run('q-cuda.json', '--device', 'cuda');
+  assert.is(cpu.status, 0, cpu.stderr);
+  assert.is(cuda.status, 0, cuda.stderr);
+  assert.is(cpu.stderr, '');
+  const warnings = cuda.stderr.split('\n').filter((l) => l.startsWith('warning:'));
+  assert.is(warnings.length, 1, cuda.stderr);
+  assert.match(warnings[0]!, /q\/k norm/);
+  const [a, b] = [read(path.join(tmp, 'q-cpu.json')), read(path.join(tmp, 'q-cuda.json'))];
+  assert.is(b.device, 'cpu', 'the JSON names the device that ran');
+  assert.not.ok('gpuPeakBytes' in b);
+  assert.equal(b.ppl, a.ppl);
 });
 
 test.run();

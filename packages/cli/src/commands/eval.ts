@@ -16,8 +16,11 @@ import { evaluate, type EvalProgress, type EvalReport, type EvalTokenizer, type 
 
 /** What the command needs from the outside. */
 export interface EvalDeps {
-  /** Loads a model directory as a scorer with its tokenizer, running its forward passes on `device`. */
-  loadModel(dir: string, opts: { device: Device }): Promise<LogprobModel & { tokenizer: EvalTokenizer }>;
+  /**
+   * Loads a model directory as a scorer with its tokenizer, running its forward passes on `device`, or on the CPU
+   * when `cudaUnsupported` (core's reason why the CUDA backend cannot run this model) is set.
+   */
+  loadModel(dir: string, opts: { device: Device }): Promise<LogprobModel & { tokenizer: EvalTokenizer; cudaUnsupported?: string | null }>;
   /** Text output (default: process.stdout). */
   write?: (s: string) => void;
   /** Show a progress bar (default: stderr is a terminal). */
@@ -151,9 +154,14 @@ export function registerEval(program: Command, deps: EvalDeps): Command {
       if (o.stabilityCompat && !o.baseline) bad('--stability-compat needs --baseline (stability compares a pruned model with its original)');
       checkOutputFiles({ '--json': o.json, '--report': o.report, '--log-samples': o.logSamples });
       const write = deps.write ?? ((s: string) => void process.stdout.write(s));
-      const device = commandDevice(o.device, !(deps.progress ?? Boolean(process.stderr.isTTY))).device;
+      const quiet = !(deps.progress ?? Boolean(process.stderr.isTTY));
+      let device = commandDevice(o.device, quiet).device;
       const model = await deps.loadModel(modelDir, { device });
       const baseline = o.baseline ? await deps.loadModel(o.baseline, { device }) : undefined;
+      // The device is resolved before loading (a missing GPU fails fast), but only the loaded model can say it cannot
+      // run there (Qwen3's q/k norm on an older backend): then it ran on the CPU, and the one message and the JSON say so.
+      const why = model.cudaUnsupported ?? baseline?.cudaUnsupported ?? null;
+      if (device === 'cuda' && why !== null) device = commandDevice(o.device, quiet, why).device;
       if (device === 'cuda') gpuMemory(true);
       if (o.seqLen !== undefined && o.seqLen > model.maxLength) bad(`--seq-len ${o.seqLen} exceeds the model's maximum length ${model.maxLength} (max_position_embeddings)`);
 
