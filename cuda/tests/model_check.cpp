@@ -178,12 +178,13 @@ void check_llama_dir(const std::string& dir, bool gpu = true) {
 
 // Inverse RoPE frequencies as packages/core/src/engine/rope.ts computes them (f64, rounded once): default,
 // linear, dynamic (NTK, from the padded length as HF does) and llama3.
-std::vector<float> rope_inv_freq(const Json& cfg, size_t dim, size_t seq_len) {
+std::vector<float> rope_inv_freq(const Json& cfg, size_t dim, size_t seq_len, float* attention_scaling) {
   const size_t half = dim / 2;
   double base = cfg.number_or("rope_theta", 10000.0);
   const double max_pos = cfg.number_or("max_position_embeddings", 2048);
   std::string type = "default";
   double factor = 1, low = 1, high = 4, original = max_pos;
+  *attention_scaling = 1.f;
   const Json* rs = cfg.get("rope_scaling");
   if (rs && rs->kind == Json::Object) {
     const Json* t = rs->get("rope_type");
@@ -193,6 +194,23 @@ std::vector<float> rope_inv_freq(const Json& cfg, size_t dim, size_t seq_len) {
     low = rs->number_or("low_freq_factor", 1);
     high = rs->number_or("high_freq_factor", 4);
     original = rs->number_or("original_max_position_embeddings", type == "llama3" ? 8192 : max_pos);
+  }
+  const Json* mt = cfg.get("model_type");
+  const bool phi3 = mt && mt->kind == Json::String && mt->str == "phi3";
+  if (type == "longrope" || (phi3 && (type == "su" || type == "yarn"))) {
+    // Phi-3's LongRoPE: divisors per frequency, short while the sequence fits the original context (4096 by default
+    // in configuration_phi3), long beyond it; cos/sin scaled by sqrt(1 + ln f / ln original), f the context extension.
+    const double top = cfg.number_or("original_max_position_embeddings", phi3 ? 4096 : 0);
+    if (top > 0) original = top, factor = max_pos / top;
+    else original = max_pos;
+    const Json* given = rs->get("attention_factor");
+    *attention_scaling = given && given->kind == Json::Number ? float(given->num)
+                         : factor <= 1 ? 1.f : float(std::sqrt(1 + std::log(factor) / std::log(original)));
+    const Json* ext = rs->get(double(seq_len) > original ? "long_factor" : "short_factor");
+    if (!ext || ext->kind != Json::Array || ext->arr.size() != half) throw std::runtime_error("longrope: short_factor/long_factor must list head_dim/2 numbers");
+    std::vector<float> out(half);
+    for (size_t i = 0; i < half; i++) out[i] = float(1.0 / (ext->arr[i].num * std::pow(base, double(2 * i) / double(dim))));
+    return out;
   }
   if (type == "dynamic" && double(seq_len) > original)
     base = base * std::pow(factor * double(seq_len) / original - (factor - 1), double(dim) / double(dim - 2));
@@ -264,7 +282,8 @@ void check_fixture_head(const std::string& name, const Json& cfg, const SafeTens
 std::vector<size_t> layer_windows(const Json& cfg, const std::string& type, size_t L) {
   std::vector<size_t> w(L, 0);
   const Json* sw = cfg.get("sliding_window");
-  if (!sw || sw->kind != Json::Number || (type != "mistral" && type != "qwen2")) return w;
+  // Phi-3 like Mistral (every layer), but only when the key is set: absent means none there.
+  if (!sw || sw->kind != Json::Number || (type != "mistral" && type != "qwen2" && type != "phi3")) return w;
   if (type == "qwen2") {
     const Json* use = cfg.get("use_sliding_window");
     if (!use || use->kind != Json::Bool || !use->b) return w;
@@ -291,7 +310,8 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
   const Json* mt = cfg.get("model_type");
   const std::string type = mt && mt->kind == Json::String ? mt->str : "?";
   const bool opt = type == "opt";
-  if (!opt && type != "llama" && type != "mistral" && type != "qwen2") {
+  const bool phi3 = type == "phi3";
+  if (!opt && !phi3 && type != "llama" && type != "mistral" && type != "qwen2") {
     record("fixture", name + ": model_type " + type, true, 0, 0, "skipped: not wired in the harness");
     return;
   }
@@ -321,7 +341,8 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
   std::vector<int32_t> pos(M);
   for (size_t b = 0; b < B; b++)
     for (size_t t = 0; t < T; t++) pos[b * T + t] = int32_t(t);
-  std::vector<float> inv = opt ? std::vector<float>() : rope_inv_freq(cfg, Dh, T);
+  float rope_scaling = 1.f;
+  std::vector<float> inv = opt ? std::vector<float>() : rope_inv_freq(cfg, Dh, T, &rope_scaling);
 
   const std::string pre = opt ? "model.decoder.layers." : "model.layers.";
   const char* llama_names[sc::kRoleCount] = {"input_layernorm.weight", nullptr, "self_attn.q_proj.weight",
@@ -340,9 +361,26 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
     if (!t || t->numel() != M * D) throw std::runtime_error(name + ": golden h." + std::to_string(k) + " missing or mis-shaped");
     return tensor_f32(*t);
   };
+  // Phi-3 stacks q|k|v in qkv_proj and gate|up in gate_up_proj: each role is a row range of the fused tensor.
+  struct Part { int role; const char* tensor; size_t row0, rows; };
+  const Part phi3_parts[] = {{sc::kQW, "self_attn.qkv_proj.weight", 0, H * Dh}, {sc::kKW, "self_attn.qkv_proj.weight", H * Dh, Hk * Dh},
+                             {sc::kVW, "self_attn.qkv_proj.weight", (H + Hk) * Dh, Hk * Dh},
+                             {sc::kGateW, "mlp.gate_up_proj.weight", 0, F}, {sc::kUpW, "mlp.gate_up_proj.weight", F, F}};
   auto roles_of = [&](size_t k, sc::HostTensor* roles) {
     for (int role = 0; role < sc::kRoleCount; role++) {
       roles[role] = sc::HostTensor{};
+      if (phi3) {
+        const Part* part = nullptr;
+        for (const Part& p : phi3_parts) if (p.role == role) part = &p;
+        if (part) {
+          const StTensor* t = model.find(pre + std::to_string(k) + "." + part->tensor);
+          DType dt;
+          if (!t || !t->has_dtype(&dt) || t->numel() % D != 0) throw std::runtime_error(name + ": " + part->tensor + " missing or not [rows, hidden]");
+          const size_t esz = dt == DType::F32 ? 4 : 2;
+          roles[role] = sc::HostTensor{static_cast<const char*>(t->data) + part->row0 * D * esz, dt, part->rows * D};
+          continue;
+        }
+      }
       if (!names[role]) continue;
       const StTensor* t = model.find(pre + std::to_string(k) + "." + names[role]);
       if (!t) continue;
@@ -356,7 +394,7 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
   if (!opt) {
     cosv.resize(M * Dh / 2);
     sinv.resize(M * Dh / 2);
-    ref::rope_tables(cosv.data(), sinv.data(), pos.data(), inv.data(), M, Dh / 2, 1.f);
+    ref::rope_tables(cosv.data(), sinv.data(), pos.data(), inv.data(), M, Dh / 2, rope_scaling);
   }
   auto cpu_weights = [&](const sc::HostTensor* roles) {
     ref::LayerWeightsRef w;
@@ -375,7 +413,7 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
   std::unique_ptr<sc::Context> ctxp;
   if (gpu) {
     ctxp.reset(new sc::Context(gpu_spec(s), true));
-    ctxp->set_inputs(pos.data(), mask.data(), opt ? nullptr : inv.data(), 1.f);
+    ctxp->set_inputs(pos.data(), mask.data(), opt ? nullptr : inv.data(), rope_scaling);
   }
   auto run = [&](size_t k, std::vector<float>& h) {
     sc::HostTensor roles[sc::kRoleCount];
