@@ -1,5 +1,5 @@
 // CPU references for the CUDA harness: the shared streamline::ref kernels where the contract matches, local loops
-// for what the contract does not cover (strided attention rows, partial rotary, the bf16-emulating layer).
+// for what the contract does not cover (strided attention rows, the bf16-emulating layer).
 #include "cpu_ref.h"
 
 #include <cmath>
@@ -37,17 +37,7 @@ void rope_tables(float* c, float* s, const int32_t* pos, const float* inv, size_
 }
 
 void rope_forward(float* x, const float* c, const float* s, size_t M, size_t nheads, size_t Dh, size_t rot) {
-  if (rot == Dh) return streamline::ref::rope_forward(x, c, s, M, nheads, Dh);
-  const size_t half = rot / 2;  // partial rotary: the first rot dims of each head (local; not in the CPU contract)
-  for (size_t m = 0; m < M; m++)
-    for (size_t h = 0; h < nheads; h++) {
-      float* p = x + (m * nheads + h) * Dh;
-      for (size_t j = 0; j < half; j++) {
-        const float x1 = p[j], x2 = p[j + half], cc = c[m * half + j], ss = s[m * half + j];
-        p[j] = x1 * cc - x2 * ss;
-        p[j + half] = x2 * cc + x1 * ss;
-      }
-    }
+  streamline::ref::rope_forward(x, c, s, M, nheads, Dh, rot);
 }
 
 void attention_forward(float* out, size_t os, float* lse, const float* q, size_t qs, const float* k, const float* v,
@@ -200,6 +190,7 @@ void contract_layer(std::vector<float>& h, const LayerSpecRef& s, const LayerWei
   ls.intermediate = s.F; ls.norm = s.rms ? streamline::NormKind::Rms : streamline::NormKind::Layer; ls.norm_eps = s.eps;
   ls.act = s.act; ls.gated_mlp = s.gated; ls.pre_norm = s.pre_norm; ls.use_rope = s.use_rope; ls.attn_scale = s.scale;
   ls.window = s.window;
+  ls.rotary_dim = s.rot == s.Dh ? 0 : s.rot;
   streamline::LayerWeights lw;
   auto view = [](const std::vector<float>& v, std::vector<int64_t> shape) {
     streamline::WeightView wv;

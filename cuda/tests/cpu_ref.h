@@ -25,7 +25,7 @@ void rmsnorm_forward(float* y, const float* x, const void* w, DType wdt, size_t 
 void layernorm_forward(float* y, const float* x, const void* w, const void* b, DType wdt, size_t M, size_t D, float eps);
 void rope_tables(float* cos, float* sin, const int32_t* positions, const float* inv_freq, size_t M, size_t half,
                  float attention_scaling);
-// Rotates the first rot dims of each head (rot = Dh for the ops.h contract).
+// Rotates the first rot dims of each head (ops.h rope_forward with rot).
 void rope_forward(float* x, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh, size_t rot);
 // q/k/v/out with row strides (elements) as in the packed layer layout; lse[B,H,T] may be nullptr. window as in
 // ops.h (0 = plain causal; else query i sees keys i - window < j <= i).
@@ -53,7 +53,8 @@ struct LayerWeightsRef {  // f32 host copies, empty vector = absent role
 void decoder_layer(std::vector<float>& h, const LayerSpecRef& s, const LayerWeightsRef& w, const float* cos,
                    const float* sin, const uint8_t* mask, bool emulate_bf16);
 // The same layer through the project's CPU kernels (streamline::decoder_layer_forward / mlp_block_forward), in
-// place on h. Full rotary only (rot == Dh); inv_freq[Dh/2], positions[M]. Throws streamline::Error on bad shapes.
+// place on h; partial rotary (rot < Dh) as LayerSpec::rotary_dim; inv_freq[rot/2], positions[M]. Throws streamline::Error
+// on bad shapes.
 void contract_layer(std::vector<float>& h, const LayerSpecRef& s, const LayerWeightsRef& w, const int32_t* positions,
                     const uint8_t* mask, const float* inv_freq);
 

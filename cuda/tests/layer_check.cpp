@@ -124,7 +124,7 @@ void check_styles(bool quick) {
                                    streamline::dtype_name(dt), use_lt ? "cublaslt" : "fallback");
         check("layer", nm + " vs bf16-emulating ref", compare_real(out, ref_emu, in.mask, s.D), kTolLayerEmu);
         check("layer", nm + " vs f32 ref", compare_real(out, ref_f32, in.mask, s.D), kTolLayerF32);
-        if (s.rot == s.Dh) {
+        {
           std::vector<float> ref_cpu = h0;
           ref::contract_layer(ref_cpu, s, L.w, in.pos.data(), in.mask.data(), st.use_rope ? in.inv.data() : nullptr);
           check("layer", nm + " vs CPU decoder_layer_forward", compare_real(out, ref_cpu, in.mask, s.D), kTolLayerF32);

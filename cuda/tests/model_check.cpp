@@ -207,7 +207,7 @@ std::vector<float> rope_inv_freq(const Json& cfg, size_t dim, size_t seq_len, fl
     *attention_scaling = given && given->kind == Json::Number ? float(given->num)
                          : factor <= 1 ? 1.f : float(std::sqrt(1 + std::log(factor) / std::log(original)));
     const Json* ext = rs->get(double(seq_len) > original ? "long_factor" : "short_factor");
-    if (!ext || ext->kind != Json::Array || ext->arr.size() != half) throw std::runtime_error("longrope: short_factor/long_factor must list head_dim/2 numbers");
+    if (!ext || ext->kind != Json::Array || ext->arr.size() != half) throw std::runtime_error("longrope: short_factor/long_factor must list rotary_dim/2 numbers");
     std::vector<float> out(half);
     for (size_t i = 0; i < half; i++) out[i] = float(1.0 / (ext->arr[i].num * std::pow(base, double(2 * i) / double(dim))));
     return out;
@@ -334,7 +334,9 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
     act = a == "relu" ? Activation::ReLU : a == "gelu" ? Activation::GELU : a == "gelu_new" ? Activation::GELUTanh : Activation::SiLU;
   }
   const float eps = opt ? 1e-5f : float(cfg.number_or("rms_norm_eps", 1e-6));
-  ref::LayerSpecRef s{B, T, D, H, Hk, Dh, F, Dh, !opt, !opt, pre_norm, !opt, false, act, eps, 1.f / std::sqrt(float(Dh))};
+  // Phi-3's partial_rotary_factor (Phi-4-mini 0.75): RoPE on the leading int(Dh × factor) dims of each head.
+  const size_t rot = phi3 ? size_t(double(Dh) * cfg.number_or("partial_rotary_factor", 1.0)) : Dh;
+  ref::LayerSpecRef s{B, T, D, H, Hk, Dh, F, rot, !opt, !opt, pre_norm, !opt, false, act, eps, 1.f / std::sqrt(float(Dh))};
   const std::vector<size_t> windows = layer_windows(cfg, type, L);
   std::vector<uint8_t> mask(M);
   for (size_t i = 0; i < M; i++) mask[i] = static_cast<const uint8_t*>(am->data)[i];
@@ -342,7 +344,7 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
   for (size_t b = 0; b < B; b++)
     for (size_t t = 0; t < T; t++) pos[b * T + t] = int32_t(t);
   float rope_scaling = 1.f;
-  std::vector<float> inv = opt ? std::vector<float>() : rope_inv_freq(cfg, Dh, T, &rope_scaling);
+  std::vector<float> inv = opt ? std::vector<float>() : rope_inv_freq(cfg, rot, T, &rope_scaling);
 
   const std::string pre = opt ? "model.decoder.layers." : "model.layers.";
   const char* llama_names[sc::kRoleCount] = {"input_layernorm.weight", nullptr, "self_attn.q_proj.weight",
@@ -392,9 +394,9 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
   // CPU emulation: f32 copies of the weights, matrices rounded to bf16 as the GPU stores them.
   std::vector<float> cosv, sinv;
   if (!opt) {
-    cosv.resize(M * Dh / 2);
-    sinv.resize(M * Dh / 2);
-    ref::rope_tables(cosv.data(), sinv.data(), pos.data(), inv.data(), M, Dh / 2, rope_scaling);
+    cosv.resize(M * rot / 2);
+    sinv.resize(M * rot / 2);
+    ref::rope_tables(cosv.data(), sinv.data(), pos.data(), inv.data(), M, rot / 2, rope_scaling);
   }
   auto cpu_weights = [&](const sc::HostTensor* roles) {
     ref::LayerWeightsRef w;

@@ -151,19 +151,21 @@ Napi::Value GatedBackward(const Napi::CallbackInfo& info) {
 }
 
 // ---- rope ----------------------------------------------------------------------------------------------------
-// ropeBackward(dx, cos, sin, M, nheads, Dh): in place on dx[M, nheads, Dh]; cos/sin [M, Dh/2].
+// ropeBackward(dx, cos, sin, M, nheads, Dh, rot = Dh): in place on dx[M, nheads, Dh]; cos/sin [M, rot/2].
 template <bool kRef>
 Napi::Value RopeBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* fn = kRef ? "ropeBackwardRef" : "ropeBackward";
   size_t M = dim_arg(env, info[3], fn, "M"), nh = dim_arg(env, info[4], fn, "nheads"),
          Dh = dim_arg(env, info[5], fn, "Dh");
+  size_t rot = info.Length() > 6 && !info[6].IsUndefined() ? dim_arg(env, info[6], fn, "rot") : Dh;
   if (Dh % 2 != 0) throw_error(env, "E_SHAPE", std::string(fn) + ": Dh must be even");
+  if (rot % 2 != 0 || rot == 0 || rot > Dh) throw_error(env, "E_SHAPE", std::string(fn) + ": rot must be even, positive and at most Dh");
   float* dx = f32_arg(env, info[0], M * nh * Dh, fn, "dx");
-  const float* c = f32_arg(env, info[1], M * (Dh / 2), fn, "cos");
-  const float* s = f32_arg(env, info[2], M * (Dh / 2), fn, "sin");
-  if (kRef) ref::rope_backward(dx, c, s, M, nh, Dh);
-  else rope_backward(dx, c, s, M, nh, Dh);
+  const float* c = f32_arg(env, info[1], M * (rot / 2), fn, "cos");
+  const float* s = f32_arg(env, info[2], M * (rot / 2), fn, "sin");
+  if (kRef) ref::rope_backward(dx, c, s, M, nh, Dh, rot);
+  else rope_backward(dx, c, s, M, nh, Dh, rot);
   return env.Undefined();
 }
 

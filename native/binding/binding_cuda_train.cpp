@@ -831,6 +831,10 @@ Napi::Value OpenTrainer(const Napi::CallbackInfo& info) {
   // fields go to the backend too (the mlp's own step ignores them).
   const bool has_heads = kind == ReplacementKind::Layer || !absent(info[1].As<Napi::Object>().Get("heads"));
   const ReplacementSpec ls = kind == ReplacementKind::Layer || !has_heads ? s : spec_arg(env, info[1], ReplacementKind::Layer, fn);
+  // The trainer's C spec has no rotary width: partial RoPE (Phi-3 partial_rotary_factor) would rotate whole heads.
+  if (has_heads && ls.use_rope && ls.rotary != 0 && ls.rotary != ls.Dh)
+    throw_error(env, "E_UNSUPPORTED", std::string(fn) + ": spec.rotaryDim " + std::to_string(ls.rotary) + " < headDim: the CUDA "
+                                      "trainer rotates whole heads (partial RoPE); train this replacement on the CPU");
   const float* inv = nullptr;
   if (ls.use_rope && has_heads)
     inv = typed<Napi::Float32Array>(env, info[3], napi_float32_array, ls.Dh / 2, std::string(fn) + ": ropeInvFreq", "Float32Array").Data();

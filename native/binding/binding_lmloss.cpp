@@ -94,7 +94,7 @@ LmCall lm_args(const Napi::CallbackInfo& info, const char* fn, size_t a, std::ve
                                             " is outside the vocabulary [0, " + std::to_string(c.tail->head.vocab) + ")");
   if (c.spec.use_rope || ls.use_rope) {
     c.positions = typed<Napi::Int32Array>(env, info[a + 4], napi_int32_array, M, std::string(fn) + ": positions", "Int32Array").Data();
-    c.inv_freq = typed<Napi::Float32Array>(env, info[a + 6], napi_float32_array, ls.Dh / 2, std::string(fn) + ": ropeInvFreq", "Float32Array").Data();
+    c.inv_freq = typed<Napi::Float32Array>(env, info[a + 6], napi_float32_array, (ls.rotary ? ls.rotary : ls.Dh) / 2, std::string(fn) + ": ropeInvFreq", "Float32Array").Data();
   }
   if (!absent(info[a + 5]))
     c.mask = typed<Napi::Uint8Array>(env, info[a + 5], napi_uint8_array, M, std::string(fn) + ": keyMask", "Uint8Array").Data();
@@ -150,7 +150,7 @@ Napi::Value FrozenLayerBackward(const Napi::CallbackInfo& info) {
   const float* inv = nullptr;
   if (rs.use_rope) {
     pos = typed<Napi::Int32Array>(env, info[5], napi_int32_array, M, std::string(fn) + ": positions", "Int32Array").Data();
-    inv = typed<Napi::Float32Array>(env, info[7], napi_float32_array, rs.Dh / 2, std::string(fn) + ": ropeInvFreq", "Float32Array").Data();
+    inv = typed<Napi::Float32Array>(env, info[7], napi_float32_array, (rs.rotary ? rs.rotary : rs.Dh) / 2, std::string(fn) + ": ropeInvFreq", "Float32Array").Data();
   }
   const uint8_t* mask = absent(info[6]) ? nullptr
       : typed<Napi::Uint8Array>(env, info[6], napi_uint8_array, M, std::string(fn) + ": keyMask", "Uint8Array").Data();

@@ -32,7 +32,7 @@ Napi::Value DecoderLayerForward(const Napi::CallbackInfo& info) {
   const int32_t* pos = nullptr;
   const float* inv = nullptr;
   if (s.use_rope || !is_nullish(info[4])) { pos = i32_array(env, info[4], M, "positions"); keep.push_back(info[4]); }
-  if (s.use_rope) { inv = f32_array(env, info[6], s.head_dim / 2, "ropeInvFreq"); keep.push_back(info[6]); }
+  if (s.use_rope) { inv = f32_array(env, info[6], (s.rotary_dim ? s.rotary_dim : s.head_dim) / 2, "ropeInvFreq"); keep.push_back(info[6]); }
   const uint8_t* mask = u8_array_or_null(env, info[5], M, "keyMask");
   if (mask) keep.push_back(info[5]);
   LayerCaptures cap;

@@ -76,17 +76,19 @@ Napi::Value RopeTables(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// ropeForward(x, cos, sin, M, nheads, Dh): in place on x.
+// ropeForward(x, cos, sin, M, nheads, Dh, rot = Dh): in place on x; cos/sin [M, rot/2].
 template <bool Ref>
 Napi::Value RopeForward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   size_t M = size_arg(env, info[3], "M"), nh = size_arg(env, info[4], "nheads"), Dh = size_arg(env, info[5], "Dh");
+  size_t rot = info.Length() > 6 && !info[6].IsUndefined() ? size_arg(env, info[6], "rot") : Dh;
   if (Dh % 2) throw_error(env, "E_SHAPE", "Dh: must be even");
+  if (rot % 2 || rot == 0 || rot > Dh) throw_error(env, "E_SHAPE", "rot: must be even, positive and at most Dh");
   float* x = f32_array(env, info[0], checked_mul(env, checked_mul(env, M, nh, "M*nheads"), Dh, "M*nheads*Dh"), "x");
-  size_t nt = checked_mul(env, M, Dh / 2, "M*Dh/2");
+  size_t nt = checked_mul(env, M, rot / 2, "M*rot/2");
   const float* c = f32_array(env, info[1], nt, "cos");
   const float* s = f32_array(env, info[2], nt, "sin");
-  (Ref ? ref::rope_forward : rope_forward)(x, c, s, M, nh, Dh);
+  (Ref ? ref::rope_forward : rope_forward)(x, c, s, M, nh, Dh, rot);
   return env.Undefined();
 }
 

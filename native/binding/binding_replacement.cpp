@@ -52,7 +52,7 @@ Call common_args(const Napi::CallbackInfo& info, const char* fn, bool step, std:
   bool layer = c.kind == ReplacementKind::Layer;
   if (layer && c.spec.use_rope) {
     c.positions = typed<Napi::Int32Array>(env, info[pi], napi_int32_array, M, std::string(fn) + ": positions", "Int32Array").Data();
-    c.inv_freq = typed<Napi::Float32Array>(env, info[pi + 2], napi_float32_array, c.spec.Dh / 2,
+    c.inv_freq = typed<Napi::Float32Array>(env, info[pi + 2], napi_float32_array, (c.spec.rotary ? c.spec.rotary : c.spec.Dh) / 2,
                                            std::string(fn) + ": ropeInvFreq", "Float32Array").Data();
   }
   if (!absent(info[pi + 1]))
@@ -113,7 +113,7 @@ Napi::Value ReplacementLoss(const Napi::CallbackInfo& info) {
       typed<Napi::Float32Array>(env, info[4], napi_float32_array, M * D, std::string(fn) + ": target", "Float32Array").Data();
   if (c.kind == ReplacementKind::Layer && c.spec.use_rope) {
     c.positions = typed<Napi::Int32Array>(env, info[5], napi_int32_array, M, std::string(fn) + ": positions", "Int32Array").Data();
-    c.inv_freq = typed<Napi::Float32Array>(env, info[7], napi_float32_array, c.spec.Dh / 2,
+    c.inv_freq = typed<Napi::Float32Array>(env, info[7], napi_float32_array, (c.spec.rotary ? c.spec.rotary : c.spec.Dh) / 2,
                                            std::string(fn) + ": ropeInvFreq", "Float32Array").Data();
   }
   if (!absent(info[6]))

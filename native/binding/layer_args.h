@@ -53,6 +53,7 @@ inline LayerSpec layer_spec(Napi::Env env, Napi::Value v) {
   s.attn_scale = number_field(env, o, "attnScale", 0.0f);
   s.rope_attention_scaling = number_field(env, o, "ropeAttentionScaling", 1.0f);
   if (!is_nullish(o.Get("window"))) s.window = size_field(env, o, "window");
+  if (!is_nullish(o.Get("rotaryDim"))) s.rotary_dim = size_field(env, o, "rotaryDim");
   return s;
 }
 

@@ -116,6 +116,9 @@ inline ReplacementSpec spec_arg(Napi::Env env, const Napi::Value& v, Replacement
     s.attn_scale = float(scale != 0.0 ? scale : 1.0 / std::sqrt(double(s.Dh)));
     s.rope_attention_scaling = float(spec_num(env, o, "ropeAttentionScaling", 1.0, fn));
     s.window = spec_dim(env, o, "window", false, fn);
+    s.rotary = spec_dim(env, o, "rotaryDim", false, fn);
+    if (s.rotary % 2 != 0 || s.rotary > s.Dh)
+      throw_error(env, "E_SHAPE", std::string(fn) + ": spec.rotaryDim must be even and at most spec.headDim (0 or absent: headDim)");
   } else {
     s.use_rope = false;
   }

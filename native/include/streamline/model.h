@@ -39,6 +39,7 @@ struct LayerSpec {
   float attn_scale = 0;    // 0 means 1/sqrt(head_dim)
   float rope_attention_scaling = 1.0f;
   size_t window = 0;       // sliding-window attention: keys per query (i - j < window); 0 = full causal
+  size_t rotary_dim = 0;   // RoPE on the leading rotary_dim dims of each head (Phi-3 partial_rotary_factor); 0 = head_dim
 };
 
 // One view per role; names in comments are the role strings the binding accepts.

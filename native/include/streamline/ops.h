@@ -27,9 +27,10 @@ bool embedding_forward(float* out, const int32_t* ids, const void* table, DType 
 // cos/sin tables [M, Dh/2] for positions[M]: angle = float(pos) * inv_freq[i] in f32, times attention_scaling.
 void rope_tables(float* cos, float* sin, const int32_t* positions, const float* inv_freq, size_t M, size_t half,
                  float attention_scaling);
-// In place, rotate-half layout on x[M, nheads, Dh]: x1 = x[:half], x2 = x[half:];
-// out1 = x1*cos - x2*sin, out2 = x2*cos + x1*sin.
-void rope_forward(float* x, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh);
+// In place, rotate-half layout on x[M, nheads, Dh]: x1 = x[:half], x2 = x[half:rot] with half = rot/2;
+// out1 = x1*cos - x2*sin, out2 = x2*cos + x1*sin; cos/sin are [M, rot/2]. rot = 0 means Dh; a smaller rot (Phi-3's
+// partial_rotary_factor) rotates the leading rot dims of each head and passes the rest through.
+void rope_forward(float* x, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh, size_t rot = 0);
 
 // Causal grouped-query attention. q[B,T,H,Dh], k/v[B,T,Hk,Dh], out[B,T,H,Dh]. key_mask[B,T] (1 = real token,
 // 0 = padding; nullptr = all real). Query i attends to keys j <= i with key_mask[j] = 1 and, when window > 0, only
@@ -61,8 +62,8 @@ void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const 
                         size_t D, float eps);
 void activation_backward(float* dx, const float* dy, const float* x, size_t n, Activation act);
 void gated_backward(float* dgate, float* dup, const float* dy, const float* gate, const float* up, size_t n, Activation act);
-// Inverse rotation, in place on dx[M, nheads, Dh].
-void rope_backward(float* dx, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh);
+// Inverse rotation, in place on dx[M, nheads, Dh] (the leading rot dims; rot = 0 means Dh, as in rope_forward).
+void rope_backward(float* dx, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh, size_t rot = 0);
 // dq, dk, dv overwritten. out and lse from attention_forward with the same window.
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const uint8_t* key_mask, size_t B, size_t T,
@@ -81,7 +82,7 @@ void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const 
                         size_t D, float eps);
 void activation_backward(float* dx, const float* dy, const float* x, size_t n, Activation act);
 void gated_backward(float* dgate, float* dup, const float* dy, const float* gate, const float* up, size_t n, Activation act);
-void rope_backward(float* dx, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh);
+void rope_backward(float* dx, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh, size_t rot = 0);
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const uint8_t* key_mask, size_t B, size_t T,
                         size_t H, size_t Hk, size_t Dh, float scale, size_t window = 0);
@@ -91,7 +92,7 @@ double mse_forward_backward(float* da, const float* a, const float* b, size_t n)
 namespace ref {
 void rmsnorm_forward(float* y, const float* x, const void* w, DType wdt, size_t M, size_t D, float eps);
 void layernorm_forward(float* y, const float* x, const void* w, const void* b, DType wdt, size_t M, size_t D, float eps);
-void rope_forward(float* x, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh);
+void rope_forward(float* x, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh, size_t rot = 0);
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const uint8_t* key_mask,
                        size_t B, size_t T, size_t H, size_t Hk, size_t Dh, float scale, size_t window = 0);
 void activation_forward(float* y, const float* x, size_t n, Activation act);

@@ -43,6 +43,7 @@ struct ReplacementSpec {
   float attn_scale = 1.f;
   float rope_attention_scaling = 1.f;
   size_t window = 0;                   // layer only: sliding-window attention (keys per query; 0 = full causal)
+  size_t rotary = 0;                   // layer only: RoPE on the leading dims of each head (0 = Dh); inv_freq has rotary/2
   float grad_scale = 1.f;              // gradients are scaled by this (e.g. 1/accumulation steps); the loss is not
 };
 

@@ -9,7 +9,8 @@
 //   out = n2(r + mlp(r))
 // Linear layers add their bias when present (Qwen2 q/k/v, OPT everywhere). With q_norm/k_norm (Qwen3) each head's
 // row of q(n1(x)) and k(n1(x)) is RMS-normed over head_dim (eps norm_eps) before RoPE. RoPE tables come from
-// rope_tables(positions, inv_freq) times rope_attention_scaling; the caller computes inv_freq for the
+// rope_tables(positions, inv_freq) times rope_attention_scaling, over the leading rotary_dim dims of each head (all
+// unless partial, Phi-3's partial_rotary_factor); the caller computes inv_freq [rotary_dim/2] for the
 // model's scaling type. Attention is causal with the padding key mask and scale attn_scale
 // (1/sqrt(head_dim) when 0). Scratch is allocated per call: about five [M, max(D, H*Dh)] buffers plus two
 // [rows, F] MLP buffers (the MLP runs in row chunks of at most 16 Mi floats per buffer).
@@ -143,6 +144,8 @@ void validate_layer(const LayerSpec& s, const LayerWeights& w, bool mlp_only) {
   if (H % Hk != 0)
     throw Error("E_SHAPE", "spec: heads (" + std::to_string(H) + ") must be a multiple of kvHeads (" + std::to_string(Hk) + ")");
   if (s.use_rope && Dh % 2 != 0) throw Error("E_SHAPE", "spec: headDim must be even with RoPE");
+  if (s.rotary_dim % 2 != 0 || int64_t(s.rotary_dim) > Dh)
+    throw Error("E_SHAPE", "spec: rotaryDim must be even and at most headDim (0 = headDim)");
   if (!std::isfinite(s.attn_scale) || !std::isfinite(s.rope_attention_scaling))
     throw Error("E_SHAPE", "spec: attnScale and ropeAttentionScaling must be finite");
   check_weight(w.attn_norm_w, "attn_norm.weight", {D}, false);
@@ -210,11 +213,11 @@ void decoder_layer_forward(float* out, const float* x, const LayerSpec& s, const
   if (w.q_norm_w) rmsnorm_forward(q.data(), q.data(), w.q_norm_w.data, w.q_norm_w.dtype, M * H, Dh, s.norm_eps);
   if (w.k_norm_w) rmsnorm_forward(k.data(), k.data(), w.k_norm_w.data, w.k_norm_w.dtype, M * Hk, Dh, s.norm_eps);
   if (s.use_rope) {
-    const size_t half = Dh / 2;
+    const size_t rot = s.rotary_dim ? s.rotary_dim : Dh, half = rot / 2;
     Scratch cs(M * half), sn(M * half);
     rope_tables(cs.data(), sn.data(), positions, rope_inv_freq, M, half, s.rope_attention_scaling);
-    rope_forward(q.data(), cs.data(), sn.data(), M, H, Dh);
-    rope_forward(k.data(), cs.data(), sn.data(), M, Hk, Dh);
+    rope_forward(q.data(), cs.data(), sn.data(), M, H, Dh, rot);
+    rope_forward(k.data(), cs.data(), sn.data(), M, Hk, Dh, rot);
   }
   attention_forward(att.data(), nullptr, q.data(), k.data(), v.data(), key_mask, B, T, H, Hk, Dh, scale, s.window);
   q.release(); k.release(); v.release();

@@ -1,13 +1,13 @@
 // Backward pass of rotate-half RoPE: the forward rotation by angle θ is orthogonal, so the gradient is the
 // rotation by −θ: dx1 = d1·cos + d2·sin, dx2 = d2·cos − d1·sin, in place on dx[M, nheads, Dh], with the same
-// cos/sin tables [M, Dh/2] the forward pass used.
+// cos/sin tables [M, rot/2] the forward pass used (rot = Dh unless partial; the dims past rot pass through).
 #include "streamline/ops.h"
 #include "streamline/threads.h"
 
 namespace streamline {
 
-void rope_backward(float* dx, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh) {
-  size_t half = Dh / 2;
+void rope_backward(float* dx, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh, size_t rot) {
+  size_t half = (rot ? rot : Dh) / 2;
   parallel_for(M, 16, [&](size_t b, size_t e, int) {
     for (size_t m = b; m < e; m++) {
       const float* c = cos + m * half;
@@ -26,8 +26,8 @@ void rope_backward(float* dx, const float* cos, const float* sin, size_t M, size
 
 namespace ref {
 
-void rope_backward(float* dx, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh) {
-  size_t half = Dh / 2;
+void rope_backward(float* dx, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh, size_t rot) {
+  size_t half = (rot ? rot : Dh) / 2;
   for (size_t m = 0; m < M; m++)
     for (size_t h = 0; h < nheads; h++)
       for (size_t i = 0; i < half; i++) {

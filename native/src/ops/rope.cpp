@@ -53,8 +53,8 @@ void rope_row_scalar(float* x, const float* c, const float* s, size_t half) {
 
 }  // namespace
 
-void rope_forward(float* x, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh) {
-  size_t half = Dh / 2;
+void rope_forward(float* x, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh, size_t rot) {
+  size_t half = (rot ? rot : Dh) / 2;
   bool avx = detail::use_avx2();
   parallel_for(M, std::max<size_t>(1, 4096 / (nheads * Dh + 1)), [&](size_t b, size_t e, int) {
     for (size_t m = b; m < e; m++)
@@ -67,8 +67,8 @@ void rope_forward(float* x, const float* cos, const float* sin, size_t M, size_t
 }
 
 namespace ref {
-void rope_forward(float* x, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh) {
-  size_t half = Dh / 2;
+void rope_forward(float* x, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh, size_t rot) {
+  size_t half = (rot ? rot : Dh) / 2;
   for (size_t m = 0; m < M; m++)
     for (size_t h = 0; h < nheads; h++) rope_row_scalar(x + (m * nheads + h) * Dh, cos + m * half, sin + m * half, half);
 }

@@ -44,6 +44,7 @@ LayerSpec layer_spec_of(const ReplacementSpec& s) {
   l.norm = s.layer_norm ? NormKind::Layer : NormKind::Rms;
   l.norm_eps = s.norm_eps, l.act = s.act, l.gated_mlp = s.gated, l.pre_norm = true, l.use_rope = s.use_rope;
   l.attn_scale = s.attn_scale, l.rope_attention_scaling = s.rope_attention_scaling, l.window = s.window;
+  l.rotary_dim = s.rotary;
   return l;
 }
 
@@ -64,7 +65,7 @@ void frozen_layer_backward(float* dx, const float* dy, const float* x, const Lay
   rs.B = s.batch, rs.T = s.seq_len, rs.D = s.hidden, rs.H = s.heads, rs.Hk = s.kv_heads, rs.Dh = s.head_dim;
   rs.F = s.intermediate, rs.layer_norm = s.norm == NormKind::Layer, rs.norm_eps = s.norm_eps, rs.act = s.act;
   rs.gated = s.gated_mlp, rs.use_rope = s.use_rope, rs.rope_attention_scaling = s.rope_attention_scaling;
-  rs.window = s.window;
+  rs.window = s.window, rs.rotary = s.rotary_dim;
   rs.attn_scale = s.attn_scale != 0.f ? s.attn_scale : 1.f / std::sqrt(float(s.head_dim));
   const WeightView* views[kRoleCount] = {&w.attn_norm_w, &w.attn_norm_b, &w.q_w, &w.q_b, &w.k_w, &w.k_b, &w.v_w,
                                          &w.v_b, &w.o_w, &w.o_b, &w.mlp_norm_w, &w.mlp_norm_b, &w.gate_w, &w.up_w,

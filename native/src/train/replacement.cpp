@@ -106,12 +106,12 @@ void attn_forward(const ReplacementSpec& s, const ReplacementParams& p, float* h
     rmsnorm_forward(A.k.data(), A.k_pre.data(), p[kRoleKNormW], DType::F32, M * s.Hk, s.Dh, s.norm_eps);
   }
   if (s.use_rope) {
-    const size_t half = s.Dh / 2;
+    const size_t rot = s.rotary ? s.rotary : s.Dh, half = rot / 2;
     A.cos.resize(M * half);
     A.sin.resize(M * half);
     rope_tables(A.cos.data(), A.sin.data(), positions, inv_freq, M, half, s.rope_attention_scaling);
-    rope_forward(A.q.data(), A.cos.data(), A.sin.data(), M, s.H, s.Dh);
-    rope_forward(A.k.data(), A.cos.data(), A.sin.data(), M, s.Hk, s.Dh);
+    rope_forward(A.q.data(), A.cos.data(), A.sin.data(), M, s.H, s.Dh, rot);
+    rope_forward(A.k.data(), A.cos.data(), A.sin.data(), M, s.Hk, s.Dh, rot);
   }
   A.attn.resize(M * Q);
   A.lse.resize(s.B * s.H * s.T);
@@ -130,8 +130,8 @@ void attn_backward(const ReplacementSpec& s, const ReplacementParams& p, const R
   attention_backward(dq.data(), dk.data(), dv.data(), dattn.data(), A.q.data(), A.k.data(), A.v.data(), A.attn.data(),
                      A.lse.data(), key_mask, s.B, s.T, s.H, s.Hk, s.Dh, s.attn_scale, s.window);
   if (s.use_rope) {
-    rope_backward(dq.data(), A.cos.data(), A.sin.data(), M, s.H, s.Dh);
-    rope_backward(dk.data(), A.cos.data(), A.sin.data(), M, s.Hk, s.Dh);
+    rope_backward(dq.data(), A.cos.data(), A.sin.data(), M, s.H, s.Dh, s.rotary);
+    rope_backward(dk.data(), A.cos.data(), A.sin.data(), M, s.Hk, s.Dh, s.rotary);
   }
   if (p[kRoleQNormW]) {  // dq/dk become the gradients of the projections; the weight gradients sum over all rows
     fvec dqp(M * Q, 0.f), dkp(M * KV, 0.f);

@@ -8,8 +8,8 @@
 //
 // Semantics kept from the real backend: upload_layer copies the host weights before returning (the caller may
 // reuse the memory), weights are checked against the spec by element count, a context holds one batch shape,
-// memory() counts the bytes the contexts hold. Not modelled: streams, asynchrony, partial rotary (rot_dim must be 0
-// or head_dim: the CPU layer rotates whole heads).
+// memory() counts the bytes the contexts hold. Not modelled: streams, asynchrony. Partial rotary (rot_dim < head_dim,
+// Phi-3's partial_rotary_factor) is the CPU layer's rotary_dim.
 //
 // Test hooks: with STREAMLINE_CUDA_CPU_CALLS=<file> in the environment, the calls whose number matters for speed on
 // a GPU (context creation, head upload, training downloads and evals) each append one line to that file, so a test
@@ -175,8 +175,8 @@ SL_EXPORT int streamline_cuda_create(const streamline_cuda_layer_spec* in, strea
     *out = nullptr;
     if (in->batch <= 0 || in->seq_len <= 0 || in->hidden <= 0 || in->intermediate <= 0)
       throw Error("E_SHAPE", "create: batch, seq_len, hidden and intermediate must be positive");
-    if (in->rot_dim != 0 && in->rot_dim != in->head_dim)
-      throw Error("E_UNSUPPORTED", "create: the CPU test backend rotates whole heads (rot_dim must be 0 or head_dim)");
+    if (in->rot_dim < 0 || in->rot_dim % 2 != 0 || in->rot_dim > in->head_dim)
+      throw Error("E_SHAPE", "create: rot_dim must be even and at most head_dim (0 = head_dim)");
     auto c = std::make_unique<streamline_cuda_ctx>();
     LayerSpec& s = c->spec;
     s.batch = size_t(in->batch);
@@ -193,6 +193,7 @@ SL_EXPORT int streamline_cuda_create(const streamline_cuda_layer_spec* in, strea
     s.pre_norm = in->pre_norm != 0;
     s.use_rope = in->use_rope != 0 && in->mlp_only == 0;
     s.attn_scale = in->attn_scale;
+    s.rotary_dim = size_t(in->rot_dim);
     c->mlp_only = in->mlp_only != 0;
     if (!c->mlp_only && (s.heads == 0 || s.kv_heads == 0 || s.head_dim == 0))
       throw Error("E_SHAPE", "create: heads, kv_heads and head_dim must be positive for a decoder layer");
@@ -217,8 +218,9 @@ SL_EXPORT int streamline_cuda_set_inputs(streamline_cuda_ctx* c, const int32_t* 
     if (host_mask) std::memcpy(c->mask.bytes.data(), host_mask, M);
     if (c->spec.use_rope) {
       if (!host_positions || !host_inv_freq) throw Error("E_SHAPE", "set_inputs: RoPE needs positions and inv_freq");
-      c->inv_freq.resize(c->spec.head_dim / 2 * 4);
-      std::memcpy(c->inv_freq.bytes.data(), host_inv_freq, c->spec.head_dim / 2 * 4);
+      const size_t half = (c->spec.rotary_dim ? c->spec.rotary_dim : c->spec.head_dim) / 2;
+      c->inv_freq.resize(half * 4);
+      std::memcpy(c->inv_freq.bytes.data(), host_inv_freq, half * 4);
       c->has_inv = true;
     }
     c->spec.rope_attention_scaling = attention_scaling;

@@ -91,8 +91,10 @@ function scalingNumber(cfg: RawConfig, obj: Record<string, unknown>, where: stri
 
 /** What ropeField needs beyond the RoPE keys themselves. */
 export interface RopeContext {
-  /** Rotated dimensions per head (head_dim: partial rotation is refused). */
-  rotaryDim: number;
+  /** head_dim. */
+  headDim: number;
+  /** The family rotates part of each head when `partial_rotary_factor` says so (Phi-3); elsewhere a factor below 1 is refused. */
+  partialRotary?: boolean;
   /** The model's max_position_embeddings, defaulted. */
   maxPositionEmbeddings: number;
   /**
@@ -117,8 +119,8 @@ function factorList(cfg: RawConfig, obj: Record<string, unknown>, where: string,
  * with f = max_position_embeddings / original_max_position_embeddings when the config has the latter, else `factor`
  * (modeling_rope_utils._compute_longrope_parameters).
  */
-function longrope(cfg: RawConfig, s: Record<string, unknown>, where: string, ctx: RopeContext): RopeScaling {
-  const n = ctx.rotaryDim / 2;
+function longrope(cfg: RawConfig, s: Record<string, unknown>, where: string, ctx: RopeContext, rotaryDim: number): RopeScaling {
+  const n = rotaryDim / 2;
   const shortFactor = factorList(cfg, s, where, 'short_factor', n), longFactor = factorList(cfg, s, where, 'long_factor', n);
   const topOriginal = cfg.json.original_max_position_embeddings;
   let original: number, factor: number;
@@ -135,15 +137,22 @@ function longrope(cfg: RawConfig, s: Record<string, unknown>, where: string, ctx
 }
 
 /**
- * Refuses partial rotation (`partial_rotary_factor` < 1, e.g. Phi-4-mini's 0.75): the kernels rotate whole heads,
- * and ignoring the key would give silently different logits.
+ * The rotated dims per head: int(head_dim × partial_rotary_factor) as transformers computes it (the top-level key, or
+ * the one inside rope_parameters / rope_scaling). Only families whose attention rotates part of a head (Phi-3:
+ * Phi-4-mini's 0.75) accept a factor below 1; Llama-like code would fail on it in transformers, so it is refused.
  */
-function checkFullRotation(cfg: RawConfig, obj: Record<string, unknown> | null, where: string): void {
+function rotaryDimOf(cfg: RawConfig, obj: Record<string, unknown> | null, where: string, ctx: RopeContext): number {
+  let dim = ctx.headDim;
   for (const [field, v] of [['partial_rotary_factor', cfg.json.partial_rotary_factor], [`${where}.partial_rotary_factor`, obj?.partial_rotary_factor]] as const) {
     if (!present(v)) continue;
     if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || v > 1) fieldError(cfg, field, 'a number in (0, 1]', v);
-    if (v !== 1) throw new StreamlineError('E_CONFIG_UNSUPPORTED', `${cfg.file}: ${field} ${v} (rotary embedding on part of each head) is not supported; only 1.0`, { file: cfg.file });
+    if (v === 1) continue;
+    if (!ctx.partialRotary) throw new StreamlineError('E_CONFIG_UNSUPPORTED', `${cfg.file}: ${field} ${v} (rotary embedding on part of each head) is not supported for this model_type; only 1.0`, { file: cfg.file });
+    dim = Math.floor(ctx.headDim * v);
+    if (dim < 2 || dim % 2 !== 0) fieldError(cfg, field, `a factor giving an even number of rotated dims (head_dim ${ctx.headDim} × ${v} = ${ctx.headDim * v})`, v);
+    return dim;
   }
+  return dim;
 }
 
 /**
@@ -155,13 +164,10 @@ export function ropeField(cfg: RawConfig, defTheta: number, ctx: RopeContext): R
   const where = present(params) ? 'rope_parameters' : 'rope_scaling';
   const obj = present(params) ? params : cfg.json.rope_scaling;
   let theta = numField(cfg, 'rope_theta', defTheta);
-  if (!present(obj)) {
-    checkFullRotation(cfg, null, where);
-    return { theta, scaling: { type: 'default' } };
-  }
+  if (!present(obj)) return { theta, rotaryDim: rotaryDimOf(cfg, null, where, ctx), scaling: { type: 'default' } };
   if (typeof obj !== 'object' || Array.isArray(obj)) fieldError(cfg, where, 'an object or null', obj);
   const s = obj as Record<string, unknown>;
-  checkFullRotation(cfg, s, where);
+  const rotaryDim = rotaryDimOf(cfg, s, where, ctx);
   if (where === 'rope_parameters' && present(s.rope_theta)) theta = scalingNumber(cfg, s, where, 'rope_theta', true)!;
   const type = s.rope_type ?? s.type ?? (where === 'rope_parameters' ? 'default' : undefined);
   if (typeof type !== 'string') fieldError(cfg, `${where}.rope_type`, 'a string (default, linear, dynamic, llama3 or longrope)', type);
@@ -188,14 +194,14 @@ export function ropeField(cfg: RawConfig, defTheta: number, ctx: RopeContext): R
       break;
     }
     case 'longrope':
-      scaling = longrope(cfg, s, where, ctx);
+      scaling = longrope(cfg, s, where, ctx, rotaryDim);
       break;
     default:
       if (ctx.longropeAliases?.includes(type)) {
-        scaling = longrope(cfg, s, where, ctx);
+        scaling = longrope(cfg, s, where, ctx, rotaryDim);
         break;
       }
       throw new StreamlineError('E_CONFIG_UNSUPPORTED', `${cfg.file}: ${where}.rope_type '${type}' is not supported (supported: default, linear, dynamic, llama3, longrope)`, { file: cfg.file });
   }
-  return { theta, scaling };
+  return { theta, rotaryDim, scaling };
 }

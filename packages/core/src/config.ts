@@ -25,6 +25,8 @@ export type RopeScaling =
 export interface RopeConfig {
   /** Base period (`rope_theta`). */
   theta: number;
+  /** Leading dims of each head rotated (head_dim unless partial_rotary_factor < 1, Phi-3 only). */
+  rotaryDim: number;
   scaling: RopeScaling;
 }
 
@@ -57,6 +59,8 @@ export interface ModelConfig {
   /** Key/value heads (grouped-query attention); equals numHeads for multi-head attention. */
   numKvHeads: number;
   headDim: number;
+  /** Leading dims of each head that RoPE rotates: headDim × partial_rotary_factor (Phi-3 family only; else headDim). */
+  rotaryDim: number;
   maxPositionEmbeddings: number;
   /** The activation name as written (`hidden_act` / OPT `activation_function`) and what it means. */
   hiddenAct: string;

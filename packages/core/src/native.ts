@@ -20,7 +20,7 @@ export interface NativeTensor {
  * Spec of a trained replacement: the engine's layer spec (heads, kvHeads, headDim needed only for `layer`;
  * preNorm must be true) plus `gradScale` (default 1), which multiplies the gradients but not the loss.
  */
-export type NativeReplacementSpec = NativeMlpSpec & Partial<Pick<NativeLayerSpec, 'heads' | 'kvHeads' | 'headDim' | 'useRope' | 'attnScale' | 'ropeAttentionScaling' | 'window'>> & {
+export type NativeReplacementSpec = NativeMlpSpec & Partial<Pick<NativeLayerSpec, 'heads' | 'kvHeads' | 'headDim' | 'useRope' | 'attnScale' | 'ropeAttentionScaling' | 'window' | 'rotaryDim'>> & {
   gradScale?: number;
   /** lmLossStep / lmLossEval: the frozen layers' sliding windows (one per layer, 0 = full causal); absent = none. */
   tailWindows?: number[];
@@ -63,8 +63,9 @@ export type NativeAddon = Record<string, any> & NativeScoring & NativeLinalg & N
   activationBackwardRef(dx: Float32Array, dy: Float32Array, x: Float32Array, kind: NativeActivation): void;
   gatedBackward(dgate: Float32Array | null, dup: Float32Array | null, dy: Float32Array, gate: Float32Array, up: Float32Array, kind: NativeActivation): void;
   gatedBackwardRef(dgate: Float32Array | null, dup: Float32Array | null, dy: Float32Array, gate: Float32Array, up: Float32Array, kind: NativeActivation): void;
-  ropeBackward(dx: Float32Array, cos: Float32Array, sin: Float32Array, M: number, nheads: number, Dh: number): void;
-  ropeBackwardRef(dx: Float32Array, cos: Float32Array, sin: Float32Array, M: number, nheads: number, Dh: number): void;
+  /** Inverse rotation of the leading `rot` dims (default Dh) of each head; cos/sin [M, rot/2]. */
+  ropeBackward(dx: Float32Array, cos: Float32Array, sin: Float32Array, M: number, nheads: number, Dh: number, rot?: number): void;
+  ropeBackwardRef(dx: Float32Array, cos: Float32Array, sin: Float32Array, M: number, nheads: number, Dh: number, rot?: number): void;
   attentionBackward(dq: Float32Array, dk: Float32Array, dv: Float32Array, dout: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, keyMask: Uint8Array | null, B: number, T: number, H: number, Hk: number, Dh: number, scale: number, window?: number): void;
   attentionBackwardRef(dq: Float32Array, dk: Float32Array, dv: Float32Array, dout: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, keyMask: Uint8Array | null, B: number, T: number, H: number, Hk: number, Dh: number, scale: number, window?: number): void;
   mseForwardBackward(da: Float32Array | null, a: Float32Array, b: Float32Array): number;
@@ -108,8 +109,9 @@ export type NativeAddon = Record<string, any> & NativeScoring & NativeLinalg & N
   /** cos/sin [M, half] for positions[M] and invFreq[half], times attentionScaling (default 1). */
   ropeTables(cos: Float32Array, sin: Float32Array, positions: Int32Array, invFreq: Float32Array, attentionScaling?: number): void;
   /** In place on x[M, nheads, Dh], rotate-half layout. */
-  ropeForward(x: Float32Array, cos: Float32Array, sin: Float32Array, M: number, nheads: number, Dh: number): void;
-  ropeForwardRef(x: Float32Array, cos: Float32Array, sin: Float32Array, M: number, nheads: number, Dh: number): void;
+  /** Rotates the leading `rot` dims (default Dh) of each head in place; cos/sin [M, rot/2]. */
+  ropeForward(x: Float32Array, cos: Float32Array, sin: Float32Array, M: number, nheads: number, Dh: number, rot?: number): void;
+  ropeForwardRef(x: Float32Array, cos: Float32Array, sin: Float32Array, M: number, nheads: number, Dh: number, rot?: number): void;
   /** Causal GQA: q[B,T,H,Dh], k/v[B,T,Hk,Dh], out[B,T,H,Dh], lse[B,H,T], keyMask[B,T] (1 = real); window > 0: query i
    * sees only keys j with i - j < window (sliding-window attention). */
   attentionForward(out: Float32Array, lse: Float32Array | null, q: Float32Array, k: Float32Array, v: Float32Array, keyMask: Uint8Array | null, B: number, T: number, H: number, Hk: number, Dh: number, scale: number, window?: number): void;
@@ -166,6 +168,8 @@ export interface NativeLayerSpec extends NativeMlpSpec {
   ropeAttentionScaling?: number;
   /** Sliding-window attention: keys per query (i − j < window). 0 or absent: full causal attention. */
   window?: number;
+  /** RoPE on the leading rotaryDim dims of each head (even, ≤ headDim; Phi-3 partial_rotary_factor). 0 or absent: headDim. */
+  rotaryDim?: number;
 }
 
 export type NativeLayerRole =

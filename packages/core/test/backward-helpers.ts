@@ -148,8 +148,9 @@ export function ropeTablesF64(positions: ArrayLike<number>, invFreq: ArrayLike<n
 }
 
 /** Rotate-half RoPE on x[M, nheads, Dh] (returns a new array). */
-export function ropeF64(x: F64, cos: ArrayLike<number>, sin: ArrayLike<number>, M: number, nh: number, Dh: number): F64 {
-  const y = new Float64Array(x.length), half = Dh / 2;
+export function ropeF64(x: F64, cos: ArrayLike<number>, sin: ArrayLike<number>, M: number, nh: number, Dh: number, rot = Dh): F64 {
+  // partial rotary (rot < Dh): the dims past rot keep their values
+  const y = Float64Array.from(x), half = rot / 2;
   for (let m = 0; m < M; m++)
     for (let h = 0; h < nh; h++)
       for (let i = 0; i < half; i++) {

@@ -35,6 +35,7 @@ const cases: { name: string; kind: Kind; spec: Spec; biases: boolean; mask: numb
   { name: 'layer, Qwen2-like biases, MQA 4/1, gelu_tanh', kind: 'layer', spec: { ...base, kvHeads: 1, activation: 'gelu_tanh', ropeAttentionScaling: 1.1 }, biases: true, mask: null },
   { name: 'layer, Qwen3 per-head q/k RMSNorm, GQA 4/2, head_dim 4 != hidden/heads, RoPE and padding', kind: 'layer', spec: base, biases: false, mask: [1, 1, 1, 1, 0, 0, 1, 1, 1, 1], qkNorm: true },
   { name: 'layer, q/k norm with biases and a sliding window of 2', kind: 'layer', spec: { ...base, window: 2 }, biases: true, mask: null, qkNorm: true },
+  { name: 'layer, partial RoPE (2 of 4 dims per head rotated, Phi-4-mini style) with padding', kind: 'layer', spec: { ...base, rotaryDim: 2 }, biases: false, mask: [1, 1, 1, 1, 1, 1, 1, 0, 0, 1] },
   { name: 'layer, LayerNorm + GELU plain MLP, no RoPE, MHA', kind: 'layer', spec: { ...base, kvHeads: 4, norm: 'layer', activation: 'gelu', gatedMlp: false, useRope: false }, biases: true, mask: [1, 1, 1, 0, 0, 1, 1, 1, 1, 1] },
 ];
 
@@ -47,7 +48,8 @@ function setup(c: (typeof cases)[number], seed: number) {
   const x = randn(r, M * s.hidden), target = randn(r, M * s.hidden);
   const positions = Int32Array.from({ length: M }, (_, i) => (i % s.seqLen) + 3 * Math.floor(i / s.seqLen));
   const mask = c.mask ? Uint8Array.from(c.mask) : null;
-  const invFreq = Float32Array.from({ length: s.headDim / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / s.headDim));
+  const rot = s.rotaryDim ?? s.headDim;
+  const invFreq = Float32Array.from({ length: rot / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / rot));
   return { params, x, target, positions, mask, invFreq };
 }
 

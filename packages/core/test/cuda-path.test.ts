@@ -4,7 +4,7 @@
 // so every result must equal the CPU path's exactly: any difference is a plumbing bug (inputs, masks, RoPE tables,
 // weight slots and roles, saved states, the head, context reuse across batch shapes), not precision. The GPU's own
 // precision is checked by cuda/tests (streamline_cuda_check) on a GPU machine.
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'uvu';
@@ -13,7 +13,7 @@ import * as core from '../src/index.js';
 import { native } from '../src/native.js';
 import { collectPairs } from '../src/prune/collect.js';
 import { PairCache } from '../src/train/pair-cache.js';
-import { repoRoot } from './_helpers.js';
+import { loadCharFixture, repoRoot, writeCalibText } from './_helpers.js';
 
 const fake = path.join(repoRoot, 'packages', 'core', 'build', 'testlib', 'streamline_cuda_cpu.so');
 // Read once, at the first cudaInfo() of the process (imports above do not ask): set before anything does.
@@ -21,7 +21,7 @@ process.env.STREAMLINE_CUDA_LIBRARY = fake;
 
 const fixtures = path.join(repoRoot, 'test', 'fixtures', 'models');
 const MODELS = ['llama-gqa', 'llama-gqa-bf16', 'llama-bias', 'llama-dynamic-rope', 'llama-linear-rope', 'llama3-rope-tied', 'mistral',
-  'mistral-window', 'qwen2-bias', 'qwen2-bias-bf16', 'qwen2-window', 'phi3', 'phi3-longrope-short', 'phi3-longrope-long', 'opt', 'opt-gelu',
+  'mistral-window', 'qwen2-bias', 'qwen2-bias-bf16', 'qwen2-window', 'phi3', 'phi3-longrope-short', 'phi3-longrope-long', 'phi3-partial', 'opt', 'opt-gelu',
   'opt-postnorm', 'opt-proj'];
 // Rows of different lengths (padded in a batch); the longest is the model's maximum, up to 70 (more than one
 // ROW_ALIGN block of 64).
@@ -203,6 +203,26 @@ if (!existsSync(fake)) {
     assert.is(await code(() => ctx.runLayer(0)), 'E_CUDA');
     const mem = n.cudaMemory();
     assert.ok(mem.peak >= mem.current && mem.current >= 0);
+  });
+
+  test('phi3-partial (partial RoPE): prune with device cuda scores on the GPU path, trains on the CPU after one warning, bitwise the CPU export', async () => {
+    const tmp = mkdtempSync(path.join(os.tmpdir(), 'streamline-cuda-partial-'));
+    try {
+      const model = await loadCharFixture('phi3-partial', tmp);
+      const calib = writeCalibText(tmp);
+      const logs: core.DeviceMessage[] = [];
+      const o = { calib, samples: 2, seqLen: 16, trainSamples: 4, epochs: 1, n: 1, replacement: 'layer' as const, seed: 5 };
+      const gpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'cuda'), device: 'cuda', onLog: (m) => logs.push(m) });
+      const cpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'cpu'), device: 'cpu' });
+      assert.equal([gpu.device, gpu.training!.device, cpu.training!.device], ['cuda', 'cpu', 'cpu']);
+      assert.equal(gpu.score!.matrix, cpu.score!.matrix, 'scoring on the GPU path equals the CPU');
+      assert.equal(logs.filter((m) => m.level === 'warning').map((m) => /partial rotary embedding \(12 of 16 dims per head\)/.test(m.message)), [true]);
+      const x = core.openCheckpoint(cpu.exported!.outDir), y = core.openCheckpoint(gpu.exported!.outDir);
+      assert.equal(y.names(), x.names());
+      for (const t of x.names()) assert.ok(Buffer.from(x.tensor(t).data).equals(Buffer.from(y.tensor(t).data)), t);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
   });
 }
 

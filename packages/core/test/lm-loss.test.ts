@@ -55,7 +55,8 @@ const toF64 = (p: Params) => Object.fromEntries(Object.entries(p).map(([k, v]) =
 function inputs(s: Spec, r: ReturnType<typeof rng>) {
   const M = s.batch * s.seqLen;
   const positions = Int32Array.from({ length: M }, (_, i) => i % s.seqLen);
-  const invFreq = Float32Array.from({ length: s.headDim / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / s.headDim));
+  const rot = s.rotaryDim ?? s.headDim;
+  const invFreq = Float32Array.from({ length: rot / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / rot));
   const targets = Int32Array.from({ length: M }, (_, i) => (i % s.seqLen === s.seqLen - 1 ? -1 : Math.floor(r.uniform() * V)));
   return { positions, invFreq, targets };
 }
@@ -114,6 +115,7 @@ const layerCases: { name: string; spec: Spec; biases: boolean; mask: number[] | 
   { name: 'Llama GQA, RoPE, bf16 weights', spec: base, biases: false, mask: null, dtype: 'bf16' },
   { name: 'LayerNorm + biases, GELU plain MLP, no RoPE', spec: { ...base, kvHeads: 4, norm: 'layer', activation: 'gelu', gatedMlp: false, useRope: false }, biases: true, mask: null, dtype: 'f32' },
   { name: 'sliding window of 2 keys, padding', spec: { ...base, window: 2 }, biases: false, mask: [1, 1, 0, 1, 1, 1, 1, 1, 1, 1], dtype: 'f32' },
+  { name: 'partial RoPE (2 of 4 dims per head), padding', spec: { ...base, rotaryDim: 2 }, biases: false, mask: [1, 1, 1, 1, 1, 1, 0, 1, 1, 1], dtype: 'f32' },
 ];
 for (const [ci, c] of layerCases.entries()) {
   test(`frozenLayerBackward (${c.name}): dx vs f64 finite differences`, async () => {

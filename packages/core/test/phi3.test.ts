@@ -6,6 +6,7 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { getAdapter, inspect, isStreamlineError, loadModel, makeTokenBatch, openModelDir, parseModelConfig, prune, ropeFrequencies, Tensor, embed, head, runLayers, type DType, type ModelDescription } from '../src/index.js';
+import { native } from '../src/native.js';
 import { makeTinyModel, repoRoot, tmpDir, writeCalibText, writeCharTokenizer } from './_helpers.js';
 
 const tmp = tmpDir('phi3');
@@ -53,11 +54,43 @@ test('config: LongRoPE as Phi-3-mini-128k writes it (legacy type "su", original 
   fails(() => parseModelConfig({ ...base, model_type: 'llama', rope_scaling: { ...rs, type: 'yarn' } }), 'E_CONFIG_UNSUPPORTED', "'yarn'");
 });
 
-test('config: partial rotation (Phi-4-mini partial_rotary_factor 0.75) is refused, in any family', () => {
-  fails(() => parseModelConfig({ ...base, partial_rotary_factor: 0.75 }), 'E_CONFIG_UNSUPPORTED', 'partial_rotary_factor 0.75');
-  fails(() => parseModelConfig({ ...base, model_type: 'llama', rope_parameters: { rope_type: 'default', rope_theta: 1e4, partial_rotary_factor: 0.5 } }), 'E_CONFIG_UNSUPPORTED', 'rope_parameters.partial_rotary_factor 0.5');
+test('config: partial rotation (Phi-4-mini partial_rotary_factor 0.75) on Phi-3 only; LongRoPE factors then cover the rotated dims', () => {
+  const c = parseModelConfig({ ...base, partial_rotary_factor: 0.75 });
+  assert.equal([c.headDim, c.rotaryDim, c.rope!.rotaryDim], [8, 6, 6]);
+  assert.is(parseModelConfig({ ...base, partial_rotary_factor: 1.0 }).rotaryDim, 8);
+  assert.is(parseModelConfig({ ...base, rope_parameters: { rope_type: 'default', rope_theta: 1e4, partial_rotary_factor: 0.5 } }).rotaryDim, 4);
+  // int(8 × 0.3) = 2: transformers truncates
+  assert.is(parseModelConfig({ ...base, partial_rotary_factor: 0.3 }).rotaryDim, 2);
+  const lr = parseModelConfig({ ...base, partial_rotary_factor: 0.5, rope_scaling: { type: 'longrope', short_factor: [1, 2], long_factor: [3, 4] } }).rope!.scaling;
+  assert.equal(lr.type === 'longrope' && lr.shortFactor, [1, 2]);
+  fails(() => parseModelConfig({ ...base, partial_rotary_factor: 0.5, rope_scaling: { type: 'longrope', short_factor: [1, 2, 3, 4], long_factor: [1, 2, 3, 4] } }), 'E_CONFIG_FIELD', "short_factor' must be a list of 2");
+  fails(() => parseModelConfig({ ...base, partial_rotary_factor: 0.375 }), 'E_CONFIG_FIELD', 'even number of rotated dims');
   fails(() => parseModelConfig({ ...base, partial_rotary_factor: 2 }), 'E_CONFIG_FIELD', 'partial_rotary_factor');
-  assert.is(parseModelConfig({ ...base, partial_rotary_factor: 1.0 }).modelType, 'phi3');
+  // Llama-like attention in transformers rotates whole heads (a factor below 1 fails there): refused, not ignored
+  fails(() => parseModelConfig({ ...base, model_type: 'llama', partial_rotary_factor: 0.75 }), 'E_CONFIG_UNSUPPORTED', 'partial_rotary_factor 0.75');
+  fails(() => parseModelConfig({ ...base, model_type: 'qwen2', num_key_value_heads: 8, rope_parameters: { rope_type: 'default', rope_theta: 1e4, partial_rotary_factor: 0.5 } }), 'E_CONFIG_UNSUPPORTED', 'rope_parameters.partial_rotary_factor 0.5');
+});
+
+test('partial RoPE kernels: the leading rot dims rotate as a whole-head RoPE of width rot would, the rest pass through; backward inverts', () => {
+  const n = native();
+  const M = 3, H = 2, Dh = 8, rot = 6;
+  const x = Float32Array.from({ length: M * H * Dh }, (_, i) => Math.sin(i * 1.7) + 0.1 * i);
+  const cos = Float32Array.from({ length: M * rot / 2 }, (_, i) => Math.cos(0.3 * i)), sin = Float32Array.from({ length: M * rot / 2 }, (_, i) => Math.sin(0.3 * i));
+  for (const [fwd, bwd] of [[n.ropeForward, n.ropeBackward], [n.ropeForwardRef, n.ropeBackwardRef]] as const) {
+    const y = Float32Array.from(x);
+    fwd(y, cos, sin, M, H, Dh, rot);
+    // each head's first rot dims through a full RoPE of head size rot, the last Dh - rot unchanged
+    for (let r = 0; r < M * H; r++) {
+      const head = Float32Array.from(x.subarray(r * Dh, r * Dh + rot));
+      fwd(head, cos.subarray(Math.floor(r / H) * rot / 2, (Math.floor(r / H) + 1) * rot / 2), sin.subarray(Math.floor(r / H) * rot / 2, (Math.floor(r / H) + 1) * rot / 2), 1, 1, rot);
+      assert.equal([...y.subarray(r * Dh, r * Dh + rot)], [...head], `row ${r}: rotated part`);
+      assert.equal([...y.subarray(r * Dh + rot, (r + 1) * Dh)], [...x.subarray(r * Dh + rot, (r + 1) * Dh)], `row ${r}: pass-through`);
+    }
+    bwd(y, cos, sin, M, H, Dh, rot);
+    for (let i = 0; i < x.length; i++) assert.ok(Math.abs(y[i]! - x[i]!) < 1e-5, `inverse at ${i}`);
+  }
+  assert.throws(() => n.ropeForward(Float32Array.from(x), cos, sin, M, H, Dh, 5), /rot/);
+  assert.throws(() => n.ropeBackward(Float32Array.from(x), cos, sin, M, H, Dh, 10), /rot/);
 });
 
 test('ropeFrequencies: LongRoPE switches from the short to the long factors past the original context', () => {
@@ -130,7 +163,7 @@ async function logits(desc: ModelDescription, tokens: Int32Array): Promise<Float
 test('prune + export: every replacement writes fused tensors the export reads back as the pruned model in memory', async () => {
   const calib = writeCalibText(tmp);
   const tokens = Int32Array.from({ length: 20 }, (_, i) => (i * 37 + 11) % 128);
-  for (const name of ['phi3', 'phi3-longrope-long']) {
+  for (const name of ['phi3', 'phi3-longrope-long', 'phi3-partial']) {
     const src = path.join(tmp, name);
     fs.cpSync(fixture(name), src, { recursive: true });
     writeCharTokenizer(src);

@@ -10,6 +10,8 @@ export interface Spec {
   preNorm: boolean; useRope: boolean; attnScale: number; ropeAttentionScaling: number; gradScale?: number;
   /** Sliding window (keys per query; absent or 0: full causal). */
   window?: number;
+  /** Partial RoPE: the leading rotaryDim dims of each head rotate (Phi-3 partial_rotary_factor); absent: headDim. */
+  rotaryDim?: number;
 }
 export type Kind = 'mlp' | 'layer';
 export type Params = Record<string, Float32Array>;
@@ -63,15 +65,15 @@ export function forwardF64(kind: Kind, s: Spec, P: Record<string, F64>, x: F64, 
     k = rmsnormF64(k, P['k_norm.weight']!, M * Hk, Dh, s.normEps);
   }
   if (s.useRope) {
-    const half = Dh / 2, cos = new Float64Array(M * half), sin = new Float64Array(M * half);
+    const rot = s.rotaryDim ?? Dh, half = rot / 2, cos = new Float64Array(M * half), sin = new Float64Array(M * half);
     for (let m = 0; m < M; m++)
       for (let i = 0; i < half; i++) {
         const ang = Math.fround(pos[m]! * invFreq[i]!); // rope_tables: f32 angle
         cos[m * half + i] = Math.cos(ang) * s.ropeAttentionScaling;
         sin[m * half + i] = Math.sin(ang) * s.ropeAttentionScaling;
       }
-    q = ropeF64(q, cos, sin, M, H, Dh);
-    k = ropeF64(k, cos, sin, M, Hk, Dh);
+    q = ropeF64(q, cos, sin, M, H, Dh, rot);
+    k = ropeF64(k, cos, sin, M, Hk, Dh, rot);
   }
   const { out } = attentionF64(q, k, v, mask, s.batch, s.seqLen, H, Hk, Dh, s.attnScale, s.window ?? 0);
   const o = linearF64(out, P['o.weight']!, P['o.bias'] ?? null, M, D, Q);

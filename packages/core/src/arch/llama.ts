@@ -58,6 +58,8 @@ export interface LlamaLikeDefaults {
   originalMaxPositionEmbeddings?: number;
   /** rope_type spellings the family reads as longrope. */
   longropeAliases?: readonly string[];
+  /** The family's attention rotates only the leading head_dim × partial_rotary_factor dims (Phi-3); elsewhere refused. */
+  partialRotary?: boolean;
   /** Reads the family's bias flags. */
   biases(raw: RawConfig): { attentionBias: boolean; attentionOutBias: boolean; mlpBias: boolean };
   /** Reads the family's sliding-window fields. */
@@ -85,6 +87,12 @@ export function parseLlamaLike(raw: RawConfig, d: LlamaLikeDefaults): ModelConfi
   const numLayers = intField(raw, 'num_hidden_layers');
   const act = activationField(raw, 'hidden_act', 'silu');
   const maxPositionEmbeddings = intField(raw, 'max_position_embeddings', d.maxPositionEmbeddings);
+  const rope = ropeField(raw, 10000, {
+    headDim, maxPositionEmbeddings,
+    ...(d.partialRotary ? { partialRotary: true } : {}),
+    ...(d.originalMaxPositionEmbeddings !== undefined ? { originalMaxPositionEmbeddings: d.originalMaxPositionEmbeddings } : {}),
+    ...(d.longropeAliases ? { longropeAliases: d.longropeAliases } : {}),
+  });
   return {
     modelType: d.modelType,
     architectures: architectures(raw, d.causalLMClass),
@@ -95,17 +103,14 @@ export function parseLlamaLike(raw: RawConfig, d: LlamaLikeDefaults): ModelConfi
     numHeads,
     numKvHeads,
     headDim,
+    rotaryDim: rope.rotaryDim,
     maxPositionEmbeddings,
     hiddenAct: act.name,
     activation: act.activation,
     normEps: numField(raw, 'rms_norm_eps', d.rmsNormEps),
     tieWordEmbeddings: boolField(raw, 'tie_word_embeddings', false),
     ...d.biases(raw),
-    rope: ropeField(raw, 10000, {
-      rotaryDim: headDim, maxPositionEmbeddings,
-      ...(d.originalMaxPositionEmbeddings !== undefined ? { originalMaxPositionEmbeddings: d.originalMaxPositionEmbeddings } : {}),
-      ...(d.longropeAliases ? { longropeAliases: d.longropeAliases } : {}),
-    }),
+    rope,
     ...d.window(raw, numLayers),
     opt: null,
     torchDtype: torchDtype(raw),

@@ -29,6 +29,7 @@ function parseOpt(raw: RawConfig): ModelConfig {
     numHeads,
     numKvHeads: numHeads,
     headDim: hiddenSize / numHeads,
+    rotaryDim: hiddenSize / numHeads,
     maxPositionEmbeddings: intField(raw, 'max_position_embeddings', 2048),
     hiddenAct: act.name,
     activation: act.activation,

@@ -3,7 +3,8 @@
  * projections — `qkv_proj` stacks q | k | v rows, `gate_up_proj` stacks gate | up (the MLP is up · act(gate)) —,
  * no biases, pad and eos token 32000, rms_norm_eps 1e-5, a sliding window on every layer only when `sliding_window`
  * is set (Phi-3-mini-4k: 2047), and LongRoPE for the 128k variants, with `original_max_position_embeddings`
- * defaulting to 4096 (configuration_phi3.py, modeling_phi3.py). `partial_rotary_factor` < 1 (Phi-4-mini) is refused.
+ * defaulting to 4096 (configuration_phi3.py, modeling_phi3.py). `partial_rotary_factor` < 1 (Phi-4-mini: 0.75)
+ * rotates only the leading int(head_dim × factor) dims of each head.
  */
 import { intField } from '../config-fields.js';
 import { defineAdapter } from './common.js';
@@ -29,7 +30,7 @@ export const PHI3_SPEC: ArchSpec = {
   parseConfig: (raw) => parseLlamaLike(raw, {
     modelType: 'phi3', causalLMClass: 'Phi3ForCausalLM', kvHeadsIfAbsent: 'heads', maxPositionEmbeddings: 4096,
     rmsNormEps: 1e-5, bosTokenId: 1, eosTokenId: 32000, padTokenId: 32000,
-    originalMaxPositionEmbeddings: 4096, longropeAliases: ['su', 'yarn'],
+    originalMaxPositionEmbeddings: 4096, longropeAliases: ['su', 'yarn'], partialRotary: true,
     biases: () => ({ attentionBias: false, attentionOutBias: false, mlpBias: false }),
     window: (r, n) => {
       // Absent or null: no window (unlike Mistral, whose default is 4096).

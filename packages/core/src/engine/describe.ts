@@ -15,7 +15,7 @@ export function describeModel(md: ModelDir): ModelDescription {
     const s = c.rope.scaling;
     rope = {
       theta: c.rope.theta,
-      dim: c.headDim,
+      dim: c.rope.rotaryDim,
       maxPositionEmbeddings: c.maxPositionEmbeddings,
       scaling: s.type === 'default' ? null
         : s.type === 'longrope' ? { ...s }
@@ -49,6 +49,7 @@ export function describeModel(md: ModelDir): ModelDescription {
       hidden: c.hiddenSize, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, intermediate: c.intermediateSize,
       norm: t.norm, normEps: t.normEps, activation: t.activation, gatedMlp: t.gatedMlp, preNorm: t.preNorm,
       attnScale: 1 / Math.sqrt(c.headDim),
+      ...(c.rope && c.rope.rotaryDim < c.headDim ? { rotaryDim: c.rope.rotaryDim } : {}),
       ...(t.qkNorm ? { qkNorm: true } : {}),
     },
     rope,

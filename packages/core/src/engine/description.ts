@@ -30,6 +30,8 @@ export interface LayerSemantics {
   /** false: OPT's post-norm layers (do_layer_norm_before = false). */
   preNorm: boolean;
   attnScale: number;
+  /** RoPE rotates only the leading rotaryDim dims of each head (Phi-3 partial_rotary_factor); absent: all headDim. */
+  rotaryDim?: number;
   /**
    * Per-head RMSNorm of queries and keys before RoPE (Qwen3 q_norm / k_norm roles). The CPU engine runs it from the
    * weights alone; this flag is what keeps such a model off the CUDA backend, which does not implement it.

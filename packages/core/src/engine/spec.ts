@@ -25,5 +25,6 @@ export function nativeLayerSpec(s: LayerSemantics, B: number, T: number, useRope
     batch: B, seqLen: T, hidden: s.hidden, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
     intermediate: s.intermediate, norm: s.norm, normEps: s.normEps, activation: s.activation, gatedMlp: s.gatedMlp,
     preNorm: s.preNorm, useRope, attnScale: s.attnScale, ropeAttentionScaling, window,
+    ...(useRope && s.rotaryDim !== undefined ? { rotaryDim: s.rotaryDim } : {}),
   };
 }

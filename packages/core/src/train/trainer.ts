@@ -207,8 +207,12 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
   let gpu: NativeCudaTrainer | null = null;
   // The CUDA trainer has no q/k norm roles (streamline_cuda.h): the binding refuses them rather than drop them.
   const qkNorm = roles.some((r) => r === 'q_norm.weight' || r === 'k_norm.weight');
+  // Nor a rotary width: partial RoPE (Phi-3 partial_rotary_factor) would rotate whole heads there.
+  const partialRope = o.ropeInvFreq !== null && o.semantics.rotaryDim !== undefined && o.semantics.rotaryDim < o.semantics.headDim;
   if (o.device === 'cuda' && qkNorm) {
     o.onLog?.({ level: 'warning', message: 'q/k norm (q_norm/k_norm): the replacement trains on the CPU (the CUDA trainer does not implement the per-head q/k norm)' });
+  } else if (o.device === 'cuda' && partialRope) {
+    o.onLog?.({ level: 'warning', message: `partial rotary embedding (${o.semantics.rotaryDim} of ${o.semantics.headDim} dims per head): the replacement trains on the CPU (the CUDA trainer rotates whole heads)` });
   } else if (o.device === 'cuda') {
     const g = await n.cudaTrainer(o.kind, spec(Math.min(micro, N)), byRole(st.params), o.ropeInvFreq);
     if (lm && !g.hasLm()) {
