@@ -39,6 +39,8 @@ export interface ModelReport {
   norm: 'rms' | 'layer';
   activation: string;
   positions: 'rope' | 'learned';
+  /** RoPE details (null with learned positions): scaling type, theta, and the rotated dims per head (headDim unless partial). */
+  rope: { type: string; theta: number; rotaryDim: number } | null;
   torchDtype: string | null;
   /** Element counts: total over all checkpoint tensors, per layer i (tensors named `…layers.i.…`), and the rest. */
   parameters: { total: number; perLayer: number[]; nonLayer: number; expectedPerLayer: number };
@@ -157,6 +159,7 @@ function inspectModel(dir: string): ModelReport {
     norm: traits.norm,
     activation: c.hiddenAct,
     positions: traits.positions,
+    rope: c.rope ? { type: c.rope.scaling.type, theta: c.rope.theta, rotaryDim: c.rope.rotaryDim } : null,
     torchDtype: c.torchDtype,
     parameters: { total, perLayer, nonLayer, expectedPerLayer: adapter.layerParamCount(c) },
     tensors: checkpoint.names().length,

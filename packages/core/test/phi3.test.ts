@@ -145,6 +145,8 @@ test('model directory: each role is its rows of the fused tensor; a mis-shaped f
   assert.equal([...m.layerTensor('gate.weight', 1)!.toFloat32()], rows(gu, 0, 64));
   assert.equal([...m.layerTensor('up.weight', 1)!.toFloat32()], rows(gu, 64, 128));
   assert.is((await inspect(fixture('phi3'))).valid, true);
+  const partial = await inspect(fixture('phi3-partial'));
+  assert.equal(partial.kind === 'model' && [partial.valid, partial.rope], [true, { type: 'longrope', theta: 10000, rotaryDim: 12 }]);
 
   const bad = path.join(tmp, 'bad-qkv');
   const cfg = JSON.parse(fs.readFileSync(path.join(fixture('phi3'), 'config.json'), 'utf8'));

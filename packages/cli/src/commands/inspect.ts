@@ -19,6 +19,15 @@ function ranges(layers: readonly number[]): string {
   return out.join(', ');
 }
 
+
+/** " (longrope, 96 of 128 dims)": the scaling type when not the default, and a partial rotation. */
+function ropeDetail(r: ModelReport): string {
+  const parts: string[] = [];
+  if (r.rope && r.rope.type !== 'default') parts.push(r.rope.type);
+  if (r.rope && r.rope.rotaryDim < r.headDim) parts.push(`${r.rope.rotaryDim} of ${r.headDim} dims`);
+  return parts.length ? ` (${parts.join(', ')})` : '';
+}
+
 function modelText(r: ModelReport): string {
   const per = r.parameters.perLayer;
   const uniform = per.every((p) => p === per[0]);
@@ -28,7 +37,7 @@ function modelText(r: ModelReport): string {
     `layers        ${r.layers}`,
     `hidden        ${r.hidden}   heads ${r.heads}   kv heads ${r.kvHeads}   head dim ${r.headDim}   intermediate ${r.intermediate}`,
     `vocab         ${r.vocab}   max positions ${r.maxPositions}   tied embeddings ${r.tieWordEmbeddings ? 'yes' : 'no'}`,
-    `blocks        ${r.norm === 'rms' ? 'RMSNorm' : 'LayerNorm'}, ${r.activation}, ${r.positions === 'rope' ? 'RoPE' : 'learned positions'}` +
+    `blocks        ${r.norm === 'rms' ? 'RMSNorm' : 'LayerNorm'}, ${r.activation}, ${r.positions === 'rope' ? `RoPE${ropeDetail(r)}` : 'learned positions'}` +
       (r.slidingWindow ? `, sliding window ${r.slidingWindow.size} on ${r.slidingWindow.layers.length === r.layers ? 'every layer' : `layers ${ranges(r.slidingWindow.layers)}`}` +
         (r.slidingWindow.size >= r.maxPositions ? ' (no effect: not shorter than max positions)' : '') : ''),
     `parameters    ${fmt(r.parameters.total)} total; per layer ${uniform && per.length ? fmt(per[0]!) : per.map(fmt).join(' ')}; outside layers ${fmt(r.parameters.nonLayer)}`,
