@@ -56,7 +56,7 @@ test('llama defaults (configuration_llama.py)', () => {
   assert.is(c.normEps, 1e-6);
   assert.is(c.tieWordEmbeddings, false);
   assert.equal([c.attentionBias, c.attentionOutBias, c.mlpBias], [false, false, false]);
-  assert.equal(c.rope, { theta: 10000, scaling: { type: 'default' } });
+  assert.equal(c.rope, { theta: 10000, rotaryDim: 8, scaling: { type: 'default' } });
   assert.is(c.activation, 'silu');
   assert.is(c.slidingWindow, null);
   assert.equal(c.architectures, ['LlamaForCausalLM']);
@@ -67,12 +67,12 @@ test('llama defaults (configuration_llama.py)', () => {
 
 test('rope scaling: llama3 (Llama 3.1), legacy "type" key, linear, dynamic, rope_parameters', () => {
   const l3 = llama({ rope_theta: 500000, rope_scaling: { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192, rope_type: 'llama3' } });
-  assert.equal(l3.rope, { theta: 500000, scaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 } });
+  assert.equal(l3.rope, { theta: 500000, rotaryDim: 8, scaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 } });
   assert.equal(llama({ rope_scaling: { type: 'linear', factor: 2.0 } }).rope!.scaling, { type: 'linear', factor: 2 });
   assert.equal(llama({ rope_scaling: { type: 'dynamic', factor: 2.0 } }).rope!.scaling, { type: 'dynamic', factor: 2 });
   assert.equal(llama({ rope_scaling: { rope_type: 'default' } }).rope!.scaling, { type: 'default' });
   assert.equal(llama({ rope_scaling: null }).rope!.scaling, { type: 'default' });
-  assert.equal(llama({ rope_parameters: { rope_type: 'linear', factor: 4.0, rope_theta: 1e6 } }).rope, { theta: 1e6, scaling: { type: 'linear', factor: 4 } });
+  assert.equal(llama({ rope_parameters: { rope_type: 'linear', factor: 4.0, rope_theta: 1e6 } }).rope, { theta: 1e6, rotaryDim: 8, scaling: { type: 'linear', factor: 4 } });
 });
 
 test('mistral defaults (configuration_mistral.py): 8 KV heads when absent, 4096 sliding window, no biases', () => {
