@@ -99,6 +99,11 @@ SL_EXPORT int streamline_cuda_upload_layer(streamline_cuda_ctx* c, int slot, con
   });
 }
 
+SL_EXPORT int streamline_cuda_upload_layer_qk_norm(streamline_cuda_ctx* c, int slot, const streamline_cuda_weight* q_norm,
+                                                   const streamline_cuda_weight* k_norm) {
+  return guarded([&] { c->upload_qk_norm(slot, host_tensor(q_norm), host_tensor(k_norm)); });
+}
+
 SL_EXPORT int streamline_cuda_upload_head(streamline_cuda_ctx* c, const streamline_cuda_weight* norm_w,
                                           const streamline_cuda_weight* norm_b, const streamline_cuda_weight* project_out,
                                           int64_t proj_dim, const streamline_cuda_weight* lm_head, int64_t vocab) {

@@ -59,6 +59,12 @@ int streamline_cuda_upload_hidden(streamline_cuda_ctx* ctx, const float* host_h)
 int streamline_cuda_download_hidden(streamline_cuda_ctx* ctx, float* host_h);
 int streamline_cuda_upload_layer(streamline_cuda_ctx* ctx, int slot, const streamline_cuda_weight* roles);
 int streamline_cuda_run_layer(streamline_cuda_ctx* ctx, int slot);
+/* Qwen3's per-head q/k RMSNorm for the layer last uploaded into `slot` (call after upload_layer, which clears them):
+ * q_norm and k_norm [head_dim] (both required; RMSNorm layers only; eps = the spec's norm_eps). run_layer then
+ * RMS-normalises each q and k head over head_dim after the q/k bias and before RoPE. Optional: libraries built before
+ * it lack the symbol (the addon resolves it with dlsym and refuses such layers without it). */
+int streamline_cuda_upload_layer_qk_norm(streamline_cuda_ctx* ctx, int slot, const streamline_cuda_weight* q_norm,
+                                         const streamline_cuda_weight* k_norm);
 /* The sliding window (keys per query; 0 = full causal attention) applied by later run_layer calls. Default 0.
  * Query i then sees keys j with i - j < window (Hugging Face's sliding_window). Negative fails. Optional: libraries
  * built before it lack the symbol (the addon resolves it with dlsym). */

@@ -16,7 +16,7 @@
 // can count uploads. Built a second time with STREAMLINE_CUDA_CPU_OLD_TRAINER defined (streamline_cuda_cpu_old.so),
 // it lacks streamline_cuda_train_eval, train_get_state/set_state, train_stage/step_staged, the lm functions
 // (train_set_lm_tail, train_step_lm, train_eval_lm, train_stage_lm, train_step_lm_staged) and the sliding-window
-// calls (set_window, train_set_windows), like a backend built before
+// calls (set_window, train_set_windows) and the q/k norm calls (upload_layer_qk_norm), like a backend built before
 // those existed, so the callers' fallbacks are tested too. The lm functions log "train_set_lm_tail <n_layers>",
 // "train_step_lm <batch>" and "train_eval_lm <batch>". train_stage / train_step_staged log "train_stage <batch>",
 // "train_step_staged begin" and "train_step_staged end"; train_stage_lm / train_step_lm_staged log
@@ -138,6 +138,7 @@ const char* const kRoleNames[STREAMLINE_CUDA_ROLES] = {
 
 struct Slot {
   Buffer buf[STREAMLINE_CUDA_ROLES];
+  Buffer qk_buf[2];  // upload_layer_qk_norm's q_norm.weight, k_norm.weight
   LayerWeights w;
   bool loaded = false;
 };
@@ -246,10 +247,34 @@ SL_EXPORT int streamline_cuda_upload_layer(streamline_cuda_ctx* c, int slot, con
     sl.w = LayerWeights{};
     for (int r = 0; r < STREAMLINE_CUDA_ROLES; r++)
       *layer_weight_role(sl.w, kRoleNames[r]) = copy_weight(sl.buf[r], roles[r], shapes[r], kRoleNames[r]);
+    sl.qk_buf[0].resize(0);
+    sl.qk_buf[1].resize(0);
     validate_layer(s, sl.w, c->mlp_only);
     sl.loaded = true;
   });
 }
+
+#ifndef STREAMLINE_CUDA_CPU_OLD_TRAINER
+SL_EXPORT int streamline_cuda_upload_layer_qk_norm(streamline_cuda_ctx* c, int slot, const streamline_cuda_weight* q_norm,
+                                                   const streamline_cuda_weight* k_norm) {
+  return guarded([&] {
+    if (slot != 0 && slot != 1) throw Error("E_SHAPE", "upload_layer_qk_norm: slot must be 0 or 1");
+    Slot& sl = c->slots[slot];
+    if (!sl.loaded) throw Error("E_SHAPE", "upload_layer_qk_norm: no layer uploaded into this slot");
+    sl.w.q_norm_w = WeightView{};  // a refused upload leaves the slot without norms, as on the GPU
+    sl.w.k_norm_w = WeightView{};
+    if (!q_norm || !q_norm->data || !k_norm || !k_norm->data)
+      throw Error("E_SHAPE", "upload_layer_qk_norm: give both q_norm.weight and k_norm.weight");
+    const int64_t Dh = int64_t(c->spec.head_dim);
+    LayerWeights w = sl.w;
+    w.q_norm_w = copy_weight(sl.qk_buf[0], *q_norm, {Dh}, "q_norm.weight");
+    w.k_norm_w = copy_weight(sl.qk_buf[1], *k_norm, {Dh}, "k_norm.weight");
+    validate_layer(c->spec, w, c->mlp_only);
+    sl.w = w;
+    note_call("upload_layer_qk_norm");
+  });
+}
+#endif
 
 SL_EXPORT int streamline_cuda_run_layer(streamline_cuda_ctx* c, int slot) {
   return guarded([&] {
