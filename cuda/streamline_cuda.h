@@ -112,6 +112,12 @@ enum {
   STREAMLINE_CUDA_TRAIN_DOWN_W, STREAMLINE_CUDA_TRAIN_DOWN_B, STREAMLINE_CUDA_TRAIN_ROLES
 };
 
+/* Qwen3's per-head q/k norms of a layer replacement: roles after STREAMLINE_CUDA_TRAIN_ROLES (which stays 17, the length
+ * of train_create's host_params), accepted by get_params / get_grads / get_state / set_state once
+ * train_set_qk_norm has given them. */
+#define STREAMLINE_CUDA_TRAIN_ROLE_Q_NORM 17
+#define STREAMLINE_CUDA_TRAIN_ROLE_K_NORM 18
+
 /* AdamW (torch.optim.AdamW arithmetic) and clipping. step: 1-based. max_norm <= 0: no clipping. */
 typedef struct streamline_cuda_adamw {
   double lr, beta1, beta2, eps, weight_decay, max_norm;
@@ -170,6 +176,11 @@ int streamline_cuda_train_eval(streamline_cuda_train* t, const float* host_x, co
 /* Clip, AdamW, zero the gradients. *grad_norm: the global norm before clipping; when it is not finite nothing is
  * updated and the gradients are kept (returns 0: the caller decides, as the CPU trainer stops with E_NUMERIC). */
 int streamline_cuda_train_apply(streamline_cuda_train* t, const streamline_cuda_adamw* options, double* grad_norm);
+/* Qwen3: adds the per-head q/k RMSNorm weights (host f32 [head_dim] each, both required, copied) to a layer
+ * replacement (RMSNorm only) as two more trainable parameters: each q and k head is RMS-normalised over head_dim after
+ * the bias and before RoPE (eps = norm_eps), their gradients sum over all head rows, clipping and AdamW include them.
+ * Call before the first step. Optional: libraries built before it lack the symbol (the addon then trains on the CPU). */
+int streamline_cuda_train_set_qk_norm(streamline_cuda_train* t, const float* host_q_norm, const float* host_k_norm);
 /* Copy a role's f32 master weights (or its accumulated gradient) to host_out[numel]; numel must match the role. */
 int streamline_cuda_train_get_params(streamline_cuda_train* t, int32_t role, float* host_out, int64_t numel);
 int streamline_cuda_train_get_grads(streamline_cuda_train* t, int32_t role, float* host_out, int64_t numel);

@@ -56,6 +56,7 @@ Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
   // Optional symbols the TypeScript side decides on before opening a context (a library built before them runs
   // everything else).
   o.Set("qkNorm", s.loaded && cuda_symbol("streamline_cuda_upload_layer_qk_norm") != nullptr);
+  o.Set("trainQkNorm", s.loaded && cuda_symbol("streamline_cuda_train_set_qk_norm") != nullptr);
   return o;
 }
 

@@ -16,7 +16,7 @@
 // can count uploads. Built a second time with STREAMLINE_CUDA_CPU_OLD_TRAINER defined (streamline_cuda_cpu_old.so),
 // it lacks streamline_cuda_train_eval, train_get_state/set_state, train_stage/step_staged, the lm functions
 // (train_set_lm_tail, train_step_lm, train_eval_lm, train_stage_lm, train_step_lm_staged) and the sliding-window
-// calls (set_window, train_set_windows) and the q/k norm calls (upload_layer_qk_norm), like a backend built before
+// calls (set_window, train_set_windows) and the q/k norm calls (upload_layer_qk_norm, train_set_qk_norm), like a backend built before
 // those existed, so the callers' fallbacks are tested too. The lm functions log "train_set_lm_tail <n_layers>",
 // "train_step_lm <batch>" and "train_eval_lm <batch>". train_stage / train_step_staged log "train_stage <batch>",
 // "train_step_staged begin" and "train_step_staged end"; train_stage_lm / train_step_lm_staged log
@@ -517,6 +517,34 @@ SL_EXPORT int streamline_cuda_train_create(int32_t kind, const streamline_cuda_t
 }
 
 SL_EXPORT void streamline_cuda_train_destroy(streamline_cuda_train* t) { delete t; }
+
+#ifndef STREAMLINE_CUDA_CPU_OLD_TRAINER
+// Qwen3's q/k norms as two more roles of a layer replacement: replacement_step / lm_loss_step train them as the CPU
+// trainer does; kept in the name order the clipping sum follows.
+SL_EXPORT int streamline_cuda_train_set_qk_norm(streamline_cuda_train* t, const float* host_q_norm,
+                                               const float* host_k_norm) {
+  return guarded([&] {
+    if (t->kind != ReplacementKind::Layer) throw Error("E_SHAPE", "train_set_qk_norm: q/k norms belong to a layer replacement");
+    if (t->spec.layer_norm) throw Error("E_SHAPE", "train_set_qk_norm: q/k norms are RMSNorms, the layer's norm is a LayerNorm");
+    if (!host_q_norm || !host_k_norm) throw Error("E_SHAPE", "train_set_qk_norm: give both q_norm and k_norm");
+    const size_t Dh = t->spec.Dh;
+    t->roles.erase(std::remove_if(t->roles.begin(), t->roles.end(),
+                                  [](const TrainRole& r) { return r.role == kRoleQNormW || r.role == kRoleKNormW; }),
+                   t->roles.end());
+    for (int r : {int(kRoleQNormW), int(kRoleKNormW)}) {
+      const float* src = r == kRoleQNormW ? host_q_norm : host_k_norm;
+      t->roles.push_back(TrainRole{r, std::vector<float>(src, src + Dh), std::vector<float>(Dh, 0.f),
+                                   std::vector<float>(Dh, 0.f), std::vector<float>(Dh, 0.f)});
+    }
+    std::sort(t->roles.begin(), t->roles.end(),
+              [](const TrainRole& a, const TrainRole& b) { return std::strcmp(role_name(a.role), role_name(b.role)) < 0; });
+    size_t bytes = 0;
+    for (const auto& r : t->roles) bytes += 16 * r.p.size();
+    t->counted.resize(bytes);
+    note_call("train_set_qk_norm");
+  });
+}
+#endif
 
 SL_EXPORT int streamline_cuda_train_step(streamline_cuda_train* t, const float* host_x, const float* host_target,
                                          const int32_t* host_positions, const uint8_t* host_mask, int64_t batch,

@@ -89,7 +89,7 @@ if (!existsSync(fake)) {
     assert.ok(withNorm.some((v, i) => v !== without[i]), 'the norms change the layer');
   });
 
-  test('trainReplacement with device cuda and a q/k-norm layer trains on the CPU with a warning, bitwise the cpu run', async () => {
+  test('trainReplacement with device cuda and a q/k-norm layer trains on cuda (train_set_qk_norm), bitwise the cpu run', async () => {
     const model = await core.loadModel(path.join(repoRoot, 'test', 'fixtures', 'models', 'qwen3'));
     const d = model.description, n = native();
     const T = 8, D = d.semantics.hidden;
@@ -116,25 +116,36 @@ if (!existsSync(fake)) {
     };
     const logs: core.DeviceMessage[] = [];
     const gpu = await run('cuda', logs), cpu = await run('cpu', []);
-    assert.is(gpu.device, 'cpu');
-    assert.equal(logs.map((m) => m.level), ['warning']);
-    assert.match(logs[0]!.message, /q\/k norm \(q_norm\/k_norm\): the replacement trains on the CPU/);
+    assert.is(gpu.device, 'cuda');
+    assert.equal(logs.filter((m) => m.level === 'warning'), []);
     for (const r of Object.keys(init)) assert.equal(gpu.weights[r as keyof typeof gpu.weights], cpu.weights[r as keyof typeof cpu.weights], r);
     // Training moved the norms (they are parameters, not constants).
     const moved = (r: string) => cpu.weights[r as keyof typeof cpu.weights]!.some((v, i) => v !== init[r]![i]);
     assert.ok(moved('q_norm.weight') && moved('k_norm.weight'), 'q_norm/k_norm were trained');
   });
 
-  test("prune on the qwen3 fixture with device cuda: scoring and pairs on cuda, the trainer's one warning, the CPU's export", async () => {
+  test('prune on the qwen3 fixture with device cuda: scoring, pairs and layer training on cuda, no warning, the CPU export', async () => {
     const model = await loadCharFixture('qwen3', tmp);
     const logs: core.DeviceMessage[] = [];
     const o = { calib, samples: 2, seqLen: 16, trainSamples: 4, epochs: 1, range: { start: 1, end: 3 }, replacement: 'layer' as const, seed: 3 };
     const gpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'prune-cuda'), device: 'cuda', onLog: (m) => logs.push(m) });
     const cpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'prune-cpu'), device: 'cpu' });
+    assert.equal([gpu.device, gpu.training!.device], ['cuda', 'cuda']);
+    assert.equal(logs.filter((m) => m.level === 'warning'), []);
+    const x = core.openCheckpoint(cpu.exported!.outDir), y = core.openCheckpoint(gpu.exported!.outDir);
+    assert.equal(y.names(), x.names());
+    for (const t of x.names()) assert.ok(Buffer.from(x.tensor(t).data).equals(Buffer.from(y.tensor(t).data)), t);
+  });
+
+  test('prune --loss lm on qwen3 with device cuda: the frozen tail has q/k norms, so training falls back with one warning', async () => {
+    const model = await loadCharFixture('qwen3', tmp);
+    const logs: core.DeviceMessage[] = [];
+    const o = { calib, samples: 2, seqLen: 16, trainSamples: 4, epochs: 1, range: { start: 1, end: 2 }, replacement: 'mlp' as const, loss: 'lm' as const, seed: 3 };
+    const gpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'prune-lm-cuda'), device: 'cuda', onLog: (m) => logs.push(m) });
+    const cpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'prune-lm-cpu'), device: 'cpu' });
     assert.equal([gpu.device, gpu.training!.device], ['cuda', 'cpu']);
     assert.equal(logs.filter((m) => m.level === 'warning').map((m) => QK.test(m.message)), [true]);
     const x = core.openCheckpoint(cpu.exported!.outDir), y = core.openCheckpoint(gpu.exported!.outDir);
-    assert.equal(y.names(), x.names());
     for (const t of x.names()) assert.ok(Buffer.from(x.tensor(t).data).equals(Buffer.from(y.tensor(t).data)), t);
   });
 

@@ -162,6 +162,16 @@ if (!existsSync(old)) {
     ctx.destroy();
     assert.is(c1, 'E_UNSUPPORTED');
     assert.match(m1!, /lacks streamline_cuda_upload_layer_qk_norm .*rebuild it, or use --device cpu/);
+    // The trainer: params with q/k norms are refused (the trainer checks cudaInfo().trainQkNorm and trains on the CPU).
+    assert.is(n.cudaInfo().trainQkNorm, false);
+    const views = d.layers[1]!.weights(), params: Record<string, Float32Array> = {};
+    for (const [r, v] of Object.entries(views)) {
+      params[r] = new Float32Array(v!.shape.reduce((a, b) => a * b, 1));
+      n.convertFloats(params[r]!, 'f32', v!.data, v!.dtype);
+    }
+    const [c2, m2] = await code(() => n.cudaTrainer('layer', core.nativeLayerSpec(d.semantics, 1, T, true, 1), params, core.ropeFrequencies(d.rope!, T).invFreq));
+    assert.is(c2, 'E_UNSUPPORTED');
+    assert.match(m2!, /lacks streamline_cuda_train_set_qk_norm/);
     // A model without q/k norms is unaffected.
     assert.is(core.cudaUnsupported((await fixture('qwen2-bias')).description), null);
   });
