@@ -318,6 +318,18 @@ SL_EXPORT int streamline_cuda_train_set_lm_tail(streamline_cuda_train* t, int64_
   });
 }
 
+SL_EXPORT int streamline_cuda_train_set_lm_tail_qk_norm(streamline_cuda_train* t, int64_t n_layers,
+                                                        const streamline_cuda_weight* host_norms) {
+  return guarded([&] {
+    if (n_layers < 0) throw CudaError("train_set_lm_tail_qk_norm: n_layers must be >= 0");
+    if (n_layers > 0 && !host_norms) throw CudaError("train_set_lm_tail_qk_norm: host_norms is required");
+    std::vector<std::pair<HostTensor, HostTensor>> norms(static_cast<size_t>(n_layers));
+    for (int64_t k = 0; k < n_layers; k++)
+      norms[size_t(k)] = {host_tensor(&host_norms[2 * k]), host_tensor(&host_norms[2 * k + 1])};
+    t->set_lm_tail_qk_norm(norms);
+  });
+}
+
 SL_EXPORT int streamline_cuda_train_set_windows(streamline_cuda_train* t, int64_t window, int64_t n_tail,
                                                const int64_t* tail_windows) {
   return guarded([&] {

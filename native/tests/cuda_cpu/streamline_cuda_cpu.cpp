@@ -16,7 +16,8 @@
 // can count uploads. Built a second time with STREAMLINE_CUDA_CPU_OLD_TRAINER defined (streamline_cuda_cpu_old.so),
 // it lacks streamline_cuda_train_eval, train_get_state/set_state, train_stage/step_staged, the lm functions
 // (train_set_lm_tail, train_step_lm, train_eval_lm, train_stage_lm, train_step_lm_staged) and the sliding-window
-// calls (set_window, train_set_windows) and the q/k norm calls (upload_layer_qk_norm, train_set_qk_norm), like a backend built before
+// calls (set_window, train_set_windows) and the q/k norm calls (upload_layer_qk_norm, train_set_qk_norm,
+// train_set_lm_tail_qk_norm), like a backend built before
 // those existed, so the callers' fallbacks are tested too. The lm functions log "train_set_lm_tail <n_layers>",
 // "train_step_lm <batch>" and "train_eval_lm <batch>". train_stage / train_step_staged log "train_stage <batch>",
 // "train_step_staged begin" and "train_step_staged end"; train_stage_lm / train_step_lm_staged log
@@ -754,6 +755,37 @@ SL_EXPORT int streamline_cuda_train_set_lm_tail(streamline_cuda_train* t, int64_
     }
     note_call(std::string(fn) + " " + std::to_string(n_layers));
     t->lm = std::move(lm);
+  });
+}
+
+// The tail layers' q/k norms into the frozen tail's LayerWeights (lm_loss_step runs them as the CPU does).
+SL_EXPORT int streamline_cuda_train_set_lm_tail_qk_norm(streamline_cuda_train* t, int64_t n_layers,
+                                                        const streamline_cuda_weight* host_norms) {
+  return guarded([&] {
+    const char* fn = "train_set_lm_tail_qk_norm";
+    if (!t->lm) throw Error("E_SHAPE", std::string(fn) + ": train_set_lm_tail first");
+    auto& layers = t->lm->tail.layers;
+    if (n_layers != int64_t(layers.size()))
+      throw Error("E_SHAPE", std::string(fn) + ": " + std::to_string(n_layers) + " layers' norms for a tail of " +
+                                 std::to_string(layers.size()) + " layers");
+    if (n_layers > 0 && !host_norms) throw Error("E_SHAPE", std::string(fn) + ": host_norms is NULL");
+    const int64_t Dh = int64_t(t->lm->tail.layer.head_dim);
+    std::vector<LayerWeights> next = layers;  // applied only when every layer validates
+    for (int64_t k = 0; k < n_layers; k++) {
+      const std::string what = std::string(fn) + ": layers[" + std::to_string(k) + "]";
+      try {
+        for (int i = 0; i < 2; i++) {
+          t->lm->bufs.push_back(std::make_unique<Buffer>());
+          (i == 0 ? next[size_t(k)].q_norm_w : next[size_t(k)].k_norm_w) =
+              copy_weight(*t->lm->bufs.back(), host_norms[2 * k + i], {Dh}, i == 0 ? "q_norm.weight" : "k_norm.weight");
+        }
+        validate_layer(t->lm->tail.layer, next[size_t(k)]);
+      } catch (const Error& e) {
+        throw Error(e.code, what + ": " + e.what());
+      }
+    }
+    layers = next;
+    note_call(std::string(fn) + " " + std::to_string(n_layers));
   });
 }
 

@@ -2,7 +2,7 @@
 // cuda-path.test.ts): its upload_layer_qk_norm hands the norms to the CPU layer, so every result must be the CPU
 // path's bitwise; a difference is a plumbing bug (norms dropped, stale in a slot, the wrong layer's). A backend built
 // before the function is refused with the remedy in cuda-train-old.test.ts (one library per process).
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'uvu';
@@ -12,14 +12,13 @@ import { CudaEngine, cudaUnsupported } from '../src/engine/cuda.js';
 import { native } from '../src/native.js';
 import { PairCache } from '../src/train/pair-cache.js';
 import { trainReplacement } from '../src/train/trainer.js';
-import { loadCharFixture, repoRoot, writeCalibText } from './_helpers.js';
+import { loadCharFixture, repoRoot, withEnv, writeCalibText } from './_helpers.js';
 
 const fake = path.join(repoRoot, 'packages', 'core', 'build', 'testlib', 'streamline_cuda_cpu.so');
 process.env.STREAMLINE_CUDA_LIBRARY = fake;  // read at the first cudaInfo() of the process
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'streamline-cuda-qknorm-'));
 const calib = writeCalibText(tmp);
-const QK = /q\/k norm \(q_norm\/k_norm\)/;
 const code = async (f: () => unknown) => { try { await f(); return ['none', '']; } catch (e) { return [(e as { code: string }).code, (e as Error).message]; } };
 
 if (!existsSync(fake)) {
@@ -137,16 +136,21 @@ if (!existsSync(fake)) {
     for (const t of x.names()) assert.ok(Buffer.from(x.tensor(t).data).equals(Buffer.from(y.tensor(t).data)), t);
   });
 
-  test('prune --loss lm on qwen3 with device cuda: the frozen tail has q/k norms, so training falls back with one warning', async () => {
+  test("prune --loss lm on qwen3 with device cuda: the frozen tail's q/k norms go to the GPU trainer; bitwise the CPU run", async () => {
     const model = await loadCharFixture('qwen3', tmp);
-    const logs: core.DeviceMessage[] = [];
-    const o = { calib, samples: 2, seqLen: 16, trainSamples: 4, epochs: 1, range: { start: 1, end: 2 }, replacement: 'mlp' as const, loss: 'lm' as const, seed: 3 };
-    const gpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'prune-lm-cuda'), device: 'cuda', onLog: (m) => logs.push(m) });
-    const cpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'prune-lm-cpu'), device: 'cpu' });
-    assert.equal([gpu.device, gpu.training!.device], ['cuda', 'cpu']);
-    assert.equal(logs.filter((m) => m.level === 'warning').map((m) => QK.test(m.message)), [true]);
-    const x = core.openCheckpoint(cpu.exported!.outDir), y = core.openCheckpoint(gpu.exported!.outDir);
-    for (const t of x.names()) assert.ok(Buffer.from(x.tensor(t).data).equals(Buffer.from(y.tensor(t).data)), t);
+    for (const replacement of ['mlp', 'layer'] as const) {
+      const logs: core.DeviceMessage[] = [], calls = path.join(tmp, `calls-lm-${replacement}.txt`);
+      const o = { calib, samples: 2, seqLen: 16, trainSamples: 4, epochs: 1, range: { start: 1, end: 2 }, replacement, loss: 'lm' as const, seed: 3 };
+      const gpu = await withEnv({ STREAMLINE_CUDA_CPU_CALLS: calls }, () =>
+        core.prune(model, { ...o, outDir: path.join(tmp, `prune-lm-cuda-${replacement}`), device: 'cuda', onLog: (m) => logs.push(m) }));
+      const cpu = await core.prune(model, { ...o, outDir: path.join(tmp, `prune-lm-cpu-${replacement}`), device: 'cpu' });
+      assert.equal([gpu.device, gpu.training!.device], ['cuda', 'cuda'], replacement);
+      assert.equal(logs.filter((m) => m.level === 'warning'), [], replacement);
+      // Layers 2 and 3 form the tail, both with norms.
+      assert.ok(readFileSync(calls, 'utf8').split('\n').includes('train_set_lm_tail_qk_norm 2'), replacement);
+      const x = core.openCheckpoint(cpu.exported!.outDir), y = core.openCheckpoint(gpu.exported!.outDir);
+      for (const t of x.names()) assert.ok(Buffer.from(x.tensor(t).data).equals(Buffer.from(y.tensor(t).data)), `${replacement} ${t}`);
+    }
   });
 
   test.after(() => rmSync(tmp, { recursive: true, force: true }));
