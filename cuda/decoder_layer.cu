@@ -78,6 +78,8 @@ Context::Context(const LayerSpec& spec, bool use_cublaslt, size_t staging_bytes)
         sl.o_b = static_cast<float*>(alloc(D * 4));
         sl.n1_w = static_cast<float*>(alloc(D * 4));
         sl.n1_b = static_cast<float*>(alloc(D * 4));
+        sl.qn_w = static_cast<float*>(alloc(s.head_dim * 4));
+        sl.kn_w = static_cast<float*>(alloc(s.head_dim * 4));
       }
       sl.gu_w = static_cast<bf16*>(alloc(Ngu_ * D * 2));
       sl.down_w = static_cast<bf16*>(alloc(D * s.intermediate * 2));
@@ -194,6 +196,7 @@ void Context::upload_layer(int slot, const HostTensor* r) {
   const size_t D = s.hidden, F = s.intermediate, Hd = s.heads * s.head_dim, Kd = s.kv_heads * s.head_dim;
   // Wait until the layer that last used this slot has finished computing.
   SL_CUDA_CHECK(cudaStreamWaitEvent(copy_, sl.consumed, 0));
+  sl.has_qk_norm = false;
   auto need = [&](int role) {
     check(r[role].data != nullptr, std::string("layer weight ") + role_name(role) + " is missing");
   };
@@ -240,6 +243,20 @@ void Context::upload_layer(int slot, const HostTensor* r) {
   SL_CUDA_CHECK(cudaEventRecord(sl.uploaded, copy_));
 }
 
+void Context::upload_qk_norm(int slot, const HostTensor& qn, const HostTensor& kn) {
+  check(slot == 0 || slot == 1, "upload_qk_norm: slot must be 0 or 1");
+  check(!spec_.mlp_only, "upload_qk_norm: an mlp block has no attention");
+  check(spec_.norm == NormKind::RMS, "upload_qk_norm: q/k norms are RMSNorms, the layer's norm is a LayerNorm");
+  check(qn.data && kn.data, "upload_qk_norm: give both q_norm.weight and k_norm.weight");
+  Slot& sl = slots_[slot];
+  sl.has_qk_norm = false;  // stays off when an upload below throws
+  // The slot's consumed event was already waited for by upload_layer on this stream.
+  upload_tensor(sl.qn_w, DType::F32, qn, spec_.head_dim, "q_norm.weight");
+  upload_tensor(sl.kn_w, DType::F32, kn, spec_.head_dim, "k_norm.weight");
+  SL_CUDA_CHECK(cudaEventRecord(sl.uploaded, copy_));
+  sl.has_qk_norm = true;
+}
+
 void Context::run_layer(int slot) {
   check(slot == 0 || slot == 1, "run_layer: slot must be 0 or 1");
   const LayerSpec& s = spec_;
@@ -260,8 +277,13 @@ void Context::run_layer(int slot) {
       cast_bf16(nrm_, h_, M * D, st);
     }
     gemm_.run(qkv_, DType::BF16, nrm_, sl.qkv_w, M, Nqkv_, D, 0.f, st);
-    qkv_bias_rope_bf16(qkv_, Nqkv_, sl.has_qkv_b ? sl.qkv_b : nullptr, has_rope_tables_ ? cos_ : nullptr,
-                       has_rope_tables_ ? sin_ : nullptr, M, s.heads, s.kv_heads, s.head_dim, s.rot_dim, st);
+    if (sl.has_qk_norm)
+      qkv_bias_norm_rope_bf16(qkv_, Nqkv_, sl.has_qkv_b ? sl.qkv_b : nullptr, sl.qn_w, sl.kn_w, s.norm_eps,
+                              has_rope_tables_ ? cos_ : nullptr, has_rope_tables_ ? sin_ : nullptr, M, s.heads,
+                              s.kv_heads, s.head_dim, s.rot_dim, st);
+    else
+      qkv_bias_rope_bf16(qkv_, Nqkv_, sl.has_qkv_b ? sl.qkv_b : nullptr, has_rope_tables_ ? cos_ : nullptr,
+                         has_rope_tables_ ? sin_ : nullptr, M, s.heads, s.kv_heads, s.head_dim, s.rot_dim, st);
     attention_forward_bf16(attn_, Hd, nullptr, qkv_, Nqkv_, qkv_ + Hd, qkv_ + Hd + s.kv_heads * s.head_dim, Nqkv_,
                            has_mask_ ? mask_ : nullptr, s.batch, s.seq_len, s.heads, s.kv_heads, s.head_dim,
                            s.attn_scale, window_, st);

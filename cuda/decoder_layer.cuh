@@ -73,7 +73,12 @@ class Context {
 
   // Copies one layer's weights (host roles, shapes checked against the spec) into slot 0 or 1. Returns once the
   // host side has been staged; the device copies finish asynchronously on the copy stream.
+  // Clears the slot's q/k norms: a slot never runs a later layer with an earlier layer's norms.
   void upload_layer(int slot, const HostTensor* roles);
+  // Qwen3's per-head q/k RMSNorm weights ([head_dim] each, both required; RMSNorm layers only) for the layer just
+  // uploaded into `slot`: run_layer then normalises each q and k head after the bias and before RoPE (eps: the
+  // layer's norm_eps).
+  void upload_qk_norm(int slot, const HostTensor& q_norm, const HostTensor& k_norm);
   // h = layer(h) with the weights of `slot` (asynchronous on the compute stream).
   void run_layer(int slot);
   // The sliding attention window of later run_layer calls (keys per query; 0 = full causal attention): set per layer
@@ -99,7 +104,8 @@ class Context {
   struct Slot {
     bf16 *qkv_w = nullptr, *o_w = nullptr, *gu_w = nullptr, *down_w = nullptr;
     float *qkv_b = nullptr, *o_b = nullptr, *gate_b = nullptr, *up_b = nullptr, *down_b = nullptr;
-    float *n1_w = nullptr, *n1_b = nullptr, *n2_w = nullptr, *n2_b = nullptr;
+    float *n1_w = nullptr, *n1_b = nullptr, *n2_w = nullptr, *n2_b = nullptr, *qn_w = nullptr, *kn_w = nullptr;
+    bool has_qk_norm = false;
     bool has_qkv_b = false, has_o_b = false, has_gate_b = false, has_up_b = false, has_down_b = false;
     bool has_n1_w = false, has_n1_b = false, has_n2_w = false, has_n2_b = false;
     cudaEvent_t uploaded = nullptr, consumed = nullptr;

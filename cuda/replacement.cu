@@ -53,6 +53,66 @@ bool use_tc_attention_backward() {
   return tc;
 }
 
+// qkv_prepare_kernel with Qwen3's per-head q/k RMSNorm between the bias and RoPE (the CPU's order): one warp per head
+// sums the squares of (x + bias) in f32 into rinv[H + Hk] (shared), saving those pre-norm values in pre ([M, Q] then
+// [M, KV], for the norm backward); then every q/k element is w[j] * (x * rinv) (norm_rows' order), rotated, and stored
+// like qkv_prepare_kernel. H + Hk floats of dynamic shared memory.
+__global__ void qkv_prepare_norm_kernel(bf16* out, float* q, float* k, float* v, float* pre, const float* f,
+                                        const float* qb, const float* kb, const float* vb, const float* qn,
+                                        const float* kn, float eps, const float* cs, const float* sn, size_t M,
+                                        unsigned H, unsigned Hk, unsigned Dh) {
+  extern __shared__ float rinv[];
+  const unsigned Q = H * Dh, KV = Hk * Dh, N = Q + 2 * KV, half = Dh / 2, nh = H + Hk;
+  const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  auto bias = [&](unsigned c) -> float {
+    if (c < Q) return qb ? qb[c] : 0.f;
+    if (c < Q + KV) return kb ? kb[c - Q] : 0.f;
+    return vb ? vb[c - Q - KV] : 0.f;
+  };
+  auto store = [&](size_t m, unsigned c, float val) {
+    const bf16 r = __float2bfloat16_rn(val);
+    out[m * N + c] = r;
+    if (!q) return;
+    const float rf = __bfloat162float(r);
+    if (c < Q) q[m * Q + c] = rf;
+    else if (c < Q + KV) k[m * KV + (c - Q)] = rf;
+    else v[m * KV + (c - Q - KV)] = rf;
+  };
+  for (size_t m = blockIdx.x; m < M; m += gridDim.x) {
+    const float* row = f + m * N;
+    for (unsigned h = warp; h < nh; h += nwarps) {
+      float ss = 0.f;
+      for (unsigned j = lane; j < Dh; j += 32) {
+        const unsigned c = h * Dh + j;
+        const float x = row[c] + bias(c);
+        if (c < Q) pre[m * Q + c] = x;
+        else pre[M * Q + m * KV + (c - Q)] = x;
+        ss += x * x;
+      }
+      ss = warp_sum(ss);
+      if (lane == 0) rinv[h] = rsqrtf(ss / float(Dh) + eps);
+    }
+    __syncthreads();
+    auto normed = [&](unsigned c) {
+      const unsigned h = c / Dh, j = c - h * Dh;
+      return (h < H ? qn[j] : kn[j]) * ((row[c] + bias(c)) * rinv[h]);
+    };
+    if (cs) {
+      for (unsigned i = threadIdx.x; i < nh * half; i += blockDim.x) {
+        const unsigned h = i / half, j = i - h * half, c = h * Dh + j;
+        const float x1 = normed(c), x2 = normed(c + half);
+        const float cc = cs[m * half + j], ss = sn[m * half + j];
+        store(m, c, x1 * cc - x2 * ss);
+        store(m, c + half, x2 * cc + x1 * ss);
+      }
+      for (unsigned c = Q + KV + threadIdx.x; c < N; c += blockDim.x) store(m, c, row[c] + bias(c));
+    } else {
+      for (unsigned c = threadIdx.x; c < N; c += blockDim.x) store(m, c, c < Q + KV ? normed(c) : row[c] + bias(c));
+    }
+    __syncthreads();  // rinv[] is reused by the next row
+  }
+}
+
 // One packed GEMM output row qkv_f[M, Q + 2KV] (f32) -> bias, rotate-half RoPE on q and k heads in f32, one rounding to
 // bf16: the packed bf16 row for the attention kernels and, when q is not null, f32 copies of the same rounded values
 // (q, k, v contiguous) for the f32 attention_backward.
@@ -142,11 +202,11 @@ size_t real_tokens(const uint8_t* key_mask, size_t M) {
 }  // namespace
 
 const char* train_role_name(int role) {
-  static const char* const names[kTrainRoles] = {
+  static const char* const names[kAllTrainRoles] = {
       "attn_norm.weight", "attn_norm.bias", "q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias",
       "o.weight", "o.bias", "mlp_norm.weight", "mlp_norm.bias", "gate.weight", "up.weight", "up.bias",
-      "down.weight", "down.bias"};
-  return role >= 0 && role < kTrainRoles ? names[role] : "?";
+      "down.weight", "down.bias", "q_norm.weight", "k_norm.weight"};
+  return role >= 0 && role < kAllTrainRoles ? names[role] : "?";
 }
 
 void train_role_shape(const ReplacementSpec& s, int role, size_t* rows, size_t* cols) {
@@ -161,6 +221,7 @@ void train_role_shape(const ReplacementSpec& s, int role, size_t* rows, size_t* 
     case kRoleGateW: case kRoleUpW: r = s.F, c = s.D; break;
     case kRoleUpB: r = s.F; break;
     case kRoleDownW: r = s.D, c = s.F; break;
+    case kRoleQNormW: case kRoleKNormW: r = s.Dh; break;
     default: break;  // norms, o.bias, down.bias: [D]
   }
   *rows = r;
@@ -237,7 +298,7 @@ TrainStep::TrainStep(ReplacementKind kind, const ReplacementSpec& spec,
   const std::vector<std::vector<int>> groups = {
       {kRoleQW, kRoleKW, kRoleVW}, {kRoleQB, kRoleKB, kRoleVB}, {kRoleOW}, {kRoleOB}, {kRoleAttnNormW},
       {kRoleAttnNormB}, {kRoleGateW}, {kRoleUpW}, {kRoleUpB}, {kRoleDownW}, {kRoleDownB}, {kRoleMlpNormW},
-      {kRoleMlpNormB}};
+      {kRoleMlpNormB}, {kRoleQNormW, kRoleKNormW}};
   size_t off = 0;
   for (const auto& grp : groups) {
     off = align_up(off);
@@ -245,6 +306,11 @@ TrainStep::TrainStep(ReplacementKind kind, const ReplacementSpec& spec,
       size_t rows = 0, cols = 0;
       train_role_shape(s, r, &rows, &cols);
       off_[r] = off;
+      if (r >= kTrainRoles) {  // q/k norms: room kept for set_qk_norm (zeros, inert in AdamW and clipping until then)
+        numel_[r] = 0;
+        off += layer ? rows * cols : 0;
+        continue;
+      }
       numel_[r] = used(r) && params[r] ? rows * cols : 0;
       off += numel_[r];
     }
@@ -349,7 +415,7 @@ void TrainStep::refresh_bf16() {
 
 TrainStep::LayerDev TrainStep::own_weights() const {
   LayerDev w;
-  for (int r = 0; r < kTrainRoles; r++) w.vec[r] = p(r);
+  for (int r = 0; r < kAllTrainRoles; r++) w.vec[r] = p(r);
   w.wqkv = wqkv_, w.wo = wo_, w.wgate = wgate_, w.wup = wup_, w.wdown = wdown_;
   w.window = window_;
   return w;
@@ -367,10 +433,18 @@ void TrainStep::forward(const LayerDev& w, ReplacementKind kind, const float* x,
               DType::F32, M, D, s.norm_eps, st);
     gemm_.run(qkv_f_, DType::F32, a_bf_, w.wqkv, M, Nqkv_, D, 0.f, st);
     if (s.use_rope) rope_tables(cos_, sin_, positions, inv_freq_, M, s.Dh / 2, s.rope_attention_scaling, st);
-    qkv_prepare_kernel<<<rows_grid(M), 256, 0, st>>>(qkv_bf_, q_, k_, v_act_, qkv_f_, w.vec[kRoleQB], w.vec[kRoleKB],
-                                                     w.vec[kRoleVB], s.use_rope ? cos_ : nullptr,
-                                                     s.use_rope ? sin_ : nullptr, M, unsigned(s.H), unsigned(s.Hk),
-                                                     unsigned(s.Dh));
+    if (w.vec[kRoleQNormW]) {
+      check(qk_pre_ != nullptr, "q/k norm buffers missing");
+      qkv_prepare_norm_kernel<<<rows_grid(M), 256, (s.H + s.Hk) * sizeof(float), st>>>(
+          qkv_bf_, q_, k_, v_act_, qk_pre_, qkv_f_, w.vec[kRoleQB], w.vec[kRoleKB], w.vec[kRoleVB], w.vec[kRoleQNormW],
+          w.vec[kRoleKNormW], s.norm_eps, s.use_rope ? cos_ : nullptr, s.use_rope ? sin_ : nullptr, M, unsigned(s.H),
+          unsigned(s.Hk), unsigned(s.Dh));
+    } else {
+      qkv_prepare_kernel<<<rows_grid(M), 256, 0, st>>>(qkv_bf_, q_, k_, v_act_, qkv_f_, w.vec[kRoleQB], w.vec[kRoleKB],
+                                                       w.vec[kRoleVB], s.use_rope ? cos_ : nullptr,
+                                                       s.use_rope ? sin_ : nullptr, M, unsigned(s.H), unsigned(s.Hk),
+                                                       unsigned(s.Dh));
+    }
     SL_LAUNCH_CHECK();
     attention_forward_bf16(attn_bf_, Q_, lse_, qkv_bf_, Nqkv_, qkv_bf_ + Q_, qkv_bf_ + Q_ + KV_, Nqkv_, mask, B, s.T,
                            s.H, s.Hk, s.Dh, s.attn_scale, w.window, st);
@@ -465,6 +539,17 @@ void TrainStep::backward(const LayerDev& w, ReplacementKind kind, bool trainable
   if (s.use_rope) {
     rope_backward(dq, cos_, sin_, M, s.H, s.Dh, st);
     rope_backward(dk, cos_, sin_, M, s.Hk, s.Dh, st);
+  }
+  if (w.vec[kRoleQNormW]) {
+    // Through the per-head norms: rows of Dh, the weights' gradients summed over every head row (the CPU's
+    // rmsnorm_backward on [M·H, Dh] and [M·Hk, Dh]); dx lands in its own zeroed buffer (the kernel adds).
+    float* dpq = dqk_pre_;
+    float* dpk = dqk_pre_ + M * Q_;
+    SL_CUDA_CHECK(cudaMemsetAsync(dqk_pre_, 0, M * (Q_ + KV_) * 4, st));
+    rmsnorm_backward(dpq, gr(kRoleQNormW), dq, qk_pre_, w.vec[kRoleQNormW], M * s.H, s.Dh, s.norm_eps, st);
+    rmsnorm_backward(dpk, gr(kRoleKNormW), dk, qk_pre_ + M * Q_, w.vec[kRoleKNormW], M * s.Hk, s.Dh, s.norm_eps, st);
+    dq = dpq;
+    dk = dpk;
   }
   colsum_add(gr(kRoleQB), dq, M, Q_, st);
   colsum_add(gr(kRoleKB), dk, M, KV_, st);
@@ -803,6 +888,28 @@ double TrainStep::apply(const AdamWOptions& opt, double max_norm) {
   zero_grad();
   SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
   return norm;
+}
+
+void TrainStep::alloc_qk_buffers() {
+  if (qk_pre_) return;
+  const size_t M = s_.B * s_.T;
+  qk_pre_ = static_cast<float*>(alloc(M * (Q_ + KV_) * 4));
+  dqk_pre_ = static_cast<float*>(alloc(M * (Q_ + KV_) * 4));
+}
+
+void TrainStep::set_qk_norm(const float* qn, const float* kn) {
+  check(kind_ == ReplacementKind::Layer, "set_qk_norm: q/k norms belong to a layer replacement");
+  check(!s_.layer_norm, "set_qk_norm: q/k norms are RMSNorms, the layer's norm is a LayerNorm");
+  check(qn && kn, "set_qk_norm: give both q_norm and k_norm");
+  SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  alloc_qk_buffers();
+  for (int r : {kRoleQNormW, kRoleKNormW}) {
+    const size_t o = off_[r], n = s_.Dh;
+    SL_CUDA_CHECK(cudaMemcpyAsync(params_ + o, r == kRoleQNormW ? qn : kn, n * 4, cudaMemcpyHostToDevice, stream_));
+    for (float* b : {grads_, m_, v_}) SL_CUDA_CHECK(cudaMemsetAsync(b + o, 0, n * 4, stream_));
+  }
+  SL_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host arrays may go as soon as this returns
+  numel_[kRoleQNormW] = numel_[kRoleKNormW] = s_.Dh;
 }
 
 void TrainStep::zero_grad() { SL_CUDA_CHECK(cudaMemsetAsync(grads_, 0, total_ * 4, stream_)); }

@@ -33,6 +33,9 @@ namespace cuda {
 // Replacement roles (streamline::ReplacementRole), named apart from the decoder layer's Role enum of this namespace.
 // The q/k norms (streamline::kRoleQNormW on) are CPU-only: the C API numbers the roles before them.
 constexpr int kTrainRoles = streamline::kCudaTrainRoles;
+// Every role a TrainStep can hold: the C API's 17 plus Qwen3's q/k norms (kRoleQNormW, kRoleKNormW), which a layer
+// replacement gets through set_qk_norm() so that the create call keeps its role count.
+constexpr int kAllTrainRoles = streamline::kRoleCount;
 // role_name / role_shape of replacement.h: streamline_cuda.so does not link the CPU core, so they are restated here
 // (the harness checks they agree).
 const char* train_role_name(int role);
@@ -118,6 +121,10 @@ class TrainStep {
   void set_lm_tail(const std::vector<const HostTensor*>& layers, const HostTensor& norm_w, const HostTensor& norm_b,
                    const HostTensor& lm_head, size_t vocab);
   bool has_lm_tail() const { return tail_ != nullptr; }
+  // Qwen3's per-head q/k norms of the frozen tail layers (after set_lm_tail, which drops earlier ones): norms[k] = layer
+  // k's {q_norm, k_norm} ([Dh] each, any float dtype, kept f32; both or neither, data nullptr = none); norms.size() must
+  // be the tail's layer count. Frozen: activation gradients flow through them, they get none. Throws CudaError.
+  void set_lm_tail_qk_norm(const std::vector<std::pair<HostTensor, HostTensor>>& norms);
   // step() with the next-token loss: targets[batch*T] host (-1 = none, else < vocab). Forward R -> frozen layers (each
   // one's input kept) -> head loss; backward through the frozen layers in reverse, each recomputing its forward from
   // its input first (the last one's activations are still there), then R's forward again and its backward with
@@ -153,8 +160,13 @@ class TrainStep {
   // apply() without the finiteness check and the host round trip (benchmark).
   void enqueue_apply(const AdamWOptions& opt, double max_norm);
   void zero_grad();
-
-  bool has(int role) const { return role >= 0 && role < kTrainRoles && numel_[role] > 0; }
+  // Qwen3's per-head q/k RMSNorm as two more trainable parameters of a layer replacement (host f32 [Dh] each, both
+  // required, RMSNorm layers only): forward normalises each q and k head after the bias and before RoPE, backward
+  // adds their gradients (summed over the M·H / M·Hk head rows), clipping and AdamW include them. Call before the
+  // first step; calling again overwrites them and zeroes their gradients and moments. Throws CudaError on misuse.
+  void set_qk_norm(const float* q_norm, const float* k_norm);
+  bool has_qk_norm() const { return numel_[kRoleQNormW] > 0; }
+  bool has(int role) const { return role >= 0 && role < kAllTrainRoles && numel_[role] > 0; }
   size_t numel(int role) const { return numel_[role]; }
   void get_param(int role, float* host) const;  // f32 master weights (synchronises)
   void get_grad(int role, float* host) const;   // accumulated gradient (synchronises)
@@ -204,7 +216,7 @@ class TrainStep {
   // matrices. The trained replacement's (own_weights(): views of the master array and its bf16 copies) or a frozen
   // tail layer's.
   struct LayerDev {
-    std::array<const float*, kTrainRoles> vec{};
+    std::array<const float*, kAllTrainRoles> vec{};  // vec[kRoleQNormW/KNormW]: the q/k norms, nullptr = none
     const bf16 *wqkv = nullptr, *wo = nullptr, *wgate = nullptr, *wup = nullptr, *wdown = nullptr;
     size_t window = 0;  // the layer's sliding attention window (0 = none)
   };
@@ -262,7 +274,7 @@ class TrainStep {
   // f32 master state: one flat array each, every role at the same offset in all four (groups 256-byte aligned;
   // q/k/v weights contiguous so one dW GEMM fills them); padding stays zero through AdamW.
   size_t total_ = 0;
-  std::array<size_t, kTrainRoles> off_{}, numel_{};
+  std::array<size_t, kAllTrainRoles> off_{}, numel_{};
   float *params_ = nullptr, *grads_ = nullptr, *m_ = nullptr, *v_ = nullptr;
   // bf16 GEMM copies
   bf16 *wqkv_ = nullptr, *wo_ = nullptr, *wgate_ = nullptr, *wup_ = nullptr, *wdown_ = nullptr;
@@ -277,6 +289,9 @@ class TrainStep {
   // scratch
   float *qkv_f_ = nullptr, *t_ = nullptr, *y_ = nullptr, *dy_ = nullptr, *dh_ = nullptr, *dmid_ = nullptr;
   float *dup_ = nullptr, *dn_ = nullptr, *dattn_ = nullptr;  // dup_: only with an up bias to train
+  // q/k norms: the pre-norm q | k values (bias added, f32, [M, Q] then [M, KV]) the norm backward reads, and its dx
+  float *qk_pre_ = nullptr, *dqk_pre_ = nullptr;
+  void alloc_qk_buffers();
   bf16 *dy_bf_ = nullptr, *dgate_bf_ = nullptr, *dup_bf_ = nullptr, *dqkv_bf_ = nullptr;
   double *loss_ = nullptr, *sumsq_ = nullptr, *eval_loss_ = nullptr;  // eval_loss_[B]: one per sequence
   size_t Q_ = 0, KV_ = 0, Nqkv_ = 0;

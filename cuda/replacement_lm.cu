@@ -138,6 +138,59 @@ void TrainStep::set_lm_tail(const std::vector<const HostTensor*>& layers, const 
   bytes_ = bytes_ + added - removed;
 }
 
+void TrainStep::set_lm_tail_qk_norm(const std::vector<std::pair<HostTensor, HostTensor>>& norms) {
+  check(tail_ != nullptr, "set_lm_tail_qk_norm: set_lm_tail first");
+  const size_t L = tail_->layers.size(), Dh = s_.Dh;
+  check(norms.size() == L, "set_lm_tail_qk_norm: " + std::to_string(norms.size()) + " layers' norms given, the lm tail has " +
+                               std::to_string(L));
+  bool any = false;
+  for (size_t k = 0; k < L; k++) {
+    const bool q = norms[k].first.data != nullptr, kn = norms[k].second.data != nullptr;
+    check(q == kn, "frozen layer " + std::to_string(k) + ": q_norm.weight and k_norm.weight: give both or neither");
+    check(!q || !s_.layer_norm, "frozen layer " + std::to_string(k) + ": q/k norms are RMSNorms, the layers' norm is a LayerNorm");
+    any = any || q;
+  }
+  if (!any) return;
+  {
+    std::lock_guard<std::mutex> lk(mu_);  // grows allocs_/bytes_, which the staging side reads under mu_
+    alloc_qk_buffers();
+  }
+  const size_t raw_bytes = size_t(1) << 20;
+  void* raw = device_alloc(raw_bytes);
+  std::vector<std::pair<void*, size_t>> mine;  // freed on failure; otherwise the tail's
+  try {
+    std::vector<std::pair<const float*, const float*>> dev(L, {nullptr, nullptr});
+    for (size_t k = 0; k < L; k++) {
+      if (!norms[k].first.data) continue;
+      float* d = static_cast<float*>(device_alloc(2 * Dh * 4));
+      mine.emplace_back(d, 2 * Dh * 4);
+      const std::string what = "frozen layer " + std::to_string(k);
+      upload_converted(d, DType::F32, norms[k].first, Dh, (what + " q_norm.weight").c_str(), raw, raw_bytes, stream_);
+      upload_converted(d + Dh, DType::F32, norms[k].second, Dh, (what + " k_norm.weight").c_str(), raw, raw_bytes, stream_);
+      dev[k] = {d, d + Dh};
+    }
+    SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    for (size_t k = 0; k < L; k++) {
+      tail_->layers[k].vec[kRoleQNormW] = dev[k].first;
+      tail_->layers[k].vec[kRoleKNormW] = dev[k].second;
+    }
+  } catch (...) {
+    cudaStreamSynchronize(stream_);
+    device_free(raw, raw_bytes);
+    for (auto& a : mine) device_free(a.first, a.second);
+    throw;
+  }
+  device_free(raw, raw_bytes);
+  size_t added = 0;
+  for (auto& a : mine) {
+    tail_->allocs.push_back(a);
+    tail_->bytes += a.second;
+    added += a.second;
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  bytes_ += added;
+}
+
 void TrainStep::set_lm_chunk_rows(size_t rows) {
   check(tail_ != nullptr, "set_lm_chunk_rows: no lm tail");
   tail_->head->set_chunk_rows(rows);

@@ -56,6 +56,56 @@ __global__ void qkv_bias_rope_kernel(bf16* qkv, size_t stride, const float* bias
     }
   }
 }
+
+// Qwen3: the same rows with each q and k head RMS-normalised over Dh (after the bias, before the rotation), in one
+// pass so the packed bf16 row is read and rounded once, as without the norm. Phase 1: one warp per head sums the
+// squares (f32, like norm_rows) into rinv[H + Hk] in shared memory; phase 2: every element is x*rinv then times its
+// norm weight (norm_rows' order), rotated where RoPE applies, rounded to bf16 once. v gets its bias only.
+__global__ void qkv_bias_norm_rope_kernel(bf16* qkv, size_t stride, const float* bias, const float* qn, const float* kn,
+                                          float eps, const float* c, const float* s, size_t M, unsigned H, unsigned Hk,
+                                          unsigned Dh, unsigned rot) {
+  extern __shared__ float rinv[];
+  const unsigned half = rot / 2, width = (H + 2 * Hk) * Dh, nh = H + Hk, qk = nh * Dh;
+  const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  for (size_t m = blockIdx.x; m < M; m += gridDim.x) {
+    bf16* row = qkv + m * stride;
+    for (unsigned h = warp; h < nh; h += nwarps) {
+      float ss = 0.f;
+      for (unsigned j = lane; j < Dh; j += 32) {
+        float x = __bfloat162float(row[h * Dh + j]);
+        if (bias) x += bias[h * Dh + j];
+        ss += x * x;
+      }
+      ss = warp_sum(ss);
+      if (lane == 0) rinv[h] = rsqrtf(ss / float(Dh) + eps);
+    }
+    __syncthreads();
+    auto normed = [&](unsigned i) {
+      const unsigned h = i / Dh, j = i - h * Dh;
+      float x = __bfloat162float(row[i]);
+      if (bias) x += bias[i];
+      return (h < H ? qn[j] : kn[j]) * (x * rinv[h]);
+    };
+    if (c) {
+      const float* cr = c + m * half;
+      const float* sr = s + m * half;
+      for (unsigned i = threadIdx.x; i < nh * half; i += blockDim.x) {
+        const unsigned h = i / half, j = i - h * half, o = h * Dh;
+        const float x1 = normed(o + j), x2 = normed(o + j + half), cc = cr[j], ss = sr[j];
+        row[o + j] = __float2bfloat16_rn(x1 * cc - x2 * ss);
+        row[o + j + half] = __float2bfloat16_rn(x2 * cc + x1 * ss);
+      }
+    }
+    for (unsigned i = threadIdx.x; i < width; i += blockDim.x) {
+      if (i < qk) {
+        if (!c || (i % Dh) >= rot) row[i] = __float2bfloat16_rn(normed(i));
+      } else if (bias) {
+        row[i] = __float2bfloat16_rn(__bfloat162float(row[i]) + bias[i]);
+      }
+    }
+    __syncthreads();  // rinv[] is reused by the next row
+  }
+}
 }  // namespace
 
 void rope_tables(float* cos, float* sin, const int32_t* positions, const float* inv_freq, size_t M, size_t half,
@@ -78,6 +128,17 @@ void qkv_bias_rope_bf16(bf16* qkv, size_t stride, const float* bias, const float
   int grid = int(M < 65535 ? M : 65535);
   qkv_bias_rope_kernel<<<grid, 256, 0, s>>>(qkv, stride, bias, cos, sin, M, unsigned(H), unsigned(Hk), unsigned(Dh),
                                             unsigned(rot_dim));
+  SL_LAUNCH_CHECK();
+}
+
+void qkv_bias_norm_rope_bf16(bf16* qkv, size_t stride, const float* bias, const float* q_norm, const float* k_norm,
+                             float eps, const float* cos, const float* sin, size_t M, size_t H, size_t Hk, size_t Dh,
+                             size_t rot_dim, cudaStream_t s) {
+  if (M == 0) return;
+  int grid = int(M < 65535 ? M : 65535);
+  qkv_bias_norm_rope_kernel<<<grid, 256, (H + Hk) * sizeof(float), s>>>(qkv, stride, bias, q_norm, k_norm, eps, cos,
+                                                                         sin, M, unsigned(H), unsigned(Hk),
+                                                                         unsigned(Dh), unsigned(rot_dim));
   SL_LAUNCH_CHECK();
 }
 

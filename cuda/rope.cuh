@@ -19,5 +19,12 @@ void rope_forward(float* x, const float* cos, const float* sin, size_t M, size_t
 void qkv_bias_rope_bf16(bf16* qkv, size_t stride, const float* bias, const float* cos, const float* sin, size_t M,
                         size_t H, size_t Hk, size_t Dh, size_t rot_dim, cudaStream_t s);
 
+// The same with Qwen3's per-head q/k RMSNorm between the bias and the rotation: each q head's Dh values (x + bias)
+// become q_norm[j] * (x * rsqrt(mean(x^2) + eps)), k heads likewise with k_norm (both f32 [Dh], required), in f32;
+// then the rotation, and one rounding to bf16. H + Hk floats of dynamic shared memory.
+void qkv_bias_norm_rope_bf16(bf16* qkv, size_t stride, const float* bias, const float* q_norm, const float* k_norm,
+                             float eps, const float* cos, const float* sin, size_t M, size_t H, size_t Hk, size_t Dh,
+                             size_t rot_dim, cudaStream_t s);
+
 }  // namespace cuda
 }  // namespace streamline

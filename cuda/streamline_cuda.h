@@ -59,6 +59,12 @@ int streamline_cuda_upload_hidden(streamline_cuda_ctx* ctx, const float* host_h)
 int streamline_cuda_download_hidden(streamline_cuda_ctx* ctx, float* host_h);
 int streamline_cuda_upload_layer(streamline_cuda_ctx* ctx, int slot, const streamline_cuda_weight* roles);
 int streamline_cuda_run_layer(streamline_cuda_ctx* ctx, int slot);
+/* Qwen3's per-head q/k RMSNorm for the layer last uploaded into `slot` (call after upload_layer, which clears them):
+ * q_norm and k_norm [head_dim] (both required; RMSNorm layers only; eps = the spec's norm_eps). run_layer then
+ * RMS-normalises each q and k head over head_dim after the q/k bias and before RoPE. Optional: libraries built before
+ * it lack the symbol (the addon resolves it with dlsym and refuses such layers without it). */
+int streamline_cuda_upload_layer_qk_norm(streamline_cuda_ctx* ctx, int slot, const streamline_cuda_weight* q_norm,
+                                         const streamline_cuda_weight* k_norm);
 /* The sliding window (keys per query; 0 = full causal attention) applied by later run_layer calls. Default 0.
  * Query i then sees keys j with i - j < window (Hugging Face's sliding_window). Negative fails. Optional: libraries
  * built before it lack the symbol (the addon resolves it with dlsym). */
@@ -105,6 +111,12 @@ enum {
   STREAMLINE_CUDA_TRAIN_MLP_NORM_B, STREAMLINE_CUDA_TRAIN_GATE_W, STREAMLINE_CUDA_TRAIN_UP_W, STREAMLINE_CUDA_TRAIN_UP_B,
   STREAMLINE_CUDA_TRAIN_DOWN_W, STREAMLINE_CUDA_TRAIN_DOWN_B, STREAMLINE_CUDA_TRAIN_ROLES
 };
+
+/* Qwen3's per-head q/k norms of a layer replacement: roles after STREAMLINE_CUDA_TRAIN_ROLES (which stays 17, the length
+ * of train_create's host_params), accepted by get_params / get_grads / get_state / set_state once
+ * train_set_qk_norm has given them. */
+#define STREAMLINE_CUDA_TRAIN_ROLE_Q_NORM 17
+#define STREAMLINE_CUDA_TRAIN_ROLE_K_NORM 18
 
 /* AdamW (torch.optim.AdamW arithmetic) and clipping. step: 1-based. max_norm <= 0: no clipping. */
 typedef struct streamline_cuda_adamw {
@@ -164,6 +176,11 @@ int streamline_cuda_train_eval(streamline_cuda_train* t, const float* host_x, co
 /* Clip, AdamW, zero the gradients. *grad_norm: the global norm before clipping; when it is not finite nothing is
  * updated and the gradients are kept (returns 0: the caller decides, as the CPU trainer stops with E_NUMERIC). */
 int streamline_cuda_train_apply(streamline_cuda_train* t, const streamline_cuda_adamw* options, double* grad_norm);
+/* Qwen3: adds the per-head q/k RMSNorm weights (host f32 [head_dim] each, both required, copied) to a layer
+ * replacement (RMSNorm only) as two more trainable parameters: each q and k head is RMS-normalised over head_dim after
+ * the bias and before RoPE (eps = norm_eps), their gradients sum over all head rows, clipping and AdamW include them.
+ * Call before the first step. Optional: libraries built before it lack the symbol (the addon then trains on the CPU). */
+int streamline_cuda_train_set_qk_norm(streamline_cuda_train* t, const float* host_q_norm, const float* host_k_norm);
 /* Copy a role's f32 master weights (or its accumulated gradient) to host_out[numel]; numel must match the role. */
 int streamline_cuda_train_get_params(streamline_cuda_train* t, int32_t role, float* host_out, int64_t numel);
 int streamline_cuda_train_get_grads(streamline_cuda_train* t, int32_t role, float* host_out, int64_t numel);
@@ -201,6 +218,12 @@ int streamline_cuda_train_step_lm(streamline_cuda_train* t, const float* host_x,
 int streamline_cuda_train_eval_lm(streamline_cuda_train* t, const float* host_x, const int32_t* host_targets,
                                   const int32_t* host_positions, const uint8_t* host_mask, int64_t batch,
                                   double* host_losses);
+/* Qwen3: the per-head q/k RMSNorm weights of the lm tail's frozen layers, after train_set_lm_tail (which drops earlier
+ * ones): host_norms[2 * k] = layer k's q_norm, host_norms[2 * k + 1] its k_norm ([head_dim] each, any float dtype;
+ * both or neither, data NULL = none); n_layers = the tail's layer count. Frozen: gradients flow through them to R.
+ * Optional: libraries built before it lack the symbol (the addon then trains such a tail on the CPU). */
+int streamline_cuda_train_set_lm_tail_qk_norm(streamline_cuda_train* t, int64_t n_layers,
+                                              const streamline_cuda_weight* host_norms);
 /* Training: the layer replacement's attention window (must be 0 for an mlp replacement) and the lm tail's
  * per-layer windows (n_tail = the tail's layer count, in model order; tail_windows NULL = all 0; fails when
  * n_tail differs from the tail set by train_set_lm_tail, or 0 without a tail). set_lm_tail resets the tail's

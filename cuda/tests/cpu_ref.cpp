@@ -151,6 +151,9 @@ void decoder_layer(std::vector<float>& h, const LayerSpecRef& s, const LayerWeig
       if (!b.empty()) for (size_t m = 0; m < M; m++) for (size_t n = 0; n < N; n++) y[m * N + n] += b[n];
     };
     add_bias(q, w.qb, Hd); add_bias(k, w.kb, Kd); add_bias(v, w.vb, Kd);
+    // Qwen3: each head's row of Dh values RMS-normalised, still in f32 (the GPU rounds once, after RoPE).
+    if (!w.qn.empty()) harness::ref::rmsnorm_forward(q.data(), q.data(), w.qn.data(), DType::F32, M * s.H, s.Dh, s.eps);
+    if (!w.kn.empty()) harness::ref::rmsnorm_forward(k.data(), k.data(), w.kn.data(), DType::F32, M * s.Hk, s.Dh, s.eps);
     if (s.use_rope) {
       rope_forward(q.data(), cos, sin, M, s.H, s.Dh, s.rot);
       rope_forward(k.data(), cos, sin, M, s.Hk, s.Dh, s.rot);
@@ -202,6 +205,8 @@ void contract_layer(std::vector<float>& h, const LayerSpecRef& s, const LayerWei
     lw.attn_norm_w = view(w.n1w, {D}); lw.attn_norm_b = view(w.n1b, {D});
     lw.q_w = view(w.qw, {Q, D}); lw.q_b = view(w.qb, {Q}); lw.k_w = view(w.kw, {K, D}); lw.k_b = view(w.kb, {K});
     lw.v_w = view(w.vw, {K, D}); lw.v_b = view(w.vb, {K}); lw.o_w = view(w.ow, {D, Q}); lw.o_b = view(w.ob, {D});
+    const int64_t Dh = int64_t(s.Dh);
+    lw.q_norm_w = view(w.qn, {Dh}); lw.k_norm_w = view(w.kn, {Dh});
   }
   lw.mlp_norm_w = view(w.n2w, {D}); lw.mlp_norm_b = view(w.n2b, {D});
   lw.gate_w = view(w.gw, {F, D}); lw.gate_b = view(w.gb, {F}); lw.up_w = view(w.uw, {F, D}); lw.up_b = view(w.ub, {F});

@@ -28,16 +28,18 @@ struct Style {
   const char* name;
   bool rms, gated, pre_norm, use_rope, mlp_only, qkv_bias, o_bias, mlp_bias, norm_bias;
   Activation act;
+  bool qk_norm = false;  // Qwen3: q_norm/k_norm through Context::upload_qk_norm
 };
 
 // Host weights kept alive for the upload (any dtype) plus their f32 values for the reference.
 struct HostLayer {
   std::vector<std::vector<uint8_t>> bytes;
   sc::HostTensor roles[sc::kRoleCount];
+  sc::HostTensor qn, kn;  // q_norm.weight / k_norm.weight (data nullptr = none)
   ref::LayerWeightsRef w;
 };
 
-std::vector<float> add_role(HostLayer& L, int role, size_t n, DType dt, Rng& r, float scale, float offset = 0.f) {
+std::vector<float> add_tensor(HostLayer& L, sc::HostTensor& dst, size_t n, DType dt, Rng& r, float scale, float offset) {
   std::vector<float> f = randn(n, r, scale);
   for (auto& x : f) x += offset;
   // Matrices are bf16-representable so the GPU (bf16 weights) and the reference see the same numbers.
@@ -47,8 +49,12 @@ std::vector<float> add_role(HostLayer& L, int role, size_t n, DType dt, Rng& r, 
   else if (dt == DType::BF16) { auto h = to_bf16(f); b.resize(n * 2); std::memcpy(b.data(), h.data(), n * 2); }
   else { auto h = to_f16(f); for (size_t i = 0; i < n; i++) f[i] = streamline::f16_to_f32(h[i]); b.resize(n * 2); std::memcpy(b.data(), h.data(), n * 2); }
   L.bytes.push_back(std::move(b));
-  L.roles[role] = sc::HostTensor{L.bytes.back().data(), dt, n};
+  dst = sc::HostTensor{L.bytes.back().data(), dt, n};
   return f;
+}
+
+std::vector<float> add_role(HostLayer& L, int role, size_t n, DType dt, Rng& r, float scale, float offset = 0.f) {
+  return add_tensor(L, L.roles[role], n, dt, r, scale, offset);
 }
 
 HostLayer make_layer(const ref::LayerSpecRef& s, const Style& st, DType dt, Rng& r) {
@@ -69,6 +75,12 @@ HostLayer make_layer(const ref::LayerSpecRef& s, const Style& st, DType dt, Rng&
       L.w.vb = add_role(L, sc::kVB, Kd, dt, r, 0.1f);
     }
     if (st.o_bias) L.w.ob = add_role(L, sc::kOB, D, dt, r, 0.1f);
+    // Spread around 1 wider than the other norms (trained Qwen3 q/k norms are far from 1), so a dropped or misplaced
+    // weight shows.
+    if (st.qk_norm) {
+      L.w.qn = add_tensor(L, L.qn, s.Dh, dt, r, 0.5f, 1.f);
+      L.w.kn = add_tensor(L, L.kn, s.Dh, dt, r, 0.5f, 1.f);
+    }
   }
   L.w.n2w = add_role(L, sc::kMlpNormW, D, dt, r, 0.1f, 1.f);
   if (st.norm_bias) L.w.n2b = add_role(L, sc::kMlpNormB, D, dt, r, 0.1f);
@@ -91,6 +103,10 @@ void check_styles(bool quick) {
       {"opt post-norm", false, false, false, false, false, true, true, true, true, Activation::ReLU},
       {"gelu_tanh gated, partial rotary", true, true, true, true, false, false, false, false, false, Activation::GELUTanh},
       {"llama mlp_bias + attention_bias", true, true, true, true, false, true, true, true, false, Activation::SiLU},
+      {"qwen3 (q/k norm, rope)", true, true, true, true, false, false, false, false, false, Activation::SiLU, true},
+      {"qwen3 q/k norm + attention_bias, partial rotary", true, true, true, true, false, true, true, false, false,
+       Activation::SiLU, true},
+      {"qwen3 q/k norm, no rope", true, true, true, false, false, false, false, false, false, Activation::SiLU, true},
       {"mlp replacement block", true, true, true, false, true, false, false, false, false, Activation::SiLU},
       {"mlp replacement block, opt post-norm", false, false, false, false, true, false, false, true, true, Activation::ReLU},
   };
@@ -117,6 +133,7 @@ void check_styles(bool quick) {
         ctx.set_inputs(in.pos.data(), in.mask.data(), st.use_rope ? in.inv.data() : nullptr, 1.f);
         ctx.upload_hidden(h0.data());
         ctx.upload_layer(si % 2, L.roles);
+        if (st.qk_norm) ctx.upload_qk_norm(si % 2, L.qn, L.kn);
         ctx.run_layer(si % 2);
         std::vector<float> out(h0.size());
         ctx.download_hidden(out.data());
@@ -221,6 +238,109 @@ void check_windows() {
   ctx.set_window(0);
 }
 
+// Qwen3's q/k norm across the two slots: layers with, without and with norms again, so slot 0 runs a norm-free
+// layer after a normed one (upload_layer must clear the slot's norms); the norms must matter; bad uploads are refused
+// with a message and leave the slot without norms; a NaN in one token's hidden state stays in the rows the reference
+// puts it in (the per-head reduction is row-local: it must not spread to other tokens' q/k).
+void check_qk_norm() {
+  Rng r(313);
+  const Style qw{"qwen3", true, true, true, true, false, false, false, false, false, Activation::SiLU, true};
+  const Style ll{"llama", true, true, true, true, false, false, false, false, false, Activation::SiLU};
+  ref::LayerSpecRef s{2, 70, 256, 4, 2, 64, 512, 64, true, true, true, true, false, Activation::SiLU, 1e-6f, 0.125f};
+  std::vector<HostLayer> layers;
+  layers.push_back(make_layer(s, qw, DType::BF16, r));
+  layers.push_back(make_layer(s, qw, DType::F32, r));
+  layers.push_back(make_layer(s, ll, DType::BF16, r));
+  Inputs in = make_inputs(s, 1000000.0);
+  std::vector<float> h = randn(s.B * s.T * s.D, r), ref_emu = h, ref_f32 = h, ref_plain = h;
+  for (auto& L : layers) {
+    ref::decoder_layer(ref_emu, s, L.w, in.cos.data(), in.sin.data(), in.mask.data(), true);
+    ref::decoder_layer(ref_f32, s, L.w, in.cos.data(), in.sin.data(), in.mask.data(), false);
+    ref::LayerWeightsRef plain = L.w;
+    plain.qn.clear();
+    plain.kn.clear();
+    ref::decoder_layer(ref_plain, s, plain, in.cos.data(), in.sin.data(), in.mask.data(), true);
+  }
+  sc::Context ctx(gpu_spec(s), true, size_t(256) << 10);
+  ctx.set_inputs(in.pos.data(), in.mask.data(), in.inv.data(), 1.f);
+  auto upload = [&](int slot, const HostLayer& L) {
+    ctx.upload_layer(slot, L.roles);
+    if (L.qn.data) ctx.upload_qk_norm(slot, L.qn, L.kn);
+  };
+  ctx.upload_hidden(h.data());
+  upload(0, layers[0]);
+  for (int k = 0; k < 3; k++) {
+    ctx.run_layer(k % 2);
+    if (k + 1 < 3) upload((k + 1) % 2, layers[k + 1]);
+  }
+  std::vector<float> out(h.size());
+  ctx.download_hidden(out.data());
+  const std::string nm = "3 streamed layers qwen3/qwen3/llama (slot 0: normed, then plain)";
+  check("layer", nm + " vs bf16-emulating ref", compare_real(out, ref_emu, in.mask, s.D), kTolLayerEmu * 2);
+  check("layer", nm + " vs f32 ref", compare_real(out, ref_f32, in.mask, s.D), kTolLayerF32);
+  const Compare plain = compare_real(out, ref_plain, in.mask, s.D);
+  record("layer", nm + ": differs from the chain without q/k norms", plain.rel_l2 > 10 * kTolLayerEmu, plain.rel_l2,
+         10 * kTolLayerEmu);
+  {  // the first layer alone against the project's CPU layer
+    std::vector<float> ref_cpu = h, o1(h.size());
+    ref::contract_layer(ref_cpu, s, layers[0].w, in.pos.data(), in.mask.data(), in.inv.data());
+    ctx.upload_hidden(h.data());
+    upload(0, layers[0]);
+    ctx.run_layer(0);
+    ctx.download_hidden(o1.data());
+    check("layer", "qwen3 layer vs CPU decoder_layer_forward (q/k norm)", compare_real(o1, ref_cpu, in.mask, s.D),
+          kTolLayerF32);
+    // NaN in token 5 of row 0: the GPU's NaN pattern over real tokens must be the reference's, except the tensor-core
+    // attention's documented caveat (NOTES, Precision): tokens 0..4 of the NaN's 64-query tile may turn NaN too (P·V
+    // multiplies the NaN value row by an exact 0). Row 1 must stay clean: the per-head norm is row-local.
+    std::vector<float> hn = h, rn = h, on(h.size());
+    hn[5 * s.D + 3] = NAN;
+    rn = hn;
+    ref::decoder_layer(rn, s, layers[0].w, in.cos.data(), in.sin.data(), in.mask.data(), true);
+    ctx.upload_hidden(hn.data());
+    ctx.run_layer(0);
+    ctx.download_hidden(on.data());
+    size_t mism = 0, nans = 0;
+    for (size_t m = 0; m < s.B * s.T; m++)
+      if (in.mask[m] && !(m < 5))
+        for (size_t d = 0; d < s.D; d++) {
+          const bool a = std::isnan(on[m * s.D + d]), b = std::isnan(rn[m * s.D + d]);
+          mism += a != b;
+          nans += b;
+        }
+    record("layer", fmt("qwen3 layer, NaN in one token: NaN where the reference has it from that token on (%zu NaN)", nans),
+           mism == 0 && nans > 0, double(mism), 0);
+  }
+  // Refusals: one norm only, a wrong size; afterwards the slot runs without norms (the ref_plain layer).
+  std::string m1, m2;
+  try { ctx.upload_qk_norm(0, layers[0].qn, sc::HostTensor{}); } catch (const std::exception& e) { m1 = e.what(); }
+  record("layer", "upload_qk_norm without k_norm is refused with a message", m1.find("k_norm") != std::string::npos, 0, 0, m1);
+  sc::HostTensor short_k = layers[0].kn;
+  short_k.numel -= 1;
+  upload(1, layers[1]);
+  try { ctx.upload_qk_norm(1, layers[1].qn, short_k); } catch (const std::exception& e) { m2 = e.what(); }
+  record("layer", "upload_qk_norm with a wrong k_norm size is refused with a message",
+         m2.find("k_norm.weight") != std::string::npos, 0, 0, m2);
+  {
+    std::vector<float> want = h, got(h.size());
+    ref::LayerWeightsRef plain = layers[1].w;
+    plain.qn.clear();
+    plain.kn.clear();
+    ref::decoder_layer(want, s, plain, in.cos.data(), in.sin.data(), in.mask.data(), true);
+    ctx.upload_hidden(h.data());
+    ctx.run_layer(1);
+    ctx.download_hidden(got.data());
+    check("layer", "after a refused upload_qk_norm the slot runs without norms", compare_real(got, want, in.mask, s.D),
+          kTolLayerEmu);
+  }
+  ref::LayerSpecRef sl = s;
+  sl.rms = false;
+  sc::Context lctx(gpu_spec(sl), true, size_t(256) << 10);
+  std::string m3;
+  try { lctx.upload_qk_norm(0, layers[0].qn, layers[0].kn); } catch (const std::exception& e) { m3 = e.what(); }
+  record("layer", "upload_qk_norm on a LayerNorm layer is refused", m3.find("LayerNorm") != std::string::npos, 0, 0, m3);
+}
+
 // The C API as the addon will use it: streamline_cuda.so opened with dlopen (its own static runtime), host pointers
 // only. Same layer as the in-process Context; errors come back as -1 plus a message.
 void check_capi() {
@@ -235,7 +355,7 @@ void check_capi() {
   SYM(streamline_cuda_upload_hidden); SYM(streamline_cuda_download_hidden); SYM(streamline_cuda_upload_layer);
   SYM(streamline_cuda_run_layer); SYM(streamline_cuda_save_state); SYM(streamline_cuda_cosine_states);
   SYM(streamline_cuda_last_error); SYM(streamline_cuda_memory); SYM(streamline_cuda_cosine_host);
-  SYM(streamline_cuda_set_window);
+  SYM(streamline_cuda_set_window); SYM(streamline_cuda_upload_layer_qk_norm);
 #undef SYM
   if (!streamline_cuda_create || !streamline_cuda_cosine_host || !streamline_cuda_memory || !streamline_cuda_last_error) {
     record("capi", "symbols", false, 0, 0, "missing exports in " + so);
@@ -296,6 +416,39 @@ void check_capi() {
            nmsg);
     streamline_cuda_set_window(ctx, 0);
   }
+  // Qwen3's q/k norm (optional symbol): a qwen3 layer into slot 0, normed, against the reference; then upload_layer
+  // of the same weights clears the norms (the plain reference); one norm only is refused.
+  if (!streamline_cuda_upload_layer_qk_norm) {
+    record("capi", "streamline_cuda_upload_layer_qk_norm exported", false, 0, 0, "missing in " + so);
+  } else if (ctx) {
+    const Style qs{"qwen3", true, true, true, true, false, false, false, false, false, Activation::SiLU, true};
+    HostLayer Q = make_layer(s, qs, DType::BF16, r);
+    streamline_cuda_weight qroles[STREAMLINE_CUDA_ROLES] = {};
+    for (int i = 0; i < STREAMLINE_CUDA_ROLES; i++)
+      qroles[i] = streamline_cuda_weight{Q.roles[i].data, int32_t(Q.roles[i].dtype), int64_t(Q.roles[i].numel)};
+    const streamline_cuda_weight qn{Q.qn.data, int32_t(Q.qn.dtype), int64_t(Q.qn.numel)},
+        kn{Q.kn.data, int32_t(Q.kn.dtype), int64_t(Q.kn.numel)};
+    std::vector<float> ref_q = h0, ref_p = h0, out_q(h0.size()), out_p(h0.size());
+    ref::decoder_layer(ref_q, s, Q.w, in.cos.data(), in.sin.data(), in.mask.data(), true);
+    ref::LayerWeightsRef plain = Q.w;
+    plain.qn.clear();
+    plain.kn.clear();
+    ref::decoder_layer(ref_p, s, plain, in.cos.data(), in.sin.data(), in.mask.data(), true);
+    const bool qok = streamline_cuda_upload_layer(ctx, 0, qroles) == 0 &&
+                     streamline_cuda_upload_layer_qk_norm(ctx, 0, &qn, &kn) == 0 &&
+                     streamline_cuda_upload_hidden(ctx, h0.data()) == 0 && streamline_cuda_run_layer(ctx, 0) == 0 &&
+                     streamline_cuda_download_hidden(ctx, out_q.data()) == 0;
+    record("capi", "upload_layer_qk_norm / run / download through dlopen", qok, 0, 0, qok ? "" : streamline_cuda_last_error());
+    if (qok) check("capi", "q/k-norm layer through the C API vs bf16-emulating ref", compare_real(out_q, ref_q, in.mask, s.D), kTolLayerEmu);
+    const bool pok = streamline_cuda_upload_layer(ctx, 0, qroles) == 0 && streamline_cuda_upload_hidden(ctx, h0.data()) == 0 &&
+                     streamline_cuda_run_layer(ctx, 0) == 0 && streamline_cuda_download_hidden(ctx, out_p.data()) == 0;
+    if (pok) check("capi", "upload_layer clears the slot's q/k norms", compare_real(out_p, ref_p, in.mask, s.D), kTolLayerEmu);
+    else record("capi", "upload_layer clears the slot's q/k norms", false, 0, 0, streamline_cuda_last_error());
+    const int one = streamline_cuda_upload_layer_qk_norm(ctx, 0, &qn, nullptr);
+    const std::string omsg = streamline_cuda_last_error();
+    record("capi", "upload_layer_qk_norm with one norm returns -1 with a message",
+           one == -1 && omsg.find("k_norm") != std::string::npos, 0, 0, omsg);
+  }
   uint64_t cur = 0, peak = 0;
   streamline_cuda_memory(&cur, &peak, 0);
   record("capi", fmt("memory report (current %.1f MiB, peak %.1f MiB)", double(cur) / (1 << 20), double(peak) / (1 << 20)),
@@ -309,7 +462,7 @@ void check_capi() {
 void run_layer_checks(bool quick) {
   std::printf("layer checks%s\n", quick ? " (quick)" : "");
   check_styles(quick);
-  for (auto fn : {check_streaming, check_windows, check_capi}) {
+  for (auto fn : {check_streaming, check_windows, check_qk_norm, check_capi}) {
     try {
       fn();
     } catch (const std::exception& e) {

@@ -45,13 +45,23 @@ struct Frozen {
   std::array<std::vector<float>, sc::kRoleCount> f32;
   std::array<std::vector<int64_t>, sc::kRoleCount> shape;
   std::array<sc::HostTensor, sc::kRoleCount> host{};
+  std::vector<float> qn, kn;  // Qwen3's q/k norms (f32 [Dh]; empty = none)
+  sc::HostTensor hqn, hkn;
   LayerWeights cpu;
 };
 
-Frozen make_frozen(const ReplacementSpec& s, bool biases, Rng& r) {
-  const Case c{"frozen", ReplacementKind::Layer, s, biases};
+Frozen make_frozen(const ReplacementSpec& s, bool biases, Rng& r, bool qk_norm = false) {
+  const Case c{"frozen", ReplacementKind::Layer, s, biases, qk_norm};
   const Params p = make_params(c, r);
   Frozen f;
+  if (qk_norm) {
+    f.qn = p[streamline::kRoleQNormW];
+    f.kn = p[streamline::kRoleKNormW];
+    f.cpu.q_norm_w = WeightView{f.qn.data(), DType::F32, {int64_t(s.Dh)}};
+    f.cpu.k_norm_w = WeightView{f.kn.data(), DType::F32, {int64_t(s.Dh)}};
+    f.hqn = sc::HostTensor{f.qn.data(), DType::F32, s.Dh};
+    f.hkn = sc::HostTensor{f.kn.data(), DType::F32, s.Dh};
+  }
   for (int tr = 0; tr < kRoles; tr++) {
     if (p[tr].empty()) continue;
     const int lr = tr <= streamline::kRoleGateW ? tr : tr + 1;
@@ -122,6 +132,7 @@ struct LmCase {
   size_t frozen, V;
   int final_norm;
   size_t chunk_rows;
+  bool qk_norm = false;  // Qwen3: q/k norms in R (a layer) and in every frozen layer
 };
 
 std::vector<LmCase> lm_cases() {
@@ -150,8 +161,15 @@ streamline::FrozenTail cpu_tail(const LmCase& c, const std::vector<Frozen>& fr, 
 
 void set_tail(sc::TrainStep& t, const std::vector<Frozen>& fr, const Head& h, size_t V) {
   std::vector<const sc::HostTensor*> layers;
-  for (const Frozen& f : fr) layers.push_back(f.host.data());
+  std::vector<std::pair<sc::HostTensor, sc::HostTensor>> norms;
+  bool qk = false;
+  for (const Frozen& f : fr) {
+    layers.push_back(f.host.data());
+    norms.emplace_back(f.hqn, f.hkn);
+    qk = qk || f.hqn.data;
+  }
   t.set_lm_tail(layers, h.hnw, h.hnb, h.hw, V);
+  if (qk) t.set_lm_tail_qk_norm(norms);
 }
 
 // What the step, staging, edge and C API checks start from: R's weights, `frozen` frozen layers, the head, one
@@ -235,11 +253,11 @@ void check_head(const LmCase& c, bool use_lt) {
 
 void check_lm_step(const LmCase& c, bool use_lt) {
   Rng r(900 + c.V);
-  const Case rc{c.name, c.kind, c.s, c.biases};
+  const Case rc{c.name, c.kind, c.s, c.biases, c.qk_norm};
   const Params p0 = make_params(rc, r);
   const std::vector<float> inv = inv_freq(rc);
   std::vector<Frozen> fr;
-  for (size_t k = 0; k < c.frozen; k++) fr.push_back(make_frozen(c.s, c.biases, r));
+  for (size_t k = 0; k < c.frozen; k++) fr.push_back(make_frozen(c.s, c.biases, r, c.qk_norm));
   const Head h = make_head(c.s, c.V, c.final_norm, r);
   const size_t B = c.s.B, T = c.s.T, D = c.s.D;
   const Batch b1 = make_batch(rc, B, r, nullptr, inv), b2 = make_batch(rc, B - 1, r, nullptr, inv);
@@ -259,6 +277,8 @@ void check_lm_step(const LmCase& c, bool use_lt) {
   const double lc1 = cpu_step_lm(b1, t1, w1), lc2 = cpu_step_lm(b2, t2, w2);
 
   sc::TrainStep t(c.kind, c.s, gpu_view(p0), ivp, use_lt);
+  if (!p0[streamline::kRoleQNormW].empty())
+    t.set_qk_norm(p0[streamline::kRoleQNormW].data(), p0[streamline::kRoleKNormW].data());
   set_tail(t, fr, h, c.V);
   t.set_lm_chunk_rows(c.chunk_rows);
   // Validation first (before any gradient exists): each sequence against lm_loss_eval of that sequence alone.
@@ -621,7 +641,22 @@ void check_capi_lm() {
   dlclose(lib);
 }
 
+// Qwen3: q/k norms in the trained layer and the frozen layers (activation gradients through the frozen norms), and in
+// the frozen layers of an mlp replacement's tail, through check_lm_step (eval_lm, loss, every gradient).
+static std::vector<LmCase> qk_lm_cases() {
+  return {
+      {"lm: layer qwen3 (q/k norms in R and 2 frozen layers), rmsnorm head", ReplacementKind::Layer,
+       spec(2, 21, 64, 4, 2, 16, 96, false, Activation::SiLU, true, true), false, 2, 97, 1, 7, true},
+      {"lm: mlp, 1 frozen qwen3 layer (q/k norm, rope, qkv bias)", ReplacementKind::MLP,
+       spec(2, 13, 64, 4, 2, 16, 96, false, Activation::SiLU, true, true), true, 1, 80, 1, 6, true},
+  };
+}
+
 void run_train_lm_checks(bool use_cublaslt) {
+  for (const LmCase& c : qk_lm_cases()) {
+    guard(std::string(c.name) + " (fallback)", [&] { check_lm_step(c, false); });
+    if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_lm_step(c, true); });
+  }
   for (const LmCase& c : lm_cases()) {
     guard(std::string(c.name) + " head (fallback)", [&] { check_head(c, false); });
     if (use_cublaslt) guard(std::string(c.name) + " head (cublaslt)", [&] { check_head(c, true); });

@@ -282,14 +282,15 @@ void check_fixture_head(const std::string& name, const Json& cfg, const SafeTens
 std::vector<size_t> layer_windows(const Json& cfg, const std::string& type, size_t L) {
   std::vector<size_t> w(L, 0);
   const Json* sw = cfg.get("sliding_window");
-  // Phi-3 like Mistral (every layer), but only when the key is set: absent means none there.
-  if (!sw || sw->kind != Json::Number || (type != "mistral" && type != "qwen2" && type != "phi3")) return w;
-  if (type == "qwen2") {
+  // Phi-3 like Mistral (every layer), but only when the key is set: absent means none there; Qwen3 keeps Qwen2's fields.
+  const bool qwen = type == "qwen2" || type == "qwen3";
+  if (!sw || sw->kind != Json::Number || (type != "mistral" && type != "phi3" && !qwen)) return w;
+  if (qwen) {
     const Json* use = cfg.get("use_sliding_window");
     if (!use || use->kind != Json::Bool || !use->b) return w;
   }
   const Json* types = cfg.get("layer_types");
-  const size_t from = type == "qwen2" ? size_t(cfg.number_or("max_window_layers", 28)) : 0;
+  const size_t from = qwen ? size_t(cfg.number_or("max_window_layers", 28)) : 0;
   for (size_t k = 0; k < L; k++) {
     const bool sliding = types && types->kind == Json::Array && k < types->arr.size()
                              ? types->arr[k].kind == Json::String && types->arr[k].str == "sliding_attention"
@@ -311,7 +312,7 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
   const std::string type = mt && mt->kind == Json::String ? mt->str : "?";
   const bool opt = type == "opt";
   const bool phi3 = type == "phi3";
-  if (!opt && !phi3 && type != "llama" && type != "mistral" && type != "qwen2") {
+  if (!opt && !phi3 && type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3") {
     record("fixture", name + ": model_type " + type, true, 0, 0, "skipped: not wired in the harness");
     return;
   }
@@ -321,7 +322,7 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
   const size_t B = size_t(ids->shape[0]), T = size_t(ids->shape[1]), M = B * T;
   const size_t D = size_t(cfg.number_or("hidden_size", 0)), H = size_t(cfg.number_or("num_attention_heads", 0));
   const size_t Hk = opt ? H : size_t(cfg.number_or("num_key_value_heads", double(H)));
-  const size_t Dh = opt ? D / H : size_t(cfg.number_or("head_dim", double(D / H)));
+  const size_t Dh = opt ? D / H : size_t(cfg.number_or("head_dim", type == "qwen3" ? 128.0 : double(D / H)));
   const size_t F = size_t(cfg.number_or(opt ? "ffn_dim" : "intermediate_size", 0));
   const size_t L = size_t(cfg.number_or("num_hidden_layers", 0));
   bool pre_norm = true;
@@ -368,6 +369,19 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
   const Part phi3_parts[] = {{sc::kQW, "self_attn.qkv_proj.weight", 0, H * Dh}, {sc::kKW, "self_attn.qkv_proj.weight", H * Dh, Hk * Dh},
                              {sc::kVW, "self_attn.qkv_proj.weight", (H + Hk) * Dh, Hk * Dh},
                              {sc::kGateW, "mlp.gate_up_proj.weight", 0, F}, {sc::kUpW, "mlp.gate_up_proj.weight", F, F}};
+  // Qwen3's q/k norms (absent elsewhere): [Dh] each, uploaded with Context::upload_qk_norm.
+  auto qk_of = [&](size_t k, sc::HostTensor* qk) {
+    const char* qk_names[2] = {"self_attn.q_norm.weight", "self_attn.k_norm.weight"};
+    for (int i = 0; i < 2; i++) {
+      qk[i] = sc::HostTensor{};
+      const StTensor* t = opt ? nullptr : model.find(pre + std::to_string(k) + "." + qk_names[i]);
+      if (!t) continue;
+      DType dt;
+      if (!t->has_dtype(&dt)) throw std::runtime_error(name + ": unsupported dtype " + t->dtype);
+      qk[i] = sc::HostTensor{t->data, dt, t->numel()};
+    }
+    if (bool(qk[0].data) != bool(qk[1].data)) throw std::runtime_error(name + ": q_norm and k_norm: both or neither");
+  };
   auto roles_of = [&](size_t k, sc::HostTensor* roles) {
     for (int role = 0; role < sc::kRoleCount; role++) {
       roles[role] = sc::HostTensor{};
@@ -398,8 +412,13 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
     sinv.resize(M * rot / 2);
     ref::rope_tables(cosv.data(), sinv.data(), pos.data(), inv.data(), M, rot / 2, rope_scaling);
   }
-  auto cpu_weights = [&](const sc::HostTensor* roles) {
+  auto cpu_weights = [&](const sc::HostTensor* roles, const sc::HostTensor* qk) {
     ref::LayerWeightsRef w;
+    for (int i = 0; i < 2; i++) {  // f32 on the GPU: not rounded
+      std::vector<float>& v = i == 0 ? w.qn : w.kn;
+      v.resize(qk[i].data ? qk[i].numel : 0);
+      for (size_t j = 0; j < v.size(); j++) v[j] = ref::wget(qk[i].data, qk[i].dtype, j);
+    }
     std::vector<float>* dst[sc::kRoleCount] = {&w.n1w, &w.n1b, &w.qw, &w.qb, &w.kw, &w.kb, &w.vw, &w.vb, &w.ow, &w.ob,
                                                &w.n2w, &w.n2b, &w.gw, &w.gb, &w.uw, &w.ub, &w.dw, &w.db};
     for (int role = 0; role < sc::kRoleCount; role++) {
@@ -418,16 +437,18 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
     ctxp->set_inputs(pos.data(), mask.data(), opt ? nullptr : inv.data(), rope_scaling);
   }
   auto run = [&](size_t k, std::vector<float>& h) {
-    sc::HostTensor roles[sc::kRoleCount];
+    sc::HostTensor roles[sc::kRoleCount], qk[2];
     roles_of(k, roles);
+    qk_of(k, qk);
     if (gpu) {
       ctxp->upload_layer(int(k % 2), roles);
+      if (qk[0].data) ctxp->upload_qk_norm(int(k % 2), qk[0], qk[1]);
       ctxp->set_window(windows[k]);
       ctxp->run_layer(int(k % 2));
     } else {
       ref::LayerSpecRef sk = s;
       sk.window = windows[k];
-      ref::decoder_layer(h, sk, cpu_weights(roles), opt ? nullptr : cosv.data(), opt ? nullptr : sinv.data(), mask.data(), true);
+      ref::decoder_layer(h, sk, cpu_weights(roles, qk), opt ? nullptr : cosv.data(), opt ? nullptr : sinv.data(), mask.data(), true);
     }
   };
   const char* who = gpu ? "GPU" : "CPU bf16-emulating";

@@ -112,7 +112,7 @@ int run_cpu_selftest() {
   }
   // The harness's local layer (f32, no bf16 emulation) against the project's CPU decoder_layer_forward.
   {
-    struct St { const char* name; bool rms, gated, pre, rope, mlp_only, qkvb, ob, mlpb, nb; streamline::Activation act; size_t window = 0; };
+    struct St { const char* name; bool rms, gated, pre, rope, mlp_only, qkvb, ob, mlpb, nb; streamline::Activation act; size_t window = 0; bool qk = false; };
     const St styles[] = {{"llama", true, true, true, true, false, false, false, false, false, streamline::Activation::SiLU},
                          {"qwen2", true, true, true, true, false, true, false, false, false, streamline::Activation::SiLU},
                          {"llama mlp_bias", true, true, true, true, false, true, true, true, false, streamline::Activation::SiLU},
@@ -120,6 +120,8 @@ int run_cpu_selftest() {
                          {"opt post-norm", false, false, false, false, false, true, true, true, true, streamline::Activation::ReLU},
                          {"gelu_tanh", true, true, true, true, false, false, false, false, false, streamline::Activation::GELUTanh},
                          {"mistral window 3", true, true, true, true, false, false, false, false, false, streamline::Activation::SiLU, 3},
+                         {"qwen3 q/k norm", true, true, true, true, false, false, false, false, false, streamline::Activation::SiLU, 0, true},
+                         {"qwen3 q/k norm + bias, window 4", true, true, true, true, false, true, true, false, false, streamline::Activation::SiLU, 4, true},
                          {"mlp block", true, true, true, false, true, false, false, false, false, streamline::Activation::SiLU},
                          {"mlp block post-norm", false, false, false, false, true, false, false, true, true, streamline::Activation::ReLU}};
     for (const St& st : styles) {
@@ -132,6 +134,7 @@ int run_cpu_selftest() {
         w.qw = mk(H * Dh * D, 0.125f); w.kw = mk(Hk * Dh * D, 0.125f); w.vw = mk(Hk * Dh * D, 0.125f); w.ow = mk(D * H * Dh, 0.125f);
         if (st.qkvb) { w.qb = mk(H * Dh, 0.1f); w.kb = mk(Hk * Dh, 0.1f); w.vb = mk(Hk * Dh, 0.1f); }
         if (st.ob) w.ob = mk(D, 0.1f);
+        if (st.qk) { w.qn = mk(Dh, 0.5f, 1.f); w.kn = mk(Dh, 0.5f, 1.f); }
       }
       w.n2w = mk(D, 0.1f, 1.f); if (st.nb) w.n2b = mk(D, 0.1f);
       if (st.gated) w.gw = mk(F * D, 0.125f);

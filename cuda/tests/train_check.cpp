@@ -28,6 +28,7 @@ void check_case(const Case& c, bool use_lt) {
   const double lc1 = cpu_step(c, pc, gc, b1, inv, w1), lc2 = cpu_step(c, pc, gc, b2, inv, w2);
 
   sc::TrainStep t(c.kind, c.s, gpu_view(p0), c.s.use_rope ? inv.data() : nullptr, use_lt);
+  if (c.qk_norm) t.set_qk_norm(p0[streamline::kRoleQNormW].data(), p0[streamline::kRoleKNormW].data());
   const double lg1 = gpu_step(t, b1, w1), lg2 = gpu_step(t, b2, w2);
   const double lerr = std::max(std::fabs(lg1 - lc1) / lc1, std::fabs(lg2 - lc2) / lc2);
   record("train", nm + ": loss of two micro-batches", lerr <= kTolTrainLoss, lerr, kTolTrainLoss,
@@ -66,14 +67,14 @@ void check_case(const Case& c, bool use_lt) {
   // without RoPE, whose gradient is exactly zero): a loose bound on the whole update, not per role.
   cpu_apply(pc, gc, mc, vc, opt, clip);
   Params dg = pg, dc = pc;
-  for (int k = 0; k < kRoles; k++)
+  for (int k = 0; k < kAllRoles; k++)
     for (size_t i = 0; i < dg[k].size(); i++) {
       dg[k][i] -= p0[k][i];
       dc[k][i] -= p0[k][i];
     }
   double num = 0, den = 0;
   size_t nan = 0;
-  for (int k = 0; k < kRoles; k++)
+  for (int k = 0; k < kAllRoles; k++)
     for (size_t i = 0; i < dg[k].size(); i++) {
       const double d = double(dg[k][i]) - dc[k][i];
       nan += std::isnan(d) ? 1 : 0;
@@ -100,6 +101,7 @@ void check_eval(const Case& c, bool use_lt) {
   const std::string nm = fmt("%s (%s)", c.name, use_lt ? "cublaslt" : "fallback");
   const size_t B = b.B, T = c.s.T, D = c.s.D;
   sc::TrainStep t(c.kind, c.s, gpu_view(p0), c.s.use_rope ? inv.data() : nullptr, use_lt);
+  if (c.qk_norm) t.set_qk_norm(p0[streamline::kRoleQNormW].data(), p0[streamline::kRoleKNormW].data());
   auto eval = [&](const Batch& in) {
     std::vector<double> l(B, -1.0);
     t.eval(in.x.data(), in.target.data(), in.pos.data(), in.mask.data(), B, l.data());
@@ -488,9 +490,65 @@ void check_window_mlp() {
          refused && spec_refused && zero_ok && t.window() == 0, 0, 0);
 }
 
+// Qwen3's q/k norms on the step: a GQA layer with RoPE and padding (tensor-core attention backward), an odd one with
+// q/k/v/o biases and Dh = 24 (f32 attention backward, f32 copies of the normed q/k), each through check_case (loss,
+// every gradient including the norms', clip + AdamW, the update) and check_eval; then set_qk_norm's refusals and that
+// the norms change the loss (the step without them is farther from the CPU's with them than the step with them).
+std::vector<Case> qk_cases() {
+  return {
+      {"layer qwen3 q/k norm gqa rope padded", ReplacementKind::Layer,
+       spec(2, 37, 128, 4, 2, 32, 256, false, Activation::SiLU, true, true), false, true},
+      {"layer qwen3 q/k norm odd, biases, Dh 24", ReplacementKind::Layer,
+       spec(3, 19, 72, 3, 1, 24, 100, false, Activation::SiLU, true, true), true, true},
+  };
+}
+
+void check_qk_norm_edges() {
+  const Case c = qk_cases()[0];
+  Rng r(4242);
+  const Params p0 = make_params(c, r);
+  const std::vector<float> inv = inv_freq(c);
+  const Batch b = make_batch(c, c.s.B, r, nullptr, inv);
+  const float* qn = p0[streamline::kRoleQNormW].data();
+  const float* kn = p0[streamline::kRoleKNormW].data();
+  sc::TrainStep t(c.kind, c.s, gpu_view(p0), inv.data(), false);
+  const bool before = !t.has(streamline::kRoleQNormW) && !t.has_qk_norm();
+  const bool one = throws_with([&] { t.set_qk_norm(qn, nullptr); }, "both");
+  const double plain = gpu_step(t, b, 1.f);
+  t.zero_grad();
+  t.set_qk_norm(qn, kn);
+  const double normed = gpu_step(t, b, 1.f);
+  Params cg = zeros_like(p0), cp = p0;
+  const double lc = cpu_step(c, cp, cg, b, inv, 1.f);
+  // The residual dominates this loss, so the norms move it by ~1e-3 only: "far" is relative to the normed step's own
+  // distance from the CPU (3x), not to the tolerance.
+  record("train", "q/k norm: absent before set_qk_norm, one norm refused, the loss follows the CPU's only with them",
+         before && one && t.has_qk_norm() && std::fabs(normed - lc) / lc <= kTolTrainLoss &&
+             std::fabs(plain - lc) > 3 * std::fabs(normed - lc),
+         std::fabs(normed - lc) / lc, kTolTrainLoss, fmt("without %.6g with %.6g cpu %.6g", plain, normed, lc));
+  const Case mlp = cases()[0];
+  Rng r2(5);
+  const Params pm = make_params(mlp, r2);
+  sc::TrainStep tm(mlp.kind, mlp.s, gpu_view(pm), nullptr, false);
+  const bool mlp_refused = throws_with([&] { tm.set_qk_norm(qn, kn); }, "layer replacement");
+  const Case ln = cases()[3];
+  Rng r3(6);
+  const Params pl = make_params(ln, r3);
+  const std::vector<float> ln_inv = inv_freq(ln);
+  sc::TrainStep tl(ln.kind, ln.s, gpu_view(pl), ln.s.use_rope ? ln_inv.data() : nullptr, false);
+  const bool ln_refused = throws_with([&] { tl.set_qk_norm(qn, kn); }, "LayerNorm");
+  record("train", "q/k norm: refused on an mlp replacement and on a LayerNorm layer", mlp_refused && ln_refused, 0, 0);
+}
+
 }  // namespace
 
 void run_train_step_checks(bool use_cublaslt) {
+  for (const Case& c : qk_cases()) {
+    guard(std::string(c.name) + " (fallback)", [&] { check_case(c, false); });
+    if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_case(c, true); });
+    guard(std::string(c.name) + " eval (fallback)", [&] { check_eval(c, false); });
+  }
+  guard("q/k norm edges", [] { check_qk_norm_edges(); });
   for (const Case& c : cases()) {
     guard(std::string(c.name) + " (fallback)", [&] { check_case(c, false); });
     if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_case(c, true); });

@@ -250,6 +250,55 @@ void check_capi_train() {
            0, 0, m1 + " | " + m2 + " | " + m3);
     if (t3) streamline_cuda_train_destroy(t3);
   }
+  // Qwen3's q/k norms (optional symbol): roles 17/18 are refused until train_set_qk_norm, then a step through dlopen
+  // gives the in-process step's loss and gradients bitwise (norms included), and get_state/set_state take them.
+  auto set_qk = reinterpret_cast<decltype(&::streamline_cuda_train_set_qk_norm)>(dlsym(h, "streamline_cuda_train_set_qk_norm"));
+  if (!set_qk) {
+    record("train", "C API: streamline_cuda_train_set_qk_norm exported", false, 0, 0, "missing in " + so);
+  } else {
+    Case cq = c;
+    cq.name = "layer qwen3 q/k norm";
+    cq.qk_norm = true;
+    Rng rq(6161);
+    const Params q0 = make_params(cq, rq);
+    const Batch bq = make_batch(cq, cq.s.B, rq, nullptr, inv);
+    const float* qn = q0[streamline::kRoleQNormW].data();
+    const float* kn = q0[streamline::kRoleKNormW].data();
+    sc::TrainStep tq(cq.kind, cq.s, gpu_view(q0), inv.data(), lt);
+    tq.set_qk_norm(qn, kn);
+    const double lq = gpu_step(tq, bq, 1.f);
+    const Params gq = gpu_grads(tq, q0);
+    const float* hq[STREAMLINE_CUDA_TRAIN_ROLES];
+    for (int k = 0; k < kRoles; k++) hq[k] = q0[k].empty() ? nullptr : q0[k].data();
+    streamline_cuda_train* t4 = nullptr;
+    std::vector<float> tmp(cq.s.Dh);
+    bool qok = streamline_cuda_train_create(1, &s, hq, inv.data(), &t4) == 0;
+    const int early = qok ? streamline_cuda_train_get_params(t4, STREAMLINE_CUDA_TRAIN_ROLE_Q_NORM, tmp.data(), int64_t(tmp.size())) : 0;
+    const std::string em = streamline_cuda_last_error();
+    const int one = qok ? set_qk(t4, qn, nullptr) : 0;
+    double l4 = 0;
+    qok = qok && set_qk(t4, qn, kn) == 0 &&
+          streamline_cuda_train_step(t4, bq.x.data(), bq.target.data(), bq.pos.data(), bq.mask.data(), int64_t(bq.B), 1.f, &l4) == 0;
+    Params g4 = zeros_like(q0);
+    for (int k = 0; k < kAllRoles && qok; k++)
+      if (!g4[k].empty()) qok = streamline_cuda_train_get_grads(t4, k, g4[k].data(), int64_t(g4[k].size())) == 0;
+    record("train", "C API: train_set_qk_norm / step / get_grads (roles 17, 18) through dlopen", qok, 0, 0,
+           qok ? "" : streamline_cuda_last_error());
+    record("train", "C API: q/k norm roles refused before train_set_qk_norm, one norm refused",
+           early == -1 && one == -1 && em.find("q_norm.weight") != std::string::npos, 0, 0, em);
+    if (qok) {
+      std::string w;
+      const Compare cg = worst_role(g4, gq, &w);
+      record("train", "C API: q/k-norm step bitwise the in-process step (loss, every gradient)",
+             l4 == lq && cg.rel_l2 == 0 && cg.nan_mismatch == 0, cg.rel_l2, 0, w);
+      std::vector<float> pm(cq.s.Dh), mm(cq.s.Dh), vm(cq.s.Dh), back(cq.s.Dh);
+      for (size_t i = 0; i < pm.size(); i++) pm[i] = 0.5f + float(i), mm[i] = 0.25f, vm[i] = 0.125f;
+      const bool sok = streamline_cuda_train_set_state(t4, STREAMLINE_CUDA_TRAIN_ROLE_K_NORM, pm.data(), mm.data(), vm.data(), int64_t(pm.size())) == 0 &&
+                       streamline_cuda_train_get_params(t4, STREAMLINE_CUDA_TRAIN_ROLE_K_NORM, back.data(), int64_t(back.size())) == 0;
+      record("train", "C API: set_state / get_params on k_norm.weight", sok && back == pm, 0, 0, sok ? "" : streamline_cuda_last_error());
+    }
+    if (t4) streamline_cuda_train_destroy(t4);
+  }
   if (tr) streamline_cuda_train_destroy(tr);
   dlclose(h);
 }

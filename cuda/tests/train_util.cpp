@@ -39,6 +39,7 @@ bool role_used(const Case& c, int r) {
     case kRoleMlpNormB: return c.s.layer_norm;
     case kRoleGateW: return c.s.gated;
     case kRoleUpB: case kRoleDownB: return c.biases;
+    case kRoleQNormW: case kRoleKNormW: return layer && c.qk_norm;
     default: return false;
   }
 }
@@ -46,11 +47,11 @@ bool role_used(const Case& c, int r) {
 Params make_params(const Case& c, Rng& r) {
   using namespace streamline;
   Params p;
-  for (int role = 0; role < kRoles; role++) {
+  for (int role = 0; role < kAllRoles; role++) {
     if (!role_used(c, role)) continue;
     size_t rows = 0, cols = 0;
     role_shape(c.s, role, &rows, &cols);
-    const bool norm_w = role == kRoleAttnNormW || role == kRoleMlpNormW;
+    const bool norm_w = role == kRoleAttnNormW || role == kRoleMlpNormW || role == kRoleQNormW || role == kRoleKNormW;
     p[role] = randn(rows * cols, r, cols > 1 ? float(1.0 / std::sqrt(double(cols))) : 0.1f);
     if (norm_w)
       for (auto& v : p[role]) v += 1.f;
@@ -60,17 +61,17 @@ Params make_params(const Case& c, Rng& r) {
 
 streamline::ReplacementParams cpu_params(const Params& p) {
   streamline::ReplacementParams v{};
-  for (int r = 0; r < kRoles; r++) v[r] = p[r].empty() ? nullptr : p[r].data();
+  for (int r = 0; r < kAllRoles; r++) v[r] = p[r].empty() ? nullptr : p[r].data();
   return v;
 }
 streamline::ReplacementGrads cpu_grads(Params& g) {
   streamline::ReplacementGrads v{};
-  for (int r = 0; r < kRoles; r++) v[r] = g[r].empty() ? nullptr : g[r].data();
+  for (int r = 0; r < kAllRoles; r++) v[r] = g[r].empty() ? nullptr : g[r].data();
   return v;
 }
 Params zeros_like(const Params& p) {
   Params g;
-  for (int r = 0; r < kRoles; r++) g[r].assign(p[r].size(), 0.f);
+  for (int r = 0; r < kAllRoles; r++) g[r].assign(p[r].size(), 0.f);
   return g;
 }
 
@@ -124,7 +125,7 @@ double cpu_apply(Params& p, Params& g, Params& m, Params& v, const streamline::A
   std::vector<float*> gs;
   std::vector<size_t> ns;
   std::vector<streamline::AdamWTensor> ts;
-  for (int r = 0; r < kRoles; r++) {
+  for (int r = 0; r < kAllRoles; r++) {
     if (p[r].empty()) continue;
     gs.push_back(g[r].data());
     ns.push_back(g[r].size());
@@ -148,13 +149,13 @@ double gpu_step(sc::TrainStep& t, const Batch& b, float scale) {
 
 Params gpu_grads(const sc::TrainStep& t, const Params& like) {
   Params g = zeros_like(like);
-  for (int r = 0; r < kRoles; r++)
+  for (int r = 0; r < kAllRoles; r++)
     if (!g[r].empty()) t.get_grad(r, g[r].data());
   return g;
 }
 Params gpu_params(const sc::TrainStep& t, const Params& like) {
   Params g = zeros_like(like);
-  for (int r = 0; r < kRoles; r++)
+  for (int r = 0; r < kAllRoles; r++)
     if (!g[r].empty()) t.get_param(r, g[r].data());
   return g;
 }
@@ -165,10 +166,10 @@ Params gpu_params(const sc::TrainStep& t, const Params& like) {
 // against its own rounding noise. *worst receives the role name.
 Compare worst_role(const Params& a, const Params& b, std::string* worst, double floor) {
   double total = 0;
-  for (int r = 0; r < kRoles; r++)
+  for (int r = 0; r < kAllRoles; r++)
     for (float v : b[r]) total += double(v) * v;
   Compare w;
-  for (int r = 0; r < kRoles; r++) {
+  for (int r = 0; r < kAllRoles; r++) {
     if (a[r].empty()) continue;
     Compare c = compare(a[r].data(), b[r].data(), a[r].size());
     double num = 0, den = 0;
@@ -240,7 +241,7 @@ bool same_losses(const std::vector<double>& a, const std::vector<double>& b, std
 }
 
 bool same_bits(const Params& a, const Params& b) {
-  for (int k = 0; k < kRoles; k++)
+  for (int k = 0; k < kAllRoles; k++)
     if (a[k].size() != b[k].size() || (!a[k].empty() && std::memcmp(a[k].data(), b[k].data(), a[k].size() * 4) != 0))
       return false;
   return true;

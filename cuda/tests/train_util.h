@@ -21,7 +21,8 @@ namespace sc = streamline::cuda;
 using streamline::Activation;
 using streamline::ReplacementKind;
 using streamline::ReplacementSpec;
-constexpr int kRoles = streamline::kCudaTrainRoles;  // the roles the GPU trainer learns (no q/k norm)
+constexpr int kRoles = streamline::kCudaTrainRoles;  // the roles of the C API's train_create (no q/k norm)
+constexpr int kAllRoles = streamline::kRoleCount;    // with the q/k norms (TrainStep::set_qk_norm)
 constexpr double kGradFloor = 1e-2;  // see worst_role
 
 struct Case {
@@ -29,13 +30,14 @@ struct Case {
   ReplacementKind kind;
   ReplacementSpec s;
   bool biases;  // linear biases (q/k/v/o for a layer, up/down) and LayerNorm biases
+  bool qk_norm = false;  // Qwen3's per-head q/k norms (layer, RMSNorm), given to the GPU step by set_qk_norm
 };
 ReplacementSpec spec(size_t B, size_t T, size_t D, size_t H, size_t Hk, size_t Dh, size_t F, bool ln, Activation act,
                      bool gated, bool rope);
 // mlp SwiGLU/RMSNorm; mlp OPT-style ReLU/LayerNorm/biases; layer GQA + RoPE, padded; odd-sized OPT-style layer.
 std::vector<Case> cases();
 
-using Params = std::array<std::vector<float>, kRoles>;  // empty vector = absent role
+using Params = std::array<std::vector<float>, kAllRoles>;  // empty vector = absent role
 Params make_params(const Case& c, Rng& r);
 streamline::ReplacementParams cpu_params(const Params& p);
 streamline::ReplacementGrads cpu_grads(Params& g);

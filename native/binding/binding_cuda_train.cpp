@@ -100,6 +100,9 @@ struct TrainApi {
   int (*step_lm_staged)(streamline_cuda_train*, float, double*);
   // Optional (nullptr in a backend built before sliding-window attention on the GPU).
   int (*set_windows)(streamline_cuda_train*, int64_t, int64_t, const int64_t*);
+  // Optional (nullptr in a backend built before Qwen3's q/k norms were trained on the GPU).
+  int (*set_qk_norm)(streamline_cuda_train*, const float*, const float*);
+  int (*set_lm_tail_qk_norm)(streamline_cuda_train*, int64_t, const streamline_cuda_weight*);
 };
 
 template <typename F> void resolve(F*& f, const char* name, std::string* missing) {
@@ -154,6 +157,9 @@ const TrainApi& train_api(Napi::Env env) {
                                                          cuda_symbol("streamline_cuda_train_stage_lm_kept"))
                                                    : nullptr;
       a.set_windows = reinterpret_cast<decltype(a.set_windows)>(cuda_symbol("streamline_cuda_train_set_windows"));
+      a.set_qk_norm = reinterpret_cast<decltype(a.set_qk_norm)>(cuda_symbol("streamline_cuda_train_set_qk_norm"));
+      a.set_lm_tail_qk_norm =
+          reinterpret_cast<decltype(a.set_lm_tail_qk_norm)>(cuda_symbol("streamline_cuda_train_set_lm_tail_qk_norm"));
       if (!missing.empty()) error = "the CUDA backend library lacks " + missing + " (built before GPU training existed)";
       else if (st.device_count == 0 || !st.reason.empty()) error = st.reason.empty() ? "no CUDA device" : st.reason;
     }
@@ -167,10 +173,11 @@ void check_rc(const TrainApi& a, int rc, const char* what) {
   if (rc != 0) throw Error("E_CUDA", std::string(what) + ": " + a.last_error());
 }
 
-// The C API's role numbering is streamline::ReplacementRole's (one table, role_name()) up to kCudaTrainRoles: the
-// q/k norms after it are CPU-only, and a trainer with them is refused below.
+// The C API's role numbering is streamline::ReplacementRole's (one table, role_name()) up to kCudaTrainRoles; the
+// q/k norms after it go through train_set_qk_norm (a trainer with them is refused by a library without it).
 static_assert(int(STREAMLINE_CUDA_TRAIN_ROLES) == int(kCudaTrainRoles) && int(STREAMLINE_CUDA_TRAIN_GATE_W) == int(kRoleGateW) &&
-                  int(STREAMLINE_CUDA_TRAIN_DOWN_B) == int(kRoleDownB),
+                  int(STREAMLINE_CUDA_TRAIN_DOWN_B) == int(kRoleDownB) &&
+                  STREAMLINE_CUDA_TRAIN_ROLE_Q_NORM == int(kRoleQNormW) && STREAMLINE_CUDA_TRAIN_ROLE_K_NORM == int(kRoleKNormW),
               "role numbering of streamline_cuda_train_create");
 
 class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
@@ -504,6 +511,8 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
       throw_error(env, "E_NATIVE_ARG", std::string(fn) + ": spec.heads, kvHeads and headDim are required with frozen layers "
                                        "(the trainer was opened without them)");
     auto roles = std::make_shared<std::vector<streamline_cuda_weight>>(size_t(layers.Length()) * STREAMLINE_CUDA_ROLES);
+    auto norms = std::make_shared<std::vector<streamline_cuda_weight>>(size_t(layers.Length()) * 2);
+    bool qk_norm = false;
     for (uint32_t k = 0; k < layers.Length(); k++) {
       const std::string what = std::string(fn) + ": layers[" + std::to_string(k) + "]";
       LayerWeights w = layer_weights(env, layers.Get(k), &keep, what);
@@ -515,8 +524,14 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
         }
       });
       if (w.gate_b) throw_error(env, "E_UNSUPPORTED", what + ": gate.bias (Llama mlp_bias) is not supported by --loss lm");
-      if (w.q_norm_w || w.k_norm_w)
-        throw_error(env, "E_UNSUPPORTED", what + ": q_norm.weight/k_norm.weight (Qwen3): the CUDA backend does not run q/k norms");
+      // The roles array has no q/k norm: without the function that takes them the tail would run different layers.
+      if ((w.q_norm_w || w.k_norm_w) && !api_->set_lm_tail_qk_norm)
+        throw_error(env, "E_UNSUPPORTED", what + ": q_norm.weight/k_norm.weight (Qwen3): the CUDA backend library lacks "
+                                                 "streamline_cuda_train_set_lm_tail_qk_norm (built before q/k norms in "
+                                                 "the lm tail on the GPU); rebuild it, or train on the CPU");
+      qk_norm = qk_norm || w.q_norm_w || w.k_norm_w;
+      (*norms)[2 * size_t(k)] = cuda_weight(w.q_norm_w);
+      (*norms)[2 * size_t(k) + 1] = cuda_weight(w.k_norm_w);
       for (int r = 0; r < STREAMLINE_CUDA_ROLES; r++)
         (*roles)[size_t(k) * STREAMLINE_CUDA_ROLES + r] = cuda_weight(*layer_weight_role(w, kCudaRoleNames[r]));
     }
@@ -531,6 +546,7 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
     return async(info, keep, [=] {
       auto& h = *head;
       check_rc(*a, a->set_lm_tail(t, n_layers, roles->data(), &h[0], &h[1], &h[2], vocab), "train_set_lm_tail");
+      if (qk_norm) check_rc(*a, a->set_lm_tail_qk_norm(t, n_layers, norms->data()), "train_set_lm_tail_qk_norm");
     });
   }
 
@@ -821,11 +837,13 @@ Napi::Value OpenTrainer(const Napi::CallbackInfo& info) {
   auto params = std::make_shared<ReplacementParams>();
   params->fill(nullptr);
   roles_arg(env, info[2], kind, s, params.get(), fn, "params", nullptr);
-  // The C API has no slot for them: dropping them would train a different layer than the one exported.
-  for (int r = kCudaTrainRoles; r < kRoleCount; r++)
-    if ((*params)[r])
-      throw_error(env, "E_UNSUPPORTED", std::string(fn) + ": params['" + role_name(r) + "']: the CUDA trainer does not "
-                                        "learn q/k norms (Qwen3); train this replacement on the CPU");
+  // train_create's array has no slot for them: without train_set_qk_norm, dropping them would train a different layer
+  // than the one exported.
+  const bool qk_norm = (*params)[kRoleQNormW] || (*params)[kRoleKNormW];
+  if (qk_norm && !api.set_qk_norm)
+    throw_error(env, "E_UNSUPPORTED", std::string(fn) + ": params['q_norm.weight'/'k_norm.weight'] (Qwen3): the CUDA "
+                                      "backend library lacks streamline_cuda_train_set_qk_norm (built before q/k norms "
+                                      "were trained on the GPU); rebuild it, or train on the CPU");
   // The frozen layers of an lm tail (setLmTail) are full decoder layers of the trainer's spec: for an mlp replacement
   // the spec is read a second time as a layer's (heads, RoPE, attention scale), as lmLossStep reads it, and those
   // fields go to the backend too (the mlp's own step ignores them).
@@ -872,6 +890,7 @@ Napi::Value OpenTrainer(const Napi::CallbackInfo& info) {
     streamline_cuda_train* t = nullptr;
     check_rc(*a, a->create(k, &cs, params->data(), inv, &t), "train_create");
     self->t_ = t;
+    if (qk_norm) check_rc(*a, a->set_qk_norm(t, (*params)[kRoleQNormW], (*params)[kRoleKNormW]), "train_set_qk_norm");
   }, [ref = std::make_shared<Napi::ObjectReference>(Napi::Persistent(obj))](Napi::Env) -> Napi::Value {
     return ref->Value();
   }, [self] { self->busy_ = false; });

@@ -53,6 +53,11 @@ Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
   o.Set("deviceName", s.device_name);
   o.Set("available", s.device_count > 0 && s.reason.empty());  // a GPU without cuBLASLt comes with a reason
   o.Set("reason", s.reason);
+  // Optional symbols the TypeScript side decides on before opening a context (a library built before them runs
+  // everything else).
+  o.Set("qkNorm", s.loaded && cuda_symbol("streamline_cuda_upload_layer_qk_norm") != nullptr);
+  o.Set("trainQkNorm", s.loaded && cuda_symbol("streamline_cuda_train_set_qk_norm") != nullptr);
+  o.Set("lmTailQkNorm", s.loaded && cuda_symbol("streamline_cuda_train_set_lm_tail_qk_norm") != nullptr);
   return o;
 }
 

@@ -16,7 +16,8 @@
 // can count uploads. Built a second time with STREAMLINE_CUDA_CPU_OLD_TRAINER defined (streamline_cuda_cpu_old.so),
 // it lacks streamline_cuda_train_eval, train_get_state/set_state, train_stage/step_staged, the lm functions
 // (train_set_lm_tail, train_step_lm, train_eval_lm, train_stage_lm, train_step_lm_staged) and the sliding-window
-// calls (set_window, train_set_windows), like a backend built before
+// calls (set_window, train_set_windows) and the q/k norm calls (upload_layer_qk_norm, train_set_qk_norm,
+// train_set_lm_tail_qk_norm), like a backend built before
 // those existed, so the callers' fallbacks are tested too. The lm functions log "train_set_lm_tail <n_layers>",
 // "train_step_lm <batch>" and "train_eval_lm <batch>". train_stage / train_step_staged log "train_stage <batch>",
 // "train_step_staged begin" and "train_step_staged end"; train_stage_lm / train_step_lm_staged log
@@ -138,6 +139,7 @@ const char* const kRoleNames[STREAMLINE_CUDA_ROLES] = {
 
 struct Slot {
   Buffer buf[STREAMLINE_CUDA_ROLES];
+  Buffer qk_buf[2];  // upload_layer_qk_norm's q_norm.weight, k_norm.weight
   LayerWeights w;
   bool loaded = false;
 };
@@ -248,10 +250,34 @@ SL_EXPORT int streamline_cuda_upload_layer(streamline_cuda_ctx* c, int slot, con
     sl.w = LayerWeights{};
     for (int r = 0; r < STREAMLINE_CUDA_ROLES; r++)
       *layer_weight_role(sl.w, kRoleNames[r]) = copy_weight(sl.buf[r], roles[r], shapes[r], kRoleNames[r]);
+    sl.qk_buf[0].resize(0);
+    sl.qk_buf[1].resize(0);
     validate_layer(s, sl.w, c->mlp_only);
     sl.loaded = true;
   });
 }
+
+#ifndef STREAMLINE_CUDA_CPU_OLD_TRAINER
+SL_EXPORT int streamline_cuda_upload_layer_qk_norm(streamline_cuda_ctx* c, int slot, const streamline_cuda_weight* q_norm,
+                                                   const streamline_cuda_weight* k_norm) {
+  return guarded([&] {
+    if (slot != 0 && slot != 1) throw Error("E_SHAPE", "upload_layer_qk_norm: slot must be 0 or 1");
+    Slot& sl = c->slots[slot];
+    if (!sl.loaded) throw Error("E_SHAPE", "upload_layer_qk_norm: no layer uploaded into this slot");
+    sl.w.q_norm_w = WeightView{};  // a refused upload leaves the slot without norms, as on the GPU
+    sl.w.k_norm_w = WeightView{};
+    if (!q_norm || !q_norm->data || !k_norm || !k_norm->data)
+      throw Error("E_SHAPE", "upload_layer_qk_norm: give both q_norm.weight and k_norm.weight");
+    const int64_t Dh = int64_t(c->spec.head_dim);
+    LayerWeights w = sl.w;
+    w.q_norm_w = copy_weight(sl.qk_buf[0], *q_norm, {Dh}, "q_norm.weight");
+    w.k_norm_w = copy_weight(sl.qk_buf[1], *k_norm, {Dh}, "k_norm.weight");
+    validate_layer(c->spec, w, c->mlp_only);
+    sl.w = w;
+    note_call("upload_layer_qk_norm");
+  });
+}
+#endif
 
 SL_EXPORT int streamline_cuda_run_layer(streamline_cuda_ctx* c, int slot) {
   return guarded([&] {
@@ -495,6 +521,34 @@ SL_EXPORT int streamline_cuda_train_create(int32_t kind, const streamline_cuda_t
 
 SL_EXPORT void streamline_cuda_train_destroy(streamline_cuda_train* t) { delete t; }
 
+#ifndef STREAMLINE_CUDA_CPU_OLD_TRAINER
+// Qwen3's q/k norms as two more roles of a layer replacement: replacement_step / lm_loss_step train them as the CPU
+// trainer does; kept in the name order the clipping sum follows.
+SL_EXPORT int streamline_cuda_train_set_qk_norm(streamline_cuda_train* t, const float* host_q_norm,
+                                               const float* host_k_norm) {
+  return guarded([&] {
+    if (t->kind != ReplacementKind::Layer) throw Error("E_SHAPE", "train_set_qk_norm: q/k norms belong to a layer replacement");
+    if (t->spec.layer_norm) throw Error("E_SHAPE", "train_set_qk_norm: q/k norms are RMSNorms, the layer's norm is a LayerNorm");
+    if (!host_q_norm || !host_k_norm) throw Error("E_SHAPE", "train_set_qk_norm: give both q_norm and k_norm");
+    const size_t Dh = t->spec.Dh;
+    t->roles.erase(std::remove_if(t->roles.begin(), t->roles.end(),
+                                  [](const TrainRole& r) { return r.role == kRoleQNormW || r.role == kRoleKNormW; }),
+                   t->roles.end());
+    for (int r : {int(kRoleQNormW), int(kRoleKNormW)}) {
+      const float* src = r == kRoleQNormW ? host_q_norm : host_k_norm;
+      t->roles.push_back(TrainRole{r, std::vector<float>(src, src + Dh), std::vector<float>(Dh, 0.f),
+                                   std::vector<float>(Dh, 0.f), std::vector<float>(Dh, 0.f)});
+    }
+    std::sort(t->roles.begin(), t->roles.end(),
+              [](const TrainRole& a, const TrainRole& b) { return std::strcmp(role_name(a.role), role_name(b.role)) < 0; });
+    size_t bytes = 0;
+    for (const auto& r : t->roles) bytes += 16 * r.p.size();
+    t->counted.resize(bytes);
+    note_call("train_set_qk_norm");
+  });
+}
+#endif
+
 SL_EXPORT int streamline_cuda_train_step(streamline_cuda_train* t, const float* host_x, const float* host_target,
                                          const int32_t* host_positions, const uint8_t* host_mask, int64_t batch,
                                          float grad_scale, double* loss) {
@@ -703,6 +757,37 @@ SL_EXPORT int streamline_cuda_train_set_lm_tail(streamline_cuda_train* t, int64_
     }
     note_call(std::string(fn) + " " + std::to_string(n_layers));
     t->lm = std::move(lm);
+  });
+}
+
+// The tail layers' q/k norms into the frozen tail's LayerWeights (lm_loss_step runs them as the CPU does).
+SL_EXPORT int streamline_cuda_train_set_lm_tail_qk_norm(streamline_cuda_train* t, int64_t n_layers,
+                                                        const streamline_cuda_weight* host_norms) {
+  return guarded([&] {
+    const char* fn = "train_set_lm_tail_qk_norm";
+    if (!t->lm) throw Error("E_SHAPE", std::string(fn) + ": train_set_lm_tail first");
+    auto& layers = t->lm->tail.layers;
+    if (n_layers != int64_t(layers.size()))
+      throw Error("E_SHAPE", std::string(fn) + ": " + std::to_string(n_layers) + " layers' norms for a tail of " +
+                                 std::to_string(layers.size()) + " layers");
+    if (n_layers > 0 && !host_norms) throw Error("E_SHAPE", std::string(fn) + ": host_norms is NULL");
+    const int64_t Dh = int64_t(t->lm->tail.layer.head_dim);
+    std::vector<LayerWeights> next = layers;  // applied only when every layer validates
+    for (int64_t k = 0; k < n_layers; k++) {
+      const std::string what = std::string(fn) + ": layers[" + std::to_string(k) + "]";
+      try {
+        for (int i = 0; i < 2; i++) {
+          t->lm->bufs.push_back(std::make_unique<Buffer>());
+          (i == 0 ? next[size_t(k)].q_norm_w : next[size_t(k)].k_norm_w) =
+              copy_weight(*t->lm->bufs.back(), host_norms[2 * k + i], {Dh}, i == 0 ? "q_norm.weight" : "k_norm.weight");
+        }
+        validate_layer(t->lm->tail.layer, next[size_t(k)]);
+      } catch (const Error& e) {
+        throw Error(e.code, what + ": " + e.what());
+      }
+    }
+    layers = next;
+    note_call(std::string(fn) + " " + std::to_string(n_layers));
   });
 }
 

@@ -1,5 +1,5 @@
 // Replacement training on a CUDA backend built before streamline_cuda_train_eval, train_get_state/set_state, the lm
-// functions and the sliding-window calls existed: streamline_cuda_cpu_old.so is the test backend (native/tests/cuda_cpu) compiled without them.
+// functions, the sliding-window calls and the q/k norm calls existed: streamline_cuda_cpu_old.so is the test backend (native/tests/cuda_cpu) compiled without them.
 // The binding resolves them optionally; the trainer then validates on the CPU with downloaded weights (still the CPU
 // run's numbers bitwise), saves no checkpoint on interruption, refuses to resume on cuda, and trains --loss lm on the
 // CPU after a warning. One backend library per
@@ -140,6 +140,40 @@ if (!existsSync(old)) {
     const wide = (await fixture('mistral')).description;
     const r = await core.scoreLayers(wide, { blocks: blocks(wide.vocab), n: 1, device: 'cuda' });
     assert.is(r.device, 'cuda');
+  });
+
+  test('qwen3 (q/k norm): the forward falls back with the missing function named; the binding refuses the norms', async () => {
+    assert.is(core.runtimeInfo().cuda.qkNorm, false);
+    const model = await fixture('qwen3');
+    const d = model.description;
+    const why = core.cudaUnsupported(d);
+    assert.match(why ?? '', /lacks streamline_cuda_upload_layer_qk_norm .*q\/k norm \(q_norm\/k_norm\) of qwen3.*rebuild it/);
+    const logs: core.DeviceMessage[] = [];
+    const blocks = [Int32Array.from({ length: 16 }, (_, i) => (i * 7 + 1) % d.vocab)];
+    const r = await core.scoreLayers(d, { blocks, n: 1, device: 'cuda', onLog: (m) => logs.push(m) });
+    assert.is(r.device, 'cpu');
+    assert.equal(r.matrix, (await core.scoreLayers(d, { blocks, n: 1, device: 'cpu' })).matrix);
+    assert.equal(logs.map((m) => m.level), ['warning']);
+    assert.match(logs[0]!.message, /upload_layer_qk_norm/);
+    // Past resolveDevice: uploading a layer with norms into a context is refused, not run without them.
+    const n = native(), T = 8;
+    const ctx = await n.cudaContext(core.nativeLayerSpec(d.semantics, 1, T, true, 1));
+    const [c1, m1] = await code(() => ctx.uploadLayer(0, d.layers[0]!.weights() as never));
+    ctx.destroy();
+    assert.is(c1, 'E_UNSUPPORTED');
+    assert.match(m1!, /lacks streamline_cuda_upload_layer_qk_norm .*rebuild it, or use --device cpu/);
+    // The trainer: params with q/k norms are refused (the trainer checks cudaInfo().trainQkNorm and trains on the CPU).
+    assert.is(n.cudaInfo().trainQkNorm, false);
+    const views = d.layers[1]!.weights(), params: Record<string, Float32Array> = {};
+    for (const [r, v] of Object.entries(views)) {
+      params[r] = new Float32Array(v!.shape.reduce((a, b) => a * b, 1));
+      n.convertFloats(params[r]!, 'f32', v!.data, v!.dtype);
+    }
+    const [c2, m2] = await code(() => n.cudaTrainer('layer', core.nativeLayerSpec(d.semantics, 1, T, true, 1), params, core.ropeFrequencies(d.rope!, T).invFreq));
+    assert.is(c2, 'E_UNSUPPORTED');
+    assert.match(m2!, /lacks streamline_cuda_train_set_qk_norm/);
+    // A model without q/k norms is unaffected.
+    assert.is(core.cudaUnsupported((await fixture('qwen2-bias')).description), null);
   });
 
   test.after(() => rmSync(tmp, { recursive: true, force: true }));

@@ -41,7 +41,7 @@ test('resolveDevice: cpu is the CPU without a message; cuda and auto follow cuda
 });
 
 test('cudaMissingPiece names the piece: not compiled, library not loadable, no driver, no GPU, no cuBLASLt', () => {
-  const base = { compiled: true, available: false, deviceCount: 0, deviceName: '', runtimeVersion: 13000, reason: '' };
+  const base = { compiled: true, available: false, deviceCount: 0, deviceName: '', runtimeVersion: 13000, reason: '', qkNorm: false };
   const piece = (o: Partial<typeof base>) => cudaMissingPiece({ ...base, ...o })!;
   assert.is(cudaMissingPiece({ ...base, available: true, deviceCount: 1 }), null);
   assert.match(piece({ compiled: false, reason: 'CUDA backend library not available (x.so: cannot open shared object file)' }), /^not compiled: /);

@@ -43,11 +43,17 @@ async function call<T>(what: string, p: () => Promise<T> | T): Promise<T> {
 }
 
 /**
- * Why the CUDA backend cannot run this model, in words, or null when it can. Today: the per-head q/k RMSNorm of Qwen3
- * (q_norm / k_norm), which neither the CUDA forward nor the CUDA trainer implements; running there would drop it.
+ * Why the CUDA backend cannot run this model's forward, in words, or null when it can. Today: the per-head q/k
+ * RMSNorm of Qwen3 (q_norm / k_norm) with a backend library built before it existed (no
+ * streamline_cuda_upload_layer_qk_norm); running there would drop it. Null when no library is loaded: the machine's
+ * missing piece (device.ts cudaMissingPiece) is then the reason. Training decides on its own (trainer.ts).
  */
 export function cudaUnsupported(desc: Pick<ModelDescription, 'semantics' | 'modelType'>): string | null {
-  if (desc.semantics.qkNorm) return `the CUDA backend does not implement the per-head q/k norm (q_norm/k_norm) of ${desc.modelType}`;
+  if (desc.semantics.qkNorm) {
+    const c = native().cudaInfo();
+    if (c.loaded && !c.qkNorm)
+      return `the CUDA backend library lacks streamline_cuda_upload_layer_qk_norm for the per-head q/k norm (q_norm/k_norm) of ${desc.modelType} (built before q/k norms on the GPU; rebuild it)`;
+  }
   return null;
 }
 

@@ -205,14 +205,19 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
   // On cuda the trainer holds the current weights; st.params is refreshed from it only where the host needs them. It
   // is opened first because only it says whether the backend has the lm loss; without, `lm` trains on the CPU.
   let gpu: NativeCudaTrainer | null = null;
-  // The CUDA trainer has no q/k norm roles (streamline_cuda.h): the binding refuses them rather than drop them.
+  // Qwen3's q/k norms: the replacement's go to the GPU through streamline_cuda_train_set_qk_norm, the lm tail's through
+  // streamline_cuda_train_set_lm_tail_qk_norm; a library built before them lacks them (the binding would refuse the
+  // norms rather than drop them), so such a run trains on the CPU.
   const qkNorm = roles.some((r) => r === 'q_norm.weight' || r === 'k_norm.weight');
-  // Nor a rotary width: partial RoPE (Phi-3 partial_rotary_factor) would rotate whole heads there.
+  const tailQkNorm = lm !== undefined && lm.layers.some((l) => l['q_norm.weight'] !== undefined || l['k_norm.weight'] !== undefined);
+  // The trainer's spec has no rotary width: partial RoPE (Phi-3 partial_rotary_factor) would rotate whole heads there.
   const partialRope = o.ropeInvFreq !== null && o.semantics.rotaryDim !== undefined && o.semantics.rotaryDim < o.semantics.headDim;
-  if (o.device === 'cuda' && qkNorm) {
-    o.onLog?.({ level: 'warning', message: 'q/k norm (q_norm/k_norm): the replacement trains on the CPU (the CUDA trainer does not implement the per-head q/k norm)' });
-  } else if (o.device === 'cuda' && partialRope) {
+  if (o.device === 'cuda' && partialRope) {
     o.onLog?.({ level: 'warning', message: `partial rotary embedding (${o.semantics.rotaryDim} of ${o.semantics.headDim} dims per head): the replacement trains on the CPU (the CUDA trainer rotates whole heads)` });
+  } else if (o.device === 'cuda' && qkNorm && !n.cudaInfo().trainQkNorm) {
+    o.onLog?.({ level: 'warning', message: 'q/k norm (q_norm/k_norm): the replacement trains on the CPU (this CUDA backend library lacks streamline_cuda_train_set_qk_norm: it was built before q/k norms were trained on the GPU; rebuild it)' });
+  } else if (o.device === 'cuda' && tailQkNorm && !n.cudaInfo().lmTailQkNorm) {
+    o.onLog?.({ level: 'warning', message: '--loss lm: the replacement trains on the CPU (this CUDA backend library lacks streamline_cuda_train_set_lm_tail_qk_norm for the frozen layers\' per-head q/k norm (q_norm/k_norm): it was built before them; rebuild it)' });
   } else if (o.device === 'cuda') {
     const g = await n.cudaTrainer(o.kind, spec(Math.min(micro, N)), byRole(st.params), o.ropeInvFreq);
     if (lm && !g.hasLm()) {
