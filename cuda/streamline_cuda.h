@@ -94,7 +94,7 @@ int streamline_cuda_memory(uint64_t* current, uint64_t* peak, int reset_peak);
 
 /* kind: 0 mlp, 1 layer. batch: the largest micro-batch a step may take. norm: 0 RMSNorm, 1 LayerNorm. activation as in
  * the layer spec. use_rope: rotate all head_dim dims with host_inv_freq[head_dim / 2] (in a layer replacement, and in
- * the frozen layers of an lm tail). heads / kv_heads / head_dim: required for a layer; for an mlp replacement they (and
+ * the frozen layers of an lm tail; train_set_rotary_dim narrows it to leading dims). heads / kv_heads / head_dim: required for a layer; for an mlp replacement they (and
  * use_rope, host_inv_freq) matter only to an lm tail with layers (0 = none given). attn_scale: 0 = 1/sqrt(head_dim).
  * use_cublaslt: 1 = GEMMs through cuBLASLt (fails when it cannot be loaded), 0 = fallback kernel. */
 typedef struct streamline_cuda_train_spec {
@@ -181,6 +181,12 @@ int streamline_cuda_train_apply(streamline_cuda_train* t, const streamline_cuda_
  * the bias and before RoPE (eps = norm_eps), their gradients sum over all head rows, clipping and AdamW include them.
  * Call before the first step. Optional: libraries built before it lack the symbol (the addon then trains on the CPU). */
 int streamline_cuda_train_set_qk_norm(streamline_cuda_train* t, const float* host_q_norm, const float* host_k_norm);
+/* Partial rotary embeddings (Phi-4-mini's partial_rotary_factor): rotate only the leading rot_dim dims of each q/k
+ * head (even, 0 < rot_dim <= head_dim; the rest pass unrotated), with host_inv_freq[rot_dim / 2] (copied; it replaces
+ * train_create's head_dim / 2 entries), in a layer replacement and in the lm tail's frozen layers. The trainer must
+ * have been created with use_rope. Call before the first step (and before train_set_lm_tail). Optional: libraries
+ * built before it lack the symbol (the addon then trains such a model on the CPU). */
+int streamline_cuda_train_set_rotary_dim(streamline_cuda_train* t, int64_t rot_dim, const float* host_inv_freq);
 /* Copy a role's f32 master weights (or its accumulated gradient) to host_out[numel]; numel must match the role. */
 int streamline_cuda_train_get_params(streamline_cuda_train* t, int32_t role, float* host_out, int64_t numel);
 int streamline_cuda_train_get_grads(streamline_cuda_train* t, int32_t role, float* host_out, int64_t numel);

@@ -39,6 +39,7 @@
 //   trainer.hasWindows() -> boolean; setWindows(window, tailWindows) (synchronous): the layer replacement's sliding
 //     window and the lm tail's, one per frozen layer (0 = full causal). Optional: without it the caller trains a
 //     windowed model on the CPU
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <memory>
@@ -103,6 +104,8 @@ struct TrainApi {
   // Optional (nullptr in a backend built before Qwen3's q/k norms were trained on the GPU).
   int (*set_qk_norm)(streamline_cuda_train*, const float*, const float*);
   int (*set_lm_tail_qk_norm)(streamline_cuda_train*, int64_t, const streamline_cuda_weight*);
+  // Optional (nullptr in a backend built before partial RoPE was trained on the GPU).
+  int (*set_rotary_dim)(streamline_cuda_train*, int64_t, const float*);
 };
 
 template <typename F> void resolve(F*& f, const char* name, std::string* missing) {
@@ -160,6 +163,8 @@ const TrainApi& train_api(Napi::Env env) {
       a.set_qk_norm = reinterpret_cast<decltype(a.set_qk_norm)>(cuda_symbol("streamline_cuda_train_set_qk_norm"));
       a.set_lm_tail_qk_norm =
           reinterpret_cast<decltype(a.set_lm_tail_qk_norm)>(cuda_symbol("streamline_cuda_train_set_lm_tail_qk_norm"));
+      a.set_rotary_dim =
+          reinterpret_cast<decltype(a.set_rotary_dim)>(cuda_symbol("streamline_cuda_train_set_rotary_dim"));
       if (!missing.empty()) error = "the CUDA backend library lacks " + missing + " (built before GPU training existed)";
       else if (st.device_count == 0 || !st.reason.empty()) error = st.reason.empty() ? "no CUDA device" : st.reason;
     }
@@ -849,13 +854,26 @@ Napi::Value OpenTrainer(const Napi::CallbackInfo& info) {
   // fields go to the backend too (the mlp's own step ignores them).
   const bool has_heads = kind == ReplacementKind::Layer || !absent(info[1].As<Napi::Object>().Get("heads"));
   const ReplacementSpec ls = kind == ReplacementKind::Layer || !has_heads ? s : spec_arg(env, info[1], ReplacementKind::Layer, fn);
-  // The trainer's C spec has no rotary width: partial RoPE (Phi-3 partial_rotary_factor) would rotate whole heads.
-  if (has_heads && ls.use_rope && ls.rotary != 0 && ls.rotary != ls.Dh)
-    throw_error(env, "E_UNSUPPORTED", std::string(fn) + ": spec.rotaryDim " + std::to_string(ls.rotary) + " < headDim: the CUDA "
-                                      "trainer rotates whole heads (partial RoPE); train this replacement on the CPU");
+  // The trainer's C spec has no rotary width (its layout is fixed): partial RoPE (Phi-4-mini's partial_rotary_factor)
+  // goes through train_set_rotary_dim, and without it the library would rotate whole heads, a different layer.
+  const bool partial = has_heads && ls.use_rope && ls.rotary != 0 && ls.rotary != ls.Dh;
+  if (partial && !api.set_rotary_dim)
+    throw_error(env, "E_UNSUPPORTED", std::string(fn) + ": spec.rotaryDim " + std::to_string(ls.rotary) + " < headDim " +
+                                      std::to_string(ls.Dh) + " (partial RoPE): the CUDA backend library lacks streamline_cuda_train_set_rotary_dim "
+                                      "(built before partial RoPE was trained on the GPU); rebuild it, or train on the CPU");
+  const int64_t rot = partial ? int64_t(ls.rotary) : 0;
   const float* inv = nullptr;
-  if (ls.use_rope && has_heads)
-    inv = typed<Napi::Float32Array>(env, info[3], napi_float32_array, ls.Dh / 2, std::string(fn) + ": ropeInvFreq", "Float32Array").Data();
+  // train_create copies head_dim/2 frequencies: a partial model's rot/2 go in zero-padded (the padding is never read
+  // once train_set_rotary_dim has replaced them, before any step).
+  auto padded = std::make_shared<std::vector<float>>();
+  if (ls.use_rope && has_heads) {
+    const size_t n = partial ? ls.rotary / 2 : ls.Dh / 2;
+    inv = typed<Napi::Float32Array>(env, info[3], napi_float32_array, n, std::string(fn) + ": ropeInvFreq", "Float32Array").Data();
+    if (partial) {
+      padded->assign(ls.Dh / 2, 0.f);
+      std::copy(inv, inv + n, padded->begin());
+    }
+  }
   if (s.grad_scale != 1.f) throw_error(env, "E_NATIVE_ARG", "cudaTrainer: spec.gradScale is per step here (step's gradScale)");
   streamline_cuda_train_spec cs{};
   cs.batch = int64_t(s.B);
@@ -888,8 +906,9 @@ Napi::Value OpenTrainer(const Napi::CallbackInfo& info) {
   int32_t k = kind == ReplacementKind::Layer ? 1 : 0;
   return run_async(env, {info[2], info[3], obj}, [=] {
     streamline_cuda_train* t = nullptr;
-    check_rc(*a, a->create(k, &cs, params->data(), inv, &t), "train_create");
+    check_rc(*a, a->create(k, &cs, params->data(), rot ? padded->data() : inv, &t), "train_create");
     self->t_ = t;
+    if (rot) check_rc(*a, a->set_rotary_dim(t, rot, inv), "train_set_rotary_dim");
     if (qk_norm) check_rc(*a, a->set_qk_norm(t, (*params)[kRoleQNormW], (*params)[kRoleKNormW]), "train_set_qk_norm");
   }, [ref = std::make_shared<Napi::ObjectReference>(Napi::Persistent(obj))](Napi::Env) -> Napi::Value {
     return ref->Value();

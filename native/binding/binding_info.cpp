@@ -57,6 +57,7 @@ Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
   // everything else).
   o.Set("qkNorm", s.loaded && cuda_symbol("streamline_cuda_upload_layer_qk_norm") != nullptr);
   o.Set("trainQkNorm", s.loaded && cuda_symbol("streamline_cuda_train_set_qk_norm") != nullptr);
+  o.Set("trainRotaryDim", s.loaded && cuda_symbol("streamline_cuda_train_set_rotary_dim") != nullptr);
   o.Set("lmTailQkNorm", s.loaded && cuda_symbol("streamline_cuda_train_set_lm_tail_qk_norm") != nullptr);
   return o;
 }

@@ -16,8 +16,8 @@
 // can count uploads. Built a second time with STREAMLINE_CUDA_CPU_OLD_TRAINER defined (streamline_cuda_cpu_old.so),
 // it lacks streamline_cuda_train_eval, train_get_state/set_state, train_stage/step_staged, the lm functions
 // (train_set_lm_tail, train_step_lm, train_eval_lm, train_stage_lm, train_step_lm_staged) and the sliding-window
-// calls (set_window, train_set_windows) and the q/k norm calls (upload_layer_qk_norm, train_set_qk_norm,
-// train_set_lm_tail_qk_norm), like a backend built before
+// calls (set_window, train_set_windows), the q/k norm calls (upload_layer_qk_norm, train_set_qk_norm,
+// train_set_lm_tail_qk_norm) and train_set_rotary_dim (logged "train_set_rotary_dim <rot>"), like a backend built before
 // those existed, so the callers' fallbacks are tested too. The lm functions log "train_set_lm_tail <n_layers>",
 // "train_step_lm <batch>" and "train_eval_lm <batch>". train_stage / train_step_staged log "train_stage <batch>",
 // "train_step_staged begin" and "train_step_staged end"; train_stage_lm / train_step_lm_staged log
@@ -545,6 +545,21 @@ SL_EXPORT int streamline_cuda_train_set_qk_norm(streamline_cuda_train* t, const 
     for (const auto& r : t->roles) bytes += 16 * r.p.size();
     t->counted.resize(bytes);
     note_call("train_set_qk_norm");
+  });
+}
+
+// Partial RoPE: the CPU spec's rotary (R) and the tail's rotary_dim, with the narrower inv_freq both steps read.
+SL_EXPORT int streamline_cuda_train_set_rotary_dim(streamline_cuda_train* t, int64_t rot_dim,
+                                                   const float* host_inv_freq) {
+  return guarded([&] {
+    if (!t->lm_layer.use_rope) throw Error("E_SHAPE", "train_set_rotary_dim: the trainer was created without RoPE");
+    if (rot_dim <= 0 || rot_dim % 2 != 0 || size_t(rot_dim) > t->spec.Dh)
+      throw Error("E_SHAPE", "train_set_rotary_dim: rot_dim must be even and in (0, head_dim]");
+    if (!host_inv_freq) throw Error("E_SHAPE", "train_set_rotary_dim: inv_freq[rot_dim / 2] is required");
+    t->inv_freq.assign(host_inv_freq, host_inv_freq + rot_dim / 2);
+    t->spec.rotary = size_t(rot_dim);
+    t->lm_layer.rotary_dim = size_t(rot_dim);
+    note_call("train_set_rotary_dim " + std::to_string(rot_dim));
   });
 }
 #endif

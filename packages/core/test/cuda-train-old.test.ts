@@ -1,5 +1,5 @@
 // Replacement training on a CUDA backend built before streamline_cuda_train_eval, train_get_state/set_state, the lm
-// functions, the sliding-window calls and the q/k norm calls existed: streamline_cuda_cpu_old.so is the test backend (native/tests/cuda_cpu) compiled without them.
+// functions, the sliding-window calls, the q/k norm calls and train_set_rotary_dim existed: streamline_cuda_cpu_old.so is the test backend (native/tests/cuda_cpu) compiled without them.
 // The binding resolves them optionally; the trainer then validates on the CPU with downloaded weights (still the CPU
 // run's numbers bitwise), saves no checkpoint on interruption, refuses to resume on cuda, and trains --loss lm on the
 // CPU after a warning. One backend library per
@@ -174,6 +174,32 @@ if (!existsSync(old)) {
     assert.match(m2!, /lacks streamline_cuda_train_set_qk_norm/);
     // A model without q/k norms is unaffected.
     assert.is(core.cudaUnsupported((await fixture('qwen2-bias')).description), null);
+  });
+
+  test('phi3-partial (partial RoPE): the trainer falls back to the CPU naming train_set_rotary_dim; the binding refuses it', async () => {
+    assert.is(native().cudaInfo().trainRotaryDim, false);
+    const model = await fixture('phi3-partial');
+    const logs: core.DeviceMessage[] = [];
+    const o = { calib, samples: 2, seqLen: 16, trainSamples: 4, epochs: 1, n: 1, replacement: 'layer' as const, seed: 5 };
+    const gpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'partial-cuda'), device: 'cuda', onLog: (m) => logs.push(m) });
+    const cpu = await core.prune(model, { ...o, outDir: path.join(tmp, 'partial-cpu'), device: 'cpu' });
+    assert.equal([gpu.device, gpu.training!.device], ['cuda', 'cpu']);
+    const warnings = logs.filter((m) => m.level === 'warning').map((m) => m.message);
+    assert.is(warnings.length, 1);
+    assert.match(warnings[0]!, /partial rotary embedding \(12 of 16 dims per head\).*lacks streamline_cuda_train_set_rotary_dim/);
+    const x = core.openCheckpoint(cpu.exported!.outDir), y = core.openCheckpoint(gpu.exported!.outDir);
+    assert.equal(y.names(), x.names());
+    for (const t of x.names()) assert.ok(Buffer.from(x.tensor(t).data).equals(Buffer.from(y.tensor(t).data)), t);
+    // Past the trainer's check: a partial spec is refused rather than trained with whole heads rotated.
+    const d = model.description, n = native(), T = 8;
+    const views = d.layers[1]!.weights(), params: Record<string, Float32Array> = {};
+    for (const [r, v] of Object.entries(views)) {
+      params[r] = new Float32Array(v!.shape.reduce((a, b) => a * b, 1));
+      n.convertFloats(params[r]!, 'f32', v!.data, v!.dtype);
+    }
+    const [c, m] = await code(() => n.cudaTrainer('layer', core.nativeLayerSpec(d.semantics, 1, T, true, 1), params, core.ropeFrequencies(d.rope!, T).invFreq));
+    assert.is(c, 'E_UNSUPPORTED');
+    assert.match(m!, /rotaryDim 12 < headDim 16.*lacks streamline_cuda_train_set_rotary_dim/);
   });
 
   test.after(() => rmSync(tmp, { recursive: true, force: true }));

@@ -210,10 +210,11 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
   // norms rather than drop them), so such a run trains on the CPU.
   const qkNorm = roles.some((r) => r === 'q_norm.weight' || r === 'k_norm.weight');
   const tailQkNorm = lm !== undefined && lm.layers.some((l) => l['q_norm.weight'] !== undefined || l['k_norm.weight'] !== undefined);
-  // The trainer's spec has no rotary width: partial RoPE (Phi-3 partial_rotary_factor) would rotate whole heads there.
+  // The trainer's C spec has no rotary width: partial RoPE (Phi-4-mini's partial_rotary_factor) goes to the GPU through
+  // streamline_cuda_train_set_rotary_dim; a library built before it would rotate whole heads (the binding refuses).
   const partialRope = o.ropeInvFreq !== null && o.semantics.rotaryDim !== undefined && o.semantics.rotaryDim < o.semantics.headDim;
-  if (o.device === 'cuda' && partialRope) {
-    o.onLog?.({ level: 'warning', message: `partial rotary embedding (${o.semantics.rotaryDim} of ${o.semantics.headDim} dims per head): the replacement trains on the CPU (the CUDA trainer rotates whole heads)` });
+  if (o.device === 'cuda' && partialRope && !n.cudaInfo().trainRotaryDim) {
+    o.onLog?.({ level: 'warning', message: `partial rotary embedding (${o.semantics.rotaryDim} of ${o.semantics.headDim} dims per head): the replacement trains on the CPU (this CUDA backend library lacks streamline_cuda_train_set_rotary_dim: it was built before partial RoPE was trained on the GPU; rebuild it)` });
   } else if (o.device === 'cuda' && qkNorm && !n.cudaInfo().trainQkNorm) {
     o.onLog?.({ level: 'warning', message: 'q/k norm (q_norm/k_norm): the replacement trains on the CPU (this CUDA backend library lacks streamline_cuda_train_set_qk_norm: it was built before q/k norms were trained on the GPU; rebuild it)' });
   } else if (o.device === 'cuda' && tailQkNorm && !n.cudaInfo().lmTailQkNorm) {
