@@ -28,7 +28,9 @@ void gated_backward(float* dgate, float* dup, const float* dy, const float* gate
 // zeroed buffers; dgate/dup (optional) receive the same values in f32. Everything written, not accumulated.
 void mlp_activation_backward_bf16(bf16* dgate_bf, bf16* dup_bf, float* dgate, float* dup, const float* dy,
                                   const float* gate, const float* up, size_t n, Activation act, cudaStream_t s);
-void rope_backward(float* dx, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh, cudaStream_t s);
+// rot: the leading dims of each head that were rotated (0 = all Dh); cos/sin are [M, rot/2]. The rest pass unchanged.
+void rope_backward(float* dx, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh, cudaStream_t s,
+                   size_t rot = 0);
 // Flash-style: recomputes P tile by tile from q, k and lse (no T x T matrix in global memory). dq, dk, dv
 // overwritten; out and lse from attention_forward with the same window (0 = none: plain causal; i - j < window
 // otherwise). dk/dv of a KV head sum over its H/Hk query heads.

@@ -165,8 +165,9 @@ void mlp_activation_backward_bf16(bf16* dgate_bf, bf16* dup_bf, float* dgate, fl
   SL_LAUNCH_CHECK();
 }
 
-void rope_backward(float* dx, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh, cudaStream_t s) {
-  const size_t half = Dh / 2, n = M * nheads * half;
+void rope_backward(float* dx, const float* cos, const float* sin, size_t M, size_t nheads, size_t Dh, cudaStream_t s,
+                   size_t rot) {
+  const size_t half = (rot ? rot : Dh) / 2, n = M * nheads * half;
   if (n == 0) return;
   rope_bwd_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(dx, cos, sin, M, unsigned(nheads), unsigned(half),
                                                              unsigned(Dh));

@@ -427,6 +427,14 @@ SL_EXPORT int streamline_cuda_train_set_qk_norm(streamline_cuda_train* t, const 
   return guarded([&] { t->set_qk_norm(host_q_norm, host_k_norm); });
 }
 
+SL_EXPORT int streamline_cuda_train_set_rotary_dim(streamline_cuda_train* t, int64_t rot_dim,
+                                                   const float* host_inv_freq) {
+  return guarded([&] {
+    if (rot_dim <= 0) throw CudaError("train_set_rotary_dim: rot_dim must be positive");
+    t->set_rotary_dim(size_t(rot_dim), host_inv_freq);
+  });
+}
+
 SL_EXPORT int streamline_cuda_train_get_params(streamline_cuda_train* t, int32_t role, float* host_out, int64_t numel) {
   return guarded([&] {
     check_role(t, role, numel, "train_get_params");

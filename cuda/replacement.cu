@@ -60,9 +60,9 @@ bool use_tc_attention_backward() {
 __global__ void qkv_prepare_norm_kernel(bf16* out, float* q, float* k, float* v, float* pre, const float* f,
                                         const float* qb, const float* kb, const float* vb, const float* qn,
                                         const float* kn, float eps, const float* cs, const float* sn, size_t M,
-                                        unsigned H, unsigned Hk, unsigned Dh) {
+                                        unsigned H, unsigned Hk, unsigned Dh, unsigned rot) {
   extern __shared__ float rinv[];
-  const unsigned Q = H * Dh, KV = Hk * Dh, N = Q + 2 * KV, half = Dh / 2, nh = H + Hk;
+  const unsigned Q = H * Dh, KV = Hk * Dh, N = Q + 2 * KV, half = rot / 2, nh = H + Hk;
   const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
   auto bias = [&](unsigned c) -> float {
     if (c < Q) return qb ? qb[c] : 0.f;
@@ -105,6 +105,12 @@ __global__ void qkv_prepare_norm_kernel(bf16* out, float* q, float* k, float* v,
         store(m, c, x1 * cc - x2 * ss);
         store(m, c + half, x2 * cc + x1 * ss);
       }
+      // partial RoPE (Phi-4-mini): the dims past rot in each head are normed but not rotated
+      const unsigned pass = Dh - rot;
+      for (unsigned i = threadIdx.x; i < nh * pass; i += blockDim.x) {
+        const unsigned h = i / pass, c = h * Dh + rot + (i - h * pass);
+        store(m, c, normed(c));
+      }
       for (unsigned c = Q + KV + threadIdx.x; c < N; c += blockDim.x) store(m, c, row[c] + bias(c));
     } else {
       for (unsigned c = threadIdx.x; c < N; c += blockDim.x) store(m, c, c < Q + KV ? normed(c) : row[c] + bias(c));
@@ -118,8 +124,8 @@ __global__ void qkv_prepare_norm_kernel(bf16* out, float* q, float* k, float* v,
 // (q, k, v contiguous) for the f32 attention_backward.
 __global__ void qkv_prepare_kernel(bf16* out, float* q, float* k, float* v, const float* f, const float* qb,
                                    const float* kb, const float* vb, const float* cs, const float* sn, size_t M,
-                                   unsigned H, unsigned Hk, unsigned Dh) {
-  const unsigned Q = H * Dh, KV = Hk * Dh, N = Q + 2 * KV, half = Dh / 2;
+                                   unsigned H, unsigned Hk, unsigned Dh, unsigned rot) {
+  const unsigned Q = H * Dh, KV = Hk * Dh, N = Q + 2 * KV, half = rot / 2;
   auto bias = [&](unsigned c) -> float {
     if (c < Q) return qb ? qb[c] : 0.f;
     if (c < Q + KV) return kb ? kb[c - Q] : 0.f;
@@ -143,6 +149,12 @@ __global__ void qkv_prepare_kernel(bf16* out, float* q, float* k, float* v, cons
         const float cc = cs[m * half + j], ss = sn[m * half + j];
         store(m, c, x1 * cc - x2 * ss);
         store(m, c + half, x2 * cc + x1 * ss);
+      }
+      // partial RoPE: q/k dims past rot keep their biased values; v is never rotated
+      const unsigned pass = Dh - rot;
+      for (unsigned i = threadIdx.x; i < (H + Hk) * pass; i += blockDim.x) {
+        const unsigned h = i / pass, c = h * Dh + rot + (i - h * pass);
+        store(m, c, row[c] + bias(c));
       }
       for (unsigned c = Q + KV + threadIdx.x; c < N; c += blockDim.x) store(m, c, row[c] + bias(c));
     } else {
@@ -269,11 +281,12 @@ TrainStep::TrainStep(ReplacementKind kind, const ReplacementSpec& spec,
     check(s.H > 0 && s.Hk > 0 && s.Dh > 0 && s.H % s.Hk == 0, "heads must be a positive multiple of kv_heads");
     check(!s.use_rope || (s.Dh % 2 == 0 && inv_freq), "RoPE needs an even head_dim and inv_freq");
   }
+  check(s.rotary % 2 == 0 && s.rotary <= s.Dh, "rotary dims must be even and <= head_dim");
   rope_ = layer && s.use_rope;
   // the CPU step's spec field, so a caller of both passes the window once (set_windows may change it later)
   check(layer || s.window == 0, "an mlp replacement has no attention window (spec.window must be 0)");
   window_ = s.window;
-  if (s.use_rope && inv_freq && s.Dh % 2 == 0) inv_freq_host_.assign(inv_freq, inv_freq + s.Dh / 2);
+  if (s.use_rope && inv_freq && s.Dh % 2 == 0) inv_freq_host_.assign(inv_freq, inv_freq + rot() / 2);
   Q_ = s.H * s.Dh;
   KV_ = s.Hk * s.Dh;
   Nqkv_ = Q_ + 2 * KV_;
@@ -395,11 +408,13 @@ void TrainStep::alloc_layer_buffers() {
   dattn_ = static_cast<float*>(alloc(M * Q_ * 4));
   dqkv_bf_ = static_cast<bf16*>(alloc(M * Nqkv_ * 2));
   if (s.use_rope) {
+    // sized for whole heads, so set_rotary_dim can narrow the rotation later without reallocating
     const size_t half = s.Dh / 2;
     inv_freq_ = static_cast<float*>(alloc(half * 4));
     cos_ = static_cast<float*>(alloc(M * half * 4));
     sin_ = static_cast<float*>(alloc(M * half * 4));
-    SL_CUDA_CHECK(cudaMemcpyAsync(inv_freq_, inv_freq_host_.data(), half * 4, cudaMemcpyHostToDevice, stream_));
+    SL_CUDA_CHECK(cudaMemcpyAsync(inv_freq_, inv_freq_host_.data(), inv_freq_host_.size() * 4, cudaMemcpyHostToDevice,
+                                  stream_));
   }
   layer_buffers_ = true;
 }
@@ -432,18 +447,18 @@ void TrainStep::forward(const LayerDev& w, ReplacementKind kind, const float* x,
     norm_rows(nk, nullptr, a_bf_, nullptr, x, nullptr, nullptr, w.vec[kRoleAttnNormW], w.vec[kRoleAttnNormB],
               DType::F32, M, D, s.norm_eps, st);
     gemm_.run(qkv_f_, DType::F32, a_bf_, w.wqkv, M, Nqkv_, D, 0.f, st);
-    if (s.use_rope) rope_tables(cos_, sin_, positions, inv_freq_, M, s.Dh / 2, s.rope_attention_scaling, st);
+    if (s.use_rope) rope_tables(cos_, sin_, positions, inv_freq_, M, rot() / 2, s.rope_attention_scaling, st);
     if (w.vec[kRoleQNormW]) {
       check(qk_pre_ != nullptr, "q/k norm buffers missing");
       qkv_prepare_norm_kernel<<<rows_grid(M), 256, (s.H + s.Hk) * sizeof(float), st>>>(
           qkv_bf_, q_, k_, v_act_, qk_pre_, qkv_f_, w.vec[kRoleQB], w.vec[kRoleKB], w.vec[kRoleVB], w.vec[kRoleQNormW],
           w.vec[kRoleKNormW], s.norm_eps, s.use_rope ? cos_ : nullptr, s.use_rope ? sin_ : nullptr, M, unsigned(s.H),
-          unsigned(s.Hk), unsigned(s.Dh));
+          unsigned(s.Hk), unsigned(s.Dh), unsigned(rot()));
     } else {
       qkv_prepare_kernel<<<rows_grid(M), 256, 0, st>>>(qkv_bf_, q_, k_, v_act_, qkv_f_, w.vec[kRoleQB], w.vec[kRoleKB],
                                                        w.vec[kRoleVB], s.use_rope ? cos_ : nullptr,
                                                        s.use_rope ? sin_ : nullptr, M, unsigned(s.H), unsigned(s.Hk),
-                                                       unsigned(s.Dh));
+                                                       unsigned(s.Dh), unsigned(rot()));
     }
     SL_LAUNCH_CHECK();
     attention_forward_bf16(attn_bf_, Q_, lse_, qkv_bf_, Nqkv_, qkv_bf_ + Q_, qkv_bf_ + Q_ + KV_, Nqkv_, mask, B, s.T,
@@ -537,8 +552,8 @@ void TrainStep::backward(const LayerDev& w, ReplacementKind kind, bool trainable
     attention_backward(dq, dk, dv, dattn_, q_, k_, v_act_, attn_, lse_, mask, B, s.T, s.H, s.Hk, s.Dh, s.attn_scale,
                        w.window, st);
   if (s.use_rope) {
-    rope_backward(dq, cos_, sin_, M, s.H, s.Dh, st);
-    rope_backward(dk, cos_, sin_, M, s.Hk, s.Dh, st);
+    rope_backward(dq, cos_, sin_, M, s.H, s.Dh, st, rot());
+    rope_backward(dk, cos_, sin_, M, s.Hk, s.Dh, st, rot());
   }
   if (w.vec[kRoleQNormW]) {
     // Through the per-head norms: rows of Dh, the weights' gradients summed over every head row (the CPU's
@@ -910,6 +925,20 @@ void TrainStep::set_qk_norm(const float* qn, const float* kn) {
   }
   SL_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host arrays may go as soon as this returns
   numel_[kRoleQNormW] = numel_[kRoleKNormW] = s_.Dh;
+}
+
+void TrainStep::set_rotary_dim(size_t rot, const float* inv_freq) {
+  check(s_.use_rope, "set_rotary_dim: the trainer was created without RoPE");
+  check(s_.Dh > 0, "set_rotary_dim: the spec has no head_dim");
+  check(rot > 0 && rot % 2 == 0 && rot <= s_.Dh, "set_rotary_dim: rot_dim must be even and in (0, head_dim]");
+  check(inv_freq != nullptr, "set_rotary_dim: inv_freq[rot_dim / 2] is required");
+  SL_CUDA_CHECK(cudaStreamSynchronize(stream_));  // a step in flight reads inv_freq_
+  inv_freq_host_.assign(inv_freq, inv_freq + rot / 2);
+  s_.rotary = rot;
+  if (inv_freq_) {  // buffers allocated already (a layer replacement, or a tail): refresh the device copy
+    SL_CUDA_CHECK(cudaMemcpyAsync(inv_freq_, inv_freq_host_.data(), rot / 2 * 4, cudaMemcpyHostToDevice, stream_));
+    SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
 }
 
 void TrainStep::zero_grad() { SL_CUDA_CHECK(cudaMemsetAsync(grads_, 0, total_ * 4, stream_)); }

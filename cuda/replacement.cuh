@@ -166,6 +166,12 @@ class TrainStep {
   // first step; calling again overwrites them and zeroes their gradients and moments. Throws CudaError on misuse.
   void set_qk_norm(const float* q_norm, const float* k_norm);
   bool has_qk_norm() const { return numel_[kRoleQNormW] > 0; }
+  // Partial rotary embeddings (Phi-4-mini): RoPE on the leading rot dims of each q/k head (even, 0 < rot <= Dh; the
+  // rest pass unrotated), with host inv_freq[rot/2] (copied), in the replacement and the lm tail's frozen layers. The
+  // C API's spec has no such field (its layout is fixed), hence a call; spec.rotary does the same for C++ callers.
+  // Call between steps (before the first one). Throws CudaError on misuse.
+  void set_rotary_dim(size_t rot, const float* inv_freq);
+  size_t rot() const { return s_.rotary ? s_.rotary : s_.Dh; }
   bool has(int role) const { return role >= 0 && role < kAllTrainRoles && numel_[role] > 0; }
   size_t numel(int role) const { return numel_[role]; }
   void get_param(int role, float* host) const;  // f32 master weights (synchronises)

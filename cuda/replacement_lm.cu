@@ -38,7 +38,7 @@ void TrainStep::set_lm_tail(const std::vector<const HostTensor*>& layers, const 
   if (L > 0) {
     check(s.H > 0 && s.Hk > 0 && s.Dh > 0 && s.H % s.Hk == 0,
           "frozen layers need heads, kv_heads and head_dim in the spec (heads a multiple of kv_heads)");
-    check(!s.use_rope || (s.Dh % 2 == 0 && inv_freq_host_.size() == s.Dh / 2),
+    check(!s.use_rope || (s.Dh % 2 == 0 && inv_freq_host_.size() == rot() / 2),
           "frozen layers with RoPE need the trainer's inv_freq (create it with host_inv_freq)");
   }
   for (size_t k = 0; k < L; k++) {

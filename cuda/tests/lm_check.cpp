@@ -276,7 +276,8 @@ void check_lm_step(const LmCase& c, bool use_lt) {
   };
   const double lc1 = cpu_step_lm(b1, t1, w1), lc2 = cpu_step_lm(b2, t2, w2);
 
-  sc::TrainStep t(c.kind, c.s, gpu_view(p0), ivp, use_lt);
+  sc::TrainStep t(c.kind, gpu_spec(c.s), gpu_view(p0), ivp, use_lt);
+  narrow_rope(t, c.s, inv);  // before the tail: its frozen layers take the trainer's rotation
   if (!p0[streamline::kRoleQNormW].empty())
     t.set_qk_norm(p0[streamline::kRoleQNormW].data(), p0[streamline::kRoleKNormW].data());
   set_tail(t, fr, h, c.V);
@@ -652,7 +653,22 @@ static std::vector<LmCase> qk_lm_cases() {
   };
 }
 
+// Partial RoPE in R and in the frozen layers (one rotation for all, the trainer's), and in the frozen layer of an mlp
+// replacement's tail (the mlp trainer's own tables).
+static std::vector<LmCase> partial_lm_cases() {
+  return {
+      {"lm: layer phi-4 partial rope 12 of 16 (R and 2 frozen layers), rmsnorm head", ReplacementKind::Layer,
+       with_rot(spec(2, 21, 64, 4, 2, 16, 96, false, Activation::SiLU, true, true), 12), false, 2, 97, 1, 7},
+      {"lm: mlp, 1 frozen layer with partial rope 12 of 16, biases", ReplacementKind::MLP,
+       with_rot(spec(2, 13, 64, 4, 2, 16, 96, false, Activation::SiLU, true, true), 12), true, 1, 80, 1, 6},
+  };
+}
+
 void run_train_lm_checks(bool use_cublaslt) {
+  for (const LmCase& c : partial_lm_cases()) {
+    guard(std::string(c.name) + " (fallback)", [&] { check_lm_step(c, false); });
+    if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_lm_step(c, true); });
+  }
   for (const LmCase& c : qk_lm_cases()) {
     guard(std::string(c.name) + " (fallback)", [&] { check_lm_step(c, false); });
     if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_lm_step(c, true); });

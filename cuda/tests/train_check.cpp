@@ -27,7 +27,8 @@ void check_case(const Case& c, bool use_lt) {
   Params pc = p0, gc = zeros_like(p0), mc = zeros_like(p0), vc = zeros_like(p0);
   const double lc1 = cpu_step(c, pc, gc, b1, inv, w1), lc2 = cpu_step(c, pc, gc, b2, inv, w2);
 
-  sc::TrainStep t(c.kind, c.s, gpu_view(p0), c.s.use_rope ? inv.data() : nullptr, use_lt);
+  sc::TrainStep t(c.kind, gpu_spec(c.s), gpu_view(p0), c.s.use_rope ? inv.data() : nullptr, use_lt);
+  narrow_rope(t, c.s, inv);
   if (c.qk_norm) t.set_qk_norm(p0[streamline::kRoleQNormW].data(), p0[streamline::kRoleKNormW].data());
   const double lg1 = gpu_step(t, b1, w1), lg2 = gpu_step(t, b2, w2);
   const double lerr = std::max(std::fabs(lg1 - lc1) / lc1, std::fabs(lg2 - lc2) / lc2);
@@ -100,7 +101,8 @@ void check_eval(const Case& c, bool use_lt) {
   const Batch b = make_batch(c, c.s.B, r, nullptr, inv);
   const std::string nm = fmt("%s (%s)", c.name, use_lt ? "cublaslt" : "fallback");
   const size_t B = b.B, T = c.s.T, D = c.s.D;
-  sc::TrainStep t(c.kind, c.s, gpu_view(p0), c.s.use_rope ? inv.data() : nullptr, use_lt);
+  sc::TrainStep t(c.kind, gpu_spec(c.s), gpu_view(p0), c.s.use_rope ? inv.data() : nullptr, use_lt);
+  narrow_rope(t, c.s, inv);
   if (c.qk_norm) t.set_qk_norm(p0[streamline::kRoleQNormW].data(), p0[streamline::kRoleKNormW].data());
   auto eval = [&](const Batch& in) {
     std::vector<double> l(B, -1.0);
@@ -540,9 +542,60 @@ void check_qk_norm_edges() {
   record("train", "q/k norm: refused on an mlp replacement and on a LayerNorm layer", mlp_refused && ln_refused, 0, 0);
 }
 
+// Partial RoPE (Phi-4-mini's partial_rotary_factor 0.75), given by set_rotary_dim as the C API does: a GQA layer with
+// padding (tensor-core attention backward), an odd one with biases and Dh 24 rotating 18 (f32 attention backward, an
+// odd rot/2), and q/k norms with partial RoPE; each through check_case and check_eval against the CPU's
+// replacement_step with spec.rotary.
+std::vector<Case> partial_cases() {
+  return {
+      {"layer phi-4 partial rope 24 of 32, gqa padded", ReplacementKind::Layer,
+       with_rot(spec(2, 37, 128, 4, 2, 32, 256, false, Activation::SiLU, true, true), 24), false},
+      {"layer partial rope 18 of Dh 24, odd, biases", ReplacementKind::Layer,
+       with_rot(spec(3, 19, 72, 3, 1, 24, 100, false, Activation::GELUTanh, false, true), 18), true},
+      {"layer q/k norm + partial rope 24 of 32", ReplacementKind::Layer,
+       with_rot(spec(2, 37, 128, 4, 2, 32, 256, false, Activation::SiLU, true, true), 24), false, true},
+  };
+}
+
+// set_rotary_dim's refusals, and that it matters: the narrowed step follows the CPU's partial loss, the whole-head step
+// on the same weights stands farther from it than the narrowed one.
+void check_rotary_edges() {
+  const Case c = partial_cases()[0];
+  Rng r(777);
+  const Params p0 = make_params(c, r);
+  const std::vector<float> inv = inv_freq(c);
+  const Batch b = make_batch(c, c.s.B, r, nullptr, inv);
+  sc::TrainStep t(c.kind, gpu_spec(c.s), gpu_view(p0), inv.data(), false);
+  const bool odd = throws_with([&] { t.set_rotary_dim(23, inv.data()); }, "even");
+  const bool wide = throws_with([&] { t.set_rotary_dim(34, inv.data()); }, "even");
+  const bool none = throws_with([&] { t.set_rotary_dim(24, nullptr); }, "inv_freq");
+  const double whole = gpu_step(t, b, 1.f);
+  t.zero_grad();
+  t.set_rotary_dim(24, inv.data());
+  const double part = gpu_step(t, b, 1.f);
+  Params cg = zeros_like(p0), cp = p0;
+  const double lc = cpu_step(c, cp, cg, b, inv, 1.f);
+  record("train", "partial rope: bad rot_dim / missing inv_freq refused; the loss follows the CPU's only once narrowed",
+         odd && wide && none && t.rot() == 24 && std::fabs(part - lc) / lc <= kTolTrainLoss &&
+             std::fabs(whole - lc) > 3 * std::fabs(part - lc),
+         std::fabs(part - lc) / lc, kTolTrainLoss, fmt("whole heads %.6g narrowed %.6g cpu %.6g", whole, part, lc));
+  const Case mlp = cases()[0];
+  Rng r2(5);
+  const Params pm = make_params(mlp, r2);
+  sc::TrainStep tm(mlp.kind, mlp.s, gpu_view(pm), nullptr, false);
+  record("train", "partial rope: refused without RoPE (an mlp replacement created without it)",
+         throws_with([&] { tm.set_rotary_dim(16, inv.data()); }, "without RoPE"), 0, 0);
+}
+
 }  // namespace
 
 void run_train_step_checks(bool use_cublaslt) {
+  for (const Case& c : partial_cases()) {
+    guard(std::string(c.name) + " (fallback)", [&] { check_case(c, false); });
+    if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_case(c, true); });
+    guard(std::string(c.name) + " eval (fallback)", [&] { check_eval(c, false); });
+  }
+  guard("partial rope edges", [] { check_rotary_edges(); });
   for (const Case& c : qk_cases()) {
     guard(std::string(c.name) + " (fallback)", [&] { check_case(c, false); });
     if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_case(c, true); });

@@ -299,6 +299,46 @@ void check_capi_train() {
     }
     if (t4) streamline_cuda_train_destroy(t4);
   }
+  // Partial RoPE (optional symbol): the spec's layout has no rotary width, train_set_rotary_dim gives it; a step
+  // through dlopen is the in-process narrowed step bitwise, and a bad width is refused.
+  auto set_rot =
+      reinterpret_cast<decltype(&::streamline_cuda_train_set_rotary_dim)>(dlsym(h, "streamline_cuda_train_set_rotary_dim"));
+  if (!set_rot) {
+    record("train", "C API: streamline_cuda_train_set_rotary_dim exported", false, 0, 0, "missing in " + so);
+  } else {
+    Case cp = c;
+    cp.name = "layer partial rope 24 of 32";
+    cp.s = with_rot(c.s, 24);
+    Rng rp(6262);
+    const Params q0 = make_params(cp, rp);
+    const std::vector<float> ip = inv_freq(cp);
+    const Batch bp = make_batch(cp, cp.s.B, rp, nullptr, ip);
+    sc::TrainStep tp(cp.kind, gpu_spec(cp.s), gpu_view(q0), ip.data(), lt);
+    narrow_rope(tp, cp.s, ip);
+    const double lp = gpu_step(tp, bp, 1.f);
+    const Params gp = gpu_grads(tp, q0);
+    const float* hp[STREAMLINE_CUDA_TRAIN_ROLES];
+    for (int k = 0; k < kRoles; k++) hp[k] = q0[k].empty() ? nullptr : q0[k].data();
+    streamline_cuda_train* t5 = nullptr;
+    bool pok = streamline_cuda_train_create(1, &s, hp, ip.data(), &t5) == 0;
+    const int odd = pok ? set_rot(t5, 23, ip.data()) : 0;
+    const std::string om = streamline_cuda_last_error();
+    double l5 = 0;
+    pok = pok && set_rot(t5, 24, ip.data()) == 0 &&
+          streamline_cuda_train_step(t5, bp.x.data(), bp.target.data(), bp.pos.data(), bp.mask.data(), int64_t(bp.B), 1.f, &l5) == 0;
+    Params g5 = zeros_like(q0);
+    for (int k = 0; k < kAllRoles && pok; k++)
+      if (!g5[k].empty()) pok = streamline_cuda_train_get_grads(t5, k, g5[k].data(), int64_t(g5[k].size())) == 0;
+    record("train", "C API: train_set_rotary_dim / step / get_grads through dlopen; an odd rot_dim refused",
+           pok && odd == -1 && om.find("even") != std::string::npos, 0, 0, pok ? om : streamline_cuda_last_error());
+    if (pok) {
+      std::string w;
+      const Compare cg = worst_role(g5, gp, &w);
+      record("train", "C API: partial-rope step bitwise the in-process step (loss, every gradient)",
+             l5 == lp && cg.rel_l2 == 0 && cg.nan_mismatch == 0, cg.rel_l2, 0, w);
+    }
+    if (t5) streamline_cuda_train_destroy(t5);
+  }
   if (tr) streamline_cuda_train_destroy(tr);
   dlclose(h);
 }

@@ -107,9 +107,27 @@ Batch make_batch(const Case& c, size_t B, Rng& r, const Params* teacher, const s
 }
 
 std::vector<float> inv_freq(const Case& c) {
+  // Partial RoPE (s.rotary < Dh): rot/2 frequencies over rot (Phi-3's), zero-padded to Dh/2 so that a TrainStep
+  // created with whole heads (gpu_spec) reads real memory before set_rotary_dim narrows it.
+  const size_t rot = c.s.rotary ? c.s.rotary : c.s.Dh;
   std::vector<float> inv(c.s.Dh / 2 + 1, 0.f);
-  for (size_t i = 0; i < c.s.Dh / 2; i++) inv[i] = float(1.0 / std::pow(10000.0, 2.0 * double(i) / double(c.s.Dh)));
+  for (size_t i = 0; i < rot / 2; i++) inv[i] = float(1.0 / std::pow(10000.0, 2.0 * double(i) / double(rot)));
   return inv;
+}
+
+ReplacementSpec gpu_spec(const ReplacementSpec& s) {
+  ReplacementSpec g = s;
+  g.rotary = 0;
+  return g;
+}
+
+void narrow_rope(sc::TrainStep& t, const ReplacementSpec& s, const std::vector<float>& inv) {
+  if (s.use_rope && s.rotary != 0 && s.rotary != s.Dh) t.set_rotary_dim(s.rotary, inv.data());
+}
+
+ReplacementSpec with_rot(ReplacementSpec s, size_t rot) {
+  s.rotary = rot;
+  return s;
 }
 
 double cpu_step(const Case& c, const Params& p, Params& g, const Batch& b, const std::vector<float>& inv, float scale) {

@@ -36,6 +36,11 @@ ReplacementSpec spec(size_t B, size_t T, size_t D, size_t H, size_t Hk, size_t D
                      bool gated, bool rope);
 // mlp SwiGLU/RMSNorm; mlp OPT-style ReLU/LayerNorm/biases; layer GQA + RoPE, padded; odd-sized OPT-style layer.
 std::vector<Case> cases();
+// Partial RoPE the way the C API gives it: the TrainStep is created with whole heads (gpu_spec: rotary cleared) and
+// narrowed by set_rotary_dim (narrow_rope; nothing for whole heads); the CPU reference reads s.rotary itself.
+ReplacementSpec gpu_spec(const ReplacementSpec& s);
+void narrow_rope(sc::TrainStep& t, const ReplacementSpec& s, const std::vector<float>& inv);
+ReplacementSpec with_rot(ReplacementSpec s, size_t rot);
 
 using Params = std::array<std::vector<float>, kAllRoles>;  // empty vector = absent role
 Params make_params(const Case& c, Rng& r);
