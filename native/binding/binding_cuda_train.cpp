@@ -8,7 +8,9 @@
 // the idle input slot on the copy stream while the step computes on the other; the backend's TrainStep documents
 // which side owns what). A stage of one loss never overlaps a staged step of the other: the C API promises the
 // overlap only within a loss.
-//   cudaTrainer(kind, spec, params, ropeInvFreq) -> Promise<CudaTrainer>   (spec.batch: the largest micro-batch)
+//   cudaTrainer(kind, spec, params, ropeInvFreq) -> Promise<CudaTrainer>   (spec.batch: the largest micro-batch;
+//     ropeInvFreq has rotaryDim/2 entries; spec.rotaryDim < headDim goes through the optional
+//     streamline_cuda_train_set_rotary_dim, refused with E_UNSUPPORTED by a library without it: cudaInfo().trainRotaryDim)
 //   trainer.step(x, target, positions, keyMask, batch, gradScale?) -> Promise<loss>
 //   trainer.apply({lr, beta1, beta2, eps, weightDecay, maxNorm, step}) -> Promise<gradNorm>
 //   trainer.getParams(role) / getGrads(role) -> Promise<Float32Array>; trainer.destroy()
