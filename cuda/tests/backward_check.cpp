@@ -184,9 +184,12 @@ void check_activation_backward() {
 
 void check_rope_backward() {
   Rng r(23);
-  const size_t cases[][3] = {{1, 1, 2}, {5, 3, 6}, {3, 2, 5}, {37, 8, 64}, {67, 8, 80}, {129, 32, 128}, {16, 4, 256}};
+  // {M, heads, Dh, rot}: rot 0 = whole heads; partial (Phi-4-mini's 0.75, an odd rot/2) leaves dims [rot, Dh) as they are
+  const size_t cases[][4] = {{1, 1, 2, 0},   {5, 3, 6, 0},    {3, 2, 5, 0},     {37, 8, 64, 0},   {67, 8, 80, 0},
+                             {129, 32, 128, 0}, {16, 4, 256, 0}, {37, 8, 64, 48}, {5, 3, 24, 18}, {129, 32, 128, 96}};
   for (auto& c : cases) {
-    const size_t M = c[0], nh = c[1], Dh = c[2], half = Dh / 2;  // odd Dh: the last element stays as it is
+    const size_t M = c[0], nh = c[1], Dh = c[2], rot = c[3];
+    const size_t half = (rot ? rot : Dh) / 2;  // odd Dh: the last element stays as it is
     std::vector<float> cs(M * half), sn(M * half);
     for (size_t i = 0; i < M * half; i++) {
       const float a = r.sym(100.f);
@@ -195,9 +198,9 @@ void check_rope_backward() {
     std::vector<float> d = randn(M * nh * Dh, r);
     d[d.size() / 2] = NAN;  // NaN stays in its rotation pair
     DevBuf gd = dev(d), gc = dev(cs), gs = dev(sn);
-    sc::rope_backward(gd.as<float>(), gc.as<float>(), gs.as<float>(), M, nh, Dh, S);
-    cref::rope_backward(d.data(), cs.data(), sn.data(), M, nh, Dh);
-    check("bwd-rope", fmt("M=%zu heads=%zu Dh=%zu (one NaN)", M, nh, Dh), compare(host<float>(gd, d.size()).data(), d.data(), d.size()), kTolExactish);
+    sc::rope_backward(gd.as<float>(), gc.as<float>(), gs.as<float>(), M, nh, Dh, S, rot);
+    cref::rope_backward(d.data(), cs.data(), sn.data(), M, nh, Dh, rot);
+    check("bwd-rope", fmt("M=%zu heads=%zu Dh=%zu rot=%zu (one NaN)", M, nh, Dh, rot), compare(host<float>(gd, d.size()).data(), d.data(), d.size()), kTolExactish);
   }
 }
 
