@@ -13,7 +13,7 @@ import * as core from '../src/index.js';
 import { native } from '../src/native.js';
 import { collectPairs } from '../src/prune/collect.js';
 import { PairCache } from '../src/train/pair-cache.js';
-import { loadCharFixture, repoRoot, writeCalibText } from './_helpers.js';
+import { loadCharFixture, repoRoot, withEnv, writeCalibText } from './_helpers.js';
 
 const fake = path.join(repoRoot, 'packages', 'core', 'build', 'testlib', 'streamline_cuda_cpu.so');
 // Read once, at the first cudaInfo() of the process (imports above do not ask): set before anything does.
@@ -220,6 +220,28 @@ if (!existsSync(fake)) {
       const x = core.openCheckpoint(cpu.exported!.outDir), y = core.openCheckpoint(gpu.exported!.outDir);
       assert.equal(y.names(), x.names());
       for (const t of x.names()) assert.ok(Buffer.from(x.tensor(t).data).equals(Buffer.from(y.tensor(t).data)), t);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  test('phi3-partial --loss lm with device cuda: R and the frozen tail rotate 12 of 16 dims on the GPU trainer (train_set_rotary_dim), bitwise the CPU run', async () => {
+    const tmp = mkdtempSync(path.join(os.tmpdir(), 'streamline-cuda-partial-lm-'));
+    try {
+      const model = await loadCharFixture('phi3-partial', tmp);
+      const calib = writeCalibText(tmp);
+      for (const replacement of ['mlp', 'layer'] as const) {
+        const logs: core.DeviceMessage[] = [], calls = path.join(tmp, `calls-${replacement}.txt`);
+        const o = { calib, samples: 2, seqLen: 16, trainSamples: 4, epochs: 1, range: { start: 1, end: 2 }, replacement, loss: 'lm' as const, seed: 3 };
+        const gpu = await withEnv({ STREAMLINE_CUDA_CPU_CALLS: calls }, () =>
+          core.prune(model, { ...o, outDir: path.join(tmp, `cuda-${replacement}`), device: 'cuda', onLog: (m) => logs.push(m) }));
+        const cpu = await core.prune(model, { ...o, outDir: path.join(tmp, `cpu-${replacement}`), device: 'cpu' });
+        assert.equal([gpu.device, gpu.training!.device], ['cuda', 'cuda'], replacement);
+        assert.equal(logs.filter((m) => m.level === 'warning'), [], replacement);
+        assert.ok(readFileSync(calls, 'utf8').split('\n').includes('train_set_rotary_dim 12'), replacement);
+        const x = core.openCheckpoint(cpu.exported!.outDir), y = core.openCheckpoint(gpu.exported!.outDir);
+        for (const t of x.names()) assert.ok(Buffer.from(x.tensor(t).data).equals(Buffer.from(y.tensor(t).data)), `${replacement} ${t}`);
+      }
     } finally {
       rmSync(tmp, { recursive: true, force: true });
     }
