@@ -53,6 +53,29 @@ bool use_tc_attention_backward() {
   return tc;
 }
 
+// The packed q | k | v columns of one GEMM output row, for both prepare kernels: column c's bias, and the store of a
+// value rounded once to bf16 into the packed row and, when q is set, its f32 copy into q, k or v (contiguous).
+struct QkvPack {
+  bf16* out;
+  float *q, *k, *v;
+  const float *qb, *kb, *vb;
+  unsigned Q, KV, N;
+  __device__ float bias(unsigned c) const {
+    if (c < Q) return qb ? qb[c] : 0.f;
+    if (c < Q + KV) return kb ? kb[c - Q] : 0.f;
+    return vb ? vb[c - Q - KV] : 0.f;
+  }
+  __device__ void store(size_t m, unsigned c, float val) const {
+    const bf16 r = __float2bfloat16_rn(val);
+    out[m * N + c] = r;
+    if (!q) return;
+    const float rf = __bfloat162float(r);
+    if (c < Q) q[m * Q + c] = rf;
+    else if (c < Q + KV) k[m * KV + (c - Q)] = rf;
+    else v[m * KV + (c - Q - KV)] = rf;
+  }
+};
+
 // qkv_prepare_kernel with Qwen3's per-head q/k RMSNorm between the bias and RoPE (the CPU's order): one warp per head
 // sums the squares of (x + bias) in f32 into rinv[H + Hk] (shared), saving those pre-norm values in pre ([M, Q] then
 // [M, KV], for the norm backward); then every q/k element is w[j] * (x * rinv) (norm_rows' order), rotated, and stored
@@ -64,27 +87,14 @@ __global__ void qkv_prepare_norm_kernel(bf16* out, float* q, float* k, float* v,
   extern __shared__ float rinv[];
   const unsigned Q = H * Dh, KV = Hk * Dh, N = Q + 2 * KV, half = rot / 2, nh = H + Hk;
   const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  auto bias = [&](unsigned c) -> float {
-    if (c < Q) return qb ? qb[c] : 0.f;
-    if (c < Q + KV) return kb ? kb[c - Q] : 0.f;
-    return vb ? vb[c - Q - KV] : 0.f;
-  };
-  auto store = [&](size_t m, unsigned c, float val) {
-    const bf16 r = __float2bfloat16_rn(val);
-    out[m * N + c] = r;
-    if (!q) return;
-    const float rf = __bfloat162float(r);
-    if (c < Q) q[m * Q + c] = rf;
-    else if (c < Q + KV) k[m * KV + (c - Q)] = rf;
-    else v[m * KV + (c - Q - KV)] = rf;
-  };
+  const QkvPack p{out, q, k, v, qb, kb, vb, Q, KV, N};
   for (size_t m = blockIdx.x; m < M; m += gridDim.x) {
     const float* row = f + m * N;
     for (unsigned h = warp; h < nh; h += nwarps) {
       float ss = 0.f;
       for (unsigned j = lane; j < Dh; j += 32) {
         const unsigned c = h * Dh + j;
-        const float x = row[c] + bias(c);
+        const float x = row[c] + p.bias(c);
         if (c < Q) pre[m * Q + c] = x;
         else pre[M * Q + m * KV + (c - Q)] = x;
         ss += x * x;
@@ -95,25 +105,25 @@ __global__ void qkv_prepare_norm_kernel(bf16* out, float* q, float* k, float* v,
     __syncthreads();
     auto normed = [&](unsigned c) {
       const unsigned h = c / Dh, j = c - h * Dh;
-      return (h < H ? qn[j] : kn[j]) * ((row[c] + bias(c)) * rinv[h]);
+      return (h < H ? qn[j] : kn[j]) * ((row[c] + p.bias(c)) * rinv[h]);
     };
     if (cs) {
       for (unsigned i = threadIdx.x; i < nh * half; i += blockDim.x) {
         const unsigned h = i / half, j = i - h * half, c = h * Dh + j;
         const float x1 = normed(c), x2 = normed(c + half);
         const float cc = cs[m * half + j], ss = sn[m * half + j];
-        store(m, c, x1 * cc - x2 * ss);
-        store(m, c + half, x2 * cc + x1 * ss);
+        p.store(m, c, x1 * cc - x2 * ss);
+        p.store(m, c + half, x2 * cc + x1 * ss);
       }
       // partial RoPE (Phi-4-mini): the dims past rot in each head are normed but not rotated
       const unsigned pass = Dh - rot;
       for (unsigned i = threadIdx.x; i < nh * pass; i += blockDim.x) {
         const unsigned h = i / pass, c = h * Dh + rot + (i - h * pass);
-        store(m, c, normed(c));
+        p.store(m, c, normed(c));
       }
-      for (unsigned c = Q + KV + threadIdx.x; c < N; c += blockDim.x) store(m, c, row[c] + bias(c));
+      for (unsigned c = Q + KV + threadIdx.x; c < N; c += blockDim.x) p.store(m, c, row[c] + p.bias(c));
     } else {
-      for (unsigned c = threadIdx.x; c < N; c += blockDim.x) store(m, c, c < Q + KV ? normed(c) : row[c] + bias(c));
+      for (unsigned c = threadIdx.x; c < N; c += blockDim.x) p.store(m, c, c < Q + KV ? normed(c) : row[c] + p.bias(c));
     }
     __syncthreads();  // rinv[] is reused by the next row
   }
@@ -126,39 +136,26 @@ __global__ void qkv_prepare_kernel(bf16* out, float* q, float* k, float* v, cons
                                    const float* kb, const float* vb, const float* cs, const float* sn, size_t M,
                                    unsigned H, unsigned Hk, unsigned Dh, unsigned rot) {
   const unsigned Q = H * Dh, KV = Hk * Dh, N = Q + 2 * KV, half = rot / 2;
-  auto bias = [&](unsigned c) -> float {
-    if (c < Q) return qb ? qb[c] : 0.f;
-    if (c < Q + KV) return kb ? kb[c - Q] : 0.f;
-    return vb ? vb[c - Q - KV] : 0.f;
-  };
-  auto store = [&](size_t m, unsigned c, float val) {
-    const bf16 r = __float2bfloat16_rn(val);
-    out[m * N + c] = r;
-    if (!q) return;
-    const float rf = __bfloat162float(r);
-    if (c < Q) q[m * Q + c] = rf;
-    else if (c < Q + KV) k[m * KV + (c - Q)] = rf;
-    else v[m * KV + (c - Q - KV)] = rf;
-  };
+  const QkvPack p{out, q, k, v, qb, kb, vb, Q, KV, N};
   for (size_t m = blockIdx.x; m < M; m += gridDim.x) {
     const float* row = f + m * N;
     if (cs) {
       for (unsigned i = threadIdx.x; i < (H + Hk) * half; i += blockDim.x) {
         const unsigned h = i / half, j = i - h * half, c = h * Dh + j;
-        const float x1 = row[c] + bias(c), x2 = row[c + half] + bias(c + half);
+        const float x1 = row[c] + p.bias(c), x2 = row[c + half] + p.bias(c + half);
         const float cc = cs[m * half + j], ss = sn[m * half + j];
-        store(m, c, x1 * cc - x2 * ss);
-        store(m, c + half, x2 * cc + x1 * ss);
+        p.store(m, c, x1 * cc - x2 * ss);
+        p.store(m, c + half, x2 * cc + x1 * ss);
       }
       // partial RoPE: q/k dims past rot keep their biased values; v is never rotated
       const unsigned pass = Dh - rot;
       for (unsigned i = threadIdx.x; i < (H + Hk) * pass; i += blockDim.x) {
         const unsigned h = i / pass, c = h * Dh + rot + (i - h * pass);
-        store(m, c, row[c] + bias(c));
+        p.store(m, c, row[c] + p.bias(c));
       }
-      for (unsigned c = Q + KV + threadIdx.x; c < N; c += blockDim.x) store(m, c, row[c] + bias(c));
+      for (unsigned c = Q + KV + threadIdx.x; c < N; c += blockDim.x) p.store(m, c, row[c] + p.bias(c));
     } else {
-      for (unsigned c = threadIdx.x; c < N; c += blockDim.x) store(m, c, row[c] + bias(c));
+      for (unsigned c = threadIdx.x; c < N; c += blockDim.x) p.store(m, c, row[c] + p.bias(c));
     }
   }
 }
