@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { getAdapter, loadModel, parseModelConfig, Tensor, writeSafetensors, type LoadedModel, type WriteOptions } from '../src/index.js';
+import { embed, getAdapter, head, loadModel, makeTokenBatch, parseModelConfig, runLayers, Tensor, writeSafetensors, type LoadedModel, type ModelDescription, type WriteOptions } from '../src/index.js';
 import type { LoadedTokenizer } from '../src/tokenizer.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -127,4 +127,21 @@ export function writeCharTokenizer(dir: string): void {
       byte_fallback: false, vocab: Object.fromEntries(chars.map((c, i) => [c, i])), merges: [] },
   }));
   fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<s>' }));
+}
+
+/** The logits [T, V] of one token sequence through every layer and the head (for export vs in-memory comparisons). */
+export async function logitsOf(desc: ModelDescription, tokens: Int32Array): Promise<Float32Array> {
+  const h = await runLayers(desc, await embed(desc, makeTokenBatch([tokens])), 0, desc.layers.length);
+  return (await head(desc, h, { logits: true })).logits!.slice(0, tokens.length * desc.vocab);
+}
+
+/** max |a[i] − b[i]| (NaN when any pair involves NaN). */
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i]! - b[i]!);
+    if (Number.isNaN(d)) return NaN;
+    worst = Math.max(worst, d);
+  }
+  return worst;
 }

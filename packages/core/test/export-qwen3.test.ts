@@ -7,18 +7,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { embed, head, inspect, loadModel, makeTokenBatch, prune, runLayers, type ModelDescription, type ModelReport } from '../src/index.js';
-import { loadCharFixture, tmpDir, writeCalibText, writeCharTokenizer } from './_helpers.js';
+import { inspect, loadModel, prune, type ModelReport } from '../src/index.js';
+import { loadCharFixture, logitsOf, maxAbsDiff, tmpDir, writeCalibText, writeCharTokenizer } from './_helpers.js';
 
 const tmp = tmpDir('export-qwen3');
 const calib = writeCalibText(tmp);
 const tokens = Int32Array.from({ length: 20 }, (_, i) => 2 + ((i * 37 + 11) % 95));
 
-async function logits(desc: ModelDescription): Promise<Float32Array> {
-  const batch = makeTokenBatch([tokens]);
-  const h = await runLayers(desc, await embed(desc, batch), 0, desc.layers.length);
-  return (await head(desc, h, { logits: true })).logits!.slice(0, tokens.length * desc.vocab);
-}
 
 const readF32 = (v: { data: Uint8Array; dtype: string }) => {
   assert.is(v.dtype, 'f32');
@@ -60,9 +55,7 @@ for (const r of runs) {
         assert.ok(b.every(Number.isFinite), `${role} finite`);
       }
     }
-    const a = await logits(res.pruned!), b = await logits(exported.description);
-    let worst = 0;
-    for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+    const a = await logitsOf(res.pruned!, tokens), b = await logitsOf(exported.description, tokens), worst = maxAbsDiff(a, b);
     assert.ok(a.every(Number.isFinite), 'finite logits');
     assert.ok(worst === 0, `logits of the export vs the pruned model in memory differ by up to ${worst}`);
   });

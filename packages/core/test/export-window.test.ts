@@ -5,8 +5,8 @@
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { embed, head, keptLayers, loadModel, makeTokenBatch, prune, pruneConfig, runLayers, type ModelDescription } from '../src/index.js';
-import { makeTinyModel, tmpDir, writeCalibText, writeCharTokenizer } from './_helpers.js';
+import { keptLayers, loadModel, prune, pruneConfig, type ModelDescription } from '../src/index.js';
+import { logitsOf, makeTinyModel, maxAbsDiff, tmpDir, writeCalibText, writeCharTokenizer } from './_helpers.js';
 
 const tmp = tmpDir('export-window');
 const calib = writeCalibText(tmp);
@@ -19,11 +19,6 @@ const tokens = Int32Array.from({ length: 20 }, (_, i) => 2 + ((i * 37 + 11) % 95
 
 const windows = (d: ModelDescription) => d.layers.map((l) => l.window ?? 0);
 
-async function logits(desc: ModelDescription): Promise<Float32Array> {
-  const batch = makeTokenBatch([tokens]);
-  const h = await runLayers(desc, await embed(desc, batch), 0, desc.layers.length);
-  return (await head(desc, h, { logits: true })).logits!.slice(0, tokens.length * desc.vocab);
-}
 
 test('pruneConfig writes out a Qwen2 max_window_layers left at its default (28), counted over the kept layers', () => {
   const kept = keptLayers(30, 0, 4, false);
@@ -47,9 +42,7 @@ test('a Qwen2 model with max_window_layers at its default: the export keeps the 
     const r = await prune(model, { outDir: out, calib, samples: 2, seqLen: 16, trainSamples: 4, epochs: 1, range, replacement: kind, device: 'cpu' });
     const exported = await loadModel(out);
     assert.equal(windows(exported.description), windows(r.pruned!), `${kind}: per-layer windows of the export`);
-    const a = await logits(r.pruned!), b = await logits(exported.description);
-    let worst = 0;
-    for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+    const a = await logitsOf(r.pruned!, tokens), b = await logitsOf(exported.description, tokens), worst = maxAbsDiff(a, b);
     assert.ok(worst === 0, `${kind}: logits of the export vs the pruned model in memory differ by up to ${worst}`);
   }
 });

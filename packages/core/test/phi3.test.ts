@@ -5,9 +5,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { getAdapter, inspect, isStreamlineError, loadModel, makeTokenBatch, openModelDir, parseModelConfig, prune, ropeFrequencies, Tensor, embed, head, runLayers, type DType, type ModelDescription } from '../src/index.js';
+import { getAdapter, inspect, isStreamlineError, loadModel, openModelDir, parseModelConfig, prune, ropeFrequencies, Tensor, type DType } from '../src/index.js';
 import { native } from '../src/native.js';
-import { makeTinyModel, repoRoot, tmpDir, writeCalibText, writeCharTokenizer } from './_helpers.js';
+import { logitsOf, makeTinyModel, maxAbsDiff, repoRoot, tmpDir, writeCalibText, writeCharTokenizer } from './_helpers.js';
 
 const tmp = tmpDir('phi3');
 const fixture = (name: string) => path.join(repoRoot, 'test', 'fixtures', 'models', name);
@@ -157,10 +157,6 @@ test('model directory: each role is its rows of the fused tensor; a mis-shaped f
   fails(() => openModelDir(bad).layerTensor('v.weight', 2), 'E_MODEL_TENSORS', 'qkv_proj.weight has shape [60, 32]; the config implies [64, 32]');
 });
 
-async function logits(desc: ModelDescription, tokens: Int32Array): Promise<Float32Array> {
-  const h = await runLayers(desc, await embed(desc, makeTokenBatch([tokens])), 0, desc.layers.length);
-  return (await head(desc, h, { logits: true })).logits!.slice(0, tokens.length * desc.vocab);
-}
 
 test('prune + export: every replacement writes fused tensors the export reads back as the pruned model in memory', async () => {
   const calib = writeCalibText(tmp);
@@ -176,9 +172,7 @@ test('prune + export: every replacement writes fused tensors the export reads ba
       assert.is((await inspect(out)).valid, true, `${name} ${replacement}: the export is a valid phi3 model`);
       const exported = await loadModel(out);
       assert.is(exported.config.modelType, 'phi3');
-      const a = await logits(r.pruned!, tokens), b = await logits(exported.description, tokens);
-      let worst = 0;
-      for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+      const a = await logitsOf(r.pruned!, tokens), b = await logitsOf(exported.description, tokens), worst = maxAbsDiff(a, b);
       assert.ok(worst === 0 && a.every(Number.isFinite), `${name} ${replacement}: export vs in-memory logits differ by up to ${worst}`);
       if (replacement !== 'mlp' && replacement !== 'layer') continue;
       // the replacement is layer 1 of the export
