@@ -213,22 +213,24 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
   // The trainer's C spec has no rotary width: partial RoPE (Phi-4-mini's partial_rotary_factor) goes to the GPU through
   // streamline_cuda_train_set_rotary_dim; a library built before it would rotate whole heads (the binding refuses).
   const partialRope = o.ropeInvFreq !== null && o.semantics.rotaryDim !== undefined && o.semantics.rotaryDim < o.semantics.headDim;
-  if (o.device === 'cuda' && partialRope && !n.cudaInfo().trainRotaryDim) {
-    o.onLog?.({ level: 'warning', message: `partial rotary embedding (${o.semantics.rotaryDim} of ${o.semantics.headDim} dims per head): the replacement trains on the CPU (this CUDA backend library lacks streamline_cuda_train_set_rotary_dim: it was built before partial RoPE was trained on the GPU; rebuild it)` });
-  } else if (o.device === 'cuda' && qkNorm && !n.cudaInfo().trainQkNorm) {
-    o.onLog?.({ level: 'warning', message: 'q/k norm (q_norm/k_norm): the replacement trains on the CPU (this CUDA backend library lacks streamline_cuda_train_set_qk_norm: it was built before q/k norms were trained on the GPU; rebuild it)' });
-  } else if (o.device === 'cuda' && tailQkNorm && !n.cudaInfo().lmTailQkNorm) {
-    o.onLog?.({ level: 'warning', message: '--loss lm: the replacement trains on the CPU (this CUDA backend library lacks streamline_cuda_train_set_lm_tail_qk_norm for the frozen layers\' per-head q/k norm (q_norm/k_norm): it was built before them; rebuild it)' });
-  } else if (o.device === 'cuda') {
-    const g = await n.cudaTrainer(o.kind, spec(Math.min(micro, N)), byRole(st.params), o.ropeInvFreq);
-    if (lm && !g.hasLm()) {
-      g.destroy();
-      o.onLog?.({ level: 'warning', message: '--loss lm: the replacement trains on the CPU (this CUDA backend library lacks streamline_cuda_train_step_lm: it was built before the lm loss on the GPU existed; rebuild it)' });
-    } else if (windowed && !g.hasWindows()) {
-      g.destroy();
-      o.onLog?.({ level: 'warning', message: 'sliding-window attention: the replacement trains on the CPU (this CUDA backend library lacks streamline_cuda_train_set_windows: it was built before sliding windows on the GPU existed; rebuild it)' });
+  // One message for every feature an older backend library lacks: the run then trains on the CPU.
+  const olderLibrary = (what: string, lacks: string, before: string) => o.onLog?.({ level: 'warning',
+    message: `${what}: the replacement trains on the CPU (this CUDA backend library lacks ${lacks}: it was built before ${before}; rebuild it)` });
+  if (o.device === 'cuda') {
+    const info = n.cudaInfo();
+    if (partialRope && !info.trainRotaryDim) {
+      olderLibrary(`partial rotary embedding (${o.semantics.rotaryDim} of ${o.semantics.headDim} dims per head)`, 'streamline_cuda_train_set_rotary_dim', 'partial RoPE was trained on the GPU');
+    } else if (qkNorm && !info.trainQkNorm) {
+      olderLibrary('q/k norm (q_norm/k_norm)', 'streamline_cuda_train_set_qk_norm', 'q/k norms were trained on the GPU');
+    } else if (tailQkNorm && !info.lmTailQkNorm) {
+      olderLibrary('--loss lm', 'streamline_cuda_train_set_lm_tail_qk_norm for the frozen layers\' per-head q/k norm (q_norm/k_norm)', 'them');
     } else {
-      gpu = g;
+      // Whether the library has the lm loss and the windows only the opened trainer says.
+      const g = await n.cudaTrainer(o.kind, spec(Math.min(micro, N)), byRole(st.params), o.ropeInvFreq);
+      if (lm && !g.hasLm()) olderLibrary('--loss lm', 'streamline_cuda_train_step_lm', 'the lm loss on the GPU existed');
+      else if (windowed && !g.hasWindows()) olderLibrary('sliding-window attention', 'streamline_cuda_train_set_windows', 'sliding windows on the GPU existed');
+      else gpu = g;
+      if (gpu === null) g.destroy();
     }
   }
   const device: Device = gpu !== null ? 'cuda' : 'cpu';
