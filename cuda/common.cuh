@@ -69,6 +69,22 @@ template <typename T> __device__ __forceinline__ T warp_sum(T v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
+// Phase 1 of Qwen3's per-head RMSNorm on one packed q|k row (the forward's and the trainer's prepare kernels): one
+// warp per head h < nh sums x(c)^2 over its Dh columns c = h*Dh + j in f32 (norm_rows' order) and lane 0 writes
+// rinv[h] = rsqrt(mean + eps). x(c) gives column c's value after the bias (a trainer may record it as it goes).
+// Callers __syncthreads() before reading rinv.
+template <typename X> __device__ __forceinline__ void head_rms_inverse(float* rinv, unsigned nh, unsigned Dh, float eps, X x) {
+  const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  for (unsigned h = warp; h < nh; h += nwarps) {
+    float ss = 0.f;
+    for (unsigned j = lane; j < Dh; j += 32) {
+      const float v = x(h * Dh + j);
+      ss += v * v;
+    }
+    ss = warp_sum(ss);
+    if (lane == 0) rinv[h] = rsqrtf(ss / float(Dh) + eps);
+  }
+}
 // Sliding-window attention: the first key query i sees with a window of w keys (0 = none), as
 // streamline::window_first_key. Callers pass w < T (a window >= T is no window and is passed as 0).
 __host__ __device__ __forceinline__ int window_first(int i, int w) { return w && i >= w ? i + 1 - w : 0; }

@@ -86,22 +86,15 @@ __global__ void qkv_prepare_norm_kernel(bf16* out, float* q, float* k, float* v,
                                         unsigned H, unsigned Hk, unsigned Dh, unsigned rot) {
   extern __shared__ float rinv[];
   const unsigned Q = H * Dh, KV = Hk * Dh, N = Q + 2 * KV, half = rot / 2, nh = H + Hk;
-  const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
   const QkvPack p{out, q, k, v, qb, kb, vb, Q, KV, N};
   for (size_t m = blockIdx.x; m < M; m += gridDim.x) {
     const float* row = f + m * N;
-    for (unsigned h = warp; h < nh; h += nwarps) {
-      float ss = 0.f;
-      for (unsigned j = lane; j < Dh; j += 32) {
-        const unsigned c = h * Dh + j;
-        const float x = row[c] + p.bias(c);
-        if (c < Q) pre[m * Q + c] = x;
-        else pre[M * Q + m * KV + (c - Q)] = x;
-        ss += x * x;
-      }
-      ss = warp_sum(ss);
-      if (lane == 0) rinv[h] = rsqrtf(ss / float(Dh) + eps);
-    }
+    head_rms_inverse(rinv, nh, Dh, eps, [&](unsigned c) {
+      const float x = row[c] + p.bias(c);
+      if (c < Q) pre[m * Q + c] = x;  // the pre-norm values, for the norm backward
+      else pre[M * Q + m * KV + (c - Q)] = x;
+      return x;
+    });
     __syncthreads();
     auto normed = [&](unsigned c) {
       const unsigned h = c / Dh, j = c - h * Dh;

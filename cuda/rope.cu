@@ -66,19 +66,9 @@ __global__ void qkv_bias_norm_rope_kernel(bf16* qkv, size_t stride, const float*
                                           unsigned Dh, unsigned rot) {
   extern __shared__ float rinv[];
   const unsigned half = rot / 2, width = (H + 2 * Hk) * Dh, nh = H + Hk, qk = nh * Dh;
-  const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
   for (size_t m = blockIdx.x; m < M; m += gridDim.x) {
     bf16* row = qkv + m * stride;
-    for (unsigned h = warp; h < nh; h += nwarps) {
-      float ss = 0.f;
-      for (unsigned j = lane; j < Dh; j += 32) {
-        float x = __bfloat162float(row[h * Dh + j]);
-        if (bias) x += bias[h * Dh + j];
-        ss += x * x;
-      }
-      ss = warp_sum(ss);
-      if (lane == 0) rinv[h] = rsqrtf(ss / float(Dh) + eps);
-    }
+    head_rms_inverse(rinv, nh, Dh, eps, [&](unsigned c) { return __bfloat162float(row[c]) + (bias ? bias[c] : 0.f); });
     __syncthreads();
     auto normed = [&](unsigned i) {
       const unsigned h = i / Dh, j = i - h * Dh;

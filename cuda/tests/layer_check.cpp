@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <memory>
 
 #include "cpu_ref.h"
@@ -158,6 +159,34 @@ void check_styles(bool quick) {
   }
 }
 
+// Runs layers[0..n) from h through the context's two slots, uploading layer k+1 while layer k runs (`upload` puts a
+// layer into a slot, `before_run` sets what layer k needs beyond its weights); returns the hidden state after.
+std::vector<float> run_streamed(sc::Context& ctx, const std::vector<float>& h, size_t n,
+                                const std::function<void(int slot, size_t k)>& upload,
+                                const std::function<void(size_t k)>& before_run = nullptr) {
+  ctx.upload_hidden(h.data());
+  upload(0, 0);
+  for (size_t k = 0; k < n; k++) {
+    if (before_run) before_run(k);
+    ctx.run_layer(int(k % 2));
+    if (k + 1 < n) upload(int((k + 1) % 2), k + 1);  // overlaps layer k
+  }
+  std::vector<float> out(h.size());
+  ctx.download_hidden(out.data());
+  return out;
+}
+
+// A streamed chain against its bf16-emulating and f32 reference chains, and far (10x the emulation tolerance) from
+// the reference chain without the feature under test (`without` names it), which must therefore matter.
+void check_chain(const std::string& nm, const std::vector<float>& out, const std::vector<float>& ref_emu,
+                 const std::vector<float>& ref_f32, const std::vector<float>& ref_without, const std::string& without,
+                 const std::vector<uint8_t>& mask, size_t D) {
+  check("layer", nm + " vs bf16-emulating ref", compare_real(out, ref_emu, mask, D), kTolLayerEmu * 2);
+  check("layer", nm + " vs f32 ref", compare_real(out, ref_f32, mask, D), kTolLayerF32);
+  const Compare c = compare_real(out, ref_without, mask, D);
+  record("layer", nm + ": differs from the " + without, c.rel_l2 > 10 * kTolLayerEmu, c.rel_l2, 10 * kTolLayerEmu);
+}
+
 // Four layers through the two slots with uploads overlapping compute: same result as the reference chain.
 void check_streaming() {
   Rng r(77);
@@ -170,14 +199,7 @@ void check_streaming() {
   for (auto& L : layers) ref::decoder_layer(ref_h, s, L.w, in.cos.data(), in.sin.data(), in.mask.data(), true);
   sc::Context ctx(gpu_spec(s), true, size_t(256) << 10);
   ctx.set_inputs(in.pos.data(), in.mask.data(), in.inv.data(), 1.f);
-  ctx.upload_hidden(h.data());
-  ctx.upload_layer(0, layers[0].roles);
-  for (int k = 0; k < 4; k++) {
-    ctx.run_layer(k % 2);
-    if (k + 1 < 4) ctx.upload_layer((k + 1) % 2, layers[k + 1].roles);  // overlaps layer k
-  }
-  std::vector<float> out(h.size());
-  ctx.download_hidden(out.data());
+  const std::vector<float> out = run_streamed(ctx, h, 4, [&](int slot, size_t k) { ctx.upload_layer(slot, layers[k].roles); });
   check("layer", "4 streamed layers (2 slots, overlapping uploads)", compare_real(out, ref_h, in.mask, s.D), kTolLayerEmu * 2);
   // Bad input is a clear error, not a crash.
   HostLayer bad = make_layer(s, st, DType::BF16, r);
@@ -209,22 +231,11 @@ void check_windows() {
   }
   sc::Context ctx(gpu_spec(s), true, size_t(256) << 10);
   ctx.set_inputs(in.pos.data(), in.mask.data(), in.inv.data(), 1.f);
-  ctx.upload_hidden(h.data());
-  ctx.upload_layer(0, layers[0].roles);
-  for (int k = 0; k < 3; k++) {
-    ctx.set_window(windows[k]);
-    ctx.run_layer(k % 2);
-    if (k + 1 < 3) ctx.upload_layer((k + 1) % 2, layers[k + 1].roles);
-  }
-  std::vector<float> out(h.size());
-  ctx.download_hidden(out.data());
-  const std::string nm = "3 streamed qwen2 layers, windows 20/0/70, T=129";
-  check("layer", nm + " vs bf16-emulating ref", compare_real(out, ref_emu, in.mask, s.D), kTolLayerEmu * 2);
-  check("layer", nm + " vs f32 ref", compare_real(out, ref_f32, in.mask, s.D), kTolLayerF32);
-  // The windows must matter: the full-attention chain differs from the windowed one by far more than the tolerance.
-  const Compare full = compare_real(out, ref_full, in.mask, s.D);
-  record("layer", nm + ": differs from the full-attention chain", full.rel_l2 > 10 * kTolLayerEmu, full.rel_l2,
-         10 * kTolLayerEmu);
+  const std::vector<float> out = run_streamed(
+      ctx, h, 3, [&](int slot, size_t k) { ctx.upload_layer(slot, layers[k].roles); },
+      [&](size_t k) { ctx.set_window(windows[k]); });
+  check_chain("3 streamed qwen2 layers, windows 20/0/70, T=129", out, ref_emu, ref_f32, ref_full,
+              "full-attention chain", in.mask, s.D);
   // A window of at least T is no window: bitwise the same as 0.
   std::vector<float> a(h.size()), b(h.size());
   for (size_t w : {size_t(0), s.T}) {
@@ -267,20 +278,9 @@ void check_qk_norm() {
     ctx.upload_layer(slot, L.roles);
     if (L.qn.data) ctx.upload_qk_norm(slot, L.qn, L.kn);
   };
-  ctx.upload_hidden(h.data());
-  upload(0, layers[0]);
-  for (int k = 0; k < 3; k++) {
-    ctx.run_layer(k % 2);
-    if (k + 1 < 3) upload((k + 1) % 2, layers[k + 1]);
-  }
-  std::vector<float> out(h.size());
-  ctx.download_hidden(out.data());
-  const std::string nm = "3 streamed layers qwen3/qwen3/llama (slot 0: normed, then plain)";
-  check("layer", nm + " vs bf16-emulating ref", compare_real(out, ref_emu, in.mask, s.D), kTolLayerEmu * 2);
-  check("layer", nm + " vs f32 ref", compare_real(out, ref_f32, in.mask, s.D), kTolLayerF32);
-  const Compare plain = compare_real(out, ref_plain, in.mask, s.D);
-  record("layer", nm + ": differs from the chain without q/k norms", plain.rel_l2 > 10 * kTolLayerEmu, plain.rel_l2,
-         10 * kTolLayerEmu);
+  const std::vector<float> out = run_streamed(ctx, h, 3, [&](int slot, size_t k) { upload(slot, layers[k]); });
+  check_chain("3 streamed layers qwen3/qwen3/llama (slot 0: normed, then plain)", out, ref_emu, ref_f32, ref_plain,
+              "chain without q/k norms", in.mask, s.D);
   {  // the first layer alone against the project's CPU layer
     std::vector<float> ref_cpu = h, o1(h.size());
     ref::contract_layer(ref_cpu, s, layers[0].w, in.pos.data(), in.mask.data(), in.inv.data());

@@ -392,8 +392,8 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
           const StTensor* t = model.find(pre + std::to_string(k) + "." + part->tensor);
           DType dt;
           if (!t || !t->has_dtype(&dt) || t->numel() % D != 0) throw std::runtime_error(name + ": " + part->tensor + " missing or not [rows, hidden]");
-          const size_t esz = dt == DType::F32 ? 4 : 2;
-          roles[role] = sc::HostTensor{static_cast<const char*>(t->data) + part->row0 * D * esz, dt, part->rows * D};
+          roles[role] = sc::HostTensor{static_cast<const char*>(t->data) + part->row0 * D * streamline::dtype_size(dt), dt,
+                                       part->rows * D};
           continue;
         }
       }

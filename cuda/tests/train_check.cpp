@@ -6,6 +6,7 @@
 // weights and inputs alone does to the CPU step, the evidence behind the tolerances.
 #include <cstring>
 #include <exception>
+#include <functional>
 
 #include "cublaslt_loader.h"
 #include "train_util.h"
@@ -505,6 +506,26 @@ std::vector<Case> qk_cases() {
   };
 }
 
+// A feature the step gets after construction (set_qk_norm, set_rotary_dim): one step on the case's batch without it,
+// `enable`, one step with it, and the CPU's step on the same weights (which has it). The feature must matter: the
+// step follows the CPU's loss only with it ("far" is 3x the enabled step's own distance: such a residual-dominated
+// loss moves ~1e-3, below the tolerance).
+struct FeatureLosses {
+  double without, with, cpu;
+  bool follows_only_with() const {
+    return std::fabs(with - cpu) / cpu <= kTolTrainLoss && std::fabs(without - cpu) > 3 * std::fabs(with - cpu);
+  }
+};
+FeatureLosses losses_around(const Case& c, sc::TrainStep& t, const Params& p0, const Batch& b,
+                            const std::vector<float>& inv, const std::function<void()>& enable) {
+  const double without = gpu_step(t, b, 1.f);
+  t.zero_grad();
+  enable();
+  const double with = gpu_step(t, b, 1.f);
+  Params cg = zeros_like(p0), cp = p0;
+  return {without, with, cpu_step(c, cp, cg, b, inv, 1.f)};
+}
+
 void check_qk_norm_edges() {
   const Case c = qk_cases()[0];
   Rng r(4242);
@@ -516,18 +537,10 @@ void check_qk_norm_edges() {
   sc::TrainStep t(c.kind, c.s, gpu_view(p0), inv.data(), false);
   const bool before = !t.has(streamline::kRoleQNormW) && !t.has_qk_norm();
   const bool one = throws_with([&] { t.set_qk_norm(qn, nullptr); }, "both");
-  const double plain = gpu_step(t, b, 1.f);
-  t.zero_grad();
-  t.set_qk_norm(qn, kn);
-  const double normed = gpu_step(t, b, 1.f);
-  Params cg = zeros_like(p0), cp = p0;
-  const double lc = cpu_step(c, cp, cg, b, inv, 1.f);
-  // The residual dominates this loss, so the norms move it by ~1e-3 only: "far" is relative to the normed step's own
-  // distance from the CPU (3x), not to the tolerance.
+  const FeatureLosses l = losses_around(c, t, p0, b, inv, [&] { t.set_qk_norm(qn, kn); });
   record("train", "q/k norm: absent before set_qk_norm, one norm refused, the loss follows the CPU's only with them",
-         before && one && t.has_qk_norm() && std::fabs(normed - lc) / lc <= kTolTrainLoss &&
-             std::fabs(plain - lc) > 3 * std::fabs(normed - lc),
-         std::fabs(normed - lc) / lc, kTolTrainLoss, fmt("without %.6g with %.6g cpu %.6g", plain, normed, lc));
+         before && one && t.has_qk_norm() && l.follows_only_with(), std::fabs(l.with - l.cpu) / l.cpu, kTolTrainLoss,
+         fmt("without %.6g with %.6g cpu %.6g", l.without, l.with, l.cpu));
   const Case mlp = cases()[0];
   Rng r2(5);
   const Params pm = make_params(mlp, r2);
@@ -569,16 +582,10 @@ void check_rotary_edges() {
   const bool odd = throws_with([&] { t.set_rotary_dim(23, inv.data()); }, "even");
   const bool wide = throws_with([&] { t.set_rotary_dim(34, inv.data()); }, "even");
   const bool none = throws_with([&] { t.set_rotary_dim(24, nullptr); }, "inv_freq");
-  const double whole = gpu_step(t, b, 1.f);
-  t.zero_grad();
-  t.set_rotary_dim(24, inv.data());
-  const double part = gpu_step(t, b, 1.f);
-  Params cg = zeros_like(p0), cp = p0;
-  const double lc = cpu_step(c, cp, cg, b, inv, 1.f);
+  const FeatureLosses l = losses_around(c, t, p0, b, inv, [&] { t.set_rotary_dim(24, inv.data()); });
   record("train", "partial rope: bad rot_dim / missing inv_freq refused; the loss follows the CPU's only once narrowed",
-         odd && wide && none && t.rot() == 24 && std::fabs(part - lc) / lc <= kTolTrainLoss &&
-             std::fabs(whole - lc) > 3 * std::fabs(part - lc),
-         std::fabs(part - lc) / lc, kTolTrainLoss, fmt("whole heads %.6g narrowed %.6g cpu %.6g", whole, part, lc));
+         odd && wide && none && t.rot() == 24 && l.follows_only_with(), std::fabs(l.with - l.cpu) / l.cpu,
+         kTolTrainLoss, fmt("whole heads %.6g narrowed %.6g cpu %.6g", l.without, l.with, l.cpu));
   const Case mlp = cases()[0];
   Rng r2(5);
   const Params pm = make_params(mlp, r2);
@@ -589,25 +596,22 @@ void check_rotary_edges() {
 
 }  // namespace
 
+// Each case's step (fallback GEMM, and cuBLASLt when loaded) and eval (fallback; cuBLASLt too with eval_lt).
+static void run_cases(const std::vector<Case>& list, bool use_cublaslt, bool eval_lt) {
+  for (const Case& c : list) {
+    guard(std::string(c.name) + " (fallback)", [&] { check_case(c, false); });
+    if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_case(c, true); });
+    guard(std::string(c.name) + " eval (fallback)", [&] { check_eval(c, false); });
+    if (use_cublaslt && eval_lt) guard(std::string(c.name) + " eval (cublaslt)", [&] { check_eval(c, true); });
+  }
+}
+
 void run_train_step_checks(bool use_cublaslt) {
-  for (const Case& c : partial_cases()) {
-    guard(std::string(c.name) + " (fallback)", [&] { check_case(c, false); });
-    if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_case(c, true); });
-    guard(std::string(c.name) + " eval (fallback)", [&] { check_eval(c, false); });
-  }
+  run_cases(partial_cases(), use_cublaslt, false);
   guard("partial rope edges", [] { check_rotary_edges(); });
-  for (const Case& c : qk_cases()) {
-    guard(std::string(c.name) + " (fallback)", [&] { check_case(c, false); });
-    if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_case(c, true); });
-    guard(std::string(c.name) + " eval (fallback)", [&] { check_eval(c, false); });
-  }
+  run_cases(qk_cases(), use_cublaslt, false);
   guard("q/k norm edges", [] { check_qk_norm_edges(); });
-  for (const Case& c : cases()) {
-    guard(std::string(c.name) + " (fallback)", [&] { check_case(c, false); });
-    if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_case(c, true); });
-    guard(std::string(c.name) + " eval (fallback)", [&] { check_eval(c, false); });
-    if (use_cublaslt) guard(std::string(c.name) + " eval (cublaslt)", [&] { check_eval(c, true); });
-  }
+  run_cases(cases(), use_cublaslt, true);
   guard("edges", [&] { check_edges(use_cublaslt); });
   {
     const Case wide{"layer gqa rope padded T=150", ReplacementKind::Layer,
