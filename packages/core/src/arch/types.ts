@@ -51,6 +51,11 @@ export interface ArchTraits {
   oBias: boolean;
   /** Per-head RMSNorm on queries and keys after their projection, before RoPE (Qwen3 q_norm / k_norm). */
   qkNorm: boolean;
+  /**
+   * A norm of each sub-block's output before its residual add (Gemma 2/3 post_attention_layernorm /
+   * post_feedforward_layernorm: the post_attn_norm / post_mlp_norm roles). Pre-norm layers only.
+   */
+  postNorms: boolean;
   mlpBias: boolean;
   /** lm_head shares the embedding matrix. */
   tiedEmbeddings: boolean;
