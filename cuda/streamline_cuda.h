@@ -53,6 +53,9 @@ const char* streamline_cuda_last_error(void);
 int streamline_cuda_cublaslt_available(char* reason, int reason_len);
 int streamline_cuda_create(const streamline_cuda_layer_spec* spec, streamline_cuda_ctx** out);
 void streamline_cuda_destroy(streamline_cuda_ctx* ctx);
+/* May be called again between run_layer calls of one batch (same positions and mask) to rotate the next layers with
+ * other frequencies (Gemma 3's sliding layers): it waits for the queued work, rebuilds the RoPE tables and leaves the
+ * hidden state, saved states and weight slots alone. */
 int streamline_cuda_set_inputs(streamline_cuda_ctx* ctx, const int32_t* host_positions, const uint8_t* host_mask,
                                const float* host_inv_freq, float attention_scaling);
 int streamline_cuda_upload_hidden(streamline_cuda_ctx* ctx, const float* host_h);

@@ -80,6 +80,12 @@ export interface ModelConfig {
   slidingWindow: number | null;
   /** Per-layer attention kind (Qwen2 `layer_types`; all `full_attention` when no window applies). */
   layerTypes: ('full_attention' | 'sliding_attention')[];
+  /**
+   * RoPE of the layers of one attention kind when it differs from `rope` (Gemma 3's sliding layers:
+   * rope_local_base_freq, unscaled; transformers 5's `rope_parameters` by layer type). A kind absent here uses `rope`;
+   * unset for every family whose layers share one RoPE. Same rotaryDim as `rope` (the engine has one per model).
+   */
+  ropeByLayerType?: Partial<Record<'full_attention' | 'sliding_attention', RopeConfig>>;
   opt: OptConfig | null;
   /** `torch_dtype` / `dtype` as written, or null. */
   torchDtype: string | null;

@@ -42,6 +42,7 @@ export { loadModel, modelFromDescription, forwardDescription } from './model.js'
 export type { LoadedModel, ForwardOptions, ForwardResult } from './model.js';
 export { describeModel } from './engine/describe.js';
 export type { ModelDescription, LayerSource, LayerSemantics, WeightView } from './engine/description.js';
+export { layerRope } from './engine/description.js';
 export { makeTokenBatch } from './engine/batch.js';
 export type { TokenBatch, HiddenBatch } from './engine/batch.js';
 export { embed, runLayer, runLayers, head, tokenLogprobs } from './engine/forward.js';

@@ -14,8 +14,8 @@
 import { fromNative, StreamlineError } from '../errors.js';
 import { native, type NativeCudaContext, type NativeHeadSpec, type NativeHeadWeights, type NativeLayerWeights } from '../native.js';
 import type { HiddenBatch } from './batch.js';
-import type { ModelDescription } from './description.js';
-import { ropeFrequencies } from './rope.js';
+import { layerRope, type ModelDescription } from './description.js';
+import { ropeFrequencies, type RopeParams } from './rope.js';
 import { maskingWindow, nativeLayerSpec } from './spec.js';
 
 export interface CudaLoadOptions {
@@ -69,6 +69,8 @@ export class CudaEngine {
   /** The batch as the caller loaded it, and as it runs on the GPU (padded to `cap`, or the same object). */
   private batch: HiddenBatch | null = null;
   private gpuBatch: HiddenBatch | null = null;
+  /** The RoPE whose tables the main context holds (layers may carry their own: LayerSource.rope). */
+  private ctxRope: RopeParams | null = null;
 
   /** @throws StreamlineError E_UNSUPPORTED when cudaUnsupported(desc) names a reason (callers resolve the device first). */
   constructor(private readonly desc: ModelDescription) {
@@ -89,7 +91,8 @@ export class CudaEngine {
     const g = padBatch(h, this.cap.B, this.cap.T);
     this.batch = h;
     this.gpuBatch = g;
-    this.setInputs(this.ctx!, g);
+    this.setInputs(this.ctx!, g, this.desc.rope);
+    this.ctxRope = this.desc.rope;
     await call('upload_hidden', () => this.ctx!.uploadHidden(g.data));
   }
 
@@ -99,9 +102,9 @@ export class CudaEngine {
     return call('create', () => native().cudaContext(spec));
   }
 
-  private setInputs(ctx: NativeCudaContext, h: HiddenBatch) {
+  private setInputs(ctx: NativeCudaContext, h: HiddenBatch, params: RopeParams | null) {
     // As on the CPU: dynamic RoPE follows the longest real row of the batch.
-    const rope = this.desc.rope ? ropeFrequencies(this.desc.rope, Math.max(...h.lengths)) : null;
+    const rope = params ? ropeFrequencies(params, Math.max(...h.lengths)) : null;
     try {
       ctx.setInputs(h.positions, h.mask, rope?.invFreq ?? null, rope?.attentionScaling ?? 1);
     } catch (e) {
@@ -138,6 +141,13 @@ export class CudaEngine {
       if (opts.signal?.aborted) throw new StreamlineError('E_ABORTED', 'forward pass aborted');
       const layer = layers[k]!;
       if (layer.kind === 'decoder') {
+        // A layer with its own RoPE (Gemma 3's sliding layers) gets its tables rebuilt in place: set_inputs waits for
+        // the queued layer, leaves the hidden state alone and costs one small kernel, so only when the rope changes.
+        const rope = layerRope(this.desc, layer);
+        if (rope !== this.ctxRope) {
+          this.setInputs(ctx, this.gpuBatch!, rope);
+          this.ctxRope = rope;
+        }
         const window = maskingWindow(layer.window, this.cap.T);
         await call(`run_layer (${layer.label})`, () => ctx.runLayer(slotOf.get(k)!, window));
         await stageNext();
@@ -155,7 +165,7 @@ export class CudaEngine {
     const buf = new Float32Array(h.data.length);
     const layer = this.desc.layers[k]!;
     await call('download_hidden', () => this.ctx!.downloadHidden(buf));
-    this.setInputs(this.mlpCtx, h);
+    this.setInputs(this.mlpCtx, h, this.desc.rope);
     await call('upload_hidden', () => this.mlpCtx!.uploadHidden(buf));
     await call(`upload_layer (${layer.label})`, () => this.mlpCtx!.uploadLayer(0, layer.weights() as NativeLayerWeights));
     await call(`run_layer (${layer.label})`, () => this.mlpCtx!.runLayer(0));
@@ -222,6 +232,7 @@ export class CudaEngine {
     this.cap = { B: 0, T: 0 };
     this.headLoaded = false;
     this.batch = this.gpuBatch = null;
+    this.ctxRope = null;
   }
 }
 

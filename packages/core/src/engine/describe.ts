@@ -5,17 +5,18 @@
 import { LAYER_ROLES, GLOBAL_ROLES, type GlobalRole, type LayerRole } from '../arch/types.js';
 import type { ModelDir } from '../model-dir.js';
 import type { LayerSource, ModelDescription, WeightView } from './description.js';
+import type { RopeConfig } from '../config.js';
+import { StreamlineError } from '../errors.js';
 import type { RopeParams } from './rope.js';
 
 export function describeModel(md: ModelDir): ModelDescription {
   const c = md.config;
   const t = md.adapter.traits(c);
-  let rope: RopeParams | null = null;
-  if (c.rope) {
-    const s = c.rope.scaling;
-    rope = {
-      theta: c.rope.theta,
-      dim: c.rope.rotaryDim,
+  const ropeOf = (r: RopeConfig): RopeParams => {
+    const s = r.scaling;
+    return {
+      theta: r.theta,
+      dim: r.rotaryDim,
       maxPositionEmbeddings: c.maxPositionEmbeddings,
       scaling: s.type === 'default' ? null
         : s.type === 'longrope' ? { ...s }
@@ -23,6 +24,16 @@ export function describeModel(md: ModelDir): ModelDescription {
         : s.type === 'dynamic' ? { type: 'dynamic', factor: s.factor, ...(s.originalMaxPositionEmbeddings !== undefined ? { originalMaxPositionEmbeddings: s.originalMaxPositionEmbeddings } : {}) }
         : { type: 'llama3', factor: s.factor, lowFreqFactor: s.lowFreqFactor, highFreqFactor: s.highFreqFactor, originalMaxPositionEmbeddings: s.originalMaxPositionEmbeddings },
     };
+  };
+  const rope = c.rope ? ropeOf(c.rope) : null;
+  // One object per layer type: the CUDA engine and the lm tail tell ropes apart by identity.
+  const ropeByType: Partial<Record<string, RopeParams>> = {};
+  for (const [type, r] of Object.entries(c.ropeByLayerType ?? {})) {
+    if (!r) continue;
+    // The engine has one rotary dim per model (LayerSemantics.rotaryDim, the CUDA context's rot_dim).
+    if (!c.rope || r.rotaryDim !== c.rope.rotaryDim)
+      throw new StreamlineError('E_CONFIG_UNSUPPORTED', `${c.modelType}: the RoPE of ${type} layers rotates ${r.rotaryDim} dims per head, the model's ${c.rope ? c.rope.rotaryDim : 'none (learned positions)'}; per-layer RoPE must keep the model's rotary dim`);
+    ropeByType[type] = ropeOf(r);
   }
   const layers: LayerSource[] = [];
   for (let i = 0; i < c.numLayers; i++) {
@@ -32,6 +43,7 @@ export function describeModel(md: ModelDir): ModelDescription {
       kind: 'decoder',
       label: `layer ${i}`,
       ...(window > 0 ? { window } : {}),
+      ...(ropeByType[c.layerTypes[i]!] ? { rope: ropeByType[c.layerTypes[i]!]! } : {}),
       weights: () => {
         const w: Partial<Record<LayerRole, WeightView>> = {};
         for (const role of LAYER_ROLES) {

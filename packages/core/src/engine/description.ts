@@ -60,6 +60,12 @@ export interface LayerSource {
    * sliding layers). Absent or 0: full causal attention.
    */
   window?: number;
+  /**
+   * This layer's RoPE when it differs from the model's (Gemma 3's sliding layers; ModelConfig.ropeByLayerType).
+   * Absent: `ModelDescription.rope`. Layers of one kind share one object, so identity tells ropes apart cheaply.
+   * Same `dim` as the model's rope (LayerSemantics.rotaryDim is per model).
+   */
+  rope?: RopeParams;
 }
 
 export interface ModelDescription {
@@ -78,4 +84,9 @@ export interface ModelDescription {
   maxPositionEmbeddings: number;
   layers: LayerSource[];
   global: () => Partial<Record<GlobalRole, WeightView>>;
+}
+
+/** The RoPE a layer runs with: its own (LayerSource.rope) or the model's; null for learned positions. */
+export function layerRope(desc: Pick<ModelDescription, 'rope'>, layer: Pick<LayerSource, 'rope'>): RopeParams | null {
+  return layer.rope ?? desc.rope;
 }

@@ -9,7 +9,7 @@ import { fromNative, StreamlineError } from '../errors.js';
 import { native } from '../native.js';
 import { makeTokenBatch, type HiddenBatch, type TokenBatch } from './batch.js';
 import { CudaEngine, cudaUnsupported } from './cuda.js';
-import type { LayerSource, ModelDescription } from './description.js';
+import { layerRope, type LayerSource, type ModelDescription } from './description.js';
 import { ropeFrequencies } from './rope.js';
 import { nativeLayerSpec } from './spec.js';
 
@@ -77,8 +77,9 @@ export async function runLayer(desc: ModelDescription, layer: LayerSource, h: Hi
   // Dynamic RoPE depends on the sequence length: HF uses the padded length of its batch, which with right padding
   // is the longest real row (our rows are padded further, for batch invariance of the GEMMs).
   const longest = Math.max(...h.lengths);
-  const { invFreq, attentionScaling } = desc.rope ? ropeFrequencies(desc.rope, longest) : { invFreq: null, attentionScaling: 1 };
-  const spec = nativeLayerSpec(desc.semantics, h.B, h.T, desc.rope !== null, attentionScaling, layer.window);
+  const rope = layerRope(desc, layer);
+  const { invFreq, attentionScaling } = rope ? ropeFrequencies(rope, longest) : { invFreq: null, attentionScaling: 1 };
+  const spec = nativeLayerSpec(desc.semantics, h.B, h.T, rope !== null, attentionScaling, layer.window);
   try {
     if (layer.kind === 'mlp') await n.mlpBlockForward(out, h.data, spec, layer.weights());
     else await n.decoderLayerForward(out, h.data, spec, layer.weights(), h.positions, h.mask, invFreq, captures ?? null);

@@ -26,11 +26,12 @@ export function prunedDescription(desc: ModelDescription, start: number, end: nu
     if (i === start && (r.kind === 'mlp' || r.kind === 'layer')) {
       const w = r.weights;
       // a layer replacement sits where layer `start` was and keeps its attention type (config-edit.ts keeps its
-      // layer_types entry), so its sliding window too
-      const window = r.kind === 'layer' ? desc.layers[start]!.window : undefined;
+      // layer_types entry), so its sliding window and its RoPE too
+      const first = r.kind === 'layer' ? desc.layers[start]! : undefined;
       layers.push({
         kind: r.kind === 'mlp' ? 'mlp' : 'decoder', weights: () => w, label: `${r.kind} replacement of [${start}, ${end})`,
-        ...(window ? { window } : {}),
+        ...(first?.window ? { window: first.window } : {}),
+        ...(first?.rope ? { rope: first.rope } : {}),
       });
     }
     if (i >= start && i < end) continue;

@@ -1,0 +1,120 @@
+// Per-layer RoPE (LayerSource.rope) on the CUDA path, with the CPU-emulated backend (streamline_cuda_cpu.so, as in
+// cuda-path.test.ts): CudaEngine rebuilds the context's RoPE tables with set_inputs before a layer whose rope differs
+// from the tables', so every result must be the CPU path's bitwise; a difference means a layer ran with another
+// layer's frequencies (or the hidden state was disturbed by set_inputs).
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import * as core from '../src/index.js';
+import { cudaUnsupported } from '../src/engine/cuda.js';
+import { openModelDir } from '../src/model-dir.js';
+import { native } from '../src/native.js';
+import type { ModelDescription } from '../src/index.js';
+import { repoRoot } from './_helpers.js';
+
+const fake = path.join(repoRoot, 'packages', 'core', 'build', 'testlib', 'streamline_cuda_cpu.so');
+process.env.STREAMLINE_CUDA_LIBRARY = fake;  // read at the first cudaInfo() of the process
+
+const fixtures = path.join(repoRoot, 'test', 'fixtures', 'models');
+/** The fixture with its sliding layers (qwen2-window: 1 and 2; mistral-window: all) on base 100, linear factor 2. */
+function describeWith(name: string, sliding: boolean): ModelDescription {
+  const md = openModelDir(path.join(fixtures, name));
+  const r = md.config.rope!;
+  const config = sliding ? { ...md.config, ropeByLayerType: { sliding_attention: { theta: 100, rotaryDim: r.rotaryDim, scaling: { type: 'linear', factor: 2 } } } } : md.config;
+  return core.describeModel({ ...md, config } as typeof md);
+}
+const seqs = (d: ModelDescription) => [45, 20, 70].map((n, s) => Int32Array.from({ length: n }, (_, i) => (i * (7 + s) + 3 * s + 1) % d.vocab));
+
+/**
+ * Counts setInputs calls on the CUDA contexts created meanwhile. The binding's methods are read-only, so the addon's
+ * cudaContext is wrapped: contexts come back behind a proxy that counts and forwards to the real object.
+ */
+function countSetInputs(): { n: number; restore: () => void } {
+  const n = native() as unknown as Record<string, unknown>;
+  const orig = n.cudaContext as (spec: unknown) => Promise<object>;
+  const counter = { n: 0, restore: () => { n.cudaContext = orig; } };
+  n.cudaContext = async (spec: unknown) => {
+    const ctx = await orig.call(n, spec) as Record<string | symbol, unknown>;
+    return new Proxy(ctx, {
+      get(target, prop) {
+        const v = target[prop];
+        if (typeof v !== 'function') return v;
+        return (...a: unknown[]) => {
+          if (prop === 'setInputs') counter.n++;
+          return (v as (...x: unknown[]) => unknown).apply(target, a);
+        };
+      },
+    });
+  };
+  return counter;
+}
+
+if (!existsSync(fake)) {
+  console.log(`skip: ${fake} not built (CMake option STREAMLINE_CUDA_CPU_TEST)`);
+} else {
+  test('per-layer ropes: the model stays on the CUDA path', () => {
+    assert.is(core.runtimeInfo().cuda.available, true, 'the test backend is usable');
+    assert.is(cudaUnsupported(describeWith('qwen2-window', true)), null);
+  });
+
+  for (const name of ['qwen2-window', 'mistral-window']) {
+    test(`${name} with its own rope on sliding layers: scoring and log-probs on cuda are bitwise the CPU`, async () => {
+      const d = describeWith(name, true);
+      const blocks = seqs(d);
+      for (const batchSize of [1, 2]) {
+        const cpu = await core.scoreLayers(d, { blocks, n: 1, batchSize, device: 'cpu' });
+        const gpu = await core.scoreLayers(d, { blocks, n: 1, batchSize, device: 'cuda' });
+        assert.is(gpu.device, 'cuda');
+        assert.equal(gpu.matrix, cpu.matrix, `matrix, batch size ${batchSize}`);
+      }
+      const lpCpu = await core.tokenLogprobs(d, blocks, { batchSize: 2, device: 'cpu' });
+      const lpGpu = await core.tokenLogprobs(d, blocks, { batchSize: 2, device: 'cuda' });
+      assert.equal(lpGpu, lpCpu);
+      // The per-layer rope matters for these inputs: one rope for every layer gives other log-probs.
+      const plain = await core.tokenLogprobs(describeWith(name, false), blocks, { batchSize: 2, device: 'cuda' });
+      let diff = 0;
+      for (const [i, lp] of plain.entries()) for (let t = 0; t < lp.length; t++) diff = Math.max(diff, Math.abs(lp[t]! - lpGpu[i]![t]!));
+      console.log(`  ${name}: max |Δ log p| per-layer rope vs one rope on cuda: ${diff.toExponential(3)}`);
+      assert.ok(diff > 1e-3, `per-layer rope changes log-probs (${diff})`);
+    });
+  }
+
+  test('set_inputs runs only where the rope changes: once per batch, plus once per change between layers', async () => {
+    const counter = countSetInputs();
+    try {
+      // qwen2-window: [full, sliding, sliding] → load (model's rope) + one switch at layer 1, per batch.
+      const d = describeWith('qwen2-window', true);
+      const blocks = seqs(d);
+      await core.tokenLogprobs(d, blocks, { batchSize: 3, device: 'cuda' });
+      assert.is(counter.n, 2);
+      counter.n = 0;
+      await core.tokenLogprobs(describeWith('qwen2-window', false), blocks, { batchSize: 3, device: 'cuda' });
+      assert.is(counter.n, 1, 'one rope for all layers: set once at load');
+      // a layer replacement at layer 1 keeps the sliding rope; the linear fold's kept layer 2 too
+      counter.n = 0;
+      const pruned = core.prunedDescription(d, 1, 2, { kind: 'layer', weights: d.layers[1]!.weights() });
+      const gpu = await core.tokenLogprobs(pruned, blocks, { batchSize: 3, device: 'cuda' });
+      assert.is(counter.n, 2);
+      assert.equal(gpu, await core.tokenLogprobs(pruned, blocks, { batchSize: 3, device: 'cpu' }));
+    } finally {
+      counter.restore();
+    }
+  });
+
+  test('pruned with an `mlp` block between ropes: the main context\'s tables follow the layers', async () => {
+    const d = describeWith('qwen2-window', true);
+    const w = d.layers[1]!.weights();
+    const mlpRoles = Object.fromEntries(Object.entries(w).filter(([r]) => /^(mlp_norm|gate|up|down)\./.test(r)));
+    // [layer 0 (full), mlp, layer 2 (sliding)]; and [mlp, layer 1, layer 2] where the first decoder layer is sliding
+    for (const [s, e] of [[1, 2], [0, 1]] as const) {
+      const pruned = core.prunedDescription(d, s, e, { kind: 'mlp', weights: mlpRoles } as never);
+      const blocks = seqs(d);
+      const cpu = await core.tokenLogprobs(pruned, blocks, { batchSize: 2, device: 'cpu' });
+      const gpu = await core.tokenLogprobs(pruned, blocks, { batchSize: 2, device: 'cuda' });
+      assert.equal(gpu, cpu, `mlp at [${s}, ${e})`);
+    }
+  });
+}
+
+test.run();
