@@ -8,7 +8,7 @@ import { getAdapter, SUPPORTED_MODEL_TYPES } from './arch/index.js';
 import { StreamlineError } from './errors.js';
 
 /** Model families Streamline understands. */
-export type ModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'phi3' | 'opt';
+export type ModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'phi3' | 'gemma3_text' | 'opt';
 
 /** Activations the kernels implement (`gelu_tanh` is the tanh approximation: gelu_new / gelu_pytorch_tanh). */
 export type Activation = 'silu' | 'relu' | 'gelu' | 'gelu_tanh';
@@ -74,6 +74,13 @@ export interface ModelConfig {
   attentionOutBias: boolean;
   /** Bias on the MLP projections. */
   mlpBias: boolean;
+  /** Multiplies attention scores; absent: 1/sqrt(headDim). Gemma 3: query_pre_attn_scalar^-0.5. */
+  attentionScale?: number;
+  /**
+   * Multiplies the token embeddings, after rounding to the embedding's stored dtype (Gemma 3: sqrt(hidden_size), which
+   * transformers casts to the weight's dtype: 33.94 becomes 34.0 in bf16 at 1152). Absent: 1.
+   */
+  embedScale?: number;
   /** RoPE settings; null for learned absolute positions (OPT). */
   rope: RopeConfig | null;
   /** Effective sliding-window size (Mistral `sliding_window`, Qwen2 when `use_sliding_window`), else null. */

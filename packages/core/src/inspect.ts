@@ -39,8 +39,11 @@ export interface ModelReport {
   norm: 'rms' | 'layer';
   activation: string;
   positions: 'rope' | 'learned';
-  /** RoPE details (null with learned positions): scaling type, theta, and the rotated dims per head (headDim unless partial). */
-  rope: { type: string; theta: number; rotaryDim: number } | null;
+  /**
+   * RoPE details (null with learned positions): scaling type, theta, and the rotated dims per head (headDim unless
+   * partial); `sliding`: the RoPE of sliding-window layers when it differs (Gemma 3's rope_local_base_freq).
+   */
+  rope: { type: string; theta: number; rotaryDim: number; sliding?: { type: string; theta: number } } | null;
   torchDtype: string | null;
   /** Element counts: total over all checkpoint tensors, per layer i (tensors named `…layers.i.…`), and the rest. */
   parameters: { total: number; perLayer: number[]; nonLayer: number; expectedPerLayer: number };
@@ -159,7 +162,10 @@ function inspectModel(dir: string): ModelReport {
     norm: traits.norm,
     activation: c.hiddenAct,
     positions: traits.positions,
-    rope: c.rope ? { type: c.rope.scaling.type, theta: c.rope.theta, rotaryDim: c.rope.rotaryDim } : null,
+    rope: c.rope ? {
+      type: c.rope.scaling.type, theta: c.rope.theta, rotaryDim: c.rope.rotaryDim,
+      ...(c.ropeByLayerType?.sliding_attention ? { sliding: { type: c.ropeByLayerType.sliding_attention.scaling.type, theta: c.ropeByLayerType.sliding_attention.theta } } : {}),
+    } : null,
     torchDtype: c.torchDtype,
     parameters: { total, perLayer, nonLayer, expectedPerLayer: adapter.layerParamCount(c) },
     tensors: checkpoint.names().length,

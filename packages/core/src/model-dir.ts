@@ -6,11 +6,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fusedShape } from './arch/common.js';
 import { getAdapter } from './arch/index.js';
-import type { ArchAdapter, GlobalRole, LayerRole, NamingOptions } from './arch/types.js';
+import { NORM_WEIGHT_ROLES, type ArchAdapter, type GlobalRole, type LayerRole, type NamingOptions, type TensorRole } from './arch/types.js';
 import { loadModelConfig, type ModelConfig } from './config.js';
 import { StreamlineError } from './errors.js';
 import { openCheckpoint, type Checkpoint, type OpenCheckpointOptions } from './safetensors/checkpoint.js';
-import type { Tensor } from './tensor.js';
+import { Tensor } from './tensor.js';
 
 /** An opened model directory. Nothing is read beyond config.json and the safetensors headers. */
 export interface ModelDir {
@@ -30,7 +30,8 @@ export interface ModelDir {
   /**
    * The tensor for a role (zero-copy, read-only), or undefined when the role does not exist for this model
    * (e.g. `q.bias` in Llama, `lm_head.weight` when tied: use `embed.weight`). A role stored in a fused tensor
-   * (Phi-3 `qkv_proj`) is its row range.
+   * (Phi-3 `qkv_proj`) is its row range. A norm weight of a family that stores offsets (Gemma's 1 + w) is the
+   * effective weight, a small f32 copy.
    * @throws StreamlineError E_MODEL_TENSORS when the architecture expects it but the checkpoint lacks it.
    */
   layerTensor(role: LayerRole, layer: number): Tensor | undefined;
@@ -63,10 +64,20 @@ export function openModelDir(dir: string, options: OpenCheckpointOptions = {}): 
   const files = fs.readdirSync(dir).sort();
   const tokenizer = path.join(dir, 'tokenizer.json');
   const shapes = { layer: adapter.layerShapes(config), global: adapter.globalShapes(config) };
-  const get = (name: string | undefined, exists: boolean, what: string): Tensor | undefined => {
+  const offset = adapter.normWeightOffset;
+  const effective = new Map<string, Tensor>();
+  const get = (name: string | undefined, exists: boolean, what: string, role: TensorRole): Tensor | undefined => {
     if (!name || !exists) return undefined;
     if (!checkpoint.has(name)) throw new StreamlineError('E_MODEL_TENSORS', `${dir}: ${what} (${name}) is missing from the checkpoint`, { file: dir });
-    return checkpoint.tensor(name);
+    if (offset === undefined || !NORM_WEIGHT_ROLES.includes(role)) return checkpoint.tensor(name);
+    // Gemma computes (1 + w) in f32 from the stored w: the same sum here, once per tensor.
+    let t = effective.get(name);
+    if (!t) {
+      const stored = checkpoint.tensor(name);
+      t = Tensor.fromFloat32(stored.toFloat32().map((w) => w + offset), stored.shape, 'f32');
+      effective.set(name, t);
+    }
+    return t;
   };
   return {
     dir, config, adapter, checkpoint, naming, files,
@@ -78,7 +89,7 @@ export function openModelDir(dir: string, options: OpenCheckpointOptions = {}): 
         throw new StreamlineError('E_MODEL_LAYER', `layer ${layer} is outside [0, ${config.numLayers})`);
       }
       const name = adapter.layerTensorName(role, layer, naming);
-      const whole = get(name, shapes.layer[role] !== undefined, `layer ${layer} ${role}`);
+      const whole = get(name, shapes.layer[role] !== undefined, `layer ${layer} ${role}`, role);
       const parts = adapter.fusedGroup(role);
       if (!whole || !parts) return whole;
       // A fused tensor (Phi-3 qkv_proj): the role is a row range of it, and only the expected stacked shape says where.
@@ -95,7 +106,7 @@ export function openModelDir(dir: string, options: OpenCheckpointOptions = {}): 
     },
     globalTensor(role) {
       if (role === 'lm_head.weight' && config.tieWordEmbeddings) return undefined;
-      return get(adapter.globalTensorName(role, naming), shapes.global[role] !== undefined, role);
+      return get(adapter.globalTensorName(role, naming), shapes.global[role] !== undefined, role, role);
     },
   };
 }

@@ -1,18 +1,20 @@
 // Architecture adapters: tensor names by role, expected tensors and shapes, parameter counts, prefix detection.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { GLOBAL_ROLES, LAYER_ROLES, getAdapter, isStreamlineError, llama, mistral, opt, parseModelConfig, phi3, qwen2, qwen3, SUPPORTED_MODEL_TYPES } from '../src/index.js';
+import { GLOBAL_ROLES, LAYER_ROLES, gemma3, getAdapter, isStreamlineError, llama, mistral, opt, parseModelConfig, phi3, qwen2, qwen3, SUPPORTED_MODEL_TYPES } from '../src/index.js';
 import { TINY_LLAMA, TINY_OPT } from './_helpers.js';
 
 test('bad input: unknown model type', () => {
-  assert.throws(() => getAdapter('gpt_neox'), (e: unknown) => isStreamlineError(e, 'E_CONFIG_UNSUPPORTED') && e.message.includes('llama, mistral, qwen2, qwen3, phi3, opt'));
-  assert.equal([...SUPPORTED_MODEL_TYPES], ['llama', 'mistral', 'qwen2', 'qwen3', 'phi3', 'opt']);
+  assert.throws(() => getAdapter('gpt_neox'), (e: unknown) => isStreamlineError(e, 'E_CONFIG_UNSUPPORTED') && e.message.includes('llama, mistral, qwen2, qwen3, phi3, gemma3_text, opt'));
+  assert.equal([...SUPPORTED_MODEL_TYPES], ['llama', 'mistral', 'qwen2', 'qwen3', 'phi3', 'gemma3_text', 'opt']);
+  // hasOwn, not `in`: a model_type named like an Object.prototype member gets the plain message
+  assert.throws(() => getAdapter('toString'), (e: unknown) => isStreamlineError(e, 'E_CONFIG_UNSUPPORTED') && e.message.startsWith("model_type 'toString' is not supported (supported:"));
   // The MoE sibling shares a prefix, not a layout: refused by name.
   assert.throws(() => getAdapter('qwen3_moe'), (e: unknown) => isStreamlineError(e, 'E_CONFIG_UNSUPPORTED') && e.message.includes("model_type 'qwen3_moe' is not supported"));
 });
 
 test('every adapter names only known roles; role tables are complete for the families', () => {
-  for (const a of [llama, mistral, qwen2, qwen3, phi3, opt]) {
+  for (const a of [llama, mistral, qwen2, qwen3, phi3, gemma3, opt]) {
     for (const r of Object.keys(a.layerNames)) assert.ok((LAYER_ROLES as readonly string[]).includes(r), `${a.modelType} ${r}`);
     for (const r of Object.keys(a.globalNames)) assert.ok((GLOBAL_ROLES as readonly string[]).includes(r), `${a.modelType} ${r}`);
   }
@@ -67,6 +69,19 @@ test('qwen3 expected tensors: q_norm/k_norm [head_dim] per layer, no biases by d
   assert.equal(qwen3.expectedTensors(biased).filter((e) => e.layer === 0 && e.role.endsWith('.bias')).map((e) => e.role), ['q.bias', 'k.bias', 'v.bias', 'o.bias']);
   assert.is(biased.headDim, 128);
   assert.is(qwen3.layerParamCount(c) - llama.layerParamCount(parseModelConfig({ ...TINY_LLAMA, head_dim: 6 })), 12);
+});
+
+test('gemma3_text expected tensors: four norms per layer (pre and post of each sub-block), q/k norms, tied head', () => {
+  const c = parseModelConfig({ ...TINY_LLAMA, model_type: 'gemma3_text', head_dim: 6, tie_word_embeddings: undefined });
+  const by = new Map(gemma3.expectedTensors(c).filter((e) => e.layer === 1).map((e) => [e.role, e]));
+  assert.equal([...by.keys()].filter((r) => r.includes('norm')).map((r) => [r, by.get(r)!.name.slice('model.layers.1.'.length), by.get(r)!.shape]), [
+    ['attn_norm.weight', 'input_layernorm.weight', [16]], ['mlp_norm.weight', 'pre_feedforward_layernorm.weight', [16]],
+    ['q_norm.weight', 'self_attn.q_norm.weight', [6]], ['k_norm.weight', 'self_attn.k_norm.weight', [6]],
+    ['post_attn_norm.weight', 'post_attention_layernorm.weight', [16]], ['post_mlp_norm.weight', 'post_feedforward_layernorm.weight', [16]],
+  ]);
+  assert.not.ok(gemma3.expectedTensors(c).find((e) => e.role === 'lm_head.weight')!.required, 'tied by default');
+  assert.equal([gemma3.traits(c).postNorms, gemma3.traits(c).qkNorm, gemma3.normWeightOffset, llama.normWeightOffset], [true, true, 1, undefined]);
+  assert.is(gemma3.layerParamCount(c) - qwen3.layerParamCount(parseModelConfig({ ...TINY_LLAMA, model_type: 'qwen3', head_dim: 6 })), 32);
 });
 
 test('opt expected tensors: positions with offset 2, project_in/out when word_embed_proj_dim differs, post-norm without final norm', () => {

@@ -14,7 +14,9 @@ const fails = (fn: () => unknown, code: string, mention: string) =>
 test('bad input: not an object, unknown or missing model_type, missing and invalid fields', () => {
   fails(() => parseModelConfig([]), 'E_CONFIG_FIELD', 'JSON object');
   fails(() => parseModelConfig({ ...base }), 'E_CONFIG_FIELD', 'model_type');
-  fails(() => parseModelConfig({ model_type: 'gpt2', ...base }), 'E_CONFIG_UNSUPPORTED', 'llama, mistral, qwen2, qwen3, phi3, opt');
+  fails(() => parseModelConfig({ model_type: 'gpt2', ...base }), 'E_CONFIG_UNSUPPORTED', 'llama, mistral, qwen2, qwen3, phi3, gemma3_text, opt');
+  fails(() => parseModelConfig({ model_type: 'gemma3', ...base }), 'E_CONFIG_UNSUPPORTED', 'gemma3_text');
+  fails(() => parseModelConfig({ model_type: 'gemma2', ...base }), 'E_CONFIG_UNSUPPORTED', 'soft-caps');
   fails(() => parseModelConfig({ model_type: 'qwen3_moe', ...base }), 'E_CONFIG_UNSUPPORTED', "model_type 'qwen3_moe' is not supported");
   fails(() => parseModelConfig({ model_type: 'qwen3', ...base, num_key_value_heads: 2, head_dim: null }), 'E_CONFIG_FIELD', "field 'head_dim'");
   for (const key of Object.keys(base)) {
@@ -109,6 +111,41 @@ test('qwen3 defaults (configuration_qwen3.py): head_dim 128 when absent, 32 KV h
   assert.equal(w.layerTypes, ['full_attention', 'full_attention', 'sliding_attention', 'sliding_attention']);
   const off = parseModelConfig({ model_type: 'qwen3', ...base, num_key_value_heads: 2, sliding_window: 128, max_window_layers: 0 });
   assert.equal([off.slidingWindow, off.layerTypes.every((t) => t === 'full_attention')], [null, true]);
+});
+
+test('gemma3_text defaults (configuration_gemma3.py): head_dim 256, 4 KV heads, tied, GeGLU, 5:1 sliding pattern, local RoPE, scales', () => {
+  const gemma = (extra: object = {}) => parseModelConfig({ model_type: 'gemma3_text', ...base, num_hidden_layers: 7, ...extra });
+  const c = gemma();
+  assert.equal([c.headDim, c.numKvHeads, c.attentionBias, c.mlpBias, c.maxPositionEmbeddings, c.normEps, c.tieWordEmbeddings, c.hiddenAct, c.activation],
+    [256, 4, false, false, 131072, 1e-6, true, 'gelu_pytorch_tanh', 'gelu_tanh']);
+  assert.equal([c.bosTokenId, c.eosTokenId, c.padTokenId, c.architectures], [2, 1, 0, ['Gemma3ForCausalLM']]);
+  // every 6th layer full attention, the rest a 4096-token window (sliding_window_pattern 6 by default)
+  assert.equal(c.layerTypes, ['sliding_attention', 'sliding_attention', 'sliding_attention', 'sliding_attention', 'sliding_attention', 'full_attention', 'sliding_attention']);
+  assert.is(c.slidingWindow, 4096);
+  assert.equal([c.rope!.theta, c.rope!.scaling, c.ropeByLayerType?.sliding_attention?.theta, c.ropeByLayerType?.sliding_attention?.scaling], [1e6, { type: 'default' }, 10000, { type: 'default' }]);
+  assert.equal([c.attentionScale, c.embedScale], [256 ** -0.5, 8]);
+  const t = gemma({ sliding_window_pattern: 2, sliding_window: 512, query_pre_attn_scalar: 64, rope_local_base_freq: 5000, rope_theta: 2e5,
+    rope_scaling: { rope_type: 'linear', factor: 8 }, hidden_activation: 'gelu', head_dim: 16, num_key_value_heads: 1, tie_word_embeddings: false });
+  assert.equal(t.layerTypes.slice(0, 4), ['sliding_attention', 'full_attention', 'sliding_attention', 'full_attention']);
+  assert.equal([t.slidingWindow, t.attentionScale, t.activation, t.headDim, t.numKvHeads, t.tieWordEmbeddings], [512, 0.125, 'gelu', 16, 1, false]);
+  // the full-attention layers scale their RoPE; the local ones never do
+  assert.equal([t.rope!.theta, t.rope!.scaling, t.ropeByLayerType?.sliding_attention?.theta, t.ropeByLayerType?.sliding_attention?.scaling], [2e5, { type: 'linear', factor: 8 }, 5000, { type: 'default' }]);
+  // layer_types wins over the pattern (as in transformers >= 4.53); transformers 5's per-type rope_parameters
+  const types = ['full_attention', 'sliding_attention', 'full_attention', 'full_attention', 'sliding_attention', 'full_attention', 'full_attention'];
+  const v5 = gemma({ layer_types: types, sliding_window_pattern: 3, rope_parameters: {
+    full_attention: { rope_type: 'linear', factor: 8, rope_theta: 1e6 }, sliding_attention: { rope_type: 'default', rope_theta: 1e4 } } });
+  assert.equal(v5.layerTypes, types);
+  assert.equal([v5.rope!.theta, v5.rope!.scaling, v5.ropeByLayerType?.sliding_attention?.theta], [1e6, { type: 'linear', factor: 8 }, 1e4]);
+  assert.ok('full_attention' in (v5.raw.rope_parameters as object), 'the file\'s own rope_parameters are kept for export');
+  fails(() => gemma({ attn_logit_softcapping: 50 }), 'E_CONFIG_UNSUPPORTED', 'attn_logit_softcapping');
+  fails(() => gemma({ final_logit_softcapping: 30 }), 'E_CONFIG_UNSUPPORTED', 'final_logit_softcapping');
+  fails(() => gemma({ use_bidirectional_attention: true }), 'E_CONFIG_UNSUPPORTED', 'use_bidirectional_attention');
+  fails(() => gemma({ layer_types: ['full_attention'] }), 'E_CONFIG_FIELD', 'layer_types');
+  fails(() => gemma({ sliding_window: null }), 'E_CONFIG_FIELD', 'sliding_window');
+  fails(() => gemma({ query_pre_attn_scalar: 0 }), 'E_CONFIG_FIELD', 'query_pre_attn_scalar');
+  fails(() => gemma({ partial_rotary_factor: 0.5 }), 'E_CONFIG_UNSUPPORTED', 'partial_rotary_factor');
+  // all full attention: no window needed
+  assert.is(gemma({ sliding_window_pattern: 1, sliding_window: null }).slidingWindow, null);
 });
 
 test('opt defaults (configuration_opt.py): tied, relu, biases, pre-norm, LayerNorm eps 1e-5; opt-350m style', () => {

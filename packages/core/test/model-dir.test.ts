@@ -71,6 +71,25 @@ test('a tiny qwen3: valid with q_norm/k_norm [head_dim] per layer; a missing k_n
   fs.rmSync(bad, { recursive: true });
 });
 
+test('a tiny gemma3_text: valid with four norms per layer; norm roles read as 1 + w (f32), other roles as stored', async () => {
+  const cfg = { ...TINY_LLAMA, architectures: ['Gemma3ForCausalLM'], model_type: 'gemma3_text', head_dim: 6, tie_word_embeddings: true };
+  const dir = tmpDir('gemma3');
+  await makeTinyModel(dir, cfg);
+  const r = asModel(inspect(dir));
+  assertModelValid(r);
+  assert.equal([r.architecture, r.layers, r.headDim, r.tieWordEmbeddings], ['Gemma3ForCausalLM', 3, 6, true]);
+  const m = openModelDir(dir);
+  for (const [role, name] of [['post_mlp_norm.weight', 'model.layers.2.post_feedforward_layernorm.weight'], ['q_norm.weight', 'model.layers.0.self_attn.q_norm.weight']] as const) {
+    const eff = m.layerTensor(role, role === 'q_norm.weight' ? 0 : 2)!, stored = m.checkpoint.tensor(name);
+    assert.is(eff.dtype, 'f32');
+    assert.equal([...eff.toFloat32()], [...stored.toFloat32()].map((w) => Math.fround(1 + w)), role);
+  }
+  const fin = m.globalTensor('final_norm.weight')!.toFloat32(), storedFin = m.checkpoint.tensor('model.norm.weight').toFloat32();
+  assert.equal([...fin], [...storedFin].map((w) => Math.fround(1 + w)));
+  assert.is(m.layerTensor('q.weight', 1)!.dtype, m.checkpoint.tensor('model.layers.1.self_attn.q_proj.weight').dtype, 'projections are zero-copy views');
+  fs.rmSync(dir, { recursive: true });
+});
+
 test('missing, wrong-shape and unexpected tensors make the report invalid (E_MODEL_TENSORS); inv_freq is ignored', async () => {
   const dir = tmpDir('bad');
   await makeTinyModel(dir, TINY_LLAMA, {

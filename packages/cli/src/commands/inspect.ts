@@ -20,11 +20,16 @@ function ranges(layers: readonly number[]): string {
 }
 
 
-/** " (longrope, 96 of 128 dims)": the scaling type when not the default, and a partial rotation. */
+/**
+ * " (longrope, 96 of 128 dims)": the scaling type when not the default, and a partial rotation; Gemma 3's sliding
+ * layers: " (base 1000000; sliding layers: base 10000)".
+ */
 function ropeDetail(r: ModelReport): string {
   const parts: string[] = [];
+  if (r.rope?.sliding) parts.push(`base ${r.rope.theta}`);
   if (r.rope && r.rope.type !== 'default') parts.push(r.rope.type);
   if (r.rope && r.rope.rotaryDim < r.headDim) parts.push(`${r.rope.rotaryDim} of ${r.headDim} dims`);
+  if (r.rope?.sliding) parts.push(`sliding layers: base ${r.rope.sliding.theta}${r.rope.sliding.type !== 'default' ? ` ${r.rope.sliding.type}` : ''}`);
   return parts.length ? ` (${parts.join(', ')})` : '';
 }
 

@@ -60,6 +60,12 @@ export interface LlamaLikeDefaults {
   longropeAliases?: readonly string[];
   /** The family's attention rotates only the leading head_dim × partial_rotary_factor dims (Phi-3); elsewhere refused. */
   partialRotary?: boolean;
+  /** The activation's config key and default (Gemma 3: `hidden_activation`, gelu_pytorch_tanh); default hidden_act / silu. */
+  activation?: { key: string; def: string };
+  /** rope_theta when absent (default 10000). */
+  ropeTheta?: number;
+  /** tie_word_embeddings when absent (default false). */
+  tieWordEmbeddings?: boolean;
   /** Reads the family's bias flags. */
   biases(raw: RawConfig): { attentionBias: boolean; attentionOutBias: boolean; mlpBias: boolean };
   /** Reads the family's sliding-window fields. */
@@ -85,9 +91,9 @@ export function parseLlamaLike(raw: RawConfig, d: LlamaLikeDefaults): ModelConfi
     headDim = hiddenSize / numHeads;
   }
   const numLayers = intField(raw, 'num_hidden_layers');
-  const act = activationField(raw, 'hidden_act', 'silu');
+  const act = activationField(raw, d.activation?.key ?? 'hidden_act', d.activation?.def ?? 'silu');
   const maxPositionEmbeddings = intField(raw, 'max_position_embeddings', d.maxPositionEmbeddings);
-  const rope = ropeField(raw, 10000, {
+  const rope = ropeField(raw, d.ropeTheta ?? 10000, {
     headDim, maxPositionEmbeddings,
     ...(d.partialRotary ? { partialRotary: true } : {}),
     ...(d.originalMaxPositionEmbeddings !== undefined ? { originalMaxPositionEmbeddings: d.originalMaxPositionEmbeddings } : {}),
@@ -108,7 +114,7 @@ export function parseLlamaLike(raw: RawConfig, d: LlamaLikeDefaults): ModelConfi
     hiddenAct: act.name,
     activation: act.activation,
     normEps: numField(raw, 'rms_norm_eps', d.rmsNormEps),
-    tieWordEmbeddings: boolField(raw, 'tie_word_embeddings', false),
+    tieWordEmbeddings: boolField(raw, 'tie_word_embeddings', d.tieWordEmbeddings ?? false),
     ...d.biases(raw),
     rope,
     ...d.window(raw, numLayers),

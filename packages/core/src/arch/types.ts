@@ -29,6 +29,12 @@ export type GlobalRole = (typeof GLOBAL_ROLES)[number];
 
 export type TensorRole = LayerRole | GlobalRole;
 
+/** The roles holding norm weights (what ArchSpec.normWeightOffset applies to). */
+export const NORM_WEIGHT_ROLES: readonly TensorRole[] = [
+  'attn_norm.weight', 'mlp_norm.weight', 'q_norm.weight', 'k_norm.weight', 'post_attn_norm.weight', 'post_mlp_norm.weight',
+  'final_norm.weight',
+];
+
 /** Structural facts the forward pass needs, derived from the config. */
 export interface ArchTraits {
   norm: 'rms' | 'layer';
@@ -101,6 +107,12 @@ export interface ArchSpec {
    * own role shape, and the fused tensor's shape is theirs stacked.
    */
   fusedLayerRoles?: readonly (readonly LayerRole[])[];
+  /**
+   * Norm weights are stored as an offset from this value (Gemma: the norm multiplies by 1 + w, so 1). The model
+   * directory hands the engine offset + w for every role in NORM_WEIGHT_ROLES (f32, as the family computes it) and
+   * export writes trained values back as value − offset. Absent: weights are used as stored.
+   */
+  normWeightOffset?: number;
   /** Checkpoint tensors that transformers ignores on load (e.g. rotary inv_freq buffers). */
   ignoredTensors: readonly RegExp[];
   /**
@@ -108,6 +120,11 @@ export interface ArchSpec {
    * spell them out, since the default no longer points at the same layers once layers are removed.
    */
   layerIndexDefaults?: Readonly<Record<string, number>>;
+  /**
+   * Per-layer lists a pruned model's config must spell out when the source derives them from something else (Gemma 3
+   * `layer_types` from `sliding_window_pattern`, which no longer lines up once layers are removed).
+   */
+  derivedLayerLists?(config: ModelConfig): Record<string, unknown[]>;
   parseConfig(raw: RawConfig): ModelConfig;
   traits(config: ModelConfig): ArchTraits;
   /** Shapes of the per-layer tensors (same for every layer). */

@@ -3,11 +3,23 @@
  * looked up lazily, so only the running layer's pages are touched.
  */
 import { LAYER_ROLES, GLOBAL_ROLES, type GlobalRole, type LayerRole } from '../arch/types.js';
+import type { DType } from '../dtype.js';
 import type { ModelDir } from '../model-dir.js';
+import { Tensor } from '../tensor.js';
 import type { LayerSource, ModelDescription, WeightView } from './description.js';
 import type { RopeConfig } from '../config.js';
 import { StreamlineError } from '../errors.js';
 import type { RopeParams } from './rope.js';
+
+/**
+ * The embedding scale as the family applies it: transformers casts it to the embedding weight's dtype first (Gemma 3:
+ * sqrt(1152) = 33.94 is 34.0 in bf16), the dtype such a model is trained and normally run in.
+ */
+function storedScale(md: ModelDir, scale: number): number {
+  const name = md.globalTensorName('embed.weight');
+  const dtype = (name && md.checkpoint.has(name) ? md.checkpoint.info(name).dtype : 'f32') as DType;
+  return Tensor.fromFloat32([scale], [1], dtype).toFloat32()[0]!;
+}
 
 export function describeModel(md: ModelDir): ModelDescription {
   const c = md.config;
@@ -60,12 +72,13 @@ export function describeModel(md: ModelDir): ModelDescription {
     semantics: {
       hidden: c.hiddenSize, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, intermediate: c.intermediateSize,
       norm: t.norm, normEps: t.normEps, activation: t.activation, gatedMlp: t.gatedMlp, preNorm: t.preNorm,
-      attnScale: 1 / Math.sqrt(c.headDim),
+      attnScale: c.attentionScale ?? 1 / Math.sqrt(c.headDim),
       ...(c.rope && c.rope.rotaryDim < c.headDim ? { rotaryDim: c.rope.rotaryDim } : {}),
       ...(t.qkNorm ? { qkNorm: true } : {}),
       ...(t.postNorms ? { postNorms: true } : {}),
     },
     rope,
+    ...(c.embedScale !== undefined ? { embedScale: storedScale(md, c.embedScale) } : {}),
     learnedPositionOffset: t.positions === 'learned' ? t.positionOffset : null,
     finalNorm: t.finalNorm,
     projDim: t.projectInOut ? t.embedDim : null,

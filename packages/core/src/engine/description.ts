@@ -74,6 +74,8 @@ export interface ModelDescription {
   semantics: LayerSemantics;
   /** RoPE parameters; null for learned positions (OPT). */
   rope: RopeParams | null;
+  /** Multiplies the token embeddings (Gemma 3: sqrt(hidden) in the embedding's dtype); absent: 1. */
+  embedScale?: number;
   /** OPT: learned positions indexed by position + offset. */
   learnedPositionOffset: number | null;
   /** A final norm is applied before the LM head (false for OPT post-norm models). */

@@ -34,6 +34,7 @@ export async function embed(desc: ModelDescription, batch: TokenBatch): Promise<
   try {
     // Padding ids are never looked at by real tokens; keep them in range.
     n.embeddingForward(h, batch.ids, table);
+    if (desc.embedScale !== undefined) for (let i = 0; i < h.length; i++) h[i]! *= desc.embedScale;
     if (g['project_in.weight']) {
       const p = new Float32Array(M * D);
       n.linearForward(p, h, g['project_in.weight'], null, M, D, embDim);

@@ -29,7 +29,14 @@ export function pruneConfig(raw: Record<string, unknown>, kept: number[]): { con
   const config: Record<string, unknown> = structuredClone(raw);
   const changed: string[] = ['num_hidden_layers'];
   config.num_hidden_layers = kept.length;
-  for (const [key, value] of Object.entries(raw)) {
+  const modelType = raw.model_type;
+  const adapter = typeof modelType === 'string' && SUPPORTED_MODEL_TYPES.includes(modelType) ? getAdapter(modelType) : undefined;
+  // Lists the source leaves to a rule over layer indices are written out first, then filtered like the others.
+  const lists: Record<string, unknown> = { ...raw };
+  if (adapter?.derivedLayerLists)
+    for (const [key, value] of Object.entries(adapter.derivedLayerLists(adapter.parseConfig({ json: raw, file: 'config.json' }))))
+      if (!Array.isArray(raw[key])) lists[key] = value;
+  for (const [key, value] of Object.entries(lists)) {
     if (key === 'num_hidden_layers') continue;
     if (Array.isArray(value) && value.length === L && L > 0) {
       config[key] = kept.map((i) => value[i]);
@@ -38,8 +45,7 @@ export function pruneConfig(raw: Record<string, unknown>, kept: number[]): { con
   }
   // Keys whose value is a layer index count the kept layers below it; one left at the family's default is spelled out
   // (the pruned model's default would point at other layers).
-  const modelType = raw.model_type;
-  const defaults = (typeof modelType === 'string' && SUPPORTED_MODEL_TYPES.includes(modelType) ? getAdapter(modelType).layerIndexDefaults : undefined) ?? {};
+  const defaults = adapter?.layerIndexDefaults ?? {};
   for (const key of new Set(['max_window_layers', ...Object.keys(defaults)])) {
     const given = raw[key];
     const m = typeof given === 'number' ? given : defaults[key];

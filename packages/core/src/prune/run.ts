@@ -9,6 +9,7 @@ import { gpuMemory, resolveDevice, type Device, type DeviceOptions } from '../de
 import { isStreamlineError, StreamlineError } from '../errors.js';
 import { native, type NativeHeadWeights, type NativeLayerWeights } from '../native.js';
 import type { LayerRole, WeightView } from '../engine/description.js';
+import { NORM_WEIGHT_ROLES } from '../arch/types.js';
 import { cudaUnsupported } from '../engine/cuda.js';
 import { ropeFrequencies } from '../engine/rope.js';
 import { tokenLogprobs } from '../engine/forward.js';
@@ -284,13 +285,24 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
   let training: PruneResult['training'] = null;
   let linear: PruneResult['linear'] = null;
   const srcLayer = desc.layers[start]!.weights();
-  const roundTo = (values: Float32Array, view: WeightView): Float32Array => {
+  const roundTo = (values: Float32Array, view: { dtype: string }): Float32Array => {
     if (view.dtype === 'f32') return values;
     const tmp = new Uint16Array(values.length);
     native().convertFloats(tmp, view.dtype, values, 'f32');
     const back = new Float32Array(values.length);
     native().convertFloats(back, 'f32', tmp, view.dtype);
     return back;
+  };
+  // A family that stores norm weights as offsets (Gemma's 1 + w) trains effective weights; the checkpoint gets
+  // effective − offset rounded to its dtype, and the model in memory that value + offset, as a reload computes it.
+  const normOffset = model.modelDir.adapter.normWeightOffset;
+  const storedValues = (role: LayerRole, values: Float32Array): { exported: Float32Array; inMemory: Float32Array } => {
+    if (normOffset === undefined || !NORM_WEIGHT_ROLES.includes(role)) {
+      const v = roundTo(values, srcLayer[role]!);
+      return { exported: v, inMemory: v };
+    }
+    const exported = roundTo(values.map((x) => x - normOffset), model.modelDir.checkpoint.info(model.modelDir.layerTensorName(role, start)!));
+    return { exported, inMemory: exported.map((w) => w + normOffset) };
   };
   if (kind === 'linear') {
     o.onStage?.('linear', `least squares over ${trainBlocks.length} blocks`);
@@ -369,8 +381,9 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
       const rounded: Partial<Record<LayerRole, Float32Array>> = {};
       const views: Partial<Record<LayerRole, WeightView>> = {};
       for (const role of roles) {
-        rounded[role] = roundTo(weights[role]!, srcLayer[role]!);
-        views[role] = f32View(rounded[role]!, shapes[role]!);
+        const v = storedValues(role, weights[role]!);
+        rounded[role] = v.exported;
+        views[role] = f32View(v.inMemory, shapes[role]!);
       }
       if (srcLayer['gate.bias']) {
         rounded['gate.bias'] = new Float32Array(desc.semantics.intermediate);
