@@ -90,6 +90,7 @@ for (const kind of ['layer', 'mlp'] as const) {
         return await trainReplacement({
           kind, semantics: p.semantics, ropeInvFreq: core.ropeFrequencies(p.rope!, T).invFreq, ropeAttentionScaling: 1,
           init, shapes, train, validation: null, loss: 'mse', microBatch: 2, lr: 1e-2, device, onLog: (m) => logs.push(m),
+          weightDecay: 0,  // so that only a gradient moves the norms
         });
       } finally {
         train.close();
