@@ -76,6 +76,24 @@ test('linear replacement: refused when layer start−1 norms its MLP output (the
   }
 });
 
+test('prune --replacement linear: a window after a layer with post_mlp_norm is refused before any work, the best other one taken', async () => {
+  const model = await postModel();
+  const o = { calib, samples: 2, seqLen: 16, trainSamples: 4, replacement: 'linear' as const, seed: 3, device: 'cpu' as const };
+  try {
+    await core.prune(model, { ...o, range: { start: 2, end: 3 }, outDir: path.join(tmp, 'linear-range') });
+    assert.unreachable('prune should refuse');
+  } catch (e) {
+    assert.is((e as { code?: string }).code, 'E_REPLACEMENT');
+    assert.match((e as Error).message, "layer 1's MLP output projection, which its post_mlp_norm");
+  }
+  assert.not.ok(fs.existsSync(path.join(tmp, 'linear-range')), 'nothing written');
+  // Every window but [0, 1) follows a post_mlp_norm: the fold goes into the (untied) input embeddings.
+  const logs: core.DeviceMessage[] = [];
+  const r = await core.prune(model, { ...o, n: 1, outDir: path.join(tmp, 'linear-auto'), onLog: (m) => logs.push(m) });
+  assert.equal(r.plan.window, { start: 0, end: 1 });
+  if (r.score!.best!.start !== 0) assert.ok(logs.some((m) => m.level === 'warning' && /post_mlp_norm/.test(m.message)), logs.map((m) => m.message).join('; '));
+});
+
 for (const kind of ['layer', 'mlp'] as const) {
   test(`trainReplacement (${kind}): the post norms are trained; device cuda trains on the CPU with one warning, bitwise the CPU run`, async () => {
     const p = withPostNorms((await loadCharFixture('llama-gqa', tmp)).description);
@@ -90,6 +108,7 @@ for (const kind of ['layer', 'mlp'] as const) {
         return await trainReplacement({
           kind, semantics: p.semantics, ropeInvFreq: core.ropeFrequencies(p.rope!, T).invFreq, ropeAttentionScaling: 1,
           init, shapes, train, validation: null, loss: 'mse', microBatch: 2, lr: 1e-2, device, onLog: (m) => logs.push(m),
+          weightDecay: 0,  // so that only a gradient moves the norms
         });
       } finally {
         train.close();

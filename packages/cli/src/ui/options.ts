@@ -72,8 +72,8 @@ export function deviceOption(): Option {
 /**
  * Resolves --device once per command. A fallback from `cuda` prints a warning (even with --quiet: the user asked for
  * the GPU); from `auto` an info line, shown only on a terminal without --quiet. `modelUnsupported` (core's
- * cudaUnsupported) is why the CUDA backend cannot run the loaded model (Qwen3's q/k norm on a library built before it), so
- * the one message names it.
+ * cudaUnsupported) is why the CUDA backend cannot run the loaded model (Qwen3's q/k norm on a library built before it,
+ * Gemma's post-sublayer norms on any), so the one message names it.
  */
 export function commandDevice(requested: DeviceOption, quiet?: boolean, modelUnsupported: string | null = null): ResolvedDevice {
   return resolveDevice(requested, (m) => {

@@ -166,8 +166,10 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     throw new StreamlineError('E_INVALID_OPTION', `--batch-size must be a positive integer, got ${o.batchSize}`);
   if ((kind === 'mlp' || kind === 'layer') && !desc.semantics.preNorm)
     throw new StreamlineError('E_REPLACEMENT', `the '${kind}' replacement needs pre-norm decoder layers; this model normalises after the residual add (OPT do_layer_norm_before=false). Use --replacement none${model.config.tieWordEmbeddings ? '' : ', or linear with a window that starts at layer 0'}`);
-  // linear folds into layer start−1's MLP output, which post-norm layers do not allow, or (start 0) into untied
-  // embeddings: refuse what no window can satisfy before scoring rather than after.
+  // linear folds into layer start−1's MLP output, which post-norm layers and a post_mlp_norm (Gemma) do not allow, or
+  // (start 0) into untied, unprojected embeddings: refuse what no window can satisfy before scoring rather than after.
+  const embedsFold = !model.config.tieWordEmbeddings && desc.projDim === null;
+  const postMlpNorm = (layer: number) => desc.layers[layer]!.weights()['post_mlp_norm.weight'] !== undefined;
   if (kind === 'linear' && !desc.semantics.preNorm && (model.config.tieWordEmbeddings || (o.range !== undefined && o.range.start > 0)))
     throw new StreamlineError('E_REPLACEMENT', `the linear replacement needs pre-norm decoder layers, or a window starting at layer 0 with untied embeddings; this model normalises after the residual add (OPT do_layer_norm_before=false)${model.config.tieWordEmbeddings ? ' and ties its embeddings' : ''}. Use --replacement none${model.config.tieWordEmbeddings ? '' : ', or --range 0:N'}`);
   // The lm loss backpropagates through the frozen layers after the window, and neither backward (CPU or CUDA) has the
@@ -182,6 +184,8 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     // With the window known, fitLinear's own refusal (after the data and pair stages) can be given now.
     if (kind === 'linear' && o.range.start === 0 && (model.config.tieWordEmbeddings || desc.projDim !== null))
       throw new StreamlineError('E_REPLACEMENT', `--range 0:${o.range.end} with the linear replacement would fold into the input embeddings, which ${model.config.tieWordEmbeddings ? 'are tied to the LM head' : 'this model projects (project_in)'}; choose a window that starts later`);
+    if (kind === 'linear' && o.range.start > 0 && postMlpNorm(o.range.start - 1))
+      throw new StreamlineError('E_REPLACEMENT', `--range ${o.range.start}:${o.range.end} with the linear replacement would fold into layer ${o.range.start - 1}'s MLP output projection, which its post_mlp_norm (Gemma post_feedforward_layernorm) follows; use --replacement mlp or layer${embedsFold ? ', or --range 0:N' : ''}`);
   }
 
   // --warmup against the steps the run will take (the training blocks are exactly --train-samples, or the data stage
@@ -248,10 +252,10 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
     // layer 0 into untied, unprojected input embeddings. When the best window is not such a place, take the best one
     // that is rather than fail after the scoring pass (Llama 3.2, Qwen2.5 and OPT tie their embeddings; OPT-350m is
     // post-norm).
-    const embedsFold = !model.config.tieWordEmbeddings && desc.projDim === null;
-    const linearFits = (s: number) => (s === 0 ? embedsFold : desc.semantics.preNorm);
+    const linearFits = (s: number) => (s === 0 ? embedsFold : desc.semantics.preNorm && !postMlpNorm(s - 1));
     if (kind === 'linear' && !linearFits(start)) {
-      const why = start === 0 ? `${model.config.tieWordEmbeddings ? 'tied' : 'projected'} embeddings` : 'post-norm layers leave no MLP output to fold into';
+      const why = start === 0 ? `${model.config.tieWordEmbeddings ? 'tied' : 'projected'} embeddings`
+        : desc.semantics.preNorm ? `layer ${start - 1}'s MLP output is normed (post_mlp_norm) after the projection a fold would change` : 'post-norm layers leave no MLP output to fold into';
       const better = (a: { score: number }, b: { score: number }) => (score!.metric === 'cosine' ? a.score > b.score : a.score < b.score);
       const feasible = score.windows.filter((w) => linearFits(w.start)).reduce<typeof score.windows[number] | null>((b, w) => (!b || better(w, b) ? w : b), null);
       if (!feasible) throw new StreamlineError('E_REPLACEMENT', `no window of ${end - start} layers can take the linear replacement here (${why}); use a smaller --n or another --replacement`);
