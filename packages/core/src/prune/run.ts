@@ -142,10 +142,6 @@ export function heldOutBlocks(blocks: number, fraction = 0.1): number {
 }
 
 /**
- * Prunes a model and writes the result (unless dryRun).
- * @throws StreamlineError E_INVALID_OPTION, E_RANGE, E_REPLACEMENT, E_OUTPUT_*, E_DISK_SPACE, data and model errors.
- */
-/**
  * The RoPE a replacement of [start, end) trains with, for blocks of seqLen: layer start's (it stands where that layer
  * was, like its window), and for the lm loss's frozen layers [end, L) their own where it differs from that one
  * (LayerSource.rope; `tail` is then one entry per frozen layer, null = the replacement's), else no `tail`.
@@ -161,6 +157,10 @@ export function trainingRopes(desc: ModelDescription, start: number, end: number
   return { invFreq: f?.invFreq ?? null, attentionScaling: f?.attentionScaling ?? 1, ...(tail.some((r) => r !== null) ? { tail } : {}) };
 }
 
+/**
+ * Prunes a model and writes the result (unless dryRun).
+ * @throws StreamlineError E_INVALID_OPTION, E_RANGE, E_REPLACEMENT, E_OUTPUT_*, E_DISK_SPACE, data and model errors.
+ */
 export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneResult> {
   const t0 = Date.now();
   const timings: Record<string, number> = {};
