@@ -15,8 +15,8 @@
  * the frozen layers and the head go to the GPU once (setLmTail) and each micro-batch is stepLm with the blocks'
  * next-token targets, validation evalLm; a CUDA backend built before those (streamline_cuda_train_step_lm) trains
  * `lm` on the CPU instead, with a warning, and so does a tail whose layers rotate otherwise than the replacement
- * (LmTail.ropes: per-layer RoPE), which the GPU's lm tail cannot express yet. A CUDA backend built before its eval function existed validates `mse` on
- * the CPU instead, downloading the weights at each validation. Checkpoints are one format for both devices and both
+ * (LmTail.ropes: per-layer RoPE), which the GPU's lm tail cannot express yet. A CUDA backend built before its eval
+ * function existed validates `mse` on the CPU instead, downloading the weights at each validation. Checkpoints are one format for both devices and both
  * losses: an interrupted cuda run downloads the weights and AdamW moments (getState) and `resume` uploads them
  * (setState), so a checkpoint moves between cpu and cuda. A CUDA backend built before getState/setState existed
  * trains but saves no checkpoint, and refuses `resume` (E_UNSUPPORTED). With a backend that has stage
