@@ -34,8 +34,9 @@ namespace cuda {
 // The q/k norms (streamline::kRoleQNormW on) are CPU-only: the C API numbers the roles before them.
 constexpr int kTrainRoles = streamline::kCudaTrainRoles;
 // Every role a TrainStep can hold: the C API's 17 plus Qwen3's q/k norms (kRoleQNormW, kRoleKNormW), which a layer
-// replacement gets through set_qk_norm() so that the create call keeps its role count.
-constexpr int kAllTrainRoles = streamline::kRoleCount;
+// replacement gets through set_qk_norm() so that the create call keeps its role count. Not the post-sublayer norms
+// after them (no CUDA kernel: the binding refuses them).
+constexpr int kAllTrainRoles = streamline::kCudaHeldRoles;
 // role_name / role_shape of replacement.h: streamline_cuda.so does not link the CPU core, so they are restated here
 // (the harness checks they agree).
 const char* train_role_name(int role);

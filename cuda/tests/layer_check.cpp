@@ -211,8 +211,8 @@ void check_streaming() {
 
 // Sliding-window attention per layer (Context::set_window): three streamed layers with windows 20, 0 and 70 (Qwen2
 // mixes sliding and full layers) at T = 129 (three 64-query tiles, a right-padded row), against the same chain of
-// reference layers with those windows; then one Mistral-style layer whose window the output must depend on.
-// TODO(lead): also against the CPU decoder_layer_forward once its LayerSpec takes the window (ref::contract_layer).
+// reference layers with those windows and against the project's CPU decoder_layer_forward (LayerSpec::window); then
+// one Mistral-style layer whose window the output must depend on.
 void check_windows() {
   Rng r(91);
   const Style st{"qwen2", true, true, true, true, false, true, false, false, false, Activation::SiLU};
@@ -236,6 +236,16 @@ void check_windows() {
       [&](size_t k) { ctx.set_window(windows[k]); });
   check_chain("3 streamed qwen2 layers, windows 20/0/70, T=129", out, ref_emu, ref_f32, ref_full,
               "full-attention chain", in.mask, s.D);
+  {  // the same chain through the CPU engine's own layer, each with its window
+    std::vector<float> ref_cpu = h;
+    for (int k = 0; k < 3; k++) {
+      ref::LayerSpecRef sk = s;
+      sk.window = windows[k];
+      ref::contract_layer(ref_cpu, sk, layers[k].w, in.pos.data(), in.mask.data(), in.inv.data());
+    }
+    check("layer", "3 streamed qwen2 layers, windows 20/0/70 vs CPU decoder_layer_forward", compare_real(out, ref_cpu, in.mask, s.D),
+          kTolLayerF32);
+  }
   // A window of at least T is no window: bitwise the same as 0.
   std::vector<float> a(h.size()), b(h.size());
   for (size_t w : {size_t(0), s.T}) {

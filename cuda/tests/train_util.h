@@ -22,7 +22,7 @@ using streamline::Activation;
 using streamline::ReplacementKind;
 using streamline::ReplacementSpec;
 constexpr int kRoles = streamline::kCudaTrainRoles;  // the roles of the C API's train_create (no q/k norm)
-constexpr int kAllRoles = streamline::kRoleCount;    // with the q/k norms (TrainStep::set_qk_norm)
+constexpr int kAllRoles = streamline::kCudaHeldRoles;  // with the q/k norms (TrainStep::set_qk_norm)
 constexpr double kGradFloor = 1e-2;  // see worst_role
 
 struct Case {

@@ -248,6 +248,11 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     std::vector<Napi::Value> keep;
     LayerWeights w = cuda_layer_weights(env, spec_, info[1], &keep);
     rethrow(env, [&] { validate_layer(spec_, w, mlp_only_); });
+    // No CUDA kernel runs post-sublayer norms (core's cudaUnsupported keeps such models off the GPU); uploading the
+    // rest would run a different layer.
+    if (w.post_attn_norm_w || w.post_mlp_norm_w)
+      throw_error(env, "E_UNSUPPORTED", "uploadLayer: post_attn_norm.weight/post_mlp_norm.weight (Gemma post-sublayer norms): "
+                                        "the CUDA backend does not implement them; use --device cpu");
     // The roles array has no q/k norm: a library without the function that takes them would run a different layer.
     const bool qk_norm = w.q_norm_w || w.k_norm_w;
     if (qk_norm && !api_->upload_layer_qk_norm)

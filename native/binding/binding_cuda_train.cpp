@@ -531,6 +531,10 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
         }
       });
       if (w.gate_b) throw_error(env, "E_UNSUPPORTED", what + ": gate.bias (Llama mlp_bias) is not supported by --loss lm");
+      // The tail's C API has no slot for them: dropping them would back-propagate through different layers.
+      if (w.post_attn_norm_w || w.post_mlp_norm_w)
+        throw_error(env, "E_UNSUPPORTED", what + ": post_attn_norm.weight/post_mlp_norm.weight (Gemma post-sublayer norms): "
+                                                 "the CUDA backend does not implement them; train on the CPU");
       // The roles array has no q/k norm: without the function that takes them the tail would run different layers.
       if ((w.q_norm_w || w.k_norm_w) && !api_->set_lm_tail_qk_norm)
         throw_error(env, "E_UNSUPPORTED", what + ": q_norm.weight/k_norm.weight (Qwen3): the CUDA backend library lacks "
@@ -850,6 +854,11 @@ Napi::Value OpenTrainer(const Napi::CallbackInfo& info) {
   auto params = std::make_shared<ReplacementParams>();
   params->fill(nullptr);
   roles_arg(env, info[2], kind, s, params.get(), fn, "params", nullptr);
+  // No CUDA kernel runs post-sublayer norms (core's trainer keeps such runs on the CPU): dropping them would train a
+  // different layer than the one exported.
+  if ((*params)[kRolePostAttnNormW] || (*params)[kRolePostMlpNormW])
+    throw_error(env, "E_UNSUPPORTED", std::string(fn) + ": params['post_attn_norm.weight'/'post_mlp_norm.weight'] (Gemma "
+                                      "post-sublayer norms): the CUDA trainer does not implement them; train on the CPU");
   // train_create's array has no slot for them: without train_set_qk_norm, dropping them would train a different layer
   // than the one exported.
   const bool qk_norm = (*params)[kRoleQNormW] || (*params)[kRoleKNormW];

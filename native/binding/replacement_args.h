@@ -130,6 +130,7 @@ inline bool role_used(ReplacementKind kind, const ReplacementSpec& s, int r) {
   bool layer = kind == ReplacementKind::Layer;
   if (r <= kRoleOB) return layer && !(r == kRoleAttnNormB && !s.layer_norm);
   if (r == kRoleQNormW || r == kRoleKNormW) return layer && !s.layer_norm;  // Qwen3's q/k RMSNorms
+  if (r == kRolePostAttnNormW) return layer;  // an mlp replacement has no attention output to norm
   if (r == kRoleMlpNormB) return s.layer_norm;
   if (r == kRoleGateW) return s.gated;
   return true;

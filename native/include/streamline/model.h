@@ -54,6 +54,9 @@ struct LayerWeights {
   WeightView up_w, up_b;                // up.weight [F, D], up.bias [F]
   WeightView down_w, down_b;            // down.weight [D, F], down.bias [D]
   WeightView q_norm_w, k_norm_w;        // q_norm.weight, k_norm.weight [Dh]: per-head RMSNorm of q/k (Qwen3)
+  // post_attn_norm.weight, post_mlp_norm.weight [D]: a norm (the layer's kind and eps, weight only) of each
+  // sub-block's output before its residual add (Gemma 2/3 "sandwich" norms); pre-norm layers only.
+  WeightView post_attn_norm_w, post_mlp_norm_w;
 };
 
 // Checks a weight view: float dtype and exactly the shape `want`; absent is an error only when required.
@@ -66,8 +69,10 @@ const std::vector<std::string>& layer_weight_roles();
 
 // Optional outputs of decoder_layer_forward (each nullptr when not wanted).
 struct LayerCaptures {
-  float* attn_residual = nullptr;  // [M, D]: x + attn(...) (before the post-norm when pre_norm is false)
-  float* mlp_out = nullptr;        // [M, D]: MLP output before the residual add
+  // [M, D]: x + attn(...) (before the post-norm when pre_norm is false; x + post_attn_norm(attn(...)) with one)
+  float* attn_residual = nullptr;
+  // [M, D]: what the MLP half adds to the residual: MLP(...), or post_mlp_norm(MLP(...)) with that norm
+  float* mlp_out = nullptr;
 };
 
 // Throws streamline::Error on an inconsistent spec or a missing/mis-shaped weight. `mlp_only` checks only
@@ -81,8 +86,9 @@ void decoder_layer_forward(float* out, const float* x, const LayerSpec& spec, co
                            const int32_t* positions, const uint8_t* key_mask, const float* rope_inv_freq,
                            LayerCaptures* captures);
 
-// The MLP half of a layer: pre-norm out = x + MLP(n2(x)); post-norm out = n2(x + MLP(x)). out may alias x.
-// mlp_out (nullable, [M, D]) receives MLP(...) before the residual add. Rows M = batch*seq_len.
+// The MLP half of a layer: pre-norm out = x + MLP(n2(x)) (x + post_mlp_norm(MLP(n2(x))) with that weight);
+// post-norm out = n2(x + MLP(x)). out may alias x. mlp_out (nullable, [M, D]) receives what is added to the
+// residual. Rows M = batch*seq_len.
 void mlp_block_forward(float* out, const float* x, const LayerSpec& spec, const LayerWeights& w,
                        float* mlp_out = nullptr);
 

@@ -5,6 +5,9 @@
 //   layer: h = x + o(attn(rope(q(a)), rope(k(a)), v(a))), a = norm(x; attn_norm)   (pre-norm decoder layer,
 //          causal GQA attention with key mask), then y = h + MLP(norm(h; mlp_norm)) as above. With q_norm/k_norm
 //          (Qwen3) q(a) and k(a) are RMS-normed per head ([M·H, Dh] and [M·Hk, Dh] rows, eps norm_eps) before RoPE.
+//   With post_attn_norm / post_mlp_norm (Gemma 2/3 post-sublayer norms; the spec's norm kind and eps, weight only)
+//   the sub-block's output is normed before its residual add: h = x + pn1(o(...)), y = h + pn2(MLP(...)); the mlp
+//   replacement takes post_mlp_norm only.
 // Linear weights are [out, in] as Hugging Face stores them; biases and norm weights are optional (nullptr).
 // The loss is the mean of (y − target)² over the elements of real tokens (key_mask = 1; all when no mask).
 #pragma once
@@ -23,11 +26,16 @@ enum ReplacementRole : int {
   kRoleAttnNormW, kRoleAttnNormB, kRoleQW, kRoleQB, kRoleKW, kRoleKB, kRoleVW, kRoleVB, kRoleOW, kRoleOB,
   kRoleMlpNormW, kRoleMlpNormB, kRoleGateW, kRoleUpW, kRoleUpB, kRoleDownW, kRoleDownB,
   kRoleQNormW, kRoleKNormW,  // [Dh] each; RMS norm only, both or neither (layer only)
+  kRolePostAttnNormW,        // [D] (layer only)
+  kRolePostMlpNormW,         // [D]
   kRoleCount
 };
-// The roles the CUDA trainer knows (STREAMLINE_CUDA_TRAIN_ROLES, its C API numbering): all but the q/k norms, which
-// it does not learn; a model with them trains on the CPU (packages/core/src/engine/cuda.ts says why).
+// The roles of the CUDA trainer's C API (STREAMLINE_CUDA_TRAIN_ROLES, its numbering): all before the q/k norms, which
+// it takes through a function of their own.
 constexpr int kCudaTrainRoles = kRoleQNormW;
+// Every role a CUDA TrainStep can hold: the C API's plus the q/k norms. The post-sublayer norms after them have no
+// CUDA kernel: a model with them trains on the CPU (packages/core/src/engine/cuda.ts says why).
+constexpr int kCudaHeldRoles = kRolePostAttnNormW;
 // "attn_norm.weight", "q.bias", …: the role names of LayerRole in packages/core/src/engine/description.ts.
 const char* role_name(int role);
 

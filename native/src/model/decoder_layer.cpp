@@ -4,6 +4,10 @@
 //   r   = x + o(attn(rope(q(n1(x))), rope(k(n1(x))), v(n1(x))))
 //   out = r + down(act(gate(n2(r))) * up(n2(r)))      gated MLP (SwiGLU)
 //   out = r + down(act(up(n2(r))))                    plain MLP (OPT fc1 = up, fc2 = down)
+// With post_attn_norm / post_mlp_norm (Gemma 2/3 "sandwich" norms) each sub-block's output is normed (the layer's
+// norm kind and eps, weight only) before its residual add:
+//   r   = x + pn1(o(attn(...)))
+//   out = r + pn2(mlp(n2(r)))
 // Post-norm (OPT do_layer_norm_before = false):
 //   r   = n1(x + o(attn(q(x), k(x), v(x))))
 //   out = n2(r + mlp(r))
@@ -42,6 +46,8 @@ const struct { const char* name; WeightView LayerWeights::*member; } kRoles[] = 
     {"up.bias", &LayerWeights::up_b},                 {"down.weight", &LayerWeights::down_w},
     {"down.bias", &LayerWeights::down_b},
     {"q_norm.weight", &LayerWeights::q_norm_w},       {"k_norm.weight", &LayerWeights::k_norm_w},
+    {"post_attn_norm.weight", &LayerWeights::post_attn_norm_w},
+    {"post_mlp_norm.weight", &LayerWeights::post_mlp_norm_w},
 };
 
 
@@ -138,7 +144,13 @@ void validate_layer(const LayerSpec& s, const LayerWeights& w, bool mlp_only) {
   check_weight(w.up_b, "up.bias", {F}, false);
   check_weight(w.down_w, "down.weight", {D, F}, true);
   check_weight(w.down_b, "down.bias", {D}, false);
-  if (mlp_only) return;
+  check_weight(w.post_mlp_norm_w, "post_mlp_norm.weight", {D}, false);
+  // A post-norm layer already norms after each residual add; a second norm has no defined place there.
+  if (!s.pre_norm) check_absent(w.post_mlp_norm_w, "post_mlp_norm.weight", "in a post-norm (OPT-style) layer");
+  if (mlp_only) {
+    check_absent(w.post_attn_norm_w, "post_attn_norm.weight", "by an MLP block (it has no attention)");
+    return;
+  }
   const int64_t H = int64_t(s.heads), Hk = int64_t(s.kv_heads), Dh = int64_t(s.head_dim);
   if (H <= 0 || Hk <= 0 || Dh <= 0) throw Error("E_SHAPE", "spec: heads, kvHeads and headDim must be positive");
   if (H % Hk != 0)
@@ -166,6 +178,8 @@ void validate_layer(const LayerSpec& s, const LayerWeights& w, bool mlp_only) {
     check_absent(w.k_norm_w, "k_norm.weight", "with a LayerNorm (q/k norms are RMSNorms)");
   }
   if (bool(w.q_norm_w) != bool(w.k_norm_w)) throw Error("E_SHAPE", "q_norm.weight and k_norm.weight: give both or neither");
+  check_weight(w.post_attn_norm_w, "post_attn_norm.weight", {D}, false);
+  if (!s.pre_norm) check_absent(w.post_attn_norm_w, "post_attn_norm.weight", "in a post-norm (OPT-style) layer");
 }
 
 void mlp_block_forward(float* out, const float* x, const LayerSpec& s, const LayerWeights& w, float* mlp_out) {
@@ -178,6 +192,7 @@ void mlp_block_forward(float* out, const float* x, const LayerSpec& s, const Lay
     Scratch h(M * D);
     norm(h.data(), x, s.norm, nw, nb, M, D, s.norm_eps);
     mlp(m, h.data(), s, w, M);
+    if (w.post_mlp_norm_w) norm(m, m, s.norm, to_f32(w.post_mlp_norm_w), {}, M, D, s.norm_eps);
     add_into(out, x, m, M * D);
   } else {
     mlp(m, x, s, w, M);
@@ -223,6 +238,7 @@ void decoder_layer_forward(float* out, const float* x, const LayerSpec& s, const
   q.release(); k.release(); v.release();
   linear(a.data(), att.data(), w.o_w, ob, M, D, QD);
   att.release();
+  if (w.post_attn_norm_w) norm(a.data(), a.data(), s.norm, to_f32(w.post_attn_norm_w), {}, M, D, s.norm_eps);
   add_into(out, x, a.data(), M * D);  // out may alias x: elementwise, read before write
   if (captures && captures->attn_residual) std::memcpy(captures->attn_residual, out, M * D * sizeof(float));
   if (!s.pre_norm) norm(out, out, s.norm, n1w, n1b, M, D, s.norm_eps);

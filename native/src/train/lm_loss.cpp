@@ -74,7 +74,8 @@ void frozen_layer_backward(float* dx, const float* dy, const float* x, const Lay
   rs.attn_scale = s.attn_scale != 0.f ? s.attn_scale : 1.f / std::sqrt(float(s.head_dim));
   const WeightView* views[kRoleCount] = {&w.attn_norm_w, &w.attn_norm_b, &w.q_w, &w.q_b, &w.k_w, &w.k_b, &w.v_w,
                                          &w.v_b, &w.o_w, &w.o_b, &w.mlp_norm_w, &w.mlp_norm_b, &w.gate_w, &w.up_w,
-                                         &w.up_b, &w.down_w, &w.down_b, &w.q_norm_w, &w.k_norm_w};
+                                         &w.up_b, &w.down_w, &w.down_b, &w.q_norm_w, &w.k_norm_w,
+                                         &w.post_attn_norm_w, &w.post_mlp_norm_w};
   std::vector<fvec> f32(kRoleCount);
   ReplacementParams p{};
   for (int r = 0; r < kRoleCount; r++) {

@@ -1,7 +1,8 @@
 // Forward + backward of the `mlp` and `layer` replacements (see replacement.h), built from the kernels of ops.h
 // with f32 master weights. Saved activations: the normed inputs, q/k (after RoPE), v, the attention output and
 // its log-sum-exp, the q/k projections before their per-head norm (Qwen3 q_norm/k_norm, when present), the residual
-// after attention, and the MLP's gate/up/hidden values; nothing is recomputed except the attention probabilities
+// after attention, the MLP's gate/up/hidden values, and each sub-block's output before its post-sublayer norm (when
+// there is one); nothing is recomputed except the attention probabilities
 // (blockwise, inside attention_backward). The same code gives the input
 // gradient of a frozen layer (lm_loss.cpp: null gradient buffers, dx requested).
 #include "streamline/replacement.h"
@@ -21,7 +22,7 @@ namespace {
 const char* const kRoleNames[kRoleCount] = {
     "attn_norm.weight", "attn_norm.bias", "q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias",
     "o.weight", "o.bias", "mlp_norm.weight", "mlp_norm.bias", "gate.weight", "up.weight", "up.bias",
-    "down.weight", "down.bias", "q_norm.weight", "k_norm.weight"};
+    "down.weight", "down.bias", "q_norm.weight", "k_norm.weight", "post_attn_norm.weight", "post_mlp_norm.weight"};
 
 // Work buffers come from the scratch cache (scratch.h): the same sizes every micro-batch.
 using fvec = scratch_vector<float>;
@@ -30,8 +31,10 @@ struct Saved {
   // attention block (layer only)
   fvec a, q, k, v, attn, lse, h1, cos, sin;
   fvec q_pre, k_pre;  // q(a), k(a) before the per-head q/k norm (only with q_norm/k_norm)
+  fvec o_pre;  // o(attn) before post_attn_norm (only with it)
   // MLP block
   fvec n2, gate, up, mid;
+  fvec m_pre;  // MLP output before post_mlp_norm (only with it)
 };
 
 // The training forward: one BLAS call per product (row invariance buys nothing for a fixed training batch; the
@@ -44,6 +47,37 @@ void train_linear(float* y, const float* x, const float* w, const float* bias, s
 void norm_forward(const ReplacementSpec& s, float* y, const float* x, const float* w, const float* b, size_t M) {
   if (s.layer_norm) layernorm_forward(y, x, w, b, DType::F32, M, s.D, s.norm_eps);
   else rmsnorm_forward(y, x, w, DType::F32, M, s.D, s.norm_eps);
+}
+
+// dx += d norm(x)/dx · dy, dw/db += their gradients (each nullable).
+void norm_backward(const ReplacementSpec& s, float* dx, float* dw, float* db, const float* dy, const float* x,
+                   const float* w, size_t M) {
+  if (s.layer_norm) layernorm_backward(dx, dw, db, dy, x, w, M, s.D, s.norm_eps);
+  else rmsnorm_backward(dx, dw, dy, x, w, M, s.D, s.norm_eps);
+}
+
+// y = x + post(pre) when the post-sublayer norm w is present, else y = x + pre (then pre_saved stays empty).
+// pre_saved keeps the norm's input for its backward; y may not alias x or pre.
+void add_post_normed(const ReplacementSpec& s, float* y, const float* x, const float* w, fvec& pre, fvec& pre_saved,
+                     size_t M) {
+  const size_t n = M * s.D;
+  if (w) {
+    pre_saved.assign(pre.begin(), pre.end());
+    norm_forward(s, pre.data(), pre_saved.data(), w, nullptr, M);
+  }
+  parallel_for(n, 1 << 16, [&](size_t b, size_t e, int) {
+    for (size_t i = b; i < e; i++) y[i] = x[i] + pre[i];
+  });
+}
+
+// The gradient reaching a sub-block's output before its post-sublayer norm: dy itself without the norm (then dpre is
+// not touched and dy is returned), else written into dpre (zeroed here), with the norm's weight gradient into dw.
+const float* post_norm_backward(const ReplacementSpec& s, fvec& dpre, float* dw, const float* dy, const float* w,
+                                const fvec& pre_saved, size_t M) {
+  if (!w) return dy;
+  dpre.assign(M * s.D, 0.f);
+  norm_backward(s, dpre.data(), dw, nullptr, dy, pre_saved.data(), w, M);
+  return dpre.data();
 }
 
 // y = x + MLP(norm(x)); y may not alias x.
@@ -61,8 +95,14 @@ void mlp_forward(const ReplacementSpec& s, const ReplacementParams& p, float* y,
   } else {
     activation_forward(A.mid.data(), A.up.data(), M * F, s.act);
   }
-  std::memcpy(y, x, M * D * sizeof(float));
-  train_linear(y, A.mid.data(), p[kRoleDownW], p[kRoleDownB], M, D, F, /*accumulate=*/true);
+  if (!p[kRolePostMlpNormW]) {  // the common case adds in place: no [M, D] output buffer
+    std::memcpy(y, x, M * D * sizeof(float));
+    train_linear(y, A.mid.data(), p[kRoleDownW], p[kRoleDownB], M, D, F, /*accumulate=*/true);
+    return;
+  }
+  fvec m(M * D);
+  train_linear(m.data(), A.mid.data(), p[kRoleDownW], p[kRoleDownB], M, D, F);
+  add_post_normed(s, y, x, p[kRolePostMlpNormW], m, A.m_pre, M);
 }
 
 // Gradients of the MLP block's parameters for upstream dy (the gradient with respect to x is not needed:
@@ -71,8 +111,9 @@ void mlp_forward(const ReplacementSpec& s, const ReplacementParams& p, float* y,
 void mlp_backward(const ReplacementSpec& s, const ReplacementParams& p, const ReplacementGrads& g, const float* dy,
                   const float* x, const Saved& A, size_t M, float* dx_norm) {
   const size_t D = s.D, F = s.F;
-  fvec dmid(M * F), dup(M * F, 0.f), dn(M * D);
-  linear_backward(dmid.data(), g[kRoleDownW], g[kRoleDownB], dy, A.mid.data(), p[kRoleDownW], M, D, F);
+  fvec dmid(M * F), dup(M * F, 0.f), dn(M * D), dm;
+  const float* dmo = post_norm_backward(s, dm, g[kRolePostMlpNormW], dy, p[kRolePostMlpNormW], A.m_pre, M);
+  linear_backward(dmid.data(), g[kRoleDownW], g[kRoleDownB], dmo, A.mid.data(), p[kRoleDownW], M, D, F);
   if (s.gated) {
     fvec dgate(M * F, 0.f);
     gated_backward(dgate.data(), dup.data(), dmid.data(), A.gate.data(), A.up.data(), M * F, s.act);
@@ -83,11 +124,10 @@ void mlp_backward(const ReplacementSpec& s, const ReplacementParams& p, const Re
     activation_backward(dup.data(), dmid.data(), A.up.data(), M * F, s.act);
     linear_backward(dn.data(), g[kRoleUpW], g[kRoleUpB], dup.data(), A.n2.data(), p[kRoleUpW], M, F, D);
   }
-  if (s.layer_norm) layernorm_backward(dx_norm, g[kRoleMlpNormW], g[kRoleMlpNormB], dn.data(), x, p[kRoleMlpNormW], M, D, s.norm_eps);
-  else rmsnorm_backward(dx_norm, g[kRoleMlpNormW], dn.data(), x, p[kRoleMlpNormW], M, D, s.norm_eps);
+  norm_backward(s, dx_norm, g[kRoleMlpNormW], g[kRoleMlpNormB], dn.data(), x, p[kRoleMlpNormW], M);
 }
 
-// h1 = x + o(attn(rope(q(a)), rope(k(a)), v(a))), a = norm(x).
+// h1 = x + o(attn(rope(q(a)), rope(k(a)), v(a))), a = norm(x); o(...) post-normed with post_attn_norm.
 void attn_forward(const ReplacementSpec& s, const ReplacementParams& p, float* h1, const float* x, Saved& A, size_t M,
                   const int32_t* positions, const uint8_t* key_mask, const float* inv_freq) {
   const size_t D = s.D, Q = s.H * s.Dh, KV = s.Hk * s.Dh;
@@ -117,16 +157,23 @@ void attn_forward(const ReplacementSpec& s, const ReplacementParams& p, float* h
   A.lse.resize(s.B * s.H * s.T);
   attention_forward(A.attn.data(), A.lse.data(), A.q.data(), A.k.data(), A.v.data(), key_mask, s.B, s.T, s.H, s.Hk,
                     s.Dh, s.attn_scale, s.window);
-  std::memcpy(h1, x, M * D * sizeof(float));
-  train_linear(h1, A.attn.data(), p[kRoleOW], p[kRoleOB], M, D, Q, /*accumulate=*/true);
+  if (!p[kRolePostAttnNormW]) {
+    std::memcpy(h1, x, M * D * sizeof(float));
+    train_linear(h1, A.attn.data(), p[kRoleOW], p[kRoleOB], M, D, Q, /*accumulate=*/true);
+    return;
+  }
+  fvec o(M * D);
+  train_linear(o.data(), A.attn.data(), p[kRoleOW], p[kRoleOB], M, D, Q);
+  add_post_normed(s, h1, x, p[kRolePostAttnNormW], o, A.o_pre, M);
 }
 
 // dx_norm (optional, [M, D]) receives += the gradient that flows into x through the attention norm.
 void attn_backward(const ReplacementSpec& s, const ReplacementParams& p, const ReplacementGrads& g, const float* dh,
                    const float* x, const Saved& A, size_t M, const uint8_t* key_mask, float* dx_norm) {
   const size_t D = s.D, Q = s.H * s.Dh, KV = s.Hk * s.Dh;
-  fvec dattn(M * Q), dq(M * Q), dk(M * KV), dv(M * KV), da(M * D);
-  linear_backward(dattn.data(), g[kRoleOW], g[kRoleOB], dh, A.attn.data(), p[kRoleOW], M, D, Q);
+  fvec dattn(M * Q), dq(M * Q), dk(M * KV), dv(M * KV), da(M * D), dop;
+  const float* dout = post_norm_backward(s, dop, g[kRolePostAttnNormW], dh, p[kRolePostAttnNormW], A.o_pre, M);
+  linear_backward(dattn.data(), g[kRoleOW], g[kRoleOB], dout, A.attn.data(), p[kRoleOW], M, D, Q);
   attention_backward(dq.data(), dk.data(), dv.data(), dattn.data(), A.q.data(), A.k.data(), A.v.data(), A.attn.data(),
                      A.lse.data(), key_mask, s.B, s.T, s.H, s.Hk, s.Dh, s.attn_scale, s.window);
   if (s.use_rope) {
@@ -145,8 +192,7 @@ void attn_backward(const ReplacementSpec& s, const ReplacementParams& p, const R
   gemm_f32(da.data(), dk.data(), p[kRoleKW], M, D, KV, false, true);
   linear_backward(nullptr, g[kRoleVW], g[kRoleVB], dv.data(), A.a.data(), p[kRoleVW], M, KV, D);
   gemm_f32(da.data(), dv.data(), p[kRoleVW], M, D, KV, false, true);
-  if (s.layer_norm) layernorm_backward(dx_norm, g[kRoleAttnNormW], g[kRoleAttnNormB], da.data(), x, p[kRoleAttnNormW], M, D, s.norm_eps);
-  else rmsnorm_backward(dx_norm, g[kRoleAttnNormW], da.data(), x, p[kRoleAttnNormW], M, D, s.norm_eps);
+  norm_backward(s, dx_norm, g[kRoleAttnNormW], g[kRoleAttnNormB], da.data(), x, p[kRoleAttnNormW], M);
 }
 
 void forward_saved(ReplacementKind kind, const ReplacementSpec& s, const ReplacementParams& p, float* y, const float* x,

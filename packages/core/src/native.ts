@@ -139,7 +139,10 @@ export type NativeAddon = Record<string, any> & NativeScoring & NativeLinalg & N
   // ---- layers (binding_model.cpp): asynchronous; every size and weight shape is checked before work starts.
   /** One decoder layer on x[batch*seqLen, hidden]; out may be x. positions/ropeInvFreq are required with useRope. */
   decoderLayerForward(out: Float32Array, x: Float32Array, spec: NativeLayerSpec, weights: NativeLayerWeights, positions: Int32Array | null, keyMask: Uint8Array | null, ropeInvFreq: Float32Array | null, captures: { attnResidual?: Float32Array; mlpOut?: Float32Array } | null): Promise<void>;
-  /** Pre-norm: out = x + MLP(n2(x)); post-norm: out = n2(x + MLP(x)). mlpOut receives MLP(...) when given. */
+  /**
+   * Pre-norm: out = x + MLP(n2(x)) (x + post_mlp_norm(MLP(n2(x))) with that weight); post-norm: out = n2(x + MLP(x)).
+   * mlpOut receives what is added to the residual when given.
+   */
   mlpBlockForward(out: Float32Array, x: Float32Array, spec: NativeMlpSpec, weights: NativeLayerWeights, mlpOut?: Float32Array | null): Promise<void>;
   /** Final norm, optional project_out, lm_head; logits [M, V] and/or log-probs of targets [M]. */
   headForward(x: Float32Array, M: number, spec: NativeHeadSpec, weights: NativeHeadWeights, targets: Int32Array | null, logitsOut: Float32Array | null, logprobsOut: Float32Array | null): Promise<void>;
@@ -182,7 +185,7 @@ export interface NativeLayerSpec extends NativeMlpSpec {
 export type NativeLayerRole =
   | 'attn_norm.weight' | 'attn_norm.bias' | 'q.weight' | 'q.bias' | 'k.weight' | 'k.bias' | 'v.weight' | 'v.bias'
   | 'o.weight' | 'o.bias' | 'mlp_norm.weight' | 'mlp_norm.bias' | 'gate.weight' | 'gate.bias' | 'up.weight' | 'up.bias'
-  | 'down.weight' | 'down.bias' | 'q_norm.weight' | 'k_norm.weight';
+  | 'down.weight' | 'down.bias' | 'q_norm.weight' | 'k_norm.weight' | 'post_attn_norm.weight' | 'post_mlp_norm.weight';
 export type NativeLayerWeights = Partial<Record<NativeLayerRole, NativeTensor | null>>;
 
 export interface NativeHeadSpec {

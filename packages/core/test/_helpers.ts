@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { embed, getAdapter, head, loadModel, makeTokenBatch, parseModelConfig, runLayers, Tensor, writeSafetensors, type LoadedModel, type ModelDescription, type WriteOptions } from '../src/index.js';
 import type { LoadedTokenizer } from '../src/tokenizer.js';
+import { f32View } from '../src/prune/pruned-model.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const sharedDir = path.resolve(repoRoot, '../shared');
@@ -144,4 +145,18 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
     worst = Math.max(worst, d);
   }
   return worst;
+}
+
+/**
+ * desc with Gemma-style post-sublayer norms on every layer (post_attn_norm / post_mlp_norm, seeded f32 weights far from
+ * 1) and semantics.postNorms set, as a family adapter with them describes its layers; the rest is desc's.
+ */
+export function withPostNorms(desc: ModelDescription, seed = 5): ModelDescription {
+  const D = desc.semantics.hidden, rnd = prng(seed);
+  const layers = desc.layers.map((l) => {
+    const pa = Float32Array.from({ length: D }, () => 0.3 + 0.5 * rnd()), pm = Float32Array.from({ length: D }, () => 1.5 + 0.5 * rnd());
+    const extra = { 'post_attn_norm.weight': f32View(pa, [D]), 'post_mlp_norm.weight': f32View(pm, [D]) };
+    return { ...l, weights: () => ({ ...l.weights(), ...extra }) };
+  });
+  return { ...desc, semantics: { ...desc.semantics, postNorms: true }, layers };
 }

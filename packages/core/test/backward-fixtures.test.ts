@@ -16,6 +16,8 @@ const ROLE: Record<string, string> = {
   'self_attn.v_proj.weight': 'v.weight', 'self_attn.o_proj.weight': 'o.weight', 'post_attention_layernorm.weight': 'mlp_norm.weight',
   'mlp.gate_proj.weight': 'gate.weight', 'mlp.up_proj.weight': 'up.weight', 'mlp.down_proj.weight': 'down.weight',
   'self_attn.q_norm.weight': 'q_norm.weight', 'self_attn.k_norm.weight': 'k_norm.weight',
+  // layer-postnorm's synthetic Gemma post-sublayer norms, stored under their role names
+  'post_attn_norm.weight': 'post_attn_norm.weight', 'post_mlp_norm.weight': 'post_mlp_norm.weight',
 };
 const B = 2, T = 16, D = 32, H = 4, Hk = 2, F = 64;
 // The source model of each fixture (test/fixtures/models): llama-gqa, or qwen3 for the q/k-norm layer.
@@ -34,13 +36,14 @@ function normwise(ours: ArrayLike<number>, gold: ArrayLike<number>): number {
   return d / g;
 }
 
-for (const name of ['mlp', 'mlp-clip', 'layer', 'layer-clip', 'layer-qknorm']) {
+for (const name of ['mlp', 'mlp-clip', 'layer', 'layer-clip', 'layer-qknorm', 'layer-postnorm']) {
   test(`${name}: two steps (loss, gradients, norm, clip coefficient, AdamW updates) match f64 autograd`, async () => {
     const f = openSafetensors(path.join(dir, `${name}.safetensors`));
     const m = f.metadata;
     const kind = name.startsWith('layer') ? 'layer' : 'mlp';
     const { Dh, normEps, theta } = SOURCE[name.endsWith('qknorm') ? 'qwen3' : 'llama-gqa'];
     if (name.endsWith('qknorm')) assert.ok(m.source!.includes('qwen3'), m.source);
+    if (name.endsWith('postnorm')) assert.ok(f.names().includes('param.post_attn_norm.weight') && f.names().includes('param.post_mlp_norm.weight'), 'the post norms are parameters');
     const hf = f.names().filter((k) => k.startsWith('param.')).map((k) => k.slice('param.'.length));
     const params: Record<string, Float32Array> = {}, mom: Float32Array[] = [], vel: Float32Array[] = [];
     for (const k of hf) params[ROLE[k]!] = f.tensor(`param.${k}`).toFloat32();

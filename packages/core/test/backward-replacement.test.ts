@@ -28,7 +28,7 @@ const base: Spec = {
   batch: 2, seqLen: 5, hidden: 8, heads: 4, kvHeads: 2, headDim: 4, intermediate: 12, norm: 'rms', normEps: 1e-5,
   activation: 'silu', gatedMlp: true, preNorm: true, useRope: true, attnScale: 0.5, ropeAttentionScaling: 1,
 };
-const cases: { name: string; kind: Kind; spec: Spec; biases: boolean; mask: number[] | null; qkNorm?: boolean }[] = [
+const cases: { name: string; kind: Kind; spec: Spec; biases: boolean; mask: number[] | null; qkNorm?: boolean; postNorms?: boolean }[] = [
   { name: 'mlp, SwiGLU + RMSNorm (Llama)', kind: 'mlp', spec: base, biases: false, mask: null },
   { name: 'mlp, fc1-ReLU-fc2 + LayerNorm with biases (OPT)', kind: 'mlp', spec: { ...base, norm: 'layer', activation: 'relu', gatedMlp: false }, biases: true, mask: null },
   { name: 'layer, Llama GQA 4/2 with RoPE and padding', kind: 'layer', spec: base, biases: false, mask: [0, 1, 1, 1, 1, 1, 1, 1, 1, 0] },
@@ -37,14 +37,21 @@ const cases: { name: string; kind: Kind; spec: Spec; biases: boolean; mask: numb
   { name: 'layer, q/k norm with biases and a sliding window of 2', kind: 'layer', spec: { ...base, window: 2 }, biases: true, mask: null, qkNorm: true },
   { name: 'layer, partial RoPE (2 of 4 dims per head rotated, Phi-4-mini style) with padding', kind: 'layer', spec: { ...base, rotaryDim: 2 }, biases: false, mask: [1, 1, 1, 1, 1, 1, 1, 0, 0, 1] },
   { name: 'layer, LayerNorm + GELU plain MLP, no RoPE, MHA', kind: 'layer', spec: { ...base, kvHeads: 4, norm: 'layer', activation: 'gelu', gatedMlp: false, useRope: false }, biases: true, mask: [1, 1, 1, 0, 0, 1, 1, 1, 1, 1] },
+  // Gemma 2/3 post-sublayer norms (post_attn_norm / post_mlp_norm), weights far from 1 so a skipped norm fails
+  { name: 'mlp, SwiGLU + RMSNorm with post_mlp_norm (Gemma)', kind: 'mlp', spec: { ...base, activation: 'gelu_tanh' }, biases: false, mask: [1, 1, 1, 1, 1, 1, 0, 0, 1, 1], postNorms: true },
+  { name: 'mlp, fc1-ReLU-fc2 + LayerNorm with biases and post_mlp_norm', kind: 'mlp', spec: { ...base, norm: 'layer', activation: 'relu', gatedMlp: false }, biases: true, mask: null, postNorms: true },
+  { name: 'layer, Gemma post norms, GQA 4/2, RoPE and padding', kind: 'layer', spec: { ...base, activation: 'gelu_tanh' }, biases: false, mask: [0, 1, 1, 1, 1, 1, 1, 1, 1, 0], postNorms: true },
+  { name: 'layer, post norms with q/k norm, biases and a sliding window of 2', kind: 'layer', spec: { ...base, window: 2 }, biases: true, mask: null, qkNorm: true, postNorms: true },
+  { name: 'layer, post norms with LayerNorm + GELU plain MLP, no RoPE', kind: 'layer', spec: { ...base, kvHeads: 4, norm: 'layer', activation: 'gelu', gatedMlp: false, useRope: false }, biases: true, mask: [1, 1, 1, 0, 0, 1, 1, 1, 1, 1], postNorms: true },
 ];
 
 function setup(c: (typeof cases)[number], seed: number) {
   const r = rng(seed);
   const s = c.spec, M = s.batch * s.seqLen;
   const params: Params = {};
-  for (const [role, size] of Object.entries(shapes(c.kind, s, c.biases, c.qkNorm)))
-    params[role] = role.includes('norm.weight') ? Float32Array.from(randn(r, size, 0.2), (v) => 1 + v) : randn(r, size, role.endsWith('bias') ? 0.3 : 0.4);
+  for (const [role, size] of Object.entries(shapes(c.kind, s, c.biases, c.qkNorm, c.postNorms)))
+    params[role] = role.startsWith('post_') ? Float32Array.from(randn(r, size, 0.5), (v) => 2 + v)
+      : role.includes('norm.weight') ? Float32Array.from(randn(r, size, 0.2), (v) => 1 + v) : randn(r, size, role.endsWith('bias') ? 0.3 : 0.4);
   const x = randn(r, M * s.hidden), target = randn(r, M * s.hidden);
   const positions = Int32Array.from({ length: M }, (_, i) => (i % s.seqLen) + 3 * Math.floor(i / s.seqLen));
   const mask = c.mask ? Uint8Array.from(c.mask) : null;
@@ -82,6 +89,12 @@ test('bad arguments are typed errors', async () => {
   const mlp = setup(cases[0]!, 3);
   assert.throws(() => n.replacementStep('mlp', cases[0]!.spec, { ...mlp.params, 'q_norm.weight': qn, 'k_norm.weight': qn },
     zeros(mlp.params), mlp.x, mlp.target, mlp.positions, mlp.mask, mlp.invFreq), code('E_NATIVE_ARG'));
+  // post-sublayer norms: [hidden]; an mlp replacement has no attention output to norm
+  const pn = new Float32Array(s.hidden).fill(1);
+  assert.throws(() => n.replacementStep('mlp', cases[0]!.spec, { ...mlp.params, 'post_attn_norm.weight': pn },
+    zeros(mlp.params), mlp.x, mlp.target, mlp.positions, mlp.mask, mlp.invFreq), /post_attn_norm\.weight'\] is not used/);
+  assert.throws(() => call({ params: { ...d.params, 'post_mlp_norm.weight': new Float32Array(3) } }), code('E_SHAPE'));
+  assert.throws(() => call({ params: { ...d.params, 'post_attn_norm.weight': new Float32Array(s.hidden + 1) } }), code('E_SHAPE'));
 });
 
 const worst = new Map<string, number>();

@@ -31,10 +31,12 @@ function dims(s: Spec): Record<string, number[]> {
   const D = s.hidden, F = s.intermediate, Q = s.heads * s.headDim, KV = s.kvHeads * s.headDim;
   return { 'q.weight': [Q, D], 'k.weight': [KV, D], 'v.weight': [KV, D], 'o.weight': [D, Q], 'gate.weight': [F, D], 'up.weight': [F, D], 'down.weight': [D, F] };
 }
-function randomLayer(r: ReturnType<typeof rng>, kind: Kind, s: Spec, biases: boolean, qkNorm = false): Params {
+/** postNorms: Gemma's post-sublayer norms, weights far from 1 (so a skipped norm shows). */
+function randomLayer(r: ReturnType<typeof rng>, kind: Kind, s: Spec, biases: boolean, qkNorm = false, postNorms = false): Params {
   const p: Params = {};
-  for (const [role, size] of Object.entries(shapes(kind, s, biases, qkNorm)))
-    p[role] = role.includes('norm.weight') ? Float32Array.from(randn(r, size, 0.2), (v) => 1 + v) : randn(r, size, role.endsWith('bias') ? 0.3 : 0.4);
+  for (const [role, size] of Object.entries(shapes(kind, s, biases, qkNorm, postNorms)))
+    p[role] = role.startsWith('post_') ? Float32Array.from(randn(r, size, 0.5), (v) => 2 + v)
+      : role.includes('norm.weight') ? Float32Array.from(randn(r, size, 0.2), (v) => 1 + v) : randn(r, size, role.endsWith('bias') ? 0.3 : 0.4);
   return p;
 }
 /** Weights as engine tensors in `dtype`, and the f32 values they hold (what the f64 reference must use). */
@@ -109,18 +111,21 @@ test('bad arguments are typed errors', async () => {
   assert.is(await n.headLossBackward(null, x, M, s, hw, new Int32Array(M).fill(-1)), -1, 'no target: -1');
 });
 
-const layerCases: { name: string; spec: Spec; biases: boolean; mask: number[] | null; dtype: 'f32' | 'bf16'; qkNorm?: boolean }[] = [
+const layerCases: { name: string; spec: Spec; biases: boolean; mask: number[] | null; dtype: 'f32' | 'bf16'; qkNorm?: boolean; postNorms?: boolean }[] = [
   { name: 'Qwen3 per-head q/k norm, GQA, RoPE, padding, bf16 weights', spec: base, biases: false, mask: [1, 1, 1, 1, 0, 1, 1, 1, 1, 1], dtype: 'bf16', qkNorm: true },
   { name: 'Llama GQA, RoPE, padding, f32', spec: base, biases: false, mask: [1, 1, 1, 1, 0, 1, 1, 1, 1, 1], dtype: 'f32' },
   { name: 'Llama GQA, RoPE, bf16 weights', spec: base, biases: false, mask: null, dtype: 'bf16' },
   { name: 'LayerNorm + biases, GELU plain MLP, no RoPE', spec: { ...base, kvHeads: 4, norm: 'layer', activation: 'gelu', gatedMlp: false, useRope: false }, biases: true, mask: null, dtype: 'f32' },
   { name: 'sliding window of 2 keys, padding', spec: { ...base, window: 2 }, biases: false, mask: [1, 1, 0, 1, 1, 1, 1, 1, 1, 1], dtype: 'f32' },
   { name: 'partial RoPE (2 of 4 dims per head), padding', spec: { ...base, rotaryDim: 2 }, biases: false, mask: [1, 1, 1, 1, 1, 1, 0, 1, 1, 1], dtype: 'f32' },
+  { name: 'Gemma post-sublayer norms, GQA, RoPE, padding, bf16 weights', spec: { ...base, activation: 'gelu_tanh' }, biases: false, mask: [1, 1, 1, 0, 1, 1, 1, 1, 1, 1], dtype: 'bf16', postNorms: true },
+  { name: 'post norms with q/k norm and a sliding window of 2, f32', spec: { ...base, window: 2 }, biases: false, mask: null, dtype: 'f32', qkNorm: true, postNorms: true },
+  { name: 'post norms with LayerNorm + biases, GELU plain MLP, no RoPE', spec: { ...base, kvHeads: 4, norm: 'layer', activation: 'gelu', gatedMlp: false, useRope: false }, biases: true, mask: null, dtype: 'f32', postNorms: true },
 ];
 for (const [ci, c] of layerCases.entries()) {
   test(`frozenLayerBackward (${c.name}): dx vs f64 finite differences`, async () => {
     const r = rng(20 + ci), s = c.spec, M = s.batch * s.seqLen;
-    const { tensors, values } = asTensors(randomLayer(r, 'layer', s, c.biases, c.qkNorm), s, c.dtype);
+    const { tensors, values } = asTensors(randomLayer(r, 'layer', s, c.biases, c.qkNorm, c.postNorms), s, c.dtype);
     const { positions, invFreq } = inputs(s, r);
     const mask = c.mask ? Uint8Array.from(c.mask) : null;
     const x = randn(r, M * s.hidden), G = randn(r, M * s.hidden);
@@ -149,11 +154,12 @@ test('headLossBackward: loss and dh vs f64 (RMSNorm; LayerNorm with bias), gradS
   }
 });
 
-for (const [kind, qk] of [['mlp', false], ['layer', false], ['layer', true]] as const) {
-  test(`lmLossStep (${kind} replacement${qk ? ' and frozen layers with q/k norm (Qwen3)' : ''}, 2 frozen layers, one bf16): loss and every gradient vs f64`, async () => {
-    const r = rng(kind === 'mlp' ? 40 : qk ? 43 : 41), s = base, M = s.batch * s.seqLen;
-    const params = randomLayer(r, kind, s, false, qk);
-    const f0 = asTensors(randomLayer(r, 'layer', s, false, qk), s, 'f32'), f1 = asTensors(randomLayer(r, 'layer', s, false, qk), s, 'bf16');
+// post: the replacement and the frozen layers have Gemma's post-sublayer norms (trained in the one, frozen in the others)
+for (const [kind, qk, post] of [['mlp', false, false], ['layer', false, false], ['layer', true, false], ['mlp', false, true], ['layer', false, true]] as const) {
+  test(`lmLossStep (${kind} replacement${qk ? ' and frozen layers with q/k norm (Qwen3)' : ''}${post ? ' with post-sublayer norms, as the frozen layers (Gemma)' : ''}, 2 frozen layers, one bf16): loss and every gradient vs f64`, async () => {
+    const r = rng(post ? (kind === 'mlp' ? 44 : 45) : kind === 'mlp' ? 40 : qk ? 43 : 41), s = base, M = s.batch * s.seqLen;
+    const params = randomLayer(r, kind, s, false, qk, post);
+    const f0 = asTensors(randomLayer(r, 'layer', s, false, qk, post), s, 'f32'), f1 = asTensors(randomLayer(r, 'layer', s, false, qk, post), s, 'bf16');
     const h = headSetup(s, r, false);
     const { positions, invFreq, targets } = inputs(s, r);
     const mask = Uint8Array.from([1, 1, 1, 1, 1, 1, 1, 1, 0, 0]);

@@ -1,6 +1,7 @@
 // Decoder layer, MLP block and head against a straightforward JS f64 implementation of the Hugging Face
 // formulas on tiny random layers: Llama-style (pre-norm RMS, SwiGLU, GQA, RoPE), Qwen2-style (q/k/v biases),
-// OPT-style (LayerNorm, ReLU fc1/fc2, biases everywhere, pre- and post-norm). f32 weights must agree within
+// OPT-style (LayerNorm, ReLU fc1/fc2, biases everywhere, pre- and post-norm), and Llama/OPT-pre with post-sublayer
+// norms (Gemma 2/3 post_attention_layernorm / post_feedforward_layernorm). f32 weights must agree within
 // a max relative error of 1e-4; bf16 weights are compared with the same JS reference run on the
 // bf16-rounded weights, so the same tolerance applies (activations stay f32 in both).
 import { test } from 'uvu';
@@ -10,7 +11,8 @@ import { bf16Tensor, f32Tensor, fromBf16, randn, rejectsCode, relErr, toBf16 } f
 
 const n = native();
 
-type Arch = 'llama' | 'qwen2' | 'opt-pre' | 'opt-post';
+// '+post': the same layer with post_attn_norm / post_mlp_norm (weights far from 1, so a skipped norm shows).
+type Arch = 'llama' | 'qwen2' | 'opt-pre' | 'opt-post' | 'llama+post' | 'opt-pre+post';
 interface Layer {
   spec: NativeLayerSpec;
   w: Record<string, Float32Array>;  // f32 master weights by role
@@ -23,7 +25,7 @@ function makeLayer(arch: Arch, seed: number): Layer {
   const spec: NativeLayerSpec = {
     batch: B, seqLen: T, hidden: D, heads: H, kvHeads: Hk, headDim: Dh, intermediate: F,
     norm: opt ? 'layer' : 'rms', normEps: opt ? 1e-5 : 1e-6, activation: opt ? 'relu' : 'silu',
-    gatedMlp: !opt, preNorm: arch !== 'opt-post', useRope: !opt, ropeAttentionScaling: arch === 'llama' ? 1.25 : 1,
+    gatedMlp: !opt, preNorm: arch !== 'opt-post', useRope: !opt, ropeAttentionScaling: arch.startsWith('llama') ? 1.25 : 1,
   };
   const shapes: Record<string, number[]> = {
     'attn_norm.weight': [D], 'q.weight': [H * Dh, D], 'k.weight': [Hk * Dh, D], 'v.weight': [Hk * Dh, D],
@@ -36,12 +38,15 @@ function makeLayer(arch: Arch, seed: number): Layer {
       'attn_norm.bias': [D], 'q.bias': [H * Dh], 'k.bias': [Hk * Dh], 'v.bias': [Hk * Dh], 'o.bias': [D],
       'mlp_norm.bias': [D], 'up.bias': [F], 'down.bias': [D],
     });
+  const post = arch.endsWith('+post');
+  if (post) Object.assign(shapes, { 'post_attn_norm.weight': [D], 'post_mlp_norm.weight': [D] });
   const w: Record<string, Float32Array> = {};
   let s = seed;
   for (const [role, shape] of Object.entries(shapes)) {
     const numel = shape.reduce((a, b) => a * b, 1);
     const fanIn = shape.length === 2 ? shape[1]! : 1;
-    w[role] = role.includes('norm.weight') ? randn(numel, s++, 0.2).map((x) => 1 + x) : randn(numel, s++, role.endsWith('bias') ? 0.1 : 1 / Math.sqrt(fanIn));
+    w[role] = role.startsWith('post_') ? randn(numel, s++, 0.5).map((x) => 2 + x)
+      : role.includes('norm.weight') ? randn(numel, s++, 0.2).map((x) => 1 + x) : randn(numel, s++, role.endsWith('bias') ? 0.1 : 1 / Math.sqrt(fanIn));
   }
   return { spec, w, shapes };
 }
@@ -136,12 +141,14 @@ function jsLayer(x: Float32Array, s: NativeLayerSpec, w: Record<string, Float32A
           for (let e = 0; e < Dh; e++) att[((b * T + i) * H + h) * Dh + e] += (p[c]! / l) * v[((b * T + js[c]!) * Hk + hk) * Dh + e]!;
       }
     }
-  const o = linear(att, M, H * Dh, w['o.weight']!, D, w['o.bias']);
+  let o = linear(att, M, H * Dh, w['o.weight']!, D, w['o.bias']);
+  if (w['post_attn_norm.weight']) o = norm(o, M, D, kind, eps, w['post_attn_norm.weight']);
   const res = new Float64Array(M * D);
   for (let i = 0; i < res.length; i++) res[i] = x64[i]! + o[i]!;
   const r = s.preNorm ? res : norm(res, M, D, kind, eps, w['attn_norm.weight'], w['attn_norm.bias']);
   const h2 = s.preNorm ? norm(r, M, D, kind, eps, w['mlp_norm.weight'], w['mlp_norm.bias']) : r;
-  const mlp = jsMlp(h2, M, s, w);
+  let mlp = jsMlp(h2, M, s, w);
+  if (w['post_mlp_norm.weight']) mlp = norm(mlp, M, D, kind, eps, w['post_mlp_norm.weight']);
   let out = new Float64Array(M * D);
   for (let i = 0; i < out.length; i++) out[i] = r[i]! + mlp[i]!;
   if (!s.preNorm) out = norm(out, M, D, kind, eps, w['mlp_norm.weight'], w['mlp_norm.bias']);
@@ -171,7 +178,7 @@ function bf16Weights(l: Layer): Record<string, Float32Array> {
   return out;
 }
 
-for (const arch of ['llama', 'qwen2', 'opt-pre', 'opt-post'] as Arch[]) {
+for (const arch of ['llama', 'qwen2', 'opt-pre', 'opt-post', 'llama+post', 'opt-pre+post'] as Arch[]) {
   for (const dtype of ['f32', 'bf16'] as const) {
     test(`decoder layer ${arch} (${dtype} weights) matches the f64 reference; captures; in place`, async () => {
       const l = makeLayer(arch, arch.length * 100);
@@ -210,26 +217,70 @@ test('decoder layer: NaN in one token reaches only that token and later ones of 
   await n.headForward(new Float32Array(0), 0, { hidden: D, vocab: 5, norm: 'rms', normEps: 1e-6 }, { 'lm_head.weight': f32Tensor(new Float32Array(5 * D), [5, D]) }, new Int32Array(0), new Float32Array(0), new Float32Array(0));
 });
 
-test('mlpBlockForward is the MLP half: pre-norm x + MLP(n2(x)), post-norm n2(x + MLP(x))', async () => {
-  for (const arch of ['llama', 'opt-post'] as Arch[]) {
+test('mlpBlockForward is the MLP half: pre-norm x + MLP(n2(x)) (x + pn2(MLP(n2(x))) with post_mlp_norm), post-norm n2(x + MLP(x))', async () => {
+  for (const arch of ['llama', 'opt-post', 'llama+post', 'opt-pre+post'] as Arch[]) {
     const l = makeLayer(arch, 3);
     const { x, M } = inputs(l.spec, 11);
     const D = l.spec.hidden;
     const w: NativeLayerWeights = {};
-    for (const role of ['mlp_norm.weight', 'mlp_norm.bias', 'gate.weight', 'up.weight', 'up.bias', 'down.weight', 'down.bias'] as const)
+    for (const role of ['mlp_norm.weight', 'mlp_norm.bias', 'gate.weight', 'up.weight', 'up.bias', 'down.weight', 'down.bias', 'post_mlp_norm.weight'] as const)
       if (l.w[role]) w[role] = f32Tensor(l.w[role]!, l.shapes[role]!);
     const out = new Float32Array(M * D), mo = new Float32Array(M * D);
     const { heads: _h, kvHeads: _k, headDim: _d, ...mlpSpec } = l.spec;
     await n.mlpBlockForward(out, x, mlpSpec, w, mo);
     const x64 = Float64Array.from(x);
     const h = l.spec.preNorm ? norm(x64, M, D, l.spec.norm, l.spec.normEps, l.w['mlp_norm.weight'], l.w['mlp_norm.bias']) : x64;
-    const m = jsMlp(h, M, l.spec, l.w);
+    let m = jsMlp(h, M, l.spec, l.w);
+    if (l.w['post_mlp_norm.weight']) m = norm(m, M, D, l.spec.norm, l.spec.normEps, l.w['post_mlp_norm.weight']);
     let want = new Float64Array(M * D);
     for (let i = 0; i < want.length; i++) want[i] = x64[i]! + m[i]!;
     if (!l.spec.preNorm) want = norm(want, M, D, l.spec.norm, l.spec.normEps, l.w['mlp_norm.weight'], l.w['mlp_norm.bias']);
     assert.ok(relErr(out, want) <= 1e-4, `${arch}: ${relErr(out, want)}`);
     assert.ok(relErr(mo, m) <= 1e-4, `${arch} mlpOut`);
   }
+});
+
+test('decoder layer with post norms = explicit composition: x + rmsnorm(attn) (CPU op), then the MLP block, then rmsnorm of its output', async () => {
+  const l = makeLayer('llama+post', 21);
+  const { x, mask, pos, inv, M } = inputs(l.spec, 5);
+  const D = l.spec.hidden, eps = l.spec.normEps;
+  const full = tensors(l, 'bf16');
+  const { 'post_attn_norm.weight': pn1, 'post_mlp_norm.weight': pn2, ...plain } = full;
+  const out = new Float32Array(M * D), attnResidual = new Float32Array(M * D), mlpOut = new Float32Array(M * D);
+  await n.decoderLayerForward(out, x, l.spec, full, pos, mask, inv, { attnResidual, mlpOut });
+  // The attention output A of the same layer without post norms: attnResidual − x.
+  const res0 = new Float32Array(M * D);
+  await n.decoderLayerForward(new Float32Array(M * D), x, l.spec, plain, pos, mask, inv, { attnResidual: res0 });
+  const A = res0.map((v, i) => v - x[i]!), nA = new Float32Array(M * D);
+  n.rmsnormForward(nA, A, pn1!, M, D, eps);
+  const h = nA.map((v, i) => v + x[i]!);
+  const m = new Float32Array(M * D), nm = new Float32Array(M * D);
+  const { heads: _h, kvHeads: _k, headDim: _d, ...mlpSpec } = l.spec;
+  await n.mlpBlockForward(new Float32Array(M * D), h, mlpSpec, plain, m);
+  n.rmsnormForward(nm, m, pn2!, M, D, eps);
+  const want = nm.map((v, i) => v + h[i]!);
+  assert.ok(relErr(attnResidual, h) <= 1e-5, `attnResidual = x + pn1(attn): ${relErr(attnResidual, h)}`);
+  assert.ok(relErr(mlpOut, nm) <= 1e-5, `mlpOut = pn2(mlp): ${relErr(mlpOut, nm)}`);
+  assert.ok(relErr(out, want) <= 1e-5, `out: ${relErr(out, want)}`);
+  // The norms matter at this size: without them the composition is far off (what a skipped norm would give).
+  const skipped = new Float32Array(M * D);
+  await n.decoderLayerForward(skipped, x, l.spec, plain, pos, mask, inv, null);
+  assert.ok(relErr(skipped, want) > 0.05, `post norms change the output: ${relErr(skipped, want)}`);
+});
+
+test('post norms: refused in a post-norm (OPT-style) layer, post_attn_norm refused by an MLP block, shapes checked', async () => {
+  const l = makeLayer('opt-post', 2);
+  const { x, mask, pos, M } = inputs(l.spec, 1);
+  const D = l.spec.hidden, wt = tensors(l, 'f32'), one = f32Tensor(new Float32Array(D).fill(1), [D]);
+  const run = (w: NativeLayerWeights) => (async () => n.decoderLayerForward(new Float32Array(M * D), x, l.spec, w, pos, mask, null, null))();
+  await rejectsCode(run({ ...wt, 'post_attn_norm.weight': one }), 'E_SHAPE', 'post_attn_norm.weight: not used in a post-norm (OPT-style) layer');
+  await rejectsCode(run({ ...wt, 'post_mlp_norm.weight': one }), 'E_SHAPE', 'post_mlp_norm.weight: not used in a post-norm (OPT-style) layer');
+  const { heads: _h, kvHeads: _k, headDim: _d, ...mlpSpec } = l.spec;
+  await rejectsCode((async () => n.mlpBlockForward(new Float32Array(M * D), x, mlpSpec, { ...wt, 'post_mlp_norm.weight': one }))(), 'E_SHAPE', 'post_mlp_norm.weight');
+  const g = makeLayer('llama+post', 2), gt = tensors(g, 'f32'), gi = inputs(g.spec, 1);
+  const { heads: _h2, kvHeads: _k2, headDim: _d2, ...gSpec } = g.spec;
+  await rejectsCode((async () => n.mlpBlockForward(new Float32Array(gi.M * g.spec.hidden), gi.x, gSpec, gt))(), 'E_SHAPE', 'post_attn_norm.weight: not used by an MLP block');
+  await rejectsCode((async () => n.decoderLayerForward(new Float32Array(gi.M * g.spec.hidden), gi.x, g.spec, { ...gt, 'post_mlp_norm.weight': f32Tensor(new Float32Array(3), [3]) }, gi.pos, gi.mask, gi.inv, null))(), 'E_SHAPE', 'post_mlp_norm.weight');
 });
 
 test('decoder layer: bad input rejects with coded errors naming the role or argument', async () => {

@@ -16,8 +16,11 @@ export interface Spec {
 export type Kind = 'mlp' | 'layer';
 export type Params = Record<string, Float32Array>;
 
-/** qkNorm: Qwen3's per-head q_norm/k_norm weights [headDim] (layer only). */
-export function shapes(kind: Kind, s: Spec, biases: boolean, qkNorm = false): Record<string, number> {
+/**
+ * qkNorm: Qwen3's per-head q_norm/k_norm weights [headDim] (layer only). postNorms: Gemma's post-sublayer norms
+ * post_mlp_norm.weight [hidden] and, for a layer, post_attn_norm.weight [hidden].
+ */
+export function shapes(kind: Kind, s: Spec, biases: boolean, qkNorm = false, postNorms = false): Record<string, number> {
   const D = s.hidden, F = s.intermediate, Q = s.heads * s.headDim, KV = s.kvHeads * s.headDim;
   const r: Record<string, number> = { 'mlp_norm.weight': D, 'up.weight': F * D, 'down.weight': D * F };
   if (s.gatedMlp) r['gate.weight'] = F * D;
@@ -28,7 +31,9 @@ export function shapes(kind: Kind, s: Spec, biases: boolean, qkNorm = false): Re
     if (s.norm === 'layer') r['attn_norm.bias'] = D;
     if (biases) Object.assign(r, { 'q.bias': Q, 'k.bias': KV, 'v.bias': KV, 'o.bias': D });
     if (qkNorm) Object.assign(r, { 'q_norm.weight': s.headDim, 'k_norm.weight': s.headDim });
+    if (postNorms) r['post_attn_norm.weight'] = D;
   }
+  if (postNorms) r['post_mlp_norm.weight'] = D;
   return r;
 }
 
@@ -47,7 +52,9 @@ function mlpF64(s: Spec, P: Record<string, F64>, x: F64, M: number): F64 {
   } else {
     mid = up.map((u) => actF64(u, s.activation));
   }
-  const down = linearF64(mid, P['down.weight']!, P['down.bias'] ?? null, M, D, F);
+  let down = linearF64(mid, P['down.weight']!, P['down.bias'] ?? null, M, D, F);
+  // Gemma's post_feedforward_layernorm: the MLP output is normed (weight only) before the residual add
+  if (P['post_mlp_norm.weight']) down = norm(s, down, P['post_mlp_norm.weight'], undefined, M);
   return x.map((v, i) => v + down[i]!);
 }
 
@@ -76,6 +83,7 @@ export function forwardF64(kind: Kind, s: Spec, P: Record<string, F64>, x: F64, 
     k = ropeF64(k, cos, sin, M, Hk, Dh, rot);
   }
   const { out } = attentionF64(q, k, v, mask, s.batch, s.seqLen, H, Hk, Dh, s.attnScale, s.window ?? 0);
-  const o = linearF64(out, P['o.weight']!, P['o.bias'] ?? null, M, D, Q);
+  let o = linearF64(out, P['o.weight']!, P['o.bias'] ?? null, M, D, Q);
+  if (P['post_attn_norm.weight']) o = norm(s, o, P['post_attn_norm.weight'], undefined, M);  // Gemma post_attention_layernorm
   return mlpF64(s, P, x.map((xv, i) => xv + o[i]!), M);
 }

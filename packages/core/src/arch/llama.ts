@@ -137,7 +137,7 @@ export function llamaTraits(c: ModelConfig): ArchTraits {
   return {
     norm: 'rms', normEps: c.normEps, normBias: false, normWeight: true, activation: c.activation, gatedMlp: true,
     preNorm: true, positions: 'rope', positionOffset: 0, finalNorm: true, qkvBias: c.attentionBias,
-    oBias: c.attentionOutBias, qkNorm: false, mlpBias: c.mlpBias, tiedEmbeddings: c.tieWordEmbeddings, embedDim: c.hiddenSize, projectInOut: false,
+    oBias: c.attentionOutBias, qkNorm: false, postNorms: false, mlpBias: c.mlpBias, tiedEmbeddings: c.tieWordEmbeddings, embedDim: c.hiddenSize, projectInOut: false,
   };
 }
 

@@ -61,7 +61,7 @@ function optTraits(c: ModelConfig): ArchTraits {
   return {
     norm: 'layer', normEps: c.normEps, normBias: o.layerNormElementwiseAffine, normWeight: o.layerNormElementwiseAffine,
     activation: c.activation, gatedMlp: false, preNorm: o.doLayerNormBefore, positions: 'learned', positionOffset: 2,
-    finalNorm: o.doLayerNormBefore && !o.removeFinalLayerNorm, qkvBias: o.enableBias, oBias: o.enableBias, qkNorm: false, mlpBias: o.enableBias,
+    finalNorm: o.doLayerNormBefore && !o.removeFinalLayerNorm, qkvBias: o.enableBias, oBias: o.enableBias, qkNorm: false, postNorms: false, mlpBias: o.enableBias,
     tiedEmbeddings: c.tieWordEmbeddings, embedDim: o.wordEmbedProjDim, projectInOut: o.wordEmbedProjDim !== c.hiddenSize,
   };
 }

@@ -7,13 +7,16 @@ import type { RawConfig } from '../config-fields.js';
 
 /**
  * Per-layer tensor roles. `q_norm.weight` / `k_norm.weight` are Qwen3's per-head RMSNorm weights [head_dim] on the
- * projected queries and keys (before RoPE). OPT maps self_attn_layer_norm → attn_norm, final_layer_norm → mlp_norm, fc1 → up, fc2 → down. */
+ * projected queries and keys (before RoPE). `post_attn_norm.weight` / `post_mlp_norm.weight` [hidden] norm the
+ * attention and MLP outputs before their residual adds (Gemma 2/3 post_attention_layernorm /
+ * post_feedforward_layernorm; the layer's norm kind and eps, weight only; pre-norm layers only). OPT maps self_attn_layer_norm → attn_norm, final_layer_norm → mlp_norm, fc1 → up, fc2 → down. */
 export const LAYER_ROLES = [
   'attn_norm.weight', 'attn_norm.bias',
   'q.weight', 'q.bias', 'k.weight', 'k.bias', 'v.weight', 'v.bias', 'o.weight', 'o.bias',
   'mlp_norm.weight', 'mlp_norm.bias',
   'gate.weight', 'gate.bias', 'up.weight', 'up.bias', 'down.weight', 'down.bias',
   'q_norm.weight', 'k_norm.weight',
+  'post_attn_norm.weight', 'post_mlp_norm.weight',
 ] as const;
 export type LayerRole = (typeof LAYER_ROLES)[number];
 
@@ -48,6 +51,11 @@ export interface ArchTraits {
   oBias: boolean;
   /** Per-head RMSNorm on queries and keys after their projection, before RoPE (Qwen3 q_norm / k_norm). */
   qkNorm: boolean;
+  /**
+   * A norm of each sub-block's output before its residual add (Gemma 2/3 post_attention_layernorm /
+   * post_feedforward_layernorm: the post_attn_norm / post_mlp_norm roles). Pre-norm layers only.
+   */
+  postNorms: boolean;
   mlpBias: boolean;
   /** lm_head shares the embedding matrix. */
   tiedEmbeddings: boolean;

@@ -63,6 +63,7 @@ export function describeModel(md: ModelDir): ModelDescription {
       attnScale: 1 / Math.sqrt(c.headDim),
       ...(c.rope && c.rope.rotaryDim < c.headDim ? { rotaryDim: c.rope.rotaryDim } : {}),
       ...(t.qkNorm ? { qkNorm: true } : {}),
+      ...(t.postNorms ? { postNorms: true } : {}),
     },
     rope,
     learnedPositionOffset: t.positions === 'learned' ? t.positionOffset : null,

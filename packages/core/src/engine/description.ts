@@ -37,6 +37,12 @@ export interface LayerSemantics {
    * weights alone; this flag is what keeps such a model off the CUDA backend, which does not implement it.
    */
   qkNorm?: boolean;
+  /**
+   * Each sub-block's output is normed before its residual add (Gemma 2/3 post_attn_norm / post_mlp_norm roles). The
+   * CPU engine runs it from the weights alone; this flag keeps such a model off the CUDA backend, which has no kernel
+   * for it.
+   */
+  postNorms?: boolean;
 }
 
 /**

@@ -64,9 +64,9 @@ export async function embed(desc: ModelDescription, batch: TokenBatch): Promise<
 
 /** Intermediate outputs of a decoder layer, for the `linear` replacement: h_out = attnResidual + mlpOut (pre-norm). */
 export interface LayerCaptures {
-  /** x + attention(x): the residual stream after the attention block [B*T*D]. */
+  /** x + attention(x): the residual stream after the attention block [B*T*D] (its output post-normed when the layer has post_attn_norm). */
   attnResidual: Float32Array;
-  /** The MLP block's output before the residual add [B*T*D]. */
+  /** What the MLP block adds to the residual [B*T*D]: its output, post-normed when the layer has post_mlp_norm. */
   mlpOut: Float32Array;
 }
 

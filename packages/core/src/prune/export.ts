@@ -31,6 +31,12 @@ export interface ExportSource {
   /** Tensor name of the input embedding. */
   embedTensorName: string;
   tiedEmbeddings: boolean;
+  /**
+   * A replacement tensor's values as the checkpoint stores them, from the values the engine runs (e.g. Gemma's norm
+   * weights, stored as w − 1 for its (1 + w) norms); absent: stored as they are. The one place a family's per-role
+   * transform on write applies. The in-memory model must round the same way for its logits to match the export.
+   */
+  toCheckpoint?(role: LayerRole, values: Float32Array): Float32Array;
 }
 
 /** The trained or computed replacement, in f32; it is rounded to each tensor's source dtype on export. */
@@ -134,7 +140,10 @@ export async function exportPruned(o: ExportOptions): Promise<ExportResult> {
   // Names of the replacement layer's tensors, by role.
   const replacedByName = new Map<string, { role: string; values: Float32Array | null }>();
   if (hasLayer) {
-    const w = (replacement as { weights: Partial<Record<LayerRole, Float32Array>> }).weights;
+    const trained = (replacement as { weights: Partial<Record<LayerRole, Float32Array>> }).weights;
+    const w: Partial<Record<LayerRole, Float32Array>> = {};
+    for (const [role, values] of Object.entries(trained) as [LayerRole, Float32Array][])
+      w[role] = source.toCheckpoint ? source.toCheckpoint(role, values) : values;
     const roles = new Set<LayerRole>([...(Object.keys(w) as LayerRole[]), ...(replacement.kind === 'mlp' ? ATTENTION_ROLES : [])]);
     for (const role of roles) {
       const name = source.layerTensorName(role, start);

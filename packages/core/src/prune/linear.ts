@@ -42,6 +42,8 @@ export async function fitLinear(desc: ModelDescription, start: number, end: numb
   } else {
     const w = desc.layers[start - 1]!.weights();
     if (desc.layers[start - 1]!.kind !== 'decoder' || !w['down.weight']) throw new StreamlineError('E_REPLACEMENT', `layer ${start - 1} has no MLP output projection to fold into`);
+    // T would act on post_mlp_norm(M), but folded into down.weight it acts before that norm: a different function.
+    if (w['post_mlp_norm.weight']) throw new StreamlineError('E_REPLACEMENT', `layer ${start - 1} norms its MLP output (post_mlp_norm, e.g. Gemma's post_feedforward_layernorm): the linear map cannot be folded into its down projection; use the mlp or layer replacement`);
   }
   const n = native();
   const XtX = new Float64Array(D * D), XtY = new Float64Array(D * D);

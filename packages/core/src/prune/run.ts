@@ -330,8 +330,9 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
   } else if (kind === 'mlp' || kind === 'layer') {
     // The trainer has no gate-projection bias (Llama mlp_bias): it is held at zero, in training, in memory and in the
     // exported tensor, so the replacement keeps the architecture's shape with one parameter vector fixed.
+    // An `mlp` replacement takes the MLP's roles, its post-sublayer norm (Gemma) included; its exported attention is zero.
     const roles = (Object.keys(srcLayer) as LayerRole[]).filter((r) => r !== 'gate.bias' &&
-      (kind === 'layer' || r.startsWith('mlp_norm') || r.startsWith('gate') || r.startsWith('up') || r.startsWith('down')));
+      (kind === 'layer' || r.startsWith('mlp_norm') || r.startsWith('gate') || r.startsWith('up') || r.startsWith('down') || r === 'post_mlp_norm.weight'));
     const init: Partial<Record<LayerRole, Float32Array>> = {};
     const shapes: Partial<Record<LayerRole, number[]>> = {};
     for (const r of roles) {

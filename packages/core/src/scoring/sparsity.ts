@@ -15,7 +15,7 @@ export interface ParamBudget {
   total: number;
   /** Parameters of each decoder layer (index = layer). */
   perLayer: number[];
-  /** Parameters of the MLP block plus its norm, per layer (what an `mlp` replacement adds). */
+  /** Parameters of the MLP block plus its norms (post_mlp_norm too, Gemma), per layer (what an `mlp` replacement adds). */
   mlpPerLayer: number[];
 }
 
@@ -58,7 +58,7 @@ export function nForSparsity(b: ParamBudget, kind: ReplacementKind, sparsity: nu
   return best;
 }
 
-const MLP_ROLES: LayerRole[] = ['mlp_norm.weight', 'mlp_norm.bias', 'gate.weight', 'gate.bias', 'up.weight', 'up.bias', 'down.weight', 'down.bias'];
+const MLP_ROLES: LayerRole[] = ['mlp_norm.weight', 'mlp_norm.bias', 'gate.weight', 'gate.bias', 'up.weight', 'up.bias', 'down.weight', 'down.bias', 'post_mlp_norm.weight'];
 
 /** Parameter budget of a model from its inspect() report and checkpoint. */
 export function paramBudget(report: ModelReport, md: ModelDir): ParamBudget {
