@@ -845,6 +845,12 @@ Napi::Value OpenTrainer(const Napi::CallbackInfo& info) {
   const TrainApi& api = train_api(env);
   ReplacementKind kind = kind_arg(env, info[0], fn);
   ReplacementSpec s = spec_arg(env, info[1], kind, fn);
+  // The backend's lm tail rotates every frozen layer with the trainer's one set of frequencies: frozen layers with
+  // their own RoPE (lmLossStep's spec.tailRopeInvFreq) would silently run with the wrong one.
+  for (const char* key : {"tailRopeInvFreq", "tailRopeAttentionScaling"})
+    if (!absent(info[1].As<Napi::Object>().Get(key)))
+      throw_error(env, "E_UNSUPPORTED", std::string(fn) + ": spec." + key + " (frozen layers with their own RoPE): the "
+                                        "CUDA trainer's lm tail rotates every layer with one set of frequencies; train on the CPU");
   auto params = std::make_shared<ReplacementParams>();
   params->fill(nullptr);
   roles_arg(env, info[2], kind, s, params.get(), fn, "params", nullptr);

@@ -8,7 +8,8 @@
 // layers: the frozen layers after the window, in order, each {role: {data, dtype, shape}} (any float dtype, read
 // in place; the same spec as the replacement); headWeights: {'final_norm.weight'?, 'final_norm.bias'?,
 // 'lm_head.weight'} (no final norm when 'final_norm.weight' is absent); targets: Int32Array [batch*seqLen], the
-// next token of each row or -1. The loss is the mean next-token NLL over rows with a target.
+// next token of each row or -1. The loss is the mean next-token NLL over rows with a target. The frozen layers' own
+// sliding windows and RoPE come in spec.tailWindows, spec.tailRopeInvFreq and spec.tailRopeAttentionScaling.
 #include <cmath>
 #include <memory>
 #include <string>
@@ -83,6 +84,37 @@ LmCall lm_args(const Napi::CallbackInfo& info, const char* fn, size_t a, std::ve
       throw_error(env, "E_NATIVE_ARG", std::string(fn) + ": spec.tailWindows must have one window per frozen layer (" +
                                            std::to_string(layers.Length()) + "), got " + std::to_string(w.size()));
     c.tail->windows.assign(w.begin(), w.end());
+  }
+  // spec.tailRopeInvFreq / spec.tailRopeAttentionScaling: the frozen layers' own RoPE (absent = the replacement's
+  // ropeInvFreq and ropeAttentionScaling for all); one entry per frozen layer, a null entry = the replacement's.
+  const std::string rot_what = std::string(fn) + ": spec.tailRopeInvFreq";
+  Napi::Value tf = info[1].As<Napi::Object>().Get("tailRopeInvFreq");
+  if (!absent(tf)) {
+    if (!ls.use_rope) throw_error(env, "E_NATIVE_ARG", rot_what + ": given for layers without RoPE (spec.useRope false)");
+    if (!tf.IsArray() || tf.As<Napi::Array>().Length() != layers.Length())
+      throw_error(env, "E_NATIVE_ARG", rot_what + " must be an array with one Float32Array (or null) per frozen layer (" +
+                                           std::to_string(layers.Length()) + ")");
+    Napi::Array a = tf.As<Napi::Array>();
+    const size_t half = (ls.rotary ? ls.rotary : ls.Dh) / 2;
+    c.tail->inv_freqs.resize(a.Length());
+    for (uint32_t k = 0; k < a.Length(); k++) {
+      if (absent(a.Get(k))) continue;
+      const float* f = typed<Napi::Float32Array>(env, a.Get(k), napi_float32_array, half, rot_what + "[" + std::to_string(k) + "]", "Float32Array").Data();
+      c.tail->inv_freqs[k].assign(f, f + half);
+    }
+  }
+  Napi::Value ts = info[1].As<Napi::Object>().Get("tailRopeAttentionScaling");
+  if (!absent(ts)) {
+    const std::string what = std::string(fn) + ": spec.tailRopeAttentionScaling";
+    if (!ts.IsArray() || ts.As<Napi::Array>().Length() != layers.Length())
+      throw_error(env, "E_NATIVE_ARG", what + " must be an array with one number per frozen layer (" + std::to_string(layers.Length()) + ")");
+    Napi::Array a = ts.As<Napi::Array>();
+    c.tail->rope_scalings.resize(a.Length());
+    for (uint32_t k = 0; k < a.Length(); k++) {
+      const double v = number_arg(env, a.Get(k), (what + "[]").c_str());
+      if (!std::isfinite(v)) throw_error(env, "E_NATIVE_ARG", what + " entries must be finite");
+      c.tail->rope_scalings[k] = float(v);
+    }
   }
   c.tail->head_w = lm_head_weights(env, info[a + 2], keep, std::string(fn) + ": headWeights");
   c.tail->head = lm_head_spec(c.spec, c.tail->head_w);

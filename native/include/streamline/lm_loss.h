@@ -28,19 +28,25 @@ double head_loss_backward(float* dh, const float* x, size_t M, const HeadSpec& s
 
 // The frozen rest of the model after the window: decoder layers (same spec as the replacement's, in order)
 // and the head. windows[k]: layer k's sliding window (0 = full causal; empty = all 0), which overrides
-// layer.window.
+// layer.window. Layers whose RoPE differs from the replacement's (Gemma 3: sliding and full layers rotate with
+// other bases): inv_freqs[k] is layer k's inverse frequencies [rotary / 2] and rope_scalings[k] its attention
+// scaling; each empty = every layer uses the replacement's (the inv_freq argument, layer.rope_attention_scaling).
 struct FrozenTail {
   LayerSpec layer;
   std::vector<LayerWeights> layers;
   std::vector<size_t> windows;
+  std::vector<std::vector<float>> inv_freqs;
+  std::vector<float> rope_scalings;
   HeadSpec head;
   HeadWeights head_w;
 };
 
 // LayerSpec of a replacement spec (same model, same batch).
 LayerSpec layer_spec_of(const ReplacementSpec& s);
-// Frozen layer k's spec: tail.layer with its own window.
+// Frozen layer k's spec: tail.layer with its own window and RoPE attention scaling.
 LayerSpec tail_layer_spec(const FrozenTail& tail, size_t k);
+// Frozen layer k's inverse frequencies: its own, or `shared` (the replacement's) when the tail has none.
+const float* tail_inv_freq(const FrozenTail& tail, size_t k, const float* shared);
 
 // One lm-loss training step: forward R(x) → frozen layers (their inputs kept) → head loss; backward in reverse;
 // grads[r] += grad_scale · dloss/dparam as in replacement_step. Returns the loss (0 when no row has a target).

@@ -51,7 +51,12 @@ LayerSpec layer_spec_of(const ReplacementSpec& s) {
 LayerSpec tail_layer_spec(const FrozenTail& tail, size_t k) {
   LayerSpec l = tail.layer;
   l.window = k < tail.windows.size() ? tail.windows[k] : 0;
+  if (k < tail.rope_scalings.size()) l.rope_attention_scaling = tail.rope_scalings[k];
   return l;
+}
+
+const float* tail_inv_freq(const FrozenTail& tail, size_t k, const float* shared) {
+  return k < tail.inv_freqs.size() && !tail.inv_freqs[k].empty() ? tail.inv_freqs[k].data() : shared;
 }
 
 void frozen_layer_backward(float* dx, const float* dy, const float* x, const LayerSpec& s, const LayerWeights& w,
@@ -152,14 +157,14 @@ double lm_loss_step(ReplacementKind kind, const ReplacementSpec& s, const Replac
     for (size_t k = 0; k < L; k++) {
       inputs[k] = cur;
       decoder_layer_forward(cur.data(), inputs[k].data(), tail_layer_spec(tail, k), tail.layers[k], positions, key_mask,
-                            inv_freq, nullptr);
+                            tail_inv_freq(tail, k, inv_freq), nullptr);
     }
     fvec d(n), dprev(n);
     double loss = head_loss_backward(d.data(), cur.data(), M, tail.head, tail.head_w, targets, s.grad_scale);
     if (loss < 0) return -1.0;
     for (size_t k = L; k-- > 0;) {
       frozen_layer_backward(dprev.data(), d.data(), inputs[k].data(), tail_layer_spec(tail, k), tail.layers[k],
-                            positions, key_mask, inv_freq);
+                            positions, key_mask, tail_inv_freq(tail, k, inv_freq));
       std::swap(d, dprev);
       inputs[k].clear();
       inputs[k].shrink_to_fit();
@@ -178,8 +183,8 @@ double lm_loss_eval(ReplacementKind kind, const ReplacementSpec& s, const Replac
   fvec h(M * s.D);
   replacement_forward(kind, s, p, h.data(), x, positions, key_mask, inv_freq);
   for (size_t k = 0; k < tail.layers.size(); k++)
-    decoder_layer_forward(h.data(), h.data(), tail_layer_spec(tail, k), tail.layers[k], positions, key_mask, inv_freq,
-                          nullptr);
+    decoder_layer_forward(h.data(), h.data(), tail_layer_spec(tail, k), tail.layers[k], positions, key_mask,
+                          tail_inv_freq(tail, k, inv_freq), nullptr);
   double loss = head_loss_backward(nullptr, h.data(), M, tail.head, tail.head_w, targets);
   return loss < 0 ? 0.0 : loss;
 }

@@ -24,6 +24,13 @@ export type NativeReplacementSpec = NativeMlpSpec & Partial<Pick<NativeLayerSpec
   gradScale?: number;
   /** lmLossStep / lmLossEval: the frozen layers' sliding windows (one per layer, 0 = full causal); absent = none. */
   tailWindows?: number[];
+  /**
+   * lmLossStep / lmLossEval: the frozen layers' own RoPE inverse frequencies [rotaryDim/2] (one entry per layer; null =
+   * ropeInvFreq) and attention scaling (one per layer); absent = every layer uses the replacement's. Not read by the CUDA
+   * trainer, which refuses them (cudaTrainer): its lm tail rotates with one set of frequencies.
+   */
+  tailRopeInvFreq?: (Float32Array | null)[];
+  tailRopeAttentionScaling?: number[];
 };
 /**
  * f32 parameters (or gradients) of a replacement by role, row-major ([out, in] for linear weights): a flat

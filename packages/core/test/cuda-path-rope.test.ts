@@ -2,7 +2,8 @@
 // cuda-path.test.ts): CudaEngine rebuilds the context's RoPE tables with set_inputs before a layer whose rope differs
 // from the tables', so every result must be the CPU path's bitwise; a difference means a layer ran with another
 // layer's frequencies (or the hidden state was disturbed by set_inputs).
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -11,7 +12,7 @@ import { cudaUnsupported } from '../src/engine/cuda.js';
 import { openModelDir } from '../src/model-dir.js';
 import { native } from '../src/native.js';
 import type { ModelDescription } from '../src/index.js';
-import { repoRoot } from './_helpers.js';
+import { loadCharFixture, repoRoot, writeCalibText } from './_helpers.js';
 
 const fake = path.join(repoRoot, 'packages', 'core', 'build', 'testlib', 'streamline_cuda_cpu.so');
 process.env.STREAMLINE_CUDA_LIBRARY = fake;  // read at the first cudaInfo() of the process
@@ -114,6 +115,50 @@ if (!existsSync(fake)) {
       const gpu = await core.tokenLogprobs(pruned, blocks, { batchSize: 2, device: 'cuda' });
       assert.equal(gpu, cpu, `mlp at [${s}, ${e})`);
     }
+  });
+
+  // Training: the replacement rotates like layer start (one rope: the GPU trainer takes it). An lm tail whose frozen
+  // layers rotate otherwise cannot run on the GPU trainer (one RoPE table for all its layers): the run warns and trains
+  // on the CPU, bitwise the CPU run; a tail that rotates like the replacement stays on the GPU, bitwise the CPU too.
+  test('prune --loss lm with per-layer ropes on cuda: GPU when the tail rotates like R, else the CPU with a warning', async () => {
+    const tmp = mkdtempSync(path.join(os.tmpdir(), 'streamline-cuda-rope-lm-'));
+    try {
+      const model = { ...await loadCharFixture('qwen2-window', tmp), description: describeWith('qwen2-window', true) };
+      const calib = writeCalibText(tmp);
+      for (const [range, device] of [[{ start: 1, end: 2 }, 'cuda'], [{ start: 0, end: 1 }, 'cpu']] as const) {
+        for (const replacement of ['layer', 'mlp'] as const) {
+          const what = `${replacement} [${range.start}, ${range.end})`;
+          const logs: core.DeviceMessage[] = [];
+          const o = { calib, samples: 2, seqLen: 16, trainSamples: 4, epochs: 1, range, replacement, loss: 'lm' as const, seed: 3 };
+          const gpu = await core.prune(model, { ...o, outDir: path.join(tmp, `cuda-${replacement}-${range.start}`), device: 'cuda', onLog: (m) => logs.push(m) });
+          const cpu = await core.prune(model, { ...o, outDir: path.join(tmp, `cpu-${replacement}-${range.start}`), device: 'cpu' });
+          assert.equal([gpu.device, gpu.training!.device], ['cuda', device], what);
+          const warnings = logs.filter((m) => m.level === 'warning').map((m) => m.message);
+          if (device === 'cpu') assert.ok(warnings.length === 1 && /per-layer RoPE.*trains on the CPU/.test(warnings[0]!), `${what}: ${warnings.join(' | ')}`);
+          else assert.equal(warnings, [], what);
+          const x = core.openCheckpoint(cpu.exported!.outDir), y = core.openCheckpoint(gpu.exported!.outDir);
+          for (const t of x.names()) assert.ok(Buffer.from(x.tensor(t).data).equals(Buffer.from(y.tensor(t).data)), `${what} ${t}`);
+        }
+      }
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  test('cudaTrainer refuses a spec with per-layer tail ropes (it would rotate them with the trainer\'s)', async () => {
+    const d = describeWith('qwen2-window', true);
+    const T = 8, half = d.semantics.headDim / 2;
+    const spec = { ...core.nativeLayerSpec(d.semantics, 1, T, true, 1), tailRopeInvFreq: [new Float32Array(half)] };
+    const w = d.layers[1]!.weights();
+    const params: Record<string, Float32Array> = {};
+    for (const r of ['mlp_norm.weight', 'gate.weight', 'up.weight', 'down.weight'] as const) {
+      params[r] = new Float32Array(w[r]!.shape.reduce((a, b) => a * b, 1));
+      native().convertFloats(params[r]!, 'f32', w[r]!.data, w[r]!.dtype);
+    }
+    let err: { code?: string; message?: string } | null = null;
+    await Promise.resolve().then(() => native().cudaTrainer('mlp', spec as never, params, new Float32Array(half))).catch((e) => { err = e; });
+    assert.is(err?.code, 'E_UNSUPPORTED');
+    assert.match(err!.message!, /tailRopeInvFreq/);
   });
 }
 

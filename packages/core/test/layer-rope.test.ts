@@ -8,6 +8,7 @@ import * as assert from 'uvu/assert';
 import * as core from '../src/index.js';
 import { openModelDir } from '../src/model-dir.js';
 import { native } from '../src/native.js';
+import { trainingRopes } from '../src/prune/run.js';
 import type { ModelDescription } from '../src/index.js';
 import { repoRoot } from './_helpers.js';
 
@@ -111,6 +112,20 @@ test('pruned forward: the `layer` replacement runs with layer start\'s (sliding)
   const slide = slidingRope(d);
   const got = await engine(pruned);
   assert.equal(got.data, (await byHand(pruned, [d.rope, slide, slide])).data);
+});
+
+test('trainingRopes: the replacement rotates like layer start; lm tail layers with another rope get their own', () => {
+  const d = describeWith({ sliding_attention: { ...SLIDING, rotaryDim: 8 } });
+  const T = 16, model = core.ropeFrequencies(d.rope!, T), slide = core.ropeFrequencies(slidingRope(d), T);
+  // [1, 2): the replacement stands at a sliding layer; the tail (layer 2) rotates like it
+  assert.equal(trainingRopes(d, 1, 2, T), { invFreq: slide.invFreq, attentionScaling: 1 });
+  // [0, 1): full-attention replacement, sliding tail
+  assert.equal(trainingRopes(d, 0, 1, T), { invFreq: model.invFreq, attentionScaling: 1, tail: [slide, slide] });
+  // [0, 2): the tail is layer 2 only
+  assert.equal(trainingRopes(d, 0, 2, T).tail, [slide]);
+  // one rope per model: no tail entries, the model's frequencies
+  assert.equal(trainingRopes(describeWith(undefined), 1, 2, T), { invFreq: model.invFreq, attentionScaling: 1 });
+  assert.ok(Math.abs(slide.invFreq[1]! - model.invFreq[1]!) > 1e-3, 'the two ropes differ');
 });
 
 test.run();

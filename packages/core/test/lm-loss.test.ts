@@ -234,6 +234,65 @@ test('lmLossStep (layer replacement, window 2; frozen layers with windows 3 and 
   assert.throws(() => n.lmLossStep('layer', { ...s, tailWindows: [3] }, params, grads, x, layers, h.weights, targets, positions, null, invFreq), code('E_NATIVE_ARG'));
 });
 
+// Per-layer RoPE (Gemma 3: sliding and full layers rotate with other bases): frozen layers with their own inverse
+// frequencies and attention scaling (spec.tailRopeInvFreq / tailRopeAttentionScaling; null = the replacement's),
+// against the f64 forward with each layer's own, and the engine's forward layer by layer.
+for (const kind of ['layer', 'mlp'] as const) {
+  test(`lmLossStep (${kind} replacement; frozen layers with their own RoPE and the replacement's): loss and gradients vs f64`, async () => {
+    const r = rng(kind === 'layer' ? 44 : 45), M = base.batch * base.seqLen;
+    const { positions, invFreq, targets } = inputs(base, r);
+    const own = Float32Array.from({ length: base.headDim / 2 }, (_, i) => 1 / 100 ** ((2 * i) / base.headDim) / 2);
+    // three frozen layers: own rope (scaling 1.3), the replacement's (null), own rope with the replacement's scaling
+    const s: Spec & { tailRopeInvFreq: (Float32Array | null)[]; tailRopeAttentionScaling: number[] } =
+      { ...base, ropeAttentionScaling: 0.9, tailRopeInvFreq: [own, null, own], tailRopeAttentionScaling: [1.3, 0.9, 0.9] };
+    const params = randomLayer(r, kind, s, false);
+    const fr = [0, 1, 2].map((k) => asTensors(randomLayer(r, 'layer', s, false), s, k === 1 ? 'bf16' : 'f32'));
+    const h = headSetup(s, r, false);
+    const mask = Uint8Array.from([1, 1, 1, 1, 1, 1, 0, 1, 1, 1]);
+    const x = randn(r, M * s.hidden);
+    const grads: Params = Object.fromEntries(Object.entries(params).map(([k, v]) => [k, new Float32Array(v.length)]));
+    const layers = fr.map((f) => f.tensors) as any;
+    const loss = await n.lmLossStep(kind, s, params, grads, x, layers, h.weights, targets, positions, mask, invFreq);
+    const P = toF64(params), F = fr.map((f) => toF64(f.values)), X = f64(x);
+    const L = (perLayer = true) => {
+      let y = forwardF64(kind, s, P, X, positions, mask, invFreq);
+      for (let k = 0; k < 3; k++)
+        y = perLayer ? forwardF64('layer', { ...s, ropeAttentionScaling: s.tailRopeAttentionScaling[k]! }, F[k]!, y, positions, mask, s.tailRopeInvFreq[k] ?? invFreq)
+          : forwardF64('layer', s, F[k]!, y, positions, mask, invFreq);
+      return headNllF64(s, y, h.NW, null, h.LM, targets);
+    };
+    const l64 = L(), ignored = L(false);
+    console.log(`  ${kind}: lm loss with per-layer tail RoPE ${l64.toFixed(6)}, with the replacement's for all ${ignored.toFixed(6)}`);
+    assert.ok(Math.abs(loss - l64) <= 1e-5 * l64, `loss ${loss} vs ${l64}`);
+    assert.ok(Math.abs(ignored - l64) > 1e-3 * l64, 'the per-layer RoPE changes the loss (else this test could not fail)');
+    const numeric = Object.fromEntries(Object.keys(params).map((role) => [role, numericGrad(P[role]!, () => L())]));
+    const floor = 1e-3 * Math.max(...Object.values(numeric).map((g) => Math.max(...Array.from(g, Math.abs))));
+    for (const role of Object.keys(params)) check(`lmLossStep tail rope ${kind} ${role}`, grads[role]!, numeric[role]!, floor);
+    const ev = await n.lmLossEval(kind, s, params, x, layers, h.weights, targets, positions, mask, invFreq);
+    assert.ok(Math.abs(ev - loss) <= 1e-6 * loss, `eval ${ev} vs step ${loss}`);
+    // The engine's forward, each frozen layer with its own RoPE.
+    const y = new Float32Array(M * s.hidden);
+    await n.replacementForward(kind, s, params, y, x, positions, mask, invFreq);
+    for (const [k, w] of layers.entries())
+      await n.decoderLayerForward(y, y, { ...s, ropeAttentionScaling: s.tailRopeAttentionScaling[k]! }, w, positions, mask, s.tailRopeInvFreq[k] ?? invFreq, null);
+    const lp = new Float32Array(M);
+    await n.headForward(y, M, { hidden: s.hidden, vocab: V, norm: 'rms', normEps: s.normEps }, h.weights as any, targets, null, lp);
+    let nll = 0, cnt = 0;
+    targets.forEach((t, m) => { if (t >= 0) { nll -= lp[m]!; cnt++; } });
+    assert.ok(Math.abs(nll / cnt - loss) <= 1e-5 * loss, `engine NLL ${nll / cnt} vs ${loss}`);
+    // Without the per-layer entries the step is the one-rope step (what ignoring them would give).
+    const plain = await n.lmLossEval(kind, { ...base, ropeAttentionScaling: 0.9 }, params, x, layers, h.weights, targets, positions, mask, invFreq);
+    assert.ok(Math.abs(plain - ignored) <= 1e-5 * ignored, `one rope: ${plain} vs f64 ${ignored}`);
+    // Bad input: one entry per frozen layer, Float32Arrays of rotaryDim / 2, finite scalings, and RoPE layers.
+    const bad = (over: Record<string, unknown>) => () => n.lmLossEval(kind, { ...s, ...over } as any, params, x, layers, h.weights, targets, positions, mask, invFreq);
+    assert.throws(bad({ tailRopeInvFreq: [own, null] }), code('E_NATIVE_ARG'));
+    assert.throws(bad({ tailRopeInvFreq: [own, null, new Float32Array(3)] }), code('E_SHAPE'));
+    assert.throws(bad({ tailRopeInvFreq: own }), code('E_NATIVE_ARG'));
+    assert.throws(bad({ tailRopeAttentionScaling: [1, 1] }), code('E_NATIVE_ARG'));
+    assert.throws(bad({ tailRopeAttentionScaling: [1, NaN, 1] }), code('E_NATIVE_ARG'));
+  });
+}
+
 test('trainer, loss lm: x-only cache, next-token targets, the student learns the teacher\'s tokens', async () => {
   assert.equal(Array.from(nextTokenTargets([Int32Array.from([5, 6, 7]), Int32Array.from([1, 2, 3])], 3)), [6, 7, -1, 2, 3, -1]);
   const r = rng(60), s = { ...base, batch: 1, seqLen: 8 }, T = s.seqLen, D = s.hidden;
@@ -272,6 +331,40 @@ test('trainer, loss lm: x-only cache, next-token targets, the student learns the
   assert.ok(res.history.every((x) => Number.isFinite(x.loss)));
   assert.ok(res.bestValLoss! < 0.6 * before, `validation NLL ${before} -> ${res.bestValLoss}`);
   train.close(); val.close();
+});
+
+test('trainer, loss lm, frozen layers with their own RoPE (LmTail.ropes): the steps take them; lengths are checked', async () => {
+  const r = rng(61), s = { ...base, batch: 1, seqLen: 8 }, T = s.seqLen, D = s.hidden;
+  const params = randomLayer(r, 'layer', s, false);
+  const frozen = [0, 1].map(() => asTensors(randomLayer(r, 'layer', s, false), s, 'f32').tensors as any);
+  const h = headSetup(s, r, false);
+  const { invFreq } = inputs(s, r);
+  const own = { invFreq: Float32Array.from(invFreq, (v) => v * 7), attentionScaling: 1.2 };
+  const pos = Int32Array.from({ length: T }, (_, i) => i);
+  const train = new PairCache({ blocks: 1, rows: T, hidden: D, dtype: 'f32', budgetBytes: 1 << 20, dir: os.tmpdir(), targets: false });
+  const x = randn(r, T * D);
+  train.add(x, new Float32Array(0));
+  const ids = Int32Array.from({ length: T }, () => Math.floor(r.uniform() * V));
+  const semantics = { hidden: D, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim, intermediate: s.intermediate, norm: 'rms' as const, normEps: s.normEps, activation: 'silu' as const, gatedMlp: true, preNorm: true, attnScale: 0.5 };
+  const shapesOf = Object.fromEntries(Object.keys(params).map((k) => [k, dims(s)[k] ?? [params[k]!.length]]));
+  const run = (ropes?: ({ invFreq: Float32Array; attentionScaling: number } | null)[]) => trainReplacement({
+    kind: 'layer', semantics, ropeInvFreq: invFreq, ropeAttentionScaling: 1, init: params, shapes: shapesOf, train, validation: null, loss: 'lm', epochs: 1, seed: 1,
+    lm: { layers: frozen, head: h.weights as any, trainTokens: [ids], validationTokens: [], ...(ropes ? { ropes } : {}) },
+  });
+  const evalWith = (extra: object) => n.lmLossEval('layer', { ...s, attnScale: 0.5, ...extra }, params, x, frozen, h.weights as any, nextTokenTargets([ids], T), pos, null, invFreq);
+  const perLayer = await evalWith({ tailRopeInvFreq: [null, own.invFreq], tailRopeAttentionScaling: [1, own.attentionScaling] });
+  const shared = await evalWith({});
+  assert.ok(Math.abs(perLayer - shared) > 1e-3 * shared, `the tail's own rope changes the loss (${perLayer} vs ${shared})`);
+  // step 1's loss is taken at the initial weights: the per-layer loss, not the shared one
+  const got = (await run([null, own])).history[0]!.loss;
+  assert.ok(Math.abs(got - perLayer) <= 1e-6 * perLayer, `step loss ${got} vs lmLossEval with tail ropes ${perLayer}`);
+  // entries equal to the replacement's rope are the replacement's: the one-rope run
+  const same = (await run([{ invFreq, attentionScaling: 1 }, null])).history[0]!.loss;
+  assert.ok(Math.abs(same - shared) <= 1e-6 * shared, `step loss ${same} vs the one-rope loss ${shared}`);
+  let err: any = null;
+  await run([own]).catch((e) => { err = e; });
+  assert.is(err?.code, 'E_SHAPE');
+  train.close();
 });
 
 test('worst relative errors', () => {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { gpuMemory, resolveDevice, type Device, type DeviceOptions } from '../device.js';
 import { isStreamlineError, StreamlineError } from '../errors.js';
 import { native, type NativeHeadWeights, type NativeLayerWeights } from '../native.js';
-import type { LayerRole, WeightView } from '../engine/description.js';
+import { layerRope, type LayerRole, type ModelDescription, type WeightView } from '../engine/description.js';
 import { NORM_WEIGHT_ROLES } from '../arch/types.js';
 import { cudaUnsupported } from '../engine/cuda.js';
 import { ropeFrequencies } from '../engine/rope.js';
@@ -140,6 +140,22 @@ async function perplexity(desc: Parameters<typeof tokenLogprobs>[0], blocks: Int
 /** Validation blocks held out of `blocks` training blocks: ~fraction (default 0.1) of them, at least one when there are two or more. */
 export function heldOutBlocks(blocks: number, fraction = 0.1): number {
   return blocks >= 2 ? Math.max(1, Math.round(blocks * fraction)) : 0;
+}
+
+/**
+ * The RoPE a replacement of [start, end) trains with, for blocks of seqLen: layer start's (it stands where that layer
+ * was, like its window), and for the lm loss's frozen layers [end, L) their own where it differs from that one
+ * (LayerSource.rope; `tail` is then one entry per frozen layer, null = the replacement's), else no `tail`.
+ */
+export function trainingRopes(desc: ModelDescription, start: number, end: number, seqLen: number):
+  { invFreq: Float32Array | null; attentionScaling: number; tail?: ({ invFreq: Float32Array; attentionScaling: number } | null)[] } {
+  const own = layerRope(desc, desc.layers[start]!);
+  const f = own ? ropeFrequencies(own, seqLen) : null;
+  const tail = desc.layers.slice(end).map((l) => {
+    const r = layerRope(desc, l);
+    return r && r !== own ? ropeFrequencies(r, seqLen) : null;
+  });
+  return { invFreq: f?.invFreq ?? null, attentionScaling: f?.attentionScaling ?? 1, ...(tail.some((r) => r !== null) ? { tail } : {}) };
 }
 
 /**
@@ -356,7 +372,7 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
       await collectPairs(desc, start, end, valBlocks, valCache, { ...collect, onProgress: (d, tot) => o.onStageProgress?.('pairs', trainBlocks.length + d, trainBlocks.length + tot) });
       t = lap('pairs', t);
       o.onStage?.('train', `${kind} replacement of [${start}, ${end}), loss ${lossKind}`);
-      const rope = desc.rope ? ropeFrequencies(desc.rope, seqLen) : null;
+      const ropes = trainingRopes(desc, start, end, seqLen);
       let lm: LmTail | undefined;
       if (lossKind === 'lm') {
         const g = desc.global();
@@ -364,12 +380,14 @@ export async function prune(model: LoadedModel, o: PruneOptions): Promise<PruneR
         if (!lmHead) throw new StreamlineError('E_MODEL_TENSORS', 'the model has no LM head');
         const head: Record<string, WeightView> = { 'lm_head.weight': lmHead };
         if (desc.finalNorm) for (const r of ['final_norm.weight', 'final_norm.bias'] as const) if (g[r]) head[r] = g[r]!;
-        lm = { layers: desc.layers.slice(end).map((l) => l.weights()) as NativeLayerWeights[],
-               windows: desc.layers.slice(end).map((l) => l.window ?? 0), head: head as NativeHeadWeights,
+        const tail = desc.layers.slice(end);
+        lm = { layers: tail.map((l) => l.weights()) as NativeLayerWeights[],
+               windows: tail.map((l) => l.window ?? 0), head: head as NativeHeadWeights,
+               ...(ropes.tail ? { ropes: ropes.tail } : {}),
                trainTokens: trainBlocks, validationTokens: valBlocks };
       }
       const r = await trainReplacement({
-        kind, semantics: desc.semantics, ropeInvFreq: rope?.invFreq ?? null, ropeAttentionScaling: rope?.attentionScaling ?? 1,
+        kind, semantics: desc.semantics, ropeInvFreq: ropes.invFreq, ropeAttentionScaling: ropes.attentionScaling,
         ...(desc.layers[start]!.window ? { window: desc.layers[start]!.window } : {}), init, shapes, train: trainCache, validation: valCache, loss: lossKind, ...(lm ? { lm } : {}),
         ...pick(o, ['lr', 'minLr', 'warmup', 'weightDecay', 'clip', 'microBatch', 'gradAccum', 'epochs', 'evalEvery', 'logFile', 'checkpointFile', 'resume', 'signal']),
         seed: o.seed ?? 0, device, ...(o.onLog ? { onLog: o.onLog } : {}),

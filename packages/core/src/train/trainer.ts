@@ -14,8 +14,9 @@
  * each block's loss, as on the CPU), best weights and log are this file's, the same for both devices. With loss `lm`
  * the frozen layers and the head go to the GPU once (setLmTail) and each micro-batch is stepLm with the blocks'
  * next-token targets, validation evalLm; a CUDA backend built before those (streamline_cuda_train_step_lm) trains
- * `lm` on the CPU instead, with a warning. A CUDA backend built before its eval function existed validates `mse` on
- * the CPU instead, downloading the weights at each validation. Checkpoints are one format for both devices and both
+ * `lm` on the CPU instead, with a warning, and so does a tail whose layers rotate otherwise than the replacement
+ * (LmTail.ropes: per-layer RoPE), which the GPU's lm tail cannot express yet. A CUDA backend built before its eval
+ * function existed validates `mse` on the CPU instead, downloading the weights at each validation. Checkpoints are one format for both devices and both
  * losses: an interrupted cuda run downloads the weights and AdamW moments (getState) and `resume` uploads them
  * (setState), so a checkpoint moves between cpu and cuda. A CUDA backend built before getState/setState existed
  * trains but saves no checkpoint, and refuses `resume` (E_UNSUPPORTED). With a backend that has stage
@@ -122,6 +123,11 @@ export interface LmTail {
   layers: NativeLayerWeights[];
   /** Their sliding windows (LayerSource.window; absent = none). */
   windows?: readonly number[];
+  /**
+   * Their RoPE for the block length where it differs from the replacement's (LayerSource.rope: Gemma 3's sliding and
+   * full layers); one entry per layer, null = the replacement's (ropeInvFreq, ropeAttentionScaling). Absent: all null.
+   */
+  ropes?: readonly ({ invFreq: Float32Array; attentionScaling: number } | null)[];
   /** final_norm.weight (and .bias) when the model has a final norm, and lm_head.weight (or the tied embedding). */
   head: NativeHeadWeights;
   /** Token ids of block i of `train` / `validation` (seqLen each, in cache order). */
@@ -197,9 +203,16 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
   const window = o.kind === 'layer' ? maskingWindow(o.window, T) : 0;
   const tailWindows = lm ? lm.layers.map((_, k) => maskingWindow(lm.windows?.[k], T)) : [];
   const windowed = window > 0 || tailWindows.some((w) => w > 0);
+  if (lm?.ropes !== undefined && lm.ropes.length !== lm.layers.length)
+    throw new StreamlineError('E_SHAPE', `loss 'lm': ${lm.ropes.length} RoPE entries for ${lm.layers.length} frozen layers`);
+  // Frozen layers that rotate otherwise than the replacement (per-layer RoPE): their frequencies go with the spec.
+  const tailRopes = lm?.ropes?.some((r) => r !== null && !sameRope(r, o.ropeInvFreq, o.ropeAttentionScaling))
+    ? { tailRopeInvFreq: lm.ropes.map((r) => r?.invFreq ?? null), tailRopeAttentionScaling: lm.ropes.map((r) => r?.attentionScaling ?? o.ropeAttentionScaling) }
+    : null;
   const spec = (B: number) => ({
     ...nativeLayerSpec(o.semantics, B, T, o.ropeInvFreq !== null, o.ropeAttentionScaling, window),
     ...(lm ? { tailWindows } : {}),
+    ...(tailRopes ?? {}),
   });
 
   // On cuda the trainer holds the current weights; st.params is refreshed from it only where the host needs them. It
@@ -230,6 +243,10 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
       olderLibrary('q/k norm (q_norm/k_norm)', 'streamline_cuda_train_set_qk_norm', 'q/k norms were trained on the GPU');
     } else if (tailQkNorm && !info.lmTailQkNorm) {
       olderLibrary('--loss lm', 'streamline_cuda_train_set_lm_tail_qk_norm for the frozen layers\' per-head q/k norm (q_norm/k_norm)', 'them');
+    } else if (tailRopes !== null) {
+      // No backend has it yet: the GPU lm tail builds one RoPE table per step (cuda/replacement.cu) for every layer.
+      o.onLog?.({ level: 'warning', message: '--loss lm with frozen layers whose RoPE differs from the replacement\'s (per-layer RoPE, e.g. Gemma 3\'s ' +
+        'sliding and full layers): the replacement trains on the CPU (the CUDA trainer\'s lm tail rotates every frozen layer with one set of frequencies)' });
     } else {
       // Whether the library has the lm loss and the windows only the opened trainer says.
       const g = await n.cudaTrainer(o.kind, spec(Math.min(micro, N)), byRole(st.params), o.ropeInvFreq);
@@ -513,4 +530,9 @@ function loadCheckpoint(file: string, roles: LayerRole[]): State {
   const best = h.hasBest ? lengths.map(take) : null;
   if (off !== buf.length) throw new StreamlineError('E_CHECKPOINT', `${file} is truncated or has trailing bytes`, { file });
   return { step: h.step, params, m, v, best, bestValLoss: h.bestValLoss, bestStep: h.bestStep, history: h.history, tokens: h.tokens };
+}
+
+/** Whether a frozen layer's RoPE is the replacement's, value for value (then the GPU's one table serves it). */
+function sameRope(r: { invFreq: Float32Array; attentionScaling: number }, invFreq: Float32Array | null, attentionScaling: number): boolean {
+  return invFreq !== null && r.attentionScaling === attentionScaling && r.invFreq.length === invFreq.length && r.invFreq.every((v, i) => v === invFreq[i]);
 }
