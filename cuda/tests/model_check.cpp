@@ -227,7 +227,8 @@ std::vector<float> rope_inv_freq(const Json& cfg, size_t dim, size_t seq_len, fl
     auto correction_dim = [&](double rotations) {
       return double(dim) * std::log(original / (rotations * 2 * M_PI)) / (2 * std::log(base));
     };
-    double lo = correction_dim(rs->number_or("beta_fast", 32)), hi = correction_dim(rs->number_or("beta_slow", 1));
+    const double fast = rs->number_or("beta_fast", 0), slow = rs->number_or("beta_slow", 0);  // 0: unset
+    double lo = correction_dim(fast ? fast : 32), hi = correction_dim(slow ? slow : 1);
     const Json* tr = rs->get("truncate");
     if (!(tr && tr->kind == Json::Bool && !tr->b)) lo = std::floor(lo), hi = std::ceil(hi);
     lo = std::max(lo, 0.0);

@@ -147,21 +147,22 @@ function longrope(cfg: RawConfig, s: Record<string, unknown>, where: string, ctx
  *   `factor` key is an error there and here.
  * - `attention_factor` given, else get_mscale(factor, mscale) / get_mscale(factor, mscale_all_dim) when both are
  *   set, else get_mscale(factor) = 0.1·ln(factor) + 1 (1 for factor ≤ 1).
- * - `beta_fast` 32, `beta_slow` 1 (transformers treats 0 as unset; here only a positive number or null is taken) and
- *   beta_fast must exceed beta_slow (transformers only warns; the ramp would run backwards).
+ * - `beta_fast` 32, `beta_slow` 1; beta_fast must exceed beta_slow (transformers only warns; the ramp would run
+ *   backwards). transformers tests beta_*, mscale and mscale_all_dim for truth, so 0 means unset here too.
  * - `truncate` (true): floor/ceil the correction range.
  */
 function yarn(cfg: RawConfig, s: Record<string, unknown>, where: string, ctx: RopeContext): RopeScaling {
   const num = (key: string) => scalingNumber(cfg, s, where, key, false);
+  const knob = (key: string) => (s[key] === 0 ? undefined : num(key));
   const top = cfg.json.original_max_position_embeddings;
   const original = present(top) ? numField(cfg, 'original_max_position_embeddings', 0) : num('original_max_position_embeddings') ?? ctx.maxPositionEmbeddings;
   let factor: number;
   if (s.factor === null) factor = ctx.maxPositionEmbeddings / original;
   else factor = scalingNumber(cfg, s, where, 'factor', true)!;
   const mscale = (m: number) => (factor <= 1 ? 1 : 0.1 * m * Math.log(factor) + 1);
-  const m = num('mscale'), mAll = num('mscale_all_dim');
+  const m = knob('mscale'), mAll = knob('mscale_all_dim');
   const attentionFactor = num('attention_factor') ?? (m !== undefined && mAll !== undefined ? mscale(m) / mscale(mAll) : mscale(1));
-  const betaFast = num('beta_fast') ?? 32, betaSlow = num('beta_slow') ?? 1;
+  const betaFast = knob('beta_fast') ?? 32, betaSlow = knob('beta_slow') ?? 1;
   if (betaFast <= betaSlow) fieldError(cfg, `${where}.beta_fast`, `greater than beta_slow (${betaSlow})`, betaFast);
   const truncate = s.truncate ?? true;
   if (typeof truncate !== 'boolean') fieldError(cfg, `${where}.truncate`, 'true or false', truncate);

@@ -112,6 +112,10 @@ test('rope scaling: yarn, bad input first', () => {
   assert.equal(dk, { type: 'yarn', factor: 40, originalMaxPositionEmbeddings: 4096, attentionFactor: ms(0.707) / ms(0.5), betaFast: 16, betaSlow: 2, truncate: false });
   const one = yarn({ factor: 40, mscale: 0.707 }).rope!.scaling;
   assert.is(one.type === 'yarn' && one.attentionFactor, ms(1));
+  // 0 is unset for the knobs transformers tests for truth
+  const zero = yarn({ factor: 40, mscale: 0.707, mscale_all_dim: 0, beta_fast: 0, beta_slow: 0 }).rope!.scaling;
+  assert.equal(zero.type === 'yarn' && [zero.attentionFactor, zero.betaFast, zero.betaSlow], [ms(1), 32, 1]);
+  fails(() => yarn({ factor: 4, mscale: -1, mscale_all_dim: 1 }), 'E_CONFIG_FIELD', 'rope_scaling.mscale');
   const given = yarn({ factor: 40, mscale: 0.707, mscale_all_dim: 0.5, attention_factor: 0.9 }).rope!.scaling;
   assert.is(given.type === 'yarn' && given.attentionFactor, 0.9);
   // factor <= 1: no attention scaling (get_mscale is 1)
