@@ -177,7 +177,7 @@ void check_llama_dir(const std::string& dir, bool gpu = true) {
 }
 
 // Inverse RoPE frequencies as packages/core/src/engine/rope.ts computes them (f64, rounded once): default,
-// linear, dynamic (NTK, from the padded length as HF does) and llama3.
+// linear, dynamic (NTK, from the padded length as HF does), llama3, longrope and yarn.
 std::vector<float> rope_inv_freq(const Json& cfg, size_t dim, size_t seq_len, float* attention_scaling) {
   const size_t half = dim / 2;
   double base = cfg.number_or("rope_theta", 10000.0);
@@ -210,6 +210,36 @@ std::vector<float> rope_inv_freq(const Json& cfg, size_t dim, size_t seq_len, fl
     if (!ext || ext->kind != Json::Array || ext->arr.size() != half) throw std::runtime_error("longrope: short_factor/long_factor must list rotary_dim/2 numbers");
     std::vector<float> out(half);
     for (size_t i = 0; i < half; i++) out[i] = float(1.0 / (ext->arr[i].num * std::pow(base, double(2 * i) / double(dim))));
+    return out;
+  }
+  if (type == "yarn") {
+    // transformers v5: a top-level original_max_position_embeddings wins; the written factor is kept (derived as
+    // max / original only when null); attention factor from mscale / mscale_all_dim or 0.1 ln f + 1; each
+    // frequency blended between itself and itself / factor by a ramp between the correction dims of beta_fast and
+    // beta_slow rotations (floor / ceil unless truncate is false), clamped to [0, dim - 1].
+    original = cfg.number_or("original_max_position_embeddings", original);
+    const Json* f = rs->get("factor");
+    if (f && f->kind == Json::Null) factor = max_pos / original;
+    auto mscale = [&](double m) { return factor <= 1 ? 1.0 : 0.1 * m * std::log(factor) + 1; };
+    const double m = rs->number_or("mscale", 0), m_all = rs->number_or("mscale_all_dim", 0);
+    const Json* given = rs->get("attention_factor");
+    *attention_scaling = float(given && given->kind == Json::Number ? given->num : m && m_all ? mscale(m) / mscale(m_all) : mscale(1));
+    auto correction_dim = [&](double rotations) {
+      return double(dim) * std::log(original / (rotations * 2 * M_PI)) / (2 * std::log(base));
+    };
+    const double fast = rs->number_or("beta_fast", 0), slow = rs->number_or("beta_slow", 0);  // 0: unset
+    double lo = correction_dim(fast ? fast : 32), hi = correction_dim(slow ? slow : 1);
+    const Json* tr = rs->get("truncate");
+    if (!(tr && tr->kind == Json::Bool && !tr->b)) lo = std::floor(lo), hi = std::ceil(hi);
+    lo = std::max(lo, 0.0);
+    hi = std::min(hi, double(dim - 1));
+    if (lo == hi) hi += 0.001;
+    std::vector<float> out(half);
+    for (size_t i = 0; i < half; i++) {
+      const double keep = 1.0 / std::pow(base, double(2 * i) / double(dim));
+      const double ramp = std::min(1.0, std::max(0.0, (double(i) - lo) / (hi - lo)));
+      out[i] = float(keep / factor * ramp + keep * (1 - ramp));
+    }
     return out;
   }
   if (type == "dynamic" && double(seq_len) > original)

@@ -43,6 +43,14 @@ test('a sharded fixture written by the writer passes inspect, in text and JSON',
   fs.rmSync(dir, { recursive: true });
 });
 
+test('RoPE scaling types: yarn and longrope named on the blocks line and in JSON; the default is not', () => {
+  const fixtures = path.join(repoRoot, 'test', 'fixtures', 'models');
+  assert.match(cli('inspect', path.join(fixtures, 'qwen3-yarn')).stdout, /blocks\s+RMSNorm, silu, RoPE \(yarn\)\n/);
+  assert.match(cli('inspect', path.join(fixtures, 'phi3-longrope-short')).stdout, /RoPE \(longrope\)\n/);
+  assert.match(cli('inspect', path.join(fixtures, 'qwen3')).stdout, /RoPE\n/);
+  assert.equal(JSON.parse(cli('inspect', path.join(fixtures, 'llama-yarn-mscale'), '--json').stdout).rope, { type: 'yarn', theta: 10000, rotaryDim: 16 });
+});
+
 test('sliding windows: which layers use one, in text and JSON (null without)', () => {
   const fixtures = path.join(repoRoot, 'test', 'fixtures', 'models');
   const qwen = cli('inspect', path.join(fixtures, 'qwen2-window'));

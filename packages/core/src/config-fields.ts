@@ -137,6 +137,39 @@ function longrope(cfg: RawConfig, s: Record<string, unknown>, where: string, ctx
 }
 
 /**
+ * YaRN (Qwen2.5 / Qwen3 long context, DeepSeek, many Llama derivatives), with the newest transformers' semantics
+ * (v5 modeling_rope_utils: standardize_rope_params + _compute_yarn_parameters):
+ * - `original_max_position_embeddings`: a top-level key wins (standardize_rope_params gives the config attribute
+ *   priority), then the one in rope_scaling, else max_position_embeddings.
+ * - `factor` as written. transformers 4.5x instead replaced it by max_position_embeddings / original whenever
+ *   rope_scaling has an original (so Qwen3's 40960 / 32768 ran as 1.25, not the 4 its card asks for); v5 keeps the
+ *   explicit factor (only warning about the mismatch) and derives it only when `factor` is null, as here. A missing
+ *   `factor` key is an error there and here.
+ * - `attention_factor` given, else get_mscale(factor, mscale) / get_mscale(factor, mscale_all_dim) when both are
+ *   set, else get_mscale(factor) = 0.1·ln(factor) + 1 (1 for factor ≤ 1).
+ * - `beta_fast` 32, `beta_slow` 1; beta_fast must exceed beta_slow (transformers only warns; the ramp would run
+ *   backwards). transformers tests beta_*, mscale and mscale_all_dim for truth, so 0 means unset here too.
+ * - `truncate` (true): floor/ceil the correction range.
+ */
+function yarn(cfg: RawConfig, s: Record<string, unknown>, where: string, ctx: RopeContext): RopeScaling {
+  const num = (key: string) => scalingNumber(cfg, s, where, key, false);
+  const knob = (key: string) => (s[key] === 0 ? undefined : num(key));
+  const top = cfg.json.original_max_position_embeddings;
+  const original = present(top) ? numField(cfg, 'original_max_position_embeddings', 0) : num('original_max_position_embeddings') ?? ctx.maxPositionEmbeddings;
+  let factor: number;
+  if (s.factor === null) factor = ctx.maxPositionEmbeddings / original;
+  else factor = scalingNumber(cfg, s, where, 'factor', true)!;
+  const mscale = (m: number) => (factor <= 1 ? 1 : 0.1 * m * Math.log(factor) + 1);
+  const m = knob('mscale'), mAll = knob('mscale_all_dim');
+  const attentionFactor = num('attention_factor') ?? (m !== undefined && mAll !== undefined ? mscale(m) / mscale(mAll) : mscale(1));
+  const betaFast = knob('beta_fast') ?? 32, betaSlow = knob('beta_slow') ?? 1;
+  if (betaFast <= betaSlow) fieldError(cfg, `${where}.beta_fast`, `greater than beta_slow (${betaSlow})`, betaFast);
+  const truncate = s.truncate ?? true;
+  if (typeof truncate !== 'boolean') fieldError(cfg, `${where}.truncate`, 'true or false', truncate);
+  return { type: 'yarn', factor, originalMaxPositionEmbeddings: original, attentionFactor, betaFast, betaSlow, truncate };
+}
+
+/**
  * The rotated dims per head: int(head_dim × partial_rotary_factor) as transformers computes it (the top-level key, or
  * the one inside rope_parameters / rope_scaling). Only families whose attention rotates part of a head (Phi-3:
  * Phi-4-mini's 0.75) accept a factor below 1; Llama-like code would fail on it in transformers, so it is refused.
@@ -157,7 +190,7 @@ function rotaryDimOf(cfg: RawConfig, obj: Record<string, unknown> | null, where:
 
 /**
  * RoPE settings: `rope_theta` (default `defTheta`) and `rope_scaling` (`rope_type`, or the legacy `type` key),
- * or the newer single `rope_parameters` object. Supported types: default, linear, dynamic, llama3, longrope.
+ * or the newer single `rope_parameters` object. Supported types: default, linear, dynamic, llama3, longrope, yarn.
  */
 export function ropeField(cfg: RawConfig, defTheta: number, ctx: RopeContext): RopeConfig {
   const params = cfg.json.rope_parameters;
@@ -170,7 +203,7 @@ export function ropeField(cfg: RawConfig, defTheta: number, ctx: RopeContext): R
   const rotaryDim = rotaryDimOf(cfg, s, where, ctx);
   if (where === 'rope_parameters' && present(s.rope_theta)) theta = scalingNumber(cfg, s, where, 'rope_theta', true)!;
   const type = s.rope_type ?? s.type ?? (where === 'rope_parameters' ? 'default' : undefined);
-  if (typeof type !== 'string') fieldError(cfg, `${where}.rope_type`, 'a string (default, linear, dynamic, llama3 or longrope)', type);
+  if (typeof type !== 'string') fieldError(cfg, `${where}.rope_type`, 'a string (default, linear, dynamic, llama3, longrope or yarn)', type);
   const num = (key: string, required: boolean) => scalingNumber(cfg, s, where, key, required);
   let scaling: RopeScaling;
   switch (type) {
@@ -197,11 +230,16 @@ export function ropeField(cfg: RawConfig, defTheta: number, ctx: RopeContext): R
       scaling = longrope(cfg, s, where, ctx, rotaryDim);
       break;
     default:
+      // Phi3Config renames 'yarn' to longrope before anything reads it, so the alias check comes first
       if (ctx.longropeAliases?.includes(type)) {
         scaling = longrope(cfg, s, where, ctx, rotaryDim);
         break;
       }
-      throw new StreamlineError('E_CONFIG_UNSUPPORTED', `${cfg.file}: ${where}.rope_type '${type}' is not supported (supported: default, linear, dynamic, llama3, longrope)`, { file: cfg.file });
+      if (type === 'yarn') {
+        scaling = yarn(cfg, s, where, ctx);
+        break;
+      }
+      throw new StreamlineError('E_CONFIG_UNSUPPORTED', `${cfg.file}: ${where}.rope_type '${type}' is not supported (supported: default, linear, dynamic, llama3, longrope, yarn)`, { file: cfg.file });
   }
   return { theta, rotaryDim, scaling };
 }

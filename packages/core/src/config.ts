@@ -20,7 +20,13 @@ export type RopeScaling =
   | { type: 'dynamic'; factor: number; originalMaxPositionEmbeddings?: number }
   | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number }
   /** LongRoPE: divisors per frequency (short while seqLen <= originalMaxPositionEmbeddings, else long), cos/sin × attentionFactor. */
-  | { type: 'longrope'; shortFactor: number[]; longFactor: number[]; attentionFactor: number; originalMaxPositionEmbeddings: number };
+  | { type: 'longrope'; shortFactor: number[]; longFactor: number[]; attentionFactor: number; originalMaxPositionEmbeddings: number }
+  /**
+   * YaRN: frequencies interpolated (÷ factor) or kept by a linear ramp over the rotated dims between the correction
+   * dims of betaFast and betaSlow rotations in originalMaxPositionEmbeddings (floor/ceil when truncate), cos/sin ×
+   * attentionFactor (already resolved from mscale / mscale_all_dim or 0.1·ln(factor) + 1).
+   */
+  | { type: 'yarn'; factor: number; originalMaxPositionEmbeddings: number; attentionFactor: number; betaFast: number; betaSlow: number; truncate: boolean };
 
 export interface RopeConfig {
   /** Base period (`rope_theta`). */

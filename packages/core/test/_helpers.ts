@@ -160,3 +160,17 @@ export function withPostNorms(desc: ModelDescription, seed = 5): ModelDescriptio
   });
   return { ...desc, semantics: { ...desc.semantics, postNorms: true }, layers };
 }
+
+/** Normwise max relative error over real tokens of [B, T, X] tensors (ours is [B*T', X] with T' = padded length). */
+export function normwiseError(ours: Float32Array, oursT: number, gold: Float32Array, B: number, T: number, X: number, lengths: number[]): number {
+  let maxDiff = 0, maxGold = 0;
+  for (let b = 0; b < B; b++)
+    for (let t = 0; t < lengths[b]!; t++)
+      for (let x = 0; x < X; x++) {
+        const a = ours[(b * oursT + t) * X + x]!, e = gold[(b * T + t) * X + x]!;
+        if (!Number.isFinite(a)) return Infinity;
+        maxDiff = Math.max(maxDiff, Math.abs(a - e));
+        maxGold = Math.max(maxGold, Math.abs(e));
+      }
+  return maxDiff / maxGold;
+}

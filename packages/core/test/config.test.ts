@@ -31,7 +31,7 @@ test('bad input: not an object, unknown or missing model_type, missing and inval
   fails(() => llama({ rms_norm_eps: -1 }), 'E_CONFIG_FIELD', "'rms_norm_eps'");
   fails(() => llama({ tie_word_embeddings: 'yes' }), 'E_CONFIG_FIELD', "'tie_word_embeddings'");
   fails(() => llama({ hidden_act: 'tanh' }), 'E_CONFIG_UNSUPPORTED', 'hidden_act');
-  fails(() => llama({ rope_scaling: { rope_type: 'yarn', factor: 4 } }), 'E_CONFIG_UNSUPPORTED', 'yarn');
+  fails(() => llama({ rope_scaling: { rope_type: 'proportional', factor: 4 } }), 'E_CONFIG_UNSUPPORTED', 'longrope, yarn)');
   fails(() => llama({ rope_scaling: { factor: 4 } }), 'E_CONFIG_FIELD', 'rope_scaling.rope_type');
   fails(() => llama({ rope_scaling: { rope_type: 'linear' } }), 'E_CONFIG_FIELD', 'rope_scaling.factor');
   fails(() => llama({ rope_scaling: { rope_type: 'llama3', factor: 8, high_freq_factor: 4, original_max_position_embeddings: 8192 } }), 'E_CONFIG_FIELD', 'rope_scaling.low_freq_factor');
@@ -75,6 +75,54 @@ test('rope scaling: llama3 (Llama 3.1), legacy "type" key, linear, dynamic, rope
   assert.equal(llama({ rope_scaling: { rope_type: 'default' } }).rope!.scaling, { type: 'default' });
   assert.equal(llama({ rope_scaling: null }).rope!.scaling, { type: 'default' });
   assert.equal(llama({ rope_parameters: { rope_type: 'linear', factor: 4.0, rope_theta: 1e6 } }).rope, { theta: 1e6, rotaryDim: 8, scaling: { type: 'linear', factor: 4 } });
+});
+
+test('rope scaling: yarn, bad input first', () => {
+  const yarn = (rs: object, extra: object = {}) => llama({ max_position_embeddings: 4096, rope_scaling: { rope_type: 'yarn', ...rs }, ...extra });
+  fails(() => yarn({}), 'E_CONFIG_FIELD', "'rope_scaling.factor' must be a positive number; it is missing");
+  fails(() => yarn({ factor: 0 }), 'E_CONFIG_FIELD', 'rope_scaling.factor');
+  fails(() => yarn({ factor: 4, beta_fast: 1, beta_slow: 2 }), 'E_CONFIG_FIELD', "'rope_scaling.beta_fast' must be greater than beta_slow (2); got 1");
+  fails(() => yarn({ factor: 4, beta_fast: 1 }), 'E_CONFIG_FIELD', 'beta_slow (1); got 1');
+  fails(() => yarn({ factor: 4, beta_slow: 32 }), 'E_CONFIG_FIELD', 'greater than beta_slow (32); got 32');
+  fails(() => yarn({ factor: 4, beta_fast: '32' }), 'E_CONFIG_FIELD', 'rope_scaling.beta_fast');
+  fails(() => yarn({ factor: 4, truncate: 'no' }), 'E_CONFIG_FIELD', "'rope_scaling.truncate' must be true or false");
+  fails(() => yarn({ factor: 4, attention_factor: -1 }), 'E_CONFIG_FIELD', 'rope_scaling.attention_factor');
+  fails(() => yarn({ factor: 4, mscale: 'x', mscale_all_dim: 1 }), 'E_CONFIG_FIELD', 'rope_scaling.mscale');
+  fails(() => yarn({ factor: 4, original_max_position_embeddings: -5 }), 'E_CONFIG_FIELD', 'rope_scaling.original_max_position_embeddings');
+  fails(() => yarn({ factor: 4 }, { original_max_position_embeddings: 'x' }), 'E_CONFIG_FIELD', "field 'original_max_position_embeddings'");
+
+  // Qwen3's card: factor 4 over an original 32768, max_position_embeddings left at 40960. transformers v5 keeps the
+  // written factor (4.5x would have used 40960 / 32768 = 1.25); attention factor 0.1 ln 4 + 1, beta 32 / 1, truncate.
+  const q = parseModelConfig({ model_type: 'qwen3', ...base, num_key_value_heads: 8, max_position_embeddings: 40960,
+    rope_scaling: { rope_type: 'yarn', factor: 4.0, original_max_position_embeddings: 32768 } });
+  assert.equal(q.rope!.scaling, { type: 'yarn', factor: 4, originalMaxPositionEmbeddings: 32768, attentionFactor: 0.1 * Math.log(4) + 1, betaFast: 32, betaSlow: 1, truncate: true });
+  // no original anywhere: max_position_embeddings; legacy `type` key and rope_parameters alike
+  const d = yarn({ factor: 2 }).rope!.scaling;
+  assert.equal(d.type === 'yarn' && [d.originalMaxPositionEmbeddings, d.attentionFactor], [4096, 0.1 * Math.log(2) + 1]);
+  assert.is(llama({ rope_scaling: { type: 'yarn', factor: 2 } }).rope!.scaling.type, 'yarn');
+  const p = llama({ rope_parameters: { rope_type: 'yarn', factor: 2, rope_theta: 1e6, original_max_position_embeddings: 1024 } }).rope!;
+  assert.equal([p.theta, p.scaling.type === 'yarn' && p.scaling.originalMaxPositionEmbeddings], [1e6, 1024]);
+  // factor null: max_position_embeddings / original (v5's only derivation)
+  const n = yarn({ factor: null, original_max_position_embeddings: 1024 }).rope!.scaling;
+  assert.equal(n.type === 'yarn' && [n.factor, n.attentionFactor], [4, 0.1 * Math.log(4) + 1]);
+  // a top-level original_max_position_embeddings wins over rope_scaling's (standardize_rope_params)
+  const t = yarn({ factor: 4, original_max_position_embeddings: 1024 }, { original_max_position_embeddings: 2048 }).rope!.scaling;
+  assert.is(t.type === 'yarn' && t.originalMaxPositionEmbeddings, 2048);
+  // DeepSeek-style mscale / mscale_all_dim (both needed), an explicit attention_factor over everything, the knobs
+  const ms = (m: number) => 0.1 * m * Math.log(40) + 1;
+  const dk = yarn({ factor: 40, mscale: 0.707, mscale_all_dim: 0.5, beta_fast: 16, beta_slow: 2, truncate: false }).rope!.scaling;
+  assert.equal(dk, { type: 'yarn', factor: 40, originalMaxPositionEmbeddings: 4096, attentionFactor: ms(0.707) / ms(0.5), betaFast: 16, betaSlow: 2, truncate: false });
+  const one = yarn({ factor: 40, mscale: 0.707 }).rope!.scaling;
+  assert.is(one.type === 'yarn' && one.attentionFactor, ms(1));
+  // 0 is unset for the knobs transformers tests for truth
+  const zero = yarn({ factor: 40, mscale: 0.707, mscale_all_dim: 0, beta_fast: 0, beta_slow: 0 }).rope!.scaling;
+  assert.equal(zero.type === 'yarn' && [zero.attentionFactor, zero.betaFast, zero.betaSlow], [ms(1), 32, 1]);
+  fails(() => yarn({ factor: 4, mscale: -1, mscale_all_dim: 1 }), 'E_CONFIG_FIELD', 'rope_scaling.mscale');
+  const given = yarn({ factor: 40, mscale: 0.707, mscale_all_dim: 0.5, attention_factor: 0.9 }).rope!.scaling;
+  assert.is(given.type === 'yarn' && given.attentionFactor, 0.9);
+  // factor <= 1: no attention scaling (get_mscale is 1)
+  const low = yarn({ factor: 0.5 }).rope!.scaling;
+  assert.is(low.type === 'yarn' && low.attentionFactor, 1);
 });
 
 test('mistral defaults (configuration_mistral.py): 8 KV heads when absent, 4096 sliding window, no biases', () => {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { forwardDescription, loadModel, openSafetensors, runLayers, embed, makeTokenBatch, tokenLogprobs } from '../src/index.js';
-import { repoRoot } from './_helpers.js';
+import { normwiseError, repoRoot } from './_helpers.js';
 
 const TOL = 1e-4;
 const fixtures = path.join(repoRoot, 'test', 'fixtures', 'models');
@@ -28,20 +28,6 @@ function golden(name: string) {
     return idv.slice(b * T, b * T + len);
   });
   return { g, B, T, seqs, mask };
-}
-
-/** Normwise max relative error over real tokens of [B, T, X] tensors (ours is [B*T', X] with T' = padded length). */
-function normwiseError(ours: Float32Array, oursT: number, gold: Float32Array, B: number, T: number, X: number, lengths: number[]): number {
-  let maxDiff = 0, maxGold = 0;
-  for (let b = 0; b < B; b++)
-    for (let t = 0; t < lengths[b]!; t++)
-      for (let x = 0; x < X; x++) {
-        const a = ours[(b * oursT + t) * X + x]!, e = gold[(b * T + t) * X + x]!;
-        if (!Number.isFinite(a)) return Infinity;
-        maxDiff = Math.max(maxDiff, Math.abs(a - e));
-        maxGold = Math.max(maxGold, Math.abs(e));
-      }
-  return maxDiff / maxGold;
 }
 
 for (const name of names) {

@@ -50,8 +50,9 @@ test('config: LongRoPE as Phi-3-mini-128k writes it (legacy type "su", original 
   // Llama has no original_max_position_embeddings key by default: longrope's factor comes from rope_scaling.factor
   const ll = parseModelConfig({ ...base, model_type: 'llama', max_position_embeddings: 1024, rope_scaling: { rope_type: 'longrope', factor: 4, short_factor: rs.short_factor, long_factor: rs.long_factor } }).rope!.scaling;
   assert.equal(ll.type === 'longrope' && [ll.originalMaxPositionEmbeddings, ll.attentionFactor], [1024, Math.sqrt(1 + Math.log(4) / Math.log(1024))]);
-  // and Llama does not rename 'yarn' (a different scaling that is not implemented)
-  fails(() => parseModelConfig({ ...base, model_type: 'llama', rope_scaling: { ...rs, type: 'yarn' } }), 'E_CONFIG_UNSUPPORTED', "'yarn'");
+  // and Llama does not rename 'yarn': there it is YaRN, which needs a factor and ignores the LongRoPE lists
+  fails(() => parseModelConfig({ ...base, model_type: 'llama', rope_scaling: { ...rs, type: 'yarn' } }), 'E_CONFIG_FIELD', 'rope_scaling.factor');
+  assert.is(parseModelConfig({ ...base, model_type: 'llama', rope_scaling: { ...rs, type: 'yarn', factor: 4 } }).rope!.scaling.type, 'yarn');
 });
 
 test('config: partial rotation (Phi-4-mini partial_rotary_factor 0.75) on Phi-3 only; LongRoPE factors then cover the rotated dims', () => {

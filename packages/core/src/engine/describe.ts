@@ -31,7 +31,7 @@ export function describeModel(md: ModelDir): ModelDescription {
       dim: r.rotaryDim,
       maxPositionEmbeddings: c.maxPositionEmbeddings,
       scaling: s.type === 'default' ? null
-        : s.type === 'longrope' ? { ...s }
+        : s.type === 'longrope' || s.type === 'yarn' ? { ...s }
         : s.type === 'linear' ? { type: 'linear', factor: s.factor }
         : s.type === 'dynamic' ? { type: 'dynamic', factor: s.factor, ...(s.originalMaxPositionEmbeddings !== undefined ? { originalMaxPositionEmbeddings: s.originalMaxPositionEmbeddings } : {}) }
         : { type: 'llama3', factor: s.factor, lowFreqFactor: s.lowFreqFactor, highFreqFactor: s.highFreqFactor, originalMaxPositionEmbeddings: s.originalMaxPositionEmbeddings },
