@@ -133,15 +133,17 @@ void Context::set_inputs(const int32_t* positions, const uint8_t* mask, const fl
   const size_t M = M_;
   SL_CUDA_CHECK(cudaStreamSynchronize(compute_));  // the previous batch no longer reads these buffers
   has_mask_ = mask != nullptr;
-  if (mask) SL_CUDA_CHECK(cudaMemcpy(mask_, mask, M, cudaMemcpyHostToDevice));
-  if (positions) SL_CUDA_CHECK(cudaMemcpy(positions_, positions, M * 4, cudaMemcpyHostToDevice));
+  // On compute_, not with cudaMemcpy: from pageable memory that may return before its DMA lands, and it is ordered only
+  // on the legacy stream, which the non-blocking compute_ does not wait for.
+  if (mask) SL_CUDA_CHECK(cudaMemcpyAsync(mask_, mask, M, cudaMemcpyHostToDevice, compute_));
+  if (positions) SL_CUDA_CHECK(cudaMemcpyAsync(positions_, positions, M * 4, cudaMemcpyHostToDevice, compute_));
   has_rope_tables_ = false;
   if (!spec_.mlp_only && spec_.use_rope) {
     check(positions && inv_freq, "set_inputs: RoPE needs positions and inv_freq");
     const size_t half = spec_.rot_dim / 2;
     float* inv = static_cast<float*>(device_alloc(half * 4));
     try {
-      SL_CUDA_CHECK(cudaMemcpy(inv, inv_freq, half * 4, cudaMemcpyHostToDevice));
+      SL_CUDA_CHECK(cudaMemcpyAsync(inv, inv_freq, half * 4, cudaMemcpyHostToDevice, compute_));
       rope_tables(cos_, sin_, positions_, inv, M, half, attention_scaling, compute_);
       SL_CUDA_CHECK(cudaStreamSynchronize(compute_));
     } catch (...) {
@@ -151,6 +153,7 @@ void Context::set_inputs(const int32_t* positions, const uint8_t* mask, const fl
     device_free(inv, half * 4);
     has_rope_tables_ = true;
   }
+  SL_CUDA_CHECK(cudaStreamSynchronize(compute_));  // the mask and positions are on the device before this returns
 }
 
 void Context::upload_hidden(const float* h) {

@@ -717,8 +717,11 @@ void TrainStep::put_pair(size_t block, const uint16_t* x, const uint16_t* target
   check(x != nullptr && (target != nullptr) == (kept_target_ != nullptr),
         kept_target_ ? "put_pair: x and target are required" : "put_pair: x only (pairs kept without targets)");
   const size_t TD = s_.T * s_.D;
-  SL_CUDA_CHECK(cudaMemcpy(kept_x_ + block * TD, x, TD * 2, cudaMemcpyHostToDevice));
-  if (target) SL_CUDA_CHECK(cudaMemcpy(kept_target_ + block * TD, target, TD * 2, cudaMemcpyHostToDevice));
+  // Not cudaMemcpy: from pageable memory it may return before the DMA lands, ordered only on the legacy stream, which
+  // the non-blocking streams that stage kept pairs do not wait for. Synchronised, so any stream may read them after.
+  SL_CUDA_CHECK(cudaMemcpyAsync(kept_x_ + block * TD, x, TD * 2, cudaMemcpyHostToDevice, stream_));
+  if (target) SL_CUDA_CHECK(cudaMemcpyAsync(kept_target_ + block * TD, target, TD * 2, cudaMemcpyHostToDevice, stream_));
+  SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
   kept_put_[block] = true;
 }
 
