@@ -104,6 +104,12 @@ SL_EXPORT int streamline_cuda_upload_layer_qk_norm(streamline_cuda_ctx* c, int s
   return guarded([&] { c->upload_qk_norm(slot, host_tensor(q_norm), host_tensor(k_norm)); });
 }
 
+SL_EXPORT int streamline_cuda_upload_layer_post_norm(streamline_cuda_ctx* c, int slot,
+                                                     const streamline_cuda_weight* post_attn_norm,
+                                                     const streamline_cuda_weight* post_mlp_norm) {
+  return guarded([&] { c->upload_post_norm(slot, host_tensor(post_attn_norm), host_tensor(post_mlp_norm)); });
+}
+
 SL_EXPORT int streamline_cuda_upload_head(streamline_cuda_ctx* c, const streamline_cuda_weight* norm_w,
                                           const streamline_cuda_weight* norm_b, const streamline_cuda_weight* project_out,
                                           int64_t proj_dim, const streamline_cuda_weight* lm_head, int64_t vocab) {
@@ -188,6 +194,9 @@ static_assert(int(STREAMLINE_CUDA_TRAIN_DOWN_B) == int(streamline::kRoleDownB), 
 static_assert(STREAMLINE_CUDA_TRAIN_ROLE_Q_NORM == int(streamline::kRoleQNormW) &&
                   STREAMLINE_CUDA_TRAIN_ROLE_K_NORM == int(streamline::kRoleKNormW),
               "q/k norm roles of streamline_cuda.h and replacement.h");
+static_assert(STREAMLINE_CUDA_TRAIN_ROLE_POST_ATTN_NORM == int(streamline::kRolePostAttnNormW) &&
+                  STREAMLINE_CUDA_TRAIN_ROLE_POST_MLP_NORM == int(streamline::kRolePostMlpNormW),
+              "post norm roles of streamline_cuda.h and replacement.h");
 
 SL_EXPORT int streamline_cuda_train_create(int32_t kind, const streamline_cuda_train_spec* in,
                                            const float* const* host_params, const float* host_inv_freq,
@@ -413,7 +422,7 @@ SL_EXPORT int streamline_cuda_train_apply(streamline_cuda_train* t, const stream
 
 namespace {
 void check_role(const streamline_cuda_train* t, int32_t role, int64_t numel, const char* fn) {
-  // The q/k norm roles exist once train_set_qk_norm gave them (has() is false before).
+  // The q/k and post norm roles exist once train_set_qk_norm / train_set_post_norm gave them (has() is false before).
   if (role < 0 || role >= kAllTrainRoles) throw CudaError(std::string(fn) + ": role out of range");
   if (!t->has(role)) throw CudaError(std::string(fn) + ": the replacement has no " + train_role_name(role));
   if (numel < 0 || size_t(numel) != t->numel(role))
@@ -425,6 +434,23 @@ void check_role(const streamline_cuda_train* t, int32_t role, int64_t numel, con
 SL_EXPORT int streamline_cuda_train_set_qk_norm(streamline_cuda_train* t, const float* host_q_norm,
                                                const float* host_k_norm) {
   return guarded([&] { t->set_qk_norm(host_q_norm, host_k_norm); });
+}
+
+SL_EXPORT int streamline_cuda_train_set_post_norm(streamline_cuda_train* t, const float* host_post_attn_norm,
+                                                  const float* host_post_mlp_norm) {
+  return guarded([&] { t->set_post_norm(host_post_attn_norm, host_post_mlp_norm); });
+}
+
+SL_EXPORT int streamline_cuda_train_set_lm_tail_post_norm(streamline_cuda_train* t, int64_t n_layers,
+                                                          const streamline_cuda_weight* host_norms) {
+  return guarded([&] {
+    if (n_layers < 0) throw CudaError("train_set_lm_tail_post_norm: n_layers must be >= 0");
+    if (n_layers > 0 && !host_norms) throw CudaError("train_set_lm_tail_post_norm: host_norms is required");
+    std::vector<std::pair<HostTensor, HostTensor>> norms(static_cast<size_t>(n_layers));
+    for (int64_t k = 0; k < n_layers; k++)
+      norms[size_t(k)] = {host_tensor(&host_norms[2 * k]), host_tensor(&host_norms[2 * k + 1])};
+    t->set_lm_tail_post_norm(norms);
+  });
 }
 
 SL_EXPORT int streamline_cuda_train_set_rotary_dim(streamline_cuda_train* t, int64_t rot_dim,

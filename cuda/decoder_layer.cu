@@ -80,7 +80,9 @@ Context::Context(const LayerSpec& spec, bool use_cublaslt, size_t staging_bytes)
         sl.n1_b = static_cast<float*>(alloc(D * 4));
         sl.qn_w = static_cast<float*>(alloc(s.head_dim * 4));
         sl.kn_w = static_cast<float*>(alloc(s.head_dim * 4));
+        sl.pa_w = static_cast<float*>(alloc(D * 4));
       }
+      sl.pm_w = static_cast<float*>(alloc(D * 4));
       sl.gu_w = static_cast<bf16*>(alloc(Ngu_ * D * 2));
       sl.down_w = static_cast<bf16*>(alloc(D * s.intermediate * 2));
       sl.up_b = static_cast<float*>(alloc(s.intermediate * 4));
@@ -200,6 +202,7 @@ void Context::upload_layer(int slot, const HostTensor* r) {
   // Wait until the layer that last used this slot has finished computing.
   SL_CUDA_CHECK(cudaStreamWaitEvent(copy_, sl.consumed, 0));
   sl.has_qk_norm = false;
+  sl.has_post_norm = false;
   auto need = [&](int role) {
     check(r[role].data != nullptr, std::string("layer weight ") + role_name(role) + " is missing");
   };
@@ -260,6 +263,22 @@ void Context::upload_qk_norm(int slot, const HostTensor& qn, const HostTensor& k
   sl.has_qk_norm = true;
 }
 
+void Context::upload_post_norm(int slot, const HostTensor& pa, const HostTensor& pm) {
+  check(slot == 0 || slot == 1, "upload_post_norm: slot must be 0 or 1");
+  Slot& sl = slots_[slot];
+  sl.has_post_norm = false;  // stays off when a check or an upload below throws
+  check(spec_.pre_norm, "upload_post_norm: a post-norm (OPT-style) layer already norms after each residual add");
+  if (spec_.mlp_only)
+    check(!pa.data && pm.data, "upload_post_norm: an mlp block takes post_mlp_norm.weight only (it has no attention)");
+  else
+    check(pa.data && pm.data, "upload_post_norm: give both post_attn_norm.weight and post_mlp_norm.weight");
+  // The slot's consumed event was already waited for by upload_layer on this stream.
+  if (!spec_.mlp_only) upload_tensor(sl.pa_w, DType::F32, pa, spec_.hidden, "post_attn_norm.weight");
+  upload_tensor(sl.pm_w, DType::F32, pm, spec_.hidden, "post_mlp_norm.weight");
+  SL_CUDA_CHECK(cudaEventRecord(sl.uploaded, copy_));
+  sl.has_post_norm = true;
+}
+
 void Context::run_layer(int slot) {
   check(slot == 0 || slot == 1, "run_layer: slot must be 0 or 1");
   const LayerSpec& s = spec_;
@@ -291,7 +310,11 @@ void Context::run_layer(int slot) {
                            has_mask_ ? mask_ : nullptr, s.batch, s.seq_len, s.heads, s.kv_heads, s.head_dim,
                            s.attn_scale, window_, st);
     gemm_.run(tmp_, DType::F32, attn_, sl.o_w, M, D, Hd, 0.f, st);
-    if (s.pre_norm) {
+    if (sl.has_post_norm) {
+      // h = h + pn1(o (+ o.bias)); nrm = n2(h), in one pass over the rows
+      post_norm_rows(s.norm, nrm_, h_, h_, tmp_, ob, nullptr, sl.pa_w, static_cast<const float*>(n2w),
+                     static_cast<const float*>(n2b), M, D, s.norm_eps, st);
+    } else if (s.pre_norm) {
       // h = h + o (+ o.bias); nrm = n2(h)
       norm_rows(s.norm, nullptr, nrm_, h_, h_, tmp_, ob, n2w, n2b, DType::F32, M, D, s.norm_eps, st);
     } else {
@@ -310,9 +333,12 @@ void Context::run_layer(int slot) {
     gated_rows_bf16(act_, gu_, sl.has_gate_b ? sl.gate_b : nullptr, sl.has_up_b ? sl.up_b : nullptr, M, F, s.act, st);
   else activation_rows_bf16(gu_, sl.has_up_b ? sl.up_b : nullptr, M, F, s.act, st);
   const bool post = !s.pre_norm;
-  if (sl.has_down_b || post) {
+  if (sl.has_down_b || post || sl.has_post_norm) {
     gemm_.run(tmp_, DType::F32, act_, sl.down_w, M, D, F, 0.f, st);
-    if (post) {
+    if (sl.has_post_norm) {
+      post_norm_rows(s.norm, nullptr, h_, h_, tmp_, sl.has_down_b ? sl.down_b : nullptr, nullptr, sl.pm_w, nullptr,
+                     nullptr, M, D, s.norm_eps, st);
+    } else if (post) {
       norm_rows(s.norm, h_, nullptr, nullptr, h_, tmp_, sl.has_down_b ? sl.down_b : nullptr, n2w, n2b, DType::F32, M,
                 D, s.norm_eps, st);
     } else {

@@ -4,6 +4,7 @@
 //              (non-gated: out = r + down(act(up(n2(r))))); biases added where present.
 //   post-norm: r = n1(x + o(attn(...x...)));  out = n2(r + down(act(up(r))))
 //   mlp block: out = x + mlp(n2(x)) (pre-norm), out = n2(x + mlp(x)) (post-norm), mlp as in the layer
+//   sandwich (Gemma 2/3, pre-norm with post-sublayer norms): r = x + pn1(o(...)); out = r + pn2(mlp(n2(r)))
 //
 // Precision: the residual stream stays f32; GEMM inputs (normed rows, attention output, MLP activations) are bf16
 // with f32 accumulation, weights are stored bf16 on the device (f32/f16 checkpoints are converted on upload).
@@ -73,12 +74,17 @@ class Context {
 
   // Copies one layer's weights (host roles, shapes checked against the spec) into slot 0 or 1. Returns once the
   // host side has been staged; the device copies finish asynchronously on the copy stream.
-  // Clears the slot's q/k norms: a slot never runs a later layer with an earlier layer's norms.
+  // Clears the slot's q/k and post-sublayer norms: a slot never runs a later layer with an earlier layer's norms.
   void upload_layer(int slot, const HostTensor* roles);
   // Qwen3's per-head q/k RMSNorm weights ([head_dim] each, both required; RMSNorm layers only) for the layer just
   // uploaded into `slot`: run_layer then normalises each q and k head after the bias and before RoPE (eps: the
   // layer's norm_eps).
   void upload_qk_norm(int slot, const HostTensor& q_norm, const HostTensor& k_norm);
+  // Gemma's post-sublayer norms ([hidden] each, weight only, the layer's norm kind and eps; pre-norm layers only) for
+  // the layer just uploaded into `slot`: run_layer then norms the o projection's output (+ o.bias) before its residual
+  // add, and the MLP's down projection (+ down.bias) before its own. A layer takes both; an mlp block takes
+  // post_mlp_norm only (post_attn_norm absent).
+  void upload_post_norm(int slot, const HostTensor& post_attn_norm, const HostTensor& post_mlp_norm);
   // h = layer(h) with the weights of `slot` (asynchronous on the compute stream).
   void run_layer(int slot);
   // The sliding attention window of later run_layer calls (keys per query; 0 = full causal attention): set per layer
@@ -105,7 +111,8 @@ class Context {
     bf16 *qkv_w = nullptr, *o_w = nullptr, *gu_w = nullptr, *down_w = nullptr;
     float *qkv_b = nullptr, *o_b = nullptr, *gate_b = nullptr, *up_b = nullptr, *down_b = nullptr;
     float *n1_w = nullptr, *n1_b = nullptr, *n2_w = nullptr, *n2_b = nullptr, *qn_w = nullptr, *kn_w = nullptr;
-    bool has_qk_norm = false;
+    float *pa_w = nullptr, *pm_w = nullptr;  // post_attn_norm / post_mlp_norm [D] (f32)
+    bool has_qk_norm = false, has_post_norm = false;
     bool has_qkv_b = false, has_o_b = false, has_gate_b = false, has_up_b = false, has_down_b = false;
     bool has_n1_w = false, has_n1_b = false, has_n2_w = false, has_n2_b = false;
     cudaEvent_t uploaded = nullptr, consumed = nullptr;

@@ -54,6 +54,72 @@ __global__ void norm_kernel(int kind, float* y_f32, bf16* y_bf16, float* r_out, 
     __syncthreads();  // row[] is reused by the next row
   }
 }
+
+// Gemma's sandwich norm at a residual add: r = x + pn(delta + delta_bias) (weight pw only), then optionally
+// y = norm(r; nw, nb) as bf16 for the next GEMM. One block per row: delta and x are read once and r written once, as
+// the unnormed fused add + norm does; the row is staged twice in the same shared memory (delta first, then r).
+__global__ void post_norm_kernel(int kind, bf16* y_bf16, float* r_out, const float* x, const float* delta,
+                                 const float* delta_bias, float* delta_out, const float* pw, const float* nw,
+                                 const float* nb, size_t M, size_t D, float eps) {
+  extern __shared__ float sm[];
+  float* scratch = sm;
+  float* row = sm + kScratch;
+  for (size_t m = blockIdx.x; m < M; m += gridDim.x) {
+    float s1 = 0.f;
+    for (size_t d = threadIdx.x; d < D; d += blockDim.x) {
+      float v = delta[m * D + d];
+      if (delta_bias) v += delta_bias[d];
+      if (delta_out) delta_out[m * D + d] = v;
+      row[d] = v;
+      s1 += kind == 0 ? v * v : v;
+    }
+    s1 = block_sum(s1, scratch);
+    float mean = 0.f, inv;
+    if (kind == 0) {
+      inv = rsqrtf(s1 / float(D) + eps);
+    } else {
+      mean = s1 / float(D);
+      float s2 = 0.f;
+      for (size_t d = threadIdx.x; d < D; d += blockDim.x) {
+        float c = row[d] - mean;
+        s2 += c * c;
+      }
+      s2 = block_sum(s2, scratch);
+      inv = rsqrtf(s2 / float(D) + eps);
+    }
+    // Each thread rewrites only the row elements it staged itself, so no barrier is needed before the overwrite.
+    float t1 = 0.f;
+    for (size_t d = threadIdx.x; d < D; d += blockDim.x) {
+      float r = x[m * D + d] + pw[d] * ((row[d] - mean) * inv);
+      r_out[m * D + d] = r;
+      row[d] = r;
+      t1 += kind == 0 ? r * r : r;
+    }
+    if (y_bf16) {
+      t1 = block_sum(t1, scratch);
+      float mean2 = 0.f, inv2;
+      if (kind == 0) {
+        inv2 = rsqrtf(t1 / float(D) + eps);
+      } else {
+        mean2 = t1 / float(D);
+        float t2 = 0.f;
+        for (size_t d = threadIdx.x; d < D; d += blockDim.x) {
+          float c = row[d] - mean2;
+          t2 += c * c;
+        }
+        t2 = block_sum(t2, scratch);
+        inv2 = rsqrtf(t2 / float(D) + eps);
+      }
+      for (size_t d = threadIdx.x; d < D; d += blockDim.x) {
+        float n = (row[d] - mean2) * inv2;
+        float o = nw ? nw[d] * n : n;
+        if (kind == 1 && nb) o += nb[d];
+        y_bf16[m * D + d] = __float2bfloat16_rn(o);
+      }
+    }
+    __syncthreads();  // row[] is reused by the next row
+  }
+}
 }  // namespace
 
 void norm_rows(NormKind kind, float* y_f32, bf16* y_bf16, float* r_out, const float* x, const float* delta,
@@ -73,6 +139,22 @@ void norm_rows(NormKind kind, float* y_f32, bf16* y_bf16, float* r_out, const fl
   int grid = int(M < 65535 ? M : 65535);
   norm_kernel<<<grid, kThreads, smem, s>>>(int(kind), y_f32, y_bf16, r_out, x, delta, delta_bias, w, b, int(wdt), M,
                                             D, eps);
+  SL_LAUNCH_CHECK();
+}
+
+void post_norm_rows(NormKind kind, bf16* y_bf16, float* r_out, const float* x, const float* delta,
+                    const float* delta_bias, float* delta_out, const float* pw, const float* nw, const float* nb,
+                    size_t M, size_t D, float eps, cudaStream_t s) {
+  if (M == 0 || D == 0) return;
+  const size_t smem = (kScratch + D) * sizeof(float);
+  static size_t raised = 48 * 1024;
+  if (smem > raised) {
+    SL_CUDA_CHECK(cudaFuncSetAttribute(post_norm_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    raised = smem;
+  }
+  int grid = int(M < 65535 ? M : 65535);
+  post_norm_kernel<<<grid, kThreads, smem, s>>>(int(kind), y_bf16, r_out, x, delta, delta_bias, delta_out, pw, nw,
+                                                nb, M, D, eps);
   SL_LAUNCH_CHECK();
 }
 

@@ -21,5 +21,13 @@ void norm_rows(NormKind kind, float* y_f32, bf16* y_bf16, float* r_out, const fl
                const float* delta_bias, const void* w, const void* b, DType wdt, size_t M, size_t D, float eps,
                cudaStream_t s);
 
+// Post-sublayer ("sandwich") norm at a residual add (Gemma 2/3): r_out[M,D] = x + pn(delta + delta_bias) with pn the
+// norm of `kind` with weight pw only (f32 statistics, eps; r_out may alias x), then, when y_bf16 != nullptr,
+// y_bf16 = norm(r_out; nw, nb) (nw, nb optional) for the next sub-block. delta_out (optional, may alias delta) keeps
+// delta + delta_bias, the norm's input, for a backward. All weights f32 on the device; delta_bias may be nullptr.
+void post_norm_rows(NormKind kind, bf16* y_bf16, float* r_out, const float* x, const float* delta,
+                    const float* delta_bias, float* delta_out, const float* pw, const float* nw, const float* nb,
+                    size_t M, size_t D, float eps, cudaStream_t s);
+
 }  // namespace cuda
 }  // namespace streamline

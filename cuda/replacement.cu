@@ -207,7 +207,7 @@ const char* train_role_name(int role) {
   static const char* const names[kAllTrainRoles] = {
       "attn_norm.weight", "attn_norm.bias", "q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias",
       "o.weight", "o.bias", "mlp_norm.weight", "mlp_norm.bias", "gate.weight", "up.weight", "up.bias",
-      "down.weight", "down.bias", "q_norm.weight", "k_norm.weight"};
+      "down.weight", "down.bias", "q_norm.weight", "k_norm.weight", "post_attn_norm.weight", "post_mlp_norm.weight"};
   return role >= 0 && role < kAllTrainRoles ? names[role] : "?";
 }
 
@@ -301,7 +301,7 @@ TrainStep::TrainStep(ReplacementKind kind, const ReplacementSpec& spec,
   const std::vector<std::vector<int>> groups = {
       {kRoleQW, kRoleKW, kRoleVW}, {kRoleQB, kRoleKB, kRoleVB}, {kRoleOW}, {kRoleOB}, {kRoleAttnNormW},
       {kRoleAttnNormB}, {kRoleGateW}, {kRoleUpW}, {kRoleUpB}, {kRoleDownW}, {kRoleDownB}, {kRoleMlpNormW},
-      {kRoleMlpNormB}, {kRoleQNormW, kRoleKNormW}};
+      {kRoleMlpNormB}, {kRoleQNormW, kRoleKNormW}, {kRolePostAttnNormW, kRolePostMlpNormW}};
   size_t off = 0;
   for (const auto& grp : groups) {
     off = align_up(off);
@@ -309,9 +309,10 @@ TrainStep::TrainStep(ReplacementKind kind, const ReplacementSpec& spec,
       size_t rows = 0, cols = 0;
       train_role_shape(s, r, &rows, &cols);
       off_[r] = off;
-      if (r >= kTrainRoles) {  // q/k norms: room kept for set_qk_norm (zeros, inert in AdamW and clipping until then)
+      // q/k and post norms: room kept for set_qk_norm / set_post_norm (zeros, inert in AdamW and clipping until then)
+      if (r >= kTrainRoles) {
         numel_[r] = 0;
-        off += layer ? rows * cols : 0;
+        off += layer || r == kRolePostMlpNormW ? rows * cols : 0;
         continue;
       }
       numel_[r] = used(r) && params[r] ? rows * cols : 0;
@@ -458,9 +459,16 @@ void TrainStep::forward(const LayerDev& w, ReplacementKind kind, const float* x,
       SL_LAUNCH_CHECK();
     }
     gemm_.run(t_, DType::F32, attn_bf_, w.wo, M, D, Q_, 0.f, st);
-    // h1 = x + (o + o.bias); n2 = norm(h1) as the MLP's bf16 GEMM input
-    norm_rows(nk, nullptr, n2_bf_, h1_, x, t_, w.vec[kRoleOB], w.vec[kRoleMlpNormW], w.vec[kRoleMlpNormB], DType::F32,
-              M, D, s.norm_eps, st);
+    if (w.vec[kRolePostAttnNormW]) {
+      // h1 = x + pn1(o + o.bias), o + o.bias kept for the backward; n2 = norm(h1)
+      check(opre_ != nullptr, "post norm buffers missing");
+      post_norm_rows(nk, n2_bf_, h1_, x, t_, w.vec[kRoleOB], opre_, w.vec[kRolePostAttnNormW], w.vec[kRoleMlpNormW],
+                     w.vec[kRoleMlpNormB], M, D, s.norm_eps, st);
+    } else {
+      // h1 = x + (o + o.bias); n2 = norm(h1) as the MLP's bf16 GEMM input
+      norm_rows(nk, nullptr, n2_bf_, h1_, x, t_, w.vec[kRoleOB], w.vec[kRoleMlpNormW], w.vec[kRoleMlpNormB],
+                DType::F32, M, D, s.norm_eps, st);
+    }
     mlp_in = h1_;
   } else {
     norm_rows(nk, nullptr, n2_bf_, nullptr, x, nullptr, nullptr, w.vec[kRoleMlpNormW], w.vec[kRoleMlpNormB],
@@ -476,9 +484,26 @@ void TrainStep::forward(const LayerDev& w, ReplacementKind kind, const float* x,
   if (s.gated) gemm_.run(gate_, DType::F32, n2_bf_, w.wgate, M, F, D, 0.f, st);
   mlp_hidden_bf16(mid_bf_, s.gated ? gate_ : nullptr, up_, M * F, s.act, st);
   gemm_.run(t_, DType::F32, mid_bf_, w.wdown, M, D, F, 0.f, st);
+  if (w.vec[kRolePostMlpNormW]) {
+    check(mpre_ != nullptr, "post norm buffers missing");
+    post_norm_rows(nk, nullptr, out, mlp_in, t_, w.vec[kRoleDownB], mpre_, w.vec[kRolePostMlpNormW], nullptr, nullptr,
+                   M, D, s.norm_eps, st);
+    return;
+  }
   residual_kernel<<<rows_grid(M), 256, 0, st>>>(out, mlp_in, t_, w.vec[kRoleDownB], M, unsigned(D));
   SL_LAUNCH_CHECK();
 }
+
+namespace {
+// dL/d(pre) of r = x + pn(pre) (weight w only; the residual path is the caller's): into dpre (zeroed here, the
+// kernels add), dw += the weight's gradient when given.
+void post_norm_backward(float* dpre, float* dw, const float* dy, const float* pre, const float* w, bool layer_norm,
+                        size_t M, size_t D, float eps, cudaStream_t st) {
+  SL_CUDA_CHECK(cudaMemsetAsync(dpre, 0, M * D * 4, st));
+  if (layer_norm) layernorm_backward(dpre, dw, nullptr, dy, pre, w, M, D, eps, st);
+  else rmsnorm_backward(dpre, dw, dy, pre, w, M, D, eps, st);
+}
+}  // namespace
 
 // The MLP block's backward for upstream dy: parameter gradients when trainable; dx_accum (optional) += the gradient
 // reaching x_in through the norm (the layer's residual path).
@@ -488,6 +513,11 @@ void TrainStep::mlp_backward(const LayerDev& w, bool trainable, const float* dy,
   cudaStream_t st = stream_;
   const size_t D = s.D, F = s.F;
   auto gr = [&](int r) { return trainable ? g(r) : nullptr; };
+  if (w.vec[kRolePostMlpNormW]) {  // dy reaches the MLP through its post norm
+    post_norm_backward(dpre_, gr(kRolePostMlpNormW), dy, mpre_, w.vec[kRolePostMlpNormW], s.layer_norm, M, D,
+                       s.norm_eps, st);
+    dy = dpre_;
+  }
   cast_bf16(dy_bf_, dy, M * D, st);
   colsum_add(gr(kRoleDownB), dy, M, D, st);
   if (trainable) gemm_.run_dw(g(kRoleDownW), dy_bf_, mid_bf_, M, D, F, st);
@@ -524,8 +554,16 @@ void TrainStep::backward(const LayerDev& w, ReplacementKind kind, bool trainable
   SL_CUDA_CHECK(cudaMemcpyAsync(dh_, dy_, M * D * 4, cudaMemcpyDeviceToDevice, st));
   mlp_backward(w, trainable, dy_, h1_, dh_, M);
 
-  cast_bf16(dy_bf_, dh_, M * D, st);  // dy_bf_ is free again: the o-projection's upstream gradient
-  colsum_add(gr(kRoleOB), dh_, M, D, st);
+  // The o projection's upstream gradient: dL/dh1, through the post norm when there is one (dpre_ is free again: the
+  // MLP backward has consumed it); dh_ keeps the residual path to x.
+  const float* dout = dh_;
+  if (w.vec[kRolePostAttnNormW]) {
+    post_norm_backward(dpre_, gr(kRolePostAttnNormW), dh_, opre_, w.vec[kRolePostAttnNormW], s.layer_norm, M, D,
+                       s.norm_eps, st);
+    dout = dpre_;
+  }
+  cast_bf16(dy_bf_, dout, M * D, st);  // dy_bf_ is free again: the o-projection's upstream gradient
+  colsum_add(gr(kRoleOB), dout, M, D, st);
   if (trainable) gemm_.run_dw(g(kRoleOW), dy_bf_, attn_bf_, M, D, Q_, st);
   gemm_.run_dx(dattn_, dy_bf_, w.wo, M, D, Q_, 0.f, st);
   float* dq = qkv_f_;  // the forward's f32 GEMM output is dead by now
@@ -903,6 +941,95 @@ void TrainStep::alloc_qk_buffers() {
   const size_t M = s_.B * s_.T;
   qk_pre_ = static_cast<float*>(alloc(M * (Q_ + KV_) * 4));
   dqk_pre_ = static_cast<float*>(alloc(M * (Q_ + KV_) * 4));
+}
+
+void TrainStep::alloc_post_buffers(bool attn) {
+  const size_t M = s_.B * s_.T, D = s_.D;
+  if (attn && !opre_) opre_ = static_cast<float*>(alloc(M * D * 4));
+  if (dpre_) return;
+  mpre_ = static_cast<float*>(alloc(M * D * 4));
+  dpre_ = static_cast<float*>(alloc(M * D * 4));
+}
+
+void TrainStep::set_post_norm(const float* pa, const float* pm) {
+  const bool layer = kind_ == ReplacementKind::Layer;
+  check(pm != nullptr, "set_post_norm: post_mlp_norm is required");
+  check(layer ? pa != nullptr : pa == nullptr, layer ? "set_post_norm: a layer replacement takes both post_attn_norm "
+                                                       "and post_mlp_norm"
+                                                     : "set_post_norm: an mlp replacement takes post_mlp_norm only "
+                                                       "(post_attn_norm must be null: it has no attention)");
+  SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  {
+    std::lock_guard<std::mutex> lk(mu_);  // grows allocs_/bytes_, which the staging side reads under mu_
+    alloc_post_buffers(layer);
+  }
+  for (int r : {kRolePostAttnNormW, kRolePostMlpNormW}) {
+    const float* src = r == kRolePostAttnNormW ? pa : pm;
+    if (!src) continue;
+    const size_t o = off_[r], n = s_.D;
+    SL_CUDA_CHECK(cudaMemcpyAsync(params_ + o, src, n * 4, cudaMemcpyHostToDevice, stream_));
+    for (float* b : {grads_, m_, v_}) SL_CUDA_CHECK(cudaMemsetAsync(b + o, 0, n * 4, stream_));
+  }
+  SL_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host arrays may go as soon as this returns
+  if (layer) numel_[kRolePostAttnNormW] = s_.D;
+  numel_[kRolePostMlpNormW] = s_.D;
+}
+
+// Beside set_post_norm rather than in replacement_lm.cu: the frozen layers' norms are one more optional weight pair,
+// uploaded like set_lm_tail_qk_norm's.
+void TrainStep::set_lm_tail_post_norm(const std::vector<std::pair<HostTensor, HostTensor>>& norms) {
+  check(tail_ != nullptr, "set_lm_tail_post_norm: set_lm_tail first");
+  const size_t L = tail_->layers.size(), D = s_.D;
+  check(norms.size() == L, "set_lm_tail_post_norm: " + std::to_string(norms.size()) +
+                               " layers' norms given, the lm tail has " + std::to_string(L));
+  bool any = false;
+  for (size_t k = 0; k < L; k++) {
+    const bool a = norms[k].first.data != nullptr, m = norms[k].second.data != nullptr;
+    check(a == m, "frozen layer " + std::to_string(k) + ": post_attn_norm.weight and post_mlp_norm.weight: give both "
+                  "or neither");
+    any = any || a;
+  }
+  if (!any) return;
+  {
+    std::lock_guard<std::mutex> lk(mu_);  // grows allocs_/bytes_, which the staging side reads under mu_
+    alloc_post_buffers(true);
+  }
+  const size_t raw_bytes = size_t(1) << 20;
+  void* raw = device_alloc(raw_bytes);
+  std::vector<std::pair<void*, size_t>> mine;  // freed on failure; otherwise the tail's
+  try {
+    std::vector<std::pair<const float*, const float*>> dev(L, {nullptr, nullptr});
+    for (size_t k = 0; k < L; k++) {
+      if (!norms[k].first.data) continue;
+      float* d = static_cast<float*>(device_alloc(2 * D * 4));
+      mine.emplace_back(d, 2 * D * 4);
+      const std::string what = "frozen layer " + std::to_string(k);
+      upload_converted(d, DType::F32, norms[k].first, D, (what + " post_attn_norm.weight").c_str(), raw, raw_bytes,
+                       stream_);
+      upload_converted(d + D, DType::F32, norms[k].second, D, (what + " post_mlp_norm.weight").c_str(), raw,
+                       raw_bytes, stream_);
+      dev[k] = {d, d + D};
+    }
+    SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    for (size_t k = 0; k < L; k++) {
+      tail_->layers[k].vec[kRolePostAttnNormW] = dev[k].first;
+      tail_->layers[k].vec[kRolePostMlpNormW] = dev[k].second;
+    }
+  } catch (...) {
+    cudaStreamSynchronize(stream_);
+    device_free(raw, raw_bytes);
+    for (auto& a : mine) device_free(a.first, a.second);
+    throw;
+  }
+  device_free(raw, raw_bytes);
+  size_t added = 0;
+  for (auto& a : mine) {
+    tail_->allocs.push_back(a);
+    tail_->bytes += a.second;
+    added += a.second;
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  bytes_ += added;
 }
 
 void TrainStep::set_qk_norm(const float* qn, const float* kn) {

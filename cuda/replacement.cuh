@@ -34,8 +34,8 @@ namespace cuda {
 // The q/k norms (streamline::kRoleQNormW on) are CPU-only: the C API numbers the roles before them.
 constexpr int kTrainRoles = streamline::kCudaTrainRoles;
 // Every role a TrainStep can hold: the C API's 17 plus Qwen3's q/k norms (kRoleQNormW, kRoleKNormW), which a layer
-// replacement gets through set_qk_norm() so that the create call keeps its role count. Not the post-sublayer norms
-// after them (no CUDA kernel: the binding refuses them).
+// replacement gets through set_qk_norm(), and Gemma's post-sublayer norms (kRolePostAttnNormW, kRolePostMlpNormW)
+// through set_post_norm(), so that the create call keeps its role count.
 constexpr int kAllTrainRoles = streamline::kCudaHeldRoles;
 // role_name / role_shape of replacement.h: streamline_cuda.so does not link the CPU core, so they are restated here
 // (the harness checks they agree).
@@ -167,6 +167,17 @@ class TrainStep {
   // first step; calling again overwrites them and zeroes their gradients and moments. Throws CudaError on misuse.
   void set_qk_norm(const float* q_norm, const float* k_norm);
   bool has_qk_norm() const { return numel_[kRoleQNormW] > 0; }
+  // Gemma's post-sublayer ("sandwich") norms as trainable parameters (host f32 [D], weight only, the spec's norm kind
+  // and eps): a layer replacement takes both, an mlp replacement post_mlp_norm only (post_attn_norm nullptr). Forward:
+  // the attention output (+ o.bias) and the MLP output (+ down.bias) are normed before their residual adds, their
+  // inputs kept; backward: the norm's backward of each sub-block output, dw summed over rows. Clipping and AdamW
+  // include them. Call before the first step; calling again overwrites them and zeroes their gradients and moments.
+  void set_post_norm(const float* post_attn_norm, const float* post_mlp_norm);
+  bool has_post_norm() const { return numel_[kRolePostMlpNormW] > 0; }
+  // The lm tail's frozen layers' post norms (after set_lm_tail, which drops earlier ones): norms[k] = layer k's
+  // {post_attn_norm, post_mlp_norm} ([D] each, any float dtype, kept f32; both or neither); norms.size() must be the
+  // tail's layer count. Activation gradients flow through them; they get none. Throws CudaError.
+  void set_lm_tail_post_norm(const std::vector<std::pair<HostTensor, HostTensor>>& norms);
   // Partial rotary embeddings (Phi-4-mini): RoPE on the leading rot dims of each q/k head (even, 0 < rot <= Dh; the
   // rest pass unrotated), with host inv_freq[rot/2] (copied), in the replacement and the lm tail's frozen layers. The
   // C API's spec has no such field (its layout is fixed), hence a call; spec.rotary does the same for C++ callers.
@@ -223,7 +234,7 @@ class TrainStep {
   // matrices. The trained replacement's (own_weights(): views of the master array and its bf16 copies) or a frozen
   // tail layer's.
   struct LayerDev {
-    std::array<const float*, kAllTrainRoles> vec{};  // vec[kRoleQNormW/KNormW]: the q/k norms, nullptr = none
+    std::array<const float*, kAllTrainRoles> vec{};  // q/k and post norms among them (nullptr = none)
     const bf16 *wqkv = nullptr, *wo = nullptr, *wgate = nullptr, *wup = nullptr, *wdown = nullptr;
     size_t window = 0;  // the layer's sliding attention window (0 = none)
   };
@@ -299,6 +310,10 @@ class TrainStep {
   // q/k norms: the pre-norm q | k values (bias added, f32, [M, Q] then [M, KV]) the norm backward reads, and its dx
   float *qk_pre_ = nullptr, *dqk_pre_ = nullptr;
   void alloc_qk_buffers();
+  // post norms: the sub-block outputs before their norms (o + o.bias, the MLP output + down.bias; f32 [M, D] each),
+  // and the gradient reaching them
+  float *opre_ = nullptr, *mpre_ = nullptr, *dpre_ = nullptr;
+  void alloc_post_buffers(bool attn);  // attn: opre_ too (a layer's post_attn_norm)
   bf16 *dy_bf_ = nullptr, *dgate_bf_ = nullptr, *dup_bf_ = nullptr, *dqkv_bf_ = nullptr;
   double *loss_ = nullptr, *sumsq_ = nullptr, *eval_loss_ = nullptr;  // eval_loss_[B]: one per sequence
   size_t Q_ = 0, KV_ = 0, Nqkv_ = 0;

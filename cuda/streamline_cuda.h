@@ -68,6 +68,16 @@ int streamline_cuda_run_layer(streamline_cuda_ctx* ctx, int slot);
  * it lack the symbol (the addon resolves it with dlsym and refuses such layers without it). */
 int streamline_cuda_upload_layer_qk_norm(streamline_cuda_ctx* ctx, int slot, const streamline_cuda_weight* q_norm,
                                          const streamline_cuda_weight* k_norm);
+/* Gemma 2/3's post-sublayer ("sandwich") norms for the layer last uploaded into `slot` (call after upload_layer,
+ * which clears them): post_attn_norm and post_mlp_norm [hidden], weight only, the spec's norm kind and eps; both
+ * required in a layer context, post_attn_norm NULL in an mlp-block context (mlp_only); pre-norm layers only. run_layer
+ * then norms the attention output projection (+ o.bias) before its residual add and the MLP's down projection
+ * (+ down.bias) before its own: h = x + pn1(o(...)), out = h + pn2(mlp(n2(h))). A refused call leaves the slot
+ * without post norms. Optional: libraries built before it lack the symbol (the addon resolves it with dlsym and
+ * refuses such layers without it). */
+int streamline_cuda_upload_layer_post_norm(streamline_cuda_ctx* ctx, int slot,
+                                           const streamline_cuda_weight* post_attn_norm,
+                                           const streamline_cuda_weight* post_mlp_norm);
 /* The sliding window (keys per query; 0 = full causal attention) applied by later run_layer calls. Default 0.
  * Query i then sees keys j with i - j < window (Hugging Face's sliding_window). Negative fails. Optional: libraries
  * built before it lack the symbol (the addon resolves it with dlsym). */
@@ -120,6 +130,10 @@ enum {
  * train_set_qk_norm has given them. */
 #define STREAMLINE_CUDA_TRAIN_ROLE_Q_NORM 17
 #define STREAMLINE_CUDA_TRAIN_ROLE_K_NORM 18
+/* Gemma's post-sublayer norms of a replacement: accepted by get_params / get_grads / get_state / set_state once
+ * train_set_post_norm has given them (an mlp replacement has post_mlp_norm only). */
+#define STREAMLINE_CUDA_TRAIN_ROLE_POST_ATTN_NORM 19
+#define STREAMLINE_CUDA_TRAIN_ROLE_POST_MLP_NORM 20
 
 /* AdamW (torch.optim.AdamW arithmetic) and clipping. step: 1-based. max_norm <= 0: no clipping. */
 typedef struct streamline_cuda_adamw {
@@ -184,6 +198,13 @@ int streamline_cuda_train_apply(streamline_cuda_train* t, const streamline_cuda_
  * the bias and before RoPE (eps = norm_eps), their gradients sum over all head rows, clipping and AdamW include them.
  * Call before the first step. Optional: libraries built before it lack the symbol (the addon then trains on the CPU). */
 int streamline_cuda_train_set_qk_norm(streamline_cuda_train* t, const float* host_q_norm, const float* host_k_norm);
+/* Gemma 2/3: adds the post-sublayer norms (host f32 [hidden] each, copied; weight only, the spec's norm kind and eps)
+ * as trainable parameters: a layer replacement takes both, an mlp replacement post_mlp_norm only (host_post_attn_norm
+ * NULL). The attention output (+ o.bias) and the MLP output (+ down.bias) are normed before their residual adds;
+ * clipping and AdamW include them (roles 19 / 20). Call before the first step. Optional: libraries built before it
+ * lack the symbol (the addon then trains on the CPU). */
+int streamline_cuda_train_set_post_norm(streamline_cuda_train* t, const float* host_post_attn_norm,
+                                        const float* host_post_mlp_norm);
 /* Partial rotary embeddings (Phi-4-mini's partial_rotary_factor): rotate only the leading rot_dim dims of each q/k
  * head (even, 0 < rot_dim <= head_dim; the rest pass unrotated), with host_inv_freq[rot_dim / 2] (copied; it replaces
  * train_create's head_dim / 2 entries), in a layer replacement and in the lm tail's frozen layers. The trainer must
@@ -233,6 +254,12 @@ int streamline_cuda_train_eval_lm(streamline_cuda_train* t, const float* host_x,
  * Optional: libraries built before it lack the symbol (the addon then trains such a tail on the CPU). */
 int streamline_cuda_train_set_lm_tail_qk_norm(streamline_cuda_train* t, int64_t n_layers,
                                               const streamline_cuda_weight* host_norms);
+/* Gemma: the post-sublayer norms of the lm tail's frozen layers, after train_set_lm_tail (which drops earlier ones):
+ * host_norms[2 * k] = layer k's post_attn_norm, host_norms[2 * k + 1] its post_mlp_norm ([hidden] each, any float
+ * dtype; both or neither, data NULL = none); n_layers = the tail's layer count. Frozen: gradients flow through them
+ * to R. Optional: libraries built before it lack the symbol (the addon then trains such a tail on the CPU). */
+int streamline_cuda_train_set_lm_tail_post_norm(streamline_cuda_train* t, int64_t n_layers,
+                                                const streamline_cuda_weight* host_norms);
 /* Training: the layer replacement's attention window (must be 0 for an mlp replacement) and the lm tail's
  * per-layer windows (n_tail = the tail's layer count, in model order; tail_windows NULL = all 0; fails when
  * n_tail differs from the tail set by train_set_lm_tail, or 0 without a tail). set_lm_tail resets the tail's

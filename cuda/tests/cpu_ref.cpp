@@ -164,6 +164,8 @@ void decoder_layer(std::vector<float>& h, const LayerSpecRef& s, const LayerWeig
                       s.window);
     round_inplace(a, emu);
     linear(t, a, w.ow, w.ob, M, D, Hd);
+    // Gemma's sandwich norm: the f32 sub-block output (bias included) normed before the add, as the GPU does.
+    if (!w.pan.empty()) { std::vector<float> n; norm(n, t, s, w.pan, {}, M); t = n; }
     for (size_t i = 0; i < M * D; i++) h[i] += t[i];
     if (!s.pre_norm) { std::vector<float> n; norm(n, h, s, w.n1w, w.n1b, M); h = n; }
   }
@@ -182,6 +184,7 @@ void decoder_layer(std::vector<float>& h, const LayerSpecRef& s, const LayerWeig
     }
   round_inplace(y, emu);
   linear(t, y, w.dw, w.db, M, D, F);
+  if (!w.pmn.empty()) { std::vector<float> n; norm(n, t, s, w.pmn, {}, M); t = n; }
   for (size_t i = 0; i < M * D; i++) h[i] += t[i];
   if (!s.pre_norm) { std::vector<float> n; norm(n, h, s, w.n2w, w.n2b, M); h = n; }
 }
@@ -207,7 +210,9 @@ void contract_layer(std::vector<float>& h, const LayerSpecRef& s, const LayerWei
     lw.v_w = view(w.vw, {K, D}); lw.v_b = view(w.vb, {K}); lw.o_w = view(w.ow, {D, Q}); lw.o_b = view(w.ob, {D});
     const int64_t Dh = int64_t(s.Dh);
     lw.q_norm_w = view(w.qn, {Dh}); lw.k_norm_w = view(w.kn, {Dh});
+    lw.post_attn_norm_w = view(w.pan, {D});
   }
+  lw.post_mlp_norm_w = view(w.pmn, {D});
   lw.mlp_norm_w = view(w.n2w, {D}); lw.mlp_norm_b = view(w.n2b, {D});
   lw.gate_w = view(w.gw, {F, D}); lw.gate_b = view(w.gb, {F}); lw.up_w = view(w.uw, {F, D}); lw.up_b = view(w.ub, {F});
   lw.down_w = view(w.dw, {D, F}); lw.down_b = view(w.db, {D});

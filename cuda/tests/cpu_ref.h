@@ -50,6 +50,7 @@ struct LayerSpecRef {
 struct LayerWeightsRef {  // f32 host copies, empty vector = absent role
   std::vector<float> n1w, n1b, qw, qb, kw, kb, vw, vb, ow, ob, n2w, n2b, gw, gb, uw, ub, dw, db;
   std::vector<float> qn, kn;  // Qwen3's per-head q/k RMSNorm weights [Dh] (both or neither)
+  std::vector<float> pan, pmn;  // Gemma's post_attn_norm / post_mlp_norm [D] (weight only; pan absent in an mlp block)
 };
 void decoder_layer(std::vector<float>& h, const LayerSpecRef& s, const LayerWeightsRef& w, const float* cos,
                    const float* sin, const uint8_t* mask, bool emulate_bf16);

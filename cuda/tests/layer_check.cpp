@@ -30,6 +30,7 @@ struct Style {
   bool rms, gated, pre_norm, use_rope, mlp_only, qkv_bias, o_bias, mlp_bias, norm_bias;
   Activation act;
   bool qk_norm = false;  // Qwen3: q_norm/k_norm through Context::upload_qk_norm
+  bool post_norm = false;  // Gemma: post_attn_norm/post_mlp_norm through Context::upload_post_norm
 };
 
 // Host weights kept alive for the upload (any dtype) plus their f32 values for the reference.
@@ -37,6 +38,7 @@ struct HostLayer {
   std::vector<std::vector<uint8_t>> bytes;
   sc::HostTensor roles[sc::kRoleCount];
   sc::HostTensor qn, kn;  // q_norm.weight / k_norm.weight (data nullptr = none)
+  sc::HostTensor pan, pmn;  // post_attn_norm.weight / post_mlp_norm.weight (data nullptr = none)
   ref::LayerWeightsRef w;
 };
 
@@ -82,7 +84,10 @@ HostLayer make_layer(const ref::LayerSpecRef& s, const Style& st, DType dt, Rng&
       L.w.qn = add_tensor(L, L.qn, s.Dh, dt, r, 0.5f, 1.f);
       L.w.kn = add_tensor(L, L.kn, s.Dh, dt, r, 0.5f, 1.f);
     }
+    // Gemma's effective post norm weights (1 + w) are far from 1 too.
+    if (st.post_norm) L.w.pan = add_tensor(L, L.pan, D, dt, r, 0.5f, 1.f);
   }
+  if (st.post_norm) L.w.pmn = add_tensor(L, L.pmn, D, dt, r, 0.5f, 1.f);
   L.w.n2w = add_role(L, sc::kMlpNormW, D, dt, r, 0.1f, 1.f);
   if (st.norm_bias) L.w.n2b = add_role(L, sc::kMlpNormB, D, dt, r, 0.1f);
   if (st.gated) L.w.gw = add_role(L, sc::kGateW, F * D, dt, r, ws);
@@ -108,7 +113,15 @@ void check_styles(bool quick) {
       {"qwen3 q/k norm + attention_bias, partial rotary", true, true, true, true, false, true, true, false, false,
        Activation::SiLU, true},
       {"qwen3 q/k norm, no rope", true, true, true, false, false, false, false, false, false, Activation::SiLU, true},
+      {"gemma3 (post norms, q/k norm, gelu_tanh, rope)", true, true, true, true, false, false, false, false, false,
+       Activation::GELUTanh, true, true},
+      {"post norms + attention_bias + mlp_bias, partial rotary", true, true, true, true, false, true, true, true, false,
+       Activation::SiLU, false, true},
+      {"post norms, layernorm, relu", false, false, true, false, false, true, true, true, true, Activation::ReLU, false,
+       true},
       {"mlp replacement block", true, true, true, false, true, false, false, false, false, Activation::SiLU},
+      {"mlp replacement block, post_mlp_norm, gelu_tanh", true, true, true, false, true, false, false, false, false,
+       Activation::GELUTanh, false, true},
       {"mlp replacement block, opt post-norm", false, false, false, false, true, false, false, true, true, Activation::ReLU},
   };
   struct Shape { size_t B, T, D, H, Hk, Dh, F; };
@@ -135,6 +148,7 @@ void check_styles(bool quick) {
         ctx.upload_hidden(h0.data());
         ctx.upload_layer(si % 2, L.roles);
         if (st.qk_norm) ctx.upload_qk_norm(si % 2, L.qn, L.kn);
+        if (st.post_norm) ctx.upload_post_norm(si % 2, L.pan, L.pmn);
         ctx.run_layer(si % 2);
         std::vector<float> out(h0.size());
         ctx.download_hidden(out.data());
@@ -351,6 +365,120 @@ void check_qk_norm() {
   record("layer", "upload_qk_norm on a LayerNorm layer is refused", m3.find("LayerNorm") != std::string::npos, 0, 0, m3);
 }
 
+// Gemma's post-sublayer norms across the two slots: layers with, with, without and with them again (q/k norms and
+// GeGLU as Gemma 3), so slot 0 runs a plain layer after a post-normed one (upload_layer must clear the slot's post
+// norms) and slot 1 a post-normed one after a plain one; the norms must matter; bad uploads are refused with a message
+// and leave the slot without post norms; a NaN in one token stays in the rows the reference puts it in (the fused
+// residual + norm kernel is row-local); the mlp block takes post_mlp_norm alone.
+void check_post_norm() {
+  Rng r(515);
+  const Style gm{"gemma3", true, true, true, true, false, false, false, false, false, Activation::GELUTanh, true, true};
+  const Style pl{"qwen3", true, true, true, true, false, false, false, false, false, Activation::GELUTanh, true};
+  // Dh 16 as the gemma3 fixtures (scalar attention), scale 1/sqrt(query_pre_attn_scalar) with 24 != Dh.
+  ref::LayerSpecRef s{2, 70, 128, 4, 2, 16, 352, 16, true, true, true, true, false, Activation::GELUTanh, 1e-6f,
+                      1.f / std::sqrt(24.f)};
+  std::vector<HostLayer> layers;
+  layers.push_back(make_layer(s, gm, DType::BF16, r));
+  layers.push_back(make_layer(s, gm, DType::F32, r));
+  layers.push_back(make_layer(s, pl, DType::BF16, r));
+  layers.push_back(make_layer(s, gm, DType::BF16, r));
+  Inputs in = make_inputs(s, 10000.0);
+  std::vector<float> h = randn(s.B * s.T * s.D, r), ref_emu = h, ref_f32 = h, ref_plain = h, ref_cpu = h;
+  for (auto& L : layers) {
+    ref::decoder_layer(ref_emu, s, L.w, in.cos.data(), in.sin.data(), in.mask.data(), true);
+    ref::decoder_layer(ref_f32, s, L.w, in.cos.data(), in.sin.data(), in.mask.data(), false);
+    ref::contract_layer(ref_cpu, s, L.w, in.pos.data(), in.mask.data(), in.inv.data());
+    ref::LayerWeightsRef plain = L.w;
+    plain.pan.clear();
+    plain.pmn.clear();
+    ref::decoder_layer(ref_plain, s, plain, in.cos.data(), in.sin.data(), in.mask.data(), true);
+  }
+  sc::Context ctx(gpu_spec(s), true, size_t(256) << 10);
+  ctx.set_inputs(in.pos.data(), in.mask.data(), in.inv.data(), 1.f);
+  auto upload = [&](int slot, const HostLayer& L) {
+    ctx.upload_layer(slot, L.roles);
+    ctx.upload_qk_norm(slot, L.qn, L.kn);
+    if (L.pan.data) ctx.upload_post_norm(slot, L.pan, L.pmn);
+  };
+  const std::vector<float> out = run_streamed(ctx, h, 4, [&](int slot, size_t k) { upload(slot, layers[k]); });
+  check_chain("4 streamed layers post/post/plain/post (slot 0 post then plain, slot 1 post then post)", out, ref_emu,
+              ref_f32, ref_plain, "chain without post norms", in.mask, s.D);
+  check("layer", "4 streamed post-norm layers vs CPU decoder_layer_forward", compare_real(out, ref_cpu, in.mask, s.D),
+        kTolLayerF32);
+  {  // NaN in token 5 of row 0 (the q/k-norm check's caveat: tokens 0..4 of its tile may turn NaN through P·V)
+    std::vector<float> hn = h, rn, on(h.size());
+    hn[5 * s.D + 3] = NAN;
+    rn = hn;
+    ref::decoder_layer(rn, s, layers[0].w, in.cos.data(), in.sin.data(), in.mask.data(), true);
+    ctx.upload_hidden(hn.data());
+    upload(0, layers[0]);
+    ctx.run_layer(0);
+    ctx.download_hidden(on.data());
+    size_t mism = 0, nans = 0;
+    for (size_t m = 0; m < s.B * s.T; m++)
+      if (in.mask[m] && !(m < 5))
+        for (size_t d = 0; d < s.D; d++) {
+          const bool a = std::isnan(on[m * s.D + d]), b = std::isnan(rn[m * s.D + d]);
+          mism += a != b;
+          nans += b;
+        }
+    record("layer", fmt("post-norm layer, NaN in one token: NaN where the reference has it (%zu NaN)", nans),
+           mism == 0 && nans > 0, double(mism), 0);
+  }
+  // Refusals: one norm only, a wrong size; afterwards the slot runs without post norms.
+  std::string m1, m2, m3, m4;
+  upload(0, layers[0]);
+  try { ctx.upload_post_norm(0, layers[0].pan, sc::HostTensor{}); } catch (const std::exception& e) { m1 = e.what(); }
+  record("layer", "upload_post_norm without post_mlp_norm is refused with a message",
+         m1.find("post_mlp_norm") != std::string::npos, 0, 0, m1);
+  sc::HostTensor short_m = layers[1].pmn;
+  short_m.numel -= 1;
+  ctx.upload_layer(1, layers[1].roles);
+  ctx.upload_qk_norm(1, layers[1].qn, layers[1].kn);
+  try { ctx.upload_post_norm(1, layers[1].pan, short_m); } catch (const std::exception& e) { m2 = e.what(); }
+  record("layer", "upload_post_norm with a wrong post_mlp_norm size is refused with a message",
+         m2.find("post_mlp_norm.weight") != std::string::npos, 0, 0, m2);
+  for (int slot = 0; slot < 2; slot++) {
+    std::vector<float> want = h, got(h.size());
+    ref::LayerWeightsRef plain = layers[size_t(slot)].w;
+    plain.pan.clear();
+    plain.pmn.clear();
+    ref::decoder_layer(want, s, plain, in.cos.data(), in.sin.data(), in.mask.data(), true);
+    ctx.upload_hidden(h.data());
+    ctx.run_layer(slot);
+    ctx.download_hidden(got.data());
+    check("layer", fmt("after a refused upload_post_norm slot %d runs without post norms", slot),
+          compare_real(got, want, in.mask, s.D), kTolLayerEmu);
+  }
+  ref::LayerSpecRef sp = s;
+  sp.pre_norm = false;
+  sc::Context pctx(gpu_spec(sp), true, size_t(256) << 10);
+  try { pctx.upload_post_norm(0, layers[0].pan, layers[0].pmn); } catch (const std::exception& e) { m3 = e.what(); }
+  record("layer", "upload_post_norm on a post-norm (OPT-style) layer is refused", m3.find("post-norm") != std::string::npos,
+         0, 0, m3);
+  // The mlp block: post_mlp_norm alone against the reference and the CPU's mlp_block_forward; post_attn_norm refused.
+  ref::LayerSpecRef sm = s;
+  sm.mlp_only = true;
+  const Style mb{"mlp", true, true, true, false, true, false, false, false, false, Activation::GELUTanh, false, true};
+  HostLayer mbl = make_layer(sm, mb, DType::BF16, r);
+  sc::Context mctx(gpu_spec(sm), true, size_t(256) << 10);
+  mctx.set_inputs(in.pos.data(), in.mask.data(), nullptr, 1.f);
+  try { mctx.upload_post_norm(0, layers[0].pan, mbl.pmn); } catch (const std::exception& e) { m4 = e.what(); }
+  record("layer", "upload_post_norm with post_attn_norm on an mlp block is refused", m4.find("mlp block") != std::string::npos,
+         0, 0, m4);
+  std::vector<float> want = h, want_cpu = h, got(h.size());
+  ref::decoder_layer(want, sm, mbl.w, nullptr, nullptr, in.mask.data(), true);
+  ref::contract_layer(want_cpu, sm, mbl.w, in.pos.data(), in.mask.data(), nullptr);
+  mctx.upload_hidden(h.data());
+  mctx.upload_layer(1, mbl.roles);
+  mctx.upload_post_norm(1, sc::HostTensor{}, mbl.pmn);
+  mctx.run_layer(1);
+  mctx.download_hidden(got.data());
+  check("layer", "mlp block with post_mlp_norm vs bf16-emulating ref", compare_real(got, want, in.mask, s.D), kTolLayerEmu);
+  check("layer", "mlp block with post_mlp_norm vs CPU mlp_block_forward", compare_real(got, want_cpu, in.mask, s.D),
+        kTolLayerF32);
+}
+
 // The C API as the addon will use it: streamline_cuda.so opened with dlopen (its own static runtime), host pointers
 // only. Same layer as the in-process Context; errors come back as -1 plus a message.
 void check_capi() {
@@ -366,6 +494,7 @@ void check_capi() {
   SYM(streamline_cuda_run_layer); SYM(streamline_cuda_save_state); SYM(streamline_cuda_cosine_states);
   SYM(streamline_cuda_last_error); SYM(streamline_cuda_memory); SYM(streamline_cuda_cosine_host);
   SYM(streamline_cuda_set_window); SYM(streamline_cuda_upload_layer_qk_norm);
+  SYM(streamline_cuda_upload_layer_post_norm);
 #undef SYM
   if (!streamline_cuda_create || !streamline_cuda_cosine_host || !streamline_cuda_memory || !streamline_cuda_last_error) {
     record("capi", "symbols", false, 0, 0, "missing exports in " + so);
@@ -459,6 +588,39 @@ void check_capi() {
     record("capi", "upload_layer_qk_norm with one norm returns -1 with a message",
            one == -1 && omsg.find("k_norm") != std::string::npos, 0, 0, omsg);
   }
+  // Gemma's post norms (optional symbol): a post-norm layer into slot 1 against the reference; then upload_layer of
+  // the same weights clears them (the plain reference); one norm only is refused.
+  if (!streamline_cuda_upload_layer_post_norm) {
+    record("capi", "streamline_cuda_upload_layer_post_norm exported", false, 0, 0, "missing in " + so);
+  } else if (ctx) {
+    const Style ps{"post norms", true, true, true, true, false, false, false, false, false, Activation::SiLU, false, true};
+    HostLayer P = make_layer(s, ps, DType::BF16, r);
+    streamline_cuda_weight proles[STREAMLINE_CUDA_ROLES] = {};
+    for (int i = 0; i < STREAMLINE_CUDA_ROLES; i++)
+      proles[i] = streamline_cuda_weight{P.roles[i].data, int32_t(P.roles[i].dtype), int64_t(P.roles[i].numel)};
+    const streamline_cuda_weight pa{P.pan.data, int32_t(P.pan.dtype), int64_t(P.pan.numel)},
+        pm{P.pmn.data, int32_t(P.pmn.dtype), int64_t(P.pmn.numel)};
+    std::vector<float> ref_q = h0, ref_p = h0, out_q(h0.size()), out_p(h0.size());
+    ref::decoder_layer(ref_q, s, P.w, in.cos.data(), in.sin.data(), in.mask.data(), true);
+    ref::LayerWeightsRef plain = P.w;
+    plain.pan.clear();
+    plain.pmn.clear();
+    ref::decoder_layer(ref_p, s, plain, in.cos.data(), in.sin.data(), in.mask.data(), true);
+    const bool qok = streamline_cuda_upload_layer(ctx, 1, proles) == 0 &&
+                     streamline_cuda_upload_layer_post_norm(ctx, 1, &pa, &pm) == 0 &&
+                     streamline_cuda_upload_hidden(ctx, h0.data()) == 0 && streamline_cuda_run_layer(ctx, 1) == 0 &&
+                     streamline_cuda_download_hidden(ctx, out_q.data()) == 0;
+    record("capi", "upload_layer_post_norm / run / download through dlopen", qok, 0, 0, qok ? "" : streamline_cuda_last_error());
+    if (qok) check("capi", "post-norm layer through the C API vs bf16-emulating ref", compare_real(out_q, ref_q, in.mask, s.D), kTolLayerEmu);
+    const bool pok = streamline_cuda_upload_layer(ctx, 1, proles) == 0 && streamline_cuda_upload_hidden(ctx, h0.data()) == 0 &&
+                     streamline_cuda_run_layer(ctx, 1) == 0 && streamline_cuda_download_hidden(ctx, out_p.data()) == 0;
+    if (pok) check("capi", "upload_layer clears the slot's post norms", compare_real(out_p, ref_p, in.mask, s.D), kTolLayerEmu);
+    else record("capi", "upload_layer clears the slot's post norms", false, 0, 0, streamline_cuda_last_error());
+    const int one = streamline_cuda_upload_layer_post_norm(ctx, 1, &pa, nullptr);
+    const std::string omsg = streamline_cuda_last_error();
+    record("capi", "upload_layer_post_norm with one norm returns -1 with a message",
+           one == -1 && omsg.find("post_mlp_norm") != std::string::npos, 0, 0, omsg);
+  }
   uint64_t cur = 0, peak = 0;
   streamline_cuda_memory(&cur, &peak, 0);
   record("capi", fmt("memory report (current %.1f MiB, peak %.1f MiB)", double(cur) / (1 << 20), double(peak) / (1 << 20)),
@@ -472,7 +634,7 @@ void check_capi() {
 void run_layer_checks(bool quick) {
   std::printf("layer checks%s\n", quick ? " (quick)" : "");
   check_styles(quick);
-  for (auto fn : {check_streaming, check_windows, check_qk_norm, check_capi}) {
+  for (auto fn : {check_streaming, check_windows, check_qk_norm, check_post_norm, check_capi}) {
     try {
       fn();
     } catch (const std::exception& e) {

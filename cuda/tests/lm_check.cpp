@@ -47,13 +47,23 @@ struct Frozen {
   std::array<sc::HostTensor, sc::kRoleCount> host{};
   std::vector<float> qn, kn;  // Qwen3's q/k norms (f32 [Dh]; empty = none)
   sc::HostTensor hqn, hkn;
+  std::vector<float> pan, pmn;  // Gemma's post norms (f32 [D]; empty = none)
+  sc::HostTensor hpan, hpmn;
   LayerWeights cpu;
 };
 
-Frozen make_frozen(const ReplacementSpec& s, bool biases, Rng& r, bool qk_norm = false) {
-  const Case c{"frozen", ReplacementKind::Layer, s, biases, qk_norm};
+Frozen make_frozen(const ReplacementSpec& s, bool biases, Rng& r, bool qk_norm = false, bool post_norm = false) {
+  const Case c{"frozen", ReplacementKind::Layer, s, biases, qk_norm, post_norm};
   const Params p = make_params(c, r);
   Frozen f;
+  if (post_norm) {
+    f.pan = p[streamline::kRolePostAttnNormW];
+    f.pmn = p[streamline::kRolePostMlpNormW];
+    f.cpu.post_attn_norm_w = WeightView{f.pan.data(), DType::F32, {int64_t(s.D)}};
+    f.cpu.post_mlp_norm_w = WeightView{f.pmn.data(), DType::F32, {int64_t(s.D)}};
+    f.hpan = sc::HostTensor{f.pan.data(), DType::F32, s.D};
+    f.hpmn = sc::HostTensor{f.pmn.data(), DType::F32, s.D};
+  }
   if (qk_norm) {
     f.qn = p[streamline::kRoleQNormW];
     f.kn = p[streamline::kRoleKNormW];
@@ -133,6 +143,7 @@ struct LmCase {
   int final_norm;
   size_t chunk_rows;
   bool qk_norm = false;  // Qwen3: q/k norms in R (a layer) and in every frozen layer
+  bool post_norm = false;  // Gemma: post norms in R (post_mlp_norm only for an mlp) and in every frozen layer
 };
 
 std::vector<LmCase> lm_cases() {
@@ -161,15 +172,18 @@ streamline::FrozenTail cpu_tail(const LmCase& c, const std::vector<Frozen>& fr, 
 
 void set_tail(sc::TrainStep& t, const std::vector<Frozen>& fr, const Head& h, size_t V) {
   std::vector<const sc::HostTensor*> layers;
-  std::vector<std::pair<sc::HostTensor, sc::HostTensor>> norms;
-  bool qk = false;
+  std::vector<std::pair<sc::HostTensor, sc::HostTensor>> norms, post;
+  bool qk = false, pn = false;
   for (const Frozen& f : fr) {
     layers.push_back(f.host.data());
     norms.emplace_back(f.hqn, f.hkn);
+    post.emplace_back(f.hpan, f.hpmn);
     qk = qk || f.hqn.data;
+    pn = pn || f.hpan.data;
   }
   t.set_lm_tail(layers, h.hnw, h.hnb, h.hw, V);
   if (qk) t.set_lm_tail_qk_norm(norms);
+  if (pn) t.set_lm_tail_post_norm(post);
 }
 
 // What the step, staging, edge and C API checks start from: R's weights, `frozen` frozen layers, the head, one
@@ -253,11 +267,11 @@ void check_head(const LmCase& c, bool use_lt) {
 
 void check_lm_step(const LmCase& c, bool use_lt) {
   Rng r(900 + c.V);
-  const Case rc{c.name, c.kind, c.s, c.biases, c.qk_norm};
+  const Case rc{c.name, c.kind, c.s, c.biases, c.qk_norm, c.post_norm};
   const Params p0 = make_params(rc, r);
   const std::vector<float> inv = inv_freq(rc);
   std::vector<Frozen> fr;
-  for (size_t k = 0; k < c.frozen; k++) fr.push_back(make_frozen(c.s, c.biases, r, c.qk_norm));
+  for (size_t k = 0; k < c.frozen; k++) fr.push_back(make_frozen(c.s, c.biases, r, c.qk_norm, c.post_norm));
   const Head h = make_head(c.s, c.V, c.final_norm, r);
   const size_t B = c.s.B, T = c.s.T, D = c.s.D;
   const Batch b1 = make_batch(rc, B, r, nullptr, inv), b2 = make_batch(rc, B - 1, r, nullptr, inv);
@@ -280,6 +294,7 @@ void check_lm_step(const LmCase& c, bool use_lt) {
   narrow_rope(t, c.s, inv);  // before the tail: its frozen layers take the trainer's rotation
   if (!p0[streamline::kRoleQNormW].empty())
     t.set_qk_norm(p0[streamline::kRoleQNormW].data(), p0[streamline::kRoleKNormW].data());
+  set_post_norms(t, rc, p0);
   set_tail(t, fr, h, c.V);
   t.set_lm_chunk_rows(c.chunk_rows);
   // Validation first (before any gradient exists): each sequence against lm_loss_eval of that sequence alone.
@@ -653,6 +668,17 @@ static std::vector<LmCase> qk_lm_cases() {
   };
 }
 
+// Gemma: post norms (and q/k norms, GeGLU) in the trained layer and the frozen layers (activation gradients through
+// the frozen norms), and post_mlp_norm in an mlp replacement over a frozen Gemma layer, through check_lm_step.
+static std::vector<LmCase> post_lm_cases() {
+  return {
+      {"lm: layer gemma (post + q/k norms in R and 2 frozen layers), rmsnorm head", ReplacementKind::Layer,
+       spec(2, 21, 64, 4, 2, 16, 96, false, Activation::GELUTanh, true, true), false, 2, 97, 1, 7, true, true},
+      {"lm: mlp with post_mlp_norm, 1 frozen gemma layer", ReplacementKind::MLP,
+       spec(2, 13, 64, 4, 2, 16, 96, false, Activation::GELUTanh, true, true), false, 1, 80, 1, 6, true, true},
+  };
+}
+
 // Partial RoPE in R and in the frozen layers (one rotation for all, the trainer's), and in the frozen layer of an mlp
 // replacement's tail (the mlp trainer's own tables).
 static std::vector<LmCase> partial_lm_cases() {
@@ -666,6 +692,10 @@ static std::vector<LmCase> partial_lm_cases() {
 
 void run_train_lm_checks(bool use_cublaslt) {
   for (const LmCase& c : partial_lm_cases()) {
+    guard(std::string(c.name) + " (fallback)", [&] { check_lm_step(c, false); });
+    if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_lm_step(c, true); });
+  }
+  for (const LmCase& c : post_lm_cases()) {
     guard(std::string(c.name) + " (fallback)", [&] { check_lm_step(c, false); });
     if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_lm_step(c, true); });
   }

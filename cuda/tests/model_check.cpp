@@ -269,7 +269,7 @@ std::vector<float> rope_inv_freq(const Json& cfg, size_t dim, size_t seq_len, fl
 // logits (final norm or none, OPT project_out, tied embeddings).
 void check_fixture_head(const std::string& name, const Json& cfg, const SafeTensors& model, const SafeTensors& golden,
                         sc::Context& ctx, const std::vector<float>& hL, const std::vector<uint8_t>& mask, size_t B,
-                        size_t T, size_t D, bool opt) {
+                        size_t T, size_t D, bool opt, bool norm_offset) {
   const StTensor* lg = golden.find("logits");
   const StTensor* ids = golden.find("input_ids");
   if (!lg || lg->shape.size() != 3) return;
@@ -287,8 +287,16 @@ void check_fixture_head(const std::string& name, const Json& cfg, const SafeTens
   const StTensor* lm = model.find("lm_head.weight");
   if (!lm) lm = model.find(p + "embed_tokens.weight");  // tied
   const size_t P = po ? size_t(po->shape[0]) : 0;
+  // Gemma stores the final norm as an offset from one: the GPU takes the effective weight (1 + w) in f32.
+  std::vector<float> nw_eff;
+  sc::HostTensor nwh = host(nw);
+  if (norm_offset && nw) {
+    nw_eff = tensor_f32(*nw);
+    for (float& v : nw_eff) v += 1.f;
+    nwh = sc::HostTensor{nw_eff.data(), DType::F32, nw_eff.size()};
+  }
   ctx.upload_hidden(hL.data());
-  ctx.upload_head(host(nw), host(nb), host(po), P, host(lm), V);
+  ctx.upload_head(nwh, host(nb), host(po), P, host(lm), V);
   std::vector<int32_t> tg(M, -1);
   const int32_t* id = static_cast<const int32_t*>(ids->data);
   for (size_t b = 0; b < B; b++)
@@ -306,12 +314,31 @@ void check_fixture_head(const std::string& name, const Json& cfg, const SafeTens
   (void)cfg;
 }
 
+// Gemma 3's sliding layers (hf_reference.py gemma_layer_types): `layer_types` when given, else all but every
+// `sliding_window_pattern`-th layer (default 6).
+std::vector<bool> gemma_sliding(const Json& cfg, size_t L) {
+  std::vector<bool> out(L, false);
+  const Json* types = cfg.get("layer_types");
+  const size_t n = size_t(cfg.number_or("sliding_window_pattern", 6));
+  for (size_t k = 0; k < L; k++)
+    out[k] = types && types->kind == Json::Array && k < types->arr.size()
+                 ? types->arr[k].kind == Json::String && types->arr[k].str == "sliding_attention"
+                 : (k + 1) % n != 0;
+  return out;
+}
+
 // Layer k's sliding window as transformers applies it (0 = none): Mistral's sliding_window on every layer; Qwen2's
 // only with use_sliding_window, on the layers layer_types marks (default: from max_window_layers on). The same rule as
 // scripts/fixtures/hf_reference.py and the TypeScript config parser (packages/core/src/arch).
 std::vector<size_t> layer_windows(const Json& cfg, const std::string& type, size_t L) {
   std::vector<size_t> w(L, 0);
   const Json* sw = cfg.get("sliding_window");
+  if (type == "gemma3_text") {  // Gemma3TextConfig: layer_types, else every sliding_window_pattern-th layer is full
+    const std::vector<bool> sl = gemma_sliding(cfg, L);
+    for (size_t k = 0; k < L; k++)
+      if (sl[k]) w[k] = size_t(cfg.number_or("sliding_window", 4096));
+    return w;
+  }
   // Phi-3 like Mistral (every layer), but only when the key is set: absent means none there; Qwen3 keeps Qwen2's fields.
   const bool qwen = type == "qwen2" || type == "qwen3";
   if (!sw || sw->kind != Json::Number || (type != "mistral" && type != "phi3" && !qwen)) return w;
@@ -342,7 +369,10 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
   const std::string type = mt && mt->kind == Json::String ? mt->str : "?";
   const bool opt = type == "opt";
   const bool phi3 = type == "phi3";
-  if (!opt && !phi3 && type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3") {
+  // Gemma 3: (1 + w) norms, four per layer (sandwich), q/k norms, GeGLU, query_pre_attn_scalar, per-layer windows and
+  // RoPE bases, tied head.
+  const bool gemma = type == "gemma3_text";
+  if (!opt && !phi3 && !gemma && type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3") {
     record("fixture", name + ": model_type " + type, true, 0, 0, "skipped: not wired in the harness");
     return;
   }
@@ -352,7 +382,8 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
   const size_t B = size_t(ids->shape[0]), T = size_t(ids->shape[1]), M = B * T;
   const size_t D = size_t(cfg.number_or("hidden_size", 0)), H = size_t(cfg.number_or("num_attention_heads", 0));
   const size_t Hk = opt ? H : size_t(cfg.number_or("num_key_value_heads", double(H)));
-  const size_t Dh = opt ? D / H : size_t(cfg.number_or("head_dim", type == "qwen3" ? 128.0 : double(D / H)));
+  const size_t Dh = opt ? D / H
+                        : size_t(cfg.number_or("head_dim", type == "qwen3" ? 128.0 : gemma ? 256.0 : double(D / H)));
   const size_t F = size_t(cfg.number_or(opt ? "ffn_dim" : "intermediate_size", 0));
   const size_t L = size_t(cfg.number_or("num_hidden_layers", 0));
   bool pre_norm = true;
@@ -364,10 +395,17 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
     const std::string a = af && af->kind == Json::String ? af->str : "relu";
     act = a == "relu" ? Activation::ReLU : a == "gelu" ? Activation::GELU : a == "gelu_new" ? Activation::GELUTanh : Activation::SiLU;
   }
+  if (gemma) {
+    const Json* ha = cfg.get("hidden_activation");
+    const std::string a = ha && ha->kind == Json::String ? ha->str : "gelu_pytorch_tanh";
+    if (a != "gelu_pytorch_tanh") throw std::runtime_error(name + ": hidden_activation " + a + " is not wired here");
+    act = Activation::GELUTanh;
+  }
   const float eps = opt ? 1e-5f : float(cfg.number_or("rms_norm_eps", 1e-6));
   // Phi-3's partial_rotary_factor (Phi-4-mini 0.75): RoPE on the leading int(Dh × factor) dims of each head.
   const size_t rot = phi3 ? size_t(double(Dh) * cfg.number_or("partial_rotary_factor", 1.0)) : Dh;
   ref::LayerSpecRef s{B, T, D, H, Hk, Dh, F, rot, !opt, !opt, pre_norm, !opt, false, act, eps, 1.f / std::sqrt(float(Dh))};
+  if (gemma) s.scale = float(std::pow(cfg.number_or("query_pre_attn_scalar", 256), -0.5));
   const std::vector<size_t> windows = layer_windows(cfg, type, L);
   std::vector<uint8_t> mask(M);
   for (size_t i = 0; i < M; i++) mask[i] = static_cast<const uint8_t*>(am->data)[i];
@@ -376,6 +414,20 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
     for (size_t t = 0; t < T; t++) pos[b * T + t] = int32_t(t);
   float rope_scaling = 1.f;
   std::vector<float> inv = opt ? std::vector<float>() : rope_inv_freq(cfg, rot, T, &rope_scaling);
+  // Gemma 3's sliding layers rotate with rope_local_base_freq and no scaling (hf_reference.py rope_configs); rope_of[k]
+  // picks layer k's tables (0: the config's, 1: the local ones).
+  std::vector<int> rope_of(L, 0);
+  float local_scaling = 1.f;
+  std::vector<float> inv_local;
+  if (gemma) {
+    Json local = cfg;
+    local.obj["rope_theta"].kind = Json::Number;
+    local.obj["rope_theta"].num = cfg.number_or("rope_local_base_freq", 10000.0);
+    local.obj.erase("rope_scaling");
+    inv_local = rope_inv_freq(local, rot, T, &local_scaling);
+    const std::vector<bool> sl = gemma_sliding(cfg, L);
+    for (size_t k = 0; k < L; k++) rope_of[k] = sl[k] ? 1 : 0;
+  }
 
   const std::string pre = opt ? "model.decoder.layers." : "model.layers.";
   const char* llama_names[sc::kRoleCount] = {"input_layernorm.weight", nullptr, "self_attn.q_proj.weight",
@@ -388,7 +440,19 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
       "self_attn.v_proj.weight", "self_attn.v_proj.bias", "self_attn.out_proj.weight", "self_attn.out_proj.bias",
       "final_layer_norm.weight", "final_layer_norm.bias", nullptr, nullptr, "fc1.weight", "fc1.bias", "fc2.weight",
       "fc2.bias"};
-  const char* const* names = opt ? opt_names : llama_names;
+  const char* gemma_names[sc::kRoleCount] = {"input_layernorm.weight", nullptr, "self_attn.q_proj.weight",
+      "self_attn.q_proj.bias", "self_attn.k_proj.weight", "self_attn.k_proj.bias", "self_attn.v_proj.weight",
+      "self_attn.v_proj.bias", "self_attn.o_proj.weight", "self_attn.o_proj.bias", "pre_feedforward_layernorm.weight",
+      nullptr, "mlp.gate_proj.weight", nullptr, "mlp.up_proj.weight", nullptr, "mlp.down_proj.weight", nullptr};
+  const char* const* names = opt ? opt_names : gemma ? gemma_names : llama_names;
+  // Gemma's norm weights are offsets from one: the effective f32 weights (1 + w), as the model directory hands them to
+  // every path, live here while a layer is uploaded (upload_layer stages host memory before it returns).
+  std::vector<std::vector<float>> eff;
+  auto offset_norm = [&](const StTensor* t) {
+    eff.push_back(tensor_f32(*t));
+    for (float& v : eff.back()) v += 1.f;
+    return sc::HostTensor{eff.back().data(), DType::F32, eff.back().size()};
+  };
   auto golden_h = [&](size_t k) {
     const StTensor* t = golden.find("h." + std::to_string(k));
     if (!t || t->numel() != M * D) throw std::runtime_error(name + ": golden h." + std::to_string(k) + " missing or mis-shaped");
@@ -408,7 +472,7 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
       if (!t) continue;
       DType dt;
       if (!t->has_dtype(&dt)) throw std::runtime_error(name + ": unsupported dtype " + t->dtype);
-      qk[i] = sc::HostTensor{t->data, dt, t->numel()};
+      qk[i] = gemma ? offset_norm(t) : sc::HostTensor{t->data, dt, t->numel()};
     }
     if (bool(qk[0].data) != bool(qk[1].data)) throw std::runtime_error(name + ": q_norm and k_norm: both or neither");
   };
@@ -432,22 +496,37 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
       if (!t) continue;
       DType dt;
       if (!t->has_dtype(&dt)) throw std::runtime_error(name + ": unsupported dtype " + t->dtype);
-      roles[role] = sc::HostTensor{t->data, dt, t->numel()};
+      roles[role] = gemma && (role == sc::kAttnNormW || role == sc::kMlpNormW) ? offset_norm(t)
+                                                                                : sc::HostTensor{t->data, dt, t->numel()};
     }
   };
+  // Gemma's post-sublayer norms [D] (absent elsewhere), uploaded with Context::upload_post_norm.
+  auto post_of = [&](size_t k, sc::HostTensor* pn) {
+    const char* pn_names[2] = {"post_attention_layernorm.weight", "post_feedforward_layernorm.weight"};
+    for (int i = 0; i < 2; i++) {
+      pn[i] = sc::HostTensor{};
+      const StTensor* t = gemma ? model.find(pre + std::to_string(k) + "." + pn_names[i]) : nullptr;
+      if (t) pn[i] = offset_norm(t);
+    }
+    if (bool(pn[0].data) != bool(pn[1].data)) throw std::runtime_error(name + ": post norms: both or neither");
+  };
   // CPU emulation: f32 copies of the weights, matrices rounded to bf16 as the GPU stores them.
-  std::vector<float> cosv, sinv;
+  std::vector<float> cosv[2], sinv[2];
   if (!opt) {
-    cosv.resize(M * rot / 2);
-    sinv.resize(M * rot / 2);
-    ref::rope_tables(cosv.data(), sinv.data(), pos.data(), inv.data(), M, rot / 2, rope_scaling);
+    for (int i = 0; i < (gemma ? 2 : 1); i++) {
+      cosv[i].resize(M * rot / 2);
+      sinv[i].resize(M * rot / 2);
+      ref::rope_tables(cosv[i].data(), sinv[i].data(), pos.data(), (i ? inv_local : inv).data(), M, rot / 2,
+                       i ? local_scaling : rope_scaling);
+    }
   }
-  auto cpu_weights = [&](const sc::HostTensor* roles, const sc::HostTensor* qk) {
+  auto cpu_weights = [&](const sc::HostTensor* roles, const sc::HostTensor* qk, const sc::HostTensor* pn) {
     ref::LayerWeightsRef w;
-    for (int i = 0; i < 2; i++) {  // f32 on the GPU: not rounded
-      std::vector<float>& v = i == 0 ? w.qn : w.kn;
-      v.resize(qk[i].data ? qk[i].numel : 0);
-      for (size_t j = 0; j < v.size(); j++) v[j] = ref::wget(qk[i].data, qk[i].dtype, j);
+    for (int i = 0; i < 4; i++) {  // f32 on the GPU: not rounded
+      std::vector<float>& v = i == 0 ? w.qn : i == 1 ? w.kn : i == 2 ? w.pan : w.pmn;
+      const sc::HostTensor& t = i < 2 ? qk[i] : pn[i - 2];
+      v.resize(t.data ? t.numel : 0);
+      for (size_t j = 0; j < v.size(); j++) v[j] = ref::wget(t.data, t.dtype, j);
     }
     std::vector<float>* dst[sc::kRoleCount] = {&w.n1w, &w.n1b, &w.qw, &w.qb, &w.kw, &w.kb, &w.vw, &w.vb, &w.ow, &w.ob,
                                                &w.n2w, &w.n2b, &w.gw, &w.gb, &w.uw, &w.ub, &w.dw, &w.db};
@@ -466,19 +545,30 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
     ctxp.reset(new sc::Context(gpu_spec(s), true));
     ctxp->set_inputs(pos.data(), mask.data(), opt ? nullptr : inv.data(), rope_scaling);
   }
+  int gpu_rope = 0;  // the tables set_inputs last computed (as CudaEngine.run, re-set only when a layer's differ)
   auto run = [&](size_t k, std::vector<float>& h) {
-    sc::HostTensor roles[sc::kRoleCount], qk[2];
+    sc::HostTensor roles[sc::kRoleCount], qk[2], pn[2];
+    eff.clear();
+    eff.reserve(8);  // offset_norm's vectors must not move
     roles_of(k, roles);
     qk_of(k, qk);
+    post_of(k, pn);
+    const int ri = rope_of[k];
     if (gpu) {
+      if (ri != gpu_rope) {
+        ctxp->set_inputs(pos.data(), mask.data(), (ri ? inv_local : inv).data(), ri ? local_scaling : rope_scaling);
+        gpu_rope = ri;
+      }
       ctxp->upload_layer(int(k % 2), roles);
       if (qk[0].data) ctxp->upload_qk_norm(int(k % 2), qk[0], qk[1]);
+      if (pn[0].data) ctxp->upload_post_norm(int(k % 2), pn[0], pn[1]);
       ctxp->set_window(windows[k]);
       ctxp->run_layer(int(k % 2));
     } else {
       ref::LayerSpecRef sk = s;
       sk.window = windows[k];
-      ref::decoder_layer(h, sk, cpu_weights(roles, qk), opt ? nullptr : cosv.data(), opt ? nullptr : sinv.data(), mask.data(), true);
+      ref::decoder_layer(h, sk, cpu_weights(roles, qk, pn), opt ? nullptr : cosv[ri].data(),
+                         opt ? nullptr : sinv[ri].data(), mask.data(), true);
     }
   };
   const char* who = gpu ? "GPU" : "CPU bf16-emulating";
@@ -493,7 +583,7 @@ void check_fixture_dir(const std::string& dir, bool gpu = true) {
   }
   record("fixture", fmt("%s: %zu %s layers vs f64 goldens (real tokens, worst layer)", name.c_str(), L, who),
          worst <= kTolLayerF32, worst, kTolLayerF32);
-  if (gpu) check_fixture_head(name, cfg, model, golden, *ctxp, golden_h(L), mask, B, T, D, opt);
+  if (gpu) check_fixture_head(name, cfg, model, golden, *ctxp, golden_h(L), mask, B, T, D, opt, gemma);
   // Chained from h.0, with the scoring matrix.
   std::vector<std::vector<float>> gold;
   for (size_t k = 0; k <= L; k++) gold.push_back(golden_h(k));

@@ -112,7 +112,7 @@ int run_cpu_selftest() {
   }
   // The harness's local layer (f32, no bf16 emulation) against the project's CPU decoder_layer_forward.
   {
-    struct St { const char* name; bool rms, gated, pre, rope, mlp_only, qkvb, ob, mlpb, nb; streamline::Activation act; size_t window = 0; bool qk = false; };
+    struct St { const char* name; bool rms, gated, pre, rope, mlp_only, qkvb, ob, mlpb, nb; streamline::Activation act; size_t window = 0; bool qk = false; bool post = false; };
     const St styles[] = {{"llama", true, true, true, true, false, false, false, false, false, streamline::Activation::SiLU},
                          {"qwen2", true, true, true, true, false, true, false, false, false, streamline::Activation::SiLU},
                          {"llama mlp_bias", true, true, true, true, false, true, true, true, false, streamline::Activation::SiLU},
@@ -122,7 +122,10 @@ int run_cpu_selftest() {
                          {"mistral window 3", true, true, true, true, false, false, false, false, false, streamline::Activation::SiLU, 3},
                          {"qwen3 q/k norm", true, true, true, true, false, false, false, false, false, streamline::Activation::SiLU, 0, true},
                          {"qwen3 q/k norm + bias, window 4", true, true, true, true, false, true, true, false, false, streamline::Activation::SiLU, 4, true},
+                         {"gemma3 post norms + q/k norm, window 4", true, true, true, true, false, false, false, false, false, streamline::Activation::GELUTanh, 4, true, true},
+                         {"post norms + biases, layernorm", false, false, true, false, false, true, true, true, true, streamline::Activation::ReLU, 0, false, true},
                          {"mlp block", true, true, true, false, true, false, false, false, false, streamline::Activation::SiLU},
+                         {"mlp block post_mlp_norm", true, true, true, false, true, false, false, false, false, streamline::Activation::GELUTanh, 0, false, true},
                          {"mlp block post-norm", false, false, false, false, true, false, false, true, true, streamline::Activation::ReLU}};
     for (const St& st : styles) {
       const size_t B = 2, T = 11, D = 64, H = 4, Hk = 2, Dh = 16, F = 96, M = B * T;
@@ -135,7 +138,9 @@ int run_cpu_selftest() {
         if (st.qkvb) { w.qb = mk(H * Dh, 0.1f); w.kb = mk(Hk * Dh, 0.1f); w.vb = mk(Hk * Dh, 0.1f); }
         if (st.ob) w.ob = mk(D, 0.1f);
         if (st.qk) { w.qn = mk(Dh, 0.5f, 1.f); w.kn = mk(Dh, 0.5f, 1.f); }
+        if (st.post) w.pan = mk(D, 0.5f, 1.f);
       }
+      if (st.post) w.pmn = mk(D, 0.5f, 1.f);
       w.n2w = mk(D, 0.1f, 1.f); if (st.nb) w.n2b = mk(D, 0.1f);
       if (st.gated) w.gw = mk(F * D, 0.125f);
       w.uw = mk(F * D, 0.125f); w.dw = mk(D * F, 0.1f);

@@ -31,6 +31,7 @@ void check_case(const Case& c, bool use_lt) {
   sc::TrainStep t(c.kind, gpu_spec(c.s), gpu_view(p0), c.s.use_rope ? inv.data() : nullptr, use_lt);
   narrow_rope(t, c.s, inv);
   if (c.qk_norm) t.set_qk_norm(p0[streamline::kRoleQNormW].data(), p0[streamline::kRoleKNormW].data());
+  set_post_norms(t, c, p0);
   const double lg1 = gpu_step(t, b1, w1), lg2 = gpu_step(t, b2, w2);
   const double lerr = std::max(std::fabs(lg1 - lc1) / lc1, std::fabs(lg2 - lc2) / lc2);
   record("train", nm + ": loss of two micro-batches", lerr <= kTolTrainLoss, lerr, kTolTrainLoss,
@@ -105,6 +106,7 @@ void check_eval(const Case& c, bool use_lt) {
   sc::TrainStep t(c.kind, gpu_spec(c.s), gpu_view(p0), c.s.use_rope ? inv.data() : nullptr, use_lt);
   narrow_rope(t, c.s, inv);
   if (c.qk_norm) t.set_qk_norm(p0[streamline::kRoleQNormW].data(), p0[streamline::kRoleKNormW].data());
+  set_post_norms(t, c, p0);
   auto eval = [&](const Batch& in) {
     std::vector<double> l(B, -1.0);
     t.eval(in.x.data(), in.target.data(), in.pos.data(), in.mask.data(), B, l.data());
@@ -506,6 +508,20 @@ std::vector<Case> qk_cases() {
   };
 }
 
+// Gemma's post-sublayer norms on the step: a GQA layer with q/k norms, GeGLU, RoPE and padding (tensor-core attention
+// backward), an odd LayerNorm layer with every bias and Dh 24 (f32 attention backward), and an mlp replacement with
+// post_mlp_norm alone, each through check_case and check_eval; then set_post_norm's refusals and that the norms matter.
+std::vector<Case> post_cases() {
+  return {
+      {"layer gemma post norms + q/k norm gqa rope padded", ReplacementKind::Layer,
+       spec(2, 37, 128, 4, 2, 32, 256, false, Activation::GELUTanh, true, true), false, true, true},
+      {"layer post norms layernorm odd, biases, Dh 24", ReplacementKind::Layer,
+       spec(3, 19, 72, 3, 1, 24, 100, true, Activation::GELUTanh, false, false), true, false, true},
+      {"mlp post_mlp_norm geglu", ReplacementKind::MLP, spec(2, 13, 96, 0, 0, 0, 200, false, Activation::GELUTanh, true, false),
+       false, false, true},
+  };
+}
+
 // A feature the step gets after construction (set_qk_norm, set_rotary_dim): one step on the case's batch without it,
 // `enable`, one step with it, and the CPU's step on the same weights (which has it). The feature must matter: the
 // step follows the CPU's loss only with it ("far" is 3x the enabled step's own distance: such a residual-dominated
@@ -524,6 +540,38 @@ FeatureLosses losses_around(const Case& c, sc::TrainStep& t, const Params& p0, c
   const double with = gpu_step(t, b, 1.f);
   Params cg = zeros_like(p0), cp = p0;
   return {without, with, cpu_step(c, cp, cg, b, inv, 1.f)};
+}
+
+void check_post_norm_edges() {
+  const Case c = post_cases()[0];
+  Rng r(4343);
+  const Params p0 = make_params(c, r);
+  const std::vector<float> inv = inv_freq(c);
+  const Batch b = make_batch(c, c.s.B, r, nullptr, inv);
+  const float* pa = p0[streamline::kRolePostAttnNormW].data();
+  const float* pm = p0[streamline::kRolePostMlpNormW].data();
+  sc::TrainStep t(c.kind, c.s, gpu_view(p0), inv.data(), false);
+  t.set_qk_norm(p0[streamline::kRoleQNormW].data(), p0[streamline::kRoleKNormW].data());
+  const bool before = !t.has(streamline::kRolePostAttnNormW) && !t.has_post_norm();
+  const bool one = throws_with([&] { t.set_post_norm(nullptr, pm); }, "both");
+  const FeatureLosses l = losses_around(c, t, p0, b, inv, [&] { t.set_post_norm(pa, pm); });
+  record("train", "post norm: absent before set_post_norm, one norm refused, the loss follows the CPU's only with them",
+         before && one && t.has_post_norm() && t.has(streamline::kRolePostMlpNormW) && l.follows_only_with(),
+         std::fabs(l.with - l.cpu) / l.cpu, kTolTrainLoss,
+         fmt("without %.6g with %.6g cpu %.6g", l.without, l.with, l.cpu));
+  const Case mc = post_cases()[2];
+  Rng r2(7);
+  const Params pmlp = make_params(mc, r2);
+  const Batch bm = make_batch(mc, mc.s.B, r2, nullptr, {});
+  sc::TrainStep tm(mc.kind, mc.s, gpu_view(pmlp), nullptr, false);
+  const bool mlp_refused = throws_with([&] { tm.set_post_norm(pa, pmlp[streamline::kRolePostMlpNormW].data()); }, "mlp");
+  const FeatureLosses lm = losses_around(mc, tm, pmlp, bm, {}, [&] {
+    tm.set_post_norm(nullptr, pmlp[streamline::kRolePostMlpNormW].data());
+  });
+  record("train", "post norm: an mlp replacement refuses post_attn_norm, follows the CPU only with post_mlp_norm",
+         mlp_refused && !tm.has(streamline::kRolePostAttnNormW) && lm.follows_only_with(),
+         std::fabs(lm.with - lm.cpu) / lm.cpu, kTolTrainLoss,
+         fmt("without %.6g with %.6g cpu %.6g", lm.without, lm.with, lm.cpu));
 }
 
 void check_qk_norm_edges() {
@@ -611,6 +659,8 @@ void run_train_step_checks(bool use_cublaslt) {
   guard("partial rope edges", [] { check_rotary_edges(); });
   run_cases(qk_cases(), use_cublaslt, false);
   guard("q/k norm edges", [] { check_qk_norm_edges(); });
+  run_cases(post_cases(), use_cublaslt, false);
+  guard("post norm edges", [] { check_post_norm_edges(); });
   run_cases(cases(), use_cublaslt, true);
   guard("edges", [&] { check_edges(use_cublaslt); });
   {

@@ -299,6 +299,55 @@ void check_capi_train() {
     }
     if (t4) streamline_cuda_train_destroy(t4);
   }
+  // Gemma's post norms (optional symbol): roles 19/20 are refused until train_set_post_norm, then a step through dlopen
+  // gives the in-process step's loss and gradients bitwise (norms included), and get_state/set_state take them.
+  auto set_pn = reinterpret_cast<decltype(&::streamline_cuda_train_set_post_norm)>(dlsym(h, "streamline_cuda_train_set_post_norm"));
+  if (!set_pn) {
+    record("train", "C API: streamline_cuda_train_set_post_norm exported", false, 0, 0, "missing in " + so);
+  } else {
+    Case cp = c;
+    cp.name = "layer gemma post norms";
+    cp.post_norm = true;
+    Rng rp(7171);
+    const Params q0 = make_params(cp, rp);
+    const Batch bq = make_batch(cp, cp.s.B, rp, nullptr, inv);
+    const float* pa = q0[streamline::kRolePostAttnNormW].data();
+    const float* pm = q0[streamline::kRolePostMlpNormW].data();
+    sc::TrainStep tq(cp.kind, cp.s, gpu_view(q0), inv.data(), lt);
+    tq.set_post_norm(pa, pm);
+    const double lq = gpu_step(tq, bq, 1.f);
+    const Params gq = gpu_grads(tq, q0);
+    const float* hq[STREAMLINE_CUDA_TRAIN_ROLES];
+    for (int k = 0; k < kRoles; k++) hq[k] = q0[k].empty() ? nullptr : q0[k].data();
+    streamline_cuda_train* t5 = nullptr;
+    std::vector<float> tmp(cp.s.D);
+    bool pok = streamline_cuda_train_create(1, &s, hq, inv.data(), &t5) == 0;
+    const int early = pok ? streamline_cuda_train_get_params(t5, STREAMLINE_CUDA_TRAIN_ROLE_POST_MLP_NORM, tmp.data(), int64_t(tmp.size())) : 0;
+    const std::string em = streamline_cuda_last_error();
+    const int one = pok ? set_pn(t5, nullptr, pm) : 0;
+    double l5 = 0;
+    pok = pok && set_pn(t5, pa, pm) == 0 &&
+          streamline_cuda_train_step(t5, bq.x.data(), bq.target.data(), bq.pos.data(), bq.mask.data(), int64_t(bq.B), 1.f, &l5) == 0;
+    Params g5 = zeros_like(q0);
+    for (int k = 0; k < kAllRoles && pok; k++)
+      if (!g5[k].empty()) pok = streamline_cuda_train_get_grads(t5, k, g5[k].data(), int64_t(g5[k].size())) == 0;
+    record("train", "C API: train_set_post_norm / step / get_grads (roles 19, 20) through dlopen", pok, 0, 0,
+           pok ? "" : streamline_cuda_last_error());
+    record("train", "C API: post norm roles refused before train_set_post_norm, one norm refused",
+           early == -1 && one == -1 && em.find("post_mlp_norm.weight") != std::string::npos, 0, 0, em);
+    if (pok) {
+      std::string w;
+      const Compare cg = worst_role(g5, gq, &w);
+      record("train", "C API: post-norm step bitwise the in-process step (loss, every gradient)",
+             l5 == lq && cg.rel_l2 == 0 && cg.nan_mismatch == 0, cg.rel_l2, 0, w);
+      std::vector<float> pv(cp.s.D), mv(cp.s.D), vv(cp.s.D), back(cp.s.D);
+      for (size_t i = 0; i < pv.size(); i++) pv[i] = 0.5f + float(i), mv[i] = 0.25f, vv[i] = 0.125f;
+      const bool sok = streamline_cuda_train_set_state(t5, STREAMLINE_CUDA_TRAIN_ROLE_POST_ATTN_NORM, pv.data(), mv.data(), vv.data(), int64_t(pv.size())) == 0 &&
+                       streamline_cuda_train_get_params(t5, STREAMLINE_CUDA_TRAIN_ROLE_POST_ATTN_NORM, back.data(), int64_t(back.size())) == 0;
+      record("train", "C API: set_state / get_params on post_attn_norm.weight", sok && back == pv, 0, 0, sok ? "" : streamline_cuda_last_error());
+    }
+    if (t5) streamline_cuda_train_destroy(t5);
+  }
   // Partial RoPE (optional symbol): the spec's layout has no rotary width, train_set_rotary_dim gives it; a step
   // through dlopen is the in-process narrowed step bitwise, and a bad width is refused.
   auto set_rot =

@@ -40,8 +40,16 @@ bool role_used(const Case& c, int r) {
     case kRoleGateW: return c.s.gated;
     case kRoleUpB: case kRoleDownB: return c.biases;
     case kRoleQNormW: case kRoleKNormW: return layer && c.qk_norm;
+    case kRolePostAttnNormW: return layer && c.post_norm;
+    case kRolePostMlpNormW: return c.post_norm;
     default: return false;
   }
+}
+
+void set_post_norms(sc::TrainStep& t, const Case& c, const Params& p) {
+  using namespace streamline;
+  if (!c.post_norm) return;
+  t.set_post_norm(p[kRolePostAttnNormW].empty() ? nullptr : p[kRolePostAttnNormW].data(), p[kRolePostMlpNormW].data());
 }
 
 Params make_params(const Case& c, Rng& r) {
@@ -52,7 +60,11 @@ Params make_params(const Case& c, Rng& r) {
     size_t rows = 0, cols = 0;
     role_shape(c.s, role, &rows, &cols);
     const bool norm_w = role == kRoleAttnNormW || role == kRoleMlpNormW || role == kRoleQNormW || role == kRoleKNormW;
-    p[role] = randn(rows * cols, r, cols > 1 ? float(1.0 / std::sqrt(double(cols))) : 0.1f);
+    // Gemma's effective post norm weights (1 + w) spread far from 1, so a dropped or misplaced one shows.
+    const bool post = role == kRolePostAttnNormW || role == kRolePostMlpNormW;
+    p[role] = randn(rows * cols, r, cols > 1 ? float(1.0 / std::sqrt(double(cols))) : post ? 0.5f : 0.1f);
+    if (post)
+      for (auto& v : p[role]) v += 1.f;
     if (norm_w)
       for (auto& v : p[role]) v += 1.f;
   }

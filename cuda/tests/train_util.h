@@ -22,7 +22,7 @@ using streamline::Activation;
 using streamline::ReplacementKind;
 using streamline::ReplacementSpec;
 constexpr int kRoles = streamline::kCudaTrainRoles;  // the roles of the C API's train_create (no q/k norm)
-constexpr int kAllRoles = streamline::kCudaHeldRoles;  // with the q/k norms (TrainStep::set_qk_norm)
+constexpr int kAllRoles = streamline::kCudaHeldRoles;  // with the q/k and post norms (set_qk_norm, set_post_norm)
 constexpr double kGradFloor = 1e-2;  // see worst_role
 
 struct Case {
@@ -31,7 +31,10 @@ struct Case {
   ReplacementSpec s;
   bool biases;  // linear biases (q/k/v/o for a layer, up/down) and LayerNorm biases
   bool qk_norm = false;  // Qwen3's per-head q/k norms (layer, RMSNorm), given to the GPU step by set_qk_norm
+  bool post_norm = false;  // Gemma's post-sublayer norms (post_mlp_norm only for an mlp), by set_post_norm
 };
+// set_post_norm with the case's post norms (nothing without them).
+void set_post_norms(sc::TrainStep& t, const Case& c, const std::array<std::vector<float>, kAllRoles>& p);
 ReplacementSpec spec(size_t B, size_t T, size_t D, size_t H, size_t Hk, size_t Dh, size_t F, bool ln, Activation act,
                      bool gated, bool rope);
 // mlp SwiGLU/RMSNorm; mlp OPT-style ReLU/LayerNorm/biases; layer GQA + RoPE, padded; odd-sized OPT-style layer.

@@ -47,6 +47,8 @@ struct Api {
   int (*set_window)(streamline_cuda_ctx*, int64_t);
   // Optional (nullptr in a backend built before Qwen3's q/k norms on the GPU).
   int (*upload_layer_qk_norm)(streamline_cuda_ctx*, int, const streamline_cuda_weight*, const streamline_cuda_weight*);
+  // Optional (nullptr in a backend built before Gemma's post-sublayer norms on the GPU).
+  int (*upload_layer_post_norm)(streamline_cuda_ctx*, int, const streamline_cuda_weight*, const streamline_cuda_weight*);
 };
 
 template <typename F> void resolve(F*& f, const char* name, std::string* missing) {
@@ -82,6 +84,8 @@ const Api& api(Napi::Env env) {
       a.set_window = reinterpret_cast<decltype(a.set_window)>(cuda_symbol("streamline_cuda_set_window"));
       a.upload_layer_qk_norm =
           reinterpret_cast<decltype(a.upload_layer_qk_norm)>(cuda_symbol("streamline_cuda_upload_layer_qk_norm"));
+      a.upload_layer_post_norm =
+          reinterpret_cast<decltype(a.upload_layer_post_norm)>(cuda_symbol("streamline_cuda_upload_layer_post_norm"));
       if (!missing.empty()) error = "the CUDA backend library lacks " + missing;
       else if (st.device_count == 0 || !st.reason.empty()) error = st.reason.empty() ? "no CUDA device" : st.reason;
     }
@@ -248,27 +252,34 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     std::vector<Napi::Value> keep;
     LayerWeights w = cuda_layer_weights(env, spec_, info[1], &keep);
     rethrow(env, [&] { validate_layer(spec_, w, mlp_only_); });
-    // No CUDA kernel runs post-sublayer norms (core's cudaUnsupported keeps such models off the GPU); uploading the
-    // rest would run a different layer.
-    if (w.post_attn_norm_w || w.post_mlp_norm_w)
-      throw_error(env, "E_UNSUPPORTED", "uploadLayer: post_attn_norm.weight/post_mlp_norm.weight (Gemma post-sublayer norms): "
-                                        "the CUDA backend does not implement them; use --device cpu");
+    // Nor has it the post-sublayer norms: a library without the function that takes them would run a different layer.
+    const bool post_norm = w.post_attn_norm_w || w.post_mlp_norm_w;
+    if (post_norm && !api_->upload_layer_post_norm)
+      throw_error(env, "E_UNSUPPORTED",
+                  "uploadLayer: post_attn_norm.weight/post_mlp_norm.weight (Gemma post-sublayer norms): the CUDA backend "
+                  "library lacks streamline_cuda_upload_layer_post_norm (built before post norms on the GPU); rebuild it, "
+                  "or use --device cpu");
     // The roles array has no q/k norm: a library without the function that takes them would run a different layer.
     const bool qk_norm = w.q_norm_w || w.k_norm_w;
     if (qk_norm && !api_->upload_layer_qk_norm)
       throw_error(env, "E_UNSUPPORTED",
                   "uploadLayer: q_norm.weight/k_norm.weight (Qwen3): the CUDA backend library lacks "
                   "streamline_cuda_upload_layer_qk_norm (built before q/k norms on the GPU); rebuild it, or use --device cpu");
-    auto roles = std::make_shared<std::vector<streamline_cuda_weight>>(STREAMLINE_CUDA_ROLES + 2);
+    auto roles = std::make_shared<std::vector<streamline_cuda_weight>>(STREAMLINE_CUDA_ROLES + 4);
     for (int r = 0; r < STREAMLINE_CUDA_ROLES; r++) (*roles)[r] = cuda_weight(*layer_weight_role(w, kCudaRoleNames[r]));
     (*roles)[STREAMLINE_CUDA_ROLES] = cuda_weight(w.q_norm_w);
     (*roles)[STREAMLINE_CUDA_ROLES + 1] = cuda_weight(w.k_norm_w);
+    (*roles)[STREAMLINE_CUDA_ROLES + 2] = cuda_weight(w.post_attn_norm_w);
+    (*roles)[STREAMLINE_CUDA_ROLES + 3] = cuda_weight(w.post_mlp_norm_w);
     const Api* a = api_;
     return async(info, keep, [=] {
       check_rc(*a, a->upload_layer(c, slot, roles->data()), "upload_layer");
       if (qk_norm)
         check_rc(*a, a->upload_layer_qk_norm(c, slot, &(*roles)[STREAMLINE_CUDA_ROLES], &(*roles)[STREAMLINE_CUDA_ROLES + 1]),
                  "upload_layer_qk_norm");
+      if (post_norm)
+        check_rc(*a, a->upload_layer_post_norm(c, slot, &(*roles)[STREAMLINE_CUDA_ROLES + 2], &(*roles)[STREAMLINE_CUDA_ROLES + 3]),
+                 "upload_layer_post_norm");
     });
   }
 

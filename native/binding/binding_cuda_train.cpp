@@ -106,6 +106,9 @@ struct TrainApi {
   // Optional (nullptr in a backend built before Qwen3's q/k norms were trained on the GPU).
   int (*set_qk_norm)(streamline_cuda_train*, const float*, const float*);
   int (*set_lm_tail_qk_norm)(streamline_cuda_train*, int64_t, const streamline_cuda_weight*);
+  // Optional (nullptr in a backend built before Gemma's post-sublayer norms were trained on the GPU).
+  int (*set_post_norm)(streamline_cuda_train*, const float*, const float*);
+  int (*set_lm_tail_post_norm)(streamline_cuda_train*, int64_t, const streamline_cuda_weight*);
   // Optional (nullptr in a backend built before partial RoPE was trained on the GPU).
   int (*set_rotary_dim)(streamline_cuda_train*, int64_t, const float*);
 };
@@ -165,6 +168,9 @@ const TrainApi& train_api(Napi::Env env) {
       a.set_qk_norm = reinterpret_cast<decltype(a.set_qk_norm)>(cuda_symbol("streamline_cuda_train_set_qk_norm"));
       a.set_lm_tail_qk_norm =
           reinterpret_cast<decltype(a.set_lm_tail_qk_norm)>(cuda_symbol("streamline_cuda_train_set_lm_tail_qk_norm"));
+      a.set_post_norm = reinterpret_cast<decltype(a.set_post_norm)>(cuda_symbol("streamline_cuda_train_set_post_norm"));
+      a.set_lm_tail_post_norm = reinterpret_cast<decltype(a.set_lm_tail_post_norm)>(
+          cuda_symbol("streamline_cuda_train_set_lm_tail_post_norm"));
       a.set_rotary_dim =
           reinterpret_cast<decltype(a.set_rotary_dim)>(cuda_symbol("streamline_cuda_train_set_rotary_dim"));
       if (!missing.empty()) error = "the CUDA backend library lacks " + missing + " (built before GPU training existed)";
@@ -184,7 +190,9 @@ void check_rc(const TrainApi& a, int rc, const char* what) {
 // q/k norms after it go through train_set_qk_norm (a trainer with them is refused by a library without it).
 static_assert(int(STREAMLINE_CUDA_TRAIN_ROLES) == int(kCudaTrainRoles) && int(STREAMLINE_CUDA_TRAIN_GATE_W) == int(kRoleGateW) &&
                   int(STREAMLINE_CUDA_TRAIN_DOWN_B) == int(kRoleDownB) &&
-                  STREAMLINE_CUDA_TRAIN_ROLE_Q_NORM == int(kRoleQNormW) && STREAMLINE_CUDA_TRAIN_ROLE_K_NORM == int(kRoleKNormW),
+                  STREAMLINE_CUDA_TRAIN_ROLE_Q_NORM == int(kRoleQNormW) && STREAMLINE_CUDA_TRAIN_ROLE_K_NORM == int(kRoleKNormW) &&
+                  STREAMLINE_CUDA_TRAIN_ROLE_POST_ATTN_NORM == int(kRolePostAttnNormW) &&
+                  STREAMLINE_CUDA_TRAIN_ROLE_POST_MLP_NORM == int(kRolePostMlpNormW),
               "role numbering of streamline_cuda_train_create");
 
 class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
@@ -519,7 +527,8 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
                                        "(the trainer was opened without them)");
     auto roles = std::make_shared<std::vector<streamline_cuda_weight>>(size_t(layers.Length()) * STREAMLINE_CUDA_ROLES);
     auto norms = std::make_shared<std::vector<streamline_cuda_weight>>(size_t(layers.Length()) * 2);
-    bool qk_norm = false;
+    auto post = std::make_shared<std::vector<streamline_cuda_weight>>(size_t(layers.Length()) * 2);
+    bool qk_norm = false, post_norm = false;
     for (uint32_t k = 0; k < layers.Length(); k++) {
       const std::string what = std::string(fn) + ": layers[" + std::to_string(k) + "]";
       LayerWeights w = layer_weights(env, layers.Get(k), &keep, what);
@@ -531,10 +540,15 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
         }
       });
       if (w.gate_b) throw_error(env, "E_UNSUPPORTED", what + ": gate.bias (Llama mlp_bias) is not supported by --loss lm");
-      // The tail's C API has no slot for them: dropping them would back-propagate through different layers.
-      if (w.post_attn_norm_w || w.post_mlp_norm_w)
+      // The tail's roles array has no slot for them: without the function that takes them, dropping them would
+      // back-propagate through different layers.
+      if ((w.post_attn_norm_w || w.post_mlp_norm_w) && !api_->set_lm_tail_post_norm)
         throw_error(env, "E_UNSUPPORTED", what + ": post_attn_norm.weight/post_mlp_norm.weight (Gemma post-sublayer norms): "
-                                                 "the CUDA backend does not implement them; train on the CPU");
+                                                 "the CUDA backend library lacks streamline_cuda_train_set_lm_tail_post_norm "
+                                                 "(built before post norms in the lm tail on the GPU); rebuild it, or train on the CPU");
+      post_norm = post_norm || w.post_attn_norm_w || w.post_mlp_norm_w;
+      (*post)[2 * size_t(k)] = cuda_weight(w.post_attn_norm_w);
+      (*post)[2 * size_t(k) + 1] = cuda_weight(w.post_mlp_norm_w);
       // The roles array has no q/k norm: without the function that takes them the tail would run different layers.
       if ((w.q_norm_w || w.k_norm_w) && !api_->set_lm_tail_qk_norm)
         throw_error(env, "E_UNSUPPORTED", what + ": q_norm.weight/k_norm.weight (Qwen3): the CUDA backend library lacks "
@@ -558,6 +572,7 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
       auto& h = *head;
       check_rc(*a, a->set_lm_tail(t, n_layers, roles->data(), &h[0], &h[1], &h[2], vocab), "train_set_lm_tail");
       if (qk_norm) check_rc(*a, a->set_lm_tail_qk_norm(t, n_layers, norms->data()), "train_set_lm_tail_qk_norm");
+      if (post_norm) check_rc(*a, a->set_lm_tail_post_norm(t, n_layers, post->data()), "train_set_lm_tail_post_norm");
     });
   }
 
@@ -854,11 +869,12 @@ Napi::Value OpenTrainer(const Napi::CallbackInfo& info) {
   auto params = std::make_shared<ReplacementParams>();
   params->fill(nullptr);
   roles_arg(env, info[2], kind, s, params.get(), fn, "params", nullptr);
-  // No CUDA kernel runs post-sublayer norms (core's trainer keeps such runs on the CPU): dropping them would train a
-  // different layer than the one exported.
-  if ((*params)[kRolePostAttnNormW] || (*params)[kRolePostMlpNormW])
+  // Nor has it the post-sublayer norms: without train_set_post_norm, dropping them would train a different layer.
+  const bool post_norm = (*params)[kRolePostAttnNormW] || (*params)[kRolePostMlpNormW];
+  if (post_norm && !api.set_post_norm)
     throw_error(env, "E_UNSUPPORTED", std::string(fn) + ": params['post_attn_norm.weight'/'post_mlp_norm.weight'] (Gemma "
-                                      "post-sublayer norms): the CUDA trainer does not implement them; train on the CPU");
+                                      "post-sublayer norms): the CUDA backend library lacks streamline_cuda_train_set_post_norm "
+                                      "(built before post norms were trained on the GPU); rebuild it, or train on the CPU");
   // train_create's array has no slot for them: without train_set_qk_norm, dropping them would train a different layer
   // than the one exported.
   const bool qk_norm = (*params)[kRoleQNormW] || (*params)[kRoleKNormW];
@@ -927,6 +943,8 @@ Napi::Value OpenTrainer(const Napi::CallbackInfo& info) {
     self->t_ = t;
     if (rot) check_rc(*a, a->set_rotary_dim(t, rot, inv), "train_set_rotary_dim");
     if (qk_norm) check_rc(*a, a->set_qk_norm(t, (*params)[kRoleQNormW], (*params)[kRoleKNormW]), "train_set_qk_norm");
+    if (post_norm)
+      check_rc(*a, a->set_post_norm(t, (*params)[kRolePostAttnNormW], (*params)[kRolePostMlpNormW]), "train_set_post_norm");
   }, [ref = std::make_shared<Napi::ObjectReference>(Napi::Persistent(obj))](Napi::Env) -> Napi::Value {
     return ref->Value();
   }, [self] { self->busy_ = false; });

@@ -56,9 +56,12 @@ Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
   // Optional symbols the TypeScript side decides on before opening a context (a library built before them runs
   // everything else).
   o.Set("qkNorm", s.loaded && cuda_symbol("streamline_cuda_upload_layer_qk_norm") != nullptr);
+  o.Set("postNorm", s.loaded && cuda_symbol("streamline_cuda_upload_layer_post_norm") != nullptr);
   o.Set("trainQkNorm", s.loaded && cuda_symbol("streamline_cuda_train_set_qk_norm") != nullptr);
   o.Set("trainRotaryDim", s.loaded && cuda_symbol("streamline_cuda_train_set_rotary_dim") != nullptr);
   o.Set("lmTailQkNorm", s.loaded && cuda_symbol("streamline_cuda_train_set_lm_tail_qk_norm") != nullptr);
+  o.Set("trainPostNorm", s.loaded && cuda_symbol("streamline_cuda_train_set_post_norm") != nullptr);
+  o.Set("lmTailPostNorm", s.loaded && cuda_symbol("streamline_cuda_train_set_lm_tail_post_norm") != nullptr);
   return o;
 }
 

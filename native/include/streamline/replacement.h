@@ -33,9 +33,9 @@ enum ReplacementRole : int {
 // The roles of the CUDA trainer's C API (STREAMLINE_CUDA_TRAIN_ROLES, its numbering): all before the q/k norms, which
 // it takes through a function of their own.
 constexpr int kCudaTrainRoles = kRoleQNormW;
-// Every role a CUDA TrainStep can hold: the C API's plus the q/k norms. The post-sublayer norms after them have no
-// CUDA kernel: a model with them trains on the CPU (packages/core/src/engine/cuda.ts says why).
-constexpr int kCudaHeldRoles = kRolePostAttnNormW;
+// Every role a CUDA TrainStep can hold: the C API's plus the q/k norms and the post-sublayer norms, which it takes
+// through functions of their own (streamline_cuda_train_set_qk_norm / _set_post_norm).
+constexpr int kCudaHeldRoles = kRoleCount;
 // "attn_norm.weight", "q.bias", …: the role names of LayerRole in packages/core/src/engine/description.ts.
 const char* role_name(int role);
 

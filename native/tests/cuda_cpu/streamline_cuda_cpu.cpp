@@ -17,7 +17,8 @@
 // it lacks streamline_cuda_train_eval, train_get_state/set_state, train_stage/step_staged, the lm functions
 // (train_set_lm_tail, train_step_lm, train_eval_lm, train_stage_lm, train_step_lm_staged) and the sliding-window
 // calls (set_window, train_set_windows), the q/k norm calls (upload_layer_qk_norm, train_set_qk_norm,
-// train_set_lm_tail_qk_norm) and train_set_rotary_dim (logged "train_set_rotary_dim <rot>"), like a backend built before
+// train_set_lm_tail_qk_norm), the post-norm calls (upload_layer_post_norm, train_set_post_norm,
+// train_set_lm_tail_post_norm) and train_set_rotary_dim (logged "train_set_rotary_dim <rot>"), like a backend built before
 // those existed, so the callers' fallbacks are tested too. The lm functions log "train_set_lm_tail <n_layers>",
 // "train_step_lm <batch>" and "train_eval_lm <batch>". train_stage / train_step_staged log "train_stage <batch>",
 // "train_step_staged begin" and "train_step_staged end"; train_stage_lm / train_step_lm_staged log
@@ -140,6 +141,7 @@ const char* const kRoleNames[STREAMLINE_CUDA_ROLES] = {
 struct Slot {
   Buffer buf[STREAMLINE_CUDA_ROLES];
   Buffer qk_buf[2];  // upload_layer_qk_norm's q_norm.weight, k_norm.weight
+  Buffer post_buf[2];  // upload_layer_post_norm's post_attn_norm.weight, post_mlp_norm.weight
   LayerWeights w;
   bool loaded = false;
 };
@@ -252,6 +254,8 @@ SL_EXPORT int streamline_cuda_upload_layer(streamline_cuda_ctx* c, int slot, con
       *layer_weight_role(sl.w, kRoleNames[r]) = copy_weight(sl.buf[r], roles[r], shapes[r], kRoleNames[r]);
     sl.qk_buf[0].resize(0);
     sl.qk_buf[1].resize(0);
+    sl.post_buf[0].resize(0);
+    sl.post_buf[1].resize(0);
     validate_layer(s, sl.w, c->mlp_only);
     sl.loaded = true;
   });
@@ -275,6 +279,30 @@ SL_EXPORT int streamline_cuda_upload_layer_qk_norm(streamline_cuda_ctx* c, int s
     validate_layer(c->spec, w, c->mlp_only);
     sl.w = w;
     note_call("upload_layer_qk_norm");
+  });
+}
+
+SL_EXPORT int streamline_cuda_upload_layer_post_norm(streamline_cuda_ctx* c, int slot,
+                                                     const streamline_cuda_weight* post_attn_norm,
+                                                     const streamline_cuda_weight* post_mlp_norm) {
+  return guarded([&] {
+    if (slot != 0 && slot != 1) throw Error("E_SHAPE", "upload_layer_post_norm: slot must be 0 or 1");
+    Slot& sl = c->slots[slot];
+    if (!sl.loaded) throw Error("E_SHAPE", "upload_layer_post_norm: no layer uploaded into this slot");
+    sl.w.post_attn_norm_w = WeightView{};  // a refused upload leaves the slot without post norms, as on the GPU
+    sl.w.post_mlp_norm_w = WeightView{};
+    const bool has_attn = post_attn_norm && post_attn_norm->data, has_mlp = post_mlp_norm && post_mlp_norm->data;
+    if (c->mlp_only && (has_attn || !has_mlp))
+      throw Error("E_SHAPE", "upload_layer_post_norm: an mlp block takes post_mlp_norm.weight only (it has no attention)");
+    if (!c->mlp_only && (!has_attn || !has_mlp))
+      throw Error("E_SHAPE", "upload_layer_post_norm: give both post_attn_norm.weight and post_mlp_norm.weight");
+    const int64_t D = int64_t(c->spec.hidden);
+    LayerWeights w = sl.w;
+    if (has_attn) w.post_attn_norm_w = copy_weight(sl.post_buf[0], *post_attn_norm, {D}, "post_attn_norm.weight");
+    w.post_mlp_norm_w = copy_weight(sl.post_buf[1], *post_mlp_norm, {D}, "post_mlp_norm.weight");
+    validate_layer(c->spec, w, c->mlp_only);
+    sl.w = w;
+    note_call("upload_layer_post_norm");
   });
 }
 #endif
@@ -548,6 +576,34 @@ SL_EXPORT int streamline_cuda_train_set_qk_norm(streamline_cuda_train* t, const 
   });
 }
 
+// Gemma's post-sublayer norms as roles of the replacement (post_mlp_norm only for an mlp one), in the name order.
+SL_EXPORT int streamline_cuda_train_set_post_norm(streamline_cuda_train* t, const float* host_post_attn_norm,
+                                                 const float* host_post_mlp_norm) {
+  return guarded([&] {
+    const bool layer = t->kind == ReplacementKind::Layer;
+    if (!host_post_mlp_norm) throw Error("E_SHAPE", "train_set_post_norm: post_mlp_norm is required");
+    if (layer != (host_post_attn_norm != nullptr))
+      throw Error("E_SHAPE", layer ? "train_set_post_norm: a layer replacement takes both post_attn_norm and post_mlp_norm"
+                                   : "train_set_post_norm: an mlp replacement takes post_mlp_norm only");
+    const size_t D = t->spec.D;
+    t->roles.erase(std::remove_if(t->roles.begin(), t->roles.end(),
+                                  [](const TrainRole& r) { return r.role == kRolePostAttnNormW || r.role == kRolePostMlpNormW; }),
+                   t->roles.end());
+    for (int r : {int(kRolePostAttnNormW), int(kRolePostMlpNormW)}) {
+      const float* src = r == kRolePostAttnNormW ? host_post_attn_norm : host_post_mlp_norm;
+      if (!src) continue;
+      t->roles.push_back(TrainRole{r, std::vector<float>(src, src + D), std::vector<float>(D, 0.f),
+                                   std::vector<float>(D, 0.f), std::vector<float>(D, 0.f)});
+    }
+    std::sort(t->roles.begin(), t->roles.end(),
+              [](const TrainRole& a, const TrainRole& b) { return std::strcmp(role_name(a.role), role_name(b.role)) < 0; });
+    size_t bytes = 0;
+    for (const auto& r : t->roles) bytes += 16 * r.p.size();
+    t->counted.resize(bytes);
+    note_call("train_set_post_norm");
+  });
+}
+
 // Partial RoPE: the CPU spec's rotary (R) and the tail's rotary_dim, with the narrower inv_freq both steps read.
 SL_EXPORT int streamline_cuda_train_set_rotary_dim(streamline_cuda_train* t, int64_t rot_dim,
                                                    const float* host_inv_freq) {
@@ -795,6 +851,38 @@ SL_EXPORT int streamline_cuda_train_set_lm_tail_qk_norm(streamline_cuda_train* t
           t->lm->bufs.push_back(std::make_unique<Buffer>());
           (i == 0 ? next[size_t(k)].q_norm_w : next[size_t(k)].k_norm_w) =
               copy_weight(*t->lm->bufs.back(), host_norms[2 * k + i], {Dh}, i == 0 ? "q_norm.weight" : "k_norm.weight");
+        }
+        validate_layer(t->lm->tail.layer, next[size_t(k)]);
+      } catch (const Error& e) {
+        throw Error(e.code, what + ": " + e.what());
+      }
+    }
+    layers = next;
+    note_call(std::string(fn) + " " + std::to_string(n_layers));
+  });
+}
+
+// The tail layers' post norms into the frozen tail's LayerWeights, like their q/k norms.
+SL_EXPORT int streamline_cuda_train_set_lm_tail_post_norm(streamline_cuda_train* t, int64_t n_layers,
+                                                          const streamline_cuda_weight* host_norms) {
+  return guarded([&] {
+    const char* fn = "train_set_lm_tail_post_norm";
+    if (!t->lm) throw Error("E_SHAPE", std::string(fn) + ": train_set_lm_tail first");
+    auto& layers = t->lm->tail.layers;
+    if (n_layers != int64_t(layers.size()))
+      throw Error("E_SHAPE", std::string(fn) + ": " + std::to_string(n_layers) + " layers' norms for a tail of " +
+                                 std::to_string(layers.size()) + " layers");
+    if (n_layers > 0 && !host_norms) throw Error("E_SHAPE", std::string(fn) + ": host_norms is NULL");
+    const int64_t D = int64_t(t->lm->tail.layer.hidden);
+    std::vector<LayerWeights> next = layers;  // applied only when every layer validates
+    for (int64_t k = 0; k < n_layers; k++) {
+      const std::string what = std::string(fn) + ": layers[" + std::to_string(k) + "]";
+      try {
+        for (int i = 0; i < 2; i++) {
+          t->lm->bufs.push_back(std::make_unique<Buffer>());
+          (i == 0 ? next[size_t(k)].post_attn_norm_w : next[size_t(k)].post_mlp_norm_w) =
+              copy_weight(*t->lm->bufs.back(), host_norms[2 * k + i], {D},
+                          i == 0 ? "post_attn_norm.weight" : "post_mlp_norm.weight");
         }
         validate_layer(t->lm->tail.layer, next[size_t(k)]);
       } catch (const Error& e) {

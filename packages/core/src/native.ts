@@ -52,7 +52,7 @@ export interface NativeAdamWOptions {
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type NativeAddon = Record<string, any> & NativeScoring & NativeLinalg & NativeCuda & {
   cpuInfo(): { avx2: boolean; avx512f: boolean; avx512bf16: boolean; amx: boolean; amxPermitted: boolean; detected: string; level: string; threads: number; blas: string; blasCore: string };
-  cudaInfo(): { compiled: boolean; loaded: boolean; deviceCount: number; runtimeVersion: number; deviceName: string; available: boolean; reason: string; qkNorm: boolean; trainQkNorm: boolean; lmTailQkNorm: boolean; trainRotaryDim: boolean };
+  cudaInfo(): { compiled: boolean; loaded: boolean; deviceCount: number; runtimeVersion: number; deviceName: string; available: boolean; reason: string; qkNorm: boolean; postNorm: boolean; trainQkNorm: boolean; lmTailQkNorm: boolean; trainRotaryDim: boolean; trainPostNorm: boolean; lmTailPostNorm: boolean };
   mapFile(path: string): ArrayBuffer;
   convertFloats(dst: ArrayBufferView, dstDtype: string, src: ArrayBufferView, srcDtype: string): void;
   convertFloatsRef(dst: ArrayBufferView, dstDtype: string, src: ArrayBufferView, srcDtype: string): void;

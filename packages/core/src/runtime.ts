@@ -8,10 +8,11 @@ export interface RuntimeInfo {
    */
   cpu: { level: string; detected: string; threads: number; blas: string; blasCore: string; avx2: boolean; avx512f: boolean; avx512bf16: boolean; amx: boolean };
   /**
-   * CUDA backend: whether it was compiled, whether a GPU can be used, and why not when it cannot; qkNorm: the loaded
-   * backend library runs Qwen3's per-head q/k norm in the forward (false for a library built before it).
+   * CUDA backend: whether it was compiled, whether a GPU can be used, and why not when it cannot; qkNorm / postNorm:
+   * the loaded backend library runs Qwen3's per-head q/k norm / Gemma's post-sublayer norms in the forward (false for
+   * a library built before them).
    */
-  cuda: { compiled: boolean; available: boolean; deviceCount: number; deviceName: string; runtimeVersion: number; reason: string; qkNorm: boolean };
+  cuda: { compiled: boolean; available: boolean; deviceCount: number; deviceName: string; runtimeVersion: number; reason: string; qkNorm: boolean; postNorm: boolean };
 }
 
 /**
@@ -25,6 +26,6 @@ export function runtimeInfo(): RuntimeInfo {
   const g = n.cudaInfo();
   return {
     cpu: { level: c.level, detected: c.detected, threads: c.threads, blas: c.blas, blasCore: c.blasCore ?? '', avx2: c.avx2, avx512f: c.avx512f, avx512bf16: c.avx512bf16, amx: c.amx },
-    cuda: { compiled: g.compiled, available: g.available, deviceCount: g.deviceCount, deviceName: g.deviceName, runtimeVersion: g.runtimeVersion, reason: g.reason, qkNorm: g.qkNorm },
+    cuda: { compiled: g.compiled, available: g.available, deviceCount: g.deviceCount, deviceName: g.deviceName, runtimeVersion: g.runtimeVersion, reason: g.reason, qkNorm: g.qkNorm, postNorm: g.postNorm },
   };
 }

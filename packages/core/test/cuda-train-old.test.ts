@@ -1,5 +1,5 @@
 // Replacement training on a CUDA backend built before streamline_cuda_train_eval, train_get_state/set_state, the lm
-// functions, the sliding-window calls, the q/k norm calls and train_set_rotary_dim existed: streamline_cuda_cpu_old.so is the test backend (native/tests/cuda_cpu) compiled without them.
+// functions, the sliding-window calls, the q/k norm calls, upload_layer_post_norm and train_set_rotary_dim existed: streamline_cuda_cpu_old.so is the test backend (native/tests/cuda_cpu) compiled without them.
 // The binding resolves them optionally; the trainer then validates on the CPU with downloaded weights (still the CPU
 // run's numbers bitwise), saves no checkpoint on interruption, refuses to resume on cuda, and trains --loss lm on the
 // CPU after a warning. One backend library per
@@ -11,6 +11,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as core from '../src/index.js';
 import { native } from '../src/native.js';
+import { PairCache } from '../src/train/pair-cache.js';
+import { trainReplacement } from '../src/train/trainer.js';
 import { loadCharFixture, repoRoot, withEnv, writeCalibText } from './_helpers.js';
 
 const old = path.join(repoRoot, 'packages', 'core', 'build', 'testlib', 'streamline_cuda_cpu_old.so');
@@ -174,6 +176,59 @@ if (!existsSync(old)) {
     assert.match(m2!, /lacks streamline_cuda_train_set_qk_norm/);
     // A model without q/k norms is unaffected.
     assert.is(core.cudaUnsupported((await fixture('qwen2-bias')).description), null);
+  });
+
+  test('gemma3 (post norms): the forward falls back with the missing function named; the binding refuses the norms', async () => {
+    assert.is(core.runtimeInfo().cuda.postNorm, false);
+    const d = (await fixture('gemma3')).description;
+    const why = core.cudaUnsupported(d);
+    assert.match(why ?? '', /lacks streamline_cuda_upload_layer_post_norm .*post_attn_norm\/post_mlp_norm\) of gemma3_text.*rebuild it/);
+    const logs: core.DeviceMessage[] = [];
+    const blocks = [Int32Array.from({ length: 16 }, (_, i) => (i * 7 + 1) % d.vocab)];
+    const r = await core.scoreLayers(d, { blocks, n: 1, device: 'cuda', onLog: (m) => logs.push(m) });
+    assert.is(r.device, 'cpu');
+    assert.equal(r.matrix, (await core.scoreLayers(d, { blocks, n: 1, device: 'cpu' })).matrix);
+    assert.equal(logs.map((m) => m.level), ['warning']);
+    assert.match(logs[0]!.message, /upload_layer_post_norm/);
+    // Past resolveDevice: a layer with post norms (q/k norms removed, which this library lacks too) is refused.
+    const n = native(), T = 8;
+    const ctx = await n.cudaContext(core.nativeLayerSpec(d.semantics, 1, T, true, 1));
+    const { 'q_norm.weight': _q, 'k_norm.weight': _k, ...w } = d.layers[0]!.weights();
+    const [c1, m1] = await code(() => ctx.uploadLayer(0, w as never));
+    ctx.destroy();
+    assert.is(c1, 'E_UNSUPPORTED');
+    assert.match(m1!, /lacks streamline_cuda_upload_layer_post_norm .*rebuild it, or use --device cpu/);
+    // The trainer: post-norm params are refused by the binding; trainReplacement trains on the CPU after one warning
+    // naming the missing function, with the CPU run's weights.
+    assert.is(n.cudaInfo().trainPostNorm, false);
+    const init: Record<string, Float32Array> = {}, shapes: Record<string, number[]> = {};
+    for (const [r, v] of Object.entries(d.layers[1]!.weights())) {
+      if (!['mlp_norm.weight', 'gate.weight', 'up.weight', 'down.weight', 'post_mlp_norm.weight'].includes(r)) continue;
+      init[r] = new Float32Array(v!.shape.reduce((a, b) => a * b, 1));
+      n.convertFloats(init[r]!, 'f32', v!.data, v!.dtype);
+      shapes[r] = [...v!.shape];
+    }
+    const [c2, m2] = await code(() => n.cudaTrainer('mlp', core.nativeLayerSpec(d.semantics, 1, T, false, 1), init, null));
+    assert.is(c2, 'E_UNSUPPORTED');
+    assert.match(m2!, /lacks streamline_cuda_train_set_post_norm/);
+    const D = d.semantics.hidden;
+    const run = async (device: core.Device, logs: core.DeviceMessage[]) => {
+      const train = new PairCache({ blocks: 2, rows: T, hidden: D, dtype: 'f32', budgetBytes: 1 << 24, dir: tmp, targets: true });
+      for (let b = 0; b < 2; b++)
+        train.add(Float32Array.from({ length: T * D }, (_, i) => Math.cos(i * 0.1 + b)), Float32Array.from({ length: T * D }, (_, i) => Math.sin(i * 0.07 - b)));
+      try {
+        return await trainReplacement({ kind: 'mlp', semantics: d.semantics, ropeInvFreq: null, ropeAttentionScaling: 1, init, shapes, train,
+          validation: null, loss: 'mse', microBatch: 2, lr: 1e-2, device, onLog: (m) => logs.push(m) });
+      } finally {
+        train.close();
+      }
+    };
+    const tlogs: core.DeviceMessage[] = [];
+    const gpu = await run('cuda', tlogs), cpu = await run('cpu', []);
+    assert.is(gpu.device, 'cpu');
+    assert.equal(tlogs.map((m) => m.level), ['warning']);
+    assert.match(tlogs[0]!.message, /lacks streamline_cuda_train_set_post_norm/);
+    for (const r of Object.keys(init)) assert.equal(gpu.weights[r as keyof typeof gpu.weights], cpu.weights[r as keyof typeof cpu.weights], r);
   });
 
   test('phi3-partial (partial RoPE): the trainer falls back to the CPU naming train_set_rotary_dim; the binding refuses it', async () => {

@@ -61,7 +61,7 @@ export function bytesOption(flag: string) {
 
 /** `--device <auto|cpu|cuda>` for the commands that run forward passes (a bad value is E_INVALID_OPTION). */
 export function deviceOption(): Option {
-  return new Option('--device <device>', 'where the forward passes (and prune\'s mse training) run: auto (CUDA when a GPU, its driver and cuBLASLt are usable, else the CPU), cpu, or cuda (falls back to the CPU with a warning naming what is missing, or why this model cannot run there: Qwen3 q/k norm on a backend library built before it)')
+  return new Option('--device <device>', 'where the forward passes (and prune\'s mse training) run: auto (CUDA when a GPU, its driver and cuBLASLt are usable, else the CPU), cpu, or cuda (falls back to the CPU with a warning naming what is missing, or why this model cannot run there: Qwen3 q/k norm or Gemma 3 post norms on a backend library built before them)')
     .argParser((v: string): DeviceOption => {
       if (!(DEVICE_OPTIONS as readonly string[]).includes(v)) bad(`--device expects auto, cpu or cuda, got "${v}"`);
       return v as DeviceOption;
@@ -72,8 +72,8 @@ export function deviceOption(): Option {
 /**
  * Resolves --device once per command. A fallback from `cuda` prints a warning (even with --quiet: the user asked for
  * the GPU); from `auto` an info line, shown only on a terminal without --quiet. `modelUnsupported` (core's
- * cudaUnsupported) is why the CUDA backend cannot run the loaded model (Qwen3's q/k norm on a library built before it,
- * Gemma's post-sublayer norms on any), so the one message names it.
+ * cudaUnsupported) is why the CUDA backend cannot run the loaded model (Qwen3's q/k norm or Gemma 3's post norms on a library built before them), so
+ * the one message names it.
  */
 export function commandDevice(requested: DeviceOption, quiet?: boolean, modelUnsupported: string | null = null): ResolvedDevice {
   return resolveDevice(requested, (m) => {

@@ -43,14 +43,18 @@ async function call<T>(what: string, p: () => Promise<T> | T): Promise<T> {
 }
 
 /**
- * Why the CUDA backend cannot run this model's forward, in words, or null when it can. Today: post-sublayer norms
- * (Gemma's post_attn_norm / post_mlp_norm), which no CUDA kernel implements, on any library; and the per-head q/k
- * RMSNorm of Qwen3 (q_norm / k_norm) with a backend library built before it existed (no
- * streamline_cuda_upload_layer_qk_norm). Running there would drop them. Otherwise null when no library is loaded: the
+ * Why the CUDA backend cannot run this model's forward, in words, or null when it can. Today: a backend library built
+ * before a layer feature it needs existed: Gemma's post-sublayer norms (post_attn_norm / post_mlp_norm; no
+ * streamline_cuda_upload_layer_post_norm) or Qwen3's per-head q/k RMSNorm (q_norm / k_norm; no
+ * streamline_cuda_upload_layer_qk_norm). Running there would drop them. Null when no library is loaded: the
  * machine's missing piece (device.ts cudaMissingPiece) is then the reason. Training decides on its own (trainer.ts).
  */
 export function cudaUnsupported(desc: Pick<ModelDescription, 'semantics' | 'modelType'>): string | null {
-  if (desc.semantics.postNorms) return `post-sublayer norms (Gemma) are not implemented on the CUDA backend (${desc.modelType})`;
+  if (desc.semantics.postNorms) {
+    const c = native().cudaInfo();
+    if (c.loaded && !c.postNorm)
+      return `the CUDA backend library lacks streamline_cuda_upload_layer_post_norm for the post-sublayer norms (post_attn_norm/post_mlp_norm) of ${desc.modelType} (built before post norms on the GPU; rebuild it)`;
+  }
   if (desc.semantics.qkNorm) {
     const c = native().cudaInfo();
     if (c.loaded && !c.qkNorm)

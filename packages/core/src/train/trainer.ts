@@ -226,17 +226,20 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
   // The trainer's C spec has no rotary width: partial RoPE (Phi-4-mini's partial_rotary_factor) goes to the GPU through
   // streamline_cuda_train_set_rotary_dim; a library built before it would rotate whole heads (the binding refuses).
   const partialRope = o.ropeInvFreq !== null && o.semantics.rotaryDim !== undefined && o.semantics.rotaryDim < o.semantics.headDim;
-  // Post-sublayer norms (Gemma) have no CUDA kernel at all, in the replacement or a frozen lm-tail layer: the binding
-  // refuses them rather than drop them, so such a run trains on the CPU.
-  const isPost = (r: string) => r === 'post_attn_norm.weight' || r === 'post_mlp_norm.weight';
-  const postNorms = o.semantics.postNorms === true || roles.some(isPost) || (lm !== undefined && lm.layers.some((l) => l['post_attn_norm.weight'] != null || l['post_mlp_norm.weight'] != null));
+  // Gemma's post-sublayer norms: the replacement's go to the GPU through streamline_cuda_train_set_post_norm, the lm
+  // tail's through streamline_cuda_train_set_lm_tail_post_norm; a library built before them lacks them (the binding
+  // would refuse the norms rather than drop them), so such a run trains on the CPU.
+  const postNorms = roles.some((r) => r === 'post_attn_norm.weight' || r === 'post_mlp_norm.weight');
+  const tailPostNorms = lm !== undefined && lm.layers.some((l) => l['post_attn_norm.weight'] != null || l['post_mlp_norm.weight'] != null);
   // One message for every feature an older backend library lacks: the run then trains on the CPU.
   const olderLibrary = (what: string, lacks: string, before: string) => o.onLog?.({ level: 'warning',
     message: `${what}: the replacement trains on the CPU (this CUDA backend library lacks ${lacks}: it was built before ${before}; rebuild it)` });
   if (o.device === 'cuda') {
     const info = n.cudaInfo();
-    if (postNorms) {
-      o.onLog?.({ level: 'warning', message: 'post-sublayer norms (Gemma post_attn_norm/post_mlp_norm): the replacement trains on the CPU (the CUDA trainer does not implement them)' });
+    if (postNorms && !info.trainPostNorm) {
+      olderLibrary('post-sublayer norms (post_attn_norm/post_mlp_norm)', 'streamline_cuda_train_set_post_norm', 'post norms were trained on the GPU');
+    } else if (tailPostNorms && !info.lmTailPostNorm) {
+      olderLibrary('--loss lm', 'streamline_cuda_train_set_lm_tail_post_norm for the frozen layers\' post-sublayer norms (post_attn_norm/post_mlp_norm)', 'them');
     } else if (partialRope && !info.trainRotaryDim) {
       olderLibrary(`partial rotary embedding (${o.semantics.rotaryDim} of ${o.semantics.headDim} dims per head)`, 'streamline_cuda_train_set_rotary_dim', 'partial RoPE was trained on the GPU');
     } else if (qkNorm && !info.trainQkNorm) {
