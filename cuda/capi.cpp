@@ -453,6 +453,15 @@ SL_EXPORT int streamline_cuda_train_set_lm_tail_post_norm(streamline_cuda_train*
   });
 }
 
+SL_EXPORT int streamline_cuda_train_set_lm_tail_rope(streamline_cuda_train* t, int64_t n_layers,
+                                                     const float* host_inv_freqs,
+                                                     const float* host_attention_scalings) {
+  return guarded([&] {
+    if (n_layers < 0) throw CudaError("train_set_lm_tail_rope: n_layers must be >= 0");
+    t->set_lm_tail_rope(size_t(n_layers), host_inv_freqs, host_attention_scalings);
+  });
+}
+
 SL_EXPORT int streamline_cuda_train_set_rotary_dim(streamline_cuda_train* t, int64_t rot_dim,
                                                    const float* host_inv_freq) {
   return guarded([&] {

@@ -427,6 +427,12 @@ TrainStep::LayerDev TrainStep::own_weights() const {
   return w;
 }
 
+TrainStep::RopeDev TrainStep::rope_of(const LayerDev& w) const {
+  if (w.rope < 0) return RopeDev{inv_freq_, s_.rope_attention_scaling, cos_, sin_};
+  check(tail_ != nullptr && size_t(w.rope) < tail_->ropes.size(), "a frozen layer's RoPE table is missing");
+  return tail_->ropes[size_t(w.rope)];
+}
+
 void TrainStep::forward(const LayerDev& w, ReplacementKind kind, const float* x, const int32_t* positions,
                         const uint8_t* mask, size_t B, float* out) {
   const ReplacementSpec& s = s_;
@@ -438,17 +444,17 @@ void TrainStep::forward(const LayerDev& w, ReplacementKind kind, const float* x,
     norm_rows(nk, nullptr, a_bf_, nullptr, x, nullptr, nullptr, w.vec[kRoleAttnNormW], w.vec[kRoleAttnNormB],
               DType::F32, M, D, s.norm_eps, st);
     gemm_.run(qkv_f_, DType::F32, a_bf_, w.wqkv, M, Nqkv_, D, 0.f, st);
-    if (s.use_rope) rope_tables(cos_, sin_, positions, inv_freq_, M, rot() / 2, s.rope_attention_scaling, st);
+    const RopeDev rp = s.use_rope ? rope_of(w) : RopeDev{};
+    if (s.use_rope) rope_tables(rp.cos, rp.sin, positions, rp.inv_freq, M, rot() / 2, rp.scaling, st);
     if (w.vec[kRoleQNormW]) {
       check(qk_pre_ != nullptr, "q/k norm buffers missing");
       qkv_prepare_norm_kernel<<<rows_grid(M), 256, (s.H + s.Hk) * sizeof(float), st>>>(
           qkv_bf_, q_, k_, v_act_, qk_pre_, qkv_f_, w.vec[kRoleQB], w.vec[kRoleKB], w.vec[kRoleVB], w.vec[kRoleQNormW],
-          w.vec[kRoleKNormW], s.norm_eps, s.use_rope ? cos_ : nullptr, s.use_rope ? sin_ : nullptr, M, unsigned(s.H),
+          w.vec[kRoleKNormW], s.norm_eps, rp.cos, rp.sin, M, unsigned(s.H),
           unsigned(s.Hk), unsigned(s.Dh), unsigned(rot()));
     } else {
       qkv_prepare_kernel<<<rows_grid(M), 256, 0, st>>>(qkv_bf_, q_, k_, v_act_, qkv_f_, w.vec[kRoleQB], w.vec[kRoleKB],
-                                                       w.vec[kRoleVB], s.use_rope ? cos_ : nullptr,
-                                                       s.use_rope ? sin_ : nullptr, M, unsigned(s.H), unsigned(s.Hk),
+                                                       w.vec[kRoleVB], rp.cos, rp.sin, M, unsigned(s.H), unsigned(s.Hk),
                                                        unsigned(s.Dh), unsigned(rot()));
     }
     SL_LAUNCH_CHECK();
@@ -580,8 +586,10 @@ void TrainStep::backward(const LayerDev& w, ReplacementKind kind, bool trainable
     attention_backward(dq, dk, dv, dattn_, q_, k_, v_act_, attn_, lse_, mask, B, s.T, s.H, s.Hk, s.Dh, s.attn_scale,
                        w.window, st);
   if (s.use_rope) {
-    rope_backward(dq, cos_, sin_, M, s.H, s.Dh, st, rot());
-    rope_backward(dk, cos_, sin_, M, s.Hk, s.Dh, st, rot());
+    // the tables this layer's forward (or its recomputation) built: its own rope's
+    const RopeDev rp = rope_of(w);
+    rope_backward(dq, rp.cos, rp.sin, M, s.H, s.Dh, st, rot());
+    rope_backward(dk, rp.cos, rp.sin, M, s.Hk, s.Dh, st, rot());
   }
   if (w.vec[kRoleQNormW]) {
     // Through the per-head norms: rows of Dh, the weights' gradients summed over every head row (the CPU's
@@ -1052,6 +1060,10 @@ void TrainStep::set_rotary_dim(size_t rot, const float* inv_freq) {
   check(s_.Dh > 0, "set_rotary_dim: the spec has no head_dim");
   check(rot > 0 && rot % 2 == 0 && rot <= s_.Dh, "set_rotary_dim: rot_dim must be even and in (0, head_dim]");
   check(inv_freq != nullptr, "set_rotary_dim: inv_freq[rot_dim / 2] is required");
+  // The tail's own tables are rot/2 wide, and layers found equal to the trainer's rope follow it: both were decided
+  // for the width and frequencies of that call.
+  check(!tail_ || !tail_->rope_set, "set_rotary_dim: the lm tail's per-layer RoPE is set (train_set_lm_tail_rope); "
+                                    "call set_rotary_dim before train_set_lm_tail");
   SL_CUDA_CHECK(cudaStreamSynchronize(stream_));  // a step in flight reads inv_freq_
   inv_freq_host_.assign(inv_freq, inv_freq + rot / 2);
   s_.rotary = rot;

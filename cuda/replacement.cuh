@@ -178,10 +178,22 @@ class TrainStep {
   // {post_attn_norm, post_mlp_norm} ([D] each, any float dtype, kept f32; both or neither); norms.size() must be the
   // tail's layer count. Activation gradients flow through them; they get none. Throws CudaError.
   void set_lm_tail_post_norm(const std::vector<std::pair<HostTensor, HostTensor>>& norms);
+  // Per-layer RoPE of the lm tail's frozen layers (Gemma 3: sliding layers rotate with rope_local_base_freq, full ones
+  // with rope_theta and its scaling), after set_lm_tail (which resets every layer to the trainer's): inv_freqs
+  // [n_layers * rot/2] row-major (host f32, rot = rot() at the call), attention_scalings [n_layers]. A layer whose row
+  // and scaling equal the trainer's, bit for bit, keeps the trainer's table; the others get one cos/sin table per
+  // distinct (row, scaling), [M, rot/2] f32 each, built by each forward from the step's positions as the trainer's is.
+  // n_layers must be the tail's layer count; needs a trainer created with RoPE. Replaces an earlier call's. Throws
+  // CudaError (nothing changed) on misuse or when the tables cannot be allocated.
+  void set_lm_tail_rope(size_t n_layers, const float* inv_freqs, const float* attention_scalings);
+  // Distinct ropes of the tail besides the trainer's (tests: the dedupe).
+  size_t lm_tail_rope_tables() const { return tail_ ? tail_->ropes.size() : 0; }
   // Partial rotary embeddings (Phi-4-mini): RoPE on the leading rot dims of each q/k head (even, 0 < rot <= Dh; the
   // rest pass unrotated), with host inv_freq[rot/2] (copied), in the replacement and the lm tail's frozen layers. The
   // C API's spec has no such field (its layout is fixed), hence a call; spec.rotary does the same for C++ callers.
-  // Call between steps (before the first one). Throws CudaError on misuse.
+  // Call between steps (before the first one); refused once set_lm_tail_rope has run on the current tail (its tables
+  // and its comparison with the trainer's rope were made for the width and frequencies of then). Throws CudaError on
+  // misuse.
   void set_rotary_dim(size_t rot, const float* inv_freq);
   size_t rot() const { return s_.rotary ? s_.rotary : s_.Dh; }
   bool has(int role) const { return role >= 0 && role < kAllTrainRoles && numel_[role] > 0; }
@@ -237,8 +249,19 @@ class TrainStep {
     std::array<const float*, kAllTrainRoles> vec{};  // q/k and post norms among them (nullptr = none)
     const bf16 *wqkv = nullptr, *wo = nullptr, *wgate = nullptr, *wup = nullptr, *wdown = nullptr;
     size_t window = 0;  // the layer's sliding attention window (0 = none)
+    int rope = -1;      // the layer's RoPE: -1 = the trainer's (inv_freq_, cos_, sin_), else tail_->ropes[rope]
   };
   LayerDev own_weights() const;
+  // A RoPE as forward() uses it: device inverse frequencies [rot/2] and attention scaling, and the cos/sin tables
+  // [M, rot/2] that each forward() rebuilds from the step's positions and the backward() after it reads. Each layer
+  // backward runs right after its own forward (or its recomputation), but a table of its own per distinct rope keeps
+  // that correct whatever runs in between.
+  struct RopeDev {
+    const float* inv_freq = nullptr;
+    float scaling = 1.f;
+    float *cos = nullptr, *sin = nullptr;
+  };
+  RopeDev rope_of(const LayerDev& w) const;
   // The activation buffers of a layer (attention, residual, RoPE tables): at construction for a layer replacement,
   // at set_lm_tail for an mlp one whose tail has layers.
   void alloc_layer_buffers();
@@ -329,6 +352,11 @@ class TrainStep {
     std::vector<float*> h;  // h[k]: frozen layer k's output (layer k+1's input; the last one the head's)
     std::unique_ptr<LmHead> head;
     double *nll = nullptr, *seq = nullptr;  // nll [B*T], per-sequence sums [B]
+    // set_lm_tail_rope: one RopeDev per distinct rope other than the trainer's (layers[k].rope indexes it), and
+    // their device buffers (replaced as a whole by a later call)
+    std::vector<RopeDev> ropes;
+    std::vector<std::pair<void*, size_t>> rope_allocs;
+    bool rope_set = false;  // set_lm_tail_rope was called on this tail (set_rotary_dim refuses then)
     ~Tail();
   };
   std::unique_ptr<Tail> tail_;

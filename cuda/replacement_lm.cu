@@ -4,6 +4,7 @@
 // buffers and dL/dx requested. Memory: the tail's weights (bf16), one [B*T, D] f32 hidden state per frozen layer, the
 // head's chunk buffers; activations are the step's own buffers, reused layer after layer (recomputed, not stored).
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -28,6 +29,7 @@ static_assert(int(streamline::kRoleGateW) == int(kGateW) && int(streamline::kRol
 TrainStep::Tail::~Tail() {
   head.reset();
   for (auto& a : allocs) device_free(a.first, a.second);
+  for (auto& a : rope_allocs) device_free(a.first, a.second);
 }
 
 void TrainStep::set_lm_tail(const std::vector<const HostTensor*>& layers, const HostTensor& norm_w,
@@ -189,6 +191,78 @@ void TrainStep::set_lm_tail_qk_norm(const std::vector<std::pair<HostTensor, Host
   }
   std::lock_guard<std::mutex> lk(mu_);
   bytes_ += added;
+}
+
+void TrainStep::set_lm_tail_rope(size_t n_layers, const float* inv_freqs, const float* attention_scalings) {
+  check(tail_ != nullptr, "set_lm_tail_rope: set_lm_tail first");
+  check(s_.use_rope, "set_lm_tail_rope: the trainer was created without RoPE (use_rope)");
+  const size_t L = tail_->layers.size(), half = rot() / 2, M = s_.B * s_.T;
+  check(n_layers == L, "set_lm_tail_rope: " + std::to_string(n_layers) + " layers' RoPE given, the lm tail has " +
+                           std::to_string(L));
+  check(L == 0 || (inv_freqs && attention_scalings), "set_lm_tail_rope: inv_freqs and attention_scalings are required");
+  check(inv_freq_host_.size() == half, "set_lm_tail_rope: the trainer's inv_freq does not match its rotary width");
+  for (size_t k = 0; k < L; k++) {
+    bool finite = std::isfinite(attention_scalings[k]);
+    for (size_t j = 0; j < half; j++) finite = finite && std::isfinite(inv_freqs[k * half + j]);
+    check(finite, "set_lm_tail_rope: frozen layer " + std::to_string(k) + ": inverse frequencies and attention scaling "
+                                                                          "must be finite");
+  }
+  // Bitwise comparison: a layer given the trainer's values shares its table (one rope, one table), so a tail that
+  // rotates like R runs exactly as without this call.
+  auto same = [&](const float* a, float sa, const float* b, float sb) {
+    return std::memcmp(&sa, &sb, sizeof sa) == 0 && std::memcmp(a, b, half * sizeof(float)) == 0;
+  };
+  std::vector<int> which(L, -1);
+  std::vector<size_t> first;  // the first layer of each distinct rope
+  for (size_t k = 0; k < L; k++) {
+    const float* row = inv_freqs + k * half;
+    if (same(row, attention_scalings[k], inv_freq_host_.data(), s_.rope_attention_scaling)) continue;
+    for (size_t j = 0; j < first.size() && which[k] < 0; j++)
+      if (same(row, attention_scalings[k], inv_freqs + first[j] * half, attention_scalings[first[j]])) which[k] = int(j);
+    if (which[k] < 0) {
+      which[k] = int(first.size());
+      first.push_back(k);
+    }
+  }
+  std::vector<RopeDev> ropes;
+  std::vector<std::pair<void*, size_t>> mine;  // freed on failure; otherwise the tail's
+  auto take = [&](size_t bytes) {
+    void* p = device_alloc(bytes);
+    mine.emplace_back(p, bytes);
+    return static_cast<float*>(p);
+  };
+  try {
+    for (size_t j = 0; j < first.size(); j++) {
+      RopeDev r;
+      float* inv = take(half * 4);
+      // through the consuming stream and a sync: from pageable memory a plain cudaMemcpy may return before the DMA
+      // lands, and orders only the legacy stream
+      SL_CUDA_CHECK(cudaMemcpyAsync(inv, inv_freqs + first[j] * half, half * 4, cudaMemcpyHostToDevice, stream_));
+      r.inv_freq = inv;
+      r.scaling = attention_scalings[first[j]];
+      r.cos = take(M * half * 4);
+      r.sin = take(M * half * 4);
+      ropes.push_back(r);
+    }
+    SL_CUDA_CHECK(cudaStreamSynchronize(stream_));  // also: no step in flight reads the tables replaced below
+  } catch (...) {
+    cudaStreamSynchronize(stream_);
+    for (auto& a : mine) device_free(a.first, a.second);
+    throw;
+  }
+  size_t added = 0, removed = 0;
+  for (auto& a : mine) added += a.second;
+  for (auto& a : tail_->rope_allocs) {
+    removed += a.second;
+    device_free(a.first, a.second);
+  }
+  tail_->rope_allocs = std::move(mine);
+  tail_->ropes = std::move(ropes);
+  for (size_t k = 0; k < L; k++) tail_->layers[k].rope = which[k];
+  tail_->rope_set = true;
+  tail_->bytes = tail_->bytes + added - removed;
+  std::lock_guard<std::mutex> lk(mu_);
+  bytes_ = bytes_ + added - removed;
 }
 
 void TrainStep::set_lm_chunk_rows(size_t rows) {

@@ -260,6 +260,19 @@ int streamline_cuda_train_set_lm_tail_qk_norm(streamline_cuda_train* t, int64_t 
  * to R. Optional: libraries built before it lack the symbol (the addon then trains such a tail on the CPU). */
 int streamline_cuda_train_set_lm_tail_post_norm(streamline_cuda_train* t, int64_t n_layers,
                                                 const streamline_cuda_weight* host_norms);
+/* Gemma 3: per-layer RoPE of the lm tail's frozen layers (its sliding layers rotate with rope_local_base_freq, its
+ * full layers with rope_theta and rope_scaling), after train_set_lm_tail (which resets every frozen layer to the
+ * trainer's RoPE): host_inv_freqs[n_layers * rot_dim / 2] row-major (layer k's inverse frequencies; rot_dim = head_dim,
+ * or train_set_rotary_dim's), host_attention_scalings[n_layers] (each layer's cos/sin factor, the spec's
+ * rope_attention_scaling for the trainer's own). A layer given the trainer's values, bit for bit, may simply repeat
+ * them: it shares the trainer's cos/sin table; every other distinct (frequencies, scaling) gets one table of its own
+ * ([batch * seq_len, rot_dim / 2] f32 cos and sin), rebuilt from the step's positions at each forward as the trainer's
+ * is. Replaces an earlier call's. Fails, changing nothing, when n_layers differs from the tail's, without a tail, when
+ * the trainer was created without use_rope, or on a non-finite value; train_set_rotary_dim fails after it (call that
+ * first). Copied; the host arrays may be released on return. Optional: libraries built before it lack the symbol (the
+ * addon then trains such a tail on the CPU). */
+int streamline_cuda_train_set_lm_tail_rope(streamline_cuda_train* t, int64_t n_layers, const float* host_inv_freqs,
+                                           const float* host_attention_scalings);
 /* Training: the layer replacement's attention window (must be 0 for an mlp replacement) and the lm tail's
  * per-layer windows (n_tail = the tail's layer count, in model order; tail_windows NULL = all 0; fails when
  * n_tail differs from the tail set by train_set_lm_tail, or 0 without a tail). set_lm_tail resets the tail's
