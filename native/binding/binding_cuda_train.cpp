@@ -10,7 +10,9 @@
 // overlap only within a loss.
 //   cudaTrainer(kind, spec, params, ropeInvFreq) -> Promise<CudaTrainer>   (spec.batch: the largest micro-batch;
 //     ropeInvFreq has rotaryDim/2 entries; spec.rotaryDim < headDim goes through the optional
-//     streamline_cuda_train_set_rotary_dim, refused with E_UNSUPPORTED by a library without it: cudaInfo().trainRotaryDim)
+//     streamline_cuda_train_set_rotary_dim, refused with E_UNSUPPORTED by a library without it: cudaInfo().trainRotaryDim;
+//     spec.tailRopeInvFreq / tailRopeAttentionScaling, the lm tail's per-layer RoPE as lmLossStep takes them, go to
+//     streamline_cuda_train_set_lm_tail_rope at each setLmTail, refused likewise without it: cudaInfo().lmTailRope)
 //   trainer.step(x, target, positions, keyMask, batch, gradScale?) -> Promise<loss>
 //   trainer.apply({lr, beta1, beta2, eps, weightDecay, maxNorm, step}) -> Promise<gradNorm>
 //   trainer.getParams(role) / getGrads(role) -> Promise<Float32Array>; trainer.destroy()
@@ -111,6 +113,8 @@ struct TrainApi {
   int (*set_lm_tail_post_norm)(streamline_cuda_train*, int64_t, const streamline_cuda_weight*);
   // Optional (nullptr in a backend built before partial RoPE was trained on the GPU).
   int (*set_rotary_dim)(streamline_cuda_train*, int64_t, const float*);
+  // Optional (nullptr in a backend built before the lm tail's per-layer RoPE on the GPU).
+  int (*set_lm_tail_rope)(streamline_cuda_train*, int64_t, const float*, const float*);
 };
 
 template <typename F> void resolve(F*& f, const char* name, std::string* missing) {
@@ -173,6 +177,8 @@ const TrainApi& train_api(Napi::Env env) {
           cuda_symbol("streamline_cuda_train_set_lm_tail_post_norm"));
       a.set_rotary_dim =
           reinterpret_cast<decltype(a.set_rotary_dim)>(cuda_symbol("streamline_cuda_train_set_rotary_dim"));
+      a.set_lm_tail_rope =
+          reinterpret_cast<decltype(a.set_lm_tail_rope)>(cuda_symbol("streamline_cuda_train_set_lm_tail_rope"));
       if (!missing.empty()) error = "the CUDA backend library lacks " + missing + " (built before GPU training existed)";
       else if (st.device_count == 0 || !st.reason.empty()) error = st.reason.empty() ? "no CUDA device" : st.reason;
     }
@@ -567,12 +573,20 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
     auto head = std::make_shared<std::array<streamline_cuda_weight, 3>>(
         std::array<streamline_cuda_weight, 3>{cuda_weight(hw.norm_w), cuda_weight(hw.norm_b), cuda_weight(hw.lm_head)});
     const int64_t n_layers = int64_t(layers.Length()), vocab = int64_t(hs.vocab);
+    // The spec's per-layer tail ropes (cudaTrainer) are per frozen layer: set_lm_tail resets them, so they follow it.
+    const std::shared_ptr<const TailRope> rope = tail_rope_;
+    if (rope && int64_t(rope->scalings.size()) != n_layers)
+      throw_error(env, "E_NATIVE_ARG", std::string(fn) + ": " + std::to_string(n_layers) + " frozen layers, but the "
+                                       "trainer's spec.tailRopeInvFreq / tailRopeAttentionScaling have " +
+                                       std::to_string(rope->scalings.size()) + " entries");
     const TrainApi* a = api_;
     return async(info, keep, [=] {
       auto& h = *head;
       check_rc(*a, a->set_lm_tail(t, n_layers, roles->data(), &h[0], &h[1], &h[2], vocab), "train_set_lm_tail");
       if (qk_norm) check_rc(*a, a->set_lm_tail_qk_norm(t, n_layers, norms->data()), "train_set_lm_tail_qk_norm");
       if (post_norm) check_rc(*a, a->set_lm_tail_post_norm(t, n_layers, post->data()), "train_set_lm_tail_post_norm");
+      if (rope)
+        check_rc(*a, a->set_lm_tail_rope(t, n_layers, rope->rows.data(), rope->scalings.data()), "train_set_lm_tail_rope");
     });
   }
 
@@ -842,6 +856,12 @@ class CudaTrainer : public Napi::ObjectWrap<CudaTrainer> {
 
   friend Napi::Value OpenTrainer(const Napi::CallbackInfo& info);
   const TrainApi* api_ = nullptr;
+  // spec.tailRopeInvFreq / tailRopeAttentionScaling as train_set_lm_tail_rope takes them (rows [n * rot/2], a null
+  // entry filled with ropeInvFreq); null when the spec has neither.
+  struct TailRope {
+    std::vector<float> rows, scalings;
+  };
+  std::shared_ptr<const TailRope> tail_rope_;
   ReplacementSpec spec_;
   LayerSpec lm_layer_;      // the frozen layers' spec (the trainer's spec as a full decoder layer)
   bool lm_layers_ = false;  // whether the spec has heads, so the tail may have layers (an mlp spec may lack them)
@@ -860,12 +880,6 @@ Napi::Value OpenTrainer(const Napi::CallbackInfo& info) {
   const TrainApi& api = train_api(env);
   ReplacementKind kind = kind_arg(env, info[0], fn);
   ReplacementSpec s = spec_arg(env, info[1], kind, fn);
-  // The backend's lm tail rotates every frozen layer with the trainer's one set of frequencies: frozen layers with
-  // their own RoPE (lmLossStep's spec.tailRopeInvFreq) would silently run with the wrong one.
-  for (const char* key : {"tailRopeInvFreq", "tailRopeAttentionScaling"})
-    if (!absent(info[1].As<Napi::Object>().Get(key)))
-      throw_error(env, "E_UNSUPPORTED", std::string(fn) + ": spec." + key + " (frozen layers with their own RoPE): the "
-                                        "CUDA trainer's lm tail rotates every layer with one set of frequencies; train on the CPU");
   auto params = std::make_shared<ReplacementParams>();
   params->fill(nullptr);
   roles_arg(env, info[2], kind, s, params.get(), fn, "params", nullptr);
@@ -907,6 +921,57 @@ Napi::Value OpenTrainer(const Napi::CallbackInfo& info) {
       std::copy(inv, inv + n, padded->begin());
     }
   }
+  // The lm tail's per-layer RoPE (lmLossStep's spec.tailRopeInvFreq / tailRopeAttentionScaling: Gemma 3's sliding and
+  // full layers), read as the CPU lm binding reads them and handed over at setLmTail. A library without
+  // train_set_lm_tail_rope would rotate every frozen layer with the trainer's frequencies: refused rather than dropped.
+  std::shared_ptr<CudaTrainer::TailRope> tail_rope;
+  {
+    Napi::Object so = info[1].As<Napi::Object>();
+    Napi::Value tf = so.Get("tailRopeInvFreq"), ts = so.Get("tailRopeAttentionScaling");
+    if (!absent(tf) || !absent(ts)) {
+      const std::string what = std::string(fn) + ": spec.tailRopeInvFreq";
+      if (!api.set_lm_tail_rope)
+        throw_error(env, "E_UNSUPPORTED", what + " / tailRopeAttentionScaling (frozen layers with their own RoPE): the CUDA "
+                                          "backend library lacks streamline_cuda_train_set_lm_tail_rope (built before "
+                                          "per-layer RoPE in the lm tail on the GPU); rebuild it, or train on the CPU");
+      if (!has_heads || !ls.use_rope)
+        throw_error(env, "E_NATIVE_ARG", what + ": given for layers without RoPE (spec.useRope false or no heads)");
+      const size_t half = (partial ? ls.rotary : ls.Dh) / 2;
+      auto r = std::make_shared<CudaTrainer::TailRope>();
+      size_t n = 0;
+      bool have_n = false;
+      if (!absent(tf)) {
+        if (!tf.IsArray()) throw_error(env, "E_NATIVE_ARG", what + " must be an array with one Float32Array (or null) per frozen layer");
+        n = tf.As<Napi::Array>().Length(), have_n = true;
+      }
+      if (!absent(ts)) {
+        const std::string sw = std::string(fn) + ": spec.tailRopeAttentionScaling";
+        if (!ts.IsArray()) throw_error(env, "E_NATIVE_ARG", sw + " must be an array with one number per frozen layer");
+        Napi::Array a = ts.As<Napi::Array>();
+        if (have_n && a.Length() != n)
+          throw_error(env, "E_NATIVE_ARG", sw + " has " + std::to_string(a.Length()) + " entries, spec.tailRopeInvFreq " +
+                                               std::to_string(n));
+        n = a.Length();
+        for (uint32_t k = 0; k < a.Length(); k++) {
+          const double v = number_arg(env, a.Get(k), (sw + "[]").c_str());
+          if (!std::isfinite(v)) throw_error(env, "E_NATIVE_ARG", sw + " entries must be finite");
+          r->scalings.push_back(float(v));
+        }
+      } else {
+        r->scalings.assign(n, ls.rope_attention_scaling);  // as the CPU: absent = the replacement's
+      }
+      r->rows.resize(n * half);
+      for (uint32_t k = 0; k < n; k++) {
+        Napi::Value e = absent(tf) ? env.Undefined() : tf.As<Napi::Array>().Get(k);
+        // null = the replacement's frequencies, which the backend recognises and keeps on its own table
+        const float* f = absent(e) ? inv
+                                   : typed<Napi::Float32Array>(env, e, napi_float32_array, half,
+                                                               what + "[" + std::to_string(k) + "]", "Float32Array").Data();
+        std::copy(f, f + half, r->rows.begin() + long(k * half));
+      }
+      tail_rope = r;
+    }
+  }
   if (s.grad_scale != 1.f) throw_error(env, "E_NATIVE_ARG", "cudaTrainer: spec.gradScale is per step here (step's gradScale)");
   streamline_cuda_train_spec cs{};
   cs.batch = int64_t(s.B);
@@ -933,6 +998,7 @@ Napi::Value OpenTrainer(const Napi::CallbackInfo& info) {
   tail.use_rope = cs.use_rope != 0;
   self->lm_layer_ = layer_spec_of(tail);
   self->lm_layers_ = has_heads;
+  self->tail_rope_ = tail_rope;
   for (int r = 0; r < kRoleCount; r++) self->present_[r] = (*params)[r] != nullptr;
   self->busy_ = true;
   const TrainApi* a = &api;

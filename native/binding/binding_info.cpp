@@ -62,6 +62,7 @@ Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
   o.Set("lmTailQkNorm", s.loaded && cuda_symbol("streamline_cuda_train_set_lm_tail_qk_norm") != nullptr);
   o.Set("trainPostNorm", s.loaded && cuda_symbol("streamline_cuda_train_set_post_norm") != nullptr);
   o.Set("lmTailPostNorm", s.loaded && cuda_symbol("streamline_cuda_train_set_lm_tail_post_norm") != nullptr);
+  o.Set("lmTailRope", s.loaded && cuda_symbol("streamline_cuda_train_set_lm_tail_rope") != nullptr);
   return o;
 }
 

@@ -18,7 +18,8 @@
 // (train_set_lm_tail, train_step_lm, train_eval_lm, train_stage_lm, train_step_lm_staged) and the sliding-window
 // calls (set_window, train_set_windows), the q/k norm calls (upload_layer_qk_norm, train_set_qk_norm,
 // train_set_lm_tail_qk_norm), the post-norm calls (upload_layer_post_norm, train_set_post_norm,
-// train_set_lm_tail_post_norm) and train_set_rotary_dim (logged "train_set_rotary_dim <rot>"), like a backend built before
+// train_set_lm_tail_post_norm), train_set_rotary_dim (logged "train_set_rotary_dim <rot>") and the tail's per-layer RoPE
+// (train_set_lm_tail_rope, logged "train_set_lm_tail_rope <n_layers>"), like a backend built before
 // those existed, so the callers' fallbacks are tested too. The lm functions log "train_set_lm_tail <n_layers>",
 // "train_step_lm <batch>" and "train_eval_lm <batch>". train_stage / train_step_staged log "train_stage <batch>",
 // "train_step_staged begin" and "train_step_staged end"; train_stage_lm / train_step_lm_staged log
@@ -890,6 +891,37 @@ SL_EXPORT int streamline_cuda_train_set_lm_tail_post_norm(streamline_cuda_train*
       }
     }
     layers = next;
+    note_call(std::string(fn) + " " + std::to_string(n_layers));
+  });
+}
+
+// Per-layer RoPE of the tail: FrozenTail::inv_freqs / rope_scalings, which lm_loss_step reads as the CPU lm binding
+// gives them (there a layer rotating like R has no row of its own; here it repeats R's, the same values).
+SL_EXPORT int streamline_cuda_train_set_lm_tail_rope(streamline_cuda_train* t, int64_t n_layers,
+                                                     const float* host_inv_freqs,
+                                                     const float* host_attention_scalings) {
+  return guarded([&] {
+    const char* fn = "train_set_lm_tail_rope";
+    if (!t->lm) throw Error("E_SHAPE", std::string(fn) + ": train_set_lm_tail first");
+    if (!t->lm_layer.use_rope) throw Error("E_SHAPE", std::string(fn) + ": the trainer was created without RoPE");
+    const size_t L = t->lm->tail.layers.size();
+    if (n_layers != int64_t(L))
+      throw Error("E_SHAPE", std::string(fn) + ": " + std::to_string(n_layers) + " layers' RoPE given, the lm tail has " +
+                                 std::to_string(L));
+    if (L > 0 && (!host_inv_freqs || !host_attention_scalings))
+      throw Error("E_SHAPE", std::string(fn) + ": inv_freqs and attention_scalings are required");
+    const size_t half = (t->lm_layer.rotary_dim ? t->lm_layer.rotary_dim : t->lm_layer.head_dim) / 2;
+    std::vector<std::vector<float>> inv(L);
+    std::vector<float> sc(L);
+    for (size_t k = 0; k < L; k++) {
+      inv[k].assign(host_inv_freqs + k * half, host_inv_freqs + (k + 1) * half);
+      sc[k] = host_attention_scalings[k];
+      bool finite = std::isfinite(sc[k]);
+      for (float v : inv[k]) finite = finite && std::isfinite(v);
+      if (!finite) throw Error("E_SHAPE", std::string(fn) + ": layers[" + std::to_string(k) + "]: values must be finite");
+    }
+    t->lm->tail.inv_freqs = std::move(inv);
+    t->lm->tail.rope_scalings = std::move(sc);
     note_call(std::string(fn) + " " + std::to_string(n_layers));
   });
 }

@@ -26,8 +26,9 @@ export type NativeReplacementSpec = NativeMlpSpec & Partial<Pick<NativeLayerSpec
   tailWindows?: number[];
   /**
    * lmLossStep / lmLossEval: the frozen layers' own RoPE inverse frequencies [rotaryDim/2] (one entry per layer; null =
-   * ropeInvFreq) and attention scaling (one per layer); absent = every layer uses the replacement's. Not read by the CUDA
-   * trainer, which refuses them (cudaTrainer): its lm tail rotates with one set of frequencies.
+   * ropeInvFreq) and attention scaling (one per layer); absent = every layer uses the replacement's. cudaTrainer hands
+   * them to the backend at setLmTail (streamline_cuda_train_set_lm_tail_rope; a library without it refuses them:
+   * cudaInfo().lmTailRope).
    */
   tailRopeInvFreq?: (Float32Array | null)[];
   tailRopeAttentionScaling?: number[];
@@ -52,7 +53,7 @@ export interface NativeAdamWOptions {
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type NativeAddon = Record<string, any> & NativeScoring & NativeLinalg & NativeCuda & {
   cpuInfo(): { avx2: boolean; avx512f: boolean; avx512bf16: boolean; amx: boolean; amxPermitted: boolean; detected: string; level: string; threads: number; blas: string; blasCore: string };
-  cudaInfo(): { compiled: boolean; loaded: boolean; deviceCount: number; runtimeVersion: number; deviceName: string; available: boolean; reason: string; qkNorm: boolean; postNorm: boolean; trainQkNorm: boolean; lmTailQkNorm: boolean; trainRotaryDim: boolean; trainPostNorm: boolean; lmTailPostNorm: boolean };
+  cudaInfo(): { compiled: boolean; loaded: boolean; deviceCount: number; runtimeVersion: number; deviceName: string; available: boolean; reason: string; qkNorm: boolean; postNorm: boolean; trainQkNorm: boolean; lmTailQkNorm: boolean; trainRotaryDim: boolean; trainPostNorm: boolean; lmTailPostNorm: boolean; lmTailRope: boolean };
   mapFile(path: string): ArrayBuffer;
   convertFloats(dst: ArrayBufferView, dstDtype: string, src: ArrayBufferView, srcDtype: string): void;
   convertFloatsRef(dst: ArrayBufferView, dstDtype: string, src: ArrayBufferView, srcDtype: string): void;

@@ -152,9 +152,9 @@ if (!existsSync(fake)) {
       for (const loss of ['mse', 'lm'] as const) {
         const what = `${replacement} ${loss}`;
         const logs: core.DeviceMessage[] = [], calls = path.join(tmp, `calls-${replacement}-${loss}.txt`);
-        // lm: a tail that rotates like the replacement (the GPU's lm tail has one RoPE table; gemma3's layers are
-        // sliding, sliding, full, sliding, so [0, 3) leaves the sliding layer 3 behind the sliding layer 0's place)
-        const range = loss === 'lm' ? { start: 0, end: 3 } : { start: 1, end: 2 };
+        // gemma3's layers are sliding, sliding, full, sliding: with lm, R rotates like the sliding layer 1 and the tail
+        // mixes the full layer 2 (rope_theta) with the sliding layer 3 (rope_local_base_freq), Gemma 3's case
+        const range = { start: 1, end: 2 };
         const o = { calib, samples: 2, seqLen: 16, trainSamples: 4, epochs: 1, range, replacement, loss, seed: 3 };
         const gpu = await withEnv({ STREAMLINE_CUDA_CPU_CALLS: calls }, () =>
           core.prune(model, { ...o, outDir: path.join(tmp, `prune-${replacement}-${loss}-cuda`), device: 'cuda', onLog: (m) => logs.push(m) }));
@@ -163,8 +163,8 @@ if (!existsSync(fake)) {
         assert.equal(logs.filter((m) => m.level === 'warning'), [], what);
         const lines = readFileSync(calls, 'utf8').split('\n');
         assert.ok(lines.includes('train_set_post_norm'), `${what}: the replacement's post norms went to the GPU trainer`);
-        // Layer 3 is the lm tail, with post norms.
-        if (loss === 'lm') assert.ok(lines.includes('train_set_lm_tail_post_norm 1'), what);
+        // Layers 2 and 3 are the lm tail, with post norms, and layer 2 with a rope of its own.
+        if (loss === 'lm') assert.ok(lines.includes('train_set_lm_tail_post_norm 2') && lines.includes('train_set_lm_tail_rope 2'), what);
         const x = core.openCheckpoint(cpu.exported!.outDir), y = core.openCheckpoint(gpu.exported!.outDir);
         assert.equal(y.names(), x.names(), what);
         for (const t of x.names()) assert.ok(Buffer.from(x.tensor(t).data).equals(Buffer.from(y.tensor(t).data)), `${what} ${t}`);

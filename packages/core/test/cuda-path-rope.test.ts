@@ -2,7 +2,7 @@
 // cuda-path.test.ts): CudaEngine rebuilds the context's RoPE tables with set_inputs before a layer whose rope differs
 // from the tables', so every result must be the CPU path's bitwise; a difference means a layer ran with another
 // layer's frequencies (or the hidden state was disturbed by set_inputs).
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'uvu';
@@ -12,7 +12,7 @@ import { cudaUnsupported } from '../src/engine/cuda.js';
 import { openModelDir } from '../src/model-dir.js';
 import { native } from '../src/native.js';
 import type { ModelDescription } from '../src/index.js';
-import { loadCharFixture, repoRoot, writeCalibText } from './_helpers.js';
+import { loadCharFixture, repoRoot, withEnv, writeCalibText } from './_helpers.js';
 
 const fake = path.join(repoRoot, 'packages', 'core', 'build', 'testlib', 'streamline_cuda_cpu.so');
 process.env.STREAMLINE_CUDA_LIBRARY = fake;  // read at the first cudaInfo() of the process
@@ -117,26 +117,32 @@ if (!existsSync(fake)) {
     }
   });
 
-  // Training: the replacement rotates like layer start (one rope: the GPU trainer takes it). An lm tail whose frozen
-  // layers rotate otherwise cannot run on the GPU trainer (one RoPE table for all its layers): the run warns and trains
-  // on the CPU, bitwise the CPU run; a tail that rotates like the replacement stays on the GPU, bitwise the CPU too.
-  test('prune --loss lm with per-layer ropes on cuda: GPU when the tail rotates like R, else the CPU with a warning', async () => {
+  // Training: the replacement rotates like layer start (one rope: the GPU trainer's own tables). An lm tail whose frozen
+  // layers rotate otherwise goes to the GPU trainer with their frequencies (spec.tailRopeInvFreq ->
+  // train_set_lm_tail_rope at setLmTail): both ranges train on cuda with no warning, bitwise the CPU run (the test
+  // backend runs the CPU's lm step with the tail ropes it was handed). cuda-train-old.test.ts: a library without the
+  // function falls back to the CPU with a warning naming it.
+  test('prune --loss lm with per-layer ropes on cuda: on the GPU whether or not the tail rotates like R, bitwise the CPU', async () => {
     const tmp = mkdtempSync(path.join(os.tmpdir(), 'streamline-cuda-rope-lm-'));
     try {
       const model = { ...await loadCharFixture('qwen2-window', tmp), description: describeWith('qwen2-window', true) };
       const calib = writeCalibText(tmp);
-      for (const [range, device] of [[{ start: 1, end: 2 }, 'cuda'], [{ start: 0, end: 1 }, 'cpu']] as const) {
+      // [1, 2): R sliding, tail layer 2 sliding (one rope); [0, 1): R full, tail layers 1 and 2 sliding (their own)
+      for (const [range, mixed] of [[{ start: 1, end: 2 }, false], [{ start: 0, end: 1 }, true]] as const) {
         for (const replacement of ['layer', 'mlp'] as const) {
           const what = `${replacement} [${range.start}, ${range.end})`;
-          const logs: core.DeviceMessage[] = [];
+          const logs: core.DeviceMessage[] = [], calls = path.join(tmp, `calls-${replacement}-${range.start}.txt`);
           const o = { calib, samples: 2, seqLen: 16, trainSamples: 4, epochs: 1, range, replacement, loss: 'lm' as const, seed: 3 };
-          const gpu = await core.prune(model, { ...o, outDir: path.join(tmp, `cuda-${replacement}-${range.start}`), device: 'cuda', onLog: (m) => logs.push(m) });
+          const gpu = await withEnv({ STREAMLINE_CUDA_CPU_CALLS: calls }, () =>
+            core.prune(model, { ...o, outDir: path.join(tmp, `cuda-${replacement}-${range.start}`), device: 'cuda', onLog: (m) => logs.push(m) }));
           const cpu = await core.prune(model, { ...o, outDir: path.join(tmp, `cpu-${replacement}-${range.start}`), device: 'cpu' });
-          assert.equal([gpu.device, gpu.training!.device], ['cuda', device], what);
-          const warnings = logs.filter((m) => m.level === 'warning').map((m) => m.message);
-          if (device === 'cpu') assert.ok(warnings.length === 1 && /per-layer RoPE.*trains on the CPU/.test(warnings[0]!), `${what}: ${warnings.join(' | ')}`);
-          else assert.equal(warnings, [], what);
+          assert.equal([gpu.device, gpu.training!.device], ['cuda', 'cuda'], what);
+          assert.equal(logs.filter((m) => m.level === 'warning').map((m) => m.message), [], what);
+          const lines = readFileSync(calls, 'utf8').split('\n');
+          // the tail's own ropes reached the trainer only where the tail has them (then for both of its layers)
+          assert.is(lines.includes('train_set_lm_tail_rope 2'), mixed, `${what}: ${lines.filter((l) => l.startsWith('train_set_lm')).join(' | ')}`);
           const x = core.openCheckpoint(cpu.exported!.outDir), y = core.openCheckpoint(gpu.exported!.outDir);
+          assert.equal(y.names(), x.names(), what);
           for (const t of x.names()) assert.ok(Buffer.from(x.tensor(t).data).equals(Buffer.from(y.tensor(t).data)), `${what} ${t}`);
         }
       }
@@ -145,20 +151,40 @@ if (!existsSync(fake)) {
     }
   });
 
-  test('cudaTrainer refuses a spec with per-layer tail ropes (it would rotate them with the trainer\'s)', async () => {
+  test('cudaTrainer with per-layer tail ropes: checked as lmLossStep checks them, one entry per frozen layer at setLmTail', async () => {
+    assert.is(native().cudaInfo().lmTailRope, true);
     const d = describeWith('qwen2-window', true);
     const T = 8, half = d.semantics.headDim / 2;
-    const spec = { ...core.nativeLayerSpec(d.semantics, 1, T, true, 1), tailRopeInvFreq: [new Float32Array(half)] };
+    const base = core.nativeLayerSpec(d.semantics, 1, T, true, 1);
     const w = d.layers[1]!.weights();
     const params: Record<string, Float32Array> = {};
     for (const r of ['mlp_norm.weight', 'gate.weight', 'up.weight', 'down.weight'] as const) {
       params[r] = new Float32Array(w[r]!.shape.reduce((a, b) => a * b, 1));
       native().convertFloats(params[r]!, 'f32', w[r]!.data, w[r]!.dtype);
     }
-    let err: { code?: string; message?: string } | null = null;
-    await Promise.resolve().then(() => native().cudaTrainer('mlp', spec as never, params, new Float32Array(half))).catch((e) => { err = e; });
-    assert.is(err?.code, 'E_UNSUPPORTED');
-    assert.match(err!.message!, /tailRopeInvFreq/);
+    const code = async (f: () => unknown) => { try { await f(); return ['none', '']; } catch (e) { return [(e as { code: string }).code, (e as Error).message]; } };
+    const open = (extra: object) => native().cudaTrainer('mlp', { ...base, ...extra } as never, params, new Float32Array(half).fill(0.5));
+    const own = new Float32Array(half).fill(0.25);
+    // bad entries are refused at cudaTrainer, before the backend sees them
+    assert.equal((await code(() => open({ tailRopeInvFreq: [new Float32Array(half + 1)] })))[0], 'E_SHAPE');
+    assert.equal((await code(() => open({ tailRopeInvFreq: own })))[0], 'E_NATIVE_ARG');
+    assert.equal((await code(() => open({ tailRopeInvFreq: [own, null], tailRopeAttentionScaling: [1] })))[0], 'E_NATIVE_ARG');
+    assert.equal((await code(() => open({ tailRopeAttentionScaling: [1, NaN] })))[0], 'E_NATIVE_ARG');
+    const [c0, m0] = await code(() => native().cudaTrainer('mlp', { ...core.nativeLayerSpec(d.semantics, 1, T, false, 1), tailRopeInvFreq: [own] } as never, params, null));
+    assert.is(c0, 'E_NATIVE_ARG');
+    assert.match(m0!, /without RoPE/);
+    // two entries: a tail of two layers takes them, a tail of one is refused with both counts named
+    const t = await open({ tailRopeInvFreq: [own, null], tailRopeAttentionScaling: [1.5, 1] });
+    try {
+      const g = d.global();
+      const head = { 'final_norm.weight': g['final_norm.weight']!, 'lm_head.weight': g['lm_head.weight'] ?? g['embed.weight']! };
+      await t.setLmTail([d.layers[1]!.weights(), d.layers[2]!.weights()] as never, head as never);
+      const [c1, m1] = await code(() => t.setLmTail([d.layers[2]!.weights()] as never, head as never));
+      assert.is(c1, 'E_NATIVE_ARG');
+      assert.match(m1!, /1 frozen layers, but the trainer's spec\.tailRopeInvFreq \/ tailRopeAttentionScaling have 2 entries/);
+    } finally {
+      t.destroy();
+    }
   });
 }
 

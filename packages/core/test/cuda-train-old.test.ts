@@ -1,5 +1,6 @@
 // Replacement training on a CUDA backend built before streamline_cuda_train_eval, train_get_state/set_state, the lm
-// functions, the sliding-window calls, the q/k norm calls, upload_layer_post_norm and train_set_rotary_dim existed: streamline_cuda_cpu_old.so is the test backend (native/tests/cuda_cpu) compiled without them.
+// functions, the sliding-window calls, the q/k norm calls, upload_layer_post_norm, train_set_rotary_dim and
+// train_set_lm_tail_rope existed: streamline_cuda_cpu_old.so is the test backend (native/tests/cuda_cpu) compiled without them.
 // The binding resolves them optionally; the trainer then validates on the CPU with downloaded weights (still the CPU
 // run's numbers bitwise), saves no checkpoint on interruption, refuses to resume on cuda, and trains --loss lm on the
 // CPU after a warning. One backend library per
@@ -255,6 +256,50 @@ if (!existsSync(old)) {
     const [c, m] = await code(() => n.cudaTrainer('layer', core.nativeLayerSpec(d.semantics, 1, T, true, 1), params, core.ropeFrequencies(d.rope!, T).invFreq));
     assert.is(c, 'E_UNSUPPORTED');
     assert.match(m!, /rotaryDim 12 < headDim 16.*lacks streamline_cuda_train_set_rotary_dim/);
+  });
+
+  // Per-layer RoPE in the lm tail (Gemma 3's sliding and full layers): the library lacks train_set_lm_tail_rope (and the
+  // lm functions): the trainer names that function, trains on the CPU with the CPU run's weights; the binding refuses
+  // the spec rather than rotate every frozen layer like the replacement.
+  test('lm tail with per-layer RoPE: the trainer falls back to the CPU naming train_set_lm_tail_rope; the binding refuses the spec', async () => {
+    const n = native();
+    assert.is(n.cudaInfo().lmTailRope, false);
+    const d = (await fixture('llama-gqa')).description;
+    const T = 8, D = d.semantics.hidden;
+    const rope = core.ropeFrequencies(d.rope!, T);
+    const own = { invFreq: Float32Array.from(rope.invFreq, (v) => v * 0.25), attentionScaling: 1.3 };
+    const init: Record<string, Float32Array> = {}, shapes: Record<string, number[]> = {};
+    for (const [r, v] of Object.entries(d.layers[1]!.weights())) {
+      if (!['mlp_norm.weight', 'gate.weight', 'up.weight', 'down.weight'].includes(r)) continue;
+      init[r] = new Float32Array(v!.shape.reduce((a, b) => a * b, 1));
+      n.convertFloats(init[r]!, 'f32', v!.data, v!.dtype);
+      shapes[r] = [...v!.shape];
+    }
+    const [c0, m0] = await code(() => n.cudaTrainer('mlp', { ...core.nativeLayerSpec(d.semantics, 1, T, true, 1), tailRopeInvFreq: [own.invFreq] } as never, init, rope.invFreq));
+    assert.is(c0, 'E_UNSUPPORTED');
+    assert.match(m0!, /lacks streamline_cuda_train_set_lm_tail_rope/);
+    const tail = d.layers.slice(2);
+    const g = d.global();
+    const head = { 'final_norm.weight': g['final_norm.weight']!, 'lm_head.weight': g['lm_head.weight'] ?? g['embed.weight']! };
+    const ids = [0, 1].map((b) => Int32Array.from({ length: T }, (_, i) => (i * 3 + b * 5 + 1) % d.vocab));
+    const run = async (device: core.Device, logs: core.DeviceMessage[]) => {
+      const train = new PairCache({ blocks: 2, rows: T, hidden: D, dtype: 'f32', budgetBytes: 1 << 24, dir: tmp, targets: false });
+      for (let b = 0; b < 2; b++) train.add(Float32Array.from({ length: T * D }, (_, i) => Math.cos(i * 0.1 + b)), new Float32Array(0));
+      try {
+        return await trainReplacement({ kind: 'mlp', semantics: d.semantics, ropeInvFreq: rope.invFreq, ropeAttentionScaling: rope.attentionScaling,
+          init, shapes, train, validation: null, loss: 'lm', microBatch: 2, lr: 1e-2, device, onLog: (m) => logs.push(m),
+          lm: { layers: tail.map((l) => l.weights()) as never, head: head as never, ropes: tail.map((_, k) => (k === 0 ? own : null)),
+                trainTokens: ids, validationTokens: [] } });
+      } finally {
+        train.close();
+      }
+    };
+    const logs: core.DeviceMessage[] = [];
+    const gpu = await run('cuda', logs), cpu = await run('cpu', []);
+    assert.is(gpu.device, 'cpu');
+    assert.equal(logs.map((m) => m.level), ['warning']);
+    assert.match(logs[0]!.message, /per-layer RoPE.*the replacement trains on the CPU \(this CUDA backend library lacks streamline_cuda_train_set_lm_tail_rope/);
+    for (const r of Object.keys(init)) assert.equal(gpu.weights[r as keyof typeof gpu.weights], cpu.weights[r as keyof typeof cpu.weights], r);
   });
 
   test.after(() => rmSync(tmp, { recursive: true, force: true }));

@@ -14,8 +14,9 @@
  * each block's loss, as on the CPU), best weights and log are this file's, the same for both devices. With loss `lm`
  * the frozen layers and the head go to the GPU once (setLmTail) and each micro-batch is stepLm with the blocks'
  * next-token targets, validation evalLm; a CUDA backend built before those (streamline_cuda_train_step_lm) trains
- * `lm` on the CPU instead, with a warning, and so does a tail whose layers rotate otherwise than the replacement
- * (LmTail.ropes: per-layer RoPE), which the GPU's lm tail cannot express yet. A CUDA backend built before its eval
+ * `lm` on the CPU instead, with a warning. A tail whose layers rotate otherwise than the replacement (LmTail.ropes:
+ * per-layer RoPE, Gemma 3's sliding and full layers) reaches the GPU with the spec (streamline_cuda_train_set_lm_tail_rope);
+ * a backend built before that function trains it on the CPU, with a warning. A CUDA backend built before its eval
  * function existed validates `mse` on the CPU instead, downloading the weights at each validation. Checkpoints are one format for both devices and both
  * losses: an interrupted cuda run downloads the weights and AdamW moments (getState) and `resume` uploads them
  * (setState), so a checkpoint moves between cpu and cuda. A CUDA backend built before getState/setState existed
@@ -246,10 +247,10 @@ export async function trainReplacement(o: TrainOptions): Promise<TrainResult> {
       olderLibrary('q/k norm (q_norm/k_norm)', 'streamline_cuda_train_set_qk_norm', 'q/k norms were trained on the GPU');
     } else if (tailQkNorm && !info.lmTailQkNorm) {
       olderLibrary('--loss lm', 'streamline_cuda_train_set_lm_tail_qk_norm for the frozen layers\' per-head q/k norm (q_norm/k_norm)', 'them');
-    } else if (tailRopes !== null) {
-      // No backend has it yet: the GPU lm tail builds one RoPE table per step (cuda/replacement.cu) for every layer.
-      o.onLog?.({ level: 'warning', message: '--loss lm with frozen layers whose RoPE differs from the replacement\'s (per-layer RoPE, e.g. Gemma 3\'s ' +
-        'sliding and full layers): the replacement trains on the CPU (the CUDA trainer\'s lm tail rotates every frozen layer with one set of frequencies)' });
+    } else if (tailRopes !== null && !info.lmTailRope) {
+      // Without the function the binding would refuse the spec's tail ropes rather than rotate every layer like R.
+      olderLibrary('--loss lm with frozen layers whose RoPE differs from the replacement\'s (per-layer RoPE, e.g. Gemma 3\'s sliding and full layers)',
+        'streamline_cuda_train_set_lm_tail_rope', 'per-layer RoPE in the lm tail on the GPU');
     } else {
       // Whether the library has the lm loss and the windows only the opened trainer says.
       const g = await n.cudaTrainer(o.kind, spec(Math.min(micro, N)), byRole(st.params), o.ropeInvFreq);
@@ -535,7 +536,7 @@ function loadCheckpoint(file: string, roles: LayerRole[]): State {
   return { step: h.step, params, m, v, best, bestValLoss: h.bestValLoss, bestStep: h.bestStep, history: h.history, tokens: h.tokens };
 }
 
-/** Whether a frozen layer's RoPE is the replacement's, value for value (then the GPU's one table serves it). */
+/** Whether a frozen layer's RoPE is the replacement's, value for value (then it needs no entry of its own in the spec). */
 function sameRope(r: { invFreq: Float32Array; attentionScaling: number }, invFreq: Float32Array | null, attentionScaling: number): boolean {
   return invFreq !== null && r.attentionScaling === attentionScaling && r.invFreq.length === invFreq.length && r.invFreq.every((v, i) => v === invFreq[i]);
 }
