@@ -11,8 +11,10 @@
 // to bf16 as in the mse step, so the tolerances are those of the step (harness.h) unless stated.
 #include <dlfcn.h>
 
+#include <cmath>
 #include <cstring>
 #include <exception>
+#include <memory>
 
 #include "cublaslt_loader.h"
 #include "streamline/lm_loss.h"
@@ -144,7 +146,35 @@ struct LmCase {
   size_t chunk_rows;
   bool qk_norm = false;  // Qwen3: q/k norms in R (a layer) and in every frozen layer
   bool post_norm = false;  // Gemma: post norms in R (post_mlp_norm only for an mlp) and in every frozen layer
+  // Per-layer RoPE (Gemma 3's sliding and full layers): frozen layer k rotates with base 1e6 and attention scaling
+  // 1.25 where bit k is set, with R's own otherwise (repeated to set_lm_tail_rope, as the addon does); 0 = no call.
+  unsigned other_rope = 0;
+  size_t rope_tables = 0;  // the distinct tables set_lm_tail_rope should make of it (the dedupe)
 };
+
+// The rows set_lm_tail_rope and FrozenTail take for a case's other_rope: [frozen * rot/2] and one scaling per layer.
+struct TailRope {
+  std::vector<float> rows, scalings;
+  std::vector<std::vector<float>> per_layer;  // the CPU's FrozenTail::inv_freqs
+};
+constexpr double kOtherBase = 1e6;
+constexpr float kOtherScaling = 1.25f;
+TailRope tail_rope(const ReplacementSpec& s, size_t frozen, unsigned other, const std::vector<float>& inv) {
+  TailRope t;
+  const size_t rot = s.rotary ? s.rotary : s.Dh, half = rot / 2;
+  for (size_t k = 0; k < frozen; k++) {
+    std::vector<float> row(inv.begin(), inv.begin() + long(half));
+    float sc = s.rope_attention_scaling;
+    if (other >> k & 1) {
+      for (size_t i = 0; i < half; i++) row[i] = float(1.0 / std::pow(kOtherBase, 2.0 * double(i) / double(rot)));
+      sc = kOtherScaling;
+    }
+    t.rows.insert(t.rows.end(), row.begin(), row.end());
+    t.scalings.push_back(sc);
+    t.per_layer.push_back(row);
+  }
+  return t;
+}
 
 std::vector<LmCase> lm_cases() {
   return {
@@ -159,7 +189,8 @@ std::vector<LmCase> lm_cases() {
   };
 }
 
-streamline::FrozenTail cpu_tail(const LmCase& c, const std::vector<Frozen>& fr, const Head& h, size_t B) {
+streamline::FrozenTail cpu_tail(const LmCase& c, const std::vector<Frozen>& fr, const Head& h, size_t B,
+                                const TailRope* rope = nullptr) {
   streamline::FrozenTail t;
   ReplacementSpec s = c.s;
   s.B = B;
@@ -167,6 +198,7 @@ streamline::FrozenTail cpu_tail(const LmCase& c, const std::vector<Frozen>& fr, 
   for (const Frozen& f : fr) t.layers.push_back(f.cpu);
   t.head = h.spec;
   t.head_w = h.cpu;
+  if (rope) t.inv_freqs = rope->per_layer, t.rope_scalings = rope->scalings;
   return t;
 }
 
@@ -279,24 +311,36 @@ void check_lm_step(const LmCase& c, bool use_lt) {
   const float w1 = float(B) / float(2 * B - 1), w2 = float(B - 1) / float(2 * B - 1);
   const std::string nm = fmt("%s (%s)", c.name, use_lt ? "cublaslt" : "fallback");
   const float* ivp = c.s.use_rope ? inv.data() : nullptr;
+  const TailRope trope = tail_rope(c.s, c.frozen, c.other_rope, inv);
+  const TailRope* tr = c.other_rope ? &trope : nullptr;
 
   Params gc = zeros_like(p0);
   auto cpu_step_lm = [&](const Batch& b, const std::vector<int32_t>& tg, float scale) {
     ReplacementSpec s = c.s;
     s.B = b.B;
     s.grad_scale = scale;
-    return streamline::lm_loss_step(c.kind, s, cpu_params(p0), cpu_grads(gc), b.x.data(), cpu_tail(c, fr, h, b.B),
+    return streamline::lm_loss_step(c.kind, s, cpu_params(p0), cpu_grads(gc), b.x.data(), cpu_tail(c, fr, h, b.B, tr),
                                     tg.data(), b.pos.data(), b.mask.data(), ivp);
   };
   const double lc1 = cpu_step_lm(b1, t1, w1), lc2 = cpu_step_lm(b2, t2, w2);
 
-  sc::TrainStep t(c.kind, gpu_spec(c.s), gpu_view(p0), ivp, use_lt);
-  narrow_rope(t, c.s, inv);  // before the tail: its frozen layers take the trainer's rotation
-  if (!p0[streamline::kRoleQNormW].empty())
-    t.set_qk_norm(p0[streamline::kRoleQNormW].data(), p0[streamline::kRoleKNormW].data());
-  set_post_norms(t, rc, p0);
-  set_tail(t, fr, h, c.V);
-  t.set_lm_chunk_rows(c.chunk_rows);
+  // rope: false = the tail rotates like R whatever the case says (the check that the per-layer rope matters)
+  auto make = [&](bool rope) {
+    auto t = std::make_unique<sc::TrainStep>(c.kind, gpu_spec(c.s), gpu_view(p0), ivp, use_lt);
+    narrow_rope(*t, c.s, inv);  // before the tail: its frozen layers take the trainer's rotation
+    if (!p0[streamline::kRoleQNormW].empty())
+      t->set_qk_norm(p0[streamline::kRoleQNormW].data(), p0[streamline::kRoleKNormW].data());
+    set_post_norms(*t, rc, p0);
+    set_tail(*t, fr, h, c.V);
+    if (tr && rope) t->set_lm_tail_rope(c.frozen, tr->rows.data(), tr->scalings.data());
+    t->set_lm_chunk_rows(c.chunk_rows);
+    return t;
+  };
+  const std::unique_ptr<sc::TrainStep> tp = make(true);
+  sc::TrainStep& t = *tp;
+  if (tr)
+    record("train", nm + ": set_lm_tail_rope made one table per distinct rope other than R's",
+           t.lm_tail_rope_tables() == c.rope_tables, double(t.lm_tail_rope_tables()), double(c.rope_tables));
   // Validation first (before any gradient exists): each sequence against lm_loss_eval of that sequence alone.
   std::vector<double> le(B, -1.0);
   t.eval_lm(b1.x.data(), t1.data(), b1.pos.data(), b1.mask.data(), B, le.data());
@@ -306,7 +350,7 @@ void check_lm_step(const LmCase& c, bool use_lt) {
   std::string detail;
   for (size_t i = 0; i < B; i++) {
     const double lc = streamline::lm_loss_eval(c.kind, s1, cpu_params(p0), b1.x.data() + i * T * D,
-                                               cpu_tail(c, fr, h, 1), t1.data() + i * T, b1.pos.data() + i * T,
+                                               cpu_tail(c, fr, h, 1, tr), t1.data() + i * T, b1.pos.data() + i * T,
                                                b1.mask.data() + i * T, ivp);
     eerr = std::max(eerr, std::isfinite(le[i]) ? std::fabs(le[i] - lc) / lc : INFINITY);
     detail += fmt("%sgpu %.6g cpu %.6g", i ? ", " : "", le[i], lc);
@@ -340,6 +384,20 @@ void check_lm_step(const LmCase& c, bool use_lt) {
   }
   record("train", nm + ": accumulated gradients through the frozen rest (worst role)",
          gerr.nan_mismatch == 0 && gerr.rel_l2 <= kTolLmGrad, gerr.rel_l2, kTolLmGrad, role + ": " + roles);
+  if (!tr) return;
+  // The same two micro-batches with the tail's own rope ignored (every frozen layer rotating like R, as before
+  // set_lm_tail_rope existed): far outside the tolerances of the CPU's per-layer step, loss and gradients (which the
+  // step with it meets by a wide margin).
+  const std::unique_ptr<sc::TrainStep> ti = make(false);
+  const double li1 = ti->step_lm(b1.x.data(), t1.data(), b1.pos.data(), b1.mask.data(), B, w1);
+  const double li2 = ti->step_lm(b2.x.data(), t2.data(), b2.pos.data(), b2.mask.data(), B - 1, w2);
+  const double ierr = std::max(std::fabs(li1 - lc1) / lc1, std::fabs(li2 - lc2) / lc2);
+  std::string irole;
+  const Compare ig = worst_role(gpu_grads(*ti, p0), gc, &irole, kGradFloor);
+  record("train", nm + ": the per-layer rope matters: ignoring it, loss and gradients are > 5 tolerances off the CPU",
+         ierr > 5 * kTolTrainLoss && ig.rel_l2 > 5 * kTolLmGrad, ig.rel_l2, 5 * kTolLmGrad,
+         fmt("loss %.3g off (with it %.3g), gradients %.3g off (%s; with it %.3g)", ierr, lerr, ig.rel_l2, irole.c_str(),
+             gerr.rel_l2));
 }
 
 // Prefetch for the lm loss: stage_lm (from a second thread, through 4100-byte staging halves) + step_lm_staged over
@@ -580,6 +638,7 @@ void check_capi_lm() {
   SYM(streamline_cuda_train_create); SYM(streamline_cuda_train_destroy); SYM(streamline_cuda_train_set_lm_tail);
   SYM(streamline_cuda_train_step_lm); SYM(streamline_cuda_train_eval_lm); SYM(streamline_cuda_last_error);
   SYM(streamline_cuda_train_get_grads); SYM(streamline_cuda_train_stage_lm); SYM(streamline_cuda_train_step_lm_staged);
+  SYM(streamline_cuda_train_set_lm_tail_rope);
 #undef SYM
   if (!streamline_cuda_train_create || !streamline_cuda_train_destroy || !streamline_cuda_train_set_lm_tail ||
       !streamline_cuda_train_step_lm || !streamline_cuda_train_eval_lm || !streamline_cuda_last_error ||
@@ -654,6 +713,36 @@ void check_capi_lm() {
          sok && drained && staged == lref, 0, 0,
          sok ? fmt("staged %.17g plain %.17g", staged, lref) : streamline_cuda_last_error());
   if (tr) streamline_cuda_train_destroy(tr);
+  // Per-layer RoPE: the frozen layer rotating otherwise than the trainer's tables (train_set_lm_tail_rope) gives the
+  // in-process set_lm_tail_rope's step bitwise, another loss than the trainer's rope; a wrong layer count is refused.
+  {
+    const TailRope other = tail_rope(c.s, 1, 1u, inv);
+    sc::TrainStep tp(c.kind, c.s, gpu_view(p0), inv.data(), lt);
+    set_tail(tp, fr, h, c.V);
+    tp.set_lm_tail_rope(1, other.rows.data(), other.scalings.data());
+    const double lrope = tp.step_lm(b.x.data(), tg.data(), b.pos.data(), b.mask.data(), b.B, 1.f);
+    const Params grope = gpu_grads(tp, p0);
+    tr = nullptr;
+    double l = -1;
+    bool rok = streamline_cuda_train_set_lm_tail_rope != nullptr &&
+               streamline_cuda_train_create(0, &s, hp, inv.data(), &tr) == 0 &&
+               streamline_cuda_train_set_lm_tail(tr, 1, roles.data(), &nw, nullptr, &hw, int64_t(c.V)) == 0 &&
+               streamline_cuda_train_set_lm_tail_rope(tr, 1, other.rows.data(), other.scalings.data()) == 0 &&
+               streamline_cuda_train_step_lm(tr, b.x.data(), tg.data(), b.pos.data(), b.mask.data(), int64_t(b.B), 1.f,
+                                             &l) == 0;
+    Params gr = zeros_like(p0);
+    for (int k = 0; k < kRoles && rok; k++)
+      if (!gr[k].empty()) rok = streamline_cuda_train_get_grads(tr, k, gr[k].data(), int64_t(gr[k].size())) == 0;
+    record("train", "C API lm: train_set_lm_tail_rope through dlopen: step_lm bitwise the in-process step, not R's rope",
+           rok && l == lrope && same_bits(gr, grope) && l != lref, 0, 0,
+           rok ? fmt("loss %.17g vs %.17g (R's rope %.9g)", l, lrope, lref)
+               : (streamline_cuda_train_set_lm_tail_rope ? streamline_cuda_last_error() : "symbol missing"));
+    const bool refused = rok && streamline_cuda_train_set_lm_tail_rope(tr, 2, other.rows.data(), other.scalings.data()) != 0 &&
+                         std::strstr(streamline_cuda_last_error(), "the lm tail has 1") != nullptr;
+    record("train", "C API lm: train_set_lm_tail_rope with n_layers not the tail's returns -1 with the reason", refused,
+           0, 0, rok ? streamline_cuda_last_error() : "");
+    if (tr) streamline_cuda_train_destroy(tr);
+  }
   dlclose(lib);
 }
 
@@ -690,7 +779,90 @@ static std::vector<LmCase> partial_lm_cases() {
   };
 }
 
+// Per-layer RoPE in the tail (Gemma 3: sliding layers with rope_local_base_freq, full ones with rope_theta and its
+// scaling), through check_lm_step against lm_loss_step with FrozenTail::inv_freqs / rope_scalings: a layer replacement
+// over three frozen Llama layers, two of which share another rope (one table for both, the third repeating R's), and
+// an mlp replacement over two frozen Gemma-style layers (post and q/k norms: the normed q/k kernel), one of them with
+// the other rope.
+static std::vector<LmCase> rope_lm_cases() {
+  LmCase a{"lm: layer, 3 frozen layers, per-layer rope (1 and 2: base 1e6, scaling 1.25; 0 repeats R's)",
+           ReplacementKind::Layer, spec(2, 21, 64, 4, 2, 16, 96, false, Activation::SiLU, true, true), false, 3, 97, 1,
+           7};
+  a.other_rope = 0b110, a.rope_tables = 1;
+  LmCase b{"lm: mlp over 2 frozen gemma layers (post + q/k norms), layer 0 with its own rope", ReplacementKind::MLP,
+           spec(2, 13, 64, 4, 2, 16, 96, false, Activation::GELUTanh, true, true), false, 2, 80, 1, 6, true, true};
+  b.other_rope = 0b01, b.rope_tables = 1;
+  return {a, b};
+}
+
+// set_lm_tail_rope beyond the numbers: R's values repeated make no table and run bitwise as no call; another rope
+// takes exactly its table's bytes; refusals (a layer count that is not the tail's, a non-finite value, no tail, a
+// trainer without RoPE, set_rotary_dim afterwards) change nothing; set_lm_tail resets the tail to R's rope and frees
+// the tables.
+void check_lm_tail_rope_api(bool use_lt) {
+  const LmCase c = rope_lm_cases()[0];
+  const Fixture f = make_fixture(c, 5150, c.frozen);
+  const size_t B = c.s.B, half = c.s.Dh / 2, M = B * c.s.T;
+  const TailRope other = tail_rope(c.s, c.frozen, c.other_rope, f.inv), same = tail_rope(c.s, c.frozen, 0, f.inv);
+  const std::string nm = fmt("lm tail rope (%s)", use_lt ? "cublaslt" : "fallback");
+  auto run = [&](sc::TrainStep& t) {
+    t.zero_grad();
+    const double l = t.step_lm(f.b.x.data(), f.tg.data(), f.b.pos.data(), f.b.mask.data(), B, 1.f);
+    return std::make_pair(l, gpu_grads(t, f.p0));
+  };
+  auto bitwise = [](const std::pair<double, Params>& a, const std::pair<double, Params>& b) {
+    return a.first == b.first && same_bits(a.second, b.second);
+  };
+  sc::TrainStep plain(c.kind, c.s, gpu_view(f.p0), f.inv.data(), use_lt);
+  set_tail(plain, f.fr, f.h, c.V);
+  const auto r0 = run(plain);
+  sc::TrainStep t(c.kind, c.s, gpu_view(f.p0), f.inv.data(), use_lt);
+  set_tail(t, f.fr, f.h, c.V);
+  const size_t b0 = t.device_bytes();
+  t.set_lm_tail_rope(c.frozen, same.rows.data(), same.scalings.data());
+  record("train", nm + ": R's rope repeated for every layer: no table, no byte, bitwise the step without the call",
+         t.lm_tail_rope_tables() == 0 && t.device_bytes() == b0 && bitwise(run(t), r0), 0, 0);
+  t.set_lm_tail_rope(c.frozen, other.rows.data(), other.scalings.data());
+  const size_t want = 2 * M * half * 4 + half * 4;
+  const size_t b1 = t.device_bytes();
+  const auto r1 = run(t);
+  record("train", nm + ": two layers with one other rope: one table, its bytes exactly (cos, sin, inv_freq)",
+         t.lm_tail_rope_tables() == 1 && b1 - b0 == want && r1.first != r0.first, double(b1 - b0), double(want),
+         fmt("loss %.9g, R's rope %.9g", r1.first, r0.first));
+  std::vector<float> nan_rows = other.rows;
+  nan_rows[half + 3] = NAN;
+  const bool bad_n = throws_with([&] { t.set_lm_tail_rope(c.frozen - 1, other.rows.data(), other.scalings.data()); },
+                                 "layers' RoPE given, the lm tail has 3");
+  const bool bad_v = throws_with([&] { t.set_lm_tail_rope(c.frozen, nan_rows.data(), other.scalings.data()); },
+                                 "must be finite");
+  const bool bad_null = throws_with([&] { t.set_lm_tail_rope(c.frozen, nullptr, other.scalings.data()); }, "required");
+  const bool bad_rot = throws_with([&] { t.set_rotary_dim(c.s.Dh, f.inv.data()); }, "per-layer RoPE is set");
+  record("train", nm + ": refused (a layer count not the tail's, NaN, no rows, set_rotary_dim after), nothing changed",
+         bad_n && bad_v && bad_null && bad_rot && t.device_bytes() == b1 && bitwise(run(t), r1), 0, 0,
+         fmt("count %d nan %d null %d rot %d", bad_n, bad_v, bad_null, bad_rot));
+  set_tail(t, f.fr, f.h, c.V);
+  record("train", nm + ": set_lm_tail resets the tail to R's rope and frees the tables",
+         t.lm_tail_rope_tables() == 0 && t.device_bytes() == b0 && bitwise(run(t), r0), double(t.device_bytes()),
+         double(b0));
+  sc::TrainStep bare(c.kind, c.s, gpu_view(f.p0), f.inv.data(), use_lt);
+  const bool no_tail =
+      throws_with([&] { bare.set_lm_tail_rope(c.frozen, other.rows.data(), other.scalings.data()); }, "set_lm_tail first");
+  const LmCase nr = lm_cases()[1];  // OPT-style: no RoPE
+  const Fixture g = make_fixture(nr, 5151, 1);
+  sc::TrainStep norope(nr.kind, nr.s, gpu_view(g.p0), nullptr, use_lt);
+  set_tail(norope, g.fr, g.h, nr.V);
+  const std::vector<float> row(nr.s.Dh / 2, 0.5f), one(1, 1.f);
+  const bool no_rope = throws_with([&] { norope.set_lm_tail_rope(1, row.data(), one.data()); }, "without RoPE");
+  record("train", nm + ": refused without a tail and on a trainer without RoPE", no_tail && no_rope, 0, 0,
+         fmt("no tail %d no rope %d", no_tail, no_rope));
+}
+
 void run_train_lm_checks(bool use_cublaslt) {
+  for (const LmCase& c : rope_lm_cases()) {
+    guard(std::string(c.name) + " (fallback)", [&] { check_lm_step(c, false); });
+    if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_lm_step(c, true); });
+  }
+  guard("lm tail rope", [&] { check_lm_tail_rope_api(use_cublaslt); });
   for (const LmCase& c : partial_lm_cases()) {
     guard(std::string(c.name) + " (fallback)", [&] { check_lm_step(c, false); });
     if (use_cublaslt) guard(std::string(c.name) + " (cublaslt)", [&] { check_lm_step(c, true); });
