@@ -1002,42 +1002,7 @@ void TrainStep::set_lm_tail_post_norm(const std::vector<std::pair<HostTensor, Ho
     std::lock_guard<std::mutex> lk(mu_);  // grows allocs_/bytes_, which the staging side reads under mu_
     alloc_post_buffers(true);
   }
-  const size_t raw_bytes = size_t(1) << 20;
-  void* raw = device_alloc(raw_bytes);
-  std::vector<std::pair<void*, size_t>> mine;  // freed on failure; otherwise the tail's
-  try {
-    std::vector<std::pair<const float*, const float*>> dev(L, {nullptr, nullptr});
-    for (size_t k = 0; k < L; k++) {
-      if (!norms[k].first.data) continue;
-      float* d = static_cast<float*>(device_alloc(2 * D * 4));
-      mine.emplace_back(d, 2 * D * 4);
-      const std::string what = "frozen layer " + std::to_string(k);
-      upload_converted(d, DType::F32, norms[k].first, D, (what + " post_attn_norm.weight").c_str(), raw, raw_bytes,
-                       stream_);
-      upload_converted(d + D, DType::F32, norms[k].second, D, (what + " post_mlp_norm.weight").c_str(), raw,
-                       raw_bytes, stream_);
-      dev[k] = {d, d + D};
-    }
-    SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    for (size_t k = 0; k < L; k++) {
-      tail_->layers[k].vec[kRolePostAttnNormW] = dev[k].first;
-      tail_->layers[k].vec[kRolePostMlpNormW] = dev[k].second;
-    }
-  } catch (...) {
-    cudaStreamSynchronize(stream_);
-    device_free(raw, raw_bytes);
-    for (auto& a : mine) device_free(a.first, a.second);
-    throw;
-  }
-  device_free(raw, raw_bytes);
-  size_t added = 0;
-  for (auto& a : mine) {
-    tail_->allocs.push_back(a);
-    tail_->bytes += a.second;
-    added += a.second;
-  }
-  std::lock_guard<std::mutex> lk(mu_);
-  bytes_ += added;
+  upload_tail_norm_pairs(norms, D, "post_attn_norm.weight", "post_mlp_norm.weight", kRolePostAttnNormW, kRolePostMlpNormW);
 }
 
 void TrainStep::set_qk_norm(const float* qn, const float* kn) {

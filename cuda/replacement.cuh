@@ -213,6 +213,9 @@ class TrainStep {
   }
 
  private:
+  // The upload shared by set_lm_tail_qk_norm and set_lm_tail_post_norm (replacement_lm.cu).
+  void upload_tail_norm_pairs(const std::vector<std::pair<HostTensor, HostTensor>>& norms, size_t width,
+                              const char* name_a, const char* name_b, int role_a, int role_b);
   void* alloc(size_t bytes);
   void release();
   void refresh_bf16();

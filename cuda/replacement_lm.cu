@@ -140,6 +140,47 @@ void TrainStep::set_lm_tail(const std::vector<const HostTensor*>& layers, const 
   bytes_ = bytes_ + added - removed;
 }
 
+// Uploads each frozen tail layer's pair of norm vectors ([width] each, f32 on the device; a layer with none keeps
+// none) and points the layer's two roles at them, only once every upload has succeeded (a failure frees them all).
+void TrainStep::upload_tail_norm_pairs(const std::vector<std::pair<HostTensor, HostTensor>>& norms, size_t width,
+                                       const char* name_a, const char* name_b, int role_a, int role_b) {
+  const size_t L = tail_->layers.size();
+  const size_t raw_bytes = size_t(1) << 20;
+  void* raw = device_alloc(raw_bytes);
+  std::vector<std::pair<void*, size_t>> mine;  // freed on failure; otherwise the tail's
+  try {
+    std::vector<std::pair<const float*, const float*>> dev(L, {nullptr, nullptr});
+    for (size_t k = 0; k < L; k++) {
+      if (!norms[k].first.data) continue;
+      float* d = static_cast<float*>(device_alloc(2 * width * 4));
+      mine.emplace_back(d, 2 * width * 4);
+      const std::string what = "frozen layer " + std::to_string(k) + " ";
+      upload_converted(d, DType::F32, norms[k].first, width, (what + name_a).c_str(), raw, raw_bytes, stream_);
+      upload_converted(d + width, DType::F32, norms[k].second, width, (what + name_b).c_str(), raw, raw_bytes, stream_);
+      dev[k] = {d, d + width};
+    }
+    SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    for (size_t k = 0; k < L; k++) {
+      tail_->layers[k].vec[role_a] = dev[k].first;
+      tail_->layers[k].vec[role_b] = dev[k].second;
+    }
+  } catch (...) {
+    cudaStreamSynchronize(stream_);
+    device_free(raw, raw_bytes);
+    for (auto& a : mine) device_free(a.first, a.second);
+    throw;
+  }
+  device_free(raw, raw_bytes);
+  size_t added = 0;
+  for (auto& a : mine) {
+    tail_->allocs.push_back(a);
+    tail_->bytes += a.second;
+    added += a.second;
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  bytes_ += added;
+}
+
 void TrainStep::set_lm_tail_qk_norm(const std::vector<std::pair<HostTensor, HostTensor>>& norms) {
   check(tail_ != nullptr, "set_lm_tail_qk_norm: set_lm_tail first");
   const size_t L = tail_->layers.size(), Dh = s_.Dh;
@@ -157,40 +198,7 @@ void TrainStep::set_lm_tail_qk_norm(const std::vector<std::pair<HostTensor, Host
     std::lock_guard<std::mutex> lk(mu_);  // grows allocs_/bytes_, which the staging side reads under mu_
     alloc_qk_buffers();
   }
-  const size_t raw_bytes = size_t(1) << 20;
-  void* raw = device_alloc(raw_bytes);
-  std::vector<std::pair<void*, size_t>> mine;  // freed on failure; otherwise the tail's
-  try {
-    std::vector<std::pair<const float*, const float*>> dev(L, {nullptr, nullptr});
-    for (size_t k = 0; k < L; k++) {
-      if (!norms[k].first.data) continue;
-      float* d = static_cast<float*>(device_alloc(2 * Dh * 4));
-      mine.emplace_back(d, 2 * Dh * 4);
-      const std::string what = "frozen layer " + std::to_string(k);
-      upload_converted(d, DType::F32, norms[k].first, Dh, (what + " q_norm.weight").c_str(), raw, raw_bytes, stream_);
-      upload_converted(d + Dh, DType::F32, norms[k].second, Dh, (what + " k_norm.weight").c_str(), raw, raw_bytes, stream_);
-      dev[k] = {d, d + Dh};
-    }
-    SL_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    for (size_t k = 0; k < L; k++) {
-      tail_->layers[k].vec[kRoleQNormW] = dev[k].first;
-      tail_->layers[k].vec[kRoleKNormW] = dev[k].second;
-    }
-  } catch (...) {
-    cudaStreamSynchronize(stream_);
-    device_free(raw, raw_bytes);
-    for (auto& a : mine) device_free(a.first, a.second);
-    throw;
-  }
-  device_free(raw, raw_bytes);
-  size_t added = 0;
-  for (auto& a : mine) {
-    tail_->allocs.push_back(a);
-    tail_->bytes += a.second;
-    added += a.second;
-  }
-  std::lock_guard<std::mutex> lk(mu_);
-  bytes_ += added;
+  upload_tail_norm_pairs(norms, Dh, "q_norm.weight", "k_norm.weight", kRoleQNormW, kRoleKNormW);
 }
 
 void TrainStep::set_lm_tail_rope(size_t n_layers, const float* inv_freqs, const float* attention_scalings) {
