@@ -15,11 +15,11 @@
  * the frozen layers and the head go to the GPU once (setLmTail) and each micro-batch is stepLm with the blocks'
  * next-token targets, validation evalLm; a CUDA backend built before those (streamline_cuda_train_step_lm) trains
  * `lm` on the CPU instead, with a warning. A tail whose layers rotate otherwise than the replacement (LmTail.ropes:
- * per-layer RoPE, Gemma 3's sliding and full layers) reaches the GPU with the spec (streamline_cuda_train_set_lm_tail_rope);
- * a backend built before that function trains it on the CPU, with a warning. A CUDA backend built before its eval
- * function existed validates `mse` on the CPU instead, downloading the weights at each validation. Checkpoints are one format for both devices and both
- * losses: an interrupted cuda run downloads the weights and AdamW moments (getState) and `resume` uploads them
- * (setState), so a checkpoint moves between cpu and cuda. A CUDA backend built before getState/setState existed
+ * per-layer RoPE, Gemma 3's sliding and full layers) reaches the GPU with the spec
+ * (streamline_cuda_train_set_lm_tail_rope); a backend built before that function trains it on the CPU, with a warning.
+ * A CUDA backend built before its eval function existed validates `mse` on the CPU instead, downloading the weights at
+ * each validation. Checkpoints are one format for both devices and both losses: an interrupted cuda run downloads the
+ * weights and AdamW moments (getState) and `resume` uploads them (setState), so a checkpoint moves between cpu and cuda. A CUDA backend built before getState/setState existed
  * trains but saves no checkpoint, and refuses `resume` (E_UNSUPPORTED). With a backend that has stage
  * (streamline_cuda_train_stage; for `lm`, streamline_cuda_train_stage_lm), the next micro-batch is read from the
  * cache (for `lm` with its next-token targets) and uploaded while the current one computes (see `pipe` below);
