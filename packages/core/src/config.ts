@@ -8,7 +8,7 @@ import { getAdapter, SUPPORTED_MODEL_TYPES } from './arch/index.js';
 import { StreamlineError } from './errors.js';
 
 /** Model families Streamline understands. */
-export type ModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'phi3' | 'gemma3_text' | 'opt';
+export type ModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'phi3' | 'gemma' | 'gemma3_text' | 'opt';
 
 /** Activations the kernels implement (`gelu_tanh` is the tanh approximation: gelu_new / gelu_pytorch_tanh). */
 export type Activation = 'silu' | 'relu' | 'gelu' | 'gelu_tanh';

@@ -26,7 +26,7 @@ export type { LazyTensorEntry, WriteEntry, WriteOptions, WriteProgress, WriteRes
 
 export { parseModelConfig, loadModelConfig } from './config.js';
 export type { ModelConfig, ModelType, Activation, RopeConfig, RopeScaling, OptConfig } from './config.js';
-export { getAdapter, SUPPORTED_MODEL_TYPES, llama, mistral, qwen2, qwen3, phi3, gemma3, opt, LAYER_ROLES, GLOBAL_ROLES } from './arch/index.js';
+export { getAdapter, SUPPORTED_MODEL_TYPES, llama, mistral, qwen2, qwen3, phi3, gemma, gemma3, opt, LAYER_ROLES, GLOBAL_ROLES } from './arch/index.js';
 export type { ArchAdapter, ArchSpec, ArchTraits, ExpectedTensor, GlobalRole, LayerRole, NamingOptions, TensorRole } from './arch/index.js';
 
 export { openModelDir } from './model-dir.js';

@@ -5,8 +5,8 @@ import { GLOBAL_ROLES, LAYER_ROLES, gemma3, getAdapter, isStreamlineError, llama
 import { TINY_LLAMA, TINY_OPT } from './_helpers.js';
 
 test('bad input: unknown model type', () => {
-  assert.throws(() => getAdapter('gpt_neox'), (e: unknown) => isStreamlineError(e, 'E_CONFIG_UNSUPPORTED') && e.message.includes('llama, mistral, qwen2, qwen3, phi3, gemma3_text, opt'));
-  assert.equal([...SUPPORTED_MODEL_TYPES], ['llama', 'mistral', 'qwen2', 'qwen3', 'phi3', 'gemma3_text', 'opt']);
+  assert.throws(() => getAdapter('gpt_neox'), (e: unknown) => isStreamlineError(e, 'E_CONFIG_UNSUPPORTED') && e.message.includes('llama, mistral, qwen2, qwen3, phi3, gemma, gemma3_text, opt'));
+  assert.equal([...SUPPORTED_MODEL_TYPES], ['llama', 'mistral', 'qwen2', 'qwen3', 'phi3', 'gemma', 'gemma3_text', 'opt']);
   // hasOwn, not `in`: a model_type named like an Object.prototype member gets the plain message
   assert.throws(() => getAdapter('toString'), (e: unknown) => isStreamlineError(e, 'E_CONFIG_UNSUPPORTED') && e.message.startsWith("model_type 'toString' is not supported (supported:"));
   // The MoE sibling shares a prefix, not a layout: refused by name.

@@ -14,7 +14,7 @@ const fails = (fn: () => unknown, code: string, mention: string) =>
 test('bad input: not an object, unknown or missing model_type, missing and invalid fields', () => {
   fails(() => parseModelConfig([]), 'E_CONFIG_FIELD', 'JSON object');
   fails(() => parseModelConfig({ ...base }), 'E_CONFIG_FIELD', 'model_type');
-  fails(() => parseModelConfig({ model_type: 'gpt2', ...base }), 'E_CONFIG_UNSUPPORTED', 'llama, mistral, qwen2, qwen3, phi3, gemma3_text, opt');
+  fails(() => parseModelConfig({ model_type: 'gpt2', ...base }), 'E_CONFIG_UNSUPPORTED', 'llama, mistral, qwen2, qwen3, phi3, gemma, gemma3_text, opt');
   fails(() => parseModelConfig({ model_type: 'gemma3', ...base }), 'E_CONFIG_UNSUPPORTED', 'gemma3_text');
   fails(() => parseModelConfig({ model_type: 'gemma2', ...base }), 'E_CONFIG_UNSUPPORTED', 'soft-caps');
   fails(() => parseModelConfig({ model_type: 'qwen3_moe', ...base }), 'E_CONFIG_UNSUPPORTED', "model_type 'qwen3_moe' is not supported");
@@ -194,6 +194,17 @@ test('gemma3_text defaults (configuration_gemma3.py): head_dim 256, 4 KV heads, 
   fails(() => gemma({ partial_rotary_factor: 0.5 }), 'E_CONFIG_UNSUPPORTED', 'partial_rotary_factor');
   // all full attention: no window needed
   assert.is(gemma({ sliding_window_pattern: 1, sliding_window: null }).slidingWindow, null);
+});
+
+test('gemma defaults (configuration_gemma.py): head_dim 256, 16 KV heads when absent, tied, tanh GeGLU whatever hidden_act says, no window', () => {
+  const g = (extra: object = {}) => parseModelConfig({ model_type: 'gemma', ...base, num_attention_heads: 16, hidden_size: 128, ...extra });
+  const c = g({ hidden_act: 'gelu' });
+  assert.equal([c.headDim, c.numKvHeads, c.tieWordEmbeddings, c.activation, c.hiddenAct, c.slidingWindow, c.maxPositionEmbeddings, c.rope!.theta],
+    [256, 16, true, 'gelu_tanh', 'gelu_pytorch_tanh', null, 8192, 10000]);
+  assert.equal([c.embedScale, c.attentionScale, c.bosTokenId, c.eosTokenId, c.padTokenId], [Math.sqrt(128), undefined, 2, 1, 0]);
+  // hidden_activation, when set, is the activation (transformers 4.38-4.47 read only it)
+  assert.is(g({ hidden_activation: 'gelu' }).activation, 'gelu');
+  assert.is(g({ num_key_value_heads: 1 }).numKvHeads, 1);
 });
 
 test('opt defaults (configuration_opt.py): tied, relu, biases, pre-norm, LayerNorm eps 1e-5; opt-350m style', () => {

@@ -59,6 +59,22 @@ for (const r of runs) {
   });
 }
 
+test('gemma (1) layer: the export stores norms as offsets and gives the in-memory logits', async () => {
+  const model = await loadCharFixture('gemma', tmp);
+  const out = path.join(tmp, 'gemma1-layer');
+  const res = await prune(model, { outDir: out, calib, samples: 2, seqLen: 16, trainSamples: 4, epochs: 1, lr: 1e-2, range: { start: 1, end: 3 }, replacement: 'layer', device: 'cpu' });
+  writeCharTokenizer(out);
+  assert.ok((inspect(out) as ModelReport).valid);
+  const st = openSafetensors(path.join(out, 'model.safetensors'));
+  for (const n of ['input_layernorm', 'post_attention_layernorm']) {
+    const v = st.tensor(`model.layers.1.${n}.weight`).toFloat32();
+    assert.ok(v.reduce((a, b) => a + Math.abs(b), 0) / v.length < 0.6, `${n} stored as an offset from one`);
+  }
+  const exported = await loadModel(out);
+  const a = await logitsOf(res.pruned!, tokens), b = await logitsOf(exported.description, tokens);
+  assert.ok(a.every(Number.isFinite) && maxAbsDiff(a, b) === 0, `export vs in memory: ${maxAbsDiff(a, b)}`);
+});
+
 test('gemma3: the embedding scale is sqrt(hidden) rounded to the embedding dtype, as transformers casts it', async () => {
   // The goldens alone barely see this (bf16 moves sqrt(32) by 1.1e-4 relative, against a 1e-4 tolerance).
   const bf16 = await loadModel(path.join(repoRoot, 'test', 'fixtures', 'models', 'gemma3'));

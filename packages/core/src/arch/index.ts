@@ -3,6 +3,7 @@
  * (see docs/adding-an-architecture.md).
  */
 import { StreamlineError } from '../errors.js';
+import { gemma } from './gemma.js';
 import { gemma3 } from './gemma3.js';
 import { llama } from './llama.js';
 import { mistral } from './mistral.js';
@@ -12,13 +13,12 @@ import { qwen2 } from './qwen2.js';
 import { qwen3 } from './qwen3.js';
 import type { ArchAdapter } from './types.js';
 
-const ADAPTERS: ReadonlyMap<string, ArchAdapter> = new Map([llama, mistral, qwen2, qwen3, phi3, gemma3, opt].map((a) => [a.modelType, a]));
+const ADAPTERS: ReadonlyMap<string, ArchAdapter> = new Map([llama, mistral, qwen2, qwen3, phi3, gemma, gemma3, opt].map((a) => [a.modelType, a]));
 
 /** Why a family users ask about is refused, when there is more to say than "not supported". */
 const NOT_SUPPORTED_WHY: Readonly<Record<string, string>> = {
   gemma3: 'the multimodal Gemma 3 (4B and larger, Gemma3ForConditionalGeneration) is not supported; its text-only sizes (model_type gemma3_text: 270M, 1B) are',
   gemma2: 'Gemma 2 soft-caps attention logits (tanh), which the attention kernels do not implement',
-  gemma: 'Gemma (1) is not supported yet; Gemma 3 text models (gemma3_text) are',
   qwen3_moe: 'mixture-of-experts MLPs are not supported',
   qwen2_moe: 'mixture-of-experts MLPs are not supported',
   mixtral: 'mixture-of-experts MLPs are not supported',
@@ -42,5 +42,5 @@ export function getAdapter(modelType: string, file?: string): ArchAdapter {
   return a;
 }
 
-export { gemma3, llama, mistral, opt, phi3, qwen2, qwen3 };
+export { gemma, gemma3, llama, mistral, opt, phi3, qwen2, qwen3 };
 export * from './types.js';
