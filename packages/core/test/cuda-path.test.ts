@@ -22,7 +22,7 @@ process.env.STREAMLINE_CUDA_LIBRARY = fake;
 const fixtures = path.join(repoRoot, 'test', 'fixtures', 'models');
 const MODELS = ['llama-gqa', 'llama-gqa-bf16', 'llama-bias', 'llama-dynamic-rope', 'llama-linear-rope', 'llama3-rope-tied', 'mistral',
   'mistral-window', 'qwen2-bias', 'qwen2-bias-bf16', 'qwen2-window', 'phi3', 'phi3-longrope-short', 'phi3-longrope-long', 'phi3-partial', 'opt', 'opt-gelu',
-  'opt-postnorm', 'opt-proj', 'qwen3-yarn', 'llama-yarn-mscale'];
+  'opt-postnorm', 'opt-proj', 'qwen3-yarn', 'llama-yarn-mscale', 'gemma'];
 // Rows of different lengths (padded in a batch); the longest is the model's maximum, up to 70 (more than one
 // ROW_ALIGN block of 64).
 const seqs = (d: { vocab: number; maxPositionEmbeddings: number }) => {
