@@ -9,6 +9,27 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kScratch = 32;  // block_sum scratch (floats), at the start of the dynamic shared memory
 
+// The statistics of a staged row: s1 is each thread's partial sum (of v^2 for RMSNorm, kind 0; of v for LayerNorm)
+// over the elements it staged. Every thread of the block must call it (block_sum synchronises) and gets mean (0 for
+// RMSNorm) and inv = 1 / sqrt(variance + eps); LayerNorm's second pass reads only the elements each thread staged.
+__device__ void row_stats(int kind, float s1, const float* row, size_t D, float eps, float* scratch, float& mean,
+                          float& inv) {
+  s1 = block_sum(s1, scratch);
+  mean = 0.f;
+  if (kind == 0) {
+    inv = rsqrtf(s1 / float(D) + eps);
+    return;
+  }
+  mean = s1 / float(D);
+  float s2 = 0.f;
+  for (size_t d = threadIdx.x; d < D; d += blockDim.x) {
+    float c = row[d] - mean;
+    s2 += c * c;
+  }
+  s2 = block_sum(s2, scratch);
+  inv = rsqrtf(s2 / float(D) + eps);
+}
+
 __global__ void norm_kernel(int kind, float* y_f32, bf16* y_bf16, float* r_out, const float* x, const float* delta,
                             const float* delta_bias, const void* w, const void* b, int wdt, size_t M, size_t D,
                             float eps) {
@@ -30,20 +51,8 @@ __global__ void norm_kernel(int kind, float* y_f32, bf16* y_bf16, float* r_out, 
       row[d] = v;
       s1 += kind == 0 ? v * v : v;
     }
-    s1 = block_sum(s1, scratch);
-    float mean = 0.f, inv;
-    if (kind == 0) {
-      inv = rsqrtf(s1 / float(D) + eps);
-    } else {
-      mean = s1 / float(D);
-      float s2 = 0.f;
-      for (size_t d = threadIdx.x; d < D; d += blockDim.x) {
-        float c = row[d] - mean;
-        s2 += c * c;
-      }
-      s2 = block_sum(s2, scratch);
-      inv = rsqrtf(s2 / float(D) + eps);
-    }
+    float mean, inv;
+    row_stats(kind, s1, row, D, eps, scratch, mean, inv);
     for (size_t d = threadIdx.x; d < D; d += blockDim.x) {
       float n = (row[d] - mean) * inv;
       float o = w ? wload(w, wdt, d) * n : n;
@@ -73,20 +82,8 @@ __global__ void post_norm_kernel(int kind, bf16* y_bf16, float* r_out, const flo
       row[d] = v;
       s1 += kind == 0 ? v * v : v;
     }
-    s1 = block_sum(s1, scratch);
-    float mean = 0.f, inv;
-    if (kind == 0) {
-      inv = rsqrtf(s1 / float(D) + eps);
-    } else {
-      mean = s1 / float(D);
-      float s2 = 0.f;
-      for (size_t d = threadIdx.x; d < D; d += blockDim.x) {
-        float c = row[d] - mean;
-        s2 += c * c;
-      }
-      s2 = block_sum(s2, scratch);
-      inv = rsqrtf(s2 / float(D) + eps);
-    }
+    float mean, inv;
+    row_stats(kind, s1, row, D, eps, scratch, mean, inv);
     // Each thread rewrites only the row elements it staged itself, so no barrier is needed before the overwrite.
     float t1 = 0.f;
     for (size_t d = threadIdx.x; d < D; d += blockDim.x) {
@@ -96,20 +93,8 @@ __global__ void post_norm_kernel(int kind, bf16* y_bf16, float* r_out, const flo
       t1 += kind == 0 ? r * r : r;
     }
     if (y_bf16) {
-      t1 = block_sum(t1, scratch);
-      float mean2 = 0.f, inv2;
-      if (kind == 0) {
-        inv2 = rsqrtf(t1 / float(D) + eps);
-      } else {
-        mean2 = t1 / float(D);
-        float t2 = 0.f;
-        for (size_t d = threadIdx.x; d < D; d += blockDim.x) {
-          float c = row[d] - mean2;
-          t2 += c * c;
-        }
-        t2 = block_sum(t2, scratch);
-        inv2 = rsqrtf(t2 / float(D) + eps);
-      }
+      float mean2, inv2;
+      row_stats(kind, t1, row, D, eps, scratch, mean2, inv2);
       for (size_t d = threadIdx.x; d < D; d += blockDim.x) {
         float n = (row[d] - mean2) * inv2;
         float o = nw ? nw[d] * n : n;
